@@ -1,0 +1,130 @@
+"""The ``modelmon`` command."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+from modelmon.errors import ModelmonError
+
+app = typer.Typer(
+    name="modelmon",
+    help="Deploy trained models over the Open Inference Protocol and monitor them with "
+    "Prometheus, Alertmanager and Grafana.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+console = Console(stderr=True)
+
+RegistryOption = Annotated[
+    Optional[Path],
+    typer.Option("--registry", help="Registry directory [default: $MODELMON_HOME/registry]."),
+]
+
+
+def _fail(exc: ModelmonError) -> None:
+    console.print(f"[red]error:[/red] {exc.message}")
+    raise typer.Exit(code=2)
+
+
+@app.command()
+def register(
+    name: Annotated[str, typer.Option("--name", help="Model name (letters, digits, . _ -).")],
+    model: Annotated[Path, typer.Option("--model", help="A .skops, .onnx, or (with --trust-pickle) .pkl/.joblib file.")],
+    registry: RegistryOption = None,
+    reference: Annotated[Optional[Path], typer.Option(help="Training data (CSV or Parquet): feature types and the drift reference.")] = None,
+    target: Annotated[Optional[str], typer.Option(help="The label column in the reference and validation data.")] = None,
+    validation: Annotated[Optional[Path], typer.Option(help="Held-out data (CSV or Parquet) with the target column: the quality baseline.")] = None,
+    trust_pickle: Annotated[bool, typer.Option("--trust-pickle", help="Allow a pickle/joblib file. Unpickling runs code: only for files you trust.")] = False,
+    trust_type: Annotated[Optional[list[str]], typer.Option("--trust-type", help="A type a .skops file may build beyond skops' safe defaults (repeatable).")] = None,
+    onnx: Annotated[bool, typer.Option("--onnx/--no-onnx", help="Convert scikit-learn models to ONNX when the result provably agrees.")] = True,
+) -> None:
+    """Store a model as the next version of NAME and print its name and version."""
+    from modelmon.registry import register_model
+
+    try:
+        card = register_model(
+            model, name=name, reference=reference, target=target, validation=validation,
+            registry=registry, trust_pickle=trust_pickle, trusted_types=trust_type or [],
+            convert_to_onnx=onnx,
+        )  # fmt: skip
+    except ModelmonError as exc:
+        _fail(exc)
+    console.print(f"registered [bold]{card.name}[/bold] version [bold]{card.version}[/bold] "
+                  f"({card.flavor}, served with {card.runtime})")  # fmt: skip
+    typer.echo(f"{card.name}:{card.version}")
+
+
+@app.command()
+def models(registry: RegistryOption = None) -> None:
+    """List registered models and their versions."""
+    from rich.table import Table
+
+    from modelmon.registry import Registry
+
+    reg = Registry(registry)
+    table = Table("model", "version", "flavor", "runtime", "features", "classes", "created")
+    for card in reg.cards():
+        table.add_row(card.name, str(card.version), card.flavor, card.runtime,
+                      str(len(card.signature.features)), str(len(card.signature.classes)),
+                      card.created_at.strftime("%Y-%m-%d %H:%M"))  # fmt: skip
+    Console().print(table if table.rows else f"no models in {reg.root}")
+
+
+@app.command()
+def serve(
+    registry: RegistryOption = None,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
+    model: Annotated[Optional[list[str]], typer.Option("--model", help="NAME or NAME:VERSION to serve (repeatable) [default: the latest version of every model].")] = None,
+    max_batch_size: Annotated[int, typer.Option(help="Most rows in one model call.")] = 256,
+    max_batch_delay_ms: Annotated[float, typer.Option(help="How long a batch may wait for more rows.")] = 0.0,
+    batching: Annotated[bool, typer.Option("--batching/--no-batching", help="Merge concurrent requests into one model call.")] = True,
+    monitoring: Annotated[bool, typer.Option("--monitoring/--no-monitoring", help="Prediction metrics.")] = True,
+    max_body_bytes: Annotated[int, typer.Option(help="Largest request body accepted.")] = 16 * 1024 * 1024,
+    drain_seconds: Annotated[float, typer.Option(help="On SIGTERM, seconds to report not-ready before closing.")] = 2.0,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "warning",
+) -> None:
+    """Serve registered models over the Open Inference Protocol, with /metrics."""
+    from modelmon.registry import Registry, parse_model_ref
+    from modelmon.serving.app import ModelServer
+    from modelmon.serving.server import serve as run_server
+    from modelmon.serving.settings import ServingSettings
+
+    try:
+        reg = Registry(registry)
+        refs = [parse_model_ref(m) for m in model] if model else None
+        if not refs and not reg.model_names():
+            raise ModelmonError(f"no models registered in {reg.root}; run `modelmon register` first")
+        for name, version in refs or []:
+            reg.card(name, version)
+        settings = ServingSettings(
+            max_batch_size=max_batch_size, max_batch_delay_ms=max_batch_delay_ms, batching=batching,
+            monitoring=monitoring, max_body_bytes=max_body_bytes, drain_seconds=drain_seconds,
+        )  # fmt: skip
+    except ModelmonError as exc:
+        _fail(exc)
+    console.print(f"serving on http://{host}:{port} (metrics at /metrics)")
+    run_server(ModelServer(reg, refs, settings), host, port, log_level)
+
+
+@app.command()
+def demo(
+    port: Annotated[int, typer.Option(help="Port for the demo server.")] = 8080,
+    requests: Annotated[int, typer.Option(help="Requests of traffic to send.")] = 3000,
+    home: Annotated[Optional[Path], typer.Option(help="Where to keep the demo's registry [default: $MODELMON_HOME].")] = None,
+) -> None:
+    """Train, register, serve and monitor a churn model end to end, on embedded defaults."""
+    from modelmon.demo.run import run_demo
+
+    try:
+        run_demo(port=port, requests=requests, home=home)
+    except ModelmonError as exc:
+        _fail(exc)
+
+
+if __name__ == "__main__":
+    app()

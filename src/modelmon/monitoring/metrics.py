@@ -1,0 +1,165 @@
+"""The serving and prediction metrics of the contract in DESIGN.md.
+
+Each server owns one ``CollectorRegistry`` (no global state, so tests and benchmarks can
+run several servers in one process). Label children are bound once when a model version
+loads: ``.labels()`` per request costs five times an ``inc()``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import prometheus_client
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from modelmon.errors import ERROR_REASONS
+from modelmon.monitoring.array_metrics import ArrayCounter, ArrayHistogram, ArrayMetricsCollector
+
+# `_created` series double the exposition and confuse `increase()` users; the contract has none.
+prometheus_client.disable_created_metrics()
+
+#: Whole-request latency: from 100 us (ONNX on one row) to a minute (a big batch on a busy
+#: CPU), so p99 is never clamped at the top bucket.
+LATENCY_BUCKETS = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+    0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+)  # fmt: skip
+BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192)
+CONFIDENCE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
+
+#: Model label for requests naming a model that is not served: request paths must never
+#: become label values.
+UNKNOWN_MODEL = "_unknown_"
+
+#: Endpoint label values.
+ENDPOINTS = ("infer", "predict", "metadata", "ready")
+
+
+class ServerMetrics:
+    """Every metric family of one server."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        r = self.registry
+        self.requests = Counter(
+            "modelmon_requests", "HTTP requests answered.",
+            ["model", "version", "endpoint", "code"], registry=r,
+        )  # fmt: skip
+        self.request_duration = Histogram(
+            "modelmon_request_duration_seconds", "Whole request, from body read to response.",
+            ["model", "version", "endpoint"], buckets=LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.queue_duration = Histogram(
+            "modelmon_queue_duration_seconds", "Time a request's rows waited for their batch.",
+            ["model", "version"], buckets=LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.inference_duration = Histogram(
+            "modelmon_inference_duration_seconds", "Model call per batch.",
+            ["model", "version"], buckets=LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.batch_size = Histogram(
+            "modelmon_batch_size", "Rows per model call.",
+            ["model", "version"], buckets=BATCH_SIZE_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.request_errors = Counter(
+            "modelmon_request_errors", "Rejected or failed requests, by reason.",
+            ["model", "version", "reason"], registry=r,
+        )  # fmt: skip
+        self.inflight = Gauge(
+            "modelmon_inflight_requests", "Requests in progress.", ["model"], registry=r
+        )
+        self.model_info = Gauge(
+            "modelmon_model_info", "Loaded model versions (always 1).",
+            ["model", "version", "flavor"], registry=r,
+        )  # fmt: skip
+        self.baseline_metric = Gauge(
+            "modelmon_baseline_metric", "Validation metrics recorded at registration.",
+            ["model", "version", "metric"], registry=r,
+        )  # fmt: skip
+        self.arrays = ArrayMetricsCollector()
+        self.predictions_family = self.arrays.counter_family(
+            "modelmon_predictions", "Predicted rows per class.", ["model", "version", "class"]
+        )
+        self.confidence_family = self.arrays.histogram_family(
+            "modelmon_prediction_confidence", "Top-class probability.", ["model", "version"]
+        )
+        r.register(self.arrays)
+        self.unknown_model = self.bind(UNKNOWN_MODEL, "", flavor=None, classes=[])
+
+    def bind(
+        self,
+        model: str,
+        version: str,
+        flavor: str | None,
+        classes: list[str],
+        baseline: dict[str, float] | None = None,
+    ) -> ModelMetrics:
+        """Create every series of one model version at zero and return its bound children."""
+        if flavor is not None:
+            self.model_info.labels(model, version, flavor).set(1)
+        for metric, value in (baseline or {}).items():
+            self.baseline_metric.labels(model, version, metric).set(value)
+        base = [model, version]
+        bound = ModelMetrics(
+            server=self,
+            model=model,
+            version=version,
+            inflight=self.inflight.labels(model),
+            queue_duration=self.queue_duration.labels(*base),
+            inference_duration=self.inference_duration.labels(*base),
+            batch_size=self.batch_size.labels(*base),
+            errors={reason: self.request_errors.labels(*base, reason) for reason in ERROR_REASONS},
+            durations={e: self.request_duration.labels(*base, e) for e in ENDPOINTS},
+            predictions=self.arrays.add_counter(
+                self.predictions_family, ArrayCounter(base, [[str(c)] for c in classes])
+            ),
+            confidence=self.arrays.add_histogram(
+                self.confidence_family, ArrayHistogram(base, CONFIDENCE_BUCKETS)
+            ),
+        )
+        for endpoint in ("infer", "predict"):
+            bound.request_counter(endpoint, 200)
+        return bound
+
+
+@dataclass(slots=True)
+class ModelMetrics:
+    """The children of one model version, bound once at load."""
+
+    server: ServerMetrics
+    model: str
+    version: str
+    inflight: Gauge
+    queue_duration: Histogram
+    inference_duration: Histogram
+    batch_size: Histogram
+    errors: dict[str, Counter]
+    durations: dict[str, Histogram]
+    predictions: ArrayCounter
+    confidence: ArrayHistogram
+    _requests: dict[tuple[str, int], Counter] = field(default_factory=dict)
+
+    def request_counter(self, endpoint: str, code: int) -> Counter:
+        key = (endpoint, code)
+        child = self._requests.get(key)
+        if child is None:  # status codes are a small fixed set, so this cache stays small
+            child = self.server.requests.labels(self.model, self.version, endpoint, str(code))
+            self._requests[key] = child
+        return child
+
+    def observe_request(self, endpoint: str, code: int, seconds: float) -> None:
+        self.request_counter(endpoint, code).inc()
+        self.durations[endpoint].observe(seconds)
+
+    def count_error(self, reason: str) -> None:
+        self.errors.get(reason, self.errors["invalid_input"]).inc()
+
+    def observe_batch(
+        self, inference_seconds: float, top_class: np.ndarray, confidence: np.ndarray
+    ) -> None:
+        """Count one model call: ``top_class`` is each row's predicted class index."""
+        self.batch_size.observe(len(top_class))
+        self.inference_duration.observe(inference_seconds)
+        self.predictions.add(np.bincount(top_class, minlength=len(self.predictions.counts)))
+        self.confidence.observe(confidence)

@@ -1,0 +1,283 @@
+"""The HTTP application: Open Inference Protocol V2, a records endpoint, and /metrics.
+
+Starlette with plain route functions and no middleware: every model endpoint goes through
+``_model_endpoint``, which does the counting that a middleware would, without the cost of
+one per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from typing import Any
+
+import numpy as np
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+import modelmon
+from modelmon.errors import (
+    MalformedRequestError,
+    ModelmonError,
+    ModelNotFoundError,
+    ModelNotReadyError,
+    PayloadTooLargeError,
+)
+from modelmon.monitoring.metrics import ModelMetrics, ServerMetrics
+from modelmon.registry.store import Registry
+from modelmon.serving import codecs
+from modelmon.serving.runtime import ModelRuntime
+from modelmon.serving.settings import ServingSettings
+
+JSON = "application/json"
+
+
+def json_response(content: Any, status_code: int = 200) -> Response:
+    return Response(codecs.dumps(content), status_code=status_code, media_type=JSON)
+
+
+class ModelServer:
+    """The models a process serves, and the state behind its endpoints."""
+
+    def __init__(
+        self,
+        registry: Registry,
+        model_refs: list[tuple[str, str]] | None = None,
+        settings: ServingSettings | None = None,
+    ) -> None:
+        self.registry = registry
+        self.model_refs = model_refs
+        self.settings = settings or ServingSettings()
+        self.metrics = ServerMetrics()
+        self.executor = ThreadPoolExecutor(
+            self.settings.inference_threads, thread_name_prefix="inference"
+        )
+        # name -> version -> runtime; "latest" requests go to the highest served version.
+        self.runtimes: dict[str, dict[str, ModelRuntime]] = {}
+        self.ready = False
+
+    def load(self) -> None:
+        refs = self.model_refs or [(name, "latest") for name in self.registry.model_names()]
+        for name, version in refs:
+            card = self.registry.card(name, version)
+            predictor = self.registry.load_predictor(card)
+            runtime = ModelRuntime(card, predictor, self.metrics, self.executor, self.settings)
+            self.runtimes.setdefault(name, {})[runtime.version] = runtime
+
+    def runtime(self, name: str, version: str | None) -> ModelRuntime:
+        versions = self.runtimes.get(name)
+        if not versions:
+            raise ModelNotFoundError(
+                f"model {name!r} is not served here; served models: {sorted(self.runtimes)}"
+            )
+        if version is None or version == "latest":
+            return versions[max(versions, key=int)]
+        runtime = versions.get(version)
+        if runtime is None:
+            raise ModelNotFoundError(
+                f"model {name!r} version {version!r} is not served here; served versions: "
+                f"{sorted(versions, key=int)}"
+            )
+        return runtime
+
+    async def start(self) -> None:
+        await asyncio.get_running_loop().run_in_executor(None, self.load)
+        for versions in self.runtimes.values():
+            for runtime in versions.values():
+                runtime.batcher.start()
+        self.ready = True
+
+    async def stop(self) -> None:
+        self.ready = False
+        for versions in self.runtimes.values():
+            for runtime in versions.values():
+                await runtime.batcher.stop()
+        self.executor.shutdown(wait=True)
+
+    # -- request plumbing -------------------------------------------------------------
+
+    async def read_body(self, request: Request) -> bytes:
+        limit = self.settings.max_body_bytes
+        declared = request.headers.get("content-length")
+        if declared is not None:
+            if not declared.isdigit():
+                raise MalformedRequestError("Content-Length is not a number")
+            if int(declared) > limit:
+                raise PayloadTooLargeError(f"request body of {declared} bytes exceeds the limit of {limit}")
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLargeError(f"request body exceeds the limit of {limit} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def model_endpoint(
+        self,
+        request: Request,
+        endpoint: str,
+        handler: Callable[[Request, ModelRuntime], Awaitable[Response]],
+    ) -> Response:
+        """Resolve the model, run ``handler``, and count the request whatever happens."""
+        started = time.perf_counter()
+        params = request.path_params
+        metrics: ModelMetrics = self.metrics.unknown_model
+        try:
+            runtime = self.runtime(params["name"], params.get("version"))
+            metrics = runtime.metrics
+            metrics.inflight.inc()
+            try:
+                response = await handler(request, runtime)
+            finally:
+                metrics.inflight.dec()
+        except ModelmonError as exc:
+            metrics.count_error(exc.reason)
+            response = json_response({"error": exc.message}, exc.status_code)
+        metrics.observe_request(endpoint, response.status_code, time.perf_counter() - started)
+        return response
+
+    # -- endpoint bodies --------------------------------------------------------------
+
+    async def infer(self, request: Request, runtime: ModelRuntime) -> Response:
+        body = await self.read_body(request)
+        infer_request = codecs.decode_infer_request(body, request.headers.get(codecs.HEADER_LENGTH))
+        batch = runtime.validator.from_tensors(infer_request.inputs)
+        if infer_request.id is None:
+            infer_request.id = codecs.new_request_id()
+        prediction = await runtime.predict(batch)
+        label_datatype = "BYTES" if runtime.classes.dtype.kind in "OUS" else "INT64"
+        if runtime.classes.dtype.kind == "b":
+            label_datatype = "BOOL"
+        outputs = [
+            codecs.TensorOutput("label", label_datatype, prediction.labels),
+            codecs.TensorOutput("probabilities", "FP64", prediction.probabilities),
+            codecs.TensorOutput("prediction_id", "BYTES", np.array(prediction.ids, dtype=object)),
+        ]
+        content, header_length = codecs.encode_infer_response(
+            runtime.name, runtime.version, infer_request, outputs
+        )
+        if header_length is None:
+            return Response(content, media_type=JSON)
+        return Response(
+            content,
+            media_type="application/octet-stream",
+            headers={"Inference-Header-Content-Length": str(header_length)},
+        )
+
+    async def predict_records(self, request: Request, runtime: ModelRuntime) -> Response:
+        payload = codecs.loads(await self.read_body(request))
+        if not isinstance(payload, dict) or "instances" not in payload:
+            raise MalformedRequestError('expected {"instances": [{"feature": value, ...}, ...]}')
+        batch = runtime.validator.from_records(payload["instances"])
+        prediction = await runtime.predict(batch)
+        class_names = [str(c) for c in runtime.classes.tolist()]
+        labels = prediction.labels.tolist()
+        predictions = [
+            {"id": pid, "label": label, "probabilities": dict(zip(class_names, row, strict=True))}
+            for pid, label, row in zip(prediction.ids, labels, prediction.probabilities.tolist(), strict=True)
+        ]
+        return json_response({"model_name": runtime.name, "model_version": runtime.version, "predictions": predictions})
+
+    async def metadata(self, request: Request, runtime: ModelRuntime) -> Response:
+        return json_response(model_metadata(runtime))
+
+    async def model_ready(self, request: Request, runtime: ModelRuntime) -> Response:
+        if not self.ready:
+            raise ModelNotReadyError("the server is not ready")
+        return json_response({"name": runtime.name, "ready": True})
+
+
+def model_metadata(runtime: ModelRuntime) -> dict[str, Any]:
+    """V2 model metadata: one input per feature, as a client should send them."""
+    signature = runtime.card.signature
+    v2_types = {"float64": "FP64", "float32": "FP32", "int64": "INT64", "int32": "INT32",
+                "bool": "BOOL", "string": "BYTES"}  # fmt: skip
+    inputs = [
+        {"name": f.name, "datatype": v2_types[f.dtype], "shape": [-1],
+         "parameters": {"nullable": f.nullable, **({"categories": f.categories} if f.categories else {})}}
+        for f in signature.features
+    ]  # fmt: skip
+    classes = runtime.classes
+    label_type = "BYTES" if classes.dtype.kind in "OUS" else "BOOL" if classes.dtype.kind == "b" else "INT64"
+    return {
+        "name": runtime.name,
+        "versions": [runtime.version],
+        "platform": f"modelmon-{runtime.card.runtime}",
+        "inputs": inputs,
+        "outputs": [
+            {"name": "label", "datatype": label_type, "shape": [-1]},
+            {"name": "probabilities", "datatype": "FP64", "shape": [-1, len(classes)],
+             "parameters": {"classes": classes.tolist()}},
+            {"name": "prediction_id", "datatype": "BYTES", "shape": [-1]},
+        ],  # fmt: skip
+    }
+
+
+def create_app(server: ModelServer) -> Starlette:
+    async def server_metadata(request: Request) -> Response:
+        return json_response({"name": "modelmon", "version": modelmon.__version__,
+                              "extensions": ["binary_tensor_data"]})  # fmt: skip
+
+    async def live(request: Request) -> Response:
+        return json_response({"live": True})
+
+    async def ready(request: Request) -> Response:
+        return json_response({"ready": server.ready}, 200 if server.ready else 503)
+
+    async def models_index(request: Request) -> Response:
+        return json_response(
+            {"models": [{"name": n, "versions": sorted(v, key=int)} for n, v in server.runtimes.items()]}
+        )
+
+    async def metrics(request: Request) -> Response:
+        # Exposition of many series takes milliseconds: keep it off the event loop.
+        body = await run_in_threadpool(generate_latest, server.metrics.registry)
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
+
+    def model_route(path: str, endpoint: str, handler: Any, methods: list[str]) -> list[Route]:
+        async def route(request: Request) -> Response:
+            return await server.model_endpoint(request, endpoint, handler)
+
+        return [
+            Route(f"/v2/models/{{name}}{path}", route, methods=methods),
+            Route(f"/v2/models/{{name}}/versions/{{version}}{path}", route, methods=methods),
+        ]
+
+    async def predict(request: Request) -> Response:
+        return await server.model_endpoint(request, "predict", server.predict_records)
+
+    async def not_found(request: Request, exc: Exception) -> Response:
+        status = getattr(exc, "status_code", 404)
+        return json_response({"error": f"{request.method} {request.url.path}: {getattr(exc, 'detail', 'not found')}"}, status)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> Any:
+        await server.start()
+        try:
+            yield
+        finally:
+            await server.stop()
+
+    routes = [
+        Route("/v2", server_metadata),
+        Route("/v2/health/live", live),
+        Route("/v2/health/ready", ready),
+        Route("/v2/models", models_index),
+        *model_route("", "metadata", server.metadata, ["GET"]),
+        *model_route("/ready", "ready", server.model_ready, ["GET"]),
+        *model_route("/infer", "infer", server.infer, ["POST"]),
+        Route("/v1/models/{name}:predict", predict, methods=["POST"]),
+        Route("/metrics", metrics),
+    ]
+    return Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={404: not_found, 405: not_found},
+    )

@@ -1,0 +1,135 @@
+"""Adaptive batching: concurrent requests for one model merged into one model call.
+
+While the model is busy, new requests queue; when it frees up, everything queued (up to
+``max_batch_size`` rows) goes in one call. An idle model therefore answers a lone request at
+once, and a busy one amortises its per-call cost over many rows. ``max_batch_delay_ms``
+optionally holds a batch open a little longer to gather more rows.
+
+A request is never split: a batch is whole requests, and a request larger than
+``max_batch_size`` runs as a batch of its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass
+
+import numpy as np
+
+from modelmon.registry.signature import FeatureBatch
+
+#: Called with each batch's results on the event loop: (rows, inference seconds, proba).
+BatchObserver = Callable[[FeatureBatch, float, np.ndarray], None]
+
+
+@dataclass(slots=True)
+class _Pending:
+    batch: FeatureBatch
+    future: asyncio.Future[tuple[np.ndarray, float]]
+    enqueued: float
+
+
+class AdaptiveBatcher:
+    def __init__(
+        self,
+        predict: Callable[[FeatureBatch], np.ndarray],
+        executor: Executor,
+        observe: BatchObserver,
+        max_batch_size: int = 256,
+        max_batch_delay_ms: float = 0.0,
+        enabled: bool = True,
+    ) -> None:
+        if max_batch_size < 1:
+            raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
+        if max_batch_delay_ms < 0:
+            raise ValueError(f"max_batch_delay_ms must be >= 0, got {max_batch_delay_ms}")
+        self.predict = predict
+        self.executor = executor
+        self.observe = observe
+        self.max_batch_size = max_batch_size
+        self.max_batch_delay = max_batch_delay_ms / 1000.0
+        self.enabled = enabled
+        self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
+        self._carry: _Pending | None = None
+        self._worker: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        if self.enabled and self._worker is None:
+            self._worker = asyncio.get_running_loop().create_task(self._run(), name="batcher")
+
+    async def stop(self) -> None:
+        """Finish everything queued, then stop the worker."""
+        if self._worker is None:
+            return
+        while not self._queue.empty() or self._carry is not None:
+            await asyncio.sleep(0.005)
+        self._worker.cancel()
+        try:
+            await self._worker
+        except asyncio.CancelledError:
+            pass
+        self._worker = None
+
+    async def submit(self, batch: FeatureBatch) -> tuple[np.ndarray, float]:
+        """Probabilities for ``batch``'s rows, and how long they waited for the model."""
+        enqueued = time.perf_counter()
+        if not self.enabled:
+            proba, _ = await self._call([batch])
+            return proba, 0.0
+        if self._worker is None:
+            self.start()
+        future = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait(_Pending(batch, future, enqueued))
+        return await future
+
+    async def _call(self, batches: list[FeatureBatch]) -> tuple[np.ndarray, FeatureBatch]:
+        merged = FeatureBatch.concat(batches)
+        loop = asyncio.get_running_loop()
+        started = time.perf_counter()
+        proba = await loop.run_in_executor(self.executor, self.predict, merged)
+        self.observe(merged, time.perf_counter() - started, proba)
+        return proba, merged
+
+    async def _gather(self) -> list[_Pending]:
+        first = self._carry or await self._queue.get()
+        self._carry = None
+        items, rows = [first], first.batch.n_rows
+        deadline = time.perf_counter() + self.max_batch_delay
+        while rows < self.max_batch_size:
+            try:
+                item = self._queue.get_nowait()
+            except asyncio.QueueEmpty:
+                remaining = deadline - time.perf_counter()
+                if remaining <= 0:
+                    break
+                try:
+                    item = await asyncio.wait_for(self._queue.get(), remaining)
+                except TimeoutError:
+                    break
+            if rows + item.batch.n_rows > self.max_batch_size:
+                self._carry = item
+                break
+            items.append(item)
+            rows += item.batch.n_rows
+        return items
+
+    async def _run(self) -> None:
+        while True:
+            items = await self._gather()
+            started = time.perf_counter()
+            try:
+                proba, _ = await self._call([i.batch for i in items])
+            except Exception as exc:  # the model failed: every caller in the batch hears of it
+                for item in items:
+                    if not item.future.done():
+                        item.future.set_exception(exc)
+                continue
+            offset = 0
+            for item in items:
+                rows = item.batch.n_rows
+                if not item.future.done():  # a caller that disconnected has cancelled it
+                    item.future.set_result((proba[offset : offset + rows], started - item.enqueued))
+                offset += rows

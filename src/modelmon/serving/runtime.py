@@ -1,0 +1,91 @@
+"""One served model version: its predictor, batcher, validator and bound metrics."""
+
+from __future__ import annotations
+
+import uuid
+from concurrent.futures import Executor
+from dataclasses import dataclass
+
+import numpy as np
+
+from modelmon.errors import InferenceError
+from modelmon.monitoring.metrics import ModelMetrics, ServerMetrics
+from modelmon.registry.card import ModelCard
+from modelmon.registry.predictors import Predictor
+from modelmon.registry.signature import FeatureBatch
+from modelmon.serving.batching import AdaptiveBatcher
+from modelmon.serving.settings import ServingSettings
+from modelmon.serving.validation import RequestValidator
+
+class PredictionIds:
+    """Ids ``<process prefix>-<counter>``: unique across replicas and restarts (a random
+    64-bit prefix per process), cheap to make, and short. Used from the event loop only."""
+
+    def __init__(self) -> None:
+        self.prefix = uuid.uuid4().hex[:16]
+        self.next = 1
+
+    def take(self, n: int) -> list[str]:
+        start, self.next = self.next, self.next + n
+        return [f"{self.prefix}-{i}" for i in range(start, start + n)]
+
+
+PREDICTION_IDS = PredictionIds()
+
+
+@dataclass(slots=True)
+class Prediction:
+    ids: list[str]
+    labels: np.ndarray  # class labels, one per row
+    probabilities: np.ndarray  # [N, C]
+
+
+class ModelRuntime:
+    def __init__(
+        self,
+        card: ModelCard,
+        predictor: Predictor,
+        metrics: ServerMetrics,
+        executor: Executor,
+        settings: ServingSettings,
+    ) -> None:
+        self.card = card
+        self.name = card.name
+        self.version = str(card.version)
+        self.classes = np.asarray(card.signature.classes)
+        self.predictor = predictor
+        self.monitoring = settings.monitoring
+        self.metrics: ModelMetrics = metrics.bind(
+            card.name,
+            self.version,
+            card.flavor,
+            [str(c) for c in card.signature.classes],
+            baseline=card.baseline,
+        )
+        self.validator = RequestValidator(card.signature, settings.max_rows_per_request)
+        self.batcher = AdaptiveBatcher(
+            predictor.predict_proba,
+            executor,
+            self._observe_batch,
+            max_batch_size=settings.max_batch_size,
+            max_batch_delay_ms=settings.max_batch_delay_ms,
+            enabled=settings.batching,
+        )
+
+    def _observe_batch(self, batch: FeatureBatch, seconds: float, proba: np.ndarray) -> None:
+        if not self.monitoring:
+            return
+        top = proba.argmax(axis=1)
+        self.metrics.observe_batch(seconds, top, proba[np.arange(len(top)), top])
+
+    async def predict(self, batch: FeatureBatch) -> Prediction:
+        try:
+            proba, waited = await self.batcher.submit(batch)
+        except Exception as exc:
+            raise InferenceError(
+                f"model {self.name} version {self.version} failed: {type(exc).__name__}: {exc}"
+            ) from exc
+        if self.monitoring:
+            self.metrics.queue_duration.observe(waited)
+        labels = self.classes[proba.argmax(axis=1)]
+        return Prediction(ids=PREDICTION_IDS.take(batch.n_rows), labels=labels, probabilities=proba)

@@ -1,0 +1,22 @@
+"""Server settings, validated at the boundary (CLI flags or Python)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+
+class ServingSettings(BaseModel):
+    max_batch_size: int = Field(256, ge=1, description="Most rows in one model call.")
+    max_batch_delay_ms: float = Field(
+        0.0, ge=0, description="How long a batch may wait for more rows (0: never wait; the "
+        "batch is whatever queued while the model was busy)."
+    )
+    batching: bool = Field(True, description="Merge concurrent requests into one model call.")
+    max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="Largest request body.")
+    max_rows_per_request: int = Field(10_000, ge=1)
+    inference_threads: int = Field(2, ge=1, description="Threads running model calls.")
+    monitoring: bool = Field(True, description="Prediction metrics (classes, confidence).")
+    drain_seconds: float = Field(
+        2.0, ge=0, description="On SIGTERM, how long to report not-ready while still serving, "
+        "so load balancers stop sending before the server closes."
+    )
