@@ -159,6 +159,12 @@ class RequestValidator:
                     reason="missing_feature",
                 )
             for name, value in instance.items():
+                if isinstance(value, list):
+                    raise InvalidInputError(
+                        f"instances[{row_number}]: feature {name!r} must be a single value, "
+                        "not a list",
+                        reason="wrong_shape",
+                    )
                 columns[name].append(value)
         return self._assemble(columns, len(instances))
 

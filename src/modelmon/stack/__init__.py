@@ -1,0 +1,1 @@
+"""Starting the real monitoring components (Prometheus, later Alertmanager) locally."""

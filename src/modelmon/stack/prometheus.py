@@ -1,0 +1,120 @@
+"""A local Prometheus: config written from the targets, started on loopback, queried.
+
+Used by the demo and the tests alike, so what the tests prove is what users run. The binary
+comes from the Debian package ``prometheus`` (2.42 on bookworm).
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from modelmon.stack.processes import free_port, stop_process, wait_for_http
+
+INSTALL_HINT = "install it with: sudo apt-get install --no-install-recommends prometheus"
+
+
+def prometheus_binary() -> str | None:
+    return shutil.which("prometheus")
+
+
+def scrape_config(targets: list[str], scrape_interval: str, job: str = "modelmon") -> str:
+    target_list = ", ".join(f'"{t}"' for t in targets)
+    return (
+        "global:\n"
+        f"  scrape_interval: {scrape_interval}\n"
+        f"  evaluation_interval: {scrape_interval}\n"
+        "scrape_configs:\n"
+        f"  - job_name: {job}\n"
+        f"    static_configs:\n"
+        f"      - targets: [{target_list}]\n"
+    )
+
+
+@dataclass
+class Prometheus:
+    """A running Prometheus with its own config and data directory."""
+
+    workdir: Path
+    port: int
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    url: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    @classmethod
+    def start(
+        cls,
+        workdir: Path,
+        targets: list[str],
+        scrape_interval: str = "1s",
+        port: int | None = None,
+    ) -> Prometheus:
+        binary = prometheus_binary()
+        if binary is None:
+            raise FileNotFoundError(f"prometheus is not installed; {INSTALL_HINT}")
+        workdir.mkdir(parents=True, exist_ok=True)
+        config = workdir / "prometheus.yml"
+        config.write_text(scrape_config(targets, scrape_interval))
+        port = port or free_port()
+        log_path = workdir / "prometheus.log"
+        process = subprocess.Popen(
+            [
+                binary,
+                f"--config.file={config}",
+                f"--storage.tsdb.path={workdir / 'data'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+                "--web.enable-lifecycle",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=log_path.open("wb"),
+        )
+        instance = cls(workdir=workdir, port=port, process=process, log_path=log_path)
+        try:
+            wait_for_http(f"{instance.url}/-/ready", timeout=30, process=process)
+        except Exception:
+            instance.stop()
+            raise RuntimeError(f"prometheus did not start; log:\n{log_path.read_text()[-2000:]}") from None
+        return instance
+
+    def stop(self) -> None:
+        stop_process(self.process)
+
+    def query(self, promql: str) -> list[dict[str, Any]]:
+        """An instant query's result vector."""
+        response = httpx.get(f"{self.url}/api/v1/query", params={"query": promql}, timeout=10)
+        body = response.json()
+        if body.get("status") != "success":
+            raise RuntimeError(f"query {promql!r} failed: {body}")
+        return body["data"]["result"]
+
+    def scalar(self, promql: str) -> float | None:
+        """The single value of an instant query, or None when it returns nothing."""
+        result = self.query(promql)
+        if not result:
+            return None
+        if len(result) > 1:
+            raise RuntimeError(f"query {promql!r} returned {len(result)} series, expected one")
+        return float(result[0]["value"][1])
+
+    def wait_for(self, promql: str, expected: float, timeout: float = 30.0) -> float | None:
+        """Poll until ``promql`` equals ``expected``; return the last value seen."""
+        deadline = time.monotonic() + timeout
+        value = None
+        while time.monotonic() < deadline:
+            value = self.scalar(promql)
+            if value is not None and abs(value - expected) < 1e-9:
+                return value
+            time.sleep(0.25)
+        return value
+
+    def targets_up(self) -> bool:
+        return bool(self.query("up == 1"))

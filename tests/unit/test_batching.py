@@ -1,0 +1,104 @@
+"""Adaptive batching: every caller gets exactly its own rows back, batches merge under
+load, and the size limit holds."""
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+from modelmon.registry.signature import FeatureBatch
+from modelmon.serving.batching import AdaptiveBatcher
+
+
+def echo_predict(batch: FeatureBatch) -> np.ndarray:
+    """'Probabilities' that are the rows themselves, so each caller can check its rows."""
+    return batch.numeric.copy()
+
+
+def rows(caller: int, n: int) -> FeatureBatch:
+    numeric = np.column_stack([np.full(n, caller, dtype=float), np.arange(n, dtype=float)])
+    return FeatureBatch(numeric=numeric, categorical=np.empty((n, 0), dtype=object))
+
+
+def run_callers(batcher: AdaptiveBatcher, sizes: list[int]) -> list[np.ndarray]:
+    async def main():
+        batcher.start()
+        try:
+            results = await asyncio.gather(*(batcher.submit(rows(i, n)) for i, n in enumerate(sizes)))
+        finally:
+            await batcher.stop()
+        return [proba for proba, _ in results]
+
+    return asyncio.run(main())
+
+
+@pytest.fixture
+def executor():
+    with ThreadPoolExecutor(2) as pool:
+        yield pool
+
+
+@pytest.mark.parametrize("max_batch_size", [1, 7, 64, 1000])
+def test_many_concurrent_callers_each_get_their_own_rows(executor, max_batch_size):
+    seen_batches: list[int] = []
+    batcher = AdaptiveBatcher(
+        echo_predict, executor, lambda b, s, p: seen_batches.append(b.n_rows),
+        max_batch_size=max_batch_size, max_batch_delay_ms=2,
+    )  # fmt: skip
+    sizes = [int(n) for n in np.random.default_rng(3).integers(1, 20, 300)]
+    results = run_callers(batcher, sizes)
+    for caller, (n, proba) in enumerate(zip(sizes, results, strict=True)):
+        np.testing.assert_array_equal(proba, rows(caller, n).numeric)
+    assert sum(seen_batches) == sum(sizes)
+    # A batch never exceeds the limit unless it is a single oversized request.
+    assert all(b <= max(max_batch_size, max(sizes)) for b in seen_batches)
+    if max_batch_size >= 64:
+        assert len(seen_batches) < len(sizes) / 4, "concurrent requests were not merged"
+    if max_batch_size == 7:
+        assert max(seen_batches) <= 19 and any(b > 1 for b in seen_batches)
+
+
+def test_request_larger_than_the_limit_runs_alone(executor):
+    seen: list[int] = []
+    batcher = AdaptiveBatcher(echo_predict, executor, lambda b, s, p: seen.append(b.n_rows), max_batch_size=4)
+    results = run_callers(batcher, [10, 2, 2])
+    assert [len(r) for r in results] == [10, 2, 2]
+    assert 10 in seen and sum(seen) == 14
+
+
+def test_batching_off_calls_the_model_per_request(executor):
+    seen: list[int] = []
+    batcher = AdaptiveBatcher(echo_predict, executor, lambda b, s, p: seen.append(b.n_rows), enabled=False)
+    results = run_callers(batcher, [3, 5, 1])
+    assert sorted(seen) == [1, 3, 5]
+    np.testing.assert_array_equal(results[1], rows(1, 5).numeric)
+
+
+def test_a_model_failure_reaches_every_caller_and_the_batcher_survives(executor):
+    calls = {"n": 0}
+
+    def flaky(batch: FeatureBatch) -> np.ndarray:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("boom")
+        return echo_predict(batch)
+
+    batcher = AdaptiveBatcher(flaky, executor, lambda b, s, p: None, max_batch_size=100)
+
+    async def main():
+        batcher.start()
+        first = await asyncio.gather(batcher.submit(rows(0, 2)), return_exceptions=True)
+        second = await batcher.submit(rows(1, 2))
+        await batcher.stop()
+        return first, second
+
+    first, (proba, _) = asyncio.run(main())
+    assert isinstance(first[0], RuntimeError)
+    np.testing.assert_array_equal(proba, rows(1, 2).numeric)
+
+
+@pytest.mark.parametrize(("size", "delay"), [(0, 0), (10, -1)])
+def test_bad_settings_name_the_parameter(executor, size, delay):
+    with pytest.raises(ValueError, match="max_batch"):
+        AdaptiveBatcher(echo_predict, executor, lambda b, s, p: None, max_batch_size=size, max_batch_delay_ms=delay)
