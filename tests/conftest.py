@@ -100,7 +100,8 @@ def start_server(registry_dir: Path, log_dir: Path, *extra_args: str) -> ServerP
         [sys.executable, "-m", "modelmon.cli", "serve", "--registry", str(registry_dir),
          "--port", str(port), *extra_args],
         stdout=log.open("wb"), stderr=subprocess.STDOUT,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        # The repository root on the path lets test-only model classes load in the server.
+        env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(Path(__file__).parent.parent)},
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:

@@ -76,4 +76,5 @@ ERROR_REASONS: tuple[str, ...] = (
     "invalid_input",
     "not_ready",
     "inference_error",
+    "internal_error",
 )

@@ -8,6 +8,7 @@ one per request.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -37,6 +38,7 @@ from modelmon.serving.runtime import ModelRuntime
 from modelmon.serving.settings import ServingSettings
 
 JSON = "application/json"
+logger = logging.getLogger("modelmon.serving")
 
 
 def json_response(content: Any, status_code: int = 200) -> Response:
@@ -140,6 +142,10 @@ class ModelServer:
         except ModelmonError as exc:
             metrics.count_error(exc.reason)
             response = json_response({"error": exc.message}, exc.status_code)
+        except Exception as exc:  # a bug of ours: say so, count it, keep serving
+            logger.exception("unexpected error on %s %s", request.method, request.url.path)
+            metrics.count_error("internal_error")
+            response = json_response({"error": f"internal error: {type(exc).__name__}"}, 500)
         metrics.observe_request(endpoint, response.status_code, time.perf_counter() - started)
         return response
 

@@ -218,9 +218,9 @@ def encode_infer_response(
             entry["parameters"] = {"binary_data_size": len(raw)}
             binary_parts.append(raw)
         else:
-            entry["data"] = output.array.ravel()
-            if output.array.dtype == object:
-                entry["data"] = entry["data"].tolist()
+            data = output.array.ravel()
+            # orjson serialises numeric numpy arrays natively, but not strings.
+            entry["data"] = data.tolist() if data.dtype.kind in "OUS" else data
         response_outputs.append(entry)
     header = dumps(
         {

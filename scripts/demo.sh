@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# Sets up (see setup.sh) and runs the main job: `modelmon demo`. Extra arguments go to it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+exec .venv/bin/modelmon demo "$@"

@@ -1,0 +1,435 @@
+"""``modelmon demo``: a churn model from training to monitored production traffic.
+
+A thin script over the public API, in the order a user would go: train a scikit-learn
+pipeline on synthetic customers (``modelmon.demo.data``), register it, serve it, let
+Prometheus scrape the server, send live traffic (whose second half has drifted), and read
+the monitoring back through PromQL. Everything it starts, it stops, error or not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import socket
+import threading
+import time
+from collections import Counter
+from contextlib import closing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import httpx
+import numpy as np
+import pandas as pd
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from sklearn.compose import make_column_transformer
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+from modelmon import ModelCard, Registry, register_model
+from modelmon.config import modelmon_home
+from modelmon.demo.data import CATEGORICAL_FEATURES, NUMERIC_FEATURES, TARGET, generate_customers
+from modelmon.errors import ModelmonError
+from modelmon.serving.app import ModelServer
+from modelmon.serving.server import DrainingServer, build_server
+from modelmon.serving.settings import ServingSettings
+from modelmon.stack.processes import free_port
+from modelmon.stack.prometheus import INSTALL_HINT, Prometheus, prometheus_binary
+
+MODEL = "churn"
+HOST = "127.0.0.1"
+TRAIN_ROWS, VALIDATION_ROWS = 5000, 2000
+#: Concurrent clients: enough that requests queue behind a busy model and get batched.
+CONCURRENCY = 8
+MAX_ROWS_PER_REQUEST = 8
+#: Shares of V2 infer, V1 records and deliberately bad requests in the traffic.
+TRAFFIC_MIX = {"v2": 0.70, "v1": 0.25, "bad": 0.05}
+BAD_KINDS = ("missing feature", "number sent as text", "text in a number", "malformed JSON")
+JSON_HEADERS = {"content-type": "application/json"}
+SCRAPE_TIMEOUT = 20.0
+
+
+def run_demo(port: int = 8080, requests: int = 3000, home: Path | None = None) -> None:
+    """Train, register, serve, send ``requests`` requests, and report what monitoring saw."""
+    if requests < 1:
+        raise ModelmonError(f"requests must be at least 1, got {requests}")
+    home = Path(home) if home is not None else modelmon_home()
+    console = Console()
+    started = time.perf_counter()
+    console.rule("[bold]modelmon demo[/bold]: a churn model from training to production")
+    with closing(bind_port(port)) as sock:
+        card = train_and_register(home / "registry", console)
+        url = f"http://{HOST}:{port}"
+        server = build_server(
+            ModelServer(Registry(home / "registry"), [(MODEL, str(card.version))],
+                        ServingSettings(drain_seconds=0)),
+            HOST, port,
+        )  # fmt: skip
+        thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+        thread.start()
+        prometheus = None
+        try:
+            wait_until_ready(url, thread)
+            console.print(f"[bold]3. Serve[/bold]     {url}  (inference, /metrics)")
+            prometheus = start_prometheus(home / "prometheus", port, console)
+            print_urls(console, url, prometheus)
+            traffic = asyncio.run(send_traffic(url, plan_requests(requests), console))
+            print_traffic(console, traffic)
+            if prometheus is not None:
+                print_prometheus(console, prometheus, traffic)
+        finally:
+            if prometheus is not None:
+                prometheus.stop()
+            stop_server(server, thread)
+    print_epilogue(console, home, card, port, time.perf_counter() - started)
+
+
+# -- train and register ---------------------------------------------------------------
+
+
+def train_and_register(registry_dir: Path, console: Console) -> ModelCard:
+    train = generate_customers(TRAIN_ROWS, seed=1)
+    validation = generate_customers(VALIDATION_ROWS, seed=2)
+    pipeline = train_pipeline(train)
+    console.print(
+        f"[bold]1. Train[/bold]     logistic regression on {len(train):,} synthetic customers "
+        f"({train[TARGET].eq('yes').mean():.0%} churned)"
+    )
+    card = register_model(pipeline, name=MODEL, reference=train, target=TARGET,
+                          validation=validation, registry=registry_dir)  # fmt: skip
+    baseline = card.baseline or {}
+    console.print(
+        f"[bold]2. Register[/bold]  {card.name} version {card.version}, served with {card.runtime}; "
+        f"on {len(validation):,} validation rows: accuracy {baseline.get('accuracy', float('nan')):.3f}, "
+        f"macro F1 {baseline.get('f1_macro', float('nan')):.3f}"
+    )
+    return card
+
+
+def train_pipeline(train: pd.DataFrame) -> Pipeline:
+    """The textbook tabular classifier: scaled numbers, one-hot categories (unknown ones
+    ignored, so the new payment method in drifted traffic is served, not refused)."""
+    pipeline = make_pipeline(
+        make_column_transformer(
+            (StandardScaler(), NUMERIC_FEATURES),
+            (OneHotEncoder(handle_unknown="ignore"), CATEGORICAL_FEATURES),
+        ),
+        LogisticRegression(max_iter=1000),
+    )
+    return pipeline.fit(train.drop(columns=TARGET), train[TARGET])
+
+
+# -- the running stack ----------------------------------------------------------------
+
+
+def bind_port(port: int) -> socket.socket:
+    """Take the port before anything slow happens, so a clash fails at once and cannot
+    appear later in the server thread."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((HOST, port))
+    except OSError as exc:
+        sock.close()
+        raise ModelmonError(
+            f"cannot listen on {HOST}:{port} ({exc.strerror}); run the demo on another port "
+            f"with --port, e.g. --port {free_port()}"
+        ) from None
+    return sock
+
+
+def wait_until_ready(url: str, thread: threading.Thread, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not thread.is_alive():
+            raise ModelmonError("the demo server stopped while starting; its error is above")
+        try:
+            if httpx.get(f"{url}/v2/health/ready", timeout=1.0).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    raise ModelmonError(f"the demo server did not become ready within {timeout:.0f} s")
+
+
+def stop_server(server: DrainingServer, thread: threading.Thread) -> None:
+    server.should_exit = True
+    thread.join(timeout=30)
+    if thread.is_alive():
+        server.force_exit = True
+        thread.join(timeout=10)
+
+
+def start_prometheus(workdir: Path, port: int, console: Console) -> Prometheus | None:
+    """A Prometheus scraping the server every second, or None (with advice) without one.
+    Its data starts empty on every run: the demo's figures are this run's alone."""
+    if prometheus_binary() is None:
+        console.print(f"[bold]4. Monitor[/bold]   [yellow]Prometheus is not installed[/yellow], "
+                      f"so nothing will scrape the server; {INSTALL_HINT}")  # fmt: skip
+        return None
+    shutil.rmtree(workdir / "data", ignore_errors=True)
+    try:
+        prometheus = Prometheus.start(workdir, targets=[f"{HOST}:{port}"], scrape_interval="1s")
+    except RuntimeError as exc:
+        console.print(f"[bold]4. Monitor[/bold]   [yellow]Prometheus failed to start[/yellow], "
+                      f"carrying on without it: {exc}")  # fmt: skip
+        return None
+    # One scrape before traffic, so every series starts from zero and rate() sees it all.
+    prometheus.wait_for('sum(up{job="modelmon"})', 1, timeout=SCRAPE_TIMEOUT)
+    console.print(f"[bold]4. Monitor[/bold]   Prometheus {prometheus.url} scrapes the server every second")
+    return prometheus
+
+
+def print_urls(console: Console, url: str, prometheus: Prometheus | None) -> None:
+    console.print("    Look while the traffic runs (everything stops when the demo ends):")
+    console.print(f"      metrics       {url}/metrics")
+    console.print(f"      model         {url}/v2/models/{MODEL}")
+    if prometheus is not None:
+        query = f'sum by (code) (rate(modelmon_requests_total{{model="{MODEL}"}}[10s]))'
+        params = urlencode({"g0.expr": query, "g0.tab": "0", "g0.range_input": "5m"})
+        console.print(f"      Prometheus    {prometheus.url}/graph?{params}")
+
+
+# -- traffic --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedRequest:
+    kind: str  # "v2", "v1", or one of BAD_KINDS
+    path: str
+    body: bytes
+    shifted: bool
+
+
+@dataclass
+class Traffic:
+    """What the clients saw."""
+
+    sent: int = 0
+    seconds: float = 0.0
+    statuses: Counter[str] = field(default_factory=Counter)
+    bad_sent: int = 0
+    bad_rejected: int = 0
+    latencies: list[float] = field(default_factory=list)  # successful requests only
+    rows: int = 0
+    predicted: dict[bool, Counter[str]] = field(
+        default_factory=lambda: {False: Counter(), True: Counter()}
+    )
+
+
+class RowSource:
+    """Consecutive rows of a frame as plain Python columns, so each request takes fresh
+    customers without touching pandas on the hot path."""
+
+    def __init__(self, frame: pd.DataFrame) -> None:
+        self.columns = {c: frame[c].tolist() for c in frame.columns if c != TARGET}
+        self.datatypes = {c: v2_datatype(frame[c]) for c in self.columns}
+        self.next = 0
+
+    def take(self, n: int) -> dict[str, list[Any]]:
+        start, self.next = self.next, self.next + n
+        return {name: values[start : self.next] for name, values in self.columns.items()}
+
+
+def v2_datatype(column: pd.Series) -> str:
+    if pd.api.types.is_integer_dtype(column):
+        return "INT64"
+    if pd.api.types.is_float_dtype(column):
+        return "FP64"
+    return "BYTES"
+
+
+def v2_body(columns: dict[str, list[Any]], datatypes: dict[str, str]) -> bytes:
+    """An Open Inference Protocol request with one input per feature."""
+    inputs = [
+        {"name": name, "shape": [len(values)], "datatype": datatypes[name], "data": values}
+        for name, values in columns.items()
+    ]
+    return json.dumps({"inputs": inputs}).encode()
+
+
+def v1_body(columns: dict[str, list[Any]]) -> bytes:
+    instances = [dict(zip(columns, row, strict=True)) for row in zip(*columns.values(), strict=True)]
+    return json.dumps({"instances": instances}).encode()
+
+
+def bad_request(kind: str, rows: RowSource, n: int) -> tuple[str, bytes]:
+    """One kind of client mistake that a real service sees every day."""
+    columns = rows.take(n)
+    infer = f"/v2/models/{MODEL}/infer"
+    if kind == "missing feature":
+        del columns["age"]
+        return infer, v2_body(columns, rows.datatypes)
+    if kind == "number sent as text":
+        columns["monthly_charges"] = [str(v) for v in columns["monthly_charges"]]
+        return infer, v2_body(columns, {**rows.datatypes, "monthly_charges": "BYTES"})
+    if kind == "text in a number":
+        columns["tenure_months"] = ["two years"] * n
+        return f"/v1/models/{MODEL}:predict", v1_body(columns)
+    body = v2_body(columns, rows.datatypes)
+    return infer, body[: len(body) // 2]
+
+
+def plan_requests(n: int, seed: int = 3) -> list[PlannedRequest]:
+    """``n`` seeded requests: the first half from the training distribution, the second
+    from the shifted one, each of 1-8 customers."""
+    rng = np.random.default_rng(seed)
+    per_half = MAX_ROWS_PER_REQUEST * (n - n // 2)
+    sources = {
+        False: RowSource(generate_customers(per_half, seed=seed + 1)),
+        True: RowSource(generate_customers(per_half, seed=seed + 2, shift=True)),
+    }
+    kinds = rng.choice(list(TRAFFIC_MIX), size=n, p=list(TRAFFIC_MIX.values()))
+    sizes = rng.integers(1, MAX_ROWS_PER_REQUEST + 1, size=n)
+    plan = []
+    for i, (kind, size) in enumerate(zip(kinds.tolist(), sizes.tolist(), strict=True)):
+        shifted = i >= n // 2
+        rows = sources[shifted]
+        if kind == "v2":
+            path, body = f"/v2/models/{MODEL}/infer", v2_body(rows.take(size), rows.datatypes)
+        elif kind == "v1":
+            path, body = f"/v1/models/{MODEL}:predict", v1_body(rows.take(size))
+        else:
+            kind = BAD_KINDS[i % len(BAD_KINDS)]
+            path, body = bad_request(kind, rows, size)
+        plan.append(PlannedRequest(kind=kind, path=path, body=body, shifted=shifted))
+    return plan
+
+
+async def send_traffic(url: str, plan: list[PlannedRequest], console: Console) -> Traffic:
+    """Send ``plan`` from CONCURRENCY clients at once, in order, with a progress bar."""
+    console.print(
+        f"[bold]5. Traffic[/bold]   {len(plan):,} requests from {CONCURRENCY} concurrent clients: "
+        f"~70% V2 infer, ~25% V1 records, ~5% deliberately bad; the second half has drifted"
+    )
+    traffic = Traffic()
+    pending = iter(plan)
+    limits = httpx.Limits(max_connections=CONCURRENCY)
+    progress = Progress(TextColumn("    sending"), BarColumn(), MofNCompleteColumn(),
+                        TimeElapsedColumn(), console=console)  # fmt: skip
+    started = time.perf_counter()
+    async with httpx.AsyncClient(base_url=url, timeout=30.0, limits=limits) as client:
+        with progress:
+            task = progress.add_task("sending", total=len(plan))
+
+            async def client_loop() -> None:
+                for request in pending:
+                    await send_one(client, request, traffic)
+                    progress.advance(task)
+
+            await asyncio.gather(*(client_loop() for _ in range(CONCURRENCY)))
+    traffic.seconds = time.perf_counter() - started
+    return traffic
+
+
+async def send_one(client: httpx.AsyncClient, request: PlannedRequest, traffic: Traffic) -> None:
+    traffic.sent += 1
+    bad = request.kind in BAD_KINDS
+    if bad:
+        traffic.bad_sent += 1
+    started = time.perf_counter()
+    try:
+        response = await client.post(request.path, content=request.body, headers=JSON_HEADERS)
+    except httpx.HTTPError as exc:
+        traffic.statuses[f"no answer ({type(exc).__name__})"] += 1
+        return
+    seconds = time.perf_counter() - started
+    traffic.statuses[str(response.status_code)] += 1
+    if response.status_code != 200:
+        if bad and 400 <= response.status_code < 500:
+            traffic.bad_rejected += 1
+        return
+    traffic.latencies.append(seconds)
+    labels = predicted_labels(request.kind, response.json())
+    traffic.rows += len(labels)
+    traffic.predicted[request.shifted].update(labels)
+
+
+def predicted_labels(kind: str, body: dict[str, Any]) -> list[str]:
+    if kind == "v1":
+        return [str(p["label"]) for p in body["predictions"]]
+    label = next(o for o in body["outputs"] if o["name"] == "label")
+    return [str(v) for v in label["data"]]
+
+
+# -- summary --------------------------------------------------------------------------
+
+
+def print_traffic(console: Console, traffic: Traffic) -> None:
+    good = traffic.sent - traffic.bad_sent
+    ok = int(traffic.statuses["200"])
+    p50, p95, p99 = np.percentile(traffic.latencies or [np.nan], [50, 95, 99]) * 1000
+    table = Table(title="What the clients saw", title_justify="left", show_header=False)
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("requests sent", f"{traffic.sent:,} in {traffic.seconds:.1f} s "
+                  f"({traffic.sent / traffic.seconds:,.0f} per second)")  # fmt: skip
+    table.add_row("answered", f"{ok:,} of {good:,} valid requests")
+    table.add_row("rejected", f"{traffic.sent - ok:,} by status: {format_counts(traffic.statuses, skip='200')}; "
+                  f"{traffic.bad_rejected} of {traffic.bad_sent} deliberately bad requests refused with 4xx")  # fmt: skip
+    table.add_row("latency", f"p50 {p50:.1f} ms, p95 {p95:.1f} ms, p99 {p99:.1f} ms "
+                  "(answered requests, HTTP and JSON included)")  # fmt: skip
+    table.add_row("rows predicted", f"{traffic.rows:,} ({traffic.rows / max(ok, 1):.1f} per request)")
+    for shifted, title in ((False, "before drift"), (True, "after drift")):
+        counts = traffic.predicted[shifted]
+        share = counts["yes"] / max(sum(counts.values()), 1)
+        table.add_row(f"predicted churn, {title}", f"{share:.1%} ({format_counts(counts)})")
+    console.print(table)
+
+
+def print_prometheus(console: Console, prometheus: Prometheus, traffic: Traffic) -> None:
+    """Read monitoring back the way a dashboard would, once Prometheus has scraped it all."""
+    selector = f'{{model="{MODEL}"}}'
+    total = f"sum(modelmon_requests_total{selector})"
+    seen = prometheus.wait_for(total, traffic.sent, timeout=SCRAPE_TIMEOUT)
+    if seen != traffic.sent:
+        console.print(f"[yellow]Prometheus had counted {seen} of {traffic.sent} requests after "
+                      f"{SCRAPE_TIMEOUT:.0f} s; the figures below are partial[/yellow]")  # fmt: skip
+    queries = {
+        "requests by code": f"sum by (code) (modelmon_requests_total{selector})",
+        "errors by reason": f"sum by (reason) (modelmon_request_errors_total{selector}) > 0",
+        "predictions by class": f"sum by (class) (modelmon_predictions_total{selector})",
+        "p99 latency (server)": "histogram_quantile(0.99, sum by (le) "
+        f"(modelmon_request_duration_seconds_bucket{selector}))",
+        "rows per model call": f"sum(modelmon_batch_size_sum{selector}) / "
+        f"sum(modelmon_batch_size_count{selector})",
+    }
+    table = Table(title="Read back from Prometheus (counts since the server started)",
+                  title_justify="left", show_lines=True)  # fmt: skip
+    table.add_column("figure", style="bold")
+    table.add_column("PromQL", style="cyan", overflow="fold")
+    table.add_column("result")
+    for figure, promql in queries.items():
+        table.add_row(figure, promql, format_result(figure, prometheus.query(promql)))
+    console.print(table)
+
+
+def format_result(figure: str, result: list[dict[str, Any]]) -> str:
+    if not result:
+        return "no data"
+    values = {
+        ",".join(series["metric"].values()) or figure: float(series["value"][1]) for series in result
+    }
+    if figure.startswith("p99"):
+        return f"{next(iter(values.values())) * 1000:.1f} ms"
+    if figure.startswith("rows per"):
+        return f"{next(iter(values.values())):.1f} (requests merged by adaptive batching)"
+    return format_counts(Counter({k: int(v) for k, v in values.items()}))
+
+
+def format_counts(counts: Counter[str], skip: str | None = None) -> str:
+    return ", ".join(f"{k}: {v:,}" for k, v in sorted(counts.items()) if k != skip) or "none"
+
+
+def print_epilogue(console: Console, home: Path, card: ModelCard, port: int, seconds: float) -> None:
+    registry = home / "registry"
+    console.print(f"\nDone in {seconds:.1f} s; the demo's server and Prometheus have stopped.")
+    console.print(f"The registry is in {registry} ({card.name} version {card.version}). Next:")
+    console.print(f"  modelmon models --registry {registry}")
+    console.print(f"  modelmon serve --registry {registry} --port {port}")

@@ -1,0 +1,155 @@
+"""The Open Inference Protocol and records endpoints of a live server, including every
+kind of bad input: a 4xx with a JSON message naming the problem, counted by reason."""
+
+import json
+
+import httpx
+import numpy as np
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+pytestmark = pytest.mark.slow
+
+
+def metric_value(url: str, name: str, **labels: str) -> float:
+    text = httpx.get(f"{url}/metrics").text
+    total = 0.0
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                total += sample.value
+    return total
+
+
+def shop_inputs(amount=(12.5, 80.0), items=(1, 3), channel=("web", "app"), region=("north", "east")):
+    return [
+        {"name": "amount", "shape": [len(amount)], "datatype": "FP64", "data": list(amount)},
+        {"name": "items", "shape": [len(items)], "datatype": "INT64", "data": list(items)},
+        {"name": "channel", "shape": [len(channel)], "datatype": "BYTES", "data": list(channel)},
+        {"name": "region", "shape": [len(region)], "datatype": "BYTES", "data": list(region)},
+    ]
+
+
+def test_server_health_and_metadata(server):
+    assert httpx.get(f"{server.url}/v2/health/live").json() == {"live": True}
+    assert httpx.get(f"{server.url}/v2/health/ready").json() == {"ready": True}
+    meta = httpx.get(f"{server.url}/v2").json()
+    assert meta["name"] == "modelmon" and "binary_tensor_data" in meta["extensions"]
+    model = httpx.get(f"{server.url}/v2/models/shop").json()
+    assert [i["name"] for i in model["inputs"]] == ["amount", "items", "channel", "region"]
+    assert [i["datatype"] for i in model["inputs"]] == ["FP64", "INT64", "BYTES", "BYTES"]
+    assert model["outputs"][1]["parameters"]["classes"] == ["bronze", "gold", "silver"]
+    assert httpx.get(f"{server.url}/v2/models/shop/versions/1").json()["versions"] == ["1"]
+    assert httpx.get(f"{server.url}/v2/models/shop/ready").json()["ready"] is True
+
+
+def test_infer_matches_the_model_offline(server, shop_model, shop_frame):
+    rows = shop_frame.iloc[:25]
+    body = {"id": "req-1", "inputs": shop_inputs(rows.amount, rows["items"], rows.channel, rows.region)}
+    response = httpx.post(f"{server.url}/v2/models/shop/infer", json=body)
+    assert response.status_code == 200, response.text
+    result = response.json()
+    assert result["id"] == "req-1" and result["model_name"] == "shop" and result["model_version"] == "1"
+    outputs = {o["name"]: o for o in result["outputs"]}
+    expected = shop_model.predict_proba(rows.drop(columns="segment"))
+    proba = np.array(outputs["probabilities"]["data"]).reshape(outputs["probabilities"]["shape"])
+    np.testing.assert_allclose(proba, expected, atol=1e-5)
+    assert outputs["label"]["data"] == list(shop_model.predict(rows.drop(columns="segment")))
+    ids = outputs["prediction_id"]["data"]
+    assert len(ids) == 25 and len(set(ids)) == 25
+
+
+def test_matrix_input_and_generated_request_id(server, cancer_model, cancer_frame):
+    X = cancer_frame.drop(columns="target").iloc[:4]
+    body = {"inputs": [{"name": "input-0", "shape": [4, 30], "datatype": "FP32", "data": X.to_numpy().ravel().tolist()}]}
+    result = httpx.post(f"{server.url}/v2/models/cancer/versions/1/infer", json=body).json()
+    assert len(result["id"]) == 32
+    labels = next(o for o in result["outputs"] if o["name"] == "label")
+    assert labels["datatype"] == "INT64" and labels["data"] == cancer_model.predict(X).tolist()
+
+
+def test_records_endpoint(server, shop_model, shop_frame):
+    rows = shop_frame.drop(columns="segment").iloc[:3]
+    response = httpx.post(f"{server.url}/v1/models/shop:predict", json={"instances": rows.to_dict("records")})
+    assert response.status_code == 200, response.text
+    predictions = response.json()["predictions"]
+    assert [p["label"] for p in predictions] == list(shop_model.predict(rows))
+    expected = shop_model.predict_proba(rows)
+    for prediction, row in zip(predictions, expected, strict=True):
+        assert list(prediction["probabilities"]) == ["bronze", "gold", "silver"]
+        np.testing.assert_allclose(list(prediction["probabilities"].values()), row, atol=1e-5)
+        assert prediction["id"]
+
+
+def test_prediction_ids_are_unique_across_requests(server):
+    ids = set()
+    for _ in range(5):
+        result = httpx.post(f"{server.url}/v1/models/shop:predict", json={"instances": [
+            {"amount": 1.0, "items": 1, "channel": "web", "region": "north"}] * 4}).json()  # fmt: skip
+        ids.update(p["id"] for p in result["predictions"])
+    assert len(ids) == 20
+
+
+BAD_REQUESTS = [
+    # (path, body bytes, expected status, reason label, text the message must contain)
+    ("/v2/models/shop/infer", b"{not json", 400, "malformed_request", "not valid JSON"),
+    ("/v2/models/shop/infer", json.dumps({"inputs": shop_inputs()[:3]}).encode(), 400, "missing_feature", "region"),
+    ("/v2/models/shop/infer", json.dumps({"inputs": shop_inputs() + [{"name": "zip", "shape": [2], "datatype": "FP32", "data": [1, 2]}]}).encode(), 400, "unknown_feature", "zip"),
+    ("/v2/models/shop/infer", json.dumps({"inputs": shop_inputs(amount=("cheap", 1.0))}).encode(), 400, "invalid_value", "amount"),
+    ("/v2/models/shop/infer", json.dumps({"inputs": shop_inputs(amount=(float("nan"), 1.0))}).encode(), 400, "missing_value", "amount"),
+    ("/v2/models/shop/infer", json.dumps({"inputs": shop_inputs(channel=(1, 2))}).encode(), 400, "invalid_value", "channel"),
+    ("/v2/models/shop/infer", json.dumps({"inputs": shop_inputs(items=(1,))}).encode(), 400, "wrong_shape", "items"),
+    ("/v2/models/cancer/infer", json.dumps({"inputs": [{"name": "x", "shape": [1, 29], "datatype": "FP32", "data": [0] * 29}]}).encode(), 400, "wrong_shape", "[N, 30]"),
+    ("/v2/models/cancer/infer", json.dumps({"inputs": [{"name": "x", "shape": [1, 30], "datatype": "BYTES", "data": ["a"] * 30}]}).encode(), 400, "wrong_datatype", "numeric"),
+    ("/v1/models/shop:predict", json.dumps({"rows": []}).encode(), 400, "malformed_request", "instances"),
+    ("/v1/models/shop:predict", json.dumps({"instances": [{"amount": 1}]}).encode(), 400, "missing_feature", "items"),
+]
+
+
+@pytest.mark.parametrize(("path", "body", "status", "reason", "text"), BAD_REQUESTS)
+def test_bad_input_is_a_named_4xx_and_counted(server, path, body, status, reason, text):
+    model = path.split("/")[3].split(":")[0]
+    before = metric_value(server.url, "modelmon_request_errors_total", model=model, reason=reason)
+    response = httpx.post(f"{server.url}{path}", content=body, headers={"content-type": "application/json"})
+    assert response.status_code == status
+    assert text in response.json()["error"]
+    after = metric_value(server.url, "modelmon_request_errors_total", model=model, reason=reason)
+    assert after == before + 1
+
+
+def test_unknown_model_and_version_are_404_without_the_name_as_a_label(server):
+    before = metric_value(server.url, "modelmon_request_errors_total", model="_unknown_", reason="model_not_found")
+    response = httpx.post(f"{server.url}/v2/models/nope-123/infer", json={"inputs": shop_inputs()})
+    assert response.status_code == 404 and "nope-123" in response.json()["error"]
+    response = httpx.post(f"{server.url}/v2/models/shop/versions/7/infer", json={"inputs": shop_inputs()})
+    assert response.status_code == 404 and "version '7'" in response.json()["error"]
+    after = metric_value(server.url, "modelmon_request_errors_total", model="_unknown_", reason="model_not_found")
+    assert after == before + 2
+    assert "nope-123" not in httpx.get(f"{server.url}/metrics").text
+
+
+def test_unknown_path_is_json_404(server):
+    response = httpx.get(f"{server.url}/v3/whatever")
+    assert response.status_code == 404 and "error" in response.json()
+
+
+def test_oversized_body_is_413(registry_dir, tmp_path):
+    from tests.conftest import start_server
+    from modelmon.stack.processes import stop_process
+
+    small = start_server(registry_dir, tmp_path, "--max-body-bytes", "2048", "--drain-seconds", "0")
+    try:
+        huge = json.dumps({"inputs": shop_inputs(amount=[1.0] * 1000, items=[1] * 1000,
+                                                 channel=["web"] * 1000, region=["north"] * 1000)})  # fmt: skip
+        response = httpx.post(f"{small.url}/v2/models/shop/infer", content=huge)
+        assert response.status_code == 413 and "limit of 2048" in response.json()["error"]
+
+        def chunks():  # no Content-Length: the limit must hold while streaming too
+            for i in range(0, len(huge), 500):
+                yield huge[i : i + 500].encode()
+
+        response = httpx.post(f"{small.url}/v2/models/shop/infer", content=chunks())
+        assert response.status_code == 413
+        assert metric_value(small.url, "modelmon_request_errors_total", model="shop", reason="body_too_large") == 2
+    finally:
+        stop_process(small.process)
