@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 
 from modelmon.errors import ModelmonError
+from modelmon.tracking.cli import runs_app
 
 app = typer.Typer(
     name="modelmon",
@@ -17,6 +18,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
+app.add_typer(runs_app, name="runs")
 console = Console(stderr=True)
 
 RegistryOption = Annotated[

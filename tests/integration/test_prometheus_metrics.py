@@ -20,6 +20,13 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from modelmon.errors import ERROR_REASONS
+from modelmon.monitoring.metrics import LATENCY_BUCKETS, UNKNOWN_MODEL
+from modelmon.registry import Registry
+from modelmon.stack.processes import stop_process
+from modelmon.stack.prometheus import Prometheus
 from tests.conftest import ServerProcess, start_server
 from tests.integration.prom_helpers import (
     is_finite,
@@ -29,12 +36,6 @@ from tests.integration.prom_helpers import (
     wait_for_vector,
     wait_until,
 )
-
-from modelmon.errors import ERROR_REASONS
-from modelmon.monitoring.metrics import LATENCY_BUCKETS, UNKNOWN_MODEL
-from modelmon.registry import Registry
-from modelmon.stack.processes import stop_process
-from modelmon.stack.prometheus import Prometheus
 
 pytestmark = pytest.mark.slow
 
@@ -247,8 +248,8 @@ def bad_calls(cancer_frame: pd.DataFrame, shop_frame: pd.DataFrame, rng: np.rand
     nan_matrix[1][1] = float("nan")
     nan_records = [dict(r) for r in s_rows]
     nan_records[0]["amount"] = float("nan")
-    too_big = cancer_v2_json(cancer_rows(cancer_frame, rng, 300))  # ~70 kB of JSON
-    assert len(json.dumps(too_big).encode()) > MAX_BODY_BYTES
+    too_big = json.dumps(cancer_v2_json(cancer_rows(cancer_frame, rng, 400))).encode()
+    assert len(too_big) > MAX_BODY_BYTES  # valid JSON, sent with its Content-Length
     # Chunked, so without a Content-Length: the limit must hold while the body is read.
     chunked = Call("shop /v1 chunked body over the limit", "shop", "predict", "POST", predict_path("shop"),
                    413, "body_too_large", content=b" " * (MAX_BODY_BYTES + 8192), stream=True)  # fmt: skip
@@ -271,7 +272,7 @@ def bad_calls(cancer_frame: pd.DataFrame, shop_frame: pd.DataFrame, rng: np.rand
         cancer_infer("cancer V2 truncated JSON", "malformed_request", content=b'{"inputs": [{"name": "input", "sha'),
         shop_predict("shop /v1 truncated JSON", "malformed_request", content=b'{"instances": [{"amount": 1'),
         shop_predict("shop /v1 without `instances`", "malformed_request", {"rows": []}),
-        cancer_infer(f"cancer V2 body over {MAX_BODY_BYTES} bytes", "body_too_large", too_big, code=413),
+        cancer_infer(f"cancer V2 body of {len(too_big)} bytes", "body_too_large", content=too_big, code=413),
         chunked,
         Call("V2 infer on model `nope`", UNKNOWN_MODEL, "infer", "POST", infer_path("nope"), 404,
              "model_not_found", json_body=cancer_v2_json(c_rows)),
@@ -474,3 +475,44 @@ def test_promtool_accepts_the_exposition(stack: Stack, traffic: Traffic) -> None
     result = promtool_check_metrics(exposition)
     problems = (result.stdout + result.stderr).strip()
     assert result.returncode == 0 and not problems, problems
+
+
+def scraped(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """The /metrics samples of one server, keyed by name and sorted labels."""
+    text = httpx.get(f"{url}/metrics", timeout=10).text
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def test_a_request_rejected_after_inference_counts_no_prediction(
+    registry_dir: Path, tmp_path: Path, cancer_frame: pd.DataFrame
+) -> None:
+    """Asking for an output the model does not have is a 400 (``invalid_input``). The
+    client gets no prediction, so none may be counted: the prediction counters, like the
+    client, only see rows that were answered."""
+    server = start_server(registry_dir, tmp_path, "--drain-seconds", "0")
+    try:
+        rows = cancer_rows(cancer_frame, np.random.default_rng(SEED), 5)
+        good = httpx.post(f"{server.url}{infer_path('cancer')}", json=cancer_v2_json(rows[:3]), timeout=30)
+        assert good.status_code == 200, good.text
+        bad_body = {**cancer_v2_json(rows[3:]), "outputs": [{"name": "score"}]}
+        bad = httpx.post(f"{server.url}{infer_path('cancer')}", json=bad_body, timeout=30)
+        assert bad.status_code == 400 and "score" in bad.json()["error"], bad.text
+        samples = scraped(server.url)
+        base = (("model", "cancer"), ("version", "1"))
+
+        def value(name: str, *extra: tuple[str, str]) -> float:
+            return samples[(name, tuple(sorted((*base, *extra))))]
+
+        assert value("modelmon_request_errors_total", ("reason", "invalid_input")) == 1
+        assert value("modelmon_requests_total", ("endpoint", "infer"), ("code", "400")) == 1
+        assert value("modelmon_requests_total", ("endpoint", "infer"), ("code", "200")) == 1
+        predicted = sum(value("modelmon_predictions_total", ("class", c)) for c in ("0", "1"))
+        assert predicted == 3, f"{predicted} rows counted as predicted; 3 were answered"
+        assert value("modelmon_prediction_confidence_count") == 3
+        assert value("modelmon_batch_size_sum") == 3
+    finally:
+        stop_process(server.process)

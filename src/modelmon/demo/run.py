@@ -27,6 +27,7 @@ import pandas as pd
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 from sklearn.compose import make_column_transformer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline, make_pipeline
@@ -76,7 +77,7 @@ def run_demo(port: int = 8080, requests: int = 3000, home: Path | None = None) -
         prometheus = None
         try:
             wait_until_ready(url, thread)
-            console.print(f"[bold]3. Serve[/bold]     {url}  (inference, /metrics)")
+            console.print(f"[bold]3. Serve[/bold]     {url}, in this process, batching concurrent requests")
             prometheus = start_prometheus(home / "prometheus", port, console)
             print_urls(console, url, prometheus)
             traffic = asyncio.run(send_traffic(url, plan_requests(requests), console))
@@ -104,12 +105,19 @@ def train_and_register(registry_dir: Path, console: Console) -> ModelCard:
     card = register_model(pipeline, name=MODEL, reference=train, target=TARGET,
                           validation=validation, registry=registry_dir)  # fmt: skip
     baseline = card.baseline or {}
+    console.print(f"[bold]2. Register[/bold]  {card.name} version {card.version} in {registry_dir}")
     console.print(
-        f"[bold]2. Register[/bold]  {card.name} version {card.version}, served with {card.runtime}; "
-        f"on {len(validation):,} validation rows: accuracy {baseline.get('accuracy', float('nan')):.3f}, "
-        f"macro F1 {baseline.get('f1_macro', float('nan')):.3f}"
+        f"             validation accuracy {baseline.get('accuracy', float('nan')):.3f}, "
+        f"macro F1 {baseline.get('f1_macro', float('nan')):.3f}; {serving_runtime(card)}"
     )
     return card
+
+
+def serving_runtime(card: ModelCard) -> str:
+    check = card.onnx_check
+    if card.runtime == "onnx" and check is not None and check.max_abs_difference is not None:
+        return f"served with ONNX Runtime (agrees with scikit-learn to {check.max_abs_difference:.0e})"
+    return f"served with {card.runtime}"
 
 
 def train_pipeline(train: pd.DataFrame) -> Pipeline:
@@ -193,7 +201,7 @@ def print_urls(console: Console, url: str, prometheus: Prometheus | None) -> Non
     if prometheus is not None:
         query = f'sum by (code) (rate(modelmon_requests_total{{model="{MODEL}"}}[10s]))'
         params = urlencode({"g0.expr": query, "g0.tab": "0", "g0.range_input": "5m"})
-        console.print(f"      Prometheus    {prometheus.url}/graph?{params}")
+        console.print(f"      Prometheus    {prometheus.url}/graph?{params}", soft_wrap=True)
 
 
 # -- traffic --------------------------------------------------------------------------
@@ -305,9 +313,10 @@ def plan_requests(n: int, seed: int = 3) -> list[PlannedRequest]:
 async def send_traffic(url: str, plan: list[PlannedRequest], console: Console) -> Traffic:
     """Send ``plan`` from CONCURRENCY clients at once, in order, with a progress bar."""
     console.print(
-        f"[bold]5. Traffic[/bold]   {len(plan):,} requests from {CONCURRENCY} concurrent clients: "
-        f"~70% V2 infer, ~25% V1 records, ~5% deliberately bad; the second half has drifted"
+        f"[bold]5. Traffic[/bold]   {len(plan):,} requests from {CONCURRENCY} clients at once: "
+        "70% V2, 25% V1 records, 5% bad"
     )
+    console.print("             the first half like the training data, the second half drifted")
     traffic = Traffic()
     pending = iter(plan)
     limits = httpx.Limits(max_connections=CONCURRENCY)
@@ -371,10 +380,10 @@ def print_traffic(console: Console, traffic: Traffic) -> None:
     table.add_row("requests sent", f"{traffic.sent:,} in {traffic.seconds:.1f} s "
                   f"({traffic.sent / traffic.seconds:,.0f} per second)")  # fmt: skip
     table.add_row("answered", f"{ok:,} of {good:,} valid requests")
-    table.add_row("rejected", f"{traffic.sent - ok:,} by status: {format_counts(traffic.statuses, skip='200')}; "
-                  f"{traffic.bad_rejected} of {traffic.bad_sent} deliberately bad requests refused with 4xx")  # fmt: skip
+    table.add_row("rejected", f"{traffic.sent - ok:,} (status {format_counts(traffic.statuses, skip='200')}); "
+                  f"{traffic.bad_rejected} of the {traffic.bad_sent} bad requests got a 4xx")  # fmt: skip
     table.add_row("latency", f"p50 {p50:.1f} ms, p95 {p95:.1f} ms, p99 {p99:.1f} ms "
-                  "(answered requests, HTTP and JSON included)")  # fmt: skip
+                  "(answered requests, client side)")  # fmt: skip
     table.add_row("rows predicted", f"{traffic.rows:,} ({traffic.rows / max(ok, 1):.1f} per request)")
     for shifted, title in ((False, "before drift"), (True, "after drift")):
         counts = traffic.predicted[shifted]
@@ -383,53 +392,6 @@ def print_traffic(console: Console, traffic: Traffic) -> None:
     console.print(table)
 
 
-def print_prometheus(console: Console, prometheus: Prometheus, traffic: Traffic) -> None:
-    """Read monitoring back the way a dashboard would, once Prometheus has scraped it all."""
-    selector = f'{{model="{MODEL}"}}'
-    total = f"sum(modelmon_requests_total{selector})"
-    seen = prometheus.wait_for(total, traffic.sent, timeout=SCRAPE_TIMEOUT)
-    if seen != traffic.sent:
-        console.print(f"[yellow]Prometheus had counted {seen} of {traffic.sent} requests after "
-                      f"{SCRAPE_TIMEOUT:.0f} s; the figures below are partial[/yellow]")  # fmt: skip
-    queries = {
-        "requests by code": f"sum by (code) (modelmon_requests_total{selector})",
-        "errors by reason": f"sum by (reason) (modelmon_request_errors_total{selector}) > 0",
-        "predictions by class": f"sum by (class) (modelmon_predictions_total{selector})",
-        "p99 latency (server)": "histogram_quantile(0.99, sum by (le) "
-        f"(modelmon_request_duration_seconds_bucket{selector}))",
-        "rows per model call": f"sum(modelmon_batch_size_sum{selector}) / "
-        f"sum(modelmon_batch_size_count{selector})",
-    }
-    table = Table(title="Read back from Prometheus (counts since the server started)",
-                  title_justify="left", show_lines=True)  # fmt: skip
-    table.add_column("figure", style="bold")
-    table.add_column("PromQL", style="cyan", overflow="fold")
-    table.add_column("result")
-    for figure, promql in queries.items():
-        table.add_row(figure, promql, format_result(figure, prometheus.query(promql)))
-    console.print(table)
+PLACEHOLDER
 
 
-def format_result(figure: str, result: list[dict[str, Any]]) -> str:
-    if not result:
-        return "no data"
-    values = {
-        ",".join(series["metric"].values()) or figure: float(series["value"][1]) for series in result
-    }
-    if figure.startswith("p99"):
-        return f"{next(iter(values.values())) * 1000:.1f} ms"
-    if figure.startswith("rows per"):
-        return f"{next(iter(values.values())):.1f} (requests merged by adaptive batching)"
-    return format_counts(Counter({k: int(v) for k, v in values.items()}))
-
-
-def format_counts(counts: Counter[str], skip: str | None = None) -> str:
-    return ", ".join(f"{k}: {v:,}" for k, v in sorted(counts.items()) if k != skip) or "none"
-
-
-def print_epilogue(console: Console, home: Path, card: ModelCard, port: int, seconds: float) -> None:
-    registry = home / "registry"
-    console.print(f"\nDone in {seconds:.1f} s; the demo's server and Prometheus have stopped.")
-    console.print(f"The registry is in {registry} ({card.name} version {card.version}). Next:")
-    console.print(f"  modelmon models --registry {registry}")
-    console.print(f"  modelmon serve --registry {registry} --port {port}")
