@@ -153,3 +153,34 @@ def test_oversized_body_is_413(registry_dir, tmp_path):
         assert metric_value(small.url, "modelmon_request_errors_total", model="shop", reason="body_too_large") == 2
     finally:
         stop_process(small.process)
+
+
+def test_concurrent_callers_with_different_row_counts_each_get_their_rows(server, cancer_model, cancer_frame):
+    """Many callers at once, each with its own number of rows: batching must merge them
+    and still hand every caller exactly its own predictions."""
+    import asyncio
+
+    X = cancer_frame.drop(columns="target").to_numpy()
+    expected = cancer_model.predict_proba(cancer_frame.drop(columns="target"))
+    sizes = np.random.default_rng(11).integers(1, 12, 120)
+    starts = np.random.default_rng(12).integers(0, len(X) - 12, 120)
+    rows_before = metric_value(server.url, "modelmon_batch_size_sum", model="cancer")
+
+    async def call(client, start, size):
+        body = {"inputs": [{"name": "x", "shape": [int(size), 30], "datatype": "FP64",
+                            "data": X[start : start + size].ravel().tolist()}]}  # fmt: skip
+        response = await client.post(f"{server.url}/v2/models/cancer/infer", json=body)
+        assert response.status_code == 200, response.text
+        outputs = {o["name"]: o for o in response.json()["outputs"]}
+        return np.array(outputs["probabilities"]["data"]).reshape(int(size), 2)
+
+    async def main():
+        limits = httpx.Limits(max_connections=64)
+        async with httpx.AsyncClient(limits=limits, timeout=30) as client:
+            return await asyncio.gather(*(call(client, s, n) for s, n in zip(starts, sizes, strict=True)))
+
+    results = asyncio.run(main())
+    for start, size, proba in zip(starts, sizes, results, strict=True):
+        np.testing.assert_allclose(proba, expected[start : start + size], atol=1e-5)
+    # Every row went through the model exactly once.
+    assert metric_value(server.url, "modelmon_batch_size_sum", model="cancer") - rows_before == sizes.sum()

@@ -63,8 +63,8 @@ def run_demo(port: int = 8080, requests: int = 3000, home: Path | None = None) -
     home = Path(home) if home is not None else modelmon_home()
     console = Console()
     started = time.perf_counter()
-    console.rule("[bold]modelmon demo[/bold]: a churn model from training to production")
     with closing(bind_port(port)) as sock:
+        console.rule("[bold]modelmon demo[/bold]: a churn model from training to production")
         card = train_and_register(home / "registry", console)
         url = f"http://{HOST}:{port}"
         server = build_server(
@@ -77,7 +77,7 @@ def run_demo(port: int = 8080, requests: int = 3000, home: Path | None = None) -
         prometheus = None
         try:
             wait_until_ready(url, thread)
-            console.print(f"[bold]3. Serve[/bold]     {url}, in this process, batching concurrent requests")
+            console.print(f"[bold]3. Serve[/bold]     {url} (in this process, with adaptive batching)")
             prometheus = start_prometheus(home / "prometheus", port, console)
             print_urls(console, url, prometheus)
             traffic = asyncio.run(send_traffic(url, plan_requests(requests), console))
@@ -108,15 +108,16 @@ def train_and_register(registry_dir: Path, console: Console) -> ModelCard:
     console.print(f"[bold]2. Register[/bold]  {card.name} version {card.version} in {registry_dir}")
     console.print(
         f"             validation accuracy {baseline.get('accuracy', float('nan')):.3f}, "
-        f"macro F1 {baseline.get('f1_macro', float('nan')):.3f}; {serving_runtime(card)}"
+        f"macro F1 {baseline.get('f1_macro', float('nan')):.3f}"
     )
+    console.print(f"             {serving_runtime(card)}")
     return card
 
 
 def serving_runtime(card: ModelCard) -> str:
     check = card.onnx_check
     if card.runtime == "onnx" and check is not None and check.max_abs_difference is not None:
-        return f"served with ONNX Runtime (agrees with scikit-learn to {check.max_abs_difference:.0e})"
+        return f"served with ONNX Runtime (matches scikit-learn within {check.max_abs_difference:.0e})"
     return f"served with {card.runtime}"
 
 
@@ -312,11 +313,9 @@ def plan_requests(n: int, seed: int = 3) -> list[PlannedRequest]:
 
 async def send_traffic(url: str, plan: list[PlannedRequest], console: Console) -> Traffic:
     """Send ``plan`` from CONCURRENCY clients at once, in order, with a progress bar."""
-    console.print(
-        f"[bold]5. Traffic[/bold]   {len(plan):,} requests from {CONCURRENCY} clients at once: "
-        "70% V2, 25% V1 records, 5% bad"
-    )
-    console.print("             the first half like the training data, the second half drifted")
+    console.print(f"[bold]5. Traffic[/bold]   {len(plan):,} requests from {CONCURRENCY} concurrent "
+                  "clients (70% V2, 25% V1, 5% bad)")  # fmt: skip
+    console.print("             first half like the training data, second half drifted")
     traffic = Traffic()
     pending = iter(plan)
     limits = httpx.Limits(max_connections=CONCURRENCY)
@@ -392,6 +391,52 @@ def print_traffic(console: Console, traffic: Traffic) -> None:
     console.print(table)
 
 
-PLACEHOLDER
+def print_prometheus(console: Console, prometheus: Prometheus, traffic: Traffic) -> None:
+    """Read monitoring back the way a dashboard would, once Prometheus has scraped it all."""
+    selector = f'{{model="{MODEL}"}}'
+    seen = prometheus.wait_for(
+        f"sum(modelmon_requests_total{selector})", traffic.sent, timeout=SCRAPE_TIMEOUT
+    )
+    if seen != traffic.sent:
+        console.print(f"[yellow]Prometheus had counted {seen} of {traffic.sent} requests after "
+                      f"{SCRAPE_TIMEOUT:.0f} s; the figures below are partial[/yellow]")  # fmt: skip
+    console.print("[bold]Read back from Prometheus[/bold] (counts since the server started)")
+    for figure, promql in (
+        ("requests by code", f"sum by (code) (modelmon_requests_total{selector})"),
+        ("errors by reason", f"sum by (reason) (modelmon_request_errors_total{selector}) > 0"),
+        ("predictions by class", f"sum by (class) (modelmon_predictions_total{selector})"),
+    ):
+        counts = Counter({
+            ",".join(series["metric"].values()): int(float(series["value"][1]))
+            for series in prometheus.query(promql)
+        })  # fmt: skip
+        show_figure(console, figure, format_counts(counts), promql)
+
+    promql = ("histogram_quantile(0.99, sum by (le) "
+              f"(modelmon_request_duration_seconds_bucket{selector}))")  # fmt: skip
+    p99 = prometheus.scalar(promql)
+    show_figure(console, "p99 latency (server)", f"{(p99 or np.nan) * 1000:.1f} ms", promql)
+
+    promql = f"sum(modelmon_batch_size_sum{selector}) / sum(modelmon_batch_size_count{selector})"
+    per_call = prometheus.scalar(promql) or np.nan
+    per_request = traffic.rows / max(traffic.statuses["200"], 1)
+    merged = "; batching merged requests" if per_call > 1.05 * per_request else ""
+    show_figure(console, "rows per model call",
+                f"{per_call:.1f}, against {per_request:.1f} rows per request{merged}", promql)  # fmt: skip
 
 
+def show_figure(console: Console, figure: str, value: str, promql: str) -> None:
+    console.print(f"  {figure:<22}{value}", soft_wrap=True)
+    console.print(Text(f"    {promql}", style="dim cyan"), soft_wrap=True)
+
+
+def format_counts(counts: Counter[str], skip: str | None = None) -> str:
+    return ", ".join(f"{k}: {v:,}" for k, v in sorted(counts.items()) if k != skip) or "none"
+
+
+def print_epilogue(console: Console, home: Path, card: ModelCard, port: int, seconds: float) -> None:
+    registry = home / "registry"
+    console.print(f"\nDone in {seconds:.1f} s; the demo's server and Prometheus have stopped.")
+    console.print(f"The registry is in {registry} ({card.name} version {card.version}). Next:")
+    console.print(f"  modelmon models --registry {registry}")
+    console.print(f"  modelmon serve --registry {registry} --port {port}")
