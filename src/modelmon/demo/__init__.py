@@ -1,0 +1,1 @@
+"""``modelmon demo``: synthetic churn data (``data``) and the end-to-end run (``run``)."""

@@ -15,7 +15,7 @@ import socket
 import threading
 import time
 from collections import Counter
-from contextlib import closing
+from contextlib import ExitStack, closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -63,31 +63,25 @@ def run_demo(port: int = 8080, requests: int = 3000, home: Path | None = None) -
     home = Path(home) if home is not None else modelmon_home()
     console = Console()
     started = time.perf_counter()
-    with closing(bind_port(port)) as sock:
+    url = f"http://{HOST}:{port}"
+    with ExitStack() as running:  # stops what started, in reverse order, error or not
+        sock = running.enter_context(closing(bind_port(port)))
         console.rule("[bold]modelmon demo[/bold]: a churn model from training to production")
+        # Prometheus first: it waits ~5 s before its first scrape, time that training fills.
+        prometheus = start_prometheus(home / "prometheus", port, console)
+        if prometheus is not None:
+            running.callback(prometheus.stop)
         card = train_and_register(home / "registry", console)
-        url = f"http://{HOST}:{port}"
-        server = build_server(
-            ModelServer(Registry(home / "registry"), [(MODEL, str(card.version))],
-                        ServingSettings(drain_seconds=0)),
-            HOST, port,
-        )  # fmt: skip
-        thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-        thread.start()
-        prometheus = None
-        try:
-            wait_until_ready(url, thread)
-            console.print(f"[bold]3. Serve[/bold]     {url} (in this process, with adaptive batching)")
-            prometheus = start_prometheus(home / "prometheus", port, console)
-            print_urls(console, url, prometheus)
-            traffic = asyncio.run(send_traffic(url, plan_requests(requests), console))
-            print_traffic(console, traffic)
-            if prometheus is not None:
-                print_prometheus(console, prometheus, traffic)
-        finally:
-            if prometheus is not None:
-                prometheus.stop()
-            stop_server(server, thread)
+        server, thread = start_server(home / "registry", card.version, sock)
+        running.callback(stop_server, server, thread)
+        wait_until_ready(url, thread)
+        console.print(f"[bold]3. Serve[/bold]     {url} (in this process, with adaptive batching)")
+        report_monitoring(console, prometheus)
+        print_urls(console, url, prometheus)
+        traffic = asyncio.run(send_traffic(url, plan_requests(requests), console))
+        print_traffic(console, traffic)
+        if prometheus is not None:
+            print_prometheus(console, prometheus, traffic)
     print_epilogue(console, home, card, port, time.perf_counter() - started)
 
 
@@ -167,6 +161,18 @@ def wait_until_ready(url: str, thread: threading.Thread, timeout: float = 60.0) 
     raise ModelmonError(f"the demo server did not become ready within {timeout:.0f} s")
 
 
+def start_server(
+    registry_dir: Path, version: int, sock: socket.socket
+) -> tuple[DrainingServer, threading.Thread]:
+    model_server = ModelServer(
+        Registry(registry_dir), [(MODEL, str(version))], ServingSettings(drain_seconds=0)
+    )
+    server = build_server(model_server, HOST, sock.getsockname()[1])
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    return server, thread
+
+
 def stop_server(server: DrainingServer, thread: threading.Thread) -> None:
     server.should_exit = True
     thread.join(timeout=30)
@@ -176,23 +182,29 @@ def stop_server(server: DrainingServer, thread: threading.Thread) -> None:
 
 
 def start_prometheus(workdir: Path, port: int, console: Console) -> Prometheus | None:
-    """A Prometheus scraping the server every second, or None (with advice) without one.
-    Its data starts empty on every run: the demo's figures are this run's alone."""
+    """A Prometheus that scrapes the server every second, or None when there is none. Its
+    data starts empty on every run: the demo's figures are this run's alone."""
     if prometheus_binary() is None:
-        console.print(f"[bold]4. Monitor[/bold]   [yellow]Prometheus is not installed[/yellow], "
-                      f"so nothing will scrape the server; {INSTALL_HINT}")  # fmt: skip
         return None
     shutil.rmtree(workdir / "data", ignore_errors=True)
     try:
-        prometheus = Prometheus.start(workdir, targets=[f"{HOST}:{port}"], scrape_interval="1s")
+        return Prometheus.start(workdir, targets=[f"{HOST}:{port}"], scrape_interval="1s")
     except RuntimeError as exc:
-        console.print(f"[bold]4. Monitor[/bold]   [yellow]Prometheus failed to start[/yellow], "
-                      f"carrying on without it: {exc}")  # fmt: skip
+        console.print("[yellow]Prometheus failed to start; carrying on without it.[/yellow]")
+        console.print(str(exc), markup=False)
         return None
-    # One scrape before traffic, so every series starts from zero and rate() sees it all.
+
+
+def report_monitoring(console: Console, prometheus: Prometheus | None) -> None:
+    """Wait for the first scrape, so every series starts from zero and rate() sees all the
+    traffic; without Prometheus, say how to get it."""
+    if prometheus is None:
+        console.print("[bold]4. Monitor[/bold]   [yellow]no Prometheus found[/yellow], so nothing "
+                      "scrapes the server;")  # fmt: skip
+        console.print(f"             {INSTALL_HINT}", soft_wrap=True)
+        return
     prometheus.wait_for('sum(up{job="modelmon"})', 1, timeout=SCRAPE_TIMEOUT)
     console.print(f"[bold]4. Monitor[/bold]   Prometheus {prometheus.url} scrapes the server every second")
-    return prometheus
 
 
 def print_urls(console: Console, url: str, prometheus: Prometheus | None) -> None:
@@ -376,10 +388,11 @@ def print_traffic(console: Console, traffic: Traffic) -> None:
     table = Table(title="What the clients saw", title_justify="left", show_header=False)
     table.add_column(style="bold")
     table.add_column()
-    table.add_row("requests sent", f"{traffic.sent:,} in {traffic.seconds:.1f} s "
-                  f"({traffic.sent / traffic.seconds:,.0f} per second)")  # fmt: skip
+    rate = traffic.sent / traffic.seconds
+    rejected = format_counts(traffic.statuses, skip="200")
+    table.add_row("requests sent", f"{traffic.sent:,} in {traffic.seconds:.1f} s ({rate:,.0f} per second)")
     table.add_row("answered", f"{ok:,} of {good:,} valid requests")
-    table.add_row("rejected", f"{traffic.sent - ok:,} (status {format_counts(traffic.statuses, skip='200')}); "
+    table.add_row("rejected", f"{traffic.sent - ok:,} (status {rejected}); "
                   f"{traffic.bad_rejected} of the {traffic.bad_sent} bad requests got a 4xx")  # fmt: skip
     table.add_row("latency", f"p50 {p50:.1f} ms, p95 {p95:.1f} ms, p99 {p99:.1f} ms "
                   "(answered requests, client side)")  # fmt: skip
@@ -415,14 +428,18 @@ def print_prometheus(console: Console, prometheus: Prometheus, traffic: Traffic)
     promql = ("histogram_quantile(0.99, sum by (le) "
               f"(modelmon_request_duration_seconds_bucket{selector}))")  # fmt: skip
     p99 = prometheus.scalar(promql)
-    show_figure(console, "p99 latency (server)", f"{(p99 or np.nan) * 1000:.1f} ms", promql)
+    show_figure(console, "p99 latency (server)",
+                "no data" if p99 is None else f"{p99 * 1000:.1f} ms", promql)  # fmt: skip
 
     promql = f"sum(modelmon_batch_size_sum{selector}) / sum(modelmon_batch_size_count{selector})"
-    per_call = prometheus.scalar(promql) or np.nan
+    per_call = prometheus.scalar(promql)
     per_request = traffic.rows / max(traffic.statuses["200"], 1)
-    merged = "; batching merged requests" if per_call > 1.05 * per_request else ""
-    show_figure(console, "rows per model call",
-                f"{per_call:.1f}, against {per_request:.1f} rows per request{merged}", promql)  # fmt: skip
+    if per_call is None:
+        value = "no data"
+    else:
+        merged = "; batching merged requests" if per_call > 1.05 * per_request else ""
+        value = f"{per_call:.1f}, against {per_request:.1f} rows per request{merged}"
+    show_figure(console, "rows per model call", value, promql)
 
 
 def show_figure(console: Console, figure: str, value: str, promql: str) -> None:
@@ -436,7 +453,7 @@ def format_counts(counts: Counter[str], skip: str | None = None) -> str:
 
 def print_epilogue(console: Console, home: Path, card: ModelCard, port: int, seconds: float) -> None:
     registry = home / "registry"
-    console.print(f"\nDone in {seconds:.1f} s; the demo's server and Prometheus have stopped.")
+    console.print(f"\nDone in {seconds:.1f} s; everything the demo started has stopped.")
     console.print(f"The registry is in {registry} ({card.name} version {card.version}). Next:")
     console.print(f"  modelmon models --registry {registry}")
     console.print(f"  modelmon serve --registry {registry} --port {port}")

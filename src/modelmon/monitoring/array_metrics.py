@@ -15,13 +15,14 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 
 import numpy as np
-from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 
 class ArrayCounter:
-    """One counter series per cell: ``labels[i]`` are the extra label values of cell ``i``."""
+    """One series per cell: ``cell_labels[i]`` are the extra label values of cell ``i``.
+    Used for counters and, set once, for gauges such as reference shares."""
 
     def __init__(self, base_labels: Sequence[str], cell_labels: Sequence[Sequence[str]]) -> None:
         self.base_labels = list(base_labels)
@@ -55,10 +56,15 @@ class ArrayMetricsCollector(Collector):
 
     def __init__(self) -> None:
         self.counters: dict[str, tuple[str, list[str], list[ArrayCounter]]] = {}
+        self.gauges: dict[str, tuple[str, list[str], list[ArrayCounter]]] = {}
         self.histograms: dict[str, tuple[str, list[str], list[ArrayHistogram]]] = {}
 
     def counter_family(self, name: str, documentation: str, labelnames: Sequence[str]) -> str:
         self.counters.setdefault(name, (documentation, list(labelnames), []))
+        return name
+
+    def gauge_family(self, name: str, documentation: str, labelnames: Sequence[str]) -> str:
+        self.gauges.setdefault(name, (documentation, list(labelnames), []))
         return name
 
     def histogram_family(self, name: str, documentation: str, labelnames: Sequence[str]) -> str:
@@ -69,6 +75,10 @@ class ArrayMetricsCollector(Collector):
         self.counters[family][2].append(series)
         return series
 
+    def add_gauge(self, family: str, series: ArrayCounter) -> ArrayCounter:
+        self.gauges[family][2].append(series)
+        return series
+
     def add_histogram(self, family: str, series: ArrayHistogram) -> ArrayHistogram:
         self.histograms[family][2].append(series)
         return series
@@ -76,17 +86,18 @@ class ArrayMetricsCollector(Collector):
     def remove_series(self, base_labels: Sequence[str]) -> None:
         """Forget every series of one model version (when it is unloaded)."""
         wanted = list(base_labels)
-        for _, _, series in (*self.counters.values(), *self.histograms.values()):
+        for _, _, series in (*self.counters.values(), *self.gauges.values(), *self.histograms.values()):
             series[:] = [s for s in series if s.base_labels != wanted]
 
-    def collect(self) -> Iterator[CounterMetricFamily | HistogramMetricFamily]:
-        for name, (documentation, labelnames, series_list) in self.counters.items():
-            family = CounterMetricFamily(name, documentation, labels=labelnames)
-            for series in list(series_list):
-                counts = series.counts.copy()
-                for cell, value in zip(series.cell_labels, counts, strict=True):
-                    family.add_metric([*series.base_labels, *cell], float(value))
-            yield family
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily | HistogramMetricFamily]:
+        for kind, families in ((CounterMetricFamily, self.counters), (GaugeMetricFamily, self.gauges)):
+            for name, (documentation, labelnames, series_list) in families.items():
+                family = kind(name, documentation, labels=labelnames)
+                for series in list(series_list):
+                    counts = series.counts.copy()
+                    for cell, value in zip(series.cell_labels, counts.tolist(), strict=True):
+                        family.add_metric([*series.base_labels, *cell], value)
+                yield family
         for name, (documentation, labelnames, series_list) in self.histograms.items():
             family = HistogramMetricFamily(name, documentation, labels=labelnames)
             for series in list(series_list):

@@ -14,7 +14,12 @@ import prometheus_client
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from modelmon.errors import ERROR_REASONS
+from modelmon.monitoring.accounting import FeatureAccountant
 from modelmon.monitoring.array_metrics import ArrayCounter, ArrayHistogram, ArrayMetricsCollector
+from modelmon.monitoring.drift import DriftMonitor, DriftSettings
+from modelmon.monitoring.drift_exporter import DriftCollector
+from modelmon.monitoring.profile import ReferenceProfile
+from modelmon.registry.signature import Signature
 
 # `_created` series double the exposition and confuse `increase()` users; the contract has none.
 prometheus_client.disable_created_metrics()
@@ -84,7 +89,29 @@ class ServerMetrics:
         self.confidence_family = self.arrays.histogram_family(
             "modelmon_prediction_confidence", "Top-class probability.", ["model", "version"]
         )
+        self.bin_family = self.arrays.counter_family(
+            "modelmon_feature_bin", "Live rows per reference bin of each feature.",
+            ["model", "version", "feature", "bin"],
+        )  # fmt: skip
+        self.reference_bin_family = self.arrays.gauge_family(
+            "modelmon_reference_bin_ratio", "The training data's share of each bin.",
+            ["model", "version", "feature", "bin"],
+        )  # fmt: skip
+        self.missing_family = self.arrays.counter_family(
+            "modelmon_feature_missing", "Missing values per feature.", ["model", "version", "feature"]
+        )
+        self.unseen_family = self.arrays.counter_family(
+            "modelmon_feature_unseen",
+            "Values never seen in training: a new category, or a number outside the training range.",
+            ["model", "version", "feature"],
+        )
+        self.reference_class_family = self.arrays.gauge_family(
+            "modelmon_reference_class_ratio", "Class shares of the model's predictions on the validation data.",
+            ["model", "version", "class"],
+        )  # fmt: skip
         r.register(self.arrays)
+        self.drift = DriftCollector()
+        r.register(self.drift)
         self.unknown_model = self.bind(UNKNOWN_MODEL, "", flavor=None, classes=[])
 
     def bind(
@@ -121,6 +148,39 @@ class ServerMetrics:
         for endpoint in ("infer", "predict"):
             bound.request_counter(endpoint, 200)
         return bound
+
+
+    def bind_drift(
+        self,
+        bound: ModelMetrics,
+        signature: Signature,
+        profile: ReferenceProfile,
+        sample: dict[str, np.ndarray],
+        settings: DriftSettings,
+    ) -> DriftMonitor:
+        """Feature accounting and windowed drift scores for one model version."""
+        base = [bound.model, bound.version]
+        accountant = FeatureAccountant(signature, profile, base, settings.recent_rows, settings.max_features)
+        self.arrays.add_counter(self.bin_family, accountant.bins)
+        self.arrays.add_gauge(self.reference_bin_family, accountant.reference_ratio)
+        self.arrays.add_counter(self.missing_family, accountant.missing)
+        self.arrays.add_counter(self.unseen_family, accountant.unseen)
+        prediction = profile.prediction
+        if prediction is not None:
+            ratio = ArrayCounter(base, [[str(c)] for c in signature.classes])
+            ratio.counts[:] = prediction.class_shares
+            self.arrays.add_gauge(self.reference_class_family, ratio)
+        monitor = DriftMonitor(
+            accountant,
+            sample,
+            bound.predictions.counts,
+            bound.confidence.bucket_counts,
+            prediction.class_shares if prediction else None,
+            prediction.confidence_shares if prediction else None,
+            settings,
+        )
+        self.drift.add(bound.model, bound.version, monitor)
+        return monitor
 
 
 @dataclass(slots=True)

@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from modelmon.monitoring.profile import ReferenceProfile
 from modelmon.registry.onnx_export import OnnxCheck
 from modelmon.registry.signature import Signature
 
@@ -38,7 +39,7 @@ class ModelCard(BaseModel):
     )
     onnx_check: OnnxCheck | None = None
     # Slots that the monitoring features fill at registration.
-    reference_profile: dict[str, Any] | None = None
+    reference_profile: ReferenceProfile | None = None
     calibration: dict[str, Any] | None = None
     baseline: dict[str, float] | None = None
 

@@ -16,6 +16,14 @@ import numpy as np
 import pandas as pd
 
 from modelmon.errors import RegistryError
+from modelmon.monitoring.metrics import CONFIDENCE_BUCKETS
+from modelmon.monitoring.profile import (
+    ProfileSettings,
+    ReferenceProfile,
+    build_profile,
+    prediction_profile,
+    save_sample,
+)
 from modelmon.registry.artifacts import (
     ONNX_SUFFIX,
     PICKLE_SUFFIXES,
@@ -59,6 +67,7 @@ def register_model(
     trusted_types: list[str] | None = None,
     convert_to_onnx: bool = True,
     description: str = "",
+    profile_settings: ProfileSettings | None = None,
 ) -> ModelCard:
     """Store ``model`` as the next version of ``name`` and return its card.
 
@@ -66,6 +75,7 @@ def register_model(
     ``.onnx`` or (with ``trust_pickle``) ``.pkl``/``.joblib`` file. ``reference`` is the
     training data (it gives the feature types and, later, the drift baseline) and
     ``validation`` held-out data with the ``target`` column, for the quality baseline.
+    ``profile_settings`` tunes the reference profile (bins, categories) drift is measured on.
     """
     check_model_name(name)
     registry = registry if isinstance(registry, Registry) else Registry(registry)
@@ -107,6 +117,9 @@ def register_model(
                 serving_artifact = ArtifactInfo(
                     path="model.onnx", sha256=sha256_of(directory / "model.onnx"), format="onnx"
                 )
+        profile = reference_profile(
+            predictor, signature, reference_frame, validation_frame, profile_settings or ProfileSettings(), directory
+        )
         card = ModelCard(
             name=name,
             version=version,
@@ -118,6 +131,7 @@ def register_model(
             serving_artifact=serving_artifact,
             onnx_check=onnx_check,
             baseline=validation_baseline(predictor, signature, validation_frame, target),
+            reference_profile=profile,
         )
         registry.write_card(card)
     except BaseException:
@@ -334,3 +348,23 @@ def validation_baseline(
         "recall_macro": float(recall_score(y_true, y_pred, average="macro", zero_division=0)),
         "f1_macro": float(f1_score(y_true, y_pred, average="macro", zero_division=0)),
     }
+
+
+def reference_profile(
+    predictor: Predictor,
+    signature: Signature,
+    reference: pd.DataFrame | None,
+    validation: pd.DataFrame | None,
+    settings: ProfileSettings,
+    directory: Path,
+) -> ReferenceProfile | None:
+    """The training data's profile; the prediction baseline comes from the validation data
+    (the model's outputs on its own training data would look too confident)."""
+    if reference is None or len(reference) == 0:
+        return None
+    batch = FeatureBatch.from_frame(reference, signature)
+    outputs_on = FeatureBatch.from_frame(validation, signature) if validation is not None else batch
+    prediction = prediction_profile(predictor.predict_proba(outputs_on), CONFIDENCE_BUCKETS)
+    profile, sample = build_profile(signature, batch, settings, prediction)
+    save_sample(directory, sample)
+    return profile

@@ -32,6 +32,7 @@ from modelmon.errors import (
     PayloadTooLargeError,
 )
 from modelmon.monitoring.metrics import ModelMetrics, ServerMetrics
+from modelmon.monitoring.profile import load_sample
 from modelmon.registry.store import Registry
 from modelmon.serving import codecs
 from modelmon.serving.runtime import ModelRuntime
@@ -70,7 +71,10 @@ class ModelServer:
         for name, version in refs:
             card = self.registry.card(name, version)
             predictor = self.registry.load_predictor(card)
-            runtime = ModelRuntime(card, predictor, self.metrics, self.executor, self.settings)
+            sample = {}
+            if card.reference_profile is not None:
+                sample = load_sample(self.registry.version_dir(card.name, card.version), card.reference_profile)
+            runtime = ModelRuntime(card, predictor, self.metrics, self.executor, self.settings, sample)
             self.runtimes.setdefault(name, {})[runtime.version] = runtime
 
     def runtime(self, name: str, version: str | None) -> ModelRuntime:

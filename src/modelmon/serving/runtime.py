@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from modelmon.errors import InferenceError
+from modelmon.monitoring.drift import DriftMonitor
 from modelmon.monitoring.metrics import ModelMetrics, ServerMetrics
 from modelmon.registry.card import ModelCard
 from modelmon.registry.predictors import Predictor
@@ -48,6 +49,7 @@ class ModelRuntime:
         metrics: ServerMetrics,
         executor: Executor,
         settings: ServingSettings,
+        reference_sample: dict[str, np.ndarray] | None = None,
     ) -> None:
         self.card = card
         self.name = card.name
@@ -62,6 +64,11 @@ class ModelRuntime:
             [str(c) for c in card.signature.classes],
             baseline=card.baseline,
         )
+        self.drift: DriftMonitor | None = None
+        if self.monitoring and card.reference_profile is not None:
+            self.drift = metrics.bind_drift(
+                self.metrics, card.signature, card.reference_profile, reference_sample or {}, settings.drift
+            )
         self.validator = RequestValidator(card.signature, settings.max_rows_per_request)
         self.batcher = AdaptiveBatcher(
             predictor.predict_proba,
@@ -76,7 +83,13 @@ class ModelRuntime:
         if not self.monitoring:
             return
         top = proba.argmax(axis=1)
-        self.metrics.observe_batch(seconds, top, proba[np.arange(len(top)), top])
+        if self.drift is None:
+            self.metrics.observe_batch(seconds, top, proba[np.arange(len(top)), top])
+            return
+        with self.drift.lock:  # a scrape sees a batch's counts all or not at all
+            self.drift.record(batch.n_rows)
+            self.metrics.observe_batch(seconds, top, proba[np.arange(len(top)), top])
+            self.drift.accountant.count(batch)
 
     async def predict(self, batch: FeatureBatch) -> Prediction:
         try:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
+from modelmon.monitoring.drift import DriftSettings
+
 
 class ServingSettings(BaseModel):
     max_batch_size: int = Field(256, ge=1, description="Most rows in one model call.")
@@ -15,7 +17,8 @@ class ServingSettings(BaseModel):
     max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="Largest request body.")
     max_rows_per_request: int = Field(10_000, ge=1)
     inference_threads: int = Field(2, ge=1, description="Threads running model calls.")
-    monitoring: bool = Field(True, description="Prediction metrics (classes, confidence).")
+    monitoring: bool = Field(True, description="Prediction metrics and drift accounting.")
+    drift: DriftSettings = Field(default_factory=DriftSettings)
     drain_seconds: float = Field(
         2.0, ge=0, description="On SIGTERM, how long to report not-ready while still serving, "
         "so load balancers stop sending before the server closes."

@@ -1,0 +1,120 @@
+"""Counting live rows into the reference profile's bins: the only drift work on the
+request path. One vectorised pass per batch, whatever its size; statistics come later."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from modelmon.monitoring.array_metrics import ArrayCounter
+from modelmon.monitoring.profile import OTHER, ReferenceProfile
+from modelmon.registry.signature import FeatureBatch, Signature
+
+
+class FeatureAccountant:
+    """Bins, missing and unseen counts of one model version's features, plus a ring of the
+    most recent numeric values for the sample-based scores (KS, Wasserstein)."""
+
+    def __init__(
+        self,
+        signature: Signature,
+        profile: ReferenceProfile,
+        base_labels: list[str],
+        recent_rows: int,
+        max_features: int,
+    ) -> None:
+        self.numeric = profile.numeric[:max_features]
+        self.categorical = profile.categorical[: max(0, max_features - len(self.numeric))]
+        names = [p.name for p in self.numeric] + [p.name for p in self.categorical]
+        self.feature_names = names
+
+        # Numeric bin edges as one padded matrix, so a batch is binned in one comparison.
+        width = max((len(p.edges) for p in self.numeric), default=0)
+        self.edges = np.full((len(self.numeric), max(width, 1)), np.inf)
+        for i, p in enumerate(self.numeric):
+            self.edges[i, : len(p.edges)] = p.edges
+        sizes = [len(p.bin_labels) for p in self.numeric]
+        self.numeric_offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64) if sizes else np.zeros(0, np.int64)
+        self.numeric_cells = int(sum(sizes))
+        self.low = np.array([p.min if p.min is not None else np.inf for p in self.numeric])
+        self.high = np.array([p.max if p.max is not None else -np.inf for p in self.numeric])
+
+        # Categorical: value -> bin index; every level seen in training is "known", even the
+        # ones folded into `other`, so only truly new values count as unseen.
+        known_levels = {f.name: set(f.categories or []) for f in signature.categorical_features}
+        self.category_bins: list[dict[str, int]] = []
+        self.known: list[set[str]] = []
+        self.categorical_offsets: list[int] = []
+        offset = self.numeric_cells
+        for p in self.categorical:
+            self.category_bins.append({c: k for k, c in enumerate(p.categories)})
+            self.known.append(known_levels.get(p.name, set()) | set(p.categories))
+            self.categorical_offsets.append(offset)
+            offset += len(p.bin_labels)
+
+        cells = [[p.name, label] for p in (*self.numeric, *self.categorical) for label in p.bin_labels]
+        self.bins = ArrayCounter(base_labels, cells)
+        self.missing = ArrayCounter(base_labels, [[n] for n in names])
+        self.unseen = ArrayCounter(base_labels, [[n] for n in names])
+        self.reference_ratio = ArrayCounter(base_labels, cells)
+        self.reference_ratio.counts[:] = [s for p in (*self.numeric, *self.categorical) for s in p.shares]
+
+        self.recent = np.full((recent_rows, len(self.numeric)), np.nan)
+        self.recent_next = 0
+        self.recent_filled = 0
+
+    def count(self, batch: FeatureBatch) -> None:
+        bin_counts = np.zeros(len(self.bins.counts))
+        missing = np.zeros(len(self.feature_names))
+        unseen = np.zeros(len(self.feature_names))
+        if len(self.numeric):
+            values = batch.numeric[:, : len(self.numeric)]
+            nan = np.isnan(values)
+            index = (values[:, :, None] >= self.edges[None, :, :]).sum(axis=2) + self.numeric_offsets
+            bin_counts[: self.numeric_cells] = np.bincount(index[~nan], minlength=self.numeric_cells)
+            missing[: len(self.numeric)] = nan.sum(axis=0)
+            unseen[: len(self.numeric)] = ((values < self.low) | (values > self.high)).sum(axis=0)
+            self._remember(values)
+        base = len(self.numeric)
+        for j, bins in enumerate(self.category_bins):
+            other = len(bins)
+            known = self.known[j]
+            offset = self.categorical_offsets[j]
+            for value in batch.categorical[:, j].tolist():
+                if value is None:
+                    missing[base + j] += 1
+                    continue
+                bin_counts[offset + bins.get(value, other)] += 1
+                if value not in known:
+                    unseen[base + j] += 1
+        self.bins.add(bin_counts)
+        self.missing.add(missing)
+        self.unseen.add(unseen)
+
+    def _remember(self, values: np.ndarray) -> None:
+        capacity = len(self.recent)
+        if len(values) >= capacity:
+            self.recent[:] = values[-capacity:]
+            self.recent_next, self.recent_filled = 0, capacity
+            return
+        end = self.recent_next + len(values)
+        if end <= capacity:
+            self.recent[self.recent_next : end] = values
+        else:
+            split = capacity - self.recent_next
+            self.recent[self.recent_next :] = values[:split]
+            self.recent[: end - capacity] = values[split:]
+        self.recent_next = end % capacity
+        self.recent_filled = min(capacity, self.recent_filled + len(values))
+
+    def recent_values(self, column: int, rows: int) -> np.ndarray:
+        """The last ``rows`` values of numeric feature ``column`` (at most the ring's size),
+        missing ones dropped."""
+        rows = min(rows, self.recent_filled)
+        if rows == 0:
+            return np.empty(0)
+        index = (self.recent_next - 1 - np.arange(rows)) % len(self.recent)
+        column_values = self.recent[index, column]
+        return column_values[~np.isnan(column_values)]
+
+
+__all__ = ["OTHER", "FeatureAccountant"]
