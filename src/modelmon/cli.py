@@ -113,6 +113,32 @@ def serve(
     run_server(ModelServer(reg, refs, settings), host, port, log_level)
 
 
+rules_app = typer.Typer(help="Prometheus recording rules for fleet-wide drift.", no_args_is_help=True)
+app.add_typer(rules_app, name="rules")
+
+
+@rules_app.command("export")
+def rules_export(
+    out_dir: Annotated[Path, typer.Argument(help="Directory to write the rule file and its promtool test into.")],
+    window: Annotated[list[str], typer.Option("--window", help="Window of the fleet scores (repeatable), e.g. 1h.")] = ["1h"],  # noqa: B006
+) -> None:
+    """Write recording rules (fleet PSI and Jensen-Shannon per feature) and promtool tests."""
+    from modelmon.monitoring import rules
+
+    try:
+        groups = [rules.drift_rule_group(w) for w in window]
+    except ValueError as exc:
+        _fail(ModelmonError(str(exc)))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rule_file = out_dir / "modelmon-drift.rules.yml"
+    rule_file.write_text(rules.dump_yaml({"groups": groups}))
+    for w in window:
+        test = rules.drift_rules_test(rule_file.name, w)
+        (out_dir / f"modelmon-drift-{w}.test.yml").write_text(rules.dump_yaml(test))
+    console.print(f"wrote {rule_file} and its tests; check them with:\n"
+                  f"  promtool check rules {rule_file}\n  cd {out_dir} && promtool test rules *.test.yml")  # fmt: skip
+
+
 @app.command()
 def demo(
     port: Annotated[int, typer.Option(help="Port for the demo server.")] = 8080,

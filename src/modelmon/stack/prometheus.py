@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import yaml
 
 from modelmon.stack.processes import free_port, stop_process, wait_for_http
 
@@ -24,17 +25,16 @@ def prometheus_binary() -> str | None:
     return shutil.which("prometheus")
 
 
-def scrape_config(targets: list[str], scrape_interval: str, job: str = "modelmon") -> str:
-    target_list = ", ".join(f'"{t}"' for t in targets)
-    return (
-        "global:\n"
-        f"  scrape_interval: {scrape_interval}\n"
-        f"  evaluation_interval: {scrape_interval}\n"
-        "scrape_configs:\n"
-        f"  - job_name: {job}\n"
-        f"    static_configs:\n"
-        f"      - targets: [{target_list}]\n"
-    )
+def scrape_config(
+    targets: list[str], scrape_interval: str, rule_files: list[Path] | None = None, job: str = "modelmon"
+) -> str:
+    config: dict[str, Any] = {
+        "global": {"scrape_interval": scrape_interval, "evaluation_interval": scrape_interval},
+        "scrape_configs": [{"job_name": job, "static_configs": [{"targets": list(targets)}]}],
+    }
+    if rule_files:
+        config["rule_files"] = [str(p) for p in rule_files]
+    return yaml.safe_dump(config, sort_keys=False)
 
 
 @dataclass
@@ -57,13 +57,14 @@ class Prometheus:
         targets: list[str],
         scrape_interval: str = "1s",
         port: int | None = None,
+        rule_files: list[Path] | None = None,
     ) -> Prometheus:
         binary = prometheus_binary()
         if binary is None:
             raise FileNotFoundError(f"prometheus is not installed; {INSTALL_HINT}")
         workdir.mkdir(parents=True, exist_ok=True)
         config = workdir / "prometheus.yml"
-        config.write_text(scrape_config(targets, scrape_interval))
+        config.write_text(scrape_config(targets, scrape_interval, rule_files))
         port = port or free_port()
         log_path = workdir / "prometheus.log"
         process = subprocess.Popen(

@@ -1,0 +1,156 @@
+"""Prometheus recording rules for fleet-wide drift, and promtool tests that prove them.
+
+Every replica exports the same bins with its own counts; these rules sum the counts over
+all replicas for a window and compute PSI and Jensen-Shannon per feature, the same formulas
+as ``drift_stats``.
+
+Windowed counts are taken as ``(x - x offset W) >= 0 or x`` rather than ``increase(x[W])``:
+``increase`` extrapolates each series to the window's edges, and replicas are scraped at
+different moments, so pooled shares built from it are only approximate. The difference of
+two samples is exact. A replica that restarted inside the window has a negative difference;
+for it the rules fall back to its count since the restart, so its rows from before the
+restart are left out of that window (an undercount, never a double count).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import numpy as np
+import yaml
+
+from modelmon.monitoring import drift_stats
+
+BY_FEATURE = "model, version, feature"
+BY_BIN = "model, version, feature, bin"
+WINDOW_PATTERN = re.compile(r"^\d+[smhdw]$")
+
+
+def check_window(window: str) -> str:
+    if not WINDOW_PATTERN.match(window):
+        raise ValueError(f"window {window!r}: expected a Prometheus duration such as 30m, 1h or 1d")
+    return window
+
+
+def drift_rule_group(window: str = "1h", epsilon: float = drift_stats.PSI_SMOOTHING) -> dict[str, Any]:
+    """One rule group computing fleet PSI and JS per feature over ``window``."""
+    w = check_window(window)
+    counts = f"modelmon:feature_bin_window_rows:{w}"
+    current = f"modelmon:feature_bin_window_ratio:{w}"
+    # Every replica of a version exports the same reference shares: take one. Inlined
+    # rather than recorded so several window groups need no shared rule.
+    reference = f"max by ({BY_BIN}) (modelmon_reference_bin_ratio)"
+    bins_per_feature = f"count by ({BY_FEATURE}) ({reference})"
+
+    def smoothed(ratio: str) -> str:
+        return f"({ratio} + {epsilon}) / on ({BY_FEATURE}) group_left () (1 + {epsilon} * {bins_per_feature})"
+
+    def kl_to_mid(ratio: str) -> str:
+        # sum of ratio * log2(ratio / mid) over the bins where ratio > 0 (0 * log 0 = 0).
+        return (
+            f"sum by ({BY_FEATURE}) (({ratio} * log2({ratio} / on ({BY_BIN}) modelmon:feature_bin_window_mid:{w}))"
+            f" and on ({BY_BIN}) ({ratio} > 0))"
+        )
+
+    rules = [
+        {
+            "record": counts,
+            "expr": f"sum by ({BY_BIN}) (((modelmon_feature_bin_total - modelmon_feature_bin_total offset {w}) >= 0)"
+            " or modelmon_feature_bin_total)",
+        },
+        {
+            "record": f"modelmon:feature_window_rows:{w}",
+            "expr": f"sum by ({BY_FEATURE}) ({counts})",
+        },
+        {
+            "record": current,
+            "expr": f"{counts} / on ({BY_FEATURE}) group_left () modelmon:feature_window_rows:{w}",
+        },
+        {
+            "record": f"modelmon:feature_drift_psi:{w}",
+            "expr": f"sum by ({BY_FEATURE}) (({smoothed(current)} - on ({BY_BIN}) {smoothed(reference)})"
+            f" * ln({smoothed(current)} / on ({BY_BIN}) {smoothed(reference)}))",
+        },
+        {
+            "record": f"modelmon:feature_bin_window_mid:{w}",
+            "expr": f"({current} + on ({BY_BIN}) {reference}) / 2",
+        },
+        {
+            "record": f"modelmon:feature_drift_js:{w}",
+            "expr": f"sqrt(clamp_min(0.5 * {kl_to_mid(reference)} + on ({BY_FEATURE}) 0.5 * {kl_to_mid(current)}, 0))",
+        },
+    ]
+    return {"name": f"modelmon-drift-{w}", "rules": rules}
+
+
+def drift_rules(window: str = "1h") -> dict[str, Any]:
+    return {"groups": [drift_rule_group(window)]}
+
+
+def drift_rules_test(rule_file: str, window: str = "1h") -> dict[str, Any]:
+    """A promtool unit test: two replicas, one feature of three bins, a known window.
+
+    The expected PSI and JS are computed here with ``drift_stats`` (itself checked against
+    scipy and hand-worked values) from the pooled window counts; the test asserts the rules
+    agree to 1e-9."""
+    w = check_window(window)
+    reference = np.array([0.5, 0.3, 0.2])
+    # Cumulative counts per replica at t=0 and at t=window: the window holds their change.
+    replica_a = {"b0": (10, 40), "b1": (5, 25), "b2": (0, 15)}
+    replica_b = {"b0": (0, 10), "b1": (0, 0), "b2": (7, 27)}
+    pooled = np.array([(a[1] - a[0]) + (b[1] - b[0]) for a, b in zip(replica_a.values(), replica_b.values())], float)
+    labels = 'model="m", version="1", feature="f"'
+    minutes = int(pd_minutes(w))
+    series = []
+    for instance, replica in (("a:1", replica_a), ("b:1", replica_b)):
+        for bin_name, (start, end) in replica.items():
+            series.append({
+                "series": f'modelmon_feature_bin_total{{{labels}, bin="{bin_name}", instance="{instance}"}}',
+                "values": f"{start}+0x{minutes - 1} {end}",
+            })  # fmt: skip
+            share = reference[int(bin_name[1])]
+            series.append({
+                "series": f'modelmon_reference_bin_ratio{{{labels}, bin="{bin_name}", instance="{instance}"}}',
+                "values": f"{share}+0x{minutes}",
+            })  # fmt: skip
+    expected_psi = drift_stats.psi(reference, pooled)
+    expected_js = drift_stats.js_distance(reference, pooled)
+    at = f"{minutes}m"
+
+    def close(record: str, value: float) -> dict[str, Any]:
+        return {
+            "expr": f"abs({record} - {value!r}) < bool 1e-9",
+            "eval_time": at,
+            "exp_samples": [{"labels": f"{{{labels}}}", "value": 1}],
+        }
+
+    return {
+        "rule_files": [rule_file],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": series,
+                "promql_expr_test": [
+                    close(f"modelmon:feature_drift_psi:{w}", expected_psi),
+                    close(f"modelmon:feature_drift_js:{w}", expected_js),
+                    {
+                        "expr": f"modelmon:feature_window_rows:{w}",
+                        "eval_time": at,
+                        "exp_samples": [{"labels": f"modelmon:feature_window_rows:{w}{{{labels}}}", "value": float(pooled.sum())}],
+                    },
+                ],
+            }
+        ],
+    }
+
+
+def pd_minutes(window: str) -> float:
+    """A Prometheus duration in minutes."""
+    units = {"s": 1 / 60, "m": 1, "h": 60, "d": 1440, "w": 10080}
+    return int(window[:-1]) * units[window[-1]]
+
+
+def dump_yaml(content: dict[str, Any]) -> str:
+    return yaml.safe_dump(content, sort_keys=False, width=1000)
