@@ -8,6 +8,8 @@ import subprocess
 import time
 from collections.abc import Callable, Mapping
 
+import httpx
+
 from modelmon.stack.prometheus import Prometheus
 
 Vector = dict[tuple[str, ...], float]
@@ -50,6 +52,20 @@ def wait_until(
         if accept(value) or time.monotonic() > deadline:
             return value
         time.sleep(0.25)
+
+
+def scalar_at(prom: Prometheus, promql: str, at: float) -> float | None:
+    """The single value of an instant query evaluated at unix time ``at``, or None."""
+    response = httpx.get(f"{prom.url}/api/v1/query", params={"query": promql, "time": at}, timeout=10)
+    body = response.json()
+    if body.get("status") != "success":
+        raise RuntimeError(f"query {promql!r} failed: {body}")
+    result = body["data"]["result"]
+    if not result:
+        return None
+    if len(result) > 1:
+        raise RuntimeError(f"query {promql!r} returned {len(result)} series, expected one")
+    return float(result[0]["value"][1])
 
 
 def wait_for_first_scrape(prom: Prometheus, job: str = "modelmon", timeout: float = 30.0) -> None:

@@ -37,6 +37,8 @@ from modelmon import ModelCard, Registry, register_model
 from modelmon.config import modelmon_home
 from modelmon.demo.data import CATEGORICAL_FEATURES, NUMERIC_FEATURES, TARGET, generate_customers
 from modelmon.errors import ModelmonError
+from modelmon.monitoring.drift import DriftSettings
+from modelmon.monitoring.rules import drift_rules, dump_yaml
 from modelmon.serving.app import ModelServer
 from modelmon.serving.server import DrainingServer, build_server
 from modelmon.serving.settings import ServingSettings
@@ -54,6 +56,10 @@ TRAFFIC_MIX = {"v2": 0.70, "v1": 0.25, "bad": 0.05}
 BAD_KINDS = ("missing feature", "number sent as text", "text in a number", "malformed JSON")
 JSON_HEADERS = {"content-type": "application/json"}
 SCRAPE_TIMEOUT = 20.0
+#: The server scores drift on its most recent rows: after the demo's traffic, that is the
+#: drifted second half. Prometheus's recording rules score the whole run.
+DRIFT_WINDOW_ROWS = 4000
+RULES_WINDOW = "10m"
 
 
 def run_demo(port: int = 8080, requests: int = 3000, home: Path | None = None) -> None:
@@ -82,6 +88,7 @@ def run_demo(port: int = 8080, requests: int = 3000, home: Path | None = None) -
         print_traffic(console, traffic)
         if prometheus is not None:
             print_prometheus(console, prometheus, traffic)
+        print_drift(console, url, prometheus)
     print_epilogue(console, home, card, port, time.perf_counter() - started)
 
 
@@ -164,8 +171,9 @@ def wait_until_ready(url: str, thread: threading.Thread, timeout: float = 60.0) 
 def start_server(
     registry_dir: Path, version: int, sock: socket.socket
 ) -> tuple[DrainingServer, threading.Thread]:
+    drift = DriftSettings(window_rows=DRIFT_WINDOW_ROWS, snapshot_seconds=1)
     model_server = ModelServer(
-        Registry(registry_dir), [(MODEL, str(version))], ServingSettings(drain_seconds=0)
+        Registry(registry_dir), [(MODEL, str(version))], ServingSettings(drain_seconds=0, drift=drift)
     )
     server = build_server(model_server, HOST, sock.getsockname()[1])
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
@@ -187,8 +195,11 @@ def start_prometheus(workdir: Path, port: int, console: Console) -> Prometheus |
     if prometheus_binary() is None:
         return None
     shutil.rmtree(workdir / "data", ignore_errors=True)
+    workdir.mkdir(parents=True, exist_ok=True)
+    rules = workdir / "modelmon-drift.rules.yml"  # what `modelmon rules export` writes
+    rules.write_text(dump_yaml(drift_rules(RULES_WINDOW)))
     try:
-        return Prometheus.start(workdir, targets=[f"{HOST}:{port}"], scrape_interval="1s")
+        return Prometheus.start(workdir, targets=[f"{HOST}:{port}"], scrape_interval="1s", rule_files=[rules])
     except RuntimeError as exc:
         console.print("[yellow]Prometheus failed to start; carrying on without it.[/yellow]")
         console.print(str(exc), markup=False)
@@ -440,6 +451,68 @@ def print_prometheus(console: Console, prometheus: Prometheus, traffic: Traffic)
         merged = "; batching merged requests" if per_call > 1.05 * per_request else ""
         value = f"{per_call:.1f}, against {per_request:.1f} rows per request{merged}"
     show_figure(console, "rows per model call", value, promql)
+
+
+def drift_scores(url: str) -> tuple[dict[str, dict[str, float]], dict[str, float], float]:
+    """Per-feature scores, their thresholds and the window's rows, from the server's /metrics."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    scores: dict[str, dict[str, float]] = {}
+    thresholds: dict[str, float] = {}
+    rows = 0.0
+    for family in text_string_to_metric_families(httpx.get(f"{url}/metrics").text):
+        for sample in family.samples:
+            labels = sample.labels
+            if labels.get("model") != MODEL:
+                continue
+            if sample.name == "modelmon_feature_drift":
+                scores.setdefault(labels["feature"], {})[labels["method"]] = sample.value
+            elif sample.name == "modelmon_feature_drift_threshold":
+                thresholds[labels["method"]] = sample.value
+            elif sample.name == "modelmon_drift_window_rows":
+                rows = sample.value
+    return scores, thresholds, rows
+
+
+def print_drift(console: Console, url: str, prometheus: Prometheus | None) -> None:
+    """Which features drifted: the server's own scores on its latest window, and the fleet
+    PSI that Prometheus's recording rules computed over the whole run."""
+    scores, thresholds, rows = drift_scores(url)
+    if not scores:
+        console.print("[bold]Drift[/bold]: not enough rows in the window for scores yet")
+        return
+    fleet: dict[str, float] = {}
+    if prometheus is not None:
+        record = f'modelmon:feature_drift_psi:{RULES_WINDOW}{{model="{MODEL}"}}'
+        deadline = time.monotonic() + SCRAPE_TIMEOUT
+        while not fleet and time.monotonic() < deadline:
+            fleet = {s["metric"]["feature"]: float(s["value"][1]) for s in prometheus.query(record)}
+            time.sleep(0.5)
+    psi_threshold = thresholds.get("psi", 0.2)
+    table = Table(
+        title=f"Drift on the server's latest {rows:,.0f} rows (PSI >= {psi_threshold} means drifted)",
+        title_justify="left",
+    )
+    for column in ("feature", "PSI", "JS", "Wasserstein", "drifted", "run PSI*"):
+        table.add_column(column, justify="left" if column in ("feature", "drifted") else "right")
+    ranked = sorted(scores.items(), key=lambda item: -item[1].get("psi", 0.0))
+    for feature, values in ranked:
+        drifted = values.get("psi", 0.0) >= psi_threshold
+        table.add_row(
+            feature,
+            f"{values.get('psi', float('nan')):.3f}",
+            f"{values.get('js', float('nan')):.3f}",
+            f"{values['wasserstein']:.3f}" if "wasserstein" in values else "",
+            "[red]yes[/red]" if drifted else "no",
+            f"{fleet[feature]:.3f}" if feature in fleet else "",
+        )
+    console.print(table)
+    console.print("  JS: Jensen-Shannon distance; Wasserstein in reference standard deviations;")
+    console.print(f"  *run PSI: over the whole run, from Prometheus's recording rules ({RULES_WINDOW} window)")
+    drifted = [f for f, v in ranked if v.get("psi", 0.0) >= psi_threshold]
+    steady = [f for f, v in ranked if v.get("psi", 0.0) < psi_threshold]
+    console.print(f"  drifted: {', '.join(drifted) or 'none'}")
+    console.print(f"  steady:  {', '.join(steady) or 'none'}")
 
 
 def show_figure(console: Console, figure: str, value: str, promql: str) -> None:
