@@ -27,6 +27,12 @@ RegistryOption = Annotated[
 ]
 
 
+def _settings_error(exc: Exception, prefix: str = "") -> str:
+    """A pydantic error as one line per bad setting, named as the option is."""
+    errors = getattr(exc, "errors", lambda: [])()
+    return "; ".join(f"--{prefix}{str(e['loc'][-1]).replace('_', '-')}: {e['msg']}" for e in errors) or str(exc)
+
+
 def _fail(exc: ModelmonError) -> None:
     console.print(f"[red]error:[/red] {exc.message}")
     raise typer.Exit(code=2)
@@ -43,8 +49,13 @@ def register(
     trust_pickle: Annotated[bool, typer.Option("--trust-pickle", help="Allow a pickle/joblib file. Unpickling runs code: only for files you trust.")] = False,
     trust_type: Annotated[Optional[list[str]], typer.Option("--trust-type", help="A type a .skops file may build beyond skops' safe defaults (repeatable).")] = None,
     onnx: Annotated[bool, typer.Option("--onnx/--no-onnx", help="Convert scikit-learn models to ONNX when the result provably agrees.")] = True,
+    numeric_bins: Annotated[int, typer.Option(help="Quantile bins per numeric feature in the reference profile.")] = 10,
+    top_categories: Annotated[int, typer.Option(help="Categories kept per categorical feature; the rest count as 'other'.")] = 20,
 ) -> None:
     """Store a model as the next version of NAME and print its name and version."""
+    from pydantic import ValidationError
+
+    from modelmon.monitoring.profile import ProfileSettings
     from modelmon.registry import register_model
 
     try:
@@ -52,9 +63,12 @@ def register(
             model, name=name, reference=reference, target=target, validation=validation,
             registry=registry, trust_pickle=trust_pickle, trusted_types=trust_type or [],
             convert_to_onnx=onnx,
+            profile_settings=ProfileSettings(numeric_bins=numeric_bins, top_categories=top_categories),
         )  # fmt: skip
     except ModelmonError as exc:
         _fail(exc)
+    except ValidationError as exc:
+        _fail(ModelmonError(_settings_error(exc)))
     console.print(f"registered [bold]{card.name}[/bold] version [bold]{card.version}[/bold] "
                   f"({card.flavor}, served with {card.runtime})")  # fmt: skip
     typer.echo(f"{card.name}:{card.version}")
@@ -88,9 +102,15 @@ def serve(
     monitoring: Annotated[bool, typer.Option("--monitoring/--no-monitoring", help="Prediction metrics.")] = True,
     max_body_bytes: Annotated[int, typer.Option(help="Largest request body accepted.")] = 16 * 1024 * 1024,
     drain_seconds: Annotated[float, typer.Option(help="On SIGTERM, seconds to report not-ready before closing.")] = 2.0,
+    drift_window_seconds: Annotated[float, typer.Option(help="Drift scores cover this much recent time.")] = 3600.0,
+    drift_window_rows: Annotated[Optional[int], typer.Option(help="...or, if set, the most recent stretch with this many rows.")] = None,
+    drift_min_rows: Annotated[int, typer.Option(help="Rows a window needs before drift is scored.")] = 100,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "warning",
 ) -> None:
     """Serve registered models over the Open Inference Protocol, with /metrics."""
+    from pydantic import ValidationError
+
+    from modelmon.monitoring.drift import DriftSettings
     from modelmon.registry import Registry, parse_model_ref
     from modelmon.serving.app import ModelServer
     from modelmon.serving.server import serve as run_server
@@ -103,12 +123,18 @@ def serve(
             raise ModelmonError(f"no models registered in {reg.root}; run `modelmon register` first")
         for name, version in refs or []:
             reg.card(name, version)
+        try:
+            drift = DriftSettings(window_seconds=drift_window_seconds, window_rows=drift_window_rows, min_rows=drift_min_rows)
+        except ValidationError as exc:
+            raise ModelmonError(_settings_error(exc, prefix="drift-")) from None
         settings = ServingSettings(
             max_batch_size=max_batch_size, max_batch_delay_ms=max_batch_delay_ms, batching=batching,
-            monitoring=monitoring, max_body_bytes=max_body_bytes, drain_seconds=drain_seconds,
+            monitoring=monitoring, max_body_bytes=max_body_bytes, drain_seconds=drain_seconds, drift=drift,
         )  # fmt: skip
     except ModelmonError as exc:
         _fail(exc)
+    except ValidationError as exc:
+        _fail(ModelmonError(_settings_error(exc)))
     console.print(f"serving on http://{host}:{port} (metrics at /metrics)")
     run_server(ModelServer(reg, refs, settings), host, port, log_level)
 

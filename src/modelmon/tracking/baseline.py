@@ -44,7 +44,7 @@ def run_baseline(
             f"run {run_id} logged no {split!r} metrics, so it has no baseline; log them with "
             f"run.log_classification({split!r}, y_true, y_pred, ...)"
         )
-    final = frame.sort_values("step").groupby("metric").tail(1)
+    final = frame.sort_values(["metric", "step"]).groupby("metric").tail(1)
     return {
         str(row.metric): float(row.value)
         for row in final.itertuples()

@@ -1,0 +1,49 @@
+"""`modelmon rules export` writes rules that promtool accepts, and tests that promtool runs
+and that fail when the rules compute the wrong thing."""
+
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.slow
+
+
+def export(out_dir, *windows):
+    args = [a for w in windows for a in ("--window", w)]
+    result = subprocess.run([sys.executable, "-m", "modelmon.cli", "rules", "export", str(out_dir), *args],
+                            capture_output=True, text=True)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    return sorted(out_dir.glob("*.test.yml"))
+
+
+def promtool(*args, cwd):
+    return subprocess.run(["promtool", *args], capture_output=True, text=True, cwd=cwd)
+
+
+def test_exported_rules_pass_promtool_check_and_their_tests(tmp_path):
+    tests = export(tmp_path, "1h", "10m")
+    check = promtool("check", "rules", "modelmon-drift.rules.yml", cwd=tmp_path)
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "SUCCESS: 12 rules found" in check.stdout  # 6 per window
+    run = promtool("test", "rules", *[t.name for t in tests], cwd=tmp_path)
+    assert run.returncode == 0, run.stdout + run.stderr
+
+
+def test_generated_test_fails_against_a_wrong_rule(tmp_path):
+    tests = export(tmp_path, "1h")
+    rules_path = tmp_path / "modelmon-drift.rules.yml"
+    rules = yaml.safe_load(rules_path.read_text())
+    for rule in rules["groups"][0]["rules"]:
+        if rule["record"].startswith("modelmon:feature_drift_psi"):
+            rule["expr"] = f"1.01 * ({rule['expr']})"  # a PSI one percent off
+    rules_path.write_text(yaml.safe_dump(rules))
+    run = promtool("test", "rules", tests[0].name, cwd=tmp_path)
+    assert run.returncode != 0 and "feature_drift_psi" in run.stdout + run.stderr
+
+
+def test_bad_window_is_refused_with_a_message(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "modelmon.cli", "rules", "export", str(tmp_path), "--window", "soon"],
+                            capture_output=True, text=True)  # fmt: skip
+    assert result.returncode == 2 and "Prometheus duration" in result.stderr
