@@ -212,10 +212,13 @@ def list_runs(store: Store, experiment: str | None = None) -> list[RunRecord]:
 
 
 def metric_frame(
-    store: Store, run_ids: Sequence[int] | None = None, split: str | None = None
+    store: Store,
+    run_ids: Sequence[int] | None = None,
+    split: str | None = None,
+    metrics: Sequence[str] | None = None,
 ) -> pd.DataFrame:
-    """Metric values of ``run_ids`` (all runs when None) in long format, from the
-    ``training_metrics`` view: the latest value per run, split, metric and step."""
+    """Metric values in long format from the ``training_metrics`` view (the latest value
+    per run, split, metric and step), optionally only of some runs, a split, some metrics."""
     view = training_metrics.c
     query = select(
         view.run_id, view.split, view.metric, view.step, view.value, view.non_finite,
@@ -225,6 +228,8 @@ def metric_frame(
         query = query.where(view.run_id.in_(list(run_ids)))
     if split is not None:
         query = query.where(view.split == split)
+    if metrics is not None:
+        query = query.where(view.metric.in_(list(metrics)))
     with store.read() as connection:
         rows = connection.execute(query).all()
     frame = pd.DataFrame([tuple(r) for r in rows], columns=METRIC_COLUMNS)
