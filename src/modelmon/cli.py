@@ -105,6 +105,7 @@ def serve(
     drift_window_seconds: Annotated[float, typer.Option(help="Drift scores cover this much recent time.")] = 3600.0,
     drift_window_rows: Annotated[Optional[int], typer.Option(help="...or, if set, the most recent stretch with this many rows.")] = None,
     drift_min_rows: Annotated[int, typer.Option(help="Rows a window needs before drift is scored.")] = 100,
+    drift_score_seconds: Annotated[float, typer.Option(help="How often drift scores are recomputed.")] = 5.0,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "warning",
 ) -> None:
     """Serve registered models over the Open Inference Protocol, with /metrics."""
@@ -124,7 +125,10 @@ def serve(
         for name, version in refs or []:
             reg.card(name, version)
         try:
-            drift = DriftSettings(window_seconds=drift_window_seconds, window_rows=drift_window_rows, min_rows=drift_min_rows)
+            drift = DriftSettings(
+                window_seconds=drift_window_seconds, window_rows=drift_window_rows,
+                min_rows=drift_min_rows, score_seconds=drift_score_seconds,
+            )  # fmt: skip
         except ValidationError as exc:
             raise ModelmonError(_settings_error(exc, prefix="drift-")) from None
         settings = ServingSettings(

@@ -7,6 +7,7 @@ equal the offline values on its own slice.
 
 import math
 import subprocess
+import time
 
 import httpx
 import numpy as np
@@ -68,9 +69,24 @@ def server_scores(url: str) -> dict[tuple[str, str], float]:
     return scores
 
 
+def wait_for_window(url: str, rows: int, timeout: float = 10.0) -> None:
+    """Scores are refreshed in the background: wait until they cover every row sent."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for family in text_string_to_metric_families(httpx.get(f"{url}/metrics").text):
+            for s in family.samples:
+                if s.name == "modelmon_drift_window_rows" and s.labels["model"] == "shop" and s.value == rows:
+                    return
+        time.sleep(0.1)
+    raise AssertionError(f"{url}: drift window never reached {rows} rows")
+
+
 def test_three_replicas_fleet_psi_and_js_equal_offline_union(registry, registry_dir, shop_frame, tmp_path):
     profile = registry.card("shop").reference_profile
-    servers = [start_server(registry_dir, tmp_path, "--model", "shop", "--drain-seconds", "0") for _ in range(3)]
+    servers = [
+        start_server(registry_dir, tmp_path, "--model", "shop", "--drain-seconds", "0", "--drift-score-seconds", "0.2")
+        for _ in range(3)
+    ]
     rule_file = tmp_path / "drift.rules.yml"
     rule_file.write_text(dump_yaml(drift_rules("1h")))
     assert subprocess.run(["promtool", "check", "rules", str(rule_file)], capture_output=True).returncode == 0
@@ -96,6 +112,7 @@ def test_three_replicas_fleet_psi_and_js_equal_offline_union(registry, registry_
 
         # Each replica's own scores equal the offline ones on its slice.
         for server, rows in zip(servers, slices, strict=True):
+            wait_for_window(server.url, len(rows))
             scores = server_scores(server.url)
             for feature, counts in offline_counts(profile, rows).items():
                 assert scores[(feature, "psi")] == pytest.approx(hand_psi(reference[feature], counts), rel=1e-9)

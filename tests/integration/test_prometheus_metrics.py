@@ -251,6 +251,8 @@ def bad_calls(cancer_frame: pd.DataFrame, shop_frame: pd.DataFrame, rng: np.rand
     nan_matrix[1][1] = float("nan")
     nan_records = [dict(r) for r in s_rows]
     nan_records[0]["amount"] = float("nan")
+    nan_bodies = [json.dumps(cancer_v2_json(nan_matrix)).encode(), json.dumps(records(nan_records)).encode()]
+    assert all(b"NaN" in body for body in nan_bodies)
     too_big = json.dumps(cancer_v2_json(cancer_rows(cancer_frame, rng, 400))).encode()
     assert len(too_big) > MAX_BODY_BYTES  # valid JSON, sent with its Content-Length
     # Chunked, so without a Content-Length: the limit must hold while the body is read.
@@ -266,8 +268,8 @@ def bad_calls(cancer_frame: pd.DataFrame, shop_frame: pd.DataFrame, rng: np.rand
         cancer_infer("cancer V2 with datatype FLOAT", "wrong_datatype", unknown_datatype),
         cancer_predict("cancer /v1 with the string 'big' for `mean_area`", "invalid_value", records(text_value)),
         shop_infer("shop V2 with the string 'lots' in `amount`", "invalid_value", amount_as_text),
-        cancer_infer("cancer V2 with a JSON NaN", "missing_value", content=json.dumps(cancer_v2_json(nan_matrix)).encode()),
-        shop_predict("shop /v1 with a JSON NaN `amount`", "missing_value", content=json.dumps(records(nan_records)).encode()),
+        cancer_infer("cancer V2 with a JSON NaN", "missing_value", content=nan_bodies[0]),
+        shop_predict("shop /v1 with a JSON NaN `amount`", "missing_value", content=nan_bodies[1]),
         cancer_infer("cancer V2 matrix of shape [3, 29]", "wrong_shape",
                      {"inputs": [{"name": "input", "shape": [3, 29], "datatype": "FP64", "data": [r[:29] for r in c_rows]}]}),
         shop_infer("shop V2 with 3 rows of `amount` and 2 of `items`", "wrong_shape", ragged_rows),

@@ -1,60 +1,74 @@
 """The array-backed metrics must expose exactly what prometheus_client's own would."""
 
 import numpy as np
-from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from modelmon.monitoring.array_metrics import ArrayCounter, ArrayHistogram, ArrayMetricsCollector
+from modelmon.monitoring.array_metrics import ArrayCounter, ArrayHistogram, ArrayMetrics
 from modelmon.monitoring.metrics import CONFIDENCE_BUCKETS
 
 
-def samples(registry: CollectorRegistry, name: str) -> dict[tuple, float]:
-    text = generate_latest(registry).decode()
-    out = {}
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            if s.name.startswith(name):
-                out[(s.name, tuple(sorted(s.labels.items())))] = s.value
-    return out
+def parse(text: str) -> dict[tuple, float]:
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if not s.name.endswith("_created")
+    }
 
 
-def test_array_histogram_matches_prometheus_client_histogram():
+def test_array_histogram_renders_like_prometheus_client():
     rng = np.random.default_rng(1)
     # Include values exactly on bucket bounds: Prometheus buckets are "less than or equal".
     values = np.concatenate([rng.uniform(0, 1, 500), np.array(CONFIDENCE_BUCKETS), [0.0]])
-
     reference_registry = CollectorRegistry()
     reference = Histogram("conf", "doc", ["model"], buckets=CONFIDENCE_BUCKETS, registry=reference_registry)
     for v in values:
-        reference.labels("m").observe(float(v))
+        reference.labels('m"1').observe(float(v))
 
-    array_registry = CollectorRegistry()
-    collector = ArrayMetricsCollector()
-    family = collector.histogram_family("conf", "doc", ["model"])
-    histogram = collector.add_histogram(family, ArrayHistogram(["m"], CONFIDENCE_BUCKETS))
+    arrays = ArrayMetrics()
+    histogram = arrays.add(arrays.family("conf", "doc", "histogram", ["model"]), ArrayHistogram(['m"1'], CONFIDENCE_BUCKETS))
     histogram.observe(values[:100])
     histogram.observe(values[100:])
-    array_registry.register(collector)
 
-    expected = {k: v for k, v in samples(reference_registry, "conf").items() if not k[0].endswith("_created")}
-    actual = samples(array_registry, "conf")
+    expected = parse(generate_latest(reference_registry).decode())
+    actual = parse(arrays.render())
     assert actual.keys() == expected.keys()
     for key, value in expected.items():
         assert actual[key] == value if not key[0].endswith("_sum") else abs(actual[key] - value) < 1e-9
 
 
-def test_array_counter_exports_every_cell_from_zero_and_removes_a_version():
-    registry = CollectorRegistry()
-    collector = ArrayMetricsCollector()
-    family = collector.counter_family("preds", "doc", ["model", "version", "class"])
-    counter = collector.add_counter(family, ArrayCounter(["m", "1"], [["a"], ["b"], ["c"]]))
-    registry.register(collector)
-    assert samples(registry, "preds_total") == {
+def test_array_counter_renders_like_prometheus_client_with_escaping():
+    cells = [["a b"], ['quo"te'], ["back\\slash"], ["new\nline"]]
+    reference_registry = CollectorRegistry()
+    reference = Counter("preds", "doc \\ with backslash", ["model", "class"], registry=reference_registry)
+    arrays = ArrayMetrics()
+    counter = arrays.add(arrays.family("preds", "doc \\ with backslash", "counter", ["model", "class"]), ArrayCounter(["m"], cells))
+    increments = np.array([3, 0, 1, 2])
+    counter.add(increments)
+    for (cell,), n in zip(cells, increments, strict=True):
+        reference.labels("m", cell).inc(int(n))
+    assert parse(arrays.render()) == parse(generate_latest(reference_registry).decode())
+
+
+def test_every_cell_exists_from_zero_and_a_version_can_be_removed():
+    arrays = ArrayMetrics()
+    family = arrays.family("preds", "doc", "counter", ["model", "version", "class"])
+    counter = arrays.add(family, ArrayCounter(["m", "1"], [["a"], ["b"], ["c"]]))
+    assert parse(arrays.render()) == {
         ("preds_total", (("class", c), ("model", "m"), ("version", "1"))): 0.0 for c in "abc"
     }
     counter.add(np.bincount([0, 2, 2], minlength=3))
     counter.add(np.bincount([2], minlength=3))
-    values = {dict(k[1])["class"]: v for k, v in samples(registry, "preds_total").items()}
+    values = {dict(k[1])["class"]: v for k, v in parse(arrays.render()).items()}
     assert values == {"a": 1.0, "b": 0.0, "c": 3.0}
-    collector.remove_series(["m", "1"])
-    assert samples(registry, "preds_total") == {}
+    arrays.remove_series(["m", "1"])
+    assert parse(arrays.render()) == {}
+
+
+def test_gauge_family_type():
+    arrays = ArrayMetrics()
+    gauge = arrays.add(arrays.family("ratio", "doc", "gauge", ["f"]), ArrayCounter([], [["x"]]))
+    gauge.counts[:] = 0.25
+    (family,) = text_string_to_metric_families(arrays.render())
+    assert family.type == "gauge" and family.samples[0].value == 0.25

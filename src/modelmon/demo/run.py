@@ -60,6 +60,7 @@ SCRAPE_TIMEOUT = 20.0
 #: drifted second half. Prometheus's recording rules score the whole run.
 DRIFT_WINDOW_ROWS = 4000
 RULES_WINDOW = "10m"
+DRIFT_SCORE_SECONDS = 1.0
 
 
 def run_demo(port: int = 8080, requests: int = 3000, home: Path | None = None) -> None:
@@ -171,7 +172,7 @@ def wait_until_ready(url: str, thread: threading.Thread, timeout: float = 60.0) 
 def start_server(
     registry_dir: Path, version: int, sock: socket.socket
 ) -> tuple[DrainingServer, threading.Thread]:
-    drift = DriftSettings(window_rows=DRIFT_WINDOW_ROWS, snapshot_seconds=1)
+    drift = DriftSettings(window_rows=DRIFT_WINDOW_ROWS, snapshot_seconds=1, score_seconds=DRIFT_SCORE_SECONDS)
     model_server = ModelServer(
         Registry(registry_dir), [(MODEL, str(version))], ServingSettings(drain_seconds=0, drift=drift)
     )
@@ -477,6 +478,7 @@ def drift_scores(url: str) -> tuple[dict[str, dict[str, float]], dict[str, float
 def print_drift(console: Console, url: str, prometheus: Prometheus | None) -> None:
     """Which features drifted: the server's own scores on its latest window, and the fleet
     PSI that Prometheus's recording rules computed over the whole run."""
+    time.sleep(DRIFT_SCORE_SECONDS + 0.2)  # let the background scorer see the last requests
     scores, thresholds, rows = drift_scores(url)
     if not scores:
         console.print("[bold]Drift[/bold]: not enough rows in the window for scores yet")

@@ -1,23 +1,24 @@
-"""Counters and histograms kept in numpy arrays, exported at scrape time.
+"""Counters, gauges and histograms kept in numpy arrays, rendered at scrape time.
 
 prometheus_client's ``Counter.inc()`` costs about half a microsecond per call, so counting a
-64-row batch into per-class counters, a confidence histogram and (later) per-feature bins
-would cost hundreds of calls per batch. Here each series is one cell of an array: a batch is
-counted with a few vectorised numpy operations, and a custom collector turns the arrays
-into metric families only when Prometheus scrapes.
+64-row batch into per-class counters, a confidence histogram and per-feature bins would cost
+hundreds of calls per batch. Here each series is one cell of an array: a batch is counted
+with a few vectorised numpy operations, and the arrays are written out as exposition text
+only when Prometheus scrapes (see ``exposition``).
 
-Arrays are written on the event loop thread only. A scrape (which may run in a worker
-thread) copies each array first, so every family it yields is internally consistent.
+Arrays are written on the event loop thread only. A scrape (which runs in a worker thread)
+copies each array first, so every family it writes is internally consistent.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
-from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
+
+from modelmon.monitoring.exposition import family_header, sample_lines, series_prefix
 
 
 class ArrayCounter:
@@ -28,6 +29,7 @@ class ArrayCounter:
         self.base_labels = list(base_labels)
         self.cell_labels = [list(c) for c in cell_labels]
         self.counts = np.zeros(len(self.cell_labels), dtype=np.float64)
+        self.prefixes: list[str] = []
 
     def add(self, increments: np.ndarray) -> None:
         self.counts += increments
@@ -42,6 +44,7 @@ class ArrayHistogram:
         # Bucket i counts values <= bounds[i] (and > bounds[i-1]); the last one is +Inf.
         self.bucket_counts = np.zeros(len(self.bounds) + 1, dtype=np.float64)
         self.sum = 0.0
+        self.prefixes: list[str] = []
 
     def observe(self, values: np.ndarray) -> None:
         if values.size == 0:
@@ -51,61 +54,59 @@ class ArrayHistogram:
         self.sum += float(values.sum())
 
 
-class ArrayMetricsCollector(Collector):
-    """Yields every registered array series as ordinary metric families."""
+@dataclass
+class _Family:
+    name: str
+    documentation: str
+    kind: str  # counter, gauge or histogram
+    labelnames: list[str]
+    series: list = field(default_factory=list)
+
+
+class ArrayMetrics:
+    """Every array-backed family of one server, and their exposition."""
 
     def __init__(self) -> None:
-        self.counters: dict[str, tuple[str, list[str], list[ArrayCounter]]] = {}
-        self.gauges: dict[str, tuple[str, list[str], list[ArrayCounter]]] = {}
-        self.histograms: dict[str, tuple[str, list[str], list[ArrayHistogram]]] = {}
+        self.families: dict[str, _Family] = {}
 
-    def counter_family(self, name: str, documentation: str, labelnames: Sequence[str]) -> str:
-        self.counters.setdefault(name, (documentation, list(labelnames), []))
+    def family(self, name: str, documentation: str, kind: str, labelnames: Sequence[str]) -> str:
+        if kind not in ("counter", "gauge", "histogram"):
+            raise ValueError(f"unknown metric kind {kind!r}")
+        self.families.setdefault(name, _Family(name, documentation, kind, list(labelnames)))
         return name
 
-    def gauge_family(self, name: str, documentation: str, labelnames: Sequence[str]) -> str:
-        self.gauges.setdefault(name, (documentation, list(labelnames), []))
-        return name
-
-    def histogram_family(self, name: str, documentation: str, labelnames: Sequence[str]) -> str:
-        self.histograms.setdefault(name, (documentation, list(labelnames), []))
-        return name
-
-    def add_counter(self, family: str, series: ArrayCounter) -> ArrayCounter:
-        self.counters[family][2].append(series)
-        return series
-
-    def add_gauge(self, family: str, series: ArrayCounter) -> ArrayCounter:
-        self.gauges[family][2].append(series)
-        return series
-
-    def add_histogram(self, family: str, series: ArrayHistogram) -> ArrayHistogram:
-        self.histograms[family][2].append(series)
+    def add(self, family_name: str, series: ArrayCounter | ArrayHistogram):
+        family = self.families[family_name]
+        if family.kind == "histogram":
+            base = series_prefix(f"{family.name}_bucket", family.labelnames, series.base_labels)[:-2]
+            series.prefixes = [f'{base},le="{floatToGoString(b)}"}} ' for b in [*series.bounds, float("inf")]]
+            series.prefixes += [
+                series_prefix(f"{family.name}_count", family.labelnames, series.base_labels),
+                series_prefix(f"{family.name}_sum", family.labelnames, series.base_labels),
+            ]
+        else:
+            name = f"{family.name}_total" if family.kind == "counter" else family.name
+            series.prefixes = [
+                series_prefix(name, family.labelnames, [*series.base_labels, *cell]) for cell in series.cell_labels
+            ]
+        family.series.append(series)
         return series
 
     def remove_series(self, base_labels: Sequence[str]) -> None:
         """Forget every series of one model version (when it is unloaded)."""
         wanted = list(base_labels)
-        for _, _, series in (*self.counters.values(), *self.gauges.values(), *self.histograms.values()):
-            series[:] = [s for s in series if s.base_labels != wanted]
+        for family in self.families.values():
+            family.series[:] = [s for s in family.series if s.base_labels != wanted]
 
-    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily | HistogramMetricFamily]:
-        for kind, families in ((CounterMetricFamily, self.counters), (GaugeMetricFamily, self.gauges)):
-            for name, (documentation, labelnames, series_list) in families.items():
-                family = kind(name, documentation, labels=labelnames)
-                for series in list(series_list):
-                    counts = series.counts.copy()
-                    for cell, value in zip(series.cell_labels, counts.tolist(), strict=True):
-                        family.add_metric([*series.base_labels, *cell], value)
-                yield family
-        for name, (documentation, labelnames, series_list) in self.histograms.items():
-            family = HistogramMetricFamily(name, documentation, labels=labelnames)
-            for series in list(series_list):
-                cumulative = np.cumsum(series.bucket_counts)
-                buckets = [
-                    (floatToGoString(bound), float(count))
-                    for bound, count in zip(series.bounds, cumulative[:-1], strict=True)
-                ]
-                buckets.append(("+Inf", float(cumulative[-1])))
-                family.add_metric(series.base_labels, buckets, series.sum)
-            yield family
+    def render(self) -> str:
+        parts = []
+        for family in self.families.values():
+            name = f"{family.name}_total" if family.kind == "counter" else family.name
+            parts.append(family_header(name, family.documentation, family.kind))
+            for series in list(family.series):
+                if family.kind == "histogram":
+                    cumulative = np.cumsum(series.bucket_counts).tolist()
+                    parts.append(sample_lines(series.prefixes, [*cumulative, cumulative[-1], series.sum]))
+                else:
+                    parts.append(sample_lines(series.prefixes, series.counts.copy().tolist()))
+        return "".join(parts)

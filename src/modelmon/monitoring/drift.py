@@ -51,6 +51,7 @@ class DriftSettings(BaseModel):
     pvalue_threshold: float = 0.01
     dataset_drift_share: float = Field(0.5, gt=0, le=1, description="Share of drifted features for a dataset-level drift.")
     max_features: int = Field(100, ge=1, description="Features monitored per model version (the first ones in the signature).")
+    score_seconds: float = Field(5.0, gt=0, description="How often the scores are recomputed in the background.")
 
     @property
     def snapshot_interval(self) -> float:
@@ -114,6 +115,7 @@ class DriftMonitor:
         self.tracked = [accountant.bins.counts, class_counts, confidence_counts, self.rows]
         self.reference_class = None if reference_class_shares is None else np.array(reference_class_shares)
         self.reference_confidence = None if reference_confidence_shares is None else np.array(reference_confidence_shares)
+        self.latest: DriftReport | None = None
         self.snapshots: deque[tuple[float, list[np.ndarray]]] = deque()
         self.snapshots.append((clock(), [np.zeros_like(a) for a in self.tracked]))
 
@@ -140,6 +142,11 @@ class DriftMonitor:
                     base = counts
                     break
         return [c - b for c, b in zip(current, base, strict=True)]
+
+    def refresh(self) -> DriftReport:
+        """Score the current window and keep the result for scrapes to read."""
+        self.latest = self.report()
+        return self.latest
 
     def report(self) -> DriftReport:
         with self.lock:

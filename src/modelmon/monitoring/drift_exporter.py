@@ -1,18 +1,41 @@
-"""Exports each model version's drift report as gauges when Prometheus scrapes."""
+"""Drift reports, refreshed on a timer and rendered as gauges when Prometheus scrapes.
+
+Scoring a version costs milliseconds (Wasserstein sorts thousands of values per feature), so
+it runs on a background thread every ``score_seconds`` instead of inside the scrape: a scrape
+only writes out the latest reports, and stays fast however many versions are loaded.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import logging
+import threading
 
-from prometheus_client.core import GaugeMetricFamily
-from prometheus_client.registry import Collector
+from modelmon.monitoring.drift import DriftMonitor, DriftReport
+from modelmon.monitoring.exposition import family_header, sample_lines, series_prefix
 
-from modelmon.monitoring.drift import DriftMonitor
+logger = logging.getLogger("modelmon.monitoring")
+
+FAMILIES = {
+    "modelmon_feature_drift": ("Drift score of the latest window (p-values for ks and chi2_pvalue).",
+                               ["model", "version", "feature", "method"]),
+    "modelmon_feature_drift_threshold": ("The threshold in force for each drift score.",
+                                         ["model", "version", "feature", "method"]),
+    "modelmon_drift_window_rows": ("Rows in the window the drift scores were computed on.", ["model", "version"]),
+    "modelmon_drift_sufficient_data": ("1 when the window holds enough rows for drift scores, else 0.",
+                                       ["model", "version"]),
+    "modelmon_dataset_drift_share": ("Share of monitored features drifted by their verdict score.",
+                                     ["model", "version"]),
+    "modelmon_prediction_drift": ("Drift of the model's outputs against its validation outputs.",
+                                  ["model", "version", "output", "method"]),
+}  # fmt: skip
 
 
-class DriftCollector(Collector):
+class DriftExporter:
     def __init__(self) -> None:
         self.monitors: dict[tuple[str, str], DriftMonitor] = {}
+        self._prefixes: dict[tuple[str, ...], str] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
 
     def add(self, model: str, version: str, monitor: DriftMonitor) -> None:
         self.monitors[(model, version)] = monitor
@@ -20,44 +43,56 @@ class DriftCollector(Collector):
     def remove(self, model: str, version: str) -> None:
         self.monitors.pop((model, version), None)
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
-        drift = GaugeMetricFamily(
-            "modelmon_feature_drift", "Drift score of the latest window (p-values for ks and chi2_pvalue).",
-            labels=["model", "version", "feature", "method"],
-        )  # fmt: skip
-        threshold = GaugeMetricFamily(
-            "modelmon_feature_drift_threshold", "The threshold in force for each drift score.",
-            labels=["model", "version", "feature", "method"],
-        )  # fmt: skip
-        rows = GaugeMetricFamily(
-            "modelmon_drift_window_rows", "Rows in the window the drift scores were computed on.",
-            labels=["model", "version"],
-        )  # fmt: skip
-        sufficient = GaugeMetricFamily(
-            "modelmon_drift_sufficient_data", "1 when the window holds enough rows for drift scores, else 0 (insufficient data).",
-            labels=["model", "version"],
-        )  # fmt: skip
-        share = GaugeMetricFamily(
-            "modelmon_dataset_drift_share", "Share of monitored features drifted by their verdict score.",
-            labels=["model", "version"],
-        )  # fmt: skip
-        prediction = GaugeMetricFamily(
-            "modelmon_prediction_drift", "Drift of the model's outputs against its validation outputs.",
-            labels=["model", "version", "output", "method"],
-        )  # fmt: skip
+    def start(self, interval: float) -> None:
+        if self._thread is None and self.monitors:
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._run, args=(interval,), name="drift-scorer", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+            self._thread = None
+
+    def _run(self, interval: float) -> None:
+        while not self._stop.wait(interval):
+            for monitor in list(self.monitors.values()):
+                try:
+                    monitor.refresh()
+                except Exception:  # a scoring bug must not stop scoring for the others
+                    logger.exception("drift scoring failed")
+
+    def _prefix(self, name: str, *values: str) -> str:
+        key = (name, *values)
+        prefix = self._prefixes.get(key)
+        if prefix is None:
+            prefix = self._prefixes[key] = series_prefix(name, FAMILIES[name][1], values)
+        return prefix
+
+    def render(self) -> str:
+        lines: dict[str, list[tuple[str, float]]] = {name: [] for name in FAMILIES}
         for (model, version), monitor in list(self.monitors.items()):
-            report = monitor.report()
-            rows.add_metric([model, version], report.window_rows)
-            sufficient.add_metric([model, version], 1.0 if report.sufficient else 0.0)
+            report: DriftReport = monitor.latest or monitor.refresh()
+            lines["modelmon_drift_window_rows"].append((self._prefix("modelmon_drift_window_rows", model, version), report.window_rows))
+            lines["modelmon_drift_sufficient_data"].append(
+                (self._prefix("modelmon_drift_sufficient_data", model, version), 1.0 if report.sufficient else 0.0)
+            )
             if not report.sufficient:
                 continue
             thresholds = monitor.settings.thresholds()
             for feature, scores in report.scores.items():
                 for method, value in scores.items():
-                    drift.add_metric([model, version, feature, method], value)
-                    threshold.add_metric([model, version, feature, method], thresholds[method])
-            share.add_metric([model, version], report.drift_share)
+                    lines["modelmon_feature_drift"].append((self._prefix("modelmon_feature_drift", model, version, feature, method), value))
+                    lines["modelmon_feature_drift_threshold"].append(
+                        (self._prefix("modelmon_feature_drift_threshold", model, version, feature, method), thresholds[method])
+                    )
+            lines["modelmon_dataset_drift_share"].append((self._prefix("modelmon_dataset_drift_share", model, version), report.drift_share))
             for output, scores in report.prediction.items():
                 for method, value in scores.items():
-                    prediction.add_metric([model, version, output, method], value)
-        yield from (drift, threshold, rows, sufficient, share, prediction)
+                    lines["modelmon_prediction_drift"].append((self._prefix("modelmon_prediction_drift", model, version, output, method), value))
+        parts = []
+        for name, samples in lines.items():
+            parts.append(family_header(name, FAMILIES[name][0], "gauge"))
+            parts.append(sample_lines([p for p, _ in samples], [v for _, v in samples]))
+        return "".join(parts)

@@ -11,13 +11,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import prometheus_client
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from modelmon.errors import ERROR_REASONS
 from modelmon.monitoring.accounting import FeatureAccountant
-from modelmon.monitoring.array_metrics import ArrayCounter, ArrayHistogram, ArrayMetricsCollector
+from modelmon.monitoring.array_metrics import ArrayCounter, ArrayHistogram, ArrayMetrics
 from modelmon.monitoring.drift import DriftMonitor, DriftSettings
-from modelmon.monitoring.drift_exporter import DriftCollector
+from modelmon.monitoring.drift_exporter import DriftExporter
 from modelmon.monitoring.profile import ReferenceProfile
 from modelmon.registry.signature import Signature
 
@@ -43,6 +43,11 @@ ENDPOINTS = ("infer", "predict", "metadata", "ready")
 
 class ServerMetrics:
     """Every metric family of one server."""
+
+    def render(self) -> bytes:
+        """The whole exposition: prometheus_client's families, then the array-backed and
+        drift families, which render themselves (see ``exposition``)."""
+        return generate_latest(self.registry) + self.arrays.render().encode() + self.drift.render().encode()
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
@@ -82,36 +87,34 @@ class ServerMetrics:
             "modelmon_baseline_metric", "Validation metrics recorded at registration.",
             ["model", "version", "metric"], registry=r,
         )  # fmt: skip
-        self.arrays = ArrayMetricsCollector()
-        self.predictions_family = self.arrays.counter_family(
-            "modelmon_predictions", "Predicted rows per class.", ["model", "version", "class"]
+        self.arrays = ArrayMetrics()
+        self.predictions_family = self.arrays.family(
+            "modelmon_predictions", "Predicted rows per class.", "counter", ["model", "version", "class"]
         )
-        self.confidence_family = self.arrays.histogram_family(
-            "modelmon_prediction_confidence", "Top-class probability.", ["model", "version"]
+        self.confidence_family = self.arrays.family(
+            "modelmon_prediction_confidence", "Top-class probability.", "histogram", ["model", "version"]
         )
-        self.bin_family = self.arrays.counter_family(
-            "modelmon_feature_bin", "Live rows per reference bin of each feature.",
+        self.bin_family = self.arrays.family(
+            "modelmon_feature_bin", "Live rows per reference bin of each feature.", "counter",
             ["model", "version", "feature", "bin"],
         )  # fmt: skip
-        self.reference_bin_family = self.arrays.gauge_family(
-            "modelmon_reference_bin_ratio", "The training data's share of each bin.",
+        self.reference_bin_family = self.arrays.family(
+            "modelmon_reference_bin_ratio", "The training data's share of each bin.", "gauge",
             ["model", "version", "feature", "bin"],
         )  # fmt: skip
-        self.missing_family = self.arrays.counter_family(
-            "modelmon_feature_missing", "Missing values per feature.", ["model", "version", "feature"]
+        self.missing_family = self.arrays.family(
+            "modelmon_feature_missing", "Missing values per feature.", "counter", ["model", "version", "feature"]
         )
-        self.unseen_family = self.arrays.counter_family(
+        self.unseen_family = self.arrays.family(
             "modelmon_feature_unseen",
             "Values never seen in training: a new category, or a number outside the training range.",
-            ["model", "version", "feature"],
-        )
-        self.reference_class_family = self.arrays.gauge_family(
-            "modelmon_reference_class_ratio", "Class shares of the model's predictions on the validation data.",
-            ["model", "version", "class"],
+            "counter", ["model", "version", "feature"],
         )  # fmt: skip
-        r.register(self.arrays)
-        self.drift = DriftCollector()
-        r.register(self.drift)
+        self.reference_class_family = self.arrays.family(
+            "modelmon_reference_class_ratio", "Class shares of the model's predictions on the validation data.",
+            "gauge", ["model", "version", "class"],
+        )  # fmt: skip
+        self.drift = DriftExporter()
         self.unknown_model = self.bind(UNKNOWN_MODEL, "", flavor=None, classes=[])
 
     def bind(
@@ -138,12 +141,8 @@ class ServerMetrics:
             batch_size=self.batch_size.labels(*base),
             errors={reason: self.request_errors.labels(*base, reason) for reason in ERROR_REASONS},
             durations={e: self.request_duration.labels(*base, e) for e in ENDPOINTS},
-            predictions=self.arrays.add_counter(
-                self.predictions_family, ArrayCounter(base, [[str(c)] for c in classes])
-            ),
-            confidence=self.arrays.add_histogram(
-                self.confidence_family, ArrayHistogram(base, CONFIDENCE_BUCKETS)
-            ),
+            predictions=self.arrays.add(self.predictions_family, ArrayCounter(base, [[str(c)] for c in classes])),
+            confidence=self.arrays.add(self.confidence_family, ArrayHistogram(base, CONFIDENCE_BUCKETS)),
         )
         for endpoint in ("infer", "predict"):
             bound.request_counter(endpoint, 200)
@@ -161,15 +160,15 @@ class ServerMetrics:
         """Feature accounting and windowed drift scores for one model version."""
         base = [bound.model, bound.version]
         accountant = FeatureAccountant(signature, profile, base, settings.recent_rows, settings.max_features)
-        self.arrays.add_counter(self.bin_family, accountant.bins)
-        self.arrays.add_gauge(self.reference_bin_family, accountant.reference_ratio)
-        self.arrays.add_counter(self.missing_family, accountant.missing)
-        self.arrays.add_counter(self.unseen_family, accountant.unseen)
+        self.arrays.add(self.bin_family, accountant.bins)
+        self.arrays.add(self.reference_bin_family, accountant.reference_ratio)
+        self.arrays.add(self.missing_family, accountant.missing)
+        self.arrays.add(self.unseen_family, accountant.unseen)
         prediction = profile.prediction
         if prediction is not None:
             ratio = ArrayCounter(base, [[str(c)] for c in signature.classes])
             ratio.counts[:] = prediction.class_shares
-            self.arrays.add_gauge(self.reference_class_family, ratio)
+            self.arrays.add(self.reference_class_family, ratio)
         monitor = DriftMonitor(
             accountant,
             sample,

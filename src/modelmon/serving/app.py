@@ -16,7 +16,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import numpy as np
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -98,10 +98,12 @@ class ModelServer:
         for versions in self.runtimes.values():
             for runtime in versions.values():
                 runtime.batcher.start()
+        self.metrics.drift.start(self.settings.drift.score_seconds)
         self.ready = True
 
     async def stop(self) -> None:
         self.ready = False
+        self.metrics.drift.stop()
         for versions in self.runtimes.values():
             for runtime in versions.values():
                 await runtime.batcher.stop()
@@ -248,7 +250,7 @@ def create_app(server: ModelServer) -> Starlette:
 
     async def metrics(request: Request) -> Response:
         # Exposition of many series takes milliseconds: keep it off the event loop.
-        body = await run_in_threadpool(generate_latest, server.metrics.registry)
+        body = await run_in_threadpool(server.metrics.render)
         return Response(body, media_type=CONTENT_TYPE_LATEST)
 
     def model_route(path: str, endpoint: str, handler: Any, methods: list[str]) -> list[Route]:
