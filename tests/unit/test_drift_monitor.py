@@ -205,3 +205,34 @@ def test_row_window_takes_the_newest_stretch_with_enough_rows(reference):
         feed(monitor, make_batch([10.0] * 10, [3.0] * 10, [np.nan] * 10, ["red"] * 10))
         clock.now += 5
     assert monitor.report().window_rows == 30
+
+
+def test_prediction_drift_compares_window_outputs_with_the_validation_outputs(reference):
+    from modelmon.monitoring.metrics import CONFIDENCE_BUCKETS, ServerMetrics
+    from modelmon.monitoring.profile import prediction_profile
+
+    rng = np.random.default_rng(4)
+    validation_proba = rng.dirichlet([4, 1], 2000)  # mostly class "a"
+    prediction = prediction_profile(validation_proba, CONFIDENCE_BUCKETS)
+    profile, sample = build_profile(SIGNATURE, reference, ProfileSettings(), prediction)
+    server = ServerMetrics()
+    bound = server.bind("m", "1", "sklearn", ["a", "b"])
+    monitor = server.bind_drift(bound, SIGNATURE, profile, sample, DriftSettings(min_rows=10))
+
+    live_proba = rng.dirichlet([1, 3], 500)  # mostly class "b": the outputs drifted
+    top = live_proba.argmax(axis=1)
+    confidence = live_proba.max(axis=1)
+    with monitor.lock:
+        monitor.record(500)
+        bound.observe_batch(0.001, top, confidence)
+        monitor.accountant.count(make_batch(rng.normal(10, 2, 500), [3.0] * 500, [np.nan] * 500, ["red"] * 500))
+    report = monitor.report()
+    live_classes = np.bincount(top, minlength=2)
+    assert report.prediction["class"]["psi"] == pytest.approx(drift_stats.psi(np.array(prediction.class_shares), live_classes))
+    assert report.prediction["class"]["psi"] > 0.2
+    edges = np.array(CONFIDENCE_BUCKETS)
+    live_confidence = np.bincount(np.searchsorted(edges, confidence, side="left"), minlength=len(edges) + 1)
+    expected = drift_stats.js_distance(np.array(prediction.confidence_shares), live_confidence)
+    assert report.prediction["confidence"]["js"] == pytest.approx(expected)
+    # The reference class shares are exported for dashboards.
+    assert 'modelmon_reference_class_ratio{model="m",version="1",class="a"}' in server.arrays.render()
