@@ -19,7 +19,14 @@ from modelmon.store.engine import STORE_URL_ENV, Store, StoreError, resolve_stor
 from modelmon.store.engine import create_store_engine
 from modelmon.store.migrate import upgrade
 
-__all__ = ["STORE_URL_ENV", "Store", "StoreError", "open_store", "resolve_store_url"]
+__all__ = [
+    "STORE_URL_ENV",
+    "Store",
+    "StoreError",
+    "close_store",
+    "open_store",
+    "resolve_store_url",
+]
 
 _stores: dict[str, Store] = {}
 _lock = threading.Lock()
@@ -44,6 +51,16 @@ def open_store(url: str | URL | Path | Store | None = None) -> Store:
                 ) from None
             _stores[key] = store
         return store
+
+
+def close_store(url: str | URL | Path | Store | None = None) -> None:
+    """Close the pooled connections of the store at ``url`` if it is open; the next
+    ``open_store`` opens it afresh."""
+    resolved = url.url if isinstance(url, Store) else resolve_store_url(url)
+    with _lock:
+        store = _stores.pop(resolved.render_as_string(hide_password=False), None)
+    if store is not None:
+        store.engine.dispose()
 
 
 def _forget_stores_in_child() -> None:

@@ -149,8 +149,7 @@ def show_run(
             facts.add_row(label, value)
     for label, mapping in (("params", run.params), ("tags", run.tags)):
         if mapping:
-            facts.add_row(label, ", ".join(f"{k}={json.dumps(v) if not isinstance(v, str) else v}"
-                                           for k, v in sorted(mapping.items())))  # fmt: skip
+            facts.add_row(label, ", ".join(f"{k}={records.param_text(v)}" for k, v in sorted(mapping.items())))
     out.print(facts)
     frame = records.metric_frame(opened, [run.id])
     if frame.empty:
@@ -193,7 +192,7 @@ def compare_runs(
         table.add_row("model", *(_model(r) for r in runs))
     table.add_section()
     for key in sorted({k for r in runs for k in r.params}):
-        values = [json.dumps(r.params[key]) if key in r.params else "—" for r in runs]
+        values = [records.param_text(r.params[key]) if key in r.params else "—" for r in runs]
         style = "bold" if len(set(values)) > 1 else None
         table.add_row(f"param {key}", *values, style=style)
     frame = records.metric_frame(opened, [r.id for r in runs])
@@ -215,7 +214,7 @@ def _final_best(summary: pd.DataFrame, run_id: int, split: str, metric: str) -> 
         return ""
     row = summary.loc[key]
     text = _number(row["final"])
-    if not pd.isna(row["best"]) and row["best_step"] != row["final_step"]:
+    if not pd.isna(row["best"]) and row["best"] != row["final"]:
         text += f" (best {_number(row['best'])} @{int(row['best_step'])})"
     return text
 
@@ -242,8 +241,8 @@ def export_runs(
     frame = info.merge(frame, on="run_id", how="inner")
     frame["logged_at"] = [v.isoformat() for v in frame["logged_at"]]
     if format is ExportFormat.csv:
-        frame["non_finite"] = frame["non_finite"].fillna("")
-        text = frame.to_csv(index=False, na_rep="nan")
+        frame[["run_name", "non_finite"]] = frame[["run_name", "non_finite"]].fillna("")
+        text = frame.to_csv(index=False, na_rep="nan")  # only values can be missing now
     else:
         frame["value"] = [v if math.isfinite(v) else None for v in frame["value"]]
         frame = frame.astype(object).where(frame.notna(), None)

@@ -24,16 +24,18 @@ def plot_runs(runs: list[RunRecord], frame: pd.DataFrame, out: Path) -> Path:
     """Draw ``runs``' curves from ``frame`` (a ``metric_frame``) into ``out``."""
     try:
         from matplotlib.figure import Figure
+        from matplotlib.ticker import MaxNLocator
     except ModuleNotFoundError:
         raise TrackingError("plotting needs matplotlib: pip install 'modelmon[plot]'") from None
-    figure = Figure(figsize=(5 * len(PANELS), 4.2), layout="constrained")
+    figure = Figure(figsize=(5 * len(PANELS), 4.6), layout="constrained")
     axes = figure.subplots(1, len(PANELS))
     palette = [f"C{i}" for i in range(10)]
-    drawn = False
+    legend: dict[str, object] = {}  # one legend for the figure: label -> line
     for panel, ax in zip(PANELS, axes):
         ax.set_title(TITLES[panel])
         ax.set_xlabel("epoch")
         ax.grid(True, alpha=0.3)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         names = []
         for i, run in enumerate(runs):
             values = frame[(frame["run_id"] == run.id) & frame["split"].isin(SPLIT_STYLES)]
@@ -46,17 +48,19 @@ def plot_runs(runs: list[RunRecord], frame: pd.DataFrame, out: Path) -> Path:
                 if curve.empty:
                     continue
                 curve = curve.sort_values("step")
-                ax.plot(curve["step"], curve["value"], style, color=palette[i % len(palette)],
-                        marker="o", markersize=3, label=f"{run.label} {split}")  # fmt: skip
-                drawn = True
+                label = f"{run.label} {split}"
+                (line,) = ax.plot(curve["step"], curve["value"], style, color=palette[i % len(palette)],
+                                  marker="o", markersize=3, label=label)  # fmt: skip
+                legend.setdefault(label, line)
         if names:
             ax.set_ylabel(" / ".join(sorted(set(names))))
-            ax.legend(fontsize="small")
         else:
             ax.text(0.5, 0.5, "not logged", ha="center", va="center", transform=ax.transAxes)
-    if not drawn:
+    if not legend:
         labels = ", ".join(r.label for r in runs)
         raise TrackingError(f"{labels}: no loss, accuracy or F1 values logged to plot")
+    figure.legend(list(legend.values()), list(legend), loc="outside lower center",
+                  ncols=min(len(legend), 4), fontsize="small")  # fmt: skip
     figure.suptitle(", ".join(f"{r.label} ({r.experiment})" for r in runs))
     out.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(out, dpi=110)

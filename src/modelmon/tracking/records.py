@@ -232,11 +232,14 @@ def metric_frame(
         query = query.where(view.metric.in_(list(metrics)))
     with store.read() as connection:
         rows = connection.execute(query).all()
-    frame = pd.DataFrame([tuple(r) for r in rows], columns=METRIC_COLUMNS)
-    frame["value"] = [restore_value(v, f) for v, f in zip(frame["value"], frame["non_finite"])]
-    frame["value"] = frame["value"].astype(float)
-    frame["logged_at"] = [utc(v) if isinstance(v, datetime) else v for v in frame["logged_at"]]
-    return frame
+    return pd.DataFrame(
+        [
+            (r.run_id, r.split, r.metric, r.step, restore_value(r.value, r.non_finite),
+             r.non_finite, utc(r.logged_at))
+            for r in rows
+        ],
+        columns=METRIC_COLUMNS,
+    ).astype({"value": float})  # fmt: skip
 
 
 def flag_value(value: float) -> tuple[float | None, str | None]:
