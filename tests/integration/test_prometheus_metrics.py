@@ -375,9 +375,12 @@ def test_prediction_series_exist_at_zero_before_traffic(stack: Stack, before_tra
 
 
 def test_error_series_exist_at_zero_before_traffic(before_traffic: BeforeTraffic) -> None:
-    for model in (*MODELS, UNKNOWN_MODEL):
+    for model in MODELS:
         seen = {reason: v for (m, reason), v in before_traffic.errors.items() if m == model}
         assert seen == {reason: 0.0 for reason in ERROR_REASONS}, model
+    # A request for a model that is not served can only fail one way.
+    seen = {reason: v for (m, reason), v in before_traffic.errors.items() if m == UNKNOWN_MODEL}
+    assert seen == {"model_not_found": 0.0}
 
 
 def test_model_info_before_traffic(stack: Stack, before_traffic: BeforeTraffic) -> None:

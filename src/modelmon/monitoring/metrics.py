@@ -39,6 +39,14 @@ UNKNOWN_MODEL = "_unknown_"
 
 #: Endpoint label values.
 ENDPOINTS = ("infer", "predict", "metadata", "ready")
+#: The status codes each endpoint of a served model can answer, created at zero at load so
+#: that `increase()` sees the first error too. (404s are counted under UNKNOWN_MODEL.)
+MODEL_STATUS_CODES = {
+    "infer": (200, 400, 413, 500),
+    "predict": (200, 400, 413, 500),
+    "metadata": (200,),
+    "ready": (200, 503),
+}
 
 
 class ServerMetrics:
@@ -115,19 +123,18 @@ class ServerMetrics:
             "gauge", ["model", "version", "class"],
         )  # fmt: skip
         self.drift = DriftExporter()
-        self.unknown_model = self.bind(UNKNOWN_MODEL, "", flavor=None, classes=[])
+        self.unknown_model = self.bind_unknown_model()
 
     def bind(
         self,
         model: str,
         version: str,
-        flavor: str | None,
+        flavor: str,
         classes: list[str],
         baseline: dict[str, float] | None = None,
     ) -> ModelMetrics:
         """Create every series of one model version at zero and return its bound children."""
-        if flavor is not None:
-            self.model_info.labels(model, version, flavor).set(1)
+        self.model_info.labels(model, version, flavor).set(1)
         for metric, value in (baseline or {}).items():
             self.baseline_metric.labels(model, version, metric).set(value)
         base = [model, version]
@@ -136,18 +143,30 @@ class ServerMetrics:
             model=model,
             version=version,
             inflight=self.inflight.labels(model),
+            errors={reason: self.request_errors.labels(*base, reason) for reason in ERROR_REASONS},
+            durations={e: self.request_duration.labels(*base, e) for e in ENDPOINTS},
             queue_duration=self.queue_duration.labels(*base),
             inference_duration=self.inference_duration.labels(*base),
             batch_size=self.batch_size.labels(*base),
-            errors={reason: self.request_errors.labels(*base, reason) for reason in ERROR_REASONS},
-            durations={e: self.request_duration.labels(*base, e) for e in ENDPOINTS},
             predictions=self.arrays.add(self.predictions_family, ArrayCounter(base, [[str(c)] for c in classes])),
             confidence=self.arrays.add(self.confidence_family, ArrayHistogram(base, CONFIDENCE_BUCKETS)),
         )
-        for endpoint in ("infer", "predict"):
-            bound.request_counter(endpoint, 200)
+        bound.create_request_series(MODEL_STATUS_CODES)
         return bound
 
+    def bind_unknown_model(self) -> RequestMetrics:
+        """Requests naming a model or version that is not served: only their count, their
+        latency and the one error they can meet."""
+        base = [UNKNOWN_MODEL, ""]
+        bound = RequestMetrics(
+            server=self,
+            model=UNKNOWN_MODEL,
+            version="",
+            errors={"model_not_found": self.request_errors.labels(*base, "model_not_found")},
+            durations={e: self.request_duration.labels(*base, e) for e in ENDPOINTS},
+        )
+        bound.create_request_series({e: (404,) for e in ENDPOINTS})
+        return bound
 
     def bind_drift(
         self,
@@ -183,21 +202,20 @@ class ServerMetrics:
 
 
 @dataclass(slots=True)
-class ModelMetrics:
-    """The children of one model version, bound once at load."""
+class RequestMetrics:
+    """Request-level children, bound once: counts, latency, errors."""
 
     server: ServerMetrics
     model: str
     version: str
-    inflight: Gauge
-    queue_duration: Histogram
-    inference_duration: Histogram
-    batch_size: Histogram
     errors: dict[str, Counter]
     durations: dict[str, Histogram]
-    predictions: ArrayCounter
-    confidence: ArrayHistogram
     _requests: dict[tuple[str, int], Counter] = field(default_factory=dict)
+
+    def create_request_series(self, codes: dict[str, tuple[int, ...]]) -> None:
+        for endpoint, endpoint_codes in codes.items():
+            for code in endpoint_codes:
+                self.request_counter(endpoint, code)
 
     def request_counter(self, endpoint: str, code: int) -> Counter:
         key = (endpoint, code)
@@ -212,7 +230,20 @@ class ModelMetrics:
         self.durations[endpoint].observe(seconds)
 
     def count_error(self, reason: str) -> None:
-        self.errors.get(reason, self.errors["invalid_input"]).inc()
+        counter = self.errors.get(reason) or self.errors.get("invalid_input") or self.errors["model_not_found"]
+        counter.inc()
+
+
+@dataclass(slots=True, kw_only=True)
+class ModelMetrics(RequestMetrics):
+    """The children of one served model version, bound once at load."""
+
+    inflight: Gauge
+    queue_duration: Histogram
+    inference_duration: Histogram
+    batch_size: Histogram
+    predictions: ArrayCounter
+    confidence: ArrayHistogram
 
     def observe_batch(
         self, inference_seconds: float, top_class: np.ndarray, confidence: np.ndarray

@@ -31,7 +31,7 @@ from modelmon.errors import (
     ModelNotReadyError,
     PayloadTooLargeError,
 )
-from modelmon.monitoring.metrics import ModelMetrics, ServerMetrics
+from modelmon.monitoring.metrics import RequestMetrics, ServerMetrics
 from modelmon.monitoring.profile import load_sample
 from modelmon.registry.store import Registry
 from modelmon.serving import codecs
@@ -39,6 +39,7 @@ from modelmon.serving.runtime import ModelRuntime
 from modelmon.serving.settings import ServingSettings
 
 JSON = "application/json"
+OUTPUT_NAMES = ("label", "probabilities", "prediction_id")
 logger = logging.getLogger("modelmon.serving")
 
 
@@ -136,7 +137,7 @@ class ModelServer:
         """Resolve the model, run ``handler``, and count the request whatever happens."""
         started = time.perf_counter()
         params = request.path_params
-        metrics: ModelMetrics = self.metrics.unknown_model
+        metrics: RequestMetrics = self.metrics.unknown_model
         try:
             runtime = self.runtime(params["name"], params.get("version"))
             metrics = runtime.metrics
@@ -160,6 +161,7 @@ class ModelServer:
     async def infer(self, request: Request, runtime: ModelRuntime) -> Response:
         body = await self.read_body(request)
         infer_request = codecs.decode_infer_request(body, request.headers.get(codecs.HEADER_LENGTH))
+        codecs.check_requested_outputs(infer_request, OUTPUT_NAMES)  # before the model runs
         batch = runtime.validator.from_tensors(infer_request.inputs)
         if infer_request.id is None:
             infer_request.id = codecs.new_request_id()

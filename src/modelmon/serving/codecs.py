@@ -187,6 +187,14 @@ class TensorOutput:
     array: np.ndarray
 
 
+def check_requested_outputs(request: InferRequest, available: tuple[str, ...]) -> None:
+    unknown = [n for n in request.requested_outputs or [] if n not in available]
+    if unknown:
+        raise InvalidInputError(
+            f"unknown output(s) {unknown}; this model returns {list(available)}", reason="invalid_input"
+        )
+
+
 def encode_infer_response(
     model_name: str,
     model_version: str,
@@ -195,13 +203,8 @@ def encode_infer_response(
 ) -> tuple[bytes, int | None]:
     """The response body, and the JSON header's length when any output is binary."""
     if request.requested_outputs is not None:
+        check_requested_outputs(request, tuple(o.name for o in outputs))
         by_name = {o.name: o for o in outputs}
-        unknown = [n for n in request.requested_outputs if n not in by_name]
-        if unknown:
-            raise InvalidInputError(
-                f"unknown output(s) {unknown}; this model returns {list(by_name)}",
-                reason="invalid_input",
-            )
         outputs = [by_name[n] for n in request.requested_outputs]
     response_outputs, binary_parts = [], []
     for output in outputs:

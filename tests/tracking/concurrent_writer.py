@@ -1,0 +1,31 @@
+"""A training process for the concurrency test, run in a spawned child.
+
+Kept apart from the test module so the child imports only this and modelmon.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+EPOCHS = 100
+METRICS = ("loss", "accuracy", "precision", "recall", "f1")
+
+
+def expected_value(writer: int, epoch: int, metric_index: int) -> float:
+    return writer + epoch / 1000 + metric_index / 1e6
+
+
+def write_run(url: str, writer: int, barrier: Any) -> int:
+    """Open the (possibly empty) store, wait for the other writer, then log every epoch
+    of both splits as fast as possible, flushing each to force many concurrent writes."""
+    from modelmon.tracking import start_run
+
+    barrier.wait(timeout=60)
+    with start_run("concurrent", name=f"writer-{writer}", params={"writer": writer},
+                   store=url, flush_seconds=0.01) as run:  # fmt: skip
+        for epoch in range(1, EPOCHS + 1):
+            for split in ("train", "validation"):
+                values = {m: expected_value(writer, epoch, i) for i, m in enumerate(METRICS)}
+                run.log_metrics(values, step=epoch, split=split)
+            run.flush()
+    return run.id
