@@ -23,14 +23,15 @@ def test_health_and_metadata(client):
 
 @pytest.mark.parametrize("binary", [False, True])
 def test_matrix_infer(client, cancer_model, cancer_frame, binary):
-    X = cancer_frame.drop(columns="target").iloc[:16].to_numpy(dtype=np.float32)
+    frame = cancer_frame.drop(columns="target").iloc[:16]
+    X = frame.to_numpy(dtype=np.float32)
     tensor = triton.InferInput("input-0", list(X.shape), "FP32")
     tensor.set_data_from_numpy(X, binary_data=binary)
     outputs = [triton.InferRequestedOutput(n, binary_data=binary) for n in ("label", "probabilities", "prediction_id")]
     result = client.infer("cancer", [tensor], outputs=outputs, request_id="abc")
     assert result.get_response()["id"] == "abc"
-    np.testing.assert_array_equal(result.as_numpy("label"), cancer_model.predict(X.astype(np.float64)))
-    np.testing.assert_allclose(result.as_numpy("probabilities"), cancer_model.predict_proba(X.astype(np.float64)), atol=1e-5)
+    np.testing.assert_array_equal(result.as_numpy("label"), cancer_model.predict(frame.astype(np.float32)))
+    np.testing.assert_allclose(result.as_numpy("probabilities"), cancer_model.predict_proba(frame.astype(np.float32)), atol=1e-5)
     assert result.as_numpy("prediction_id").shape == (16,)
 
 

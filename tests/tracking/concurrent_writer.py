@@ -5,6 +5,7 @@ Kept apart from the test module so the child imports only this and modelmon.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 EPOCHS = 100
@@ -16,14 +17,17 @@ def expected_value(writer: int, epoch: int, metric_index: int) -> float:
 
 
 def write_run(url: str, writer: int, barrier: Any) -> int:
-    """Open the (possibly empty) store, wait for the other writer, then log every epoch
-    of both splits as fast as possible, flushing each to force many concurrent writes."""
+    """Open the (possibly empty) store at the same moment as the other writer, then, once
+    both runs exist, log every epoch of both splits, flushing each, so that the two
+    processes' write transactions interleave."""
     from modelmon.tracking import start_run
 
     barrier.wait(timeout=60)
     with start_run("concurrent", name=f"writer-{writer}", params={"writer": writer},
                    store=url, flush_seconds=0.01) as run:  # fmt: skip
+        barrier.wait(timeout=60)
         for epoch in range(1, EPOCHS + 1):
+            time.sleep(0.001)  # an epoch takes a moment, so neither finishes before the other starts
             for split in ("train", "validation"):
                 values = {m: expected_value(writer, epoch, i) for i, m in enumerate(METRICS)}
                 run.log_metrics(values, step=epoch, split=split)
