@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 
 from modelmon.errors import ModelmonError
+from modelmon.alerting.cli import alerts_app, notify_bridge, stack_app
 from modelmon.tracking.cli import runs_app
 
 app = typer.Typer(
@@ -19,6 +20,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(runs_app, name="runs")
+app.add_typer(alerts_app, name="alerts")
+app.add_typer(stack_app, name="stack")
+app.command("notify-bridge")(notify_bridge)
 console = Console(stderr=True)
 
 RegistryOption = Annotated[

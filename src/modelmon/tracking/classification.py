@@ -53,7 +53,7 @@ def classification_metrics(
     if len(classes) == 2:
         pos = classes[1] if positive is None else positive
         if pos not in list(classes):
-            raise TrackingError(f"positive class {pos!r} is not one of the labels {list(classes)}")
+            raise TrackingError(f"positive class {pos!r} is not one of the labels {classes.tolist()}")
         i = list(classes).index(pos)
         out.update(precision=float(precision[i]), recall=float(recall[i]), f1=float(f1[i]))
     for average in AVERAGES:
@@ -94,7 +94,10 @@ def _classes(
             classes.tolist()
         )
         if unknown:
-            raise TrackingError(f"labels {sorted(map(str, unknown))} are not in labels={list(classes)}")
+            raise TrackingError(
+                f"y_true or y_pred hold {sorted(unknown, key=str)}, which are not in "
+                f"labels={classes.tolist()}"
+            )
         return classes
     try:
         classes = np.unique(np.concatenate([truth, predicted]))

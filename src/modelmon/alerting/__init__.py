@@ -1,0 +1,1 @@
+"""Alert conditions declared once, compiled to Prometheus, Alertmanager and Grafana."""
