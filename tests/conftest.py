@@ -92,16 +92,19 @@ class ServerProcess:
     log: Path
 
 
-def start_server(registry_dir: Path, log_dir: Path, *extra_args: str) -> ServerProcess:
-    """``modelmon serve`` as a real child process, ready to answer."""
+def start_server(registry_dir: Path, log_dir: Path, *extra_args: str, home: Path | None = None) -> ServerProcess:
+    """``modelmon serve`` as a real child process, ready to answer. Its MODELMON_HOME (the
+    default store and spool) is ``home``, or a directory of its own under ``log_dir``."""
     port = free_port()
+    home = home or log_dir / f"home-{port}"
     log = log_dir / f"server-{port}.log"
     process = subprocess.Popen(
         [sys.executable, "-m", "modelmon.cli", "serve", "--registry", str(registry_dir),
          "--port", str(port), *extra_args],
         stdout=log.open("wb"), stderr=subprocess.STDOUT,
         # The repository root on the path lets test-only model classes load in the server.
-        env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(Path(__file__).parent.parent)},
+        env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(Path(__file__).parent.parent),
+             "MODELMON_HOME": str(home)},
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:

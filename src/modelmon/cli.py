@@ -110,12 +110,16 @@ def serve(
     drift_window_rows: Annotated[Optional[int], typer.Option(help="...or, if set, the most recent stretch with this many rows.")] = None,
     drift_min_rows: Annotated[int, typer.Option(help="Rows a window needs before drift is scored.")] = 100,
     drift_score_seconds: Annotated[float, typer.Option(help="How often drift scores are recomputed.")] = 5.0,
+    store: Annotated[Optional[str], typer.Option("--store", help="Store for the prediction log and labels: a SQLite path or postgresql+psycopg://... [default: $MODELMON_STORE_URL, else $MODELMON_HOME/modelmon.db].")] = None,
+    prediction_log: Annotated[bool, typer.Option("--prediction-log/--no-prediction-log", help="Log every prediction to the store (needed for ground-truth labels).")] = True,
+    log_features: Annotated[float, typer.Option(help="Share of requests whose input features are logged too (0 to 1).")] = 0.0,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "warning",
 ) -> None:
     """Serve registered models over the Open Inference Protocol, with /metrics."""
     from pydantic import ValidationError
 
     from modelmon.monitoring.drift import DriftSettings
+    from modelmon.quality.prediction_log import PredictionLogSettings
     from modelmon.registry import Registry, parse_model_ref
     from modelmon.serving.app import ModelServer
     from modelmon.serving.server import serve as run_server
@@ -135,9 +139,14 @@ def serve(
             )  # fmt: skip
         except ValidationError as exc:
             raise ModelmonError(_settings_error(exc, prefix="drift-")) from None
+        try:
+            log_settings = PredictionLogSettings(enabled=prediction_log, feature_sample=log_features)
+        except ValidationError as exc:
+            raise ModelmonError(_settings_error(exc).replace("--feature-sample", "--log-features")) from None
         settings = ServingSettings(
             max_batch_size=max_batch_size, max_batch_delay_ms=max_batch_delay_ms, batching=batching,
             monitoring=monitoring, max_body_bytes=max_body_bytes, drain_seconds=drain_seconds, drift=drift,
+            store_url=store, prediction_log=log_settings,
         )  # fmt: skip
     except ModelmonError as exc:
         _fail(exc)

@@ -55,6 +55,18 @@ class ModelNotReadyError(ModelmonError):
     reason = "not_ready"
 
 
+class StoreUnavailableError(ModelmonError):
+    """The store did not answer; nothing was recorded, so the client may retry."""
+
+    status_code = 503
+    reason = "store_unavailable"
+
+
+class FeedbackDisabledError(ModelmonError):
+    status_code = 409
+    reason = "feedback_disabled"
+
+
 class InferenceError(ModelmonError):
     """The model itself failed on input that passed validation: a server-side fault."""
 
@@ -77,4 +89,7 @@ ERROR_REASONS: tuple[str, ...] = (
     "not_ready",
     "inference_error",
     "internal_error",
+    "store_unavailable",
+    "invalid_label",
+    "feedback_disabled",
 )

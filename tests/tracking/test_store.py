@@ -49,21 +49,28 @@ def test_unreachable_postgres_is_named() -> None:
         open_store("postgresql://nobody@127.0.0.1:1/x")
 
 
+def runs_tables_only(obj, name, type_, reflected, compare_to) -> bool:
+    """Compare only the tables of training runs; other features' revisions own theirs."""
+    table = name if type_ == "table" else getattr(getattr(obj, "table", None), "name", None)
+    return table in TABLES
+
+
 def test_migrations_from_empty_match_the_table_definitions(store_url: str) -> None:
     store = open_store(store_url)
-    assert current_revision(store.engine) == head_revision() == "0001"
+    assert current_revision(store.engine) == head_revision()
     inspector = inspect(store.engine)
     assert TABLES <= set(inspector.get_table_names())
     assert VIEWS <= set(inspector.get_view_names())
     with store.engine.connect() as connection:
         # The hand-written revision creates exactly what modelmon.store.runs declares.
-        assert compare_metadata(MigrationContext.configure(connection), metadata) == []
+        context = MigrationContext.configure(connection, opts={"include_object": runs_tables_only})
+        assert compare_metadata(context, metadata) == []
 
     downgrade(store.engine, "base")
     inspector = inspect(store.engine)
     assert not (TABLES | VIEWS) & set(inspector.get_table_names() + inspector.get_view_names())
     upgrade(store.engine)
-    assert current_revision(store.engine) == "0001"
+    assert current_revision(store.engine) == head_revision()
     with start_run("after-round-trip", store=store) as run:  # the schema works after it
         run.log_metrics({"loss": 0.5}, step=1)
     with store.read() as connection:

@@ -38,7 +38,7 @@ CONFIDENCE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1
 UNKNOWN_MODEL = "_unknown_"
 
 #: Endpoint label values.
-ENDPOINTS = ("infer", "predict", "metadata", "ready")
+ENDPOINTS = ("infer", "predict", "metadata", "ready", "feedback")
 #: The status codes each endpoint of a served model can answer, created at zero at load so
 #: that `increase()` sees the first error too. (404s are counted under UNKNOWN_MODEL.)
 MODEL_STATUS_CODES = {
@@ -46,7 +46,11 @@ MODEL_STATUS_CODES = {
     "predict": (200, 400, 413, 500),
     "metadata": (200,),
     "ready": (200, 503),
+    "feedback": (200, 400, 409, 413, 503),
 }
+#: Time from a prediction to its ground-truth label: seconds to a month.
+LABEL_DELAY_BUCKETS = (1, 10, 60, 300, 900, 3600, 4 * 3600, 12 * 3600, 86400, 3 * 86400, 7 * 86400, 30 * 86400)
+FEEDBACK_OUTCOMES = ("matched", "duplicate", "unknown_id")
 
 
 class ServerMetrics:
@@ -95,7 +99,24 @@ class ServerMetrics:
             "modelmon_baseline_metric", "Validation metrics recorded at registration.",
             ["model", "version", "metric"], registry=r,
         )  # fmt: skip
+        self.feedback = Counter(
+            "modelmon_feedback", "Ground-truth labels received, by outcome.",
+            ["model", "version", "outcome"], registry=r,
+        )  # fmt: skip
+        self.label_delay = Histogram(
+            "modelmon_label_delay_seconds", "Time from a prediction to its label.",
+            ["model", "version"], buckets=LABEL_DELAY_BUCKETS, registry=r,
+        )  # fmt: skip
         self.arrays = ArrayMetrics()
+        self.confusion_family = self.arrays.family(
+            "modelmon_confusion", "Labelled predictions, by cell.", "counter",
+            ["model", "version", "actual", "predicted"],
+        )  # fmt: skip
+        self.expected_confusion_family = self.arrays.family(
+            "modelmon_expected_confusion",
+            "Expected cells from calibrated probabilities (label-free estimate).", "counter",
+            ["model", "version", "actual", "predicted"],
+        )  # fmt: skip
         self.predictions_family = self.arrays.family(
             "modelmon_predictions", "Predicted rows per class.", "counter", ["model", "version", "class"]
         )
@@ -152,7 +173,19 @@ class ServerMetrics:
             confidence=self.arrays.add(self.confidence_family, ArrayHistogram(base, CONFIDENCE_BUCKETS)),
         )
         bound.create_request_series(MODEL_STATUS_CODES)
+        bound.quality = self.bind_quality(model, version, classes)
+        bound.expected_confusion = self.arrays.add(self.expected_confusion_family, ArrayCounter(base, confusion_cells(classes)))
         return bound
+
+    def bind_quality(self, model: str, version: str, classes: list[str]) -> QualityMetrics:
+        """Label-side series of one version. Also made for a version that is not loaded here,
+        when a label arrives for one of its predictions (from the store)."""
+        base = [model, version]
+        return QualityMetrics(
+            confusion=self.arrays.add(self.confusion_family, ArrayCounter(base, confusion_cells(classes))),
+            feedback={o: self.feedback.labels(*base, o) for o in FEEDBACK_OUTCOMES},
+            label_delay=self.label_delay.labels(*base),
+        )
 
     def bind_unknown_model(self) -> RequestMetrics:
         """Requests naming a model or version that is not served: only their count, their
@@ -201,6 +234,18 @@ class ServerMetrics:
         return monitor
 
 
+def confusion_cells(classes: list[str]) -> list[list[str]]:
+    """(actual, predicted) label pairs, actual-major: cell index = actual * C + predicted."""
+    return [[a, p] for a in classes for p in classes]
+
+
+@dataclass(slots=True)
+class QualityMetrics:
+    confusion: ArrayCounter
+    feedback: dict[str, Counter]
+    label_delay: Histogram
+
+
 @dataclass(slots=True)
 class RequestMetrics:
     """Request-level children, bound once: counts, latency, errors."""
@@ -244,6 +289,8 @@ class ModelMetrics(RequestMetrics):
     batch_size: Histogram
     predictions: ArrayCounter
     confidence: ArrayHistogram
+    quality: QualityMetrics | None = None
+    expected_confusion: ArrayCounter | None = None
 
     def observe_batch(
         self, inference_seconds: float, top_class: np.ndarray, confidence: np.ndarray

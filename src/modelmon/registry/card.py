@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, Field
 
 from modelmon.monitoring.profile import ReferenceProfile
+from modelmon.quality.calibration import Calibration
 from modelmon.registry.onnx_export import OnnxCheck
 from modelmon.registry.signature import Signature
 
@@ -40,7 +41,7 @@ class ModelCard(BaseModel):
     onnx_check: OnnxCheck | None = None
     # Slots that the monitoring features fill at registration.
     reference_profile: ReferenceProfile | None = None
-    calibration: dict[str, Any] | None = None
+    calibration: Calibration | None = None
     baseline: dict[str, float] | None = None
 
     @property

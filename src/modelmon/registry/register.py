@@ -8,6 +8,7 @@ comes from asking the model, and the fast ONNX graph is kept only if it agrees.
 from __future__ import annotations
 
 import shutil
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ from modelmon.registry.artifacts import (
     load_model_file,
     sha256_of,
 )
+from modelmon.quality.calibration import calibrate
 from modelmon.registry.card import ArtifactInfo, ModelCard
 from modelmon.registry.data import DataArg, read_table
 from modelmon.registry.onnx_export import OnnxCheck, export_to_onnx
@@ -117,8 +119,9 @@ def register_model(
                 serving_artifact = ArtifactInfo(
                     path="model.onnx", sha256=sha256_of(directory / "model.onnx"), format="onnx"
                 )
+        outputs = validation_outputs(predictor, signature, validation_frame, target)
         profile = reference_profile(
-            predictor, signature, reference_frame, validation_frame, profile_settings or ProfileSettings(), directory
+            predictor, signature, reference_frame, outputs, profile_settings or ProfileSettings(), directory
         )
         card = ModelCard(
             name=name,
@@ -130,7 +133,8 @@ def register_model(
             artifact=artifact,
             serving_artifact=serving_artifact,
             onnx_check=onnx_check,
-            baseline=validation_baseline(predictor, signature, validation_frame, target),
+            baseline=validation_baseline(outputs),
+            calibration=calibrate(outputs.proba, outputs.truth) if outputs is not None else None,
             reference_profile=profile,
         )
         registry.write_card(card)
@@ -329,20 +333,46 @@ def probe_missing_values(predictor: Predictor, signature: Signature, batch: Feat
                 spec.nullable = True
 
 
-def validation_baseline(
+@dataclass
+class ValidationOutputs:
+    """The model's outputs on the validation data, computed once for everything that needs
+    them: the quality baseline, the calibration, the prediction-drift baseline."""
+
+    proba: np.ndarray
+    truth: np.ndarray  # true class index per row
+    y_true: np.ndarray
+    y_pred: np.ndarray
+
+
+def validation_outputs(
     predictor: Predictor, signature: Signature, validation: pd.DataFrame | None, target: str | None
-) -> dict[str, float] | None:
-    """The model's quality on held-out data, the yardstick for live quality."""
+) -> ValidationOutputs | None:
     if validation is None or target is None:
+        return None
+    proba = predictor.predict_proba(FeatureBatch.from_frame(validation, signature))
+    classes = [str(c) for c in signature.classes]
+    y_true_text = [str(_python_label(v)) for v in validation[target]]
+    unknown = sorted(set(y_true_text) - set(classes))
+    if unknown:
+        raise RegistryError(
+            f"the validation target {target!r} has labels the model does not predict: {unknown[:10]}; "
+            f"its classes are {classes}"
+        )
+    index = {c: i for i, c in enumerate(classes)}
+    truth = np.array([index[t] for t in y_true_text])
+    class_array = np.asarray(signature.classes)
+    return ValidationOutputs(proba=proba, truth=truth, y_true=class_array[truth], y_pred=class_array[proba.argmax(axis=1)])
+
+
+def validation_baseline(outputs: ValidationOutputs | None) -> dict[str, float] | None:
+    """The model's quality on held-out data, the yardstick for live quality."""
+    if outputs is None:
         return None
     from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score
 
-    batch = FeatureBatch.from_frame(validation, signature)
-    proba = predictor.predict_proba(batch)
-    y_pred = np.asarray(signature.classes)[np.argmax(proba, axis=1)]
-    y_true = np.asarray([_python_label(v) for v in validation[target]])
+    y_true, y_pred = outputs.y_true, outputs.y_pred
     return {
-        "rows": float(len(validation)),
+        "rows": float(len(y_true)),
         "accuracy": float(accuracy_score(y_true, y_pred)),
         "precision_macro": float(precision_score(y_true, y_pred, average="macro", zero_division=0)),
         "recall_macro": float(recall_score(y_true, y_pred, average="macro", zero_division=0)),
@@ -354,7 +384,7 @@ def reference_profile(
     predictor: Predictor,
     signature: Signature,
     reference: pd.DataFrame | None,
-    validation: pd.DataFrame | None,
+    outputs: ValidationOutputs | None,
     settings: ProfileSettings,
     directory: Path,
 ) -> ReferenceProfile | None:
@@ -363,8 +393,8 @@ def reference_profile(
     if reference is None or len(reference) == 0:
         return None
     batch = FeatureBatch.from_frame(reference, signature)
-    outputs_on = FeatureBatch.from_frame(validation, signature) if validation is not None else batch
-    prediction = prediction_profile(predictor.predict_proba(outputs_on), CONFIDENCE_BUCKETS)
+    proba = outputs.proba if outputs is not None else predictor.predict_proba(batch)
+    prediction = prediction_profile(proba, CONFIDENCE_BUCKETS)
     profile, sample = build_profile(signature, batch, settings, prediction)
     save_sample(directory, sample)
     return profile

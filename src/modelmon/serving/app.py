@@ -24,16 +24,22 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 import modelmon
+from modelmon.config import modelmon_home
 from modelmon.errors import (
+    FeedbackDisabledError,
     MalformedRequestError,
     ModelmonError,
     ModelNotFoundError,
     ModelNotReadyError,
     PayloadTooLargeError,
 )
-from modelmon.monitoring.metrics import RequestMetrics, ServerMetrics
+from modelmon.monitoring.metrics import QualityMetrics, RequestMetrics, ServerMetrics
 from modelmon.monitoring.profile import load_sample
+from modelmon.quality.feedback import FeedbackJoiner, count_matched, parse_feedback
+from modelmon.quality.prediction_log import PredictionLog
+from modelmon.quality.recent import RecentPredictions
 from modelmon.registry.store import Registry
+from modelmon.store import open_store
 from modelmon.serving import codecs
 from modelmon.serving.runtime import ModelRuntime
 from modelmon.serving.settings import ServingSettings
@@ -66,8 +72,40 @@ class ModelServer:
         # name -> version -> runtime; "latest" requests go to the highest served version.
         self.runtimes: dict[str, dict[str, ModelRuntime]] = {}
         self.ready = False
+        self.recent = RecentPredictions(self.settings.recent_predictions) if self.settings.recent_predictions else None
+        self.prediction_log: PredictionLog | None = None
+        self.feedback: FeedbackJoiner | None = None
+        self._quality: dict[tuple[str, int], tuple[QualityMetrics, list[str]]] = {}
+
+    def open_prediction_log(self) -> None:
+        """The store for predictions and labels, migrated, and the log's writer thread."""
+        log_settings = self.settings.prediction_log
+        if not log_settings.enabled:
+            return
+        store = open_store(self.settings.store_url)
+        spool = log_settings.spool_dir or modelmon_home() / "spool"
+        self.prediction_log = PredictionLog(store, log_settings, spool, self.metrics.registry)
+        self.prediction_log.start()
+        self.feedback = FeedbackJoiner(store, self.recent)
+
+    def quality_for(self, model: str, version: int) -> tuple[QualityMetrics, list[str]] | None:
+        """Label-side metrics of ``model`` ``version``: the loaded runtime's, or made on
+        demand for an older version whose predictions are in the store."""
+        runtime = self.runtimes.get(model, {}).get(str(version))
+        if runtime is not None and runtime.metrics.quality is not None:
+            return runtime.metrics.quality, runtime.class_labels
+        key = (model, version)
+        if key not in self._quality:
+            try:
+                card = self.registry.card(model, version)
+            except ModelmonError:
+                return None
+            classes = [str(c) for c in card.signature.classes]
+            self._quality[key] = (self.metrics.bind_quality(model, str(version), classes), classes)
+        return self._quality[key]
 
     def load(self) -> None:
+        self.open_prediction_log()
         refs = self.model_refs or [(name, "latest") for name in self.registry.model_names()]
         for name, version in refs:
             card = self.registry.card(name, version)
@@ -75,7 +113,9 @@ class ModelServer:
             sample = {}
             if card.reference_profile is not None:
                 sample = load_sample(self.registry.version_dir(card.name, card.version), card.reference_profile)
-            runtime = ModelRuntime(card, predictor, self.metrics, self.executor, self.settings, sample)
+            runtime = ModelRuntime(
+                card, predictor, self.metrics, self.executor, self.settings, sample, self.prediction_log, self.recent
+            )
             self.runtimes.setdefault(name, {})[runtime.version] = runtime
 
     def runtime(self, name: str, version: str | None) -> ModelRuntime:
@@ -109,6 +149,8 @@ class ModelServer:
             for runtime in versions.values():
                 await runtime.batcher.stop()
         self.executor.shutdown(wait=True)
+        if self.prediction_log is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.prediction_log.stop)
 
     # -- request plumbing -------------------------------------------------------------
 
@@ -199,6 +241,19 @@ class ModelServer:
         ]
         return json_response({"model_name": runtime.name, "model_version": runtime.version, "predictions": predictions})
 
+    async def receive_feedback(self, request: Request, runtime: ModelRuntime) -> Response:
+        if self.feedback is None:
+            raise FeedbackDisabledError("labels need the prediction log; serve without --no-prediction-log")
+        pairs = parse_feedback(codecs.loads(await self.read_body(request)), runtime.class_labels)
+        known = self.feedback.lookup_recent(runtime.name, [prediction_id for prediction_id, _ in pairs])
+        result, matched = await run_in_threadpool(self.feedback.record, runtime.name, pairs, known)
+        count_matched(matched, self.quality_for, runtime.name)
+        quality = runtime.metrics.quality
+        if quality is not None:
+            quality.feedback["duplicate"].inc(len(result.duplicate))
+            quality.feedback["unknown_id"].inc(len(result.unknown))
+        return json_response(result.as_response())
+
     async def metadata(self, request: Request, runtime: ModelRuntime) -> Response:
         return json_response(model_metadata(runtime))
 
@@ -287,6 +342,7 @@ def create_app(server: ModelServer) -> Starlette:
         *model_route("", "metadata", server.metadata, ["GET"]),
         *model_route("/ready", "ready", server.model_ready, ["GET"]),
         *model_route("/infer", "infer", server.infer, ["POST"]),
+        *model_route("/feedback", "feedback", server.receive_feedback, ["POST"]),
         Route("/v1/models/{name}:predict", predict, methods=["POST"]),
         Route("/metrics", metrics),
     ]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+import time
 import uuid
 from concurrent.futures import Executor
 from dataclasses import dataclass
@@ -11,6 +13,9 @@ import numpy as np
 from modelmon.errors import InferenceError
 from modelmon.monitoring.drift import DriftMonitor
 from modelmon.monitoring.metrics import ModelMetrics, ServerMetrics
+from modelmon.quality import calibration
+from modelmon.quality.prediction_log import Chunk, PredictionLog
+from modelmon.quality.recent import RecentPredictions
 from modelmon.registry.card import ModelCard
 from modelmon.registry.predictors import Predictor
 from modelmon.registry.signature import FeatureBatch
@@ -50,6 +55,8 @@ class ModelRuntime:
         executor: Executor,
         settings: ServingSettings,
         reference_sample: dict[str, np.ndarray] | None = None,
+        prediction_log: PredictionLog | None = None,
+        recent: RecentPredictions | None = None,
     ) -> None:
         self.card = card
         self.name = card.name
@@ -64,6 +71,11 @@ class ModelRuntime:
             [str(c) for c in card.signature.classes],
             baseline=card.baseline,
         )
+        self.calibration = card.calibration
+        self.class_labels = [str(c) for c in card.signature.classes]
+        self.prediction_log = prediction_log
+        self.feature_sample = settings.prediction_log.feature_sample
+        self.recent = recent
         self.drift: DriftMonitor | None = None
         if self.monitoring and card.reference_profile is not None:
             self.drift = metrics.bind_drift(
@@ -83,6 +95,9 @@ class ModelRuntime:
         if not self.monitoring:
             return
         top = proba.argmax(axis=1)
+        if self.metrics.expected_confusion is not None:
+            cells = calibration.expected_confusion(calibration.apply(self.calibration, proba), top)
+            self.metrics.expected_confusion.add(cells.ravel())
         if self.drift is None:
             self.metrics.observe_batch(seconds, top, proba[np.arange(len(top)), top])
             return
@@ -101,4 +116,15 @@ class ModelRuntime:
         if self.monitoring:
             self.metrics.queue_duration.observe(waited)
         labels = self.classes[proba.argmax(axis=1)]
-        return Prediction(ids=PREDICTION_IDS.take(batch.n_rows), labels=labels, probabilities=proba)
+        ids = PREDICTION_IDS.take(batch.n_rows)
+        now = time.time()
+        if self.recent is not None or self.prediction_log is not None:
+            label_text = [str(v) for v in labels.tolist()]
+            if self.recent is not None:
+                self.recent.add(self.name, int(self.version), ids, label_text, now)
+            if self.prediction_log is not None:
+                features = None
+                if self.feature_sample and random.random() < self.feature_sample:
+                    features = batch.to_frame(self.card.signature).to_dict("records")
+                self.prediction_log.submit(Chunk(self.name, int(self.version), now, ids, label_text, proba, features))
+        return Prediction(ids=ids, labels=labels, probabilities=proba)

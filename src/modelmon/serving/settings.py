@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import BaseModel, Field
 
 from modelmon.monitoring.drift import DriftSettings
+from modelmon.quality.prediction_log import PredictionLogSettings
 
 
 class ServingSettings(BaseModel):
@@ -19,6 +20,9 @@ class ServingSettings(BaseModel):
     inference_threads: int = Field(2, ge=1, description="Threads running model calls.")
     monitoring: bool = Field(True, description="Prediction metrics and drift accounting.")
     drift: DriftSettings = Field(default_factory=DriftSettings)
+    prediction_log: PredictionLogSettings = Field(default_factory=PredictionLogSettings)
+    store_url: str | None = Field(None, description="The store for the prediction log and labels [default: $MODELMON_STORE_URL, else $MODELMON_HOME/modelmon.db].")
+    recent_predictions: int = Field(100_000, ge=0, description="Predictions kept in memory to join labels without a store query.")
     drain_seconds: float = Field(
         2.0, ge=0, description="On SIGTERM, how long to report not-ready while still serving, "
         "so load balancers stop sending before the server closes."

@@ -15,8 +15,13 @@ from pathlib import Path
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import OperationalError
 
-from modelmon.store.engine import STORE_URL_ENV, Store, StoreError, resolve_store_url
-from modelmon.store.engine import create_store_engine
+from modelmon.store.engine import (
+    STORE_URL_ENV,
+    Store,
+    StoreError,
+    create_store_engine,
+    resolve_store_url,
+)
 from modelmon.store.migrate import upgrade
 
 __all__ = [

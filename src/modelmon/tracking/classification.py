@@ -19,6 +19,8 @@ from sklearn.metrics import accuracy_score, log_loss, precision_recall_fscore_su
 from modelmon.tracking.errors import TrackingError
 
 AVERAGES = ("macro", "weighted")
+#: numpy dtype kinds of numeric labels (bool, int, unsigned, float).
+NUMERIC_KINDS = "biuf"
 
 
 def classification_metrics(
@@ -99,13 +101,15 @@ def _classes(
                 f"labels={classes.tolist()}"
             )
         return classes
+    if (truth.dtype.kind in NUMERIC_KINDS) != (predicted.dtype.kind in NUMERIC_KINDS):
+        raise TrackingError(
+            f"y_true ({truth.dtype}) and y_pred ({predicted.dtype}) hold labels of different "
+            "types: numbers in one, text in the other"
+        )
     try:
         classes = np.unique(np.concatenate([truth, predicted]))
     except TypeError:
-        raise TrackingError(
-            f"y_true ({truth.dtype}) and y_pred ({predicted.dtype}) hold labels of different "
-            "types that cannot be compared"
-        ) from None
+        raise TrackingError("y_true and y_pred hold labels that cannot be compared") from None
     width = np.shape(y_proba)[1] if y_proba is not None and np.ndim(y_proba) == 2 else None
     if width is not None and width != len(classes):
         raise TrackingError(
@@ -116,7 +120,11 @@ def _classes(
 
 
 def _log_loss(truth: np.ndarray, y_proba: Any, classes: np.ndarray, positive: Any) -> float:
-    proba = np.asarray(y_proba, dtype=float)
+    proba = np.asarray(y_proba)
+    if proba.dtype.kind != "f":
+        proba = proba.astype(float)
+    # float32 stays float32: scikit-learn then checks that rows sum to one, and clips,
+    # with float32 tolerances, as it would on the same array.
     if proba.ndim == 2 and proba.shape[1] == 1 and len(classes) == 2:
         proba = proba[:, 0]
     if proba.ndim == 1:

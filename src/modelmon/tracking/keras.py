@@ -62,7 +62,7 @@ class ModelmonCallback(keras.callbacks.Callback):
 
     def _classification(self, features: Any, targets: Any) -> dict[str, float]:
         predictions = self.model.predict(features, batch_size=self.batch_size, verbose=0)
-        scores = np.asarray(keras.ops.convert_to_numpy(predictions), dtype=float)
+        scores = np.asarray(keras.ops.convert_to_numpy(predictions))
         if scores.ndim == 2 and scores.shape[1] > 1:
             width, predicted = scores.shape[1], np.argmax(scores, axis=1)
         else:

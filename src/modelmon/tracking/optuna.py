@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from pathlib import Path
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -32,7 +33,7 @@ class OptunaCallback:
         self,
         experiment: str,
         *,
-        store: Store | str | None = None,
+        store: Store | str | Path | None = None,
         metric: str = "objective",
         split: str = VALIDATION,
         tags: Mapping[str, str] | None = None,
@@ -55,7 +56,7 @@ class OptunaCallback:
                   "optuna_trial": str(trial.number), "optuna_state": trial.state.name},
             status="failed" if failed else "finished",
             ended_at=_utc(trial.datetime_complete) or datetime.now(UTC),
-            error=str(trial.system_attrs.get("fail_reason", "trial failed")) if failed else None,
+            error=_fail_reason(trial) if failed else None,
         )  # fmt: skip
         records.insert_metric_values(self.store, self._rows(run_id, trial))
         return run_id
@@ -79,6 +80,12 @@ class OptunaCallback:
             rows.append({"run_id": run_id, "split": self.split, "name": name, "step": step,
                          "value": stored, "non_finite": flag, "logged_at": now})  # fmt: skip
         return rows
+
+
+def _fail_reason(trial: FrozenTrial) -> str:
+    # Optuna before 5 kept the exception's text; Optuna 5 only logs it.
+    reason = trial.system_attrs.get("fail_reason")
+    return str(reason) if reason else f"trial {trial.number} failed (its exception is in Optuna's log)"
 
 
 def _utc(value: datetime | None) -> datetime | None:

@@ -17,6 +17,7 @@ import subprocess
 import threading
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -57,7 +58,6 @@ class Run:
         self._live = LiveRun(experiment, str(run_id))
         self._pusher = Pusher(settings.pushgateway, self._live) if settings.pushgateway else None
         if settings.live_port is not None:
-            serve_training_metrics(settings.live_port, settings.live_address)
             process_collector.add(self._live)
         self._writer = BatchWriter(
             store, flush_seconds=settings.flush_seconds, max_rows=settings.max_buffered_rows,
@@ -186,7 +186,7 @@ def start_run(
     name: str | None = None,
     params: Mapping[str, Any] | None = None,
     tags: Mapping[str, str] | None = None,
-    store: Store | str | None = None,
+    store: Store | str | Path | None = None,
     live_port: int | None = None,
     pushgateway: str | None = None,
     git_commit: str | None = None,
@@ -202,12 +202,15 @@ def start_run(
     """
     try:
         settings = TrackingSettings.from_env(
-            store=store if isinstance(store, str) else None, live_port=live_port,
+            store=None if store is None or isinstance(store, Store) else str(store),
+            live_port=live_port,
             pushgateway=pushgateway, flush_seconds=flush_seconds,
         )  # fmt: skip
     except ValidationError as exc:
         raise TrackingError(f"invalid tracking settings: {exc}") from None
     experiment = _checked_text(experiment, "experiment", MAX_NAME_LENGTH)
+    if settings.live_port is not None:  # before the run exists: a busy port is a clean error
+        serve_training_metrics(settings.live_port, settings.live_address)
     opened = store if isinstance(store, Store) else open_store(settings.store)
     run_id = records.create_run(
         opened, experiment=experiment, name=name, params=dict(params or {}),

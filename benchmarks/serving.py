@@ -1,0 +1,665 @@
+"""Serving throughput and latency, side by side: modelmon against MLServer and BentoML.
+
+The model is scikit-learn ``LogisticRegression(max_iter=10000)`` on ``load_breast_cancer()``
+(30 numeric features); one request is one row. Every server runs as its own process, each
+peer from its own venv under ``benchmarks/.peers/`` (built on first use, see
+``peers/venvs.py``). Load comes from ``wrk`` (Debian package) with a Lua script holding the
+POST body: after a warm-up, concurrency 1, 8 and 32 for ``--duration`` seconds each, for
+``--rounds`` rounds, each round starting every server afresh (order rotated per round).
+Reported: medians over rounds of requests/s and latency percentiles, ratios against MLServer
+taken within each round, start-up time to ready, and resident memory of the server's process
+tree. Then the batching study: modelmon with 64-row requests, adaptive batching on and off.
+
+    python benchmarks/serving.py                 # full run (about 15 minutes; builds peer venvs once)
+    python benchmarks/serving.py --quick         # seconds: modelmon (and installed peers only)
+    python benchmarks/serving.py --peers none    # modelmon only
+
+Writes benchmarks/results/serving.json and (full runs) its section of benchmarks/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from peers import venvs  # noqa: E402
+
+RESULTS = HERE / "results" / "serving.json"
+README = HERE / "README.md"
+MODEL_NAME = "bc"
+LEVELS = (1, 8, 32)
+MAIN_VENV_BIN = Path(sys.executable).parent
+
+
+# -- process helpers ------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def http_request(port: int, method: str, path: str, body: bytes | None = None, timeout: float = 5.0) -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request(method, path, body=body, headers={"Content-Type": "application/json"} if body else {})
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and all its descendants, from /proc."""
+    pids, stack = [], [pid]
+    while stack:
+        p = stack.pop()
+        pids.append(p)
+        for task in Path(f"/proc/{p}/task").glob("*"):
+            try:
+                stack.extend(int(c) for c in (task / "children").read_text().split())
+            except OSError:
+                pass
+    return pids
+
+
+def memory_of_tree(pid: int) -> dict[str, float]:
+    """Resident memory of the process tree in MiB: the sum of each process's RSS, and the sum
+    of PSS (shared pages split between the processes that share them: no double count)."""
+    rss = pss = 0
+    pids = process_tree(pid)
+    for p in pids:
+        try:
+            for line in Path(f"/proc/{p}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Rss:"):
+                    rss += int(line.split()[1])
+                elif line.startswith("Pss:"):
+                    pss += int(line.split()[1])
+        except OSError:
+            pass
+    return {"rss_mib": round(rss / 1024, 1), "pss_mib": round(pss / 1024, 1), "processes": len(pids)}
+
+
+class MemorySampler:
+    """The largest process-tree memory seen while a load runs (sampled twice a second)."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.peak = {"rss_mib": 0.0, "pss_mib": 0.0, "processes": 0}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.5):
+            sample = memory_of_tree(self.pid)
+            if sample["rss_mib"] > self.peak["rss_mib"]:
+                self.peak = sample
+
+    def __enter__(self) -> MemorySampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+# -- the servers ----------------------------------------------------------------------
+
+
+@dataclass
+class Server:
+    """One configuration under test: how to prepare it, start it and ask it."""
+
+    key: str
+    label: str
+    command: list[str]
+    ready_path: str
+    infer_path: str
+    body_for: object  # rows (list of lists) -> bytes
+    check: object  # (response json, n_rows) -> bool
+    env: dict[str, str] = field(default_factory=dict)
+    cwd: Path | None = None
+    port: int = 0
+    process: subprocess.Popen | None = None
+    log: Path | None = None
+
+    def start(self, workdir: Path, ready_timeout: float = 120.0) -> dict[str, float]:
+        """Start the server; the seconds from spawn to ready (and to a first good answer)."""
+        self.log = workdir / f"{self.key}.log"
+        started = time.perf_counter()
+        with open(self.log, "ab") as log:
+            self.process = subprocess.Popen(
+                self.command, stdout=log, stderr=subprocess.STDOUT, cwd=self.cwd,
+                env={**os.environ, **self.env}, start_new_session=True,
+            )  # fmt: skip
+        deadline = started + ready_timeout
+        while True:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self.label} exited with {self.process.returncode}; see {self.log}:\n{tail(self.log)}")
+            try:
+                if http_request(self.port, "GET", self.ready_path, timeout=1.0)[0] == 200:
+                    break
+            except OSError:
+                pass
+            if time.perf_counter() > deadline:
+                raise TimeoutError(f"{self.label} not ready after {ready_timeout} s; see {self.log}:\n{tail(self.log)}")
+            time.sleep(0.01)
+        ready = time.perf_counter() - started
+        while True:  # some servers report ready before their model answers
+            status, content = http_request(self.port, "POST", self.infer_path, self.body_for(ROWS[:1]), timeout=30)
+            if status == 200:
+                break
+            if time.perf_counter() > deadline:
+                raise RuntimeError(f"{self.label}: inference answered {status}: {content[:300]!r}")
+            time.sleep(0.01)
+        first_answer = time.perf_counter() - started
+        return {"ready_seconds": round(ready, 3), "first_answer_seconds": round(first_answer, 3)}
+
+    def verify(self, rows: int) -> None:
+        status, content = http_request(self.port, "POST", self.infer_path, self.body_for(ROWS[:rows]), timeout=30)
+        if status != 200 or not self.check(json.loads(content), rows):
+            raise RuntimeError(f"{self.label}: unexpected answer {status}: {content[:400]!r}")
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        pgid = self.process.pid  # start_new_session: its own process group
+        os.killpg(pgid, signal.SIGINT)
+        try:
+            self.process.wait(15)
+        except subprocess.TimeoutExpired:
+            os.killpg(pgid, signal.SIGKILL)
+            self.process.wait()
+        time.sleep(0.3)  # let ports and memory go before the next server starts
+        try:  # stragglers of the same session (workers of a supervisor)
+            os.killpg(pgid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def v2_body(rows: list[list[float]], outputs: list[str] | None = None) -> bytes:
+    request = {"inputs": [{"name": "input-0", "shape": [len(rows), len(rows[0])], "datatype": "FP64",
+                           "data": [v for row in rows for v in row]}]}  # fmt: skip
+    if outputs:
+        request["outputs"] = [{"name": o} for o in outputs]
+    return json.dumps(request).encode()
+
+
+def check_modelmon(answer: dict, rows: int) -> bool:
+    outputs = {o["name"]: o for o in answer["outputs"]}
+    return outputs["probabilities"]["shape"] == [rows, 2] and outputs["prediction_id"]["shape"] == [rows]
+
+
+def check_mlserver(answer: dict, rows: int) -> bool:
+    return answer["outputs"][0]["name"] == "predict_proba" and answer["outputs"][0]["shape"] == [rows, 2]
+
+
+def check_bentoml(answer, rows: int) -> bool:
+    return np.asarray(answer).shape == (rows, 2)
+
+
+def modelmon_server(key: str, label: str, registry: Path, flags: list[str]) -> Server:
+    port = free_port()
+    command = [str(MAIN_VENV_BIN / "modelmon"), "serve", "--registry", str(registry), "--port", str(port),
+               "--model", MODEL_NAME, "--drain-seconds", "0", *flags]  # fmt: skip
+    return Server(key, label, command, f"/v2/models/{MODEL_NAME}/ready", f"/v2/models/{MODEL_NAME}/infer",
+                  v2_body, check_modelmon, port=port)  # fmt: skip
+
+
+def mlserver_server(key: str, label: str, workdir: Path, parallel_workers: int | None) -> Server:
+    port, grpc, metrics = free_port(), free_port(), free_port()
+    directory = workdir / key
+    setup = [str(venvs.python("mlserver")), str(HERE / "peers" / "serving_setup.py"), "mlserver", str(directory),
+             "--http-port", str(port), "--grpc-port", str(grpc), "--metrics-port", str(metrics)]  # fmt: skip
+    if parallel_workers is not None:
+        setup += ["--parallel-workers", str(parallel_workers)]
+    subprocess.run(setup, check=True, env=venvs.env())
+    command = [str(venvs.ROOT / "mlserver" / "bin" / "mlserver"), "start", str(directory)]
+    return Server(key, label, command, f"/v2/models/{MODEL_NAME}/ready", f"/v2/models/{MODEL_NAME}/infer",
+                  lambda rows: v2_body(rows, ["predict_proba"]), check_mlserver,
+                  env=venvs.PEER_ENV, port=port)  # fmt: skip
+
+
+def bentoml_server(workdir: Path) -> Server:
+    port = free_port()
+    directory = workdir / "bentoml"
+    subprocess.run([str(venvs.python("bentoml")), str(HERE / "peers" / "serving_setup.py"), "bentoml", str(directory)],
+                   check=True, env=venvs.env())  # fmt: skip
+    command = [str(venvs.ROOT / "bentoml" / "bin" / "bentoml"), "serve", "bentoml_service:BreastCancer",
+               "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
+    env = {**venvs.PEER_ENV, "BENCH_MODEL": str(directory / "model.joblib"), "BENTOML_HOME": str(directory / "home")}
+    return Server("bentoml", "BentoML (workers=1)", command, "/readyz", "/predict",
+                  lambda rows: json.dumps({"input": rows}).encode(), check_bentoml,
+                  env=env, cwd=HERE / "peers", port=port)  # fmt: skip
+
+
+# -- load -----------------------------------------------------------------------------
+
+LUA_DONE = r"""
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    'WRKJSON {"requests":%d,"duration_us":%d,"connect_errors":%d,"read_errors":%d,"write_errors":%d,' ..
+    '"status_errors":%d,"timeouts":%d,"p50_us":%d,"p90_us":%d,"p99_us":%d,"mean_us":%.1f,"max_us":%d}\n',
+    summary.requests, summary.duration, e.connect, e.read, e.write, e.status, e.timeout,
+    latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.mean, latency.max))
+end
+"""
+
+
+def lua_script(path: Path, body: bytes) -> Path:
+    text = body.decode()
+    assert "]==]" not in text
+    path.write_text('wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
+                    f"wrk.body = [==[{text}]==]\n{LUA_DONE}")  # fmt: skip
+    return path
+
+
+def wrk(port: int, path: str, script: Path, connections: int, seconds: float) -> dict:
+    """One wrk run (one thread: the load generator shares the 2 cores with the server)."""
+    command = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--timeout", "10s",
+               "-s", str(script), f"http://127.0.0.1:{port}{path}"]  # fmt: skip
+    out = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60)
+    match = re.search(r"^WRKJSON (.*)$", out.stdout, re.M)
+    if not match:
+        raise RuntimeError(f"wrk produced no result: {out.stdout}\n{out.stderr}")
+    raw = json.loads(match.group(1))
+    errors = sum(raw[k] for k in ("connect_errors", "read_errors", "write_errors", "status_errors", "timeouts"))
+    return {
+        "requests_per_second": round(raw["requests"] / (raw["duration_us"] / 1e6), 1),
+        "p50_ms": raw["p50_us"] / 1000, "p90_ms": raw["p90_us"] / 1000, "p99_ms": raw["p99_us"] / 1000,
+        "mean_ms": round(raw["mean_us"] / 1000, 3), "max_ms": raw["max_us"] / 1000,
+        "requests": raw["requests"], "errors": errors,
+    }  # fmt: skip
+
+
+def measure(server: Server, workdir: Path, rows: int, levels: tuple[int, ...], seconds: float, warmup: float) -> dict:
+    """Start ``server``, warm it up, load it at each concurrency, stop it."""
+    timing = server.start(workdir)
+    try:
+        server.verify(rows)
+        idle = memory_of_tree(server.process.pid)
+        script = lua_script(workdir / f"{server.key}-{rows}.lua", server.body_for(ROWS[:rows]))
+        if warmup > 0:
+            wrk(server.port, server.infer_path, script, max(levels), warmup)
+        runs = {}
+        with MemorySampler(server.process.pid) as sampler:
+            for c in levels:
+                runs[str(c)] = wrk(server.port, server.infer_path, script, c, seconds)
+        return {**timing, "idle_memory": idle, "loaded_memory": sampler.peak, "levels": runs}
+    finally:
+        server.stop()
+
+
+# -- the model and modelmon's registry ------------------------------------------------
+
+
+def cancer_frame():
+    from sklearn.datasets import load_breast_cancer
+
+    frame = load_breast_cancer(as_frame=True).frame.copy()
+    frame.columns = [c.replace(" ", "_") for c in frame.columns]
+    return frame
+
+
+def prepare_modelmon(workdir: Path) -> Path:
+    """Register the model with its reference and validation data, so the reference profile
+    exists and drift accounting runs on every batch (as ``modelmon register --reference``)."""
+    from sklearn.linear_model import LogisticRegression
+
+    from modelmon.registry import register_model
+
+    frame = cancer_frame()
+    X = frame.drop(columns="target")
+    model = LogisticRegression(max_iter=10000).fit(X, frame["target"])
+    registry = workdir / "registry"
+    card = register_model(model, name=MODEL_NAME, reference=frame, target="target", validation=frame, registry=registry)
+    assert card.reference_profile is not None, "the benchmark needs the reference profile"
+    return registry
+
+
+ROWS: list[list[float]] = []
+
+
+# -- summary --------------------------------------------------------------------------
+
+
+def median(values: list[float]) -> float:
+    return round(float(statistics.median(values)), 3) if values else float("nan")
+
+
+def summarise(rounds: list[dict], keys: list[str], levels: tuple[int, ...]) -> dict:
+    """Medians over rounds per server and level, and ratios taken within each round."""
+    out: dict = {}
+    for key in keys:
+        runs = [r[key] for r in rounds if key in r]
+        if not runs:
+            continue
+        entry = {
+            "ready_seconds": median([r["ready_seconds"] for r in runs]),
+            "first_answer_seconds": median([r["first_answer_seconds"] for r in runs]),
+            "idle_rss_mib": median([r["idle_memory"]["rss_mib"] for r in runs]),
+            "idle_pss_mib": median([r["idle_memory"]["pss_mib"] for r in runs]),
+            "loaded_rss_mib": median([r["loaded_memory"]["rss_mib"] for r in runs]),
+            "loaded_pss_mib": median([r["loaded_memory"]["pss_mib"] for r in runs]),
+            "processes": max(r["loaded_memory"]["processes"] for r in runs),
+            "levels": {},
+        }
+        for c in levels:
+            level = [r["levels"][str(c)] for r in runs]
+            entry["levels"][str(c)] = {
+                metric: median([x[metric] for x in level])
+                for metric in ("requests_per_second", "p50_ms", "p90_ms", "p99_ms", "mean_ms")
+            } | {"errors": sum(x["errors"] for x in level)}
+        out[key] = entry
+    return out
+
+
+def ratios(rounds: list[dict], numerator: str, denominator: str, levels: tuple[int, ...]) -> dict:
+    """Per level: median over rounds of numerator/denominator requests/s and p99."""
+    out = {}
+    both = [r for r in rounds if numerator in r and denominator in r]
+    if not both:
+        return out
+    for c in levels:
+        c = str(c)
+        rps = [r[numerator]["levels"][c]["requests_per_second"] / r[denominator]["levels"][c]["requests_per_second"] for r in both]
+        p99 = [r[numerator]["levels"][c]["p99_ms"] / r[denominator]["levels"][c]["p99_ms"] for r in both]
+        out[c] = {"throughput_ratio": median(rps), "p99_ratio": median(p99), "per_round_throughput_ratio": [round(x, 3) for x in rps]}
+    return out
+
+
+def targets(result: dict) -> dict:
+    s, levels = result["summary"], [str(c) for c in result["settings"]["levels"]]
+    on, off = "modelmon", "modelmon_nomon"
+    out = {}
+    mlservers = [k for k in ("mlserver_default", "mlserver_pw0") if k in s]
+    if on in s and mlservers:
+        top = str(max(result["settings"]["levels"]))
+        vs = {k: result["ratios"][f"{on}/{k}"] for k in mlservers}
+        worst = min(vs[k][top]["throughput_ratio"] for k in mlservers)
+        out["throughput_3x_mlserver_at_32"] = {
+            "target": ">= 3.0", "measured": {k: vs[k][top]["throughput_ratio"] for k in mlservers}, "met": worst >= 3.0}
+        p99 = {k: {c: vs[k][c]["p99_ratio"] for c in levels} for k in mlservers}
+        out["p99_below_mlserver_every_level"] = {
+            "target": "< 1.0 at every level", "measured": p99,
+            "met": all(v < 1.0 for per in p99.values() for v in per.values())}
+        rss = {k: s[k]["loaded_rss_mib"] for k in [on, *mlservers]}
+        pss = {k: s[k]["loaded_pss_mib"] for k in [on, *mlservers]}
+        out["memory_below_mlserver"] = {
+            "target": "modelmon's loaded RSS below every MLServer configuration's", "measured_rss_mib": rss,
+            "measured_pss_mib": pss, "met": all(rss[on] < rss[k] for k in mlservers)}  # fmt: skip
+    if on in s and off in s:
+        per = {c: result["ratios"][f"{on}/{off}"][c]["throughput_ratio"] for c in levels}
+        out["monitoring_keeps_90pct"] = {"target": ">= 0.9 at every level", "measured": per,
+                                         "met": all(v >= 0.9 for v in per.values())}  # fmt: skip
+    if on in s:
+        out["ready_under_2s"] = {"target": "< 2.0 s", "measured": s[on]["ready_seconds"], "met": s[on]["ready_seconds"] < 2.0}
+    return out
+
+
+# -- README ---------------------------------------------------------------------------
+
+
+def markdown(result: dict) -> str:
+    s, st = result["summary"], result["settings"]
+    levels = [str(c) for c in st["levels"]]
+    v = result["versions"]
+    lines = [
+        "## Serving (`serving.py`)",
+        "",
+        f"scikit-learn `LogisticRegression(max_iter=10000)` on `load_breast_cancer()` (30 features), one row per "
+        f"request, V2 JSON (BentoML: its JSON `{{\"input\": [[...]]}}`). `wrk` {v['wrk']}, one thread, "
+        f"concurrency {', '.join(levels)}, {st['duration_seconds']:g} s each after a {st['warmup_seconds']:g} s warm-up, "
+        f"{st['rounds']} rounds (every server started afresh each round); medians over rounds, ratios taken within a "
+        f"round. {result['machine']['cpus']} cores, shared with the load generator. Run on {result['date']} with "
+        f"`{st['command']}` ({result['seconds'] / 60:.0f} minutes).",
+        "",
+        "| server | c | requests/s | p50 ms | p90 ms | p99 ms | errors |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for key, entry in s.items():
+        if key.startswith("batch"):
+            continue
+        for c in levels:
+            x = entry["levels"][c]
+            lines.append(f"| {result['labels'][key]} | {c} | {x['requests_per_second']:,.0f} | {x['p50_ms']:.2f} | "
+                         f"{x['p90_ms']:.2f} | {x['p99_ms']:.2f} | {x['errors']} |")  # fmt: skip
+    lines += ["", "| server | ready s | first answer s | RSS idle MiB | RSS loaded MiB | PSS loaded MiB | processes |",
+              "|---|---|---|---|---|---|---|"]  # fmt: skip
+    for key, entry in s.items():
+        lines.append(f"| {result['labels'][key]} | {entry['ready_seconds']:.2f} | {entry['first_answer_seconds']:.2f} | "
+                     f"{entry['idle_rss_mib']:.0f} | {entry['loaded_rss_mib']:.0f} | {entry['loaded_pss_mib']:.0f} | "
+                     f"{entry['processes']} |")  # fmt: skip
+    lines += ["", "Ratios (median over rounds of the within-round ratio; throughput: higher is better for the "
+              "numerator, p99: lower is better):", "",
+              "| ratio | " + " | ".join(f"c={c} requests/s | c={c} p99" for c in levels) + " |",
+              "|---|" + "---|---|" * len(levels)]  # fmt: skip
+    for name, per in result["ratios"].items():
+        if "batch" in name:
+            continue
+        a, b = name.split("/")
+        cells = " | ".join(f"{per[c]['throughput_ratio']:.2f}x | {per[c]['p99_ratio']:.2f}x" for c in levels)
+        lines.append(f"| {result['labels'][a]} / {result['labels'][b]} | {cells} |")
+    lines += ["", "Targets (issue 8):", ""]
+    names = {"throughput_3x_mlserver_at_32": "everything on >= 3x MLServer's requests/s at c=32 (both MLServer setups)",
+             "p99_below_mlserver_every_level": "p99 below MLServer's at every concurrency (both setups)",
+             "monitoring_keeps_90pct": "monitoring on >= 90% of monitoring off, every concurrency",
+             "ready_under_2s": "ready in under 2 s with one model",
+             "memory_below_mlserver": "resident memory (RSS of the process tree, under load) below MLServer's"}  # fmt: skip
+    for key, t in result["targets"].items():
+        measured = t.get("measured", t.get("measured_rss_mib"))
+        lines.append(f"- {names[key]}: **{'met' if t['met'] else 'NOT met'}** (measured: `{json.dumps(measured)}`)")
+    if result.get("batching"):
+        b = result["batching"]
+        lines += ["", "### Batching study", "",
+                  f"modelmon, everything on, {b['rows']}-row requests, adaptive batching on (default: "
+                  f"`--max-batch-size 256 --max-batch-delay-ms 0`) and off (`--no-batching`), {b['duration_seconds']:g} s "
+                  f"per level, same rounds. One-row requests with batching on are the table above.", "",
+                  "| setup | c | requests/s | rows/s | p50 ms | p99 ms |", "|---|---|---|---|---|---|"]  # fmt: skip
+        for key in ("batch64_on", "batch64_off", "batch1_off"):
+            if key not in s:
+                continue
+            rows = 64 if key.startswith("batch64") else 1
+            for c in (str(x) for x in b["levels"]):
+                x = s[key]["levels"][c]
+                lines.append(f"| {result['labels'][key]} | {c} | {x['requests_per_second']:,.0f} | "
+                             f"{x['requests_per_second'] * rows:,.0f} | {x['p50_ms']:.2f} | {x['p99_ms']:.2f} |")  # fmt: skip
+        lines += ["", "| ratio | " + " | ".join(f"c={c} requests/s | c={c} p99" for c in b["levels"]) + " |",
+                  "|---|" + "---|---|" * len(b["levels"])]  # fmt: skip
+        for name, per in result["ratios"].items():
+            if "batch" not in name or not per:
+                continue
+            a, bb = name.split("/")
+            cells = " | ".join(f"{per[str(c)]['throughput_ratio']:.2f}x | {per[str(c)]['p99_ratio']:.2f}x" for c in b["levels"])
+            lines.append(f"| {result['labels'][a]} / {result['labels'][bb]} | {cells} |")
+    lines += ["", "Versions: " + ", ".join(f"{k} {val}" for k, val in v.items() if val) + ".", "",
+              "Servers as started (ports chosen free at run time):", ""]  # fmt: skip
+    for key, command in result["commands"].items():
+        lines.append(f"- {result['labels'][key]}: `{command}`")
+    lines += ["", *result.get("notes", [])]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def write_readme_section(marker: str, text: str) -> None:
+    begin, end = f"<!-- {marker}:begin -->", f"<!-- {marker}:end -->"
+    current = README.read_text()
+    block = f"{begin}\n{text}{end}\n"
+    if begin in current and end in current:
+        head, rest = current.split(begin, 1)
+        current = head + block + rest.split(end, 1)[1].lstrip("\n")
+    else:
+        current = current.rstrip("\n") + "\n\n" + block
+    README.write_text(current)
+
+
+# -- main -----------------------------------------------------------------------------
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a few seconds: 2 s per level, 1 round, no venv building")
+    parser.add_argument("--peers", default=None, help="all (build missing venvs), installed, or none [default: all; --quick: installed]")
+    parser.add_argument("--rounds", type=int, default=None)
+    parser.add_argument("--duration", type=float, default=None, help="seconds per concurrency level")
+    parser.add_argument("--batch-duration", type=float, default=None, help="seconds per level in the batching study")
+    parser.add_argument("--no-batching-study", action="store_true")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--readme", action=argparse.BooleanOptionalAction, default=None,
+                        help="write the README section [default: on for full runs to the default --out]")  # fmt: skip
+    args = parser.parse_args()
+    quick = args.quick
+    rounds = args.rounds or (1 if quick else 3)
+    duration = args.duration or (2.0 if quick else 15.0)
+    batch_duration = args.batch_duration or (2.0 if quick else 6.0)
+    warmup = 0.5 if quick else 3.0
+    peers_mode = args.peers or ("installed" if quick else "all")
+    write_readme = args.readme if args.readme is not None else (not quick and args.out == RESULTS)
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is not installed: apt-get install wrk")
+
+    frame = cancer_frame()
+    ROWS[:] = frame.drop(columns="target").to_numpy().tolist()[:64]
+
+    wanted_peers = {"none": [], "installed": [p for p in ("mlserver", "bentoml") if venvs.installed(p)],
+                    "all": ["mlserver", "bentoml"]}[peers_mode]  # fmt: skip
+    available = [p for p in wanted_peers if venvs.ensure(p, log=lambda m: print(m, file=sys.stderr))]
+    started = time.perf_counter()
+    workdir = Path(tempfile.mkdtemp(prefix="modelmon-bench-serving-"))
+    try:
+        registry = prepare_modelmon(workdir)
+
+        def factories() -> dict[str, object]:
+            f = {
+                "modelmon": lambda: modelmon_server("modelmon", "modelmon, everything on", registry, []),
+                "modelmon_nomon": lambda: modelmon_server("modelmon_nomon", "modelmon --no-monitoring", registry, ["--no-monitoring"]),
+            }  # fmt: skip
+            if "mlserver" in available:
+                f["mlserver_pw0"] = lambda: mlserver_server("mlserver_pw0", "MLServer parallel_workers=0", workdir, 0)
+                f["mlserver_default"] = lambda: mlserver_server("mlserver_default", "MLServer default (parallel_workers=1)", workdir, None)
+            if "bentoml" in available:
+                f["bentoml"] = lambda: bentoml_server(workdir)
+            return f
+
+        batch = {} if args.no_batching_study else {
+            "batch64_on": (lambda: modelmon_server("batch64_on", "modelmon 64 rows, batching on", registry, []), 64),
+            "batch64_off": (lambda: modelmon_server("batch64_off", "modelmon 64 rows, --no-batching", registry, ["--no-batching"]), 64),
+            "batch1_off": (lambda: modelmon_server("batch1_off", "modelmon 1 row, --no-batching", registry, ["--no-batching"]), 1),
+        }  # fmt: skip
+        batch_levels = (32,) if quick else LEVELS
+        if quick:
+            batch.pop("batch1_off", None)
+        labels, commands, all_rounds = {}, {}, []
+        for r in range(rounds):
+            this_round = {}
+            keys = list(factories())
+            keys = keys[r % len(keys):] + keys[: r % len(keys)]  # rotate the order each round
+            for key in keys:
+                server = factories()[key]()
+                labels[key], commands[key] = server.label, " ".join(server.command)
+                print(f"round {r + 1}/{rounds}: {server.label}", file=sys.stderr, flush=True)
+                this_round[key] = measure(server, workdir, 1, LEVELS, duration, warmup)
+                line = ", ".join(f"c={c}: {x['requests_per_second']:.0f}/s p99 {x['p99_ms']:.1f} ms"
+                                 for c, x in this_round[key]["levels"].items())  # fmt: skip
+                print(f"  ready {this_round[key]['ready_seconds']:.2f} s; {line}", file=sys.stderr, flush=True)
+            for key, (factory, rows) in batch.items():
+                server = factory()
+                labels[key], commands[key] = server.label, " ".join(server.command)
+                print(f"round {r + 1}/{rounds}: {server.label}", file=sys.stderr, flush=True)
+                this_round[key] = measure(server, workdir, rows, batch_levels, batch_duration, warmup / 2)
+            all_rounds.append(this_round)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    keys = [k for k in labels]
+    summary = summarise(all_rounds, [k for k in keys if not k.startswith("batch")], LEVELS)
+    summary |= summarise(all_rounds, [k for k in keys if k.startswith("batch")], batch_levels)
+    ratio_pairs = [("modelmon", "modelmon_nomon")]
+    ratio_pairs += [(a, b) for a in ("modelmon", "modelmon_nomon") for b in ("mlserver_default", "mlserver_pw0", "bentoml") if b in summary]
+    result = {
+        "date": time.strftime("%Y-%m-%d"),
+        "seconds": round(time.perf_counter() - started, 1),
+        "settings": {"rounds": rounds, "duration_seconds": duration, "warmup_seconds": warmup, "levels": list(LEVELS),
+                     "quick": quick, "command": "python benchmarks/serving.py" + (" --quick" if quick else "")},  # fmt: skip
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
+        "versions": versions(available),
+        "labels": labels,
+        "commands": commands,
+        "summary": summary,
+        "ratios": {f"{a}/{b}": ratios(all_rounds, a, b, LEVELS) for a, b in ratio_pairs},
+        "rounds": all_rounds,
+        "notes": [
+            "- modelmon serves the ONNX copy it makes at registration (proven to agree within 1e-4); MLServer and "
+            "BentoML call scikit-learn's `predict_proba` (MLServer asked for the `predict_proba` output).",
+            "- \"Everything on\" is serving metrics plus drift accounting against the reference profile (the model "
+            "is registered with `--reference`), the drift scorer's background timer running. The prediction log "
+            "does not exist in modelmon yet, so it is not part of this measurement.",
+            "- Memory: RSS summed over the server's process tree (the largest seen while under load), and PSS, "
+            "which counts shared pages once: MLServer's default mode runs a separate worker process and "
+            "BentoML a supervisor and a worker, where the RSS sum counts shared libraries twice.",
+        ],
+    }
+    if batch:
+        result["batching"] = {"rows": 64, "levels": list(batch_levels), "duration_seconds": batch_duration}
+        result["ratios"]["batch64_on/batch64_off"] = ratios(all_rounds, "batch64_on", "batch64_off", batch_levels)
+        result["ratios"]["modelmon/batch1_off"] = ratios(all_rounds, "modelmon", "batch1_off", batch_levels)
+    result["targets"] = targets(result)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    text = markdown(result)
+    if write_readme:
+        write_readme_section("serving", text)
+    print(text)
+
+
+def versions(peers: list[str]) -> dict[str, str | None]:
+    import importlib.metadata as metadata
+
+    wrk_version = subprocess.run(["wrk", "--version"], capture_output=True, text=True)
+    match = re.search(r"wrk (\S+)", wrk_version.stdout + wrk_version.stderr)
+    git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=HERE)
+    out = {"modelmon": f"{metadata.version('modelmon')} ({git.stdout.strip()})",
+           "scikit-learn (modelmon)": metadata.version("scikit-learn"),
+           "onnxruntime": metadata.version("onnxruntime"), "starlette": metadata.version("starlette"),
+           "uvicorn": metadata.version("uvicorn"), "wrk": match.group(1) if match else None}  # fmt: skip
+    if "mlserver" in peers:
+        out |= {"mlserver": venvs.version("mlserver", "mlserver"),
+                "mlserver-sklearn": venvs.version("mlserver", "mlserver-sklearn"),
+                "uvloop (MLServer)": venvs.version("mlserver", "uvloop"),
+                "scikit-learn (MLServer)": venvs.version("mlserver", "scikit-learn")}  # fmt: skip
+    if "bentoml" in peers:
+        out |= {"bentoml": venvs.version("bentoml", "bentoml"),
+                "scikit-learn (BentoML)": venvs.version("bentoml", "scikit-learn")}  # fmt: skip
+    return out
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Live model quality: the prediction log, ground-truth labels, and label-free estimates."""

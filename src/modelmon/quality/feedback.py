@@ -1,0 +1,163 @@
+"""Ground-truth labels: joined to their predictions by id, recorded once, counted once.
+
+A label is joined to its prediction from memory when the prediction is recent, else from
+the store (so labels arriving after a restart, or at another replica, still count). The
+insert is ``ON CONFLICT DO NOTHING ... RETURNING``: the store decides which labels are new,
+atomically, so a label sent twice (even to two replicas at once) is counted once, and the
+second is reported as a duplicate.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+from sqlalchemy import select
+
+from modelmon.errors import InvalidInputError, MalformedRequestError, StoreUnavailableError
+from modelmon.monitoring.metrics import QualityMetrics
+from modelmon.quality.recent import PredictionRecord, RecentPredictions
+from modelmon.store import Store
+from modelmon.store.predictions import insert_ignoring_duplicates, labels, predictions
+
+MAX_LABELS_PER_REQUEST = 10_000
+
+
+@dataclass
+class FeedbackResult:
+    matched: list[str] = field(default_factory=list)
+    duplicate: list[str] = field(default_factory=list)
+    unknown: list[str] = field(default_factory=list)
+
+    def as_response(self) -> dict[str, Any]:
+        return {
+            "matched": len(self.matched),
+            "duplicate": len(self.duplicate),
+            "unknown": len(self.unknown),
+            "duplicate_ids": self.duplicate,
+            "unknown_ids": self.unknown,
+        }
+
+
+def parse_feedback(payload: Any, classes: list[str]) -> list[tuple[str, str]]:
+    """``{"labels": [{"id": ..., "label": ...}, ...]}`` (or the bare list) as (id, label)
+    pairs, labels as text; any invalid item rejects the request, naming it."""
+    items = payload.get("labels") if isinstance(payload, dict) else payload
+    if not isinstance(items, list) or not items:
+        raise MalformedRequestError('expected {"labels": [{"id": "<prediction id>", "label": <class>}, ...]}')
+    if len(items) > MAX_LABELS_PER_REQUEST:
+        raise InvalidInputError(f"{len(items)} labels in one request; the limit is {MAX_LABELS_PER_REQUEST}", reason="wrong_shape")
+    known = set(classes)
+    pairs = []
+    for i, item in enumerate(items):
+        if not isinstance(item, dict) or not isinstance(item.get("id"), str) or "label" not in item:
+            raise MalformedRequestError(f'labels[{i}] must be {{"id": "<prediction id>", "label": <class>}}')
+        label = item["label"]
+        if isinstance(label, bool) or not isinstance(label, (str, int, float)):
+            raise InvalidInputError(f"labels[{i}] (id {item['id']!r}): label {label!r} is not a class", reason="invalid_label")
+        text = str(int(label)) if isinstance(label, float) and label.is_integer() else str(label)
+        if text not in known:
+            raise InvalidInputError(
+                f"labels[{i}] (id {item['id']!r}): label {label!r} is not one of the model's classes {classes}",
+                reason="invalid_label",
+            )
+        pairs.append((item["id"], text))
+    return pairs
+
+
+class FeedbackJoiner:
+    """Joins and records labels for one server; store work runs in a worker thread."""
+
+    def __init__(self, store: Store, recent: RecentPredictions | None) -> None:
+        self.store = store
+        self.recent = recent
+
+    def lookup_recent(self, model: str, ids: list[str]) -> dict[str, PredictionRecord]:
+        """On the event loop: the predictions still in memory."""
+        if self.recent is None:
+            return {}
+        found = {}
+        for prediction_id in ids:
+            record = self.recent.get(prediction_id)
+            if record is not None and record.model == model:
+                found[prediction_id] = record
+        return found
+
+    def record(
+        self, model: str, pairs: list[tuple[str, str]], known: dict[str, PredictionRecord]
+    ) -> tuple[FeedbackResult, dict[str, tuple[PredictionRecord, str]]]:
+        """In a worker thread: look the rest up in the store and insert the new labels.
+        Returns the outcome and, for each newly matched id, its prediction and label."""
+        # The last label sent for an id in one request wins; repeats within it are duplicates.
+        latest: dict[str, str] = {}
+        repeats = []
+        for prediction_id, label in pairs:
+            if prediction_id in latest:
+                repeats.append(prediction_id)
+            latest[prediction_id] = label
+        missing = [i for i in latest if i not in known]
+        try:
+            with self.store.write() as connection:
+                records = dict(known)
+                for start in range(0, len(missing), 500):
+                    chunk = missing[start : start + 500]
+                    rows = connection.execute(
+                        select(predictions.c.id, predictions.c.version, predictions.c.predicted_label, predictions.c.predicted_at)
+                        .where(predictions.c.id.in_(chunk), predictions.c.model == model)
+                    )
+                    for row in rows:
+                        at = row.predicted_at if row.predicted_at.tzinfo else row.predicted_at.replace(tzinfo=UTC)
+                        records[row.id] = PredictionRecord(model, row.version, row.predicted_label, at.timestamp())
+                now = datetime.now(UTC)
+                values = [
+                    {"prediction_id": i, "model": model, "version": records[i].version, "label": latest[i], "received_at": now}
+                    for i in latest
+                    if i in records
+                ]
+                inserted: set[str] = set()
+                if values:
+                    statement = insert_ignoring_duplicates(labels, self.store.dialect).returning(labels.c.prediction_id)
+                    inserted = {row[0] for row in connection.execute(statement, values)}
+        except Exception as exc:
+            raise StoreUnavailableError(f"the store did not answer ({type(exc).__name__}); nothing was recorded, retry") from exc
+        result = FeedbackResult()
+        matched: dict[str, tuple[PredictionRecord, str]] = {}
+        for prediction_id in latest:
+            if prediction_id not in records:
+                result.unknown.append(prediction_id)
+            elif prediction_id in inserted:
+                result.matched.append(prediction_id)
+                matched[prediction_id] = (records[prediction_id], latest[prediction_id])
+            else:
+                result.duplicate.append(prediction_id)
+        result.duplicate.extend(repeats)
+        return result, matched
+
+
+def count_matched(
+    matched: dict[str, tuple[PredictionRecord, str]],
+    quality_for: Callable[[str, int], tuple[QualityMetrics, list[str]] | None],
+    model: str,
+) -> None:
+    """Add newly matched labels to the confusion cells and label delays of their version."""
+    now = time.time()
+    by_version: dict[int, list[tuple[PredictionRecord, str]]] = {}
+    for record, label in matched.values():
+        by_version.setdefault(record.version, []).append((record, label))
+    for version, items in by_version.items():
+        bound = quality_for(model, version)
+        if bound is None:
+            continue
+        quality, classes = bound
+        index = {c: i for i, c in enumerate(classes)}
+        cells = np.zeros(len(classes) ** 2)
+        for record, label in items:
+            if record.predicted in index and label in index:
+                cells[index[label] * len(classes) + index[record.predicted]] += 1
+            quality.label_delay.observe(max(0.0, now - record.predicted_at))
+        quality.confusion.add(cells)
+        quality.feedback["matched"].inc(len(items))
