@@ -165,21 +165,28 @@ def rules_export(
     out_dir: Annotated[Path, typer.Argument(help="Directory to write the rule file and its promtool test into.")],
     window: Annotated[list[str], typer.Option("--window", help="Window of the fleet scores (repeatable), e.g. 1h.")] = ["1h"],  # noqa: B006
 ) -> None:
-    """Write recording rules (fleet PSI and Jensen-Shannon per feature) and promtool tests."""
+    """Write recording rules (fleet drift per feature; realized and estimated quality) and
+    the promtool tests that prove them."""
     from modelmon.monitoring import rules
+    from modelmon.quality import rules as quality_rules
 
+    kinds = {
+        "drift": (rules.drift_rule_group, rules.drift_rules_test),
+        "quality": (quality_rules.quality_rule_group, quality_rules.quality_rules_test),
+    }
     try:
-        groups = [rules.drift_rule_group(w) for w in window]
+        for w in window:
+            rules.check_window(w)
     except ValueError as exc:
         _fail(ModelmonError(str(exc)))
     out_dir.mkdir(parents=True, exist_ok=True)
-    rule_file = out_dir / "modelmon-drift.rules.yml"
-    rule_file.write_text(rules.dump_yaml({"groups": groups}))
-    for w in window:
-        test = rules.drift_rules_test(rule_file.name, w)
-        (out_dir / f"modelmon-drift-{w}.test.yml").write_text(rules.dump_yaml(test))
-    console.print(f"wrote {rule_file} and its tests; check them with:\n"
-                  f"  promtool check rules {rule_file}\n  cd {out_dir} && promtool test rules *.test.yml")  # fmt: skip
+    for kind, (group, test) in kinds.items():
+        rule_file = out_dir / f"modelmon-{kind}.rules.yml"
+        rule_file.write_text(rules.dump_yaml({"groups": [group(w) for w in window]}))
+        for w in window:
+            (out_dir / f"modelmon-{kind}-{w}.test.yml").write_text(rules.dump_yaml(test(rule_file.name, w)))
+    console.print(f"wrote recording rules and their tests to {out_dir}; check them with:\n"
+                  f"  promtool check rules {out_dir}/*.rules.yml\n  cd {out_dir} && promtool test rules *.test.yml")  # fmt: skip
 
 
 @app.command()

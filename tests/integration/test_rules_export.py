@@ -24,23 +24,29 @@ def promtool(*args, cwd):
 
 def test_exported_rules_pass_promtool_check_and_their_tests(tmp_path):
     tests = export(tmp_path, "1h", "10m")
-    check = promtool("check", "rules", "modelmon-drift.rules.yml", cwd=tmp_path)
+    assert len(tests) == 4  # drift and quality, per window
+    check = promtool("check", "rules", "modelmon-drift.rules.yml", "modelmon-quality.rules.yml", cwd=tmp_path)
     assert check.returncode == 0, check.stdout + check.stderr
-    assert "SUCCESS: 12 rules found" in check.stdout  # 6 per window
+    assert "SUCCESS: 12 rules found" in check.stdout  # drift: 6 per window
+    assert "SUCCESS: 42 rules found" in check.stdout  # quality: 21 per window
     run = promtool("test", "rules", *[t.name for t in tests], cwd=tmp_path)
     assert run.returncode == 0, run.stdout + run.stderr
 
 
-def test_generated_test_fails_against_a_wrong_rule(tmp_path):
-    tests = export(tmp_path, "1h")
-    rules_path = tmp_path / "modelmon-drift.rules.yml"
+@pytest.mark.parametrize(
+    ("kind", "record"),
+    [("drift", "modelmon:feature_drift_psi"), ("quality", "modelmon:f1:"), ("quality", "modelmon:accuracy:")],
+)
+def test_generated_test_fails_against_a_wrong_rule(tmp_path, kind, record):
+    export(tmp_path, "1h")
+    rules_path = tmp_path / f"modelmon-{kind}.rules.yml"
     rules = yaml.safe_load(rules_path.read_text())
     for rule in rules["groups"][0]["rules"]:
-        if rule["record"].startswith("modelmon:feature_drift_psi"):
-            rule["expr"] = f"1.01 * ({rule['expr']})"  # a PSI one percent off
+        if rule["record"].startswith(record):
+            rule["expr"] = f"1.01 * ({rule['expr']})"  # one percent off
     rules_path.write_text(yaml.safe_dump(rules))
-    run = promtool("test", "rules", tests[0].name, cwd=tmp_path)
-    assert run.returncode != 0 and "feature_drift_psi" in run.stdout + run.stderr
+    run = promtool("test", "rules", f"modelmon-{kind}-1h.test.yml", cwd=tmp_path)
+    assert run.returncode != 0 and record.rstrip(":") in run.stdout + run.stderr
 
 
 def test_bad_window_is_refused_with_a_message(tmp_path):

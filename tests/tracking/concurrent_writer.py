@@ -27,7 +27,9 @@ def write_run(url: str, writer: int, barrier: Any) -> int:
                    store=url, flush_seconds=0.01) as run:  # fmt: skip
         barrier.wait(timeout=60)
         for epoch in range(1, EPOCHS + 1):
-            time.sleep(0.001)  # an epoch takes a moment, so neither finishes before the other starts
+            time.sleep(
+                0.001
+            )  # an epoch takes a moment, so neither finishes before the other starts
             for split in ("train", "validation"):
                 values = {m: expected_value(writer, epoch, i) for i, m in enumerate(METRICS)}
                 run.log_metrics(values, step=epoch, split=split)

@@ -9,7 +9,9 @@ from sklearn import metrics as skm
 from modelmon.tracking import TrackingError, classification_metrics
 
 
-def noisy_predictions(classes: list, n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def noisy_predictions(
+    classes: list, n: int, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Labels, probabilities (columns in ``classes`` order) and their argmax predictions,
     right about two times in three."""
     rng = np.random.default_rng(seed)
@@ -97,10 +99,26 @@ def test_non_finite_probabilities_give_a_nan_log_loss_not_an_error() -> None:
     ("args", "kwargs", "message"),
     [
         (([0, 1, 1], [0, 1]), {}, "y_true has 3 rows but y_pred has 2"),
-        (([0, 1], [[0.2, 0.8], [0.6, 0.4]]), {}, "y_pred must hold one label per row, got shape \\(2, 2\\)"),
-        (([0, 1], [0, 1], [[0.2, 0.3, 0.5], [0.1, 0.1, 0.8]]), {}, "y_proba has 3 columns but 2 classes"),
-        (([0, 1], [0, 1], [0.2, 0.8, 0.5]), {}, "y_proba has shape \\(3, 2\\), expected \\(2, 2\\)"),
-        (([0, 1], [0, 2]), {"labels": [0, 1]}, "y_true or y_pred hold \\[2\\], which are not in labels=\\[0, 1\\]"),
+        (
+            ([0, 1], [[0.2, 0.8], [0.6, 0.4]]),
+            {},
+            "y_pred must hold one label per row, got shape \\(2, 2\\)",
+        ),
+        (
+            ([0, 1], [0, 1], [[0.2, 0.3, 0.5], [0.1, 0.1, 0.8]]),
+            {},
+            "y_proba has 3 columns but 2 classes",
+        ),
+        (
+            ([0, 1], [0, 1], [0.2, 0.8, 0.5]),
+            {},
+            "y_proba has shape \\(3, 2\\), expected \\(2, 2\\)",
+        ),
+        (
+            ([0, 1], [0, 2]),
+            {"labels": [0, 1]},
+            "y_true or y_pred hold \\[2\\], which are not in labels=\\[0, 1\\]",
+        ),
         (([0, 1], [0, 1]), {"positive": 5}, "positive class 5 is not one of the labels \\[0, 1\\]"),
         (([], []), {}, "no rows"),
         ((["a", "b"], [1, 0]), {}, "labels of different types"),

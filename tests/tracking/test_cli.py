@@ -46,7 +46,9 @@ def test_list(store_url: str, two_runs: tuple[int, int]) -> None:
     rows = [line for line in out.splitlines() if "tuning" in line]
     assert len(rows) == 2
     assert f"{first} " in rows[0] and "lr-0.1" in rows[0] and "finished" in rows[0]
-    assert "0.4" in rows[0] and "0.7" in rows[0] and "0.65" in rows[0]  # final val loss, accuracy, F1
+    assert (
+        "0.4" in rows[0] and "0.7" in rows[0] and "0.65" in rows[0]
+    )  # final val loss, accuracy, F1
     code, out, _ = runs(store_url, "list", "--experiment", "other")
     assert code == 0 and "other" in out and "tuning" not in out
 
@@ -55,10 +57,16 @@ def test_show(store_url: str, two_runs: tuple[int, int]) -> None:
     code, out, _ = runs(store_url, "show", str(two_runs[0]))
     assert code == 0
     assert "lr=0.1" in out and "optimizer=adam" in out and "finished" in out
-    epoch_rows = {line.split("│")[1].strip(): line for line in out.splitlines() if line.count("│") > 3}
+    epoch_rows = {
+        line.split("│")[1].strip(): line for line in out.splitlines() if line.count("│") > 3
+    }
     assert set(epoch_rows) == {"1", "2", "3"}
     # loss, accuracy and F1, training then validation, per epoch.
-    assert [c.strip() for c in epoch_rows["2"].split("│")[2:5]] == ["0.2 / 0.3", "0.85 / 0.8", "0.8 / 0.75"]
+    assert [c.strip() for c in epoch_rows["2"].split("│")[2:5]] == [
+        "0.2 / 0.3",
+        "0.85 / 0.8",
+        "0.8 / 0.75",
+    ]
 
 
 def test_show_flags_non_finite_values(store_url: str, two_runs: tuple[int, int]) -> None:
@@ -85,13 +93,17 @@ def test_export_csv_and_json(store_url: str, two_runs: tuple[int, int], tmp_path
     assert len(frame) == 2 * 3 * 2 * 3 + 1
     row = frame[(frame.run_id == two_runs[1]) & (frame.split == "validation")
                 & (frame.metric == "accuracy") & (frame.step == 3)]  # fmt: skip
-    assert row[["experiment", "run_name", "run_status"]].values.tolist() == [["tuning", "lr-0.01", "finished"]]
+    assert row[["experiment", "run_name", "run_status"]].values.tolist() == [
+        ["tuning", "lr-0.01", "finished"]
+    ]
     assert float(row["value"].iloc[0]) == 0.65
     flagged = frame[frame.experiment == "other"]
     assert flagged[["value", "non_finite"]].values.tolist() == [[math.inf, "inf"]]
 
     out_file = tmp_path / "runs.json"
-    code, _, err = runs(store_url, "export", "--format", "json", "--run", str(two_runs[0]), "--out", str(out_file))
+    code, _, err = runs(
+        store_url, "export", "--format", "json", "--run", str(two_runs[0]), "--out", str(out_file)
+    )
     assert code == 0 and "wrote 18 values of 1 runs" in err
     records = json.loads(out_file.read_text())
     assert {r["run_id"] for r in records} == {two_runs[0]} and len(records) == 18

@@ -88,7 +88,9 @@ def test_multiclass_softmax_model_with_one_hot_labels_and_names(sqlite_url: str)
     final = validation.loc[EPOCHS]
     proba = model.predict(X[200:], verbose=0)  # columns bronze, silver, gold
     assert final["log_loss"] == pytest.approx(skm.log_loss(truth, proba[:, [0, 2, 1]]), rel=1e-12)
-    assert final["f1_macro"] == pytest.approx(skm.f1_score(truth, predicted, average="macro"), rel=1e-12)
+    assert final["f1_macro"] == pytest.approx(
+        skm.f1_score(truth, predicted, average="macro"), rel=1e-12
+    )
     assert final["recall[gold]"] == pytest.approx(
         skm.recall_score(truth, predicted, labels=["gold"], average=None)[0], rel=1e-12
     )

@@ -82,7 +82,10 @@ def wait_until_gone(prom: Prometheus, promql: str, timeout: float = 30.0) -> lis
 
 def check_live_values(prom: Prometheus, run, *, when: float) -> None:
     metric = "modelmon_training_metric"
-    assert prom.wait_for(f"{metric}{selector(run.id, split='validation', metric='accuracy')}", 0.75) == 0.75
+    assert (
+        prom.wait_for(f"{metric}{selector(run.id, split='validation', metric='accuracy')}", 0.75)
+        == 0.75
+    )
     assert prom.scalar(f"{metric}{selector(run.id, split='train', metric='loss')}") == 0.5
     assert prom.scalar(f"modelmon_training_epoch{selector(run.id)}") == 2
     updated = prom.scalar(f"modelmon_training_last_update_timestamp_seconds{selector(run.id)}")
@@ -90,7 +93,10 @@ def check_live_values(prom: Prometheus, run, *, when: float) -> None:
     # A later epoch replaces the values.
     run.log_metrics({"accuracy": 0.9, "loss": float("nan")}, step=3, split="validation")
     run.flush()
-    assert prom.wait_for(f"{metric}{selector(run.id, split='validation', metric='accuracy')}", 0.9) == 0.9
+    assert (
+        prom.wait_for(f"{metric}{selector(run.id, split='validation', metric='accuracy')}", 0.9)
+        == 0.9
+    )
     assert prom.wait_for(f"modelmon_training_epoch{selector(run.id)}", 3) == 3
     nan = prom.scalar(f"{metric}{selector(run.id, split='validation', metric='loss')}")
     assert nan is not None and math.isnan(nan)
@@ -114,7 +120,9 @@ def test_gauges_on_the_training_process_port(stack: Stack, sqlite_url: str) -> N
 
 def test_gauges_pushed_to_a_pushgateway(stack: Stack, sqlite_url: str) -> None:
     started = time.time()
-    with start_run("live", store=sqlite_url, pushgateway=stack.pushgateway, flush_seconds=0.2) as run:
+    with start_run(
+        "live", store=sqlite_url, pushgateway=stack.pushgateway, flush_seconds=0.2
+    ) as run:
         run.log_metrics({"loss": 0.5}, step=1, split="train")
         run.log_metrics({"accuracy": 0.75}, step=2, split="validation")
         check_live_values(stack.prom, run, when=started)

@@ -35,7 +35,10 @@ def test_a_run_records_params_tags_metrics_and_finishes(store_url: str) -> None:
         assert run.step == 2
     record = records.get_run(open_store(store_url), run.id)
     assert (record.status, record.error, record.name, record.experiment) == (
-        "finished", None, "baseline", "churn"
+        "finished",
+        None,
+        "baseline",
+        "churn",
     )
     assert record.params == {"lr": 0.5, "layers": [64, 32], "optimizer": "adam", "decay": "nan"}
     assert record.tags == {"team": "risk"}
@@ -67,7 +70,10 @@ def test_non_finite_values_are_recorded_and_flagged(store_url: str, caplog) -> N
         run.log_metrics({"loss": 0.4, "grad_norm": 2.0}, step=3)
     store = open_store(store_url)
     frame = records.metric_frame(store, [run.id]).set_index(["metric", "step"])
-    assert math.isnan(frame.loc[("loss", 1), "value"]) and frame.loc[("loss", 1), "non_finite"] == "nan"
+    assert (
+        math.isnan(frame.loc[("loss", 1), "value"])
+        and frame.loc[("loss", 1), "non_finite"] == "nan"
+    )
     assert frame.loc[("grad_norm", 1), "value"] == math.inf
     assert frame.loc[("grad_norm", 2), "value"] == -math.inf
     assert frame.loc[("grad_norm", 2), "non_finite"] == "-inf"
@@ -105,8 +111,14 @@ def test_lengths_that_differ_are_an_error_and_log_nothing(store_url: str) -> Non
 @pytest.mark.parametrize(
     ("call", "message"),
     [
-        (lambda run: run.log_metrics({"loss": "low"}), "metric 'loss' must be a number, got str 'low'"),
-        (lambda run: run.log_metrics({"loss": None}), "metric 'loss' must be a number, got NoneType"),
+        (
+            lambda run: run.log_metrics({"loss": "low"}),
+            "metric 'loss' must be a number, got str 'low'",
+        ),
+        (
+            lambda run: run.log_metrics({"loss": None}),
+            "metric 'loss' must be a number, got NoneType",
+        ),
         (lambda run: run.log_metrics({"loss": 1.0}, step=-1), "step must be 0 or more, got -1"),
         (lambda run: run.log_metrics({"loss": 1.0}, step=1.5), "step must be an integer, got 1.5"),
         (lambda run: run.log_metrics({"": 1.0}), "metric name must be a non-empty string"),
@@ -146,13 +158,18 @@ def test_a_run_the_program_never_ended_is_failed_at_exit_with_its_values(sqlite_
     run_id = int(result.stdout.strip())
     store = open_store(sqlite_url)
     record = records.get_run(store, run_id)
-    assert (record.status, record.error) == ("failed", "the process exited while the run was active")
+    assert (record.status, record.error) == (
+        "failed",
+        "the process exited while the run was active",
+    )
     assert records.metric_frame(store, [run_id])["value"].tolist() == [0.5]
 
 
 def test_the_final_validation_metrics_are_the_baseline(store_url: str) -> None:
     with start_run("churn", store=store_url) as run:
-        run.log_metrics({"accuracy": 0.7, "f1_macro": 0.6, "log_loss": 0.5}, step=1, split="validation")
+        run.log_metrics(
+            {"accuracy": 0.7, "f1_macro": 0.6, "log_loss": 0.5}, step=1, split="validation"
+        )
         run.log_metrics({"accuracy": 0.8, "f1_macro": 0.75}, step=2, split="validation")
         run.log_metrics({"accuracy": 0.99}, step=2, split="train")
         run.log_metrics({"log_loss": float("nan")}, step=3, split="validation")

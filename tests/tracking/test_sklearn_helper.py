@@ -28,11 +28,18 @@ def split(frame: pd.DataFrame, target: str) -> tuple:
 @pytest.mark.parametrize(
     ("make_model", "grows"),
     [
-        pytest.param(lambda: SGDClassifier(loss="log_loss", random_state=0), "partial_fit", id="partial_fit"),
+        pytest.param(
+            lambda: SGDClassifier(loss="log_loss", random_state=0), "partial_fit", id="partial_fit"
+        ),
         pytest.param(lambda: LogisticRegression(), "max_iter", id="warm_start-max_iter"),
-        pytest.param(lambda: RandomForestClassifier(random_state=0), "n_estimators", id="warm_start-trees"),
-        pytest.param(lambda: HistGradientBoostingClassifier(random_state=0), "boosting iterations",
-                     id="warm_start-boosting"),
+        pytest.param(
+            lambda: RandomForestClassifier(random_state=0), "n_estimators", id="warm_start-trees"
+        ),
+        pytest.param(
+            lambda: HistGradientBoostingClassifier(random_state=0),
+            "boosting iterations",
+            id="warm_start-boosting",
+        ),
     ],
 )
 def test_every_epoch_logs_both_splits_as_sklearn_computes_them(
@@ -59,7 +66,9 @@ def test_every_epoch_logs_both_splits_as_sklearn_computes_them(
         predicted = model.predict(features)
         assert got["accuracy"] == pytest.approx(skm.accuracy_score(labels, predicted), rel=1e-12)
         assert got["f1"] == pytest.approx(skm.f1_score(labels, predicted), rel=1e-12)
-        assert got["log_loss"] == pytest.approx(skm.log_loss(labels, model.predict_proba(features)), rel=1e-12)
+        assert got["log_loss"] == pytest.approx(
+            skm.log_loss(labels, model.predict_proba(features)), rel=1e-12
+        )
         assert reports[-1].metrics[split_name] == got
     if grows == "n_estimators":
         assert len(model[-1].estimators_) == EPOCHS
@@ -84,10 +93,15 @@ def test_a_pipeline_with_categorical_features_learns_across_epochs(
     losses = frame[frame["metric"] == "log_loss"].sort_values("step")["value"].to_numpy()
     assert (np.diff(losses) < 0).all()  # warm-started iterations keep lowering the loss
     assert {"f1[gold]", "f1_macro", "precision_weighted"} <= set(frame["metric"])
-    assert model.predict(X_val.head(3)).tolist() == model[-1].predict(model[:-1].transform(X_val.head(3))).tolist()
+    assert (
+        model.predict(X_val.head(3)).tolist()
+        == model[-1].predict(model[:-1].transform(X_val.head(3))).tolist()
+    )
 
 
-def test_models_without_probabilities_log_metrics_without_log_loss(sqlite_url: str, cancer_frame) -> None:
+def test_models_without_probabilities_log_metrics_without_log_loss(
+    sqlite_url: str, cancer_frame
+) -> None:
     X, y, X_val, y_val = split(cancer_frame, "target")
     with start_run("sklearn", store=sqlite_url) as run:
         fit_epochs(make_pipeline(StandardScaler(), SGDClassifier(loss="hinge", random_state=0)),
@@ -103,7 +117,9 @@ def test_models_without_probabilities_log_metrics_without_log_loss(sqlite_url: s
         (LinearRegression(), "LinearRegression can be trained epoch by epoch only"),
     ],
 )
-def test_estimators_that_cannot_train_by_epoch_are_named(sqlite_url: str, model, message: str) -> None:
+def test_estimators_that_cannot_train_by_epoch_are_named(
+    sqlite_url: str, model, message: str
+) -> None:
     with start_run("sklearn", store=sqlite_url) as run:
         with pytest.raises(TrackingError, match=message):
             fit_epochs(model, np.zeros((4, 2)), [0, 1, 0, 1], run=run, epochs=2)

@@ -45,7 +45,9 @@ def test_sqlite_store_uses_wal_and_a_busy_timeout(sqlite_url: str) -> None:
 
 
 def test_unreachable_postgres_is_named() -> None:
-    with pytest.raises(StoreError, match="cannot open the store postgresql\\+psycopg://nobody@127.0.0.1:1/x"):
+    with pytest.raises(
+        StoreError, match="cannot open the store postgresql\\+psycopg://nobody@127.0.0.1:1/x"
+    ):
         open_store("postgresql://nobody@127.0.0.1:1/x")
 
 
@@ -105,7 +107,11 @@ def test_grafana_views(store_url: str) -> None:
             ), {"r": run.id})
         }  # fmt: skip
         assert (final["loss"].final_step, final["loss"].final_value) == (3, 0.75)
-        assert (final["loss"].min_value, final["loss"].max_value, final["loss"].steps) == (0.7, 0.9, 3)
+        assert (final["loss"].min_value, final["loss"].max_value, final["loss"].steps) == (
+            0.7,
+            0.9,
+            3,
+        )
         assert (final["accuracy"].final_value, final["accuracy"].max_value) == (0.7, 0.8)
 
         summary = connection.execute(

@@ -33,6 +33,11 @@ def check_window(window: str) -> str:
     return window
 
 
+def windowed(metric: str, window: str) -> str:
+    """Each series' exact change over ``window`` (see the module doc), not yet summed."""
+    return f"((({metric} - {metric} offset {window}) >= 0) or {metric})"
+
+
 def drift_rule_group(window: str = "1h", epsilon: float = drift_stats.PSI_SMOOTHING) -> dict[str, Any]:
     """One rule group computing fleet PSI and JS per feature over ``window``."""
     w = check_window(window)
@@ -56,8 +61,7 @@ def drift_rule_group(window: str = "1h", epsilon: float = drift_stats.PSI_SMOOTH
     rules = [
         {
             "record": counts,
-            "expr": f"sum by ({BY_BIN}) (((modelmon_feature_bin_total - modelmon_feature_bin_total offset {w}) >= 0)"
-            " or modelmon_feature_bin_total)",
+            "expr": f"sum by ({BY_BIN}) {windowed('modelmon_feature_bin_total', w)}",
         },
         {
             "record": f"modelmon:feature_window_rows:{w}",

@@ -46,9 +46,7 @@ def run_baseline(
         )
     final = frame.sort_values(["metric", "step"]).groupby("metric").tail(1)
     return {
-        str(row.metric): float(row.value)
-        for row in final.itertuples()
-        if math.isfinite(row.value)
+        str(row.metric): float(row.value) for row in final.itertuples() if math.isfinite(row.value)
     }
 
 

@@ -55,7 +55,9 @@ def classification_metrics(
     if len(classes) == 2:
         pos = classes[1] if positive is None else positive
         if pos not in list(classes):
-            raise TrackingError(f"positive class {pos!r} is not one of the labels {classes.tolist()}")
+            raise TrackingError(
+                f"positive class {pos!r} is not one of the labels {classes.tolist()}"
+            )
         i = list(classes).index(pos)
         out.update(precision=float(precision[i]), recall=float(recall[i]), f1=float(f1[i]))
     for average in AVERAGES:

@@ -8,7 +8,7 @@ import sys
 from datetime import UTC, datetime
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, Optional
+from typing import Annotated, NoReturn, Optional
 
 import pandas as pd
 import typer
@@ -21,7 +21,9 @@ from modelmon.tracking import records
 from modelmon.tracking.records import RunRecord
 from modelmon.tracking.summary import FAMILIES, final_and_best, headline_metrics, ordered_splits
 
-runs_app = typer.Typer(help="Training runs: list, show, compare, export, plot.", no_args_is_help=True)
+runs_app = typer.Typer(
+    help="Training runs: list, show, compare, export, plot.", no_args_is_help=True
+)
 console = Console(stderr=True)
 
 StoreOption = Annotated[
@@ -36,7 +38,9 @@ MetricOption = Annotated[
     typer.Option("--metric", "-m", help="Metric to show (repeatable) [default: loss, accuracy, precision, recall, F1]."),
 ]  # fmt: skip
 AllOption = Annotated[bool, typer.Option("--all", help="Show every logged metric.")]
-RunIds = Annotated[list[int], typer.Argument(help="Run ids (see `modelmon runs list`).", show_default=False)]
+RunIds = Annotated[
+    list[int], typer.Argument(help="Run ids (see `modelmon runs list`).", show_default=False)
+]
 
 
 class ExportFormat(str, Enum):
@@ -63,13 +67,9 @@ def _runs(store: Store, run_ids: list[int]) -> list[RunRecord]:
         _fail(exc)
 
 
-def _number(value: Any) -> str:
+def _number(value: float) -> str:
     """A metric value for a table; non-finite ones in red, as they are flagged in the store."""
-    if value is None:
-        return ""
-    if isinstance(value, float) and not math.isfinite(value):
-        return f"[red]{value}[/red]"
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
+    return f"{value:.4g}" if math.isfinite(value) else f"[red]{value}[/red]"
 
 
 def _duration(run: RunRecord) -> str:
@@ -102,7 +102,9 @@ def _split_label(split: str) -> str:
 
 @runs_app.command("list")
 def list_runs(
-    experiment: Annotated[Optional[str], typer.Option("--experiment", "-e", help="Only runs of this experiment.")] = None,
+    experiment: Annotated[
+        Optional[str], typer.Option("--experiment", "-e", help="Only runs of this experiment.")
+    ] = None,
     store: StoreOption = None,
 ) -> None:
     """List runs with their status, epochs, final validation metrics and model."""
@@ -112,7 +114,7 @@ def list_runs(
         where = f" of experiment {experiment!r}" if experiment else ""
         console.print(f"no runs{where} in {opened.display_url}")
         return
-    shown = [name for names in (FAMILIES["loss"], FAMILIES["accuracy"], FAMILIES["f1"]) for name in names]
+    shown = [*FAMILIES["loss"], *FAMILIES["accuracy"], *FAMILIES["f1"]]
     final = final_and_best(records.metric_frame(opened, [r.id for r in runs], "validation", shown))
     table = Table("id", "experiment", "name", "status", "started", "duration", "epochs",
                   "val loss", "val accuracy", "val F1", "model", title=f"runs in {opened.display_url}")  # fmt: skip
@@ -130,7 +132,9 @@ def list_runs(
 
 @runs_app.command("show")
 def show_run(
-    run_id: Annotated[int, typer.Argument(metavar="RUN", help="Run id (see `modelmon runs list`).")],
+    run_id: Annotated[
+        int, typer.Argument(metavar="RUN", help="Run id (see `modelmon runs list`).")
+    ],
     metric: MetricOption = None,
     all_: AllOption = False,
     store: StoreOption = None,
@@ -143,13 +147,17 @@ def show_run(
     facts.add_row("run", f"{run.id}" + (f" ({run.name})" if run.name else ""))
     facts.add_row("experiment", run.experiment)
     facts.add_row("status", _status(run.status) + (f": {run.error}" if run.error else ""))
-    facts.add_row("started", f"{run.started_at.astimezone():%Y-%m-%d %H:%M:%S}, ran {_duration(run)}")
+    facts.add_row(
+        "started", f"{run.started_at.astimezone():%Y-%m-%d %H:%M:%S}, ran {_duration(run)}"
+    )
     for label, value in (("git commit", run.git_commit), ("model", _model(run))):
         if value:
             facts.add_row(label, value)
     for label, mapping in (("params", run.params), ("tags", run.tags)):
         if mapping:
-            facts.add_row(label, ", ".join(f"{k}={records.param_text(v)}" for k, v in sorted(mapping.items())))
+            facts.add_row(
+                label, ", ".join(f"{k}={records.param_text(v)}" for k, v in sorted(mapping.items()))
+            )
     out.print(facts)
     frame = records.metric_frame(opened, [run.id])
     if frame.empty:
@@ -167,7 +175,9 @@ def show_run(
     per_metric = {m: [s for s in splits if (m, s) in wide.columns] for m in shown}
     table = Table("epoch", title="per epoch")
     for m in shown:
-        table.add_column(f"{m}\n{' / '.join(_split_label(s) for s in per_metric[m])}", justify="right")
+        table.add_column(
+            f"{m}\n{' / '.join(_split_label(s) for s in per_metric[m])}", justify="right"
+        )
     for step, row in wide.iterrows():
         table.add_row(str(step), *(" / ".join(row[(m, s)] for s in per_metric[m]) for m in shown))
     out.print(table)
@@ -184,7 +194,9 @@ def compare_runs(
     value and its best (lowest for losses, highest otherwise) with the epoch it was reached."""
     opened = _open(store)
     runs = _runs(opened, run_ids)
-    table = Table("", *(f"{r.id}" + (f" {r.name}" if r.name else "") for r in runs), title="runs compared")
+    table = Table(
+        "", *(f"{r.id}" + (f" {r.name}" if r.name else "") for r in runs), title="runs compared"
+    )
     table.add_row("experiment", *(r.experiment for r in runs))
     table.add_row("status", *(_status(r.status) for r in runs))
     table.add_row("epochs", *("" if r.last_step is None else str(r.last_step) for r in runs))
@@ -221,10 +233,19 @@ def _final_best(summary: pd.DataFrame, run_id: int, split: str, metric: str) -> 
 
 @runs_app.command("export")
 def export_runs(
-    format: Annotated[ExportFormat, typer.Option("--format", "-f", help="Output format.")] = ExportFormat.csv,
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="File to write [default: standard output].")] = None,
-    experiment: Annotated[Optional[str], typer.Option("--experiment", "-e", help="Only runs of this experiment.")] = None,
-    run_id: Annotated[Optional[list[int]], typer.Option("--run", help="Only this run (repeatable).")] = None,
+    output_format: Annotated[
+        ExportFormat, typer.Option("--format", "-f", help="Output format.")
+    ] = ExportFormat.csv,
+    out: Annotated[
+        Optional[Path],
+        typer.Option("--out", "-o", help="File to write [default: standard output]."),
+    ] = None,
+    experiment: Annotated[
+        Optional[str], typer.Option("--experiment", "-e", help="Only runs of this experiment.")
+    ] = None,
+    run_id: Annotated[
+        Optional[list[int]], typer.Option("--run", help="Only this run (repeatable).")
+    ] = None,
     store: StoreOption = None,
 ) -> None:
     """Export metric values, one row per run, split, metric and epoch, with each run's
@@ -240,7 +261,7 @@ def export_runs(
     )
     frame = info.merge(frame, on="run_id", how="inner")
     frame["logged_at"] = [v.isoformat() for v in frame["logged_at"]]
-    if format is ExportFormat.csv:
+    if output_format is ExportFormat.csv:
         frame[["run_name", "non_finite"]] = frame[["run_name", "non_finite"]].fillna("")
         text = frame.to_csv(index=False, na_rep="nan")  # only values can be missing now
     else:
@@ -257,7 +278,7 @@ def export_runs(
 @runs_app.command("plot")
 def plot(
     run_ids: RunIds,
-    out: Annotated[Path, typer.Option("--out", "-o", help="PNG file to write.")] = Path("curves.png"),
+    out: Annotated[Path, typer.Option("--out", "-o", help="PNG file to write.")] = Path("curves.png"),  # fmt: skip
     store: StoreOption = None,
 ) -> None:
     """Plot loss, accuracy and F1 per epoch of one or more runs, training (dashed) against

@@ -51,7 +51,9 @@ class ModelmonCallback(keras.callbacks.Callback):
         step = epoch + 1
         train = {k: v for k, v in logs.items() if not k.startswith(VALIDATION_PREFIX)}
         validation = {
-            k[len(VALIDATION_PREFIX):]: v for k, v in logs.items() if k.startswith(VALIDATION_PREFIX)
+            k[len(VALIDATION_PREFIX) :]: v
+            for k, v in logs.items()
+            if k.startswith(VALIDATION_PREFIX)
         }
         if train:
             self.run.log_metrics(train, step=step, split=TRAIN)

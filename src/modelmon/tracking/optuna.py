@@ -85,7 +85,9 @@ class OptunaCallback:
 def _fail_reason(trial: FrozenTrial) -> str:
     # Optuna before 5 kept the exception's text; Optuna 5 only logs it.
     reason = trial.system_attrs.get("fail_reason")
-    return str(reason) if reason else f"trial {trial.number} failed (its exception is in Optuna's log)"
+    return (
+        str(reason) if reason else f"trial {trial.number} failed (its exception is in Optuna's log)"
+    )
 
 
 def _utc(value: datetime | None) -> datetime | None:

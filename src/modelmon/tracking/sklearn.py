@@ -117,7 +117,9 @@ def _epoch_strategy(final: Any, per_epoch: int) -> Callable[[Any, Any, Any, Any,
             "by epoch"
         )
     final.set_params(warm_start=True)
-    return lambda model, X, y, classes, epoch: model.set_params(**{grow: epoch * per_epoch}).fit(X, y)
+    return lambda model, X, y, classes, epoch: model.set_params(**{grow: epoch * per_epoch}).fit(
+        X, y
+    )
 
 
 def _repeat(times: int, action: Callable[[], Any]) -> None:

@@ -58,5 +58,6 @@ def final_and_best(frame: pd.DataFrame) -> pd.DataFrame:
             "best_step": None if best is None else best["step"], "steps": len(group),
         })  # fmt: skip
     return pd.DataFrame(
-        rows, columns=["run_id", "split", "metric", "final", "final_step", "best", "best_step", "steps"]
+        rows,
+        columns=["run_id", "split", "metric", "final", "final_step", "best", "best_step", "steps"],
     )

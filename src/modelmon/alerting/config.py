@@ -1,0 +1,635 @@
+"""``modelmon.yaml``: notification channels, routing and alert rules, declared once.
+
+The file is validated with pydantic; every error names the key that is wrong, as a path
+(``channels[2].webhook_url: ...``). Secrets are never written in the file: a secret field
+holds ``$__env{VAR}`` (read from the environment) or ``$__file{/path}`` (read from a file),
+and ``<field>_file: /path`` is accepted as a spelling of the latter. See docs/alerting.md.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, ClassVar, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from modelmon.errors import ModelmonError
+
+DEFAULT_RUNBOOK_BASE = "https://github.com/modelmon/modelmon/blob/main/docs/runbooks.md"
+DURATION = re.compile(r"^((\d+)(ms|s|m|h|d|w|y))+$")
+NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+CHANNEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+LABEL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+SECRET_REF = re.compile(r"^\$__(env|file)\{([^}]+)\}$")
+SEVERITIES = ("critical", "warning", "info")
+
+
+class AlertingConfigError(ModelmonError):
+    """``modelmon.yaml`` is invalid, or a secret it names cannot be read."""
+
+    status_code = 400
+    reason = "invalid_config"
+
+
+# -- small value types --------------------------------------------------------------------
+
+
+def check_duration(value: str) -> str:
+    if not isinstance(value, str) or not DURATION.match(value):
+        raise ValueError(f"{value!r} is not a duration; write it as Prometheus does, e.g. 30s, 5m, 1h or 1d")
+    return value
+
+
+Duration = Annotated[str, Field(json_schema_extra={"format": "prometheus-duration"})]
+
+
+def duration_seconds(value: str) -> float:
+    """A Prometheus duration (``1h30m``) in seconds."""
+    units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
+    return sum(int(n) * units[u] for _, n, u in re.findall(r"((\d+)(ms|s|m|h|d|w|y))", check_duration(value)))
+
+
+class SecretRef(BaseModel):
+    """Where a secret comes from: an environment variable or a file, never the YAML."""
+
+    model_config = ConfigDict(frozen=True)
+    source: Literal["env", "file"]
+    name: str  # the variable's name, or the file's path
+
+    @classmethod
+    def parse(cls, value: Any) -> SecretRef:
+        if isinstance(value, SecretRef):
+            return value
+        if isinstance(value, dict) and set(value) <= {"source", "name"}:
+            return cls(**value)
+        if isinstance(value, str):
+            match = SECRET_REF.match(value.strip())
+            if match:
+                return cls(source=match.group(1), name=match.group(2).strip())
+        raise ValueError(
+            "secrets are never written in modelmon.yaml: give $__env{VARIABLE} or $__file{/path/to/file} "
+            "(or use the field's *_file form)"
+        )
+
+    def __str__(self) -> str:
+        return f"$__{self.source}{{{self.name}}}"
+
+    def resolve(self, where: str) -> str:
+        """The secret's value, read now; errors name ``where`` (the config key)."""
+        if self.source == "env":
+            value = os.environ.get(self.name)
+            if value is None:
+                raise AlertingConfigError(f"{where}: environment variable {self.name} is not set")
+            return value
+        try:
+            return Path(self.name).read_text().strip()
+        except OSError as exc:
+            raise AlertingConfigError(f"{where}: cannot read secret file {self.name} ({exc.strerror})") from None
+
+    def grafana(self) -> str:
+        """The same reference in Grafana provisioning syntax (expanded by Grafana)."""
+        return f"${{{self.name}}}" if self.source == "env" else f"$__file{{{self.name}}}"
+
+
+Secret = Annotated[SecretRef, Field(description="$__env{VAR} or $__file{/path}")]
+
+
+def _secret_or_plain(value: Any) -> SecretRef | str:
+    if isinstance(value, str) and not SECRET_REF.match(value.strip()):
+        return value
+    return SecretRef.parse(value)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class _Channel(_Strict):
+    name: str
+    send_resolved: bool = Field(True, description="Also notify when the alert resolves.")
+
+    #: Secret fields of this channel type; ``<field>_file: path`` is read as ``$__file{path}``.
+    SECRET_FIELDS: ClassVar[tuple[str, ...]] = ()
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not CHANNEL_NAME.match(value):
+            raise ValueError(f"{value!r}: channel names are letters, digits, '.', '_' and '-'")
+        return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _secret_fields(cls, data: Any) -> Any:
+        """``<field>_file: path`` becomes ``$__file{path}``; secret fields must be references."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        for key in list(data):
+            if key.endswith("_file") and key[: -len("_file")] in cls.SECRET_FIELDS:
+                field = key[: -len("_file")]
+                if field in data:
+                    raise ValueError(f"give either {field} or {key}, not both")
+                data[field] = f"$__file{{{data.pop(key)}}}"
+        for field in cls.SECRET_FIELDS:
+            if data.get(field) is not None:
+                try:
+                    data[field] = SecretRef.parse(data[field])
+                except ValueError as exc:
+                    raise _KeyError(field, str(exc)) from None
+        return data
+
+
+class EmailChannel(_Channel):
+    type: Literal["email"]
+    to: list[str] = Field(min_length=1, description="Recipient addresses.")
+
+    @field_validator("to")
+    @classmethod
+    def _addresses(cls, value: list[str]) -> list[str]:
+        for address in value:
+            if "@" not in address:
+                raise ValueError(f"{address!r} is not an email address")
+        return value
+
+
+class SlackChannel(_Channel):
+    type: Literal["slack"]
+    SECRET_FIELDS: ClassVar[tuple[str, ...]] = ("webhook_url",)
+    webhook_url: Secret = Field(description="The incoming-webhook URL (a secret).")
+    channel: str | None = Field(None, description="Channel to post to, e.g. #ml-alerts [default: the webhook's].")
+
+
+class WebhookChannel(_Channel):
+    type: Literal["webhook"]
+    SECRET_FIELDS: ClassVar[tuple[str, ...]] = ("bearer_token",)
+    url: SecretRef | str = Field(description="Where to POST Alertmanager's JSON (plain, or a secret reference).")
+    bearer_token: Secret | None = Field(None, description="Sent as 'Authorization: Bearer ...'.")
+    max_alerts: int = Field(0, ge=0, description="Most alerts in one payload (0: all).")
+
+    @field_validator("url", mode="before")
+    @classmethod
+    def _url(cls, value: Any) -> Any:
+        return _secret_or_plain(value)
+
+
+class PagerDutyChannel(_Channel):
+    type: Literal["pagerduty"]
+    SECRET_FIELDS: ClassVar[tuple[str, ...]] = ("routing_key",)
+    routing_key: Secret = Field(description="Events API v2 integration (routing) key.")
+    url: str | None = Field(None, description="Events API endpoint [default: PagerDuty's].")
+
+
+class TelegramChannel(_Channel):
+    type: Literal["telegram"]
+    SECRET_FIELDS: ClassVar[tuple[str, ...]] = ("bot_token",)
+    bot_token: Secret
+    chat_id: int
+    api_url: str | None = Field(None, description="Bot API endpoint [default: Telegram's].")
+
+
+class DiscordChannel(_Channel):
+    type: Literal["discord"]
+    SECRET_FIELDS: ClassVar[tuple[str, ...]] = ("webhook_url",)
+    webhook_url: Secret
+
+
+class SnsChannel(_Channel):
+    """SMS (``phone_number``) or a topic (``topic_arn``) through Amazon SNS. Credentials come
+    from ``access_key``/``secret_key`` or, when those are not given, from the AWS default
+    chain of the Alertmanager process (``AWS_ACCESS_KEY_ID``... or an instance role)."""
+
+    type: Literal["sns"]
+    SECRET_FIELDS: ClassVar[tuple[str, ...]] = ("access_key", "secret_key")
+    phone_number: str | None = None
+    topic_arn: str | None = None
+    region: str
+    access_key: Secret | None = None
+    secret_key: Secret | None = None
+    api_url: str | None = None
+
+    @model_validator(mode="after")
+    def _target(self) -> SnsChannel:
+        if (self.phone_number is None) == (self.topic_arn is None):
+            raise ValueError("give exactly one of phone_number (SMS) or topic_arn")
+        if (self.access_key is None) != (self.secret_key is None):
+            raise ValueError("give both access_key and secret_key, or neither (AWS default credentials)")
+        return self
+
+
+class AppriseChannel(_Channel):
+    """Any Apprise URL (SMS through Twilio, Teams through workflows, X, ntfy...), delivered
+    by ``modelmon notify-bridge``. The URLs carry credentials, so they are a secret: one or
+    more URLs separated by spaces, commas or new lines."""
+
+    type: Literal["apprise"]
+    SECRET_FIELDS: ClassVar[tuple[str, ...]] = ("urls",)
+    urls: Secret
+
+
+Channel = Annotated[
+    Union[EmailChannel, SlackChannel, WebhookChannel, PagerDutyChannel, TelegramChannel, DiscordChannel,
+          SnsChannel, AppriseChannel],  # fmt: skip
+    Field(discriminator="type"),
+]
+
+
+class Smtp(_Strict):
+    """Mail server for email channels (Alertmanager's global SMTP settings)."""
+
+    smarthost: str = Field(description="host:port of the mail server.")
+    sender: str = Field(alias="from", description="From address.")
+    auth_username: str | None = None
+    auth_password: Secret | None = None
+    require_tls: bool = True
+    hello: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _file_spelling(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "auth_password_file" in data:
+            data = dict(data)
+            if "auth_password" in data:
+                raise ValueError("give either auth_password or auth_password_file, not both")
+            data["auth_password"] = f"$__file{{{data.pop('auth_password_file')}}}"
+        return data
+
+    @field_validator("auth_password", mode="before")
+    @classmethod
+    def _secret(cls, value: Any) -> Any:
+        return None if value is None else SecretRef.parse(value)
+
+    @field_validator("smarthost")
+    @classmethod
+    def _hostport(cls, value: str) -> str:
+        if not re.match(r"^[^:\s]+:\d+$", value):
+            raise ValueError(f"{value!r}: expected host:port")
+        return value
+
+
+class Routing(_Strict):
+    """Who gets what. An alert goes to the channels of its model (in addition), then to its
+    rule's own channels if the rule names any, else to the channels of its severity, else
+    to ``default``."""
+
+    default: list[str] = Field(default_factory=list, description="Channels for alerts no other route takes.")
+    severity: dict[str, list[str]] = Field(default_factory=dict, description="Channels per severity.")
+    models: dict[str, list[str]] = Field(default_factory=dict, description="Extra channels per model name.")
+    group_by: list[str] = Field(default_factory=lambda: ["alertname", "model"])
+    group_wait: Duration = "30s"
+    group_interval: Duration = "5m"
+    repeat_interval: Duration = "4h"
+    resolve_timeout: Duration = "5m"
+
+    @field_validator("group_wait", "group_interval", "repeat_interval", "resolve_timeout")
+    @classmethod
+    def _duration(cls, value: str) -> str:
+        return check_duration(value)
+
+    @field_validator("severity")
+    @classmethod
+    def _severity(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        for key in value:
+            if key not in SEVERITIES:
+                raise ValueError(f"{key!r}: severities are {', '.join(SEVERITIES)}")
+        return value
+
+
+# -- rules ----------------------------------------------------------------------------------
+
+
+class _RuleCommon(_Strict):
+    enabled: bool = True
+    for_: Duration | None = Field(None, alias="for", description="How long the condition must hold before firing.")
+    severity: Literal["critical", "warning", "info"] | None = None
+    labels: dict[str, str] = Field(default_factory=dict, description="Extra labels on the alert.")
+    channels: list[str] = Field(default_factory=list, description="Send only to these channels (overrides severity routing).")
+
+    @field_validator("for_")
+    @classmethod
+    def _for(cls, value: str | None) -> str | None:
+        return None if value is None else check_duration(value)
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, value: dict[str, str]) -> dict[str, str]:
+        for key in value:
+            if not LABEL_NAME.match(key) or key.startswith("__"):
+                raise ValueError(f"{key!r} is not a valid label name")
+            if key in ("alertname", "severity"):
+                raise ValueError(f"{key!r} is set by modelmon; use the rule's name or severity instead")
+        return value
+
+
+class TargetDown(_RuleCommon):
+    lookback: Duration = Field("1h", description="How long a down target keeps its model and version labels.")
+
+
+class ErrorRatio(_RuleCommon):
+    threshold: float = Field(0.05, gt=0, le=1, description="Share of inference requests that failed.")
+    window: Duration = "5m"
+
+
+class LatencyP99(_RuleCommon):
+    threshold: float = Field(0.5, gt=0, description="Objective for the 99th percentile, in seconds.")
+    quantile: float = Field(0.99, gt=0, lt=1)
+    window: Duration = "5m"
+
+
+class FeatureDrift(_RuleCommon):
+    methods: Literal["auto"] | list[Literal["psi", "js", "wasserstein", "ks", "chi2_pvalue"]] = Field(
+        "auto", description="auto: the server's verdict (p-value tests up to pvalue_max_rows rows, PSI above); or a list of methods."
+    )
+    pvalue_max_rows: int = Field(1000, ge=1, description="Keep equal to the server's DriftSettings.pvalue_max_rows.")
+
+
+class DatasetDrift(_RuleCommon):
+    threshold: float = Field(0.5, gt=0, le=1, description="Share of drifted features.")
+
+
+class PredictionDrift(_RuleCommon):
+    threshold: float = Field(0.2, gt=0, description="PSI of the predicted classes against the validation outputs.")
+
+
+class RealizedQuality(_RuleCommon):
+    margin: float = Field(0.05, ge=0, lt=1, description="How far below the validation baseline counts as a drop.")
+    window: Duration = "6h"
+    min_labels: int = Field(100, ge=1, description="Labelled predictions the window needs.")
+    metrics: list[Literal["accuracy", "f1_macro"]] = Field(default_factory=lambda: ["accuracy", "f1_macro"])
+
+
+class EstimatedAccuracy(_RuleCommon):
+    margin: float = Field(0.05, ge=0, lt=1)
+    window: Duration = "1h"
+    min_rows: int = Field(100, ge=1, description="Predictions the window needs.")
+
+
+class LabelCoverage(_RuleCommon):
+    threshold: float = Field(0.1, gt=0, le=1, description="Least share of predictions that get a label.")
+    window: Duration = "1d"
+    min_predictions: int = Field(100, ge=1)
+    require_some_labels: bool = Field(True, description="Only for models that have received labels since their server started.")
+
+
+class TrainingLossNaN(_RuleCommon):
+    metrics: list[str] = Field(default_factory=lambda: ["loss"], min_length=1)
+
+
+class TrainingPlateau(_RuleCommon):
+    patience: int = Field(5, ge=1, description="Epochs without a new best validation loss.")
+    lookback: Duration = Field("6h", description="How far back the best validation loss is looked for.")
+    split: str = "validation"
+    metric: str = "loss"
+
+
+class TrainingStalled(_RuleCommon):
+    threshold: float = Field(900, gt=0, description="Seconds since the run last reported.")
+
+
+class Builtins(_Strict):
+    """The built-in rules, each on by default; every field can be overridden."""
+
+    override_for: Duration | None = Field(None, description="Use this `for` for every built-in rule (tests and demos).")
+    target_down: TargetDown = Field(default_factory=TargetDown)
+    error_ratio: ErrorRatio = Field(default_factory=ErrorRatio)
+    latency_p99: LatencyP99 = Field(default_factory=LatencyP99)
+    feature_drift: FeatureDrift = Field(default_factory=FeatureDrift)
+    dataset_drift: DatasetDrift = Field(default_factory=DatasetDrift)
+    prediction_drift: PredictionDrift = Field(default_factory=PredictionDrift)
+    realized_quality: RealizedQuality = Field(default_factory=RealizedQuality)
+    estimated_accuracy: EstimatedAccuracy = Field(default_factory=EstimatedAccuracy)
+    label_coverage: LabelCoverage = Field(default_factory=LabelCoverage)
+    training_nan_loss: TrainingLossNaN = Field(default_factory=TrainingLossNaN)
+    training_plateau: TrainingPlateau = Field(default_factory=TrainingPlateau)
+    training_stalled: TrainingStalled = Field(default_factory=TrainingStalled)
+
+    @field_validator("override_for")
+    @classmethod
+    def _for(cls, value: str | None) -> str | None:
+        return None if value is None else check_duration(value)
+
+
+Comparator = Literal[">", ">=", "<", "<=", "==", "!="]
+Aggregation = Literal["last", "avg", "min", "max", "sum", "count", "rate", "increase", "quantile"]
+
+
+class CustomRule(_RuleCommon):
+    """A condition of your own: a metric, aggregated and compared with a threshold, or a
+    raw PromQL ``expr`` (it fires for every series it returns)."""
+
+    name: str = Field(description="The alert's name (alertname), e.g. ChurnAmountUnseen.")
+    metric: str | None = None
+    matchers: dict[str, str] = Field(default_factory=dict, description="Label filters, e.g. {feature: amount}; values are exact.")
+    aggregation: Aggregation = "last"
+    quantile: float | None = Field(None, gt=0, lt=1, description="For aggregation: quantile (a histogram's base name as metric).")
+    by: list[str] = Field(default_factory=lambda: ["model", "version"], description="Labels kept (one alert per combination).")
+    comparator: Comparator | None = None
+    threshold: float | None = None
+    window: Duration = "5m"
+    expr: str | None = Field(None, description="Raw PromQL instead of metric/aggregation/comparator/threshold.")
+    summary: str | None = None
+    description: str | None = None
+    runbook_url: str | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not NAME.match(value):
+            raise ValueError(f"{value!r}: alert names are letters, digits and '_', not starting with a digit")
+        return value
+
+    @field_validator("window")
+    @classmethod
+    def _window(cls, value: str) -> str:
+        return check_duration(value)
+
+    @field_validator("metric")
+    @classmethod
+    def _metric(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^[A-Za-z_:][A-Za-z0-9_:]*$", value):
+            raise ValueError(f"{value!r} is not a metric name")
+        return value
+
+    @field_validator("by")
+    @classmethod
+    def _by(cls, value: list[str]) -> list[str]:
+        for label in value:
+            if not LABEL_NAME.match(label):
+                raise ValueError(f"{label!r} is not a label name")
+        return value
+
+    @field_validator("matchers")
+    @classmethod
+    def _matchers(cls, value: dict[str, str]) -> dict[str, str]:
+        for label in value:
+            if not LABEL_NAME.match(label):
+                raise ValueError(f"{label!r} is not a label name")
+        return value
+
+    @model_validator(mode="after")
+    def _shape(self) -> CustomRule:
+        if self.expr is not None:
+            extra = [k for k in ("metric", "comparator", "threshold") if getattr(self, k) is not None]
+            if extra:
+                raise ValueError(f"give either expr or metric/comparator/threshold, not both ({', '.join(extra)} set)")
+            return self
+        missing = [k for k in ("metric", "comparator", "threshold") if getattr(self, k) is None]
+        if missing:
+            raise ValueError(f"missing {', '.join(missing)} (or give a raw PromQL expr)")
+        if (self.aggregation == "quantile") != (self.quantile is not None):
+            raise ValueError("quantile is given with aggregation: quantile, and only then")
+        return self
+
+
+class PrometheusSettings(_Strict):
+    job: str = Field("modelmon", description="Scrape job (regex) of the model servers, for the target-down rule.")
+    drift_windows: list[Duration] = Field(default_factory=lambda: ["1h"], description="Windows of the fleet drift recording rules.")
+    evaluation_interval: Duration | None = Field(None, description="Rule group interval [default: Prometheus's global one].")
+
+    @field_validator("drift_windows")
+    @classmethod
+    def _windows(cls, value: list[str]) -> list[str]:
+        for window in value:
+            if not re.match(r"^\d+[smhdw]$", window):
+                raise ValueError(f"{window!r}: a drift window is one Prometheus duration such as 30m, 1h or 1d")
+        return value
+
+
+class GrafanaSettings(_Strict):
+    datasource_uid: str = Field("prometheus", description="UID of the Prometheus data source in Grafana.")
+    folder: str = "modelmon"
+    interval: Duration = "1m"
+    org_id: int = 1
+
+
+class BridgeSettings(_Strict):
+    url: str = Field("http://127.0.0.1:9096", description="Where Alertmanager and Grafana reach `modelmon notify-bridge`.")
+    attempts: int = Field(5, ge=1, description="Delivery attempts per message.")
+    retry_seconds: float = Field(2.0, gt=0, description="First retry delay; doubles on every attempt.")
+
+
+class AlertingConfig(_Strict):
+    """The whole of ``modelmon.yaml``."""
+
+    version: Literal[1] = 1
+    runbook_base_url: str = DEFAULT_RUNBOOK_BASE
+    smtp: Smtp | None = None
+    channels: list[Channel] = Field(default_factory=list)
+    routing: Routing = Field(default_factory=Routing)
+    builtins: Builtins = Field(default_factory=Builtins)
+    rules: list[CustomRule] = Field(default_factory=list)
+    prometheus: PrometheusSettings = Field(default_factory=PrometheusSettings)
+    grafana: GrafanaSettings = Field(default_factory=GrafanaSettings)
+    bridge: BridgeSettings = Field(default_factory=BridgeSettings)
+
+    @model_validator(mode="after")
+    def _references(self) -> AlertingConfig:
+        names = [c.name for c in self.channels]
+        seen: set[str] = set()
+        for i, name in enumerate(names):
+            if name in seen:
+                raise _KeyError(f"channels[{i}].name", f"channel {name!r} is declared twice")
+            seen.add(name)
+
+        def check(key: str, refs: list[str]) -> None:
+            for i, ref in enumerate(refs):
+                if ref not in seen:
+                    known = ", ".join(sorted(seen)) or "none declared"
+                    raise _KeyError(f"{key}[{i}]", f"unknown channel {ref!r} (channels: {known})")
+
+        check("routing.default", self.routing.default)
+        for severity, refs in self.routing.severity.items():
+            check(f"routing.severity.{severity}", refs)
+        for model, refs in self.routing.models.items():
+            check(f"routing.models.{model}", refs)
+        for key in Builtins.model_fields:
+            value = getattr(self.builtins, key)
+            if isinstance(value, _RuleCommon):
+                check(f"builtins.{key}.channels", value.channels)
+        rule_names: set[str] = set()
+        for i, rule in enumerate(self.rules):
+            check(f"rules[{i}].channels", rule.channels)
+            if rule.name in rule_names:
+                raise _KeyError(f"rules[{i}].name", f"rule {rule.name!r} is declared twice")
+            rule_names.add(rule.name)
+        if any(isinstance(c, EmailChannel) for c in self.channels) and self.smtp is None:
+            first = next(i for i, c in enumerate(self.channels) if isinstance(c, EmailChannel))
+            raise _KeyError("smtp", f"required by the email channel channels[{first}] ({self.channels[first].name})")
+        return self
+
+    def channel(self, name: str) -> Any:
+        return next(c for c in self.channels if c.name == name)
+
+
+class _KeyError(ValueError):
+    """A cross-reference error that knows its key (pydantic reports it at the root)."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(f"{key}: {message}")
+        self.key = key
+        self.message = message
+
+
+# -- loading ----------------------------------------------------------------------------
+
+
+def format_errors(exc: ValidationError, source: str) -> str:
+    """One line per problem, each naming its key as a path: ``channels[2].webhook_url``."""
+    lines = []
+    for error in exc.errors():
+        path = ""
+        for part in error["loc"]:
+            if isinstance(part, int):
+                path += f"[{part}]"
+            elif part in {c.__name__ for c in _CHANNEL_TYPES} or str(part) in _CHANNEL_TAGS:
+                continue  # the discriminated union's tag: not a key the user wrote
+            else:
+                path += f".{part}" if path else str(part)
+        message = error["msg"].removeprefix("Value error, ")
+        cause = (error.get("ctx") or {}).get("error")
+        if isinstance(cause, _KeyError):  # the error names a key below the one it was raised at
+            path = f"{path}.{cause.key}" if path else cause.key
+            message = cause.message
+        elif error["type"] == "extra_forbidden":
+            message = "unknown key (check its spelling and docs/alerting.md)"
+        elif error["type"] == "union_tag_invalid":
+            message = f"unknown channel type; use one of {', '.join(sorted(_CHANNEL_TAGS))}"
+        elif error["type"] == "union_tag_not_found":
+            message = f"missing type; use one of {', '.join(sorted(_CHANNEL_TAGS))}"
+        lines.append(f"{path or '(top level)'}: {message}")
+    return f"{source}: " + "; ".join(lines)
+
+
+_CHANNEL_TYPES = (EmailChannel, SlackChannel, WebhookChannel, PagerDutyChannel, TelegramChannel, DiscordChannel,
+                  SnsChannel, AppriseChannel)  # fmt: skip
+_CHANNEL_TAGS = {c.model_fields["type"].annotation.__args__[0] for c in _CHANNEL_TYPES}
+
+
+def parse_config(data: Any, source: str = "modelmon.yaml") -> AlertingConfig:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise AlertingConfigError(f"{source}: expected a mapping at the top level, got {type(data).__name__}")
+    try:
+        return AlertingConfig.model_validate(data)
+    except ValidationError as exc:
+        raise AlertingConfigError(format_errors(exc, source)) from None
+
+
+def load_config(path: Path | str | None) -> AlertingConfig:
+    """Read and validate ``modelmon.yaml``; ``None`` gives the defaults (built-in rules, no channels)."""
+    if path is None:
+        return AlertingConfig()
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise AlertingConfigError(f"cannot read {path}: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise AlertingConfigError(f"{path}: not valid YAML: {exc}") from None
+    return parse_config(data, str(path))

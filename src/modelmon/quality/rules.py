@@ -1,0 +1,119 @@
+"""Recording rules for fleet-wide model quality: realized (from labels) and estimated (from
+calibrated probabilities, CBPE), over a window.
+
+Both read a confusion matrix kept as counters, ``modelmon_confusion_total`` and
+``modelmon_expected_confusion_total`` {model, version, actual, predicted}, summed over
+replicas with exact windowed differences (see ``modelmon.monitoring.rules``). The metrics
+follow scikit-learn's definitions: per-class F1 is 2 TP / (predicted + actual), and the
+macro average is over the classes that occur as actual or predicted in the window
+(``f1_score(average="macro")`` on the same labels). PromQL cannot compare two label values,
+so the diagonal (actual == predicted) is selected by matching against a series whose
+``actual`` and ``predicted`` are both copied from ``modelmon_predictions_total``'s ``class``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from modelmon.monitoring.rules import check_window, pd_minutes, windowed
+
+BY_VERSION = "model, version"
+BY_CELL = "model, version, actual, predicted"
+BY_CLASS = "model, version, class"
+DIAGONAL = (
+    'label_replace(label_replace(modelmon_predictions_total, "actual", "$1", "class", "(.+)"), '
+    '"predicted", "$1", "class", "(.+)")'
+)
+
+
+def confusion_rules(source: str, prefix: str, w: str) -> list[dict[str, str]]:
+    cells = f"modelmon:{prefix}confusion_window:{w}"
+
+    def per_class(expr: str, from_label: str) -> str:
+        return f'sum by ({BY_CLASS}) (label_replace({expr}, "class", "$1", "{from_label}", "(.+)"))'
+
+    diagonal = f"({cells} and on ({BY_CELL}) {DIAGONAL})"
+    tp, predicted, actual = (f"modelmon:{prefix}class_{k}_window:{w}" for k in ("true_positive", "predicted", "actual"))
+    return [
+        {"record": cells, "expr": f"sum by ({BY_CELL}) {windowed(source, w)}"},
+        {"record": f"modelmon:{prefix}labelled_window:{w}", "expr": f"sum by ({BY_VERSION}) ({cells})"},
+        {"record": tp, "expr": per_class(diagonal, "predicted")},
+        {"record": predicted, "expr": per_class(cells, "predicted")},
+        {"record": actual, "expr": per_class(cells, "actual")},
+        {
+            "record": f"modelmon:{prefix}accuracy:{w}",
+            "expr": f"sum by ({BY_VERSION}) ({tp}) / (modelmon:{prefix}labelled_window:{w} > 0)",
+        },
+        # Per class, zero when the class was never predicted (or never actual), as
+        # scikit-learn's zero_division=0; only classes that occur in the window.
+        {
+            "record": f"modelmon:{prefix}precision:{w}",
+            "expr": f"(({tp} / ({predicted} > 0)) or ({tp} * 0 and ({actual} > 0)))",
+        },
+        {
+            "record": f"modelmon:{prefix}recall:{w}",
+            "expr": f"(({tp} / ({actual} > 0)) or ({tp} * 0 and ({predicted} > 0)))",
+        },
+        {"record": f"modelmon:{prefix}f1:{w}", "expr": f"2 * {tp} / (({predicted} + {actual}) > 0)"},
+        {"record": f"modelmon:{prefix}f1_macro:{w}", "expr": f"avg by ({BY_VERSION}) (modelmon:{prefix}f1:{w})"},
+    ]
+
+
+def quality_rule_group(window: str = "1h") -> dict[str, Any]:
+    w = check_window(window)
+    coverage = {
+        "record": f"modelmon:label_coverage:{w}",
+        "expr": f'sum by ({BY_VERSION}) {windowed("modelmon_feedback_total{outcome=" + chr(34) + "matched" + chr(34) + "}", w)}'
+        f" / (sum by ({BY_VERSION}) {windowed('modelmon_predictions_total', w)} > 0)",
+    }
+    rules = [
+        *confusion_rules("modelmon_confusion_total", "", w),
+        *confusion_rules("modelmon_expected_confusion_total", "estimated_", w),
+        coverage,
+    ]
+    return {"name": f"modelmon-quality-{w}", "rules": rules}
+
+
+def quality_rules_test(rule_file: str, window: str = "1h", seed: int = 0) -> dict[str, Any]:
+    """A promtool test: two replicas' confusion counters from seeded labels; the rules must
+    give scikit-learn's accuracy and macro F1 (and per-class F1) on the pooled labels."""
+    from sklearn.metrics import accuracy_score, f1_score
+
+    w = check_window(window)
+    minutes = int(pd_minutes(w))
+    classes = ["a", "b", "c"]
+    rng = np.random.default_rng(seed)
+    y_true = rng.choice(classes, 300, p=[0.5, 0.3, 0.2])
+    y_pred = np.where(rng.random(300) < 0.7, y_true, rng.choice(classes, 300))
+    y_pred[y_pred == "c"] = "a"  # "c" is never predicted: precision's zero_division case
+    replica = rng.integers(0, 2, 300)
+    labels = 'model="m", version="1"'
+    series = []
+    for instance in (0, 1):
+        for klass in classes:
+            series.append({"series": f'modelmon_predictions_total{{{labels}, class="{klass}", instance="r{instance}"}}',
+                           "values": f"0+1x{minutes}"})  # fmt: skip
+        for actual in classes:
+            for predicted in classes:
+                n = int(((y_true == actual) & (y_pred == predicted) & (replica == instance)).sum())
+                start = 7  # counts before the window, which the rules must leave out
+                series.append({
+                    "series": f'modelmon_confusion_total{{{labels}, actual="{actual}", predicted="{predicted}", instance="r{instance}"}}',
+                    "values": f"{start}+0x{minutes - 1} {start + n}",
+                })  # fmt: skip
+    at = f"{minutes}m"
+    f1_per_class = f1_score(y_true, y_pred, labels=classes, average=None, zero_division=0)
+
+    def close(expr: str, value: float, extra: str = "") -> dict[str, Any]:
+        return {"expr": f"abs({expr} - {value!r}) < bool 1e-9", "eval_time": at,
+                "exp_samples": [{"labels": f"{{{labels}{extra}}}", "value": 1}]}  # fmt: skip
+
+    tests = [
+        close(f"modelmon:accuracy:{w}", float(accuracy_score(y_true, y_pred))),
+        close(f"modelmon:f1_macro:{w}", float(f1_score(y_true, y_pred, average="macro", zero_division=0))),
+    ]
+    tests += [close(f'modelmon:f1:{w}{{class="{k}"}}', float(v), f', class="{k}"') for k, v in zip(classes, f1_per_class, strict=True)]
+    return {"rule_files": [rule_file], "evaluation_interval": "1m",
+            "tests": [{"interval": "1m", "input_series": series, "promql_expr_test": tests}]}  # fmt: skip
