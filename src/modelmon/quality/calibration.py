@@ -108,15 +108,18 @@ def calibrate(proba: np.ndarray, truth: np.ndarray, seed: int = 0) -> Calibratio
         return Calibration(method="none", rows=len(proba))
     rng = np.random.default_rng(seed)
     folds = np.array_split(rng.permutation(len(proba)), 2)
-    errors = {}
+    fold_errors: dict[str, list[float]] = {}
     for method in METHODS:
-        fold_errors = []
+        fold_errors[method] = []
         for fit_rows, test_rows in ((folds[0], folds[1]), (folds[1], folds[0])):
             maps = fit_maps(proba[fit_rows], truth[fit_rows], method)
             calibrated = apply(Calibration(method=method, maps=maps), proba[test_rows])
-            fold_errors.append(calibration_error(calibrated, truth[test_rows]))
-        errors[method] = float(np.mean(fold_errors))
-    best = min(METHODS, key=lambda m: (errors[m], METHODS.index(m)))
+            fold_errors[method].append(calibration_error(calibrated, truth[test_rows]))
+    errors = {m: float(np.mean(e)) for m, e in fold_errors.items()}
+    # A map must beat the raw probabilities on both folds: a lower mean alone is often noise
+    # when the model is calibrated already.
+    better = [m for m in METHODS[1:] if all(e < n for e, n in zip(fold_errors[m], fold_errors["none"], strict=True))]
+    best = min(better, key=lambda m: errors[m]) if better else "none"
     return Calibration(method=best, maps=fit_maps(proba, truth, best), cv_error=errors, rows=len(proba))
 
 

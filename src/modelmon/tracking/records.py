@@ -51,8 +51,12 @@ class RunRecord:
 
     @property
     def label(self) -> str:
-        """How tables and charts name the run: its name, else ``run <id>``."""
-        return self.name or f"run {self.id}"
+        """How tables and charts name the run (rows written by other tools may lack a name)."""
+        return self.name or default_run_name(self.id)
+
+
+def default_run_name(run_id: int) -> str:
+    return f"run-{run_id}"
 
 
 def utc(value: datetime | None) -> datetime | None:
@@ -122,6 +126,10 @@ def create_run(
             )
         )  # fmt: skip
         run_id = int(result.inserted_primary_key[0])
+        if name is None:  # every run has a name, for charts and tables that label by it
+            connection.execute(
+                update(runs).where(runs.c.id == run_id).values(name=default_run_name(run_id))
+            )
         if params:
             connection.execute(
                 insert(run_params),

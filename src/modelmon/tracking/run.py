@@ -44,7 +44,7 @@ class Run:
     """An active training run. Create it with ``start_run``."""
 
     def __init__(
-        self, store: Store, run_id: int, experiment: str, name: str | None,
+        self, store: Store, run_id: int, experiment: str, name: str,
         settings: TrackingSettings,
     ) -> None:  # fmt: skip
         self.store = store
@@ -217,7 +217,7 @@ def start_run(
         tags=dict(tags or {}), git_commit=git_commit or head_commit(),
         started_at=datetime.now(UTC),
     )  # fmt: skip
-    return Run(opened, run_id, experiment, name, settings)
+    return Run(opened, run_id, experiment, name or records.default_run_name(run_id), settings)
 
 
 def head_commit() -> str | None:
