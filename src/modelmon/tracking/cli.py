@@ -30,12 +30,12 @@ StoreOption = Annotated[
     Optional[str],
     typer.Option(
         "--store", envvar=STORE_URL_ENV, show_envvar=True,
-        help="Run store: postgresql+psycopg://... or a SQLite file [default: $MODELMON_HOME/modelmon.db].",
+        help="Run store: postgresql+psycopg://... or a SQLite file \\[default: $MODELMON_HOME/modelmon.db].",
     ),
 ]  # fmt: skip
 MetricOption = Annotated[
     Optional[list[str]],
-    typer.Option("--metric", "-m", help="Metric to show (repeatable) [default: loss, accuracy, precision, recall, F1]."),
+    typer.Option("--metric", "-m", help="Metric to show (repeatable) \\[default: loss, accuracy, precision, recall, F1]."),
 ]  # fmt: skip
 AllOption = Annotated[bool, typer.Option("--all", help="Show every logged metric.")]
 RunIds = Annotated[
@@ -238,7 +238,7 @@ def export_runs(
     ] = ExportFormat.csv,
     out: Annotated[
         Optional[Path],
-        typer.Option("--out", "-o", help="File to write [default: standard output]."),
+        typer.Option("--out", "-o", help="File to write \\[default: standard output]."),
     ] = None,
     experiment: Annotated[
         Optional[str], typer.Option("--experiment", "-e", help="Only runs of this experiment.")
