@@ -156,6 +156,47 @@ def serve(
     run_server(ModelServer(reg, refs, settings), host, port, log_level)
 
 
+@app.command()
+def feedback(
+    file: Annotated[Path, typer.Argument(help="CSV or Parquet file with a prediction id column and a label column.")],
+    model: Annotated[str, typer.Option("--model", help="The served model the predictions came from.")],
+    url: Annotated[str, typer.Option(help="The modelmon server.")] = "http://127.0.0.1:8080",
+    id_column: Annotated[str, typer.Option(help="Column holding the prediction ids.")] = "id",
+    label_column: Annotated[str, typer.Option(help="Column holding the true labels.")] = "label",
+    chunk: Annotated[int, typer.Option(min=1, max=10_000, help="Labels per request.")] = 1000,
+) -> None:
+    """Send ground-truth labels to a running server, which joins them to its predictions."""
+    import httpx
+    from rich.progress import Progress
+
+    from modelmon.registry.data import read_table
+
+    try:
+        frame = read_table(file, "labels")
+        missing = [c for c in (id_column, label_column) if c not in frame.columns]
+        if missing:
+            raise ModelmonError(f"{file} has no column {missing}; its columns are {list(frame.columns)}")
+    except ModelmonError as exc:
+        _fail(exc)
+    items = [{"id": str(i), "label": v.item() if hasattr(v, "item") else v}
+             for i, v in zip(frame[id_column], frame[label_column], strict=True)]  # fmt: skip
+    totals = {"matched": 0, "duplicate": 0, "unknown": 0}
+    with httpx.Client(base_url=url, timeout=60) as client, Progress(console=console) as progress:
+        task = progress.add_task("sending labels", total=len(items))
+        for start in range(0, len(items), chunk):
+            try:
+                response = client.post(f"/v2/models/{model}/feedback", json={"labels": items[start : start + chunk]})
+            except httpx.HTTPError as exc:
+                _fail(ModelmonError(f"cannot reach {url}: {exc}"))
+            if response.status_code != 200:
+                _fail(ModelmonError(f"rows {start}-{start + chunk - 1}: {response.status_code} {response.json().get('error', response.text)}"))
+            body = response.json()
+            for key in totals:
+                totals[key] += body[key]
+            progress.advance(task, len(items[start : start + chunk]))
+    typer.echo(f"matched {totals['matched']}, duplicate {totals['duplicate']}, unknown id {totals['unknown']}")
+
+
 rules_app = typer.Typer(help="Prometheus recording rules for fleet-wide drift.", no_args_is_help=True)
 app.add_typer(rules_app, name="rules")
 

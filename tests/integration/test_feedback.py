@@ -120,3 +120,25 @@ def test_feedback_disabled_without_the_prediction_log(registry_dir, tmp_path):
         assert response.status_code == 409 and "prediction log" in response.json()["error"]
     finally:
         stop_process(server.process)
+
+
+def test_feedback_command_sends_a_file(registry_dir, shop_frame, tmp_path):
+    import subprocess
+    import sys
+
+    import pandas as pd
+
+    server = start_server(registry_dir, tmp_path, "--drain-seconds", "0")
+    try:
+        ids, _ = predict(server.url, shop_frame.drop(columns="segment").iloc[:40])
+        labels = pd.DataFrame({"prediction": ids[:30] + ["nope"], "truth": shop_frame.segment.iloc[:31].tolist()})
+        labels.to_parquet(tmp_path / "labels.parquet")
+        command = [sys.executable, "-m", "modelmon.cli", "feedback", str(tmp_path / "labels.parquet"), "--model", "shop",
+                   "--url", server.url, "--id-column", "prediction", "--label-column", "truth", "--chunk", "7"]  # fmt: skip
+        result = subprocess.run(command, capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr
+        assert "matched 30, duplicate 0, unknown id 1" in result.stdout
+        result = subprocess.run([*command[:-6], "--id-column", "missing"], capture_output=True, text=True)
+        assert result.returncode == 2 and "no column" in result.stderr
+    finally:
+        stop_process(server.process)
