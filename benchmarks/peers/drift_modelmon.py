@@ -47,7 +47,6 @@ def main() -> None:
         drift.accountant.count(batch)
         report = drift.report()
     # The parts of account_and_score, and counting as a server does (64-row batches).
-    parts = {}
     with timed.step("convert_only"):
         batch = FeatureBatch.from_frame(current, signature)
     again = monitor()
@@ -65,7 +64,7 @@ def main() -> None:
     assert np.array_equal(batched.accountant.bins.counts, again.accountant.bins.counts)
     flagged = {f: bool(report.drifted.get(f, False)) for f in columns}
     write(args.out, timed, flagged, report.scores, "DriftSettings() defaults", verdict_method=report.verdict_method,
-          window_rows=report.window_rows, thresholds=settings.thresholds(), parts=parts,
+          window_rows=report.window_rows, thresholds=settings.thresholds(),
           version=importlib.metadata.version("modelmon"))  # fmt: skip
 
 

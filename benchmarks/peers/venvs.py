@@ -19,8 +19,8 @@ PEERS: dict[str, list[str]] = {
     "evidently": ["evidently==0.7.23", "pandas<3", "pyarrow"],
     # NannyML 0.13.1 imports statsmodels without declaring it.
     "nannyml": ["nannyml==0.13.1", "statsmodels", "pyarrow"],
-    # alibi-detect pins numpy<2 itself.
-    "alibi-detect": ["alibi-detect", "pyarrow"],
+    # alibi-detect pins numpy<2 itself; pyarrow 21+ needs numpy 2.
+    "alibi-detect": ["alibi-detect", "pyarrow<21"],
 }
 
 #: Environment for every peer process: no telemetry.

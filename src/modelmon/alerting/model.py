@@ -135,7 +135,8 @@ class AlertRule:
     def _mapping(self, target: str, values: dict[str, str] | None = None) -> dict[str, str]:
         if target == "expect":
             assert values is not None
-            return {label: values.get(label, "") for label in TEXT_LABELS} | values
+            defaults = {label: "" for label in TEXT_LABELS} | {"threshold": self.threshold.prometheus}
+            return defaults | values
         labels = {label: f"{{{{ $labels.{label} }}}}" for label in TEXT_LABELS}
         if target == "prometheus":
             return labels | {"value": self.value_format.prometheus, "threshold": self.threshold.prometheus}

@@ -39,6 +39,7 @@ from modelmon.demo.data import CATEGORICAL_FEATURES, NUMERIC_FEATURES, TARGET, g
 from modelmon.errors import ModelmonError
 from modelmon.monitoring.drift import DriftSettings
 from modelmon.monitoring.rules import drift_rules, dump_yaml
+from modelmon.quality.prediction_log import PredictionLogSettings
 from modelmon.serving.app import ModelServer
 from modelmon.serving.server import DrainingServer, build_server
 from modelmon.serving.settings import ServingSettings
@@ -85,11 +86,19 @@ def run_demo(port: int = 8080, requests: int = 3000, home: Path | None = None) -
         console.print(f"[bold]3. Serve[/bold]     {url} (in this process, with adaptive batching)")
         report_monitoring(console, prometheus)
         print_urls(console, url, prometheus)
-        traffic = asyncio.run(send_traffic(url, plan_requests(requests), console))
+        plan = plan_requests(requests)
+        traffic = Traffic()
+        quality = []
+        for shifted in (False, True):
+            before = quality_counters(url)
+            asyncio.run(send_traffic(url, [r for r in plan if r.shifted == shifted], console, traffic))
+            send_labels(url, traffic.outcomes[shifted], console)
+            quality.append(phase_quality(before, quality_counters(url)))
         print_traffic(console, traffic)
         if prometheus is not None:
             print_prometheus(console, prometheus, traffic)
         print_drift(console, url, prometheus)
+        print_quality(console, card, quality)
     print_epilogue(console, home, card, port, time.perf_counter() - started)
 
 
@@ -173,9 +182,10 @@ def start_server(
     registry_dir: Path, version: int, sock: socket.socket
 ) -> tuple[DrainingServer, threading.Thread]:
     drift = DriftSettings(window_rows=DRIFT_WINDOW_ROWS, snapshot_seconds=1, score_seconds=DRIFT_SCORE_SECONDS)
-    model_server = ModelServer(
-        Registry(registry_dir), [(MODEL, str(version))], ServingSettings(drain_seconds=0, drift=drift)
-    )
+    home = registry_dir.parent
+    log = PredictionLogSettings(spool_dir=home / "spool")
+    settings = ServingSettings(drain_seconds=0, drift=drift, prediction_log=log, store_url=str(home / "modelmon.db"))
+    model_server = ModelServer(Registry(registry_dir), [(MODEL, str(version))], settings)
     server = build_server(model_server, HOST, sock.getsockname()[1])
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
@@ -238,6 +248,7 @@ class PlannedRequest:
     path: str
     body: bytes
     shifted: bool
+    truth: tuple[str, ...] = ()  # the rows' true labels, sent later as feedback
 
 
 @dataclass
@@ -251,6 +262,8 @@ class Traffic:
     bad_rejected: int = 0
     latencies: list[float] = field(default_factory=list)  # successful requests only
     rows: int = 0
+    #: (prediction id, true label) of every row predicted, per phase (shifted or not).
+    outcomes: dict[bool, list[tuple[str, str]]] = field(default_factory=lambda: {False: [], True: []})
     predicted: dict[bool, Counter[str]] = field(
         default_factory=lambda: {False: Counter(), True: Counter()}
     )
@@ -262,12 +275,17 @@ class RowSource:
 
     def __init__(self, frame: pd.DataFrame) -> None:
         self.columns = {c: frame[c].tolist() for c in frame.columns if c != TARGET}
+        self.truth = frame[TARGET].tolist()
         self.datatypes = {c: v2_datatype(frame[c]) for c in self.columns}
         self.next = 0
 
     def take(self, n: int) -> dict[str, list[Any]]:
         start, self.next = self.next, self.next + n
         return {name: values[start : self.next] for name, values in self.columns.items()}
+
+    def last_truth(self, n: int) -> tuple[str, ...]:
+        """The true labels of the ``n`` rows just taken."""
+        return tuple(self.truth[self.next - n : self.next])
 
 
 def v2_datatype(column: pd.Series) -> str:
@@ -324,23 +342,25 @@ def plan_requests(n: int, seed: int = 3) -> list[PlannedRequest]:
     for i, (kind, size) in enumerate(zip(kinds.tolist(), sizes.tolist(), strict=True)):
         shifted = i >= n // 2
         rows = sources[shifted]
+        truth: tuple[str, ...] = ()
         if kind == "v2":
             path, body = f"/v2/models/{MODEL}/infer", v2_body(rows.take(size), rows.datatypes)
+            truth = rows.last_truth(size)
         elif kind == "v1":
             path, body = f"/v1/models/{MODEL}:predict", v1_body(rows.take(size))
+            truth = rows.last_truth(size)
         else:
             kind = BAD_KINDS[i % len(BAD_KINDS)]
             path, body = bad_request(kind, rows, size)
-        plan.append(PlannedRequest(kind=kind, path=path, body=body, shifted=shifted))
+        plan.append(PlannedRequest(kind=kind, path=path, body=body, shifted=shifted, truth=truth))
     return plan
 
 
-async def send_traffic(url: str, plan: list[PlannedRequest], console: Console) -> Traffic:
+async def send_traffic(url: str, plan: list[PlannedRequest], console: Console, traffic: Traffic) -> None:
     """Send ``plan`` from CONCURRENCY clients at once, in order, with a progress bar."""
-    console.print(f"[bold]5. Traffic[/bold]   {len(plan):,} requests from {CONCURRENCY} concurrent "
-                  "clients (70% V2, 25% V1, 5% bad)")  # fmt: skip
-    console.print("             first half like the training data, second half drifted")
-    traffic = Traffic()
+    phase = "drifted customers" if plan and plan[0].shifted else "customers like the training data"
+    console.print(f"[bold]5. Traffic[/bold]   {len(plan):,} requests of {phase}, from {CONCURRENCY} "
+                  "concurrent clients (70% V2, 25% V1, 5% bad)")  # fmt: skip
     pending = iter(plan)
     limits = httpx.Limits(max_connections=CONCURRENCY)
     progress = Progress(TextColumn("    sending"), BarColumn(), MofNCompleteColumn(),
@@ -356,8 +376,7 @@ async def send_traffic(url: str, plan: list[PlannedRequest], console: Console) -
                     progress.advance(task)
 
             await asyncio.gather(*(client_loop() for _ in range(CONCURRENCY)))
-    traffic.seconds = time.perf_counter() - started
-    return traffic
+    traffic.seconds += time.perf_counter() - started
 
 
 async def send_one(client: httpx.AsyncClient, request: PlannedRequest, traffic: Traffic) -> None:
@@ -378,16 +397,18 @@ async def send_one(client: httpx.AsyncClient, request: PlannedRequest, traffic: 
             traffic.bad_rejected += 1
         return
     traffic.latencies.append(seconds)
-    labels = predicted_labels(request.kind, response.json())
+    ids, labels = predicted_labels(request.kind, response.json())
     traffic.rows += len(labels)
     traffic.predicted[request.shifted].update(labels)
+    traffic.outcomes[request.shifted].extend(zip(ids, request.truth, strict=True))
 
 
-def predicted_labels(kind: str, body: dict[str, Any]) -> list[str]:
+def predicted_labels(kind: str, body: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """Prediction ids and predicted labels of one answered request."""
     if kind == "v1":
-        return [str(p["label"]) for p in body["predictions"]]
-    label = next(o for o in body["outputs"] if o["name"] == "label")
-    return [str(v) for v in label["data"]]
+        return [p["id"] for p in body["predictions"]], [str(p["label"]) for p in body["predictions"]]
+    outputs = {o["name"]: o["data"] for o in body["outputs"]}
+    return [str(i) for i in outputs["prediction_id"]], [str(v) for v in outputs["label"]]
 
 
 # -- summary --------------------------------------------------------------------------
@@ -473,6 +494,71 @@ def drift_scores(url: str) -> tuple[dict[str, dict[str, float]], dict[str, float
             elif sample.name == "modelmon_drift_window_rows":
                 rows = sample.value
     return scores, thresholds, rows
+
+
+LABEL_SHARE = 0.6
+LABEL_DELAY_SECONDS = 1.0
+
+
+def send_labels(url: str, outcomes: list[tuple[str, str]], console: Console) -> None:
+    """Ground truth for part of the predictions, a little later, as it comes back in real
+    life: through the feedback endpoint, joined by prediction id."""
+    rng = np.random.default_rng(7)
+    chosen = [outcomes[i] for i in sorted(rng.choice(len(outcomes), int(len(outcomes) * LABEL_SHARE), replace=False))]
+    time.sleep(LABEL_DELAY_SECONDS)
+    matched = 0
+    with httpx.Client(base_url=url, timeout=30) as client:
+        for start in range(0, len(chosen), 1000):
+            items = [{"id": i, "label": y} for i, y in chosen[start : start + 1000]]
+            matched += client.post(f"/v2/models/{MODEL}/feedback", json={"labels": items}).json()["matched"]
+    console.print(f"    labels      {matched:,} of {len(outcomes):,} predictions got their true label back "
+                  f"({LABEL_SHARE:.0%}, {LABEL_DELAY_SECONDS:.0f} s later)")  # fmt: skip
+
+
+def quality_counters(url: str) -> dict[str, np.ndarray]:
+    """The server's realized and expected (CBPE) confusion matrices, from /metrics."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    cells: dict[str, dict[tuple[str, str], float]] = {"modelmon_confusion_total": {}, "modelmon_expected_confusion_total": {}}
+    for family in text_string_to_metric_families(httpx.get(f"{url}/metrics").text):
+        for sample in family.samples:
+            if sample.name in cells and sample.labels.get("model") == MODEL:
+                cells[sample.name][(sample.labels["actual"], sample.labels["predicted"])] = sample.value
+    classes = sorted({a for a, _ in cells["modelmon_confusion_total"]})
+    return {
+        name: np.array([[values.get((a, p), 0.0) for p in classes] for a in classes])
+        for name, values in cells.items()
+    }
+
+
+def phase_quality(before: dict[str, np.ndarray], after: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
+    from modelmon.quality.scores import scores_from_confusion
+
+    return {
+        "realized": scores_from_confusion(after["modelmon_confusion_total"] - before["modelmon_confusion_total"]),
+        "estimated": scores_from_confusion(
+            after["modelmon_expected_confusion_total"] - before["modelmon_expected_confusion_total"]
+        ),
+    }
+
+
+def print_quality(console: Console, card: ModelCard, phases: list[dict[str, dict[str, float]]]) -> None:
+    """Realized quality (from the labels) and estimated quality (CBPE, no labels needed)
+    against the validation baseline, before and after the drift."""
+    baseline = card.baseline or {}
+    method = card.calibration.method if card.calibration else "none"
+    table = Table(title=f"Model quality (estimate: CBPE, calibration {method})", title_justify="left")
+    for column in ("phase", "labelled", "accuracy", "est. acc.", "macro F1", "est. F1"):
+        table.add_column(column, justify="left" if column == "phase" else "right")
+    table.add_row("baseline", f"{baseline.get('rows', 0):,.0f}", f"{baseline.get('accuracy', float('nan')):.3f}",
+                  "", f"{baseline.get('f1_macro', float('nan')):.3f}", "")  # fmt: skip
+    for name, phase in zip(("before drift", "after drift"), phases, strict=True):
+        realized, estimated = phase["realized"], phase["estimated"]
+        table.add_row(name, f"{realized['rows']:,.0f}", f"{realized['accuracy']:.3f}", f"{estimated['accuracy']:.3f}",
+                      f"{realized['f1_macro']:.3f}", f"{estimated['f1_macro']:.3f}")  # fmt: skip
+    console.print(table)
+    console.print("  baseline: validation data at registration; accuracy and F1: from the labels")
+    console.print("  sent back; est.: from calibrated probabilities alone, before any label arrives")
 
 
 def print_drift(console: Console, url: str, prometheus: Prometheus | None) -> None:

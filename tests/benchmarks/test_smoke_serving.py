@@ -1,0 +1,51 @@
+"""Smoke run of the serving benchmark: ``--quick`` produces numbers for every server it ran.
+
+Peers (MLServer, BentoML) take part only when their venvs under benchmarks/.peers/ are already
+built; on a fresh machine (CI) the run is modelmon only and builds nothing.
+"""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).parents[2] / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))
+from peers import venvs  # noqa: E402
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed (apt-get install wrk)")
+def test_serving_quick(tmp_path):
+    out = tmp_path / "serving.json"
+    readme_before = (BENCHMARKS / "README.md").read_text()
+    result = subprocess.run([sys.executable, str(BENCHMARKS / "serving.py"), "--quick", "--out", str(out)],
+                            capture_output=True, text=True, timeout=540)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    data = json.loads(out.read_text())
+    summary = data["summary"]
+
+    expected = {"modelmon", "modelmon_nomon", "batch64_on", "batch64_off"}
+    if venvs.installed("mlserver"):
+        expected |= {"mlserver_pw0", "mlserver_default"}
+    if venvs.installed("bentoml"):
+        expected.add("bentoml")
+    assert expected <= set(summary)
+    for key, entry in summary.items():
+        assert 0 < entry["ready_seconds"] < 120, key
+        assert entry["loaded_rss_mib"] > 10, key
+        for level, x in entry["levels"].items():
+            assert x["requests_per_second"] > 0, (key, level)
+            assert 0 < x["p50_ms"] <= x["p99_ms"], (key, level)
+            assert x["errors"] == 0, (key, level)  # every answer was a 200
+    # Ratios and target verdicts are computed (whatever they say on a noisy machine).
+    assert data["ratios"]["modelmon/modelmon_nomon"]["32"]["throughput_ratio"] > 0
+    assert {"monitoring_keeps_90pct", "ready_under_2s"} <= set(data["targets"])
+    assert all(isinstance(t["met"], bool) for t in data["targets"].values())
+    assert "| modelmon, everything on | 32 |" in result.stdout
+    # A quick run writes only where --out says: the committed README is left alone.
+    assert (BENCHMARKS / "README.md").read_text() == readme_before
