@@ -358,12 +358,17 @@ class Builder:
         margin_text = PERCENT.expect(margin)
         return Threshold(f"{query} (baseline) - {margin_text}", f"the {metric} baseline - {margin_text}")
 
+    def _step(self, window: str) -> int:
+        return 10 if minutes(window) >= 120 else 1
+
     def _quality_cases(self, rule: AlertRule, counter: str, window: str, margin: float, minimum: int) -> None:
         """Two classes; the firing case's accuracy (and macro F1, the matrix is symmetric)
         sits 10 points under baseline - margin, the healthy case's is perfect."""
-        n = self.eval_minutes(rule, window)
+        step = self._step(window)
+        n = math.ceil(self.eval_minutes(rule, window) / step)
         baseline = 0.95
-        per_class = 100 * max(1, math.ceil(minimum / (200 * minutes(window))))
+        steps_in_window = minutes(window) // step
+        per_class = 100 * max(1, math.ceil(minimum / (200 * steps_in_window)))
         correct = max(0, round(per_class * (baseline - margin)) - per_class // 10)
 
         def series(diagonal: int) -> list[tuple[str, str]]:
@@ -377,10 +382,10 @@ class Builder:
 
         value = correct / per_class
         rule.cases = [
-            Case("quality under the baseline", series(correct), n,
+            Case("quality under the baseline", series(correct), n * step,
                  [({"model": "shop", "version": "1"}, {"value": PERCENT.expect(value),
-                   "threshold": f"{PERCENT.expect(baseline)} (baseline) - {PERCENT.expect(margin)}"})]),
-            Case("perfect predictions", series(per_class), n),
+                   "threshold": f"{PERCENT.expect(baseline)} (baseline) - {PERCENT.expect(margin)}"})], step),
+            Case("perfect predictions", series(per_class), n * step, interval=step),
         ]  # fmt: skip
 
     def realized_quality(self, s: cfg.RealizedQuality) -> list[AlertRule]:
@@ -451,21 +456,22 @@ class Builder:
             value_format=PERCENT, threshold=Threshold.literal(PERCENT.expect(s.threshold)),
         )  # fmt: skip
         rule.range_seconds = seconds(s.window)
-        n = self.eval_minutes(rule, s.window)
-        per_minute = 100 * max(1, math.ceil(s.min_predictions / (100 * minutes(s.window))))
-        predictions_series = (f"modelmon_predictions_total{{{self.series_labels(**{'class': 'gold'})}}}", f"0+{per_minute}x{n}")
+        step = self._step(s.window)
+        n = math.ceil(self.eval_minutes(rule, s.window) / step)
+        per_step = 100 * max(1, math.ceil(s.min_predictions / (100 * (minutes(s.window) // step))))
+        predictions_series = (f"modelmon_predictions_total{{{self.series_labels(**{'class': 'gold'})}}}", f"0+{per_step}x{n}")
 
         def feedback(share: float) -> tuple[str, str]:
-            return (f"modelmon_feedback_total{{{self.series_labels(outcome='matched')}}}", f"0+{per_minute * share!r}x{n}")
+            return (f"modelmon_feedback_total{{{self.series_labels(outcome='matched')}}}", f"0+{per_step * share!r}x{n}")
 
         low, high = s.threshold / 2, min(1.0, 2 * s.threshold)
         rule.cases = [
-            Case("few labels", [predictions_series, feedback(low)], n,
-                 [({"model": "shop", "version": "1"}, {"value": PERCENT.expect(low)})]),
-            Case("enough labels", [predictions_series, feedback(high)], n),
+            Case("few labels", [predictions_series, feedback(low)], n * step,
+                 [({"model": "shop", "version": "1"}, {"value": PERCENT.expect(low)})], step),
+            Case("enough labels", [predictions_series, feedback(high)], n * step, interval=step),
         ]  # fmt: skip
         if s.require_some_labels:
-            rule.cases.append(Case("never labelled (no label pipeline)", [predictions_series, feedback(0.0)], n))
+            rule.cases.append(Case("never labelled (no label pipeline)", [predictions_series, feedback(0.0)], n * step, interval=step))
         return rule
 
     # -- training -------------------------------------------------------------------------

@@ -112,6 +112,9 @@ class Case:
     #: Expected alerts: their labels (besides alertname, severity and the rule's labels)
     #: and the values of ``$value``/``$threshold`` in their text. Empty: must stay quiet.
     alerts: list[tuple[dict[str, str], dict[str, str]]] = field(default_factory=list)
+    #: Minutes between input samples and between rule evaluations: 10 for cases whose
+    #: windows span hours, which keeps promtool fast; the rules do not depend on it.
+    interval: int = 1
 
 
 @dataclass

@@ -21,6 +21,7 @@ from modelmon.monitoring import rules as drift_rules
 GROUP = "modelmon-alerts"
 RULE_FILE = "modelmon-alerts.rules.yml"
 TEST_FILE = "modelmon-alerts.test.yml"
+LONG_TEST_FILE = "modelmon-alerts-long-windows.test.yml"
 DRIFT_RULE_FILE = "modelmon-drift.rules.yml"
 CUSTOM_DEFAULT_SEVERITY = "warning"
 CUSTOM_DEFAULT_FOR = "5m"
@@ -92,7 +93,7 @@ def custom_cases(rule: cfg.CustomRule, compiled: AlertRule) -> list[Case]:
     if rule.aggregation in ("count", "quantile"):
         return []
     t = float(rule.threshold)
-    step = max(1.0, abs(t))
+    step = abs(t) / 2 if t else 1.0
     bad, good = {
         ">": (t + step, t - step), ">=": (t, t - step), "<": (t - step, t + step),
         "<=": (t, t + step), "==": (t, t + step), "!=": (t + step, t),
@@ -151,9 +152,12 @@ def rule_files(config: cfg.AlertingConfig) -> dict[str, dict[str, Any]]:
     }
 
 
-def rules_test(config: cfg.AlertingConfig) -> dict[str, Any]:
-    """promtool unit tests: every case of every rule that has them."""
-    tests = []
+def rules_tests(config: cfg.AlertingConfig) -> dict[str, dict[str, Any]]:
+    """promtool unit tests, file name -> content: every case of every rule that has them.
+
+    Cases sampled every minute go to one file, cases over windows of hours (sampled every
+    10 minutes) to another, since promtool's evaluation interval is per file."""
+    tests: dict[int, list[dict[str, Any]]] = {}
     for rule in alert_rules(config):
         for case in rule.cases:
             exp_alerts = []
@@ -162,13 +166,17 @@ def rules_test(config: cfg.AlertingConfig) -> dict[str, Any]:
                     "exp_labels": {**rule.alert_labels(), **labels},
                     "exp_annotations": rule.annotations("expect", {**labels, **values}),
                 })  # fmt: skip
-            tests.append({
+            tests.setdefault(case.interval, []).append({
                 "name": f"{rule.name}: {case.name}",
-                "interval": "1m",
+                "interval": f"{case.interval}m",
                 "input_series": [{"series": s, "values": v} for s, v in case.series],
                 "alert_rule_test": [{"eval_time": f"{case.eval_minutes}m", "alertname": rule.name, "exp_alerts": exp_alerts}],
             })  # fmt: skip
-    return {"rule_files": [RULE_FILE], "evaluation_interval": "1m", "tests": tests}
+    files = {}
+    for interval, cases in sorted(tests.items()):
+        name = TEST_FILE if interval == 1 else LONG_TEST_FILE
+        files[name] = {"rule_files": [RULE_FILE], "evaluation_interval": f"{interval}m", "tests": cases}
+    return files
 
 
 class _Dumper(yaml.SafeDumper):

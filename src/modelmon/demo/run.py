@@ -440,15 +440,17 @@ def print_traffic(console: Console, traffic: Traffic) -> None:
 def print_prometheus(console: Console, prometheus: Prometheus, traffic: Traffic) -> None:
     """Read monitoring back the way a dashboard would, once Prometheus has scraped it all."""
     selector = f'{{model="{MODEL}"}}'
+    #: The traffic's own requests (the labels sent back go to the feedback endpoint).
+    inference = f'{{model="{MODEL}", endpoint=~"infer|predict"}}'
     seen = prometheus.wait_for(
-        f"sum(modelmon_requests_total{selector})", traffic.sent, timeout=SCRAPE_TIMEOUT
+        f"sum(modelmon_requests_total{inference})", traffic.sent, timeout=SCRAPE_TIMEOUT
     )
     if seen != traffic.sent:
         console.print(f"[yellow]Prometheus had counted {seen} of {traffic.sent} requests after "
                       f"{SCRAPE_TIMEOUT:.0f} s; the figures below are partial[/yellow]")  # fmt: skip
     console.print("[bold]Read back from Prometheus[/bold] (counts since the server started)")
     for figure, promql in (
-        ("requests by code", f"sum by (code) (modelmon_requests_total{selector})"),
+        ("requests by code", f"sum by (code) (modelmon_requests_total{inference}) > 0"),
         ("errors by reason", f"sum by (reason) (modelmon_request_errors_total{selector}) > 0"),
         ("predictions by class", f"sum by (class) (modelmon_predictions_total{selector})"),
     ):
@@ -459,7 +461,7 @@ def print_prometheus(console: Console, prometheus: Prometheus, traffic: Traffic)
         show_figure(console, figure, format_counts(counts), promql)
 
     promql = ("histogram_quantile(0.99, sum by (le) "
-              f"(modelmon_request_duration_seconds_bucket{selector}))")  # fmt: skip
+              f"(modelmon_request_duration_seconds_bucket{inference}))")  # fmt: skip
     p99 = prometheus.scalar(promql)
     show_figure(console, "p99 latency (server)",
                 "no data" if p99 is None else f"{p99 * 1000:.1f} ms", promql)  # fmt: skip
