@@ -17,12 +17,12 @@ by its owner only, and the export says which secrets it holds.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from importlib import resources
 from typing import Any
 
 from modelmon.alerting import config as cfg
 from modelmon.alerting.builtins import SYMPTOMS
 from modelmon.alerting.model import AlertRule
+from modelmon.alerting.templates import TEMPLATES
 
 CONFIG_FILE = "alertmanager.yml"
 TEMPLATE_FILE = "modelmon.tmpl"
@@ -191,12 +191,6 @@ def alertmanager_config(config: cfg.AlertingConfig, rules: list[AlertRule]) -> t
                 "target_matchers": [_matcher("alertname", "|".join(SYMPTOMS), "=~")],
                 "equal": ["model"],
             },
-            {
-                # A critical alert holds back the warnings of the same name for the same model.
-                "source_matchers": [_matcher("severity", "critical")],
-                "target_matchers": [_matcher("severity", "warning|info", "=~")],
-                "equal": ["alertname", "model", "version"],
-            },
         ],
         "receivers": list(receivers.values()),
     }
@@ -205,4 +199,4 @@ def alertmanager_config(config: cfg.AlertingConfig, rules: list[AlertRule]) -> t
 
 def template_text() -> str:
     """The notification templates (``modelmon.title``, ``modelmon.text``...)."""
-    return resources.files("modelmon.alerting").joinpath("modelmon.tmpl").read_text()
+    return TEMPLATES
