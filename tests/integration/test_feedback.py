@@ -6,7 +6,7 @@ import httpx
 import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from sklearn.metrics import confusion_matrix
+from sklearn.metrics import accuracy_score, confusion_matrix
 
 from modelmon.stack.processes import stop_process
 from tests.conftest import start_server
@@ -91,6 +91,24 @@ def test_labels_join_across_a_restart_and_count_once(registry_dir, shop_frame, t
     finally:
         stop_process(server.process)
 
+    # The SQL view Grafana reads: one row per labelled prediction, dated by prediction time.
+    from sqlalchemy import text
+
+    from modelmon.store import close_store, open_store
+
+    store = open_store(store_url)
+    with store.read() as connection:
+        rows = connection.execute(text(
+            "SELECT prediction_id, predicted_label, actual_label, correct FROM labelled_predictions WHERE model = 'shop'"
+        )).all()  # fmt: skip
+    close_store(store_url)
+    by_id = {r.prediction_id: r for r in rows}
+    assert len(by_id) == 110
+    labelled = range(110)
+    assert [by_id[ids[i]].actual_label for i in labelled] == truth[:110]
+    assert [by_id[ids[i]].predicted_label for i in labelled] == predicted[:110]
+    assert np.mean([by_id[ids[i]].correct for i in labelled]) == pytest.approx(accuracy_score(truth[:110], predicted[:110]))
+
 
 def test_expected_confusion_equals_a_direct_computation(registry, registry_dir, shop_model, shop_frame, tmp_path):
     from modelmon.quality.calibration import apply, expected_confusion
@@ -141,4 +159,36 @@ def test_feedback_command_sends_a_file(registry_dir, shop_frame, tmp_path):
         result = subprocess.run([*command[:-6], "--id-column", "missing"], capture_output=True, text=True)
         assert result.returncode == 2 and "no column" in result.stderr
     finally:
+        stop_process(server.process)
+
+
+def test_fleet_quality_rules_on_a_live_prometheus(registry_dir, shop_frame, tmp_path):
+    """The quality recording rules, evaluated by a real Prometheus scraping the server,
+    equal scikit-learn's accuracy and macro F1 on the labels sent."""
+    from sklearn.metrics import f1_score
+
+    from modelmon.monitoring.rules import dump_yaml
+    from modelmon.quality.rules import quality_rule_group
+    from modelmon.stack.prometheus import Prometheus
+
+    server = start_server(registry_dir, tmp_path, "--drain-seconds", "0")
+    rules = tmp_path / "quality.rules.yml"
+    rules.write_text(dump_yaml({"groups": [quality_rule_group("1h")]}))
+    prometheus = Prometheus.start(tmp_path / "prom", [f"127.0.0.1:{server.port}"], rule_files=[rules])
+    try:
+        assert prometheus.wait_for('up{job="modelmon"}', 1) == 1
+        rows = shop_frame.iloc[:90]
+        ids, predicted = predict(server.url, rows.drop(columns="segment"))
+        truth = rows.segment.tolist()
+        assert send_labels(server.url, list(zip(ids, truth, strict=True))).json()["matched"] == 90
+        accuracy = accuracy_score(truth, predicted)
+        seen = prometheus.wait_for('modelmon:accuracy:1h{model="shop"}', accuracy)
+        assert seen == pytest.approx(accuracy, abs=1e-12)
+        f1 = prometheus.scalar('modelmon:f1_macro:1h{model="shop"}')
+        assert f1 == pytest.approx(f1_score(truth, predicted, average="macro", zero_division=0), abs=1e-12)
+        assert prometheus.scalar('modelmon:label_coverage:1h{model="shop"}') == pytest.approx(1.0)
+        estimated = prometheus.scalar('modelmon:estimated_accuracy:1h{model="shop"}')
+        assert 0.0 < estimated <= 1.0
+    finally:
+        prometheus.stop()
         stop_process(server.process)

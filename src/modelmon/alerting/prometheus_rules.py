@@ -180,7 +180,8 @@ def rules_tests(config: cfg.AlertingConfig) -> dict[str, dict[str, Any]]:
 
 
 class _Dumper(yaml.SafeDumper):
-    pass
+    def ignore_aliases(self, data: Any) -> bool:  # no &id001 anchors: the files are read by people
+        return True
 
 
 def _str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
