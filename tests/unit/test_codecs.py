@@ -46,6 +46,8 @@ def test_json_request_with_nan_literal_parses():
     ("body", "header", "message"),
     [
         (b"{nope", None, "not valid JSON"),
+        (b"[" * 100_000 + b"]" * 100_000, None, "nested too deeply"),
+        (b'{"inputs": ' + b"[" * 5000 + b"]" * 5000 + b"}", None, "nested too deeply"),
         (b"[1, 2]", None, "JSON object"),
         (b'{"inputs": []}', None, "non-empty list"),
         (b'{"inputs": [{"name": "a", "shape": [-1], "datatype": "FP32", "data": []}]}', None, "shape"),

@@ -49,6 +49,8 @@ def loads(body: bytes) -> Any:
         pass
     try:
         return json.loads(body)
+    except RecursionError:
+        raise MalformedRequestError("request body is nested too deeply (JSON depth over 1000)") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise MalformedRequestError(f"request body is not valid JSON: {exc}") from None
 
