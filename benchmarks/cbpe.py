@@ -135,8 +135,8 @@ def generated_cases(quick: bool) -> list[Case]:
     cases = []
     specs = [
         ("gen-binary", "generated binary", generated_binary,
-         RandomForestClassifier(n_estimators=100, min_samples_leaf=10, random_state=0, n_jobs=1),
-         "RandomForestClassifier(100 trees, min_samples_leaf=10) after scaling and one-hot encoding", False),
+         RandomForestClassifier(n_estimators=30 if quick else 100, min_samples_leaf=10, random_state=0, n_jobs=1),
+         f"RandomForestClassifier({30 if quick else 100} trees, min_samples_leaf=10) after scaling and one-hot encoding", False),
         ("gen-3class", "generated 3-class", generated_multiclass, GaussianNB(),
          "GaussianNB after scaling and one-hot encoding (x4 nearly duplicates x1: over-confident)", True),
     ]  # fmt: skip
@@ -368,30 +368,33 @@ def class_indices(values: pd.Series, classes: list[str]) -> np.ndarray:
 # -- NannyML ----------------------------------------------------------------------------------
 
 
-def nannyml_estimates(python: Path, case: Case, card: Any, served: list[dict], work: Path) -> dict[str, Any]:
+def nannyml_job(case: Case, card: Any, served: list[dict], directory: Path) -> Path:
+    """A job directory for ``peers/nannyml_cbpe.py estimate``: the validation rows with the
+    model's probabilities (what ``register_model`` calibrated on) and labels as the reference,
+    and the probabilities and predictions the server returned, by window, as the analysis."""
     classes = [str(c) for c in card.signature.classes]
-    k = len(classes)
     features = [f.name for f in card.signature.features]
-    proba_ref = case.model.predict_proba(case.validation[features])  # what register_model calibrated on
-    columns = [f"proba_{j}" for j in range(k)]
+    proba_ref = case.model.predict_proba(case.validation[features])
+    columns = [f"proba_{j}" for j in range(len(classes))]
     reference = pd.DataFrame(proba_ref, columns=columns).assign(
         y_true=class_indices(case.validation[TARGET], classes), y_pred=proba_ref.argmax(axis=1))
     analysis = pd.concat([
         pd.DataFrame(w["proba"], columns=columns).assign(y_pred=w["predicted"], window=i)
         for i, w in enumerate(served)
     ], ignore_index=True)  # fmt: skip
-    directory = work / f"nannyml-{case.name}"
     directory.mkdir()
     reference.to_parquet(directory / "reference.parquet", index=False)
     analysis.to_parquet(directory / "analysis.parquet", index=False)
-    out = directory / "result.json"
-    command = [str(python), str(HERE / "peers" / "nannyml_cbpe.py"), "estimate",
-               "--reference", str(directory / "reference.parquet"), "--analysis", str(directory / "analysis.parquet"),
-               "--classes", str(k), "--chunk-size", str(len(case.windows[0])), "--out", str(out)]  # fmt: skip
+    (directory / "job.json").write_text(json.dumps({"classes": len(classes), "chunk_size": len(case.windows[0])}))
+    return directory
+
+
+def run_nannyml(python: Path, jobs: list[Path]) -> list[dict[str, Any]]:
+    command = [str(python), str(HERE / "peers" / "nannyml_cbpe.py"), "estimate", *map(str, jobs)]
     result = subprocess.run(command, capture_output=True, text=True, env=venvs.env())
     if result.returncode != 0:
-        raise RuntimeError(f"NannyML failed on {case.name}:\n{result.stderr[-3000:]}")
-    return json.loads(out.read_text())
+        raise RuntimeError(f"NannyML failed:\n{result.stderr[-3000:]}")
+    return [json.loads((job / "result.json").read_text()) for job in jobs]
 
 
 # -- the run ------------------------------------------------------------------------------------
@@ -519,13 +522,14 @@ def main() -> None:
         finally:
             stop(process)
 
+        nannyml: list[dict | None] = [None] * len(cases)
+        if python is not None:
+            log("NannyML CBPE on the same windows and probabilities")
+            jobs = [nannyml_job(case, cards[case.name], served[case.name], work / f"nannyml-{case.name}") for case in cases]
+            nannyml = list(run_nannyml(python, jobs))
         results = {}
-        for case in cases:
-            nannyml = None
-            if python is not None:
-                log(f"NannyML CBPE on {case.name}")
-                nannyml = nannyml_estimates(python, case, cards[case.name], served[case.name], work)
-            results[case.name] = run_case(case, cards[case.name], served[case.name], nannyml)
+        for case, estimates in zip(cases, nannyml, strict=True):
+            results[case.name] = run_case(case, cards[case.name], served[case.name], estimates)
             results[case.name]["register_seconds"] = register_seconds[case.name]
 
     overall = {}

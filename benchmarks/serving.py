@@ -48,6 +48,9 @@ README = HERE / "README.md"
 MODEL_NAME = "bc"
 LEVELS = (1, 8, 32)
 MAIN_VENV_BIN = Path(sys.executable).parent
+#: modelmon with no monitoring at all: no metrics beyond the request counters, no drift
+#: accounting, no prediction log.
+NOTHING_ON = ["--no-monitoring", "--no-prediction-log"]
 
 
 # -- process helpers ------------------------------------------------------------------
@@ -227,11 +230,16 @@ def check_bentoml(answer, rows: int) -> bool:
 
 
 def modelmon_server(key: str, label: str, registry: Path, flags: list[str]) -> Server:
+    """``modelmon serve`` with its own MODELMON_HOME (the default SQLite store of the prediction
+    log and its spool), kept across rounds: the first round's start creates the store, later
+    ones restart on it."""
     port = free_port()
+    home = registry.parent / f"home-{key}"
+    home.mkdir(exist_ok=True)
     command = [str(MAIN_VENV_BIN / "modelmon"), "serve", "--registry", str(registry), "--port", str(port),
                "--model", MODEL_NAME, "--drain-seconds", "0", *flags]  # fmt: skip
     return Server(key, label, command, f"/v2/models/{MODEL_NAME}/ready", f"/v2/models/{MODEL_NAME}/infer",
-                  v2_body, check_modelmon, port=port)  # fmt: skip
+                  v2_body, check_modelmon, env={"MODELMON_HOME": str(home)}, cwd=home, port=port)  # fmt: skip
 
 
 def mlserver_server(key: str, label: str, workdir: Path, parallel_workers: int | None) -> Server:
@@ -303,6 +311,7 @@ def wrk(port: int, path: str, script: Path, connections: int, seconds: float) ->
 
 def measure(server: Server, workdir: Path, rows: int, levels: tuple[int, ...], seconds: float, warmup: float) -> dict:
     """Start ``server``, warm it up, load it at each concurrency, stop it."""
+    load_before = os.getloadavg()[0]
     timing = server.start(workdir)
     try:
         server.verify(rows)
@@ -314,7 +323,8 @@ def measure(server: Server, workdir: Path, rows: int, levels: tuple[int, ...], s
         with MemorySampler(server.process.pid) as sampler:
             for c in levels:
                 runs[str(c)] = wrk(server.port, server.infer_path, script, c, seconds)
-        return {**timing, "idle_memory": idle, "loaded_memory": sampler.peak, "levels": runs}
+        return {**timing, "idle_memory": idle, "loaded_memory": sampler.peak, "levels": runs,
+                "load_average_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)]}  # fmt: skip
     finally:
         server.stop()
 
@@ -347,6 +357,7 @@ def prepare_modelmon(workdir: Path) -> Path:
 
 
 ROWS: list[list[float]] = []
+EXTRA_KEYS = ("batch64_on", "batch64_off", "batch1_off", "ablation_nolog")
 
 
 # -- summary --------------------------------------------------------------------------
@@ -365,12 +376,14 @@ def summarise(rounds: list[dict], keys: list[str], levels: tuple[int, ...]) -> d
             continue
         entry = {
             "ready_seconds": median([r["ready_seconds"] for r in runs]),
+            "ready_seconds_first_round": runs[0]["ready_seconds"],
             "first_answer_seconds": median([r["first_answer_seconds"] for r in runs]),
             "idle_rss_mib": median([r["idle_memory"]["rss_mib"] for r in runs]),
             "idle_pss_mib": median([r["idle_memory"]["pss_mib"] for r in runs]),
             "loaded_rss_mib": median([r["loaded_memory"]["rss_mib"] for r in runs]),
             "loaded_pss_mib": median([r["loaded_memory"]["pss_mib"] for r in runs]),
             "processes": max(r["loaded_memory"]["processes"] for r in runs),
+            "load_average_1min_max": max(max(r["load_average_1min"]) for r in runs),
             "levels": {},
         }
         for c in levels:
@@ -447,16 +460,16 @@ def markdown(result: dict) -> str:
         "|---|---|---|---|---|---|---|",
     ]
     for key, entry in s.items():
-        if key.startswith("batch"):
+        if key in EXTRA_KEYS:
             continue
         for c in levels:
             x = entry["levels"][c]
             lines.append(f"| {result['labels'][key]} | {c} | {x['requests_per_second']:,.0f} | {x['p50_ms']:.2f} | "
                          f"{x['p90_ms']:.2f} | {x['p99_ms']:.2f} | {x['errors']} |")  # fmt: skip
-    lines += ["", "| server | ready s | first answer s | RSS idle MiB | RSS loaded MiB | PSS loaded MiB | processes |",
+    lines += ["", "| server | ready s (median; round 1) | first answer s | RSS idle MiB | RSS loaded MiB | PSS loaded MiB | processes |",
               "|---|---|---|---|---|---|---|"]  # fmt: skip
     for key, entry in s.items():
-        lines.append(f"| {result['labels'][key]} | {entry['ready_seconds']:.2f} | {entry['first_answer_seconds']:.2f} | "
+        lines.append(f"| {result['labels'][key]} | {entry['ready_seconds']:.2f}; {entry['ready_seconds_first_round']:.2f} | {entry['first_answer_seconds']:.2f} | "
                      f"{entry['idle_rss_mib']:.0f} | {entry['loaded_rss_mib']:.0f} | {entry['loaded_pss_mib']:.0f} | "
                      f"{entry['processes']} |")  # fmt: skip
     lines += ["", "Ratios (median over rounds of the within-round ratio; throughput: higher is better for the "
@@ -464,7 +477,7 @@ def markdown(result: dict) -> str:
               "| ratio | " + " | ".join(f"c={c} requests/s | c={c} p99" for c in levels) + " |",
               "|---|" + "---|---|" * len(levels)]  # fmt: skip
     for name, per in result["ratios"].items():
-        if "batch" in name:
+        if any(k in EXTRA_KEYS for k in name.split("/")):
             continue
         a, b = name.split("/")
         cells = " | ".join(f"{per[c]['throughput_ratio']:.2f}x | {per[c]['p99_ratio']:.2f}x" for c in levels)
@@ -472,7 +485,7 @@ def markdown(result: dict) -> str:
     lines += ["", "Targets (issue 8):", ""]
     names = {"throughput_3x_mlserver_at_32": "everything on >= 3x MLServer's requests/s at c=32 (both MLServer setups)",
              "p99_below_mlserver_every_level": "p99 below MLServer's at every concurrency (both setups)",
-             "monitoring_keeps_90pct": "monitoring on >= 90% of monitoring off, every concurrency",
+             "monitoring_keeps_90pct": "everything on >= 90% of everything off (`--no-monitoring --no-prediction-log`), every concurrency",
              "ready_under_2s": "ready in under 2 s with one model",
              "memory_below_mlserver": "resident memory (RSS of the process tree, under load) below MLServer's"}  # fmt: skip
     for key, t in result["targets"].items():
@@ -480,12 +493,14 @@ def markdown(result: dict) -> str:
         lines.append(f"- {names[key]}: **{'met' if t['met'] else 'NOT met'}** (measured: `{json.dumps(measured)}`)")
     if result.get("batching"):
         b = result["batching"]
-        lines += ["", "### Batching study", "",
+        lines += ["", "### Batching study and the cost of monitoring", "",
                   f"modelmon, everything on, {b['rows']}-row requests, adaptive batching on (default: "
-                  f"`--max-batch-size 256 --max-batch-delay-ms 0`) and off (`--no-batching`), {b['duration_seconds']:g} s "
-                  f"per level, same rounds. One-row requests with batching on are the table above.", "",
+                  f"`--max-batch-size 256 --max-batch-delay-ms 0`) and off (`--no-batching`); one-row requests with "
+                  f"batching off; and, to apportion the cost of monitoring, one-row requests with metrics and drift "
+                  f"but `--no-prediction-log`. {b['duration_seconds']:g} s per level, in the same rounds (one-row "
+                  f"requests with everything on are the first table).", "",
                   "| setup | c | requests/s | rows/s | p50 ms | p99 ms |", "|---|---|---|---|---|---|"]  # fmt: skip
-        for key in ("batch64_on", "batch64_off", "batch1_off"):
+        for key in ("batch64_on", "batch64_off", "batch1_off", "ablation_nolog"):
             if key not in s:
                 continue
             rows = 64 if key.startswith("batch64") else 1
@@ -496,7 +511,7 @@ def markdown(result: dict) -> str:
         lines += ["", "| ratio | " + " | ".join(f"c={c} requests/s | c={c} p99" for c in b["levels"]) + " |",
                   "|---|" + "---|---|" * len(b["levels"])]  # fmt: skip
         for name, per in result["ratios"].items():
-            if "batch" not in name or not per:
+            if not any(k in EXTRA_KEYS for k in name.split("/")) or not per:
                 continue
             a, bb = name.split("/")
             cells = " | ".join(f"{per[str(c)]['throughput_ratio']:.2f}x | {per[str(c)]['p99_ratio']:.2f}x" for c in b["levels"])
@@ -536,10 +551,11 @@ def main() -> None:
     parser.add_argument("--readme", action=argparse.BooleanOptionalAction, default=None,
                         help="write the README section [default: on for full runs to the default --out]")  # fmt: skip
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the servers on the way out
     quick = args.quick
     rounds = args.rounds or (1 if quick else 3)
     duration = args.duration or (2.0 if quick else 15.0)
-    batch_duration = args.batch_duration or (2.0 if quick else 6.0)
+    batch_duration = args.batch_duration or (2.0 if quick else 5.0)
     warmup = 0.5 if quick else 3.0
     peers_mode = args.peers or ("installed" if quick else "all")
     write_readme = args.readme if args.readme is not None else (not quick and args.out == RESULTS)
@@ -560,7 +576,7 @@ def main() -> None:
         def factories() -> dict[str, object]:
             f = {
                 "modelmon": lambda: modelmon_server("modelmon", "modelmon, everything on", registry, []),
-                "modelmon_nomon": lambda: modelmon_server("modelmon_nomon", "modelmon --no-monitoring", registry, ["--no-monitoring"]),
+                "modelmon_nomon": lambda: modelmon_server("modelmon_nomon", "modelmon, everything off", registry, NOTHING_ON),
             }  # fmt: skip
             if "mlserver" in available:
                 f["mlserver_pw0"] = lambda: mlserver_server("mlserver_pw0", "MLServer parallel_workers=0", workdir, 0)
@@ -573,10 +589,13 @@ def main() -> None:
             "batch64_on": (lambda: modelmon_server("batch64_on", "modelmon 64 rows, batching on", registry, []), 64),
             "batch64_off": (lambda: modelmon_server("batch64_off", "modelmon 64 rows, --no-batching", registry, ["--no-batching"]), 64),
             "batch1_off": (lambda: modelmon_server("batch1_off", "modelmon 1 row, --no-batching", registry, ["--no-batching"]), 1),
+            "ablation_nolog": (lambda: modelmon_server("ablation_nolog", "modelmon, metrics + drift, --no-prediction-log",
+                                                       registry, ["--no-prediction-log"]), 1),
         }  # fmt: skip
-        batch_levels = (32,) if quick else LEVELS
+        batch_levels = (32,) if quick else (1, 32)
         if quick:
             batch.pop("batch1_off", None)
+            batch.pop("ablation_nolog", None)
         labels, commands, all_rounds = {}, {}, []
         for r in range(rounds):
             this_round = {}
@@ -600,8 +619,9 @@ def main() -> None:
         shutil.rmtree(workdir, ignore_errors=True)
 
     keys = [k for k in labels]
-    summary = summarise(all_rounds, [k for k in keys if not k.startswith("batch")], LEVELS)
-    summary |= summarise(all_rounds, [k for k in keys if k.startswith("batch")], batch_levels)
+    extra = [k for k in keys if k in batch]
+    summary = summarise(all_rounds, [k for k in keys if k not in extra], LEVELS)
+    summary |= summarise(all_rounds, extra, batch_levels)
     ratio_pairs = [("modelmon", "modelmon_nomon")]
     ratio_pairs += [(a, b) for a in ("modelmon", "modelmon_nomon") for b in ("mlserver_default", "mlserver_pw0", "bentoml") if b in summary]
     result = {
@@ -619,9 +639,12 @@ def main() -> None:
         "notes": [
             "- modelmon serves the ONNX copy it makes at registration (proven to agree within 1e-4); MLServer and "
             "BentoML call scikit-learn's `predict_proba` (MLServer asked for the `predict_proba` output).",
-            "- \"Everything on\" is serving metrics plus drift accounting against the reference profile (the model "
-            "is registered with `--reference`), the drift scorer's background timer running. The prediction log "
-            "does not exist in modelmon yet, so it is not part of this measurement.",
+            "- \"Everything on\" is `modelmon serve`'s defaults: serving and prediction metrics, drift accounting "
+            "against the reference profile (the model is registered with `--reference` and `--validation`, so the "
+            "profile and the calibration exist) with the drift scorer's background timer, and the prediction log "
+            "writing every prediction to the default SQLite store under MODELMON_HOME. \"Everything off\" is "
+            "`--no-monitoring --no-prediction-log`. Each modelmon setup keeps its MODELMON_HOME across rounds, so "
+            "round 1 starts on a new store and later rounds restart on it (the ready time is the median).",
             "- Memory: RSS summed over the server's process tree (the largest seen while under load), and PSS, "
             "which counts shared pages once: MLServer's default mode runs a separate worker process and "
             "BentoML a supervisor and a worker, where the RSS sum counts shared libraries twice.",
@@ -631,6 +654,8 @@ def main() -> None:
         result["batching"] = {"rows": 64, "levels": list(batch_levels), "duration_seconds": batch_duration}
         result["ratios"]["batch64_on/batch64_off"] = ratios(all_rounds, "batch64_on", "batch64_off", batch_levels)
         result["ratios"]["modelmon/batch1_off"] = ratios(all_rounds, "modelmon", "batch1_off", batch_levels)
+        result["ratios"]["modelmon/ablation_nolog"] = ratios(all_rounds, "modelmon", "ablation_nolog", batch_levels)
+        result["ratios"]["ablation_nolog/modelmon_nomon"] = ratios(all_rounds, "ablation_nolog", "modelmon_nomon", batch_levels)
     result["targets"] = targets(result)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")

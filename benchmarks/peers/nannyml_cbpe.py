@@ -8,13 +8,15 @@ Two commands:
     download) to Parquet, the analysis targets joined on ``id``, with ``datasets.json`` naming
     each dataset's columns.
 
-``estimate --reference R --analysis A --classes N --chunk-size ROWS --out OUT``
-    CBPE with its defaults (isotonic calibration, kept per class only when it lowers the
-    expected calibration error over 10 stratified splits) fitted on the reference Parquet
+``estimate JOBDIR [JOBDIR ...]``
+    For each job directory (``job.json`` with ``classes`` N and ``chunk_size`` ROWS,
+    ``reference.parquet``, ``analysis.parquet``; one process for all, NannyML takes seconds to
+    import): CBPE with its defaults (isotonic calibration, kept per class only when it lowers
+    the expected calibration error over 10 stratified splits) fitted on the reference rows
     (``y_true``, ``y_pred`` and ``proba_0``..``proba_{N-1}``; classes are the integers 0..N-1,
-    1 is the positive class of a binary problem) and estimated on the analysis Parquet (the
-    same columns without ``y_true``, plus ``window``), in chunks of ``ROWS`` rows. Each chunk
-    must be exactly one window, which is checked. Reports per chunk the estimated accuracy and
+    1 is the positive class of a binary problem) and estimated on the analysis rows (the same
+    columns without ``y_true``, plus ``window``), in chunks of ROWS rows. Each chunk must be
+    exactly one window, which is checked. Writes ``result.json`` in the job directory. Reports per chunk the estimated accuracy and
     F1 (NannyML's ``f1``: the positive class's for binary, the macro average for multiclass)
     and, for binary, the estimated confusion matrix, from which the macro F1 is derived.
 
@@ -122,16 +124,15 @@ def main() -> None:
     datasets = commands.add_parser("datasets")
     datasets.add_argument("out", type=Path)
     run = commands.add_parser("estimate")
-    run.add_argument("--reference", type=Path, required=True)
-    run.add_argument("--analysis", type=Path, required=True)
-    run.add_argument("--classes", type=int, required=True)
-    run.add_argument("--chunk-size", type=int, required=True)
-    run.add_argument("--out", type=Path, required=True)
+    run.add_argument("jobs", type=Path, nargs="+")
     args = parser.parse_args()
     if args.command == "datasets":
         export_datasets(args.out)
-    else:
-        estimate(args.reference, args.analysis, args.classes, args.chunk_size, args.out)
+        return
+    for job in args.jobs:
+        spec = json.loads((job / "job.json").read_text())
+        estimate(job / "reference.parquet", job / "analysis.parquet", spec["classes"], spec["chunk_size"],
+                 job / "result.json")
 
 
 if __name__ == "__main__":

@@ -37,6 +37,21 @@ def _settings_error(exc: Exception, prefix: str = "") -> str:
     return "; ".join(f"--{prefix}{str(e['loc'][-1]).replace('_', '-')}: {e['msg']}" for e in errors) or str(exc)
 
 
+def _api_token(path: Path | None) -> str | None:
+    """The API token from a file (first line) or $MODELMON_API_TOKEN; None when neither."""
+    import os
+
+    if path is not None:
+        try:
+            token = path.read_text().strip()
+        except OSError as exc:
+            raise ModelmonError(f"cannot read the API token file {path}: {exc.strerror}") from None
+        if not token:
+            raise ModelmonError(f"the API token file {path} is empty")
+        return token
+    return os.environ.get("MODELMON_API_TOKEN") or None
+
+
 def _fail(exc: ModelmonError) -> None:
     console.print(f"[red]error:[/red] {exc.message}")
     raise typer.Exit(code=2)
@@ -113,6 +128,8 @@ def serve(
     store: Annotated[Optional[str], typer.Option("--store", help="Store for the prediction log and labels: a SQLite path or postgresql+psycopg://... [default: $MODELMON_STORE_URL, else $MODELMON_HOME/modelmon.db].")] = None,
     prediction_log: Annotated[bool, typer.Option("--prediction-log/--no-prediction-log", help="Log every prediction to the store (needed for ground-truth labels).")] = True,
     log_features: Annotated[float, typer.Option(help="Share of requests whose input features are logged too (0 to 1).")] = 0.0,
+    api_token_file: Annotated[Optional[Path], typer.Option(help="File holding the bearer token that write endpoints require [default: $MODELMON_API_TOKEN, if set].")] = None,
+    token_for_inference: Annotated[bool, typer.Option("--token-for-inference", help="Require the token for inference too.")] = False,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "warning",
 ) -> None:
     """Serve registered models over the Open Inference Protocol, with /metrics."""
@@ -146,8 +163,11 @@ def serve(
         settings = ServingSettings(
             max_batch_size=max_batch_size, max_batch_delay_ms=max_batch_delay_ms, batching=batching,
             monitoring=monitoring, max_body_bytes=max_body_bytes, drain_seconds=drain_seconds, drift=drift,
-            store_url=store, prediction_log=log_settings,
+            store_url=store, prediction_log=log_settings, api_token=_api_token(api_token_file),
+            token_for_inference=token_for_inference,
         )  # fmt: skip
+        if token_for_inference and settings.api_token is None:
+            raise ModelmonError("--token-for-inference needs a token: set MODELMON_API_TOKEN or --api-token-file")
     except ModelmonError as exc:
         _fail(exc)
     except ValidationError as exc:

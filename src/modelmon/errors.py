@@ -62,6 +62,11 @@ class StoreUnavailableError(ModelmonError):
     reason = "store_unavailable"
 
 
+class UnauthorizedError(ModelmonError):
+    status_code = 401
+    reason = "unauthorized"
+
+
 class FeedbackDisabledError(ModelmonError):
     status_code = 409
     reason = "feedback_disabled"
@@ -92,4 +97,5 @@ ERROR_REASONS: tuple[str, ...] = (
     "store_unavailable",
     "invalid_label",
     "feedback_disabled",
+    "unauthorized",
 )

@@ -68,7 +68,7 @@ def alerts_export(
             console.print(f"  {path}")
     if result.substituted_secrets:
         console.print(f"[yellow]{result.alertmanager_config} holds secrets[/yellow] (mode 0600): "
-                      f"{', '.join(result.substituted_secrets)}; Alertmanager 0.25 cannot read these from files", soft_wrap=True)  # fmt: skip
+                      f"{', '.join(result.substituted_secrets)} (from the environment, or fields Alertmanager 0.25 cannot read from a file)", soft_wrap=True)  # fmt: skip
     for note in result.notes:
         console.print(f"[yellow]note:[/yellow] {note}", soft_wrap=True)
     if check and not check_export(result):

@@ -42,11 +42,11 @@ ENDPOINTS = ("infer", "predict", "metadata", "ready", "feedback")
 #: The status codes each endpoint of a served model can answer, created at zero at load so
 #: that `increase()` sees the first error too. (404s are counted under UNKNOWN_MODEL.)
 MODEL_STATUS_CODES = {
-    "infer": (200, 400, 413, 500),
-    "predict": (200, 400, 413, 500),
+    "infer": (200, 400, 401, 413, 500),
+    "predict": (200, 400, 401, 413, 500),
     "metadata": (200,),
     "ready": (200, 503),
-    "feedback": (200, 400, 409, 413, 503),
+    "feedback": (200, 400, 401, 409, 413, 503),
 }
 #: Time from a prediction to its ground-truth label: seconds to a month.
 LABEL_DELAY_BUCKETS = (1, 10, 60, 300, 900, 3600, 4 * 3600, 12 * 3600, 86400, 3 * 86400, 7 * 86400, 30 * 86400)

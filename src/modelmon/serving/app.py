@@ -8,6 +8,7 @@ one per request.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -32,6 +33,7 @@ from modelmon.errors import (
     ModelNotFoundError,
     ModelNotReadyError,
     PayloadTooLargeError,
+    UnauthorizedError,
 )
 from modelmon.monitoring.metrics import QualityMetrics, RequestMetrics, ServerMetrics
 from modelmon.monitoring.profile import load_sample
@@ -41,11 +43,14 @@ from modelmon.quality.recent import RecentPredictions
 from modelmon.registry.store import Registry
 from modelmon.store import open_store
 from modelmon.serving import codecs
+from modelmon.serving.openapi import openapi_document
 from modelmon.serving.runtime import ModelRuntime
 from modelmon.serving.settings import ServingSettings
 
 JSON = "application/json"
 OUTPUT_NAMES = ("label", "probabilities", "prediction_id")
+#: Endpoints that need the API token, without and with --token-for-inference.
+PROTECTED_ENDPOINTS = {False: frozenset({"feedback"}), True: frozenset({"feedback", "infer", "predict"})}
 logger = logging.getLogger("modelmon.serving")
 
 
@@ -170,6 +175,17 @@ class ModelServer:
             chunks.append(chunk)
         return b"".join(chunks)
 
+    def authorize(self, request: Request, endpoint: str) -> None:
+        """Write endpoints, and inference when configured, need the bearer token. Compared
+        in constant time; the token never reaches a log or an error message."""
+        token = self.settings.api_token
+        if token is None or endpoint not in PROTECTED_ENDPOINTS[self.settings.token_for_inference]:
+            return
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        expected = token.get_secret_value().encode()
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected):
+            raise UnauthorizedError("this endpoint needs the header 'Authorization: Bearer <token>' with the server's API token")
+
     async def model_endpoint(
         self,
         request: Request,
@@ -183,6 +199,7 @@ class ModelServer:
         try:
             runtime = self.runtime(params["name"], params.get("version"))
             metrics = runtime.metrics
+            self.authorize(request, endpoint)
             metrics.inflight.inc()
             try:
                 response = await handler(request, runtime)
@@ -191,6 +208,8 @@ class ModelServer:
         except ModelmonError as exc:
             metrics.count_error(exc.reason)
             response = json_response({"error": exc.message}, exc.status_code)
+            if exc.status_code == 401:
+                response.headers["WWW-Authenticate"] = "Bearer"
         except Exception as exc:  # a bug of ours: say so, count it, keep serving
             logger.exception("unexpected error on %s %s", request.method, request.url.path)
             metrics.count_error("internal_error")
@@ -305,6 +324,11 @@ def create_app(server: ModelServer) -> Starlette:
             {"models": [{"name": n, "versions": sorted(v, key=int)} for n, v in server.runtimes.items()]}
         )
 
+    document = openapi_document(server.settings.token_for_inference, server.settings.api_token is not None)
+
+    async def openapi(request: Request) -> Response:
+        return json_response(document)
+
     async def metrics(request: Request) -> Response:
         # Exposition of many series takes milliseconds: keep it off the event loop.
         body = await run_in_threadpool(server.metrics.render)
@@ -345,6 +369,7 @@ def create_app(server: ModelServer) -> Starlette:
         *model_route("/feedback", "feedback", server.receive_feedback, ["POST"]),
         Route("/v1/models/{name}:predict", predict, methods=["POST"]),
         Route("/metrics", metrics),
+        Route("/openapi.json", openapi),
     ]
     return Starlette(
         routes=routes,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SecretStr
 
 from modelmon.monitoring.drift import DriftSettings
 from modelmon.quality.prediction_log import PredictionLogSettings
@@ -22,6 +22,8 @@ class ServingSettings(BaseModel):
     drift: DriftSettings = Field(default_factory=DriftSettings)
     prediction_log: PredictionLogSettings = Field(default_factory=PredictionLogSettings)
     store_url: str | None = Field(None, description="The store for the prediction log and labels [default: $MODELMON_STORE_URL, else $MODELMON_HOME/modelmon.db].")
+    api_token: SecretStr | None = Field(None, description="Bearer token required by write endpoints (feedback).")
+    token_for_inference: bool = Field(False, description="Require the token for inference too.")
     recent_predictions: int = Field(100_000, ge=0, description="Predictions kept in memory to join labels without a store query.")
     drain_seconds: float = Field(
         2.0, ge=0, description="On SIGTERM, how long to report not-ready while still serving, "

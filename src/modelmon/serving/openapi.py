@@ -1,0 +1,209 @@
+"""The OpenAPI document of the server (``GET /openapi.json``).
+
+Written out by hand, next to the routes it describes, because the V2 protocol's shapes are
+fixed by its specification rather than derived from our code. The schemathesis tests check
+the live server against it: every status and body a client can see is listed here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import modelmon
+from modelmon.serving.codecs import V2_NUMPY_TYPES
+
+JSON = "application/json"
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {JSON: {"schema": schema}}}
+
+
+ERROR_RESPONSES = {
+    "400": _json(_ref("Error"), "Bad input: the message names the feature or field and the problem."),
+    "401": _json(_ref("Error"), "Missing or wrong bearer token (only when a token is configured)."),
+    "404": _json(_ref("Error"), "Unknown model or version."),
+    "413": _json(_ref("Error"), "Body over the size limit."),
+}
+
+SCHEMAS: dict[str, Any] = {
+    "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}},
+    "TensorInput": {
+        "type": "object",
+        "required": ["name", "shape", "datatype"],
+        "properties": {
+            "name": {"type": "string", "minLength": 1},
+            "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
+            "datatype": {"type": "string", "enum": sorted(V2_NUMPY_TYPES)},
+            "parameters": {"type": "object"},
+            "data": {"type": "array", "description": "Row-major values, flat or nested; omitted with binary data."},
+        },
+    },
+    "RequestedOutput": {
+        "type": "object",
+        "required": ["name"],
+        "properties": {"name": {"type": "string"}, "parameters": {"type": "object"}},
+    },
+    "InferRequest": {
+        "type": "object",
+        "required": ["inputs"],
+        "properties": {
+            "id": {"type": "string"},
+            "parameters": {"type": "object"},
+            "inputs": {"type": "array", "minItems": 1, "items": _ref("TensorInput")},
+            "outputs": {"type": "array", "items": _ref("RequestedOutput")},
+        },
+    },
+    "TensorOutput": {
+        "type": "object",
+        "required": ["name", "datatype", "shape"],
+        "properties": {
+            "name": {"type": "string"},
+            "datatype": {"type": "string"},
+            "shape": {"type": "array", "items": {"type": "integer"}},
+            "data": {"type": "array"},
+            "parameters": {"type": "object"},
+        },
+    },
+    "InferResponse": {
+        "type": "object",
+        "required": ["model_name", "model_version", "id", "outputs"],
+        "properties": {
+            "model_name": {"type": "string"},
+            "model_version": {"type": "string"},
+            "id": {"type": "string"},
+            "outputs": {"type": "array", "items": _ref("TensorOutput")},
+        },
+    },
+    "RecordsRequest": {
+        "type": "object",
+        "required": ["instances"],
+        "properties": {"instances": {"type": "array", "items": {"type": "object"}, "minItems": 1}},
+    },
+    "RecordsResponse": {
+        "type": "object",
+        "required": ["model_name", "model_version", "predictions"],
+        "properties": {
+            "model_name": {"type": "string"},
+            "model_version": {"type": "string"},
+            "predictions": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["id", "label", "probabilities"],
+                    "properties": {"id": {"type": "string"}, "label": {}, "probabilities": {"type": "object"}},
+                },
+            },
+        },
+    },
+    "FeedbackRequest": {
+        "type": "object",
+        "required": ["labels"],
+        "properties": {
+            "labels": {
+                "type": "array",
+                "minItems": 1,
+                "items": {
+                    "type": "object",
+                    "required": ["id", "label"],
+                    "properties": {"id": {"type": "string"}, "label": {"oneOf": [{"type": "string"}, {"type": "integer"}]}},
+                },
+            }
+        },
+    },
+    "FeedbackResponse": {
+        "type": "object",
+        "required": ["matched", "duplicate", "unknown", "duplicate_ids", "unknown_ids"],
+        "properties": {
+            "matched": {"type": "integer"},
+            "duplicate": {"type": "integer"},
+            "unknown": {"type": "integer"},
+            "duplicate_ids": {"type": "array", "items": {"type": "string"}},
+            "unknown_ids": {"type": "array", "items": {"type": "string"}},
+        },
+    },
+    "ModelMetadata": {
+        "type": "object",
+        "required": ["name", "versions", "platform", "inputs", "outputs"],
+        "properties": {
+            "name": {"type": "string"},
+            "versions": {"type": "array", "items": {"type": "string"}},
+            "platform": {"type": "string"},
+            "inputs": {"type": "array", "items": {"type": "object"}},
+            "outputs": {"type": "array", "items": {"type": "object"}},
+        },
+    },
+}
+
+NAME = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
+VERSION = {"name": "version", "in": "path", "required": True, "schema": {"type": "string"}}
+
+
+def _model_paths(suffix: str, operation: dict[str, Any], method: str) -> dict[str, Any]:
+    return {
+        f"/v2/models/{{name}}{suffix}": {method: {**operation, "parameters": [NAME]}},
+        f"/v2/models/{{name}}/versions/{{version}}{suffix}": {method: {**operation, "parameters": [NAME, VERSION]}},
+    }
+
+
+def openapi_document(token_for_inference: bool, token_configured: bool) -> dict[str, Any]:
+    """The document for this server's configuration (which endpoints need a token)."""
+    write_security = [{"bearer": []}] if token_configured else []
+    inference_security = [{"bearer": []}] if token_configured and token_for_inference else []
+    infer = {
+        "summary": "Open Inference Protocol (V2) inference",
+        "requestBody": {"required": True, "content": {JSON: {"schema": _ref("InferRequest")}}},
+        "security": inference_security,
+        "responses": {
+            "200": {"description": "Outputs label, probabilities and prediction_id.",
+                    "content": {JSON: {"schema": _ref("InferResponse")}, "application/octet-stream": {}}},  # fmt: skip
+            **ERROR_RESPONSES,
+        },
+    }
+    feedback = {
+        "summary": "Ground-truth labels, joined to predictions by id",
+        "requestBody": {"required": True, "content": {JSON: {"schema": _ref("FeedbackRequest")}}},
+        "security": write_security,
+        "responses": {
+            "200": _json(_ref("FeedbackResponse"), "What each label joined to."),
+            **ERROR_RESPONSES,
+            "409": _json(_ref("Error"), "The server runs without the prediction log."),
+            "503": _json(_ref("Error"), "The store is unavailable; nothing was recorded."),
+        },
+    }
+    metadata = {"summary": "Model metadata", "responses": {"200": _json(_ref("ModelMetadata"), "Inputs and outputs."), "404": ERROR_RESPONSES["404"]}}
+    ready = {"summary": "Model readiness", "responses": {
+        "200": _json({"type": "object"}, "Ready."), "404": ERROR_RESPONSES["404"],
+        "503": _json(_ref("Error"), "Not ready.")}}  # fmt: skip
+    paths: dict[str, Any] = {
+        "/v2": {"get": {"summary": "Server metadata", "responses": {"200": _json({"type": "object"}, "Name, version, extensions.")}}},
+        "/v2/health/live": {"get": {"summary": "Liveness", "responses": {"200": _json({"type": "object"}, "Live.")}}},
+        "/v2/health/ready": {"get": {"summary": "Readiness", "responses": {
+            "200": _json({"type": "object"}, "Ready."), "503": _json({"type": "object"}, "Loading or draining.")}}},  # fmt: skip
+        "/v2/models": {"get": {"summary": "Served models", "responses": {"200": _json({"type": "object"}, "Names and versions.")}}},
+        **_model_paths("", metadata, "get"),
+        **_model_paths("/ready", ready, "get"),
+        **_model_paths("/infer", infer, "post"),
+        **_model_paths("/feedback", feedback, "post"),
+        "/v1/models/{name}:predict": {"post": {
+            "summary": "Records in, records out",
+            "parameters": [NAME],
+            "security": inference_security,
+            "requestBody": {"required": True, "content": {JSON: {"schema": _ref("RecordsRequest")}}},
+            "responses": {"200": _json(_ref("RecordsResponse"), "One prediction per instance."), **ERROR_RESPONSES},
+        }},  # fmt: skip
+        "/metrics": {"get": {"summary": "Prometheus exposition", "responses": {
+            "200": {"description": "Text format 0.0.4.", "content": {"text/plain": {}}}}}},  # fmt: skip
+        "/openapi.json": {"get": {"summary": "This document", "responses": {"200": _json({"type": "object"}, "OpenAPI 3.")}}},
+    }
+    return {
+        "openapi": "3.0.3",
+        "info": {"title": "modelmon", "version": modelmon.__version__,
+                 "description": "Open Inference Protocol (V2) serving with monitoring."},  # fmt: skip
+        "paths": paths,
+        "components": {"schemas": SCHEMAS, "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+    }
