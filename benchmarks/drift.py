@@ -320,8 +320,9 @@ def summarise(rounds: list[dict]) -> dict:
     return out
 
 
-def detect_seconds(entry: dict, tool: str) -> float:
-    return entry["steps"]["account_and_score" if tool == "modelmon" else "detect"]["seconds"]
+def detect_seconds_of(run: dict, tool: str) -> float:
+    """The compared time of one tool's run: modelmon's accounting + scoring, the others' detection."""
+    return run["steps"]["account_and_score" if tool == "modelmon" else "detect"]["seconds"]
 
 
 def assess(result: dict) -> dict:
@@ -394,14 +395,15 @@ def markdown(result: dict) -> str:
         f"only its detection work; {st['rounds']} rounds (order rotated), medians. Run on {result['date']} with "
         f"`{st['command']}` ({result['seconds'] / 60:.1f} minutes).",
         "",
-        "| tool | settings | detection s | peak memory added MiB | peak RSS MiB | process s (with imports, Parquet) | Evidently / tool |",
+        "| tool | settings | detection s | peak memory added MiB | peak RSS MiB | process s (with imports, Parquet) | Evidently / tool (within-round ratio) |",
         "|---|---|---|---|---|---|---|",
     ]
-    ev = detect_seconds(s["evidently"], "evidently") if "evidently" in s else None
     for tool in tools:
         e = s[tool]
         step = e["steps"]["account_and_score" if tool == "modelmon" else "detect"]
-        ratio = f"{ev / step['seconds']:.1f}x" if ev else "n/a"
+        per_round = [detect_seconds_of(r["evidently"], "evidently") / detect_seconds_of(r[tool], tool)
+                     for r in result["rounds"] if "evidently" in r and tool in r]  # fmt: skip
+        ratio = f"{statistics.median(per_round):.1f}x" if per_round else "n/a"
         lines.append(f"| {LABELS[tool]} | {result['tool_settings'][tool]} | {step['seconds']:.3f} | {step['peak_added_mib']:.0f} | "
                      f"{step['peak_rss_mib']:.0f} | {e['process_seconds']:.1f} | {ratio} |")  # fmt: skip
     mm = s["modelmon"]["steps"]

@@ -146,6 +146,8 @@ class SmtpSink:
         self.controller = Controller(
             Handler(), hostname="127.0.0.1", port=self.port, authenticator=authenticator,
             auth_required=True, auth_require_tls=False,
+            # Alertmanager speaks LOGIN only to servers that prompt "Username:"; aiosmtpd does not.
+            auth_exclude_mechanism=["LOGIN"],
         )  # fmt: skip
         self.controller.start()
         return self

@@ -78,6 +78,12 @@ def mail_has(status: str):  # noqa: ANN201
                          for block in m.text.split("\n\n"))  # fmt: skip
 
 
+def received(sink: HttpSink) -> list[str]:
+    """What the webhook received, in short (for failure messages)."""
+    return [f"{r.json['status']} " + ", ".join(f"{a['labels'].get('alertname')}/{a['labels'].get('feature', '')}={a['status']}"
+                                              for a in r.json["alerts"]) for r in sink.on("/webhook")]  # fmt: skip
+
+
 def block(text: str, word: str) -> str:
     """The paragraph of a message about the amount feature's drift alert."""
     return next(b for b in text.split("\n\n") if b.startswith(f"{word} ModelmonFeatureDrift") and "feature: amount" in b)
@@ -153,7 +159,12 @@ def test_drift_alert_fires_and_resolves_by_email_webhook_slack_and_bridge(
             send(server.url, normal(shop_frame, 50, seed))
             seed += 1
         resolved_hook = http_sink.wait(webhook_has("resolved"), timeout=1)
-        assert resolved_hook is not None, "no resolved drift notification at the webhook"
+        assert resolved_hook is not None, (
+            f"no resolved drift notification at the webhook; received: {received(http_sink)}; "
+            f"Prometheus ALERTS: {[(a['metric'].get('alertname'), a['metric'].get('feature'), a['metric'].get('alertstate')) for a in prometheus.query('ALERTS')]}; "
+            f"Alertmanager: {[(a['labels'].get('alertname'), a['labels'].get('feature'), a['status']['state'], a.get('endsAt')) for a in alertmanager.alerts()]}; "
+            f"server: {[l for l in httpx.get(server.url + '/metrics').text.splitlines() if l.startswith('modelmon_feature_drift{')]}"
+        )
         resolved_mail = smtp_sink.wait(mail_has("resolved"), timeout=15)
         resolved_bridge = http_sink.wait(bridge_has("resolved"), timeout=15)
         resolved_slack = http_sink.wait(slack_has("resolved"), timeout=15)

@@ -46,7 +46,7 @@ class Alertmanager:
         self.url = f"http://127.0.0.1:{self.port}"
 
     @classmethod
-    def start(cls, config_file: Path, workdir: Path, port: int | None = None) -> Alertmanager:
+    def start(cls, config_file: Path, workdir: Path, port: int | None = None, log_level: str = "info") -> Alertmanager:
         binary = alertmanager_binary()
         if binary is None:
             raise FileNotFoundError(f"Alertmanager is not installed; {ALERTMANAGER_INSTALL_HINT}")
@@ -60,6 +60,7 @@ class Alertmanager:
                 f"--storage.path={workdir / 'data'}",
                 f"--web.listen-address=127.0.0.1:{port}",
                 "--cluster.listen-address=",
+                f"--log.level={log_level}",
             ],
             stdout=subprocess.DEVNULL,
             stderr=log_path.open("wb"),

@@ -324,10 +324,9 @@ def create_app(server: ModelServer) -> Starlette:
             {"models": [{"name": n, "versions": sorted(v, key=int)} for n, v in server.runtimes.items()]}
         )
 
-    document = openapi_document(server.settings.token_for_inference, server.settings.api_token is not None)
-
     async def openapi(request: Request) -> Response:
-        return json_response(document)
+        served = {name: sorted(versions, key=int) for name, versions in server.runtimes.items()}
+        return json_response(openapi_document(server.settings.token_for_inference, server.settings.api_token is not None, served))
 
     async def metrics(request: Request) -> Response:
         # Exposition of many series takes milliseconds: keep it off the event loop.

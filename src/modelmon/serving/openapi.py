@@ -139,19 +139,24 @@ SCHEMAS: dict[str, Any] = {
     },
 }
 
-NAME = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
-VERSION = {"name": "version", "in": "path", "required": True, "schema": {"type": "string"}}
+def openapi_document(
+    token_for_inference: bool, token_configured: bool, served: dict[str, list[str]]
+) -> dict[str, Any]:
+    """The document for this server: its models (``served``: name -> versions) and which
+    endpoints need a token. Other names and versions get the documented 404."""
+    names = sorted(served) or ["model"]
+    versions = sorted({v for vs in served.values() for v in vs} | {"latest"})
+    name_parameter = {"name": "name", "in": "path", "required": True, "schema": {"type": "string", "enum": names}}
+    version_parameter = {"name": "version", "in": "path", "required": True, "schema": {"type": "string", "enum": versions}}
 
+    def _model_paths(suffix: str, operation: dict[str, Any], method: str) -> dict[str, Any]:
+        return {
+            f"/v2/models/{{name}}{suffix}": {method: {**operation, "parameters": [name_parameter]}},
+            f"/v2/models/{{name}}/versions/{{version}}{suffix}": {
+                method: {**operation, "parameters": [name_parameter, version_parameter]}
+            },
+        }
 
-def _model_paths(suffix: str, operation: dict[str, Any], method: str) -> dict[str, Any]:
-    return {
-        f"/v2/models/{{name}}{suffix}": {method: {**operation, "parameters": [NAME]}},
-        f"/v2/models/{{name}}/versions/{{version}}{suffix}": {method: {**operation, "parameters": [NAME, VERSION]}},
-    }
-
-
-def openapi_document(token_for_inference: bool, token_configured: bool) -> dict[str, Any]:
-    """The document for this server's configuration (which endpoints need a token)."""
     write_security = [{"bearer": []}] if token_configured else []
     inference_security = [{"bearer": []}] if token_configured and token_for_inference else []
     infer = {
@@ -191,7 +196,7 @@ def openapi_document(token_for_inference: bool, token_configured: bool) -> dict[
         **_model_paths("/feedback", feedback, "post"),
         "/v1/models/{name}:predict": {"post": {
             "summary": "Records in, records out",
-            "parameters": [NAME],
+            "parameters": [name_parameter],
             "security": inference_security,
             "requestBody": {"required": True, "content": {JSON: {"schema": _ref("RecordsRequest")}}},
             "responses": {"200": _json(_ref("RecordsResponse"), "One prediction per instance."), **ERROR_RESPONSES},
