@@ -96,7 +96,8 @@ def test_drift_alert_fires_and_resolves_by_email_webhook_slack_and_bridge(
     started = time.monotonic()
     secrets = tmp_path / "secrets"
     secrets.mkdir()
-    (secrets / "smtp_password").write_text(smtp_sink.password + "\n")
+    # No trailing newline: Alertmanager 0.25 reads smtp_auth_password_file verbatim.
+    (secrets / "smtp_password").write_text(smtp_sink.password)
     (secrets / "slack_webhook").write_text(f"{http_sink.url}/slack\n")
     (secrets / "apprise_urls").write_text(f"json://127.0.0.1:{http_sink.port}/apprise\n")
     bridge_port = free_port()
@@ -117,7 +118,7 @@ def test_drift_alert_fires_and_resolves_by_email_webhook_slack_and_bridge(
     config_file = tmp_path / "modelmon.yaml"
     config_file.write_text(yaml.safe_dump(config))
     out = tmp_path / "out"
-    exported = modelmon("alerts", "export", str(out), "--config", str(config_file), "--check")
+    exported = modelmon("alerts", "export", str(out), "--config", str(config_file))
     assert exported.returncode == 0, exported.stdout + exported.stderr
     am_config = out / "alertmanager" / "alertmanager.yml"
     assert smtp_sink.password not in am_config.read_text()  # read from its file by Alertmanager

@@ -71,3 +71,80 @@ def test_store_outage_during_traffic_loses_nothing(registry_dir, shop_frame, tmp
     finally:
         stop_sending.set()
         stop_process(server.process)
+
+
+class Traffic:
+    """Requests from a background thread until stopped; remembers every prediction id it
+    got an answer for."""
+
+    def __init__(self, url: str, rows: list[dict]) -> None:
+        self.url, self.rows = url, rows
+        self.ids: list[str] = []
+        self.statuses: list[int] = []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run)
+
+    def _run(self) -> None:
+        with httpx.Client(timeout=30) as client:
+            while not self.stop.is_set():
+                try:
+                    response = client.post(f"{self.url}/v1/models/shop:predict", json={"instances": self.rows})
+                except httpx.HTTPError:
+                    return  # the server went away
+                self.statuses.append(response.status_code)
+                if response.status_code == 200:
+                    self.ids += [p["id"] for p in response.json()["predictions"]]
+
+    def __enter__(self) -> "Traffic":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        self.thread.join(30)
+
+
+def stored_ids(store_path) -> list[str]:
+    import sqlite3
+
+    with sqlite3.connect(store_path) as connection:
+        return [row[0] for row in connection.execute("SELECT id FROM predictions")]
+
+
+def test_sigkill_under_load_then_restart_loses_and_doubles_nothing(registry_dir, shop_frame, tmp_path):
+    home, store = tmp_path / "home", tmp_path / "store.db"
+    args = ("--store", str(store), "--drain-seconds", "0")
+    rows = shop_frame.drop(columns="segment").iloc[:3].to_dict("records")
+    server = start_server(registry_dir, tmp_path, *args, home=home)
+    with Traffic(server.url, rows) as traffic:
+        time.sleep(2.0)
+        server.process.kill()  # SIGKILL: no shutdown code runs
+        server.process.wait(10)
+    acknowledged = set(traffic.ids)
+    assert len(acknowledged) > 30 and set(traffic.statuses) == {200}
+
+    restarted = start_server(registry_dir, tmp_path, *args, home=home)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not acknowledged <= set(stored_ids(store)):
+            time.sleep(0.25)
+        ids = stored_ids(store)
+        assert acknowledged <= set(ids), f"{len(acknowledged - set(ids))} acknowledged predictions lost"
+        assert len(ids) == len(set(ids))  # nothing stored twice
+        assert log_counters(restarted.url)["replayed"] > 0  # the dead process's journal
+    finally:
+        stop_process(restarted.process)
+
+
+def test_sigterm_under_load_writes_every_prediction(registry_dir, shop_frame, tmp_path):
+    store = tmp_path / "store.db"
+    rows = shop_frame.drop(columns="segment").iloc[:3].to_dict("records")
+    server = start_server(registry_dir, tmp_path, "--store", str(store), "--drain-seconds", "0.5")
+    with Traffic(server.url, rows) as traffic:
+        time.sleep(1.5)
+        server.process.terminate()
+        assert server.process.wait(30) == 0
+    assert traffic.ids and set(traffic.statuses) <= {200}
+    # Everything answered is in the store the moment the process has exited.
+    ids = stored_ids(store)
+    assert set(traffic.ids) <= set(ids) and len(ids) == len(set(ids))

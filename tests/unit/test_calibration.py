@@ -38,8 +38,8 @@ def test_a_method_is_kept_only_when_it_lowers_the_error():
     chosen = calibrate(proba, truth)
     assert chosen.method in ("isotonic", "sigmoid")
     assert chosen.cv_error[chosen.method] < chosen.cv_error["none"]
-    # Already calibrated scores: a map is kept only if it beat the raw scores on both
-    # folds, and whatever is kept does no harm on fresh data from the same distribution.
+    # Already calibrated scores: whatever is kept does no harm on fresh data from the same
+    # distribution.
     for seed in range(5):
         rng = np.random.default_rng(seed)
         p, fresh = rng.uniform(0.05, 0.95, 4000), rng.uniform(0.05, 0.95, 20000)

@@ -17,6 +17,7 @@ by its owner only, and the export says which secrets it holds.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from modelmon.alerting import config as cfg
@@ -34,6 +35,7 @@ class Secrets:
     """Which secrets an export wrote into a file (by config key), so it can say so."""
 
     substituted: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     def value(self, ref: cfg.SecretRef, where: str) -> str:
         self.substituted.append(where)
@@ -130,9 +132,24 @@ def _global(config: cfg.AlertingConfig, secrets: Secrets) -> dict[str, Any]:
         if smtp.auth_password is not None:
             if smtp.auth_password.source == "file":
                 out["smtp_auth_password_file"] = smtp.auth_password.name
+                _check_verbatim(smtp.auth_password.name, "smtp.auth_password", secrets)
             else:
                 out["smtp_auth_password"] = secrets.value(smtp.auth_password, "smtp.auth_password")
     return out
+
+
+def _check_verbatim(path: str, where: str, secrets: Secrets) -> None:
+    """Alertmanager 0.25 reads smtp_auth_password_file as it is, trailing newline included
+    (the other *_file secrets are trimmed): warn when the file ends in whitespace."""
+    try:
+        content = Path(path).read_bytes()
+    except OSError:
+        return  # the file may live only where Alertmanager runs
+    if content != content.rstrip():
+        secrets.notes.append(
+            f"{where}: {path} ends with a newline or spaces, which Alertmanager 0.25 sends as part of the "
+            f"password; rewrite it without (printf '%s' \"$PASSWORD\" > {path})"
+        )
 
 
 def _matcher(label: str, value: str, op: str = "=") -> str:

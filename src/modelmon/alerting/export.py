@@ -68,6 +68,7 @@ def export(config: cfg.AlertingConfig, out_dir: Path | str, *, alertmanager_file
     if alertmanager_files:
         content, secrets = alertmanager.alertmanager_config(config, rules)
         result.substituted_secrets = secrets.substituted
+        result.notes.extend(secrets.notes)
         am_dir = out / ALERTMANAGER_DIR
         result.alertmanager_config = _write(am_dir / alertmanager.CONFIG_FILE, prom.dump_yaml(content),
                                             private=bool(secrets.substituted))  # fmt: skip

@@ -14,10 +14,10 @@ TEMPLATES = r"""
 {{- end }}
 
 {{ define "modelmon.where" -}}
-{{ with .Labels.model }}model: {{ . }}  {{ end }}{{ with .Labels.version }}version: {{ . }}  {{ end }}
-{{- with .Labels.feature }}feature: {{ . }}  {{ end }}{{ with .Labels.method }}method: {{ . }}  {{ end }}
-{{- with .Labels.experiment }}experiment: {{ . }}  {{ end }}{{ with .Labels.run }}run: {{ . }}  {{ end }}
-{{- with .Labels.instance }}instance: {{ . }}{{ end }}
+{{ with .Labels.model }}model: {{ . }}{{ end }}{{ with .Labels.version }}  version: {{ . }}{{ end }}
+{{- with .Labels.feature }}  feature: {{ . }}{{ end }}{{ with .Labels.method }}  method: {{ . }}{{ end }}
+{{- with .Labels.experiment }}experiment: {{ . }}{{ end }}{{ with .Labels.run }}  run: {{ . }}{{ end }}
+{{- if not .Labels.model }}{{ with .Labels.instance }}  instance: {{ . }}{{ end }}{{ end }}
 {{- end }}
 
 {{ define "modelmon.alert.text" -}}
@@ -47,7 +47,7 @@ runbook: {{ .Annotations.runbook_url }}
 {{ range .Alerts }}
 <b>{{ if eq .Status "firing" }}FIRING{{ else }}RESOLVED{{ end }} {{ .Labels.alertname | html }}</b> ({{ .Labels.severity | html }})
 {{ .Annotations.description | html }}
-{{ with .Labels.model }}model: {{ . | html }} {{ end }}{{ with .Labels.version }}version: {{ . | html }} {{ end }}{{ with .Labels.feature }}feature: {{ . | html }}{{ end }}
+{{ with .Labels.model }}model: {{ . | html }}{{ end }}{{ with .Labels.version }}  version: {{ . | html }}{{ end }}{{ with .Labels.feature }}  feature: {{ . | html }}{{ end }}
 value: {{ .Annotations.value | html }}, threshold: {{ .Annotations.threshold | html }}
 <a href="{{ .Annotations.runbook_url | html }}">runbook</a>
 {{ end }}

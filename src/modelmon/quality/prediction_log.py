@@ -1,30 +1,38 @@
-"""The prediction log: every prediction written to the store, off the request path.
+"""The prediction log: every prediction written to the store, without slowing a request and
+without losing one when the store or the process fails.
 
-The request path only appends a chunk (one request's ids, labels and probabilities, as
-arrays) to a bounded in-memory queue. A writer thread turns chunks into rows and inserts
-them in batches. When the store is slow or down, the batch goes to a spool file on local
-disk instead, and spooled files are replayed once the store answers again; replays insert
-with ``ON CONFLICT DO NOTHING`` on the prediction id, so a batch replayed twice is stored
-once. Nothing is dropped silently: a full queue drops the chunk and counts it.
+The request path appends one JSON line per request to a journal segment on local disk (a
+single ``write`` to a file opened for appending: once it returns, the line survives the
+process being killed, even with SIGKILL). Segments are closed every ``segment_seconds``. A
+writer thread inserts each closed segment into the store in batches and deletes it; when the
+store is slow or down the segments simply wait on disk (they are the spool) and are
+retried every ``retry_seconds``. Inserts are ``ON CONFLICT DO NOTHING`` on the prediction id,
+so a segment inserted twice (a crash between insert and delete) is stored once.
 
-Counters (``modelmon_prediction_log_rows_total{outcome}``): written, spooled, replayed,
-dropped.
+Each process journals under its own prefix and holds a lock on it; at start-up, the
+segments of prefixes whose lock is free (a process that died) are inserted too. So labels
+can count on every acknowledged prediction reaching the store.
+
+Counters ``modelmon_prediction_log_rows_total{outcome}``: ``written`` (inserted at the first
+try), ``spooled`` (the first try failed: kept on disk), ``replayed`` (inserted after a failed
+try, or left by a process that died), ``dropped`` (could not even be journaled).
 """
 
 from __future__ import annotations
 
-import json
+import fcntl
 import logging
+import os
 import threading
 import time
 import uuid
-from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from pydantic import BaseModel, Field
 
@@ -34,15 +42,15 @@ from modelmon.store.predictions import insert_ignoring_duplicates, predictions
 logger = logging.getLogger("modelmon.quality")
 
 OUTCOMES = ("written", "spooled", "replayed", "dropped")
+SEGMENT_SUFFIX = ".jsonl"
 
 
 class PredictionLogSettings(BaseModel):
     enabled: bool = True
     feature_sample: float = Field(0.0, ge=0, le=1, description="Share of requests whose input features are logged too.")
-    max_queue_rows: int = Field(100_000, ge=1, description="Rows waiting in memory; beyond this, chunks are dropped and counted.")
     batch_rows: int = Field(2000, ge=1, description="Most rows per insert.")
-    flush_seconds: float = Field(0.2, gt=0, description="Longest a row waits before its batch is written.")
-    spool_dir: Path | None = Field(None, description="Where batches go while the store is down [default: $MODELMON_HOME/spool].")
+    segment_seconds: float = Field(0.5, gt=0, description="How long a journal segment stays open before it is written to the store.")
+    spool_dir: Path | None = Field(None, description="Journal directory [default: $MODELMON_HOME/spool].")
     retry_seconds: float = Field(2.0, gt=0, description="How often a down store is tried again.")
 
 
@@ -63,165 +71,159 @@ class PredictionLog:
     def __init__(self, store: Store, settings: PredictionLogSettings, spool_dir: Path, registry: CollectorRegistry) -> None:
         self.store = store
         self.settings = settings
-        self.spool_dir = spool_dir
-        self.spool_dir.mkdir(parents=True, exist_ok=True)
+        self.directory = spool_dir
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.prefix = uuid.uuid4().hex[:12]
         self.rows = Counter(
             "modelmon_prediction_log_rows", "Prediction log rows, by what happened to them.", ["outcome"], registry=registry
         )
         self.outcomes = {outcome: self.rows.labels(outcome) for outcome in OUTCOMES}
-        self.queued_rows = Gauge("modelmon_prediction_log_queue_rows", "Rows waiting to be written.", registry=registry)
-        self.spool_files = Gauge("modelmon_prediction_log_spool_files", "Spooled batches waiting for the store.", registry=registry)
-        self._queue: deque[Chunk] = deque()
-        self._queued = 0
-        self._lock = threading.Lock()
-        self._wake = threading.Event()
-        self._stopping = False
-        self._busy = False  # the writer holds a batch it took from the queue
-        self._store_down_until = 0.0
+        self.pending_segments = Gauge(
+            "modelmon_prediction_log_spool_files", "Journal segments waiting to be written to the store.", registry=registry
+        )
+        self._lock_file = (self.directory / f"{self.prefix}.lock").open("w")
+        fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)  # ours while we live
+        self._segment_lock = threading.Lock()
+        self._segment_number = 0
+        self._fd: int | None = None
+        self._open_path: Path | None = None
+        self._segment_opened = 0.0
+        self._retry_at = 0.0
+        self._failed_once: set[Path] = set()
+        self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     # -- request path ------------------------------------------------------------------
 
     def submit(self, chunk: Chunk) -> None:
-        """Queue a request's predictions; never blocks, never raises."""
-        n = len(chunk.ids)
-        with self._lock:
-            if self._queued + n > self.settings.max_queue_rows:
-                self.outcomes["dropped"].inc(n)
+        """Journal a request's predictions; never blocks on the store, never raises."""
+        line = orjson.dumps(
+            {"m": chunk.model, "v": chunk.version, "t": chunk.predicted_at, "ids": chunk.ids,
+             "y": chunk.labels, "p": chunk.probabilities, "f": chunk.features},
+            option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_APPEND_NEWLINE,
+        )  # fmt: skip
+        try:
+            with self._segment_lock:
+                if self._fd is None:
+                    self._open_segment()
+                os.write(self._fd, line)
+        except OSError:
+            logger.exception("prediction log: cannot journal %d rows", len(chunk.ids))
+            self.outcomes["dropped"].inc(len(chunk.ids))
+
+    def _open_segment(self) -> None:
+        self._segment_number += 1
+        path = self.directory / f"{self.prefix}-{self._segment_number:09d}{SEGMENT_SUFFIX}.open"
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        self._segment_opened = time.monotonic()
+        self._open_path = path
+
+    def _close_segment(self) -> None:
+        """Seal the open segment (rename drops ``.open``) so the writer may take it."""
+        with self._segment_lock:
+            if self._fd is None:
                 return
-            self._queue.append(chunk)
-            self._queued += n
-        if self._queued >= self.settings.batch_rows:
-            self._wake.set()
+            os.close(self._fd)
+            self._fd = None
+            assert self._open_path is not None
+            self._open_path.rename(self._open_path.with_suffix(""))
 
     # -- lifecycle ---------------------------------------------------------------------
 
     def start(self) -> None:
-        self.spool_files.set(len(self._spooled()))
         self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
         self._thread.start()
 
     def stop(self, timeout: float = 30.0) -> None:
-        """Write or spool everything queued, then stop."""
-        self._stopping = True
-        self._wake.set()
+        """Seal the journal and write what the store will take; the rest stays on disk."""
+        self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None
+        self._close_segment()
+        self._write_sealed(final=True)
+        fcntl.flock(self._lock_file, fcntl.LOCK_UN)
+        self._lock_file.close()
+        (self.directory / f"{self.prefix}.lock").unlink(missing_ok=True)
 
     def flush(self, timeout: float = 10.0) -> bool:
-        """Wait until the queue is empty (for tests and shutdown); True if it emptied."""
+        """Seal and write everything journaled so far (tests, shutdown); True if all of it
+        reached the store."""
+        self._close_segment()
         deadline = time.monotonic() + timeout
-        self._wake.set()
         while time.monotonic() < deadline:
-            with self._lock:
-                if not self._queue and not self._busy:
-                    return True
-            time.sleep(0.01)
+            if not self._sealed_segments():
+                return True
+            time.sleep(0.05)
         return False
 
     # -- writer thread -----------------------------------------------------------------
 
     def _run(self) -> None:
-        while True:
-            self._wake.wait(self.settings.flush_seconds)
-            self._wake.clear()
-            while True:
-                batch = self._take()
-                if not batch:
-                    break
-                try:
-                    self._write(self._rows(batch))
-                finally:
-                    self._busy = False
-            if time.monotonic() >= self._store_down_until:
-                self._replay()
-            if self._stopping:
-                with self._lock:
-                    if not self._queue:
-                        return
+        self._adopt_orphans()
+        while not self._stop.wait(min(0.1, self.settings.segment_seconds)):
+            if self._fd is not None and time.monotonic() - self._segment_opened >= self.settings.segment_seconds:
+                self._close_segment()
+            self._write_sealed(final=False)
 
-    def _take(self) -> list[Chunk]:
-        with self._lock:
-            batch, rows = [], 0
-            while self._queue and rows < self.settings.batch_rows:
-                chunk = self._queue.popleft()
-                batch.append(chunk)
-                rows += len(chunk.ids)
-            self._queued -= rows
-            self._busy = bool(batch)
-            self.queued_rows.set(self._queued)
-            return batch
-
-    @staticmethod
-    def _rows(batch: list[Chunk]) -> list[dict[str, Any]]:
-        rows = []
-        for chunk in batch:
-            at = datetime.fromtimestamp(chunk.predicted_at, UTC)
-            probabilities = chunk.probabilities.tolist()
-            for i, prediction_id in enumerate(chunk.ids):
-                rows.append({
-                    "id": prediction_id, "model": chunk.model, "version": chunk.version,
-                    "predicted_at": at, "predicted_label": str(chunk.labels[i]),
-                    "probabilities": probabilities[i],
-                    "features": chunk.features[i] if chunk.features is not None else None,
-                })  # fmt: skip
-        return rows
-
-    def _insert(self, rows: list[dict[str, Any]]) -> None:
-        with self.store.write() as connection:
-            connection.execute(insert_ignoring_duplicates(predictions, self.store.dialect), rows)
-
-    def _write(self, rows: list[dict[str, Any]]) -> None:
-        if time.monotonic() < self._store_down_until:
-            self._spool(rows)
-            return
-        try:
-            self._insert(rows)
-        except Exception as exc:  # any store failure: keep the rows on disk instead
-            logger.warning("prediction log: store unavailable (%s); spooling %d rows", type(exc).__name__, len(rows))
-            self._store_down_until = time.monotonic() + self.settings.retry_seconds
-            self._spool(rows)
-            return
-        self.outcomes["written"].inc(len(rows))
-
-    def _spool(self, rows: list[dict[str, Any]]) -> None:
-        name = f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.jsonl"
-        temporary = self.spool_dir / f".{name}.tmp"
-        try:
-            with temporary.open("w") as f:
-                for row in rows:
-                    f.write(json.dumps({**row, "predicted_at": row["predicted_at"].isoformat()}) + "\n")
-                f.flush()
-            temporary.rename(self.spool_dir / name)  # whole files only: a crash leaves a .tmp, not half a batch
-        except OSError:
-            logger.exception("prediction log: cannot spool %d rows", len(rows))
-            self.outcomes["dropped"].inc(len(rows))
-            return
-        self.outcomes["spooled"].inc(len(rows))
-        self.spool_files.set(len(self._spooled()))
-
-    def _spooled(self) -> list[Path]:
-        return sorted(self.spool_dir.glob("*.jsonl"))
-
-    def _replay(self) -> None:
-        for path in self._spooled():
-            rows = []
-            try:
-                text = path.read_text()
-            except FileNotFoundError:  # another replica sharing the spool replayed it
+    def _adopt_orphans(self) -> None:
+        """Segments of processes that died (their lock is free) become ours to write."""
+        for lock in self.directory.glob("*.lock"):
+            prefix = lock.stem
+            if prefix == self.prefix:
                 continue
-            for line in text.splitlines():
-                row = json.loads(line)
-                row["predicted_at"] = datetime.fromisoformat(row["predicted_at"])
-                rows.append(row)
+            with lock.open("w") as handle:
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    continue  # alive: its own writer handles its segments
+                for path in self.directory.glob(f"{prefix}-*{SEGMENT_SUFFIX}*"):
+                    sealed = path.with_name(path.name.removesuffix(".open"))
+                    path.rename(self.directory / f"{self.prefix}-orphan-{sealed.name}")
+                    self._failed_once.add(self.directory / f"{self.prefix}-orphan-{sealed.name}")
+                lock.unlink(missing_ok=True)
+
+    def _sealed_segments(self) -> list[Path]:
+        return sorted(self.directory.glob(f"{self.prefix}-*{SEGMENT_SUFFIX}"))
+
+    def _write_sealed(self, final: bool) -> None:
+        segments = self._sealed_segments()
+        self.pending_segments.set(len(segments))
+        now = time.monotonic()
+        if not final and now < self._retry_at:
+            return
+        for path in segments:
+            rows = self._read(path)
             try:
                 for start in range(0, len(rows), self.settings.batch_rows):
-                    self._insert(rows[start : start + self.settings.batch_rows])
-            except Exception as exc:
-                logger.warning("prediction log: replay failed (%s); will retry", type(exc).__name__)
-                self._store_down_until = time.monotonic() + self.settings.retry_seconds
+                    with self.store.write() as connection:
+                        connection.execute(insert_ignoring_duplicates(predictions, self.store.dialect), rows[start : start + self.settings.batch_rows])
+            except Exception as exc:  # any store failure: the segment waits on disk
+                if path not in self._failed_once:
+                    self._failed_once.add(path)
+                    self.outcomes["spooled"].inc(len(rows))
+                    logger.warning("prediction log: store unavailable (%s); %d rows wait on disk", type(exc).__name__, len(rows))
+                self._retry_at = time.monotonic() + self.settings.retry_seconds
                 return
-            path.unlink(missing_ok=True)
-            self.outcomes["replayed"].inc(len(rows))
-            self.spool_files.set(len(self._spooled()))
+            self.outcomes["replayed" if path in self._failed_once else "written"].inc(len(rows))
+            self._failed_once.discard(path)
+            path.unlink()
+            self.pending_segments.set(len(self._sealed_segments()))
+
+    @staticmethod
+    def _read(path: Path) -> list[dict[str, Any]]:
+        rows = []
+        for line in path.read_bytes().splitlines():
+            try:
+                chunk = orjson.loads(line)
+            except orjson.JSONDecodeError:  # a line cut short by a crash mid-write
+                continue
+            at = datetime.fromtimestamp(chunk["t"], UTC)
+            features = chunk.get("f")
+            for i, prediction_id in enumerate(chunk["ids"]):
+                rows.append({
+                    "id": prediction_id, "model": chunk["m"], "version": chunk["v"], "predicted_at": at,
+                    "predicted_label": str(chunk["y"][i]), "probabilities": chunk["p"][i],
+                    "features": features[i] if features is not None else None,
+                })  # fmt: skip
+        return rows
