@@ -47,6 +47,8 @@ class HttpSink:
         self.requests: list[Request] = []
         self.fail_next = 0
         self.failed = 0
+        #: Response bodies by path prefix (Telegram's client, for one, reads its answer).
+        self.responses: dict[str, bytes] = {}
         self._cond = threading.Condition()
         sink = self
 
@@ -65,7 +67,8 @@ class HttpSink:
                 self.send_response(status)
                 self.send_header("content-type", "application/json")
                 self.end_headers()
-                self.wfile.write(b'{"ok": true}' if status == 200 else b'{"error": "planned failure"}')
+                body = next((v for k, v in sink.responses.items() if self.path.startswith(k)), b'{"ok": true}')
+                self.wfile.write(body if status == 200 else b'{"error": "planned failure"}')
 
             def log_message(self, *args: Any) -> None:
                 pass
@@ -179,9 +182,11 @@ def smtp_sink() -> Iterator[SmtpSink]:
     sink.stop()
 
 
-def modelmon(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    """Run the real ``modelmon`` command."""
+def modelmon(*args: str, env: dict[str, str] | None = None, unset: tuple[str, ...] = (), cwd: Path | None = None,
+             timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """Run the real ``modelmon`` command (``unset``: variables removed from its environment)."""
     import os
 
+    environment = {k: v for k, v in {**os.environ, **(env or {})}.items() if k not in unset}
     return subprocess.run([sys.executable, "-m", "modelmon.cli", *args], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, cwd=cwd, timeout=120)  # fmt: skip
+                          env=environment, cwd=cwd, timeout=timeout)  # fmt: skip

@@ -148,3 +148,24 @@ def test_sigterm_under_load_writes_every_prediction(registry_dir, shop_frame, tm
     # Everything answered is in the store the moment the process has exited.
     ids = stored_ids(store)
     assert set(traffic.ids) <= set(ids) and len(ids) == len(set(ids))
+
+
+def test_serving_is_unaffected_when_prometheus_goes_away(registry_dir, shop_frame, tmp_path):
+    from modelmon.stack.prometheus import Prometheus
+
+    rows = shop_frame.drop(columns="segment").iloc[:3].to_dict("records")
+    server = start_server(registry_dir, tmp_path, "--drain-seconds", "0")
+    prometheus = Prometheus.start(tmp_path / "prom", [f"127.0.0.1:{server.port}"])
+    try:
+        assert prometheus.wait_for('up{job="modelmon"}', 1) == 1
+        with Traffic(server.url, rows) as traffic:
+            time.sleep(1.0)
+            prometheus.stop()  # the monitoring stack disappears mid-traffic
+            before = len(traffic.statuses)
+            time.sleep(1.5)
+        assert len(traffic.statuses) > before  # still serving after it went
+        assert set(traffic.statuses) == {200}
+        assert httpx.get(f"{server.url}/metrics").status_code == 200
+    finally:
+        prometheus.stop()
+        stop_process(server.process)

@@ -133,7 +133,7 @@ class Builder:
             "target_down", "ModelmonTargetDown", s, expr=expr,
             summary="Model server $instance is down",
             description="Prometheus cannot scrape the model server $instance (job $job), which serves "
-            "model $model version $version: it is down or unreachable.",
+            "model $model version $version: it is down or unreachable (up = $value).",
             value_format=NUMBER, threshold=Threshold.literal("up == 0"),
         )  # fmt: skip
         rule.range_seconds = seconds(s.lookback)

@@ -32,17 +32,18 @@ def custom_rule(rule: cfg.CustomRule, config: cfg.AlertingConfig) -> AlertRule:
     for_ = rule.for_ or CUSTOM_DEFAULT_FOR
     runbook = rule.runbook_url or f"{config.runbook_base_url}#custom-rules"
     if rule.expr is not None:
-        expr, what = rule.expr.strip(), "the condition"
-        threshold = Threshold.literal("see the rule's expression")
+        expr = rule.expr.strip()
+        threshold = Threshold.literal("in the rule's expr")
+        default_summary = f"{rule.name} is firing"
+        default_description = f"{rule.name} fired: its expression returned $value."
     else:
-        expr, what = compile_condition(rule), f"{rule.aggregation} of {rule.metric}"
+        expr, what = compile_condition(rule), f"the {rule.aggregation} of {rule.metric}"
         threshold = Threshold.literal(f"{rule.comparator} {NUMBER.expect(rule.threshold)}")
-    by_text = " ".join(f"{label}=${label}" for label in rule.by if label in _TEXT_LABELS) if rule.expr is None else ""
-    summary = _user_text(rule.summary) if rule.summary else f"{rule.name}: {what} is $value"
-    description = (
-        _user_text(rule.description) if rule.description
-        else f"{rule.name} fired{' for ' + by_text if by_text else ''}: {what} is $value (condition: $threshold)."
-    )  # fmt: skip
+        where = " ".join(f"{label}=${label}" for label in rule.by if label in _TEXT_LABELS)
+        default_summary = f"{rule.name}: {what} is $value"
+        default_description = f"{rule.name}{' (' + where + ')' if where else ''}: {what} is $value (condition: $threshold)."
+    summary = _user_text(rule.summary) if rule.summary else default_summary
+    description = _user_text(rule.description) if rule.description else default_description
     out = AlertRule(
         name=rule.name, expr=expr, for_=for_, severity=rule.severity or CUSTOM_DEFAULT_SEVERITY,
         summary=summary, description=description, value_format=NUMBER, threshold=threshold,
@@ -94,10 +95,14 @@ def custom_cases(rule: cfg.CustomRule, compiled: AlertRule) -> list[Case]:
         return []
     t = float(rule.threshold)
     step = abs(t) / 2 if t else 1.0
+    # Values well inside and outside the condition: rates come out of float arithmetic,
+    # so a value on the boundary itself would be a coin toss.
     bad, good = {
-        ">": (t + step, t - step), ">=": (t, t - step), "<": (t - step, t + step),
-        "<=": (t, t + step), "==": (t, t + step), "!=": (t + step, t),
+        ">": (t + step, t - step), ">=": (t + step, t - step), "<": (t - step, t + step),
+        "<=": (t - step, t + step), "==": (t, t + step), "!=": (t + step, t),
     }[rule.comparator]  # fmt: skip
+    if rule.comparator in ("==", "!=") and rule.aggregation in ("rate", "increase", "avg"):
+        return []
     window_minutes = minutes(rule.window)
     n = 2 + window_minutes + minutes(compiled.for_) + 2
     labels = {label: "x" for label in rule.by} | dict(rule.matchers)

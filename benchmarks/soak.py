@@ -1,0 +1,156 @@
+"""Soak: a long run at about 80% of the measured maximum throughput with everything on
+(serving metrics, drift accounting and scoring, the prediction log), recording errors (must
+be 0) and the server's resident memory over time (growth after warm-up at most 5%).
+
+    python benchmarks/soak.py                 # 10 minutes
+    python benchmarks/soak.py --quick         # 20 seconds: the smoke test
+
+Load comes from wrk (Debian package) with a Lua script that paces each connection, so the
+rate holds near the target instead of saturating the server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+from modelmon.stack.processes import free_port, stop_process, wait_for_http  # noqa: E402
+
+RESULTS = Path(__file__).parent / "results" / "soak.json"
+CONNECTIONS = 16
+
+
+def register(registry: Path) -> list[float]:
+    import pandas as pd
+    from sklearn.datasets import load_breast_cancer
+    from sklearn.linear_model import LogisticRegression
+
+    import modelmon
+
+    data = load_breast_cancer(as_frame=True).frame
+    data.columns = [c.replace(" ", "_") for c in data.columns]
+    features = data.drop(columns="target")
+    model = LogisticRegression(max_iter=10000).fit(features, data.target)
+    modelmon.register_model(model, name="soak", reference=data, target="target", validation=data, registry=registry)
+    return features.iloc[0].tolist()
+
+
+def lua_script(directory: Path, row: list[float], delay_ms: float) -> Path:
+    body = json.dumps({"inputs": [{"name": "input-0", "shape": [1, len(row)], "datatype": "FP64", "data": row}]})
+    path = directory / "soak.lua"
+    pacing = f"function delay()\n  return {delay_ms:.3f}\nend\n" if delay_ms > 0 else ""
+    path.write_text(
+        'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
+        f"wrk.body = {json.dumps(body)}\n{pacing}"
+    )
+    return path
+
+
+def run_wrk(url: str, script: Path, seconds: int) -> dict[str, float]:
+    out = subprocess.run(
+        ["wrk", "-t2", f"-c{CONNECTIONS}", f"-d{seconds}s", "-s", str(script), "--latency", url],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    non_2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    socket_errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    return {
+        "requests_per_second": rps,
+        "non_2xx": float(non_2xx.group(1)) if non_2xx else 0.0,
+        "socket_errors": float(sum(map(int, socket_errors.groups()))) if socket_errors else 0.0,
+    }
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def server_errors(url: str) -> float:
+    text = httpx.get(f"{url}/metrics").text
+    return sum(s.value for f in text_string_to_metric_families(text) for s in f.samples
+               if s.name == "modelmon_request_errors_total")  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--seconds", type=int, default=600)
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is not installed: apt-get install --no-install-recommends wrk")
+    seconds, warmup, probe = (20, 5, 5) if args.quick else (args.seconds, 60, 15)
+    work = Path(tempfile.mkdtemp(prefix="modelmon-soak-"))
+    row = register(work / "registry")
+    port = free_port()
+    env = {**os.environ, "MODELMON_HOME": str(work / "home")}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "modelmon.cli", "serve", "--registry", str(work / "registry"), "--port", str(port)],
+        env=env, stdout=subprocess.DEVNULL, stderr=(work / "server.log").open("wb"),
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_http(f"{url}/v2/health/ready", 60, server)
+        infer = f"{url}/v2/models/soak/infer"
+        maximum = run_wrk(infer, lua_script(work, row, 0), probe)["requests_per_second"]
+        target = 0.8 * maximum
+        # Each connection waits between requests so that all of them together make `target`:
+        # a first guess from the latency at full load, then one correction from a probe.
+        delay_ms = max(0.0, 1000 * CONNECTIONS * (1 / target - 1 / maximum))
+        probed = run_wrk(infer, lua_script(work, row, delay_ms), probe)["requests_per_second"]
+        delay_ms = max(0.0, delay_ms + 1000 * CONNECTIONS * (1 / target - 1 / probed))
+        loader = subprocess.Popen(
+            ["wrk", "-t2", f"-c{CONNECTIONS}", f"-d{seconds}s", "-s", str(lua_script(work, row, delay_ms)), "--latency", infer],
+            stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        started, samples = time.monotonic(), []
+        while loader.poll() is None:
+            samples.append((round(time.monotonic() - started, 1), round(rss_mib(server.pid), 1)))
+            time.sleep(1 if args.quick else 5)
+        out = loader.stdout.read()
+        rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+        non_2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+        socket_errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+        after_warmup = [rss for t, rss in samples if t >= warmup]
+        first, last = after_warmup[: max(1, len(after_warmup) // 10)], after_warmup[-max(1, len(after_warmup) // 10) :]
+        growth = (sum(last) / len(last)) / (sum(first) / len(first)) - 1
+        result = {
+            "seconds": seconds,
+            "max_requests_per_second": maximum,
+            "target_requests_per_second": round(target, 1),
+            "achieved_requests_per_second": rps,
+            "http_errors": int(non_2xx.group(1)) if non_2xx else 0,
+            "socket_errors": int(sum(map(int, socket_errors.groups()))) if socket_errors else 0,
+            "server_counted_errors": server_errors(url),
+            "rss_growth_after_warmup": round(growth, 4),
+            "rss_mib": samples,
+        }
+    finally:
+        stop_process(server)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2))
+    ok_errors = result["http_errors"] == 0 and result["socket_errors"] == 0 and result["server_counted_errors"] == 0
+    print(f"max {maximum:.0f} req/s; soak at {rps:.0f} req/s (target {target:.0f}) for {seconds} s")
+    print(f"errors: http {result['http_errors']}, socket {result['socket_errors']}, server {result['server_counted_errors']:.0f}"
+          f" -> {'OK' if ok_errors else 'FAIL'}")  # fmt: skip
+    print(f"RSS after warm-up: {first[0]:.1f} -> {last[-1]:.1f} MiB, growth {growth:+.1%} -> {'OK' if growth <= 0.05 else 'FAIL'}")
+    shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

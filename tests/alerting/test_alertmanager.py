@@ -1,0 +1,204 @@
+"""The exported Alertmanager configuration: amtool accepts it, routes as documented, keeps
+secrets out, and a real Alertmanager delivers readable messages on every HTTP channel."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import stat
+import subprocess
+import time
+
+import pytest
+import yaml
+
+from modelmon.alerting.config import load_config, parse_config
+from modelmon.alerting.export import export
+from modelmon.alerting.stack import Alertmanager
+from tests.alerting.conftest import REPO, HttpSink, modelmon, require
+
+EXAMPLE_ENV = {
+    "PAGERDUTY_ROUTING_KEY": "pd-key-from-env",
+    "TELEGRAM_BOT_TOKEN": "123:telegram-token-from-env",
+    "DISCORD_WEBHOOK_URL": "https://discord.com/api/webhooks/1/discord-from-env",
+    "APPRISE_URLS": "json://127.0.0.1:9/",
+}
+
+
+def amtool(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["amtool", *args], capture_output=True, text=True, timeout=60)
+
+
+@pytest.fixture
+def example_export(tmp_path, monkeypatch):
+    for key, value in EXAMPLE_ENV.items():
+        monkeypatch.setenv(key, value)
+    return export(load_config(REPO / "examples" / "modelmon.yaml"), tmp_path / "out")
+
+
+def test_example_passes_amtool_and_keeps_file_secrets_out(example_export):
+    require("amtool")
+    config_file = example_export.alertmanager_config
+    checked = amtool("check-config", str(config_file))
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    content = yaml.safe_load(config_file.read_text())
+    text = config_file.read_text()
+    assert content["global"]["smtp_auth_password_file"] == "/run/secrets/smtp_password"
+    receivers = {r["name"]: r for r in content["receivers"]}
+    assert receivers["team-slack"]["slack_configs"][0]["api_url_file"] == "/run/secrets/slack_webhook_url"
+    hook = receivers["incident-hook"]["webhook_configs"][0]
+    assert hook["http_config"]["authorization"]["credentials_file"] == "/run/secrets/hook_token"
+    # Secrets from the environment are substituted (0.25 has no env expansion), and said so.
+    assert sorted(example_export.substituted_secrets) == [
+        "channels[2].routing_key", "channels[4].bot_token", "channels[5].webhook_url"]  # fmt: skip
+    assert stat.S_IMODE(os.stat(config_file).st_mode) == 0o600
+    assert EXAMPLE_ENV["APPRISE_URLS"] not in text  # Apprise URLs stay with the bridge
+    bridge = receivers["churn-telegram+everything-else"]["webhook_configs"][0]
+    assert bridge["url"] == "http://127.0.0.1:9096/alertmanager/everything-else"
+    assert "msteams_configs" not in text  # not in Alertmanager 0.25
+    assert content["inhibit_rules"][0]["source_matchers"] == ['alertname="ModelmonTargetDown"']
+    assert content["inhibit_rules"][0]["equal"] == ["model"]
+
+
+def test_a_config_with_only_file_secrets_is_world_readable_and_secret_free(tmp_path):
+    (tmp_path / "slack").write_text("https://hooks.slack.com/services/T0/B0/secret-path\n")
+    (tmp_path / "pd").write_text("pd-secret\n")
+    config = parse_config({
+        "channels": [
+            {"name": "s", "type": "slack", "webhook_url_file": str(tmp_path / "slack")},
+            {"name": "p", "type": "pagerduty", "routing_key_file": str(tmp_path / "pd")},
+        ],
+        "routing": {"default": ["s", "p"]},
+    })  # fmt: skip
+    result = export(config, tmp_path / "out")
+    text = result.alertmanager_config.read_text()
+    assert result.substituted_secrets == []
+    assert "secret-path" not in text and "pd-secret" not in text
+    assert stat.S_IMODE(os.stat(result.alertmanager_config).st_mode) & 0o044  # nothing to hide
+
+
+def test_smtp_password_file_with_a_trailing_newline_is_flagged(tmp_path):
+    (tmp_path / "pw").write_text("hunter2\n")
+    config = parse_config({"smtp": {"smarthost": "mail:25", "from": "a@b.c", "auth_username": "u",
+                                    "auth_password_file": str(tmp_path / "pw")}})  # fmt: skip
+    notes = export(config, tmp_path / "out").notes
+    assert any("smtp.auth_password" in n and "newline" in n for n in notes)
+    (tmp_path / "pw").write_text("hunter2")
+    assert not any("newline" in n for n in export(config, tmp_path / "out2").notes)
+
+
+@pytest.mark.parametrize(
+    ("labels", "receivers"),
+    [
+        (["severity=critical", "model=shop", "alertname=ModelmonHighErrorRatio"], "pager+oncall-email+oncall-sms"),
+        (["severity=warning", "model=shop", "alertname=ModelmonFeatureDrift"], "team-slack+oncall-email"),
+        (["severity=info", "model=shop", "alertname=ModelmonLowLabelCoverage"], "incident-hook"),
+        # A model's own channels come in addition to the severity route.
+        (["severity=critical", "model=churn", "alertname=ModelmonHighErrorRatio"],
+         "churn-telegram+churn-discord,pager+oncall-email+oncall-sms"),
+        # A rule that names channels goes to them instead of its severity's.
+        (["severity=warning", "model=shop", "alertname=ChurnAmountOutOfRange"], "churn-telegram+everything-else"),
+        (["severity=info", "alertname=ModelmonTrainingValidationLossPlateau"], "team-slack"),
+        (["alertname=SomethingElse"], "team-slack"),  # routing.default
+    ],
+)  # fmt: skip
+def test_routes_as_documented(example_export, labels, receivers):
+    require("amtool")
+    tested = amtool("config", "routes", "test", f"--config.file={example_export.alertmanager_config}",
+                    f"--verify.receivers={receivers}", *labels)  # fmt: skip
+    assert tested.returncode == 0, tested.stdout + tested.stderr
+
+
+def test_export_command_checks_with_promtool_and_amtool(tmp_path):
+    require("amtool", "promtool")
+    env = {**EXAMPLE_ENV}
+    result = modelmon("alerts", "export", str(tmp_path / "out"), "--config", str(REPO / "examples" / "modelmon.yaml"),
+                      "--check", env=env)  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "passed: check rules" in result.stderr and "passed: test rules" in result.stderr
+    assert "passed: amtool check-config" in result.stderr
+    assert "holds secrets (mode 0600): channels[2].routing_key" in " ".join(result.stderr.split())
+    unset = modelmon("alerts", "export", str(tmp_path / "out2"), "--config", str(REPO / "examples" / "modelmon.yaml"),
+                     env=env, unset=("TELEGRAM_BOT_TOKEN",))  # fmt: skip
+    assert unset.returncode == 2
+    assert "channels[4].bot_token: environment variable TELEGRAM_BOT_TOKEN is not set" in " ".join(unset.stderr.split())
+
+
+def alert(name: str, severity: str, start: dt.datetime, **labels: str) -> dict:
+    return {
+        "labels": {"alertname": name, "severity": severity, **labels},
+        "annotations": {"summary": f"{name} summary", "description": f"{name} description",
+                        "value": "0.001", "threshold": "0.01", "runbook_url": f"https://runbooks.example/#{name.lower()}"},
+        "startsAt": start.isoformat(),
+    }  # fmt: skip
+
+
+def test_real_alertmanager_delivers_readable_messages_and_inhibits_symptoms(tmp_path, http_sink: HttpSink):
+    """Webhook, Slack, Discord, PagerDuty and Telegram, each pointed at the local receiver,
+    get the alert in readable form; while ModelmonTargetDown fires for ``shop`` its drift
+    alert is held back, while ``churn``'s still arrives."""
+    require("prometheus-alertmanager")
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    (secrets / "slack").write_text(f"{http_sink.url}/slack\n")
+    (secrets / "pd").write_text("pd-routing-key\n")
+    (secrets / "token").write_text("bearer-from-file\n")
+    os.environ["MODELMON_TEST_TELEGRAM_TOKEN"] = "42:tg-token"
+    http_sink.responses["/telegram"] = json.dumps(
+        {"ok": True, "result": {"message_id": 1, "date": 0, "chat": {"id": -100, "type": "group"}, "text": "x"}}).encode()
+    config = parse_config({
+        "channels": [
+            {"name": "hook", "type": "webhook", "url": f"{http_sink.url}/webhook", "bearer_token_file": str(secrets / "token")},
+            {"name": "slack", "type": "slack", "channel": "#ml", "webhook_url_file": str(secrets / "slack")},
+            {"name": "discord", "type": "discord", "webhook_url": f"$__file{{{secrets / 'slack'}}}"},
+            {"name": "pager", "type": "pagerduty", "routing_key_file": str(secrets / "pd"), "url": f"{http_sink.url}/pagerduty"},
+            {"name": "tg", "type": "telegram", "bot_token": "$__env{MODELMON_TEST_TELEGRAM_TOKEN}", "chat_id": -100,
+             "api_url": f"{http_sink.url}/telegram"},
+        ],
+        "routing": {"default": ["hook", "slack", "discord", "pager", "tg"], "group_wait": "1s", "group_interval": "1s"},
+    })  # fmt: skip
+    try:
+        result = export(config, tmp_path / "out")
+    finally:
+        del os.environ["MODELMON_TEST_TELEGRAM_TOKEN"]
+    alertmanager = Alertmanager.start(result.alertmanager_config, tmp_path / "am")
+    try:
+        now = dt.datetime.now(dt.timezone.utc)
+        alertmanager.post_alerts([
+            alert("ModelmonTargetDown", "critical", now, model="shop", version="1", instance="replica-1:8080"),
+            alert("ModelmonFeatureDrift", "warning", now, model="shop", version="1", feature="amount", method="psi"),
+            alert("ModelmonFeatureDrift", "warning", now, model="churn", version="3", feature="tenure", method="psi"),
+        ])  # fmt: skip
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and len(http_sink.on("/webhook")) < 2:
+            time.sleep(0.1)
+        time.sleep(2)  # let a wrongly uninhibited notification arrive, if any
+    finally:
+        alertmanager.stop()
+
+    hooks = [r.json for r in http_sink.on("/webhook")]
+    delivered = {(a["labels"]["alertname"], a["labels"]["model"]) for h in hooks for a in h["alerts"]}
+    assert delivered == {("ModelmonTargetDown", "shop"), ("ModelmonFeatureDrift", "churn")}
+    assert all(r.headers["Authorization"] == "Bearer bearer-from-file" for r in http_sink.on("/webhook"))
+
+    def one(prefix: str, needle: str) -> str:
+        bodies = [r.body.decode() for r in http_sink.requests if r.path.startswith(prefix)]
+        matching = [b for b in bodies if needle in b]
+        assert matching, f"{prefix}: nothing with {needle!r} in {bodies}"
+        return matching[0]
+
+    slack = json.loads(one("/slack", "churn"))
+    assert slack["channel"] == "#ml"
+    text = slack["attachments"][0]["text"]
+    assert slack["attachments"][0]["title"] == "[FIRING:1] ModelmonFeatureDrift model churn version 3"
+    assert "model: churn  version: 3  feature: tenure  method: psi" in text
+    assert "value: 0.001  threshold: 0.01" in text and "runbook: https://runbooks.example/#modelmonfeaturedrift" in text
+    discord = json.loads(one("/slack", "embeds"))["embeds"][0]
+    assert "feature: tenure" in discord["description"] or "feature: amount" not in discord["description"]
+    pager = json.loads(one("/pagerduty", "churn"))
+    assert pager["routing_key"] == "pd-routing-key" and pager["payload"]["severity"] == "warning"
+    assert pager["links"][0]["href"] == "https://runbooks.example/#modelmonfeaturedrift"
+    telegram = [r for r in http_sink.requests if r.path == "/telegram/bot42:tg-token/sendMessage"]
+    assert telegram, [r.path for r in http_sink.requests]
+    assert any("feature: tenure" in r.json["text"] and r.json["parse_mode"] == "HTML" for r in telegram)

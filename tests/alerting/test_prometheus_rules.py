@@ -1,0 +1,176 @@
+"""The exported Prometheus rules: promtool accepts them, and the generated promtool tests
+prove every built-in rule fires on a violating input and stays quiet on a healthy one, for
+the default thresholds and for others."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from sklearn.metrics import accuracy_score, f1_score
+
+from modelmon.alerting import builtins
+from modelmon.alerting.builtins import Builder
+from modelmon.alerting.config import AlertingConfig, parse_config
+from modelmon.alerting.export import export
+from modelmon.alerting.prometheus_rules import dump_yaml
+from tests.alerting.conftest import require
+
+CUSTOM = [
+    {"name": "UnseenAmount", "metric": "modelmon_feature_unseen_total", "matchers": {"feature": "amount"},
+     "aggregation": "rate", "comparator": ">", "threshold": 0.5, "window": "10m", "for": "5m", "labels": {"team": "risk"}},
+    {"name": "FewRowsScored", "metric": "modelmon_drift_window_rows", "aggregation": "min", "comparator": "<",
+     "threshold": 50, "window": "15m", "severity": "info"},
+    {"name": "ManyErrorsToday", "metric": "modelmon_request_errors_total", "aggregation": "increase",
+     "by": ["model"], "comparator": ">=", "threshold": 1000, "window": "1h"},
+    {"name": "RawCondition", "expr": 'sum(modelmon_inflight_requests) > 100', "for": "1m"},
+]  # fmt: skip
+
+
+def promtool(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["promtool", *args], capture_output=True, text=True, cwd=cwd, timeout=300)
+
+
+def check_and_test(out: Path) -> None:
+    rules = sorted(str(p) for p in (out / "prometheus").glob("*.rules.yml"))
+    checked = promtool("check", "rules", *rules)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    tests = sorted(p.name for p in (out / "prometheus").glob("*.test.yml"))
+    tested = promtool("test", "rules", *tests, cwd=out / "prometheus")
+    assert tested.returncode == 0, tested.stdout + tested.stderr
+
+
+def cases_by_alert(out: Path) -> dict[str, list[int]]:
+    """Alert name -> number of expected alerts of each of its test cases."""
+    found: dict[str, list[int]] = {}
+    for path in (out / "prometheus").glob("*.test.yml"):
+        for test in yaml.safe_load(path.read_text())["tests"]:
+            for check in test["alert_rule_test"]:
+                found.setdefault(check["alertname"], []).append(len(check["exp_alerts"]))
+    return found
+
+
+def test_default_rules_pass_promtool_and_every_builtin_is_proven_both_ways(tmp_path):
+    require("promtool")
+    result = export(AlertingConfig(), tmp_path, alertmanager_files=False)
+    check_and_test(tmp_path)
+    cases = cases_by_alert(tmp_path)
+    for names in builtins.NAMES.values():
+        for name in names:
+            assert any(n > 0 for n in cases[name]), f"{name} has no firing case"
+            assert any(n == 0 for n in cases[name]), f"{name} has no quiet case"
+    groups = yaml.safe_load((tmp_path / "prometheus" / "modelmon-drift.rules.yml").read_text())["groups"]
+    assert [g["name"] for g in groups] == ["modelmon-drift-1h"]  # the fleet recording rules come along
+    alerts = yaml.safe_load((tmp_path / "prometheus" / "modelmon-alerts.rules.yml").read_text())["groups"][0]["rules"]
+    assert [a["alert"] for a in alerts] == result.alert_names
+    for alert in alerts:
+        assert set(alert["annotations"]) == {"summary", "description", "value", "threshold", "runbook_url"}
+        assert "$value" in alert["annotations"]["description"], alert["alert"]
+        assert alert["annotations"]["runbook_url"].endswith("#" + alert["alert"].lower())
+        assert "modelmon:" not in alert["expr"], "alert rules read the raw contract metrics only"
+
+
+def test_other_thresholds_and_custom_rules_are_proven_too(tmp_path):
+    require("promtool")
+    config = parse_config({
+        "prometheus": {"job": "ml-serving", "drift_windows": ["30m", "1d"]},
+        "builtins": {
+            "target_down": {"for": "3m", "labels": {"team": "platform"}},
+            "error_ratio": {"threshold": 0.2, "window": "10m", "severity": "warning"},
+            "latency_p99": {"threshold": 2.0, "quantile": 0.95, "for": "1m"},
+            "feature_drift": {"methods": ["psi", "ks", "wasserstein"], "for": "30m"},
+            "dataset_drift": {"threshold": 0.3},
+            "prediction_drift": {"threshold": 0.1, "for": "0s"},
+            "realized_quality": {"margin": 0.1, "window": "1h", "min_labels": 5000, "metrics": ["f1_macro"]},
+            "estimated_accuracy": {"margin": 0.02, "window": "3h", "min_rows": 20},
+            "label_coverage": {"threshold": 0.5, "window": "6h", "require_some_labels": False, "min_predictions": 10},
+            "training_nan_loss": {"metrics": ["loss", "val_loss"]},
+            "training_plateau": {"patience": 3, "lookback": "2h", "split": "val", "metric": "loss"},
+            "training_stalled": {"threshold": 300, "for": "1m"},
+        },
+        "rules": CUSTOM,
+    })  # fmt: skip
+    result = export(config, tmp_path, alertmanager_files=False)
+    check_and_test(tmp_path)
+    cases = cases_by_alert(tmp_path)
+    assert "ModelmonAccuracyBelowBaseline" not in result.alert_names  # only f1_macro asked for
+    for name in ("UnseenAmount", "FewRowsScored", "ManyErrorsToday"):
+        assert sorted(cases[name]) == [0, 1], name
+    assert "RawCondition" not in cases and any("RawCondition" in n for n in result.notes)
+    groups = yaml.safe_load((tmp_path / "prometheus" / "modelmon-drift.rules.yml").read_text())["groups"]
+    assert [g["name"] for g in groups] == ["modelmon-drift-30m", "modelmon-drift-1d"]
+
+
+@pytest.mark.parametrize(
+    ("alert", "old", "new"),
+    [
+        ("ModelmonHighErrorRatio", ") > 0.05", ") > 0.5"),           # a threshold off by ten
+        ("ModelmonFeatureDrift", "modelmon_drift_window_rows <= 1000", "modelmon_drift_window_rows <= 100"),  # verdict rule
+        ("ModelmonLowLabelCoverage", ") < 0.1", ") > 0.1"),           # comparison inverted
+        ("ModelmonTrainingLossNaN", "!=", "=="),                      # NaN test lost
+    ],
+)  # fmt: skip
+def test_a_broken_rule_fails_its_generated_test(tmp_path, alert, old, new):
+    """The generated tests are not vacuous: damage one rule and promtool reports it."""
+    require("promtool")
+    export(AlertingConfig(), tmp_path, alertmanager_files=False)
+    rule_file = tmp_path / "prometheus" / "modelmon-alerts.rules.yml"
+    content = yaml.safe_load(rule_file.read_text())
+    rule = next(r for r in content["groups"][0]["rules"] if r["alert"] == alert)
+    assert old in rule["expr"]
+    rule["expr"] = rule["expr"].replace(old, new)
+    rule_file.write_text(dump_yaml(content))
+    # Only this rule's cases, so the check stays quick.
+    for path in sorted((tmp_path / "prometheus").glob("*.test.yml")):
+        test = yaml.safe_load(path.read_text())
+        test["tests"] = [t for t in test["tests"] if t["name"].startswith(f"{alert}:")]
+        if test["tests"]:
+            (tmp_path / "prometheus" / f"only-{path.name}").write_text(dump_yaml(test))
+    tests = sorted(p.name for p in (tmp_path / "prometheus").glob("only-*.test.yml"))
+    tested = promtool("test", "rules", *tests, cwd=tmp_path / "prometheus")
+    assert tested.returncode != 0
+    assert alert in tested.stdout + tested.stderr
+
+
+def test_accuracy_and_macro_f1_from_confusion_cells_equal_scikit_learn(tmp_path):
+    """On three classes (one never predicted, one never seen as a label) and a fourth class
+    with no rows at all, the PromQL accuracy and macro F1 equal scikit-learn's."""
+    require("promtool")
+    rng = np.random.default_rng(3)
+    y_true = rng.choice(["a", "b", "c"], 500, p=[0.5, 0.3, 0.2])
+    y_pred = np.where(rng.random(500) < 0.7, y_true, rng.choice(["a", "b", "d"], 500))
+    y_pred = np.where(y_pred == "c", "a", y_pred)  # "c" is never predicted, "d" never a label
+    classes = ["a", "b", "c", "d", "e"]  # "e": a class of the model that occurs nowhere
+    builder = Builder(parse_config({"builtins": {"realized_quality": {"window": "1h"}}}))
+    parts = builder._confusion("modelmon_confusion_total", "1h")
+    accuracy = f"{parts['correct']} / {parts['total']}"
+    f1 = (f"avg by (model, version) (2 * ({parts['tp']} or {parts['row']} * 0)"
+          f" / (({parts['row']} + {parts['col']}) > 0))")  # fmt: skip
+    rules = {rule.name: rule.expr for rule in builder.build()}
+    assert parts["correct"] in rules["ModelmonAccuracyBelowBaseline"] and parts["tp"] in rules["ModelmonF1BelowBaseline"]
+    series = []
+    for actual in classes:
+        for predicted in classes:
+            count = int(np.sum((y_true == actual) & (y_pred == predicted)))
+            labels = f'model="m", version="1", actual="{actual}", predicted="{predicted}", instance="r:1"'
+            series.append({"series": f"modelmon_confusion_total{{{labels}}}", "values": f"0 0+{count}x60"})
+    test = {
+        "rule_files": [],
+        "evaluation_interval": "1m",
+        "tests": [{
+            "interval": "1m",
+            "input_series": series,
+            "promql_expr_test": [
+                {"expr": f"abs(({accuracy}) - {accuracy_score(y_true, y_pred)!r}) < bool 1e-12", "eval_time": "61m",
+                 "exp_samples": [{"labels": '{model="m", version="1"}', "value": 1}]},
+                {"expr": f"abs(({f1}) - {f1_score(y_true, y_pred, average='macro')!r}) < bool 1e-12", "eval_time": "61m",
+                 "exp_samples": [{"labels": '{model="m", version="1"}', "value": 1}]},
+            ],
+        }],
+    }  # fmt: skip
+    (tmp_path / "quality.test.yml").write_text(dump_yaml(test))
+    tested = promtool("test", "rules", "quality.test.yml", cwd=tmp_path)
+    assert tested.returncode == 0, tested.stdout + tested.stderr

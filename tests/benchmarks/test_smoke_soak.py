@@ -1,0 +1,22 @@
+"""Smoke run of the soak benchmark: a short run produces numbers and no errors."""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).parents[2] / "benchmarks" / "soak.py"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk (Debian package) is not installed")
+def test_soak_quick(tmp_path):
+    out = tmp_path / "soak.json"
+    result = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--out", str(out)], capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stderr
+    numbers = json.loads(out.read_text())
+    assert numbers["achieved_requests_per_second"] > 0 and len(numbers["rss_mib"]) >= 5
+    assert numbers["http_errors"] == 0 and numbers["socket_errors"] == 0 and numbers["server_counted_errors"] == 0
