@@ -40,7 +40,7 @@ The target (issue 5): modelmon's MAE no worse than NannyML's, per case, for accu
 macro F1 (equal to 1e-9 counts as no worse). Also per case, offline diagnostics of the
 calibration choice made at registration (``calibration_diagnostics``): the MAE each method
 would have had on the same served probabilities, and the method modelmon's calibration error
-prefers when measured with two folds (as ``calibrate`` does) or with NannyML's 10 splits.
+prefers when measured as ``calibrate`` does (five folds, out of fold) or with NannyML's 10 splits.
 
     python benchmarks/cbpe.py            # full run (a few minutes; builds the NannyML venv once)
     python benchmarks/cbpe.py --quick    # seconds: generated data, small windows; NannyML only if its venv exists
@@ -418,8 +418,8 @@ def calibration_diagnostics(case: Case, card: Any, served: list[dict]) -> dict[s
 
     - ``mae_if``: the error each method would have had, its map fitted on the whole
       validation set as ``calibrate`` does for the method it keeps;
-    - ``cv_error_2fold``: the out-of-sample calibration error ``calibrate`` chose by (two
-      folds, each map fitted on half the rows), and ``cv_error_10x90``: the same error
+    - ``cv_error_modelmon``: the out-of-sample calibration error ``calibrate`` chose by (five
+      folds, out of fold), and ``cv_error_10x90``: the same error
       (``calibration_error``) pooled over 10 stratified 90/10 splits, NannyML's scheme."""
     from sklearn.model_selection import StratifiedShuffleSplit
 
@@ -447,8 +447,8 @@ def calibration_diagnostics(case: Case, card: Any, served: list[dict]) -> dict[s
         cv_10[method] = calibration_error(np.concatenate(pooled_q), np.concatenate(pooled_y))
     chosen = card.calibration.method if card.calibration else "none"
     return {"chosen": chosen, "mae_if": mae_if,
-            "cv_error_2fold": card.calibration.cv_error if card.calibration else None, "cv_error_10x90": cv_10,
-            "best_by_2fold": min(card.calibration.cv_error, key=card.calibration.cv_error.get) if card.calibration else None,
+            "cv_error_modelmon": card.calibration.cv_error if card.calibration else None, "cv_error_10x90": cv_10,
+            "best_by_modelmon": min(card.calibration.cv_error, key=card.calibration.cv_error.get) if card.calibration else None,
             "best_by_10x90": min(cv_10, key=cv_10.get)}  # fmt: skip
 
 
@@ -531,14 +531,14 @@ def markdown(results: dict[str, dict]) -> str:
         lines.append(f"| {case['title']} | {cal} | {f(m['accuracy']['modelmon_mae'])} | {f(m['accuracy']['nannyml_mae'])} | "
                      f"{f(m['f1_macro']['modelmon_mae'])} | {f(m['f1_macro']['nannyml_mae'])} |")  # fmt: skip
     lines += ["", "Offline diagnostics (modelmon's calibration functions, same probabilities): accuracy MAE had each "
-                  "method been kept, and which method the calibration error picks with 2 folds (modelmon) or 10 "
+                  "method been kept, and which method the calibration error picks with 5 folds (modelmon) or 10 "
                   "stratified 90/10 splits (NannyML's scheme).", "",
-              "| case | kept | MAE if none | MAE if isotonic | MAE if sigmoid | lowest error, 2 folds | lowest error, 10 splits |",
+              "| case | kept | MAE if none | MAE if isotonic | MAE if sigmoid | lowest error, 5 folds | lowest error, 10 splits |",
               "|---|---|---|---|---|---|---|"]  # fmt: skip
     for case in results.values():
         d = case["calibration_diagnostics"]
         lines.append(f"| {case['title']} | {d['chosen']} | " + " | ".join(f(d["mae_if"][m]["accuracy"]) for m in ("none", "isotonic", "sigmoid"))
-                     + f" | {d['best_by_2fold']} | {d['best_by_10x90']} |")  # fmt: skip
+                     + f" | {d['best_by_modelmon']} | {d['best_by_10x90']} |")  # fmt: skip
     return "\n".join(lines)
 
 

@@ -182,10 +182,10 @@ def test_real_alertmanager_delivers_readable_messages_and_inhibits_symptoms(tmp_
     assert delivered == {("ModelmonTargetDown", "shop"), ("ModelmonFeatureDrift", "churn")}
     assert all(r.headers["Authorization"] == "Bearer bearer-from-file" for r in http_sink.on("/webhook"))
 
-    def one(prefix: str, needle: str) -> str:
+    def one(prefix: str, *needles: str) -> str:
         bodies = [r.body.decode() for r in http_sink.requests if r.path.startswith(prefix)]
-        matching = [b for b in bodies if needle in b]
-        assert matching, f"{prefix}: nothing with {needle!r} in {bodies}"
+        matching = [b for b in bodies if all(n in b for n in needles)]
+        assert matching, f"{prefix}: nothing with {needles!r} in {bodies}"
         return matching[0]
 
     slack = json.loads(one("/slack", "churn"))
@@ -194,8 +194,9 @@ def test_real_alertmanager_delivers_readable_messages_and_inhibits_symptoms(tmp_
     assert slack["attachments"][0]["title"] == "[FIRING:1] ModelmonFeatureDrift model churn version 3"
     assert "model: churn  version: 3  feature: tenure  method: psi" in text
     assert "value: 0.001  threshold: 0.01" in text and "runbook: https://runbooks.example/#modelmonfeaturedrift" in text
-    discord = json.loads(one("/slack", "embeds"))["embeds"][0]
-    assert "feature: tenure" in discord["description"] or "feature: amount" not in discord["description"]
+    discord = json.loads(one("/slack", "embeds", "churn"))["embeds"][0]
+    assert discord["title"] == "[FIRING:1] ModelmonFeatureDrift model churn version 3"
+    assert "model: churn  version: 3  feature: tenure" in discord["description"]
     pager = json.loads(one("/pagerduty", "churn"))
     assert pager["routing_key"] == "pd-routing-key" and pager["payload"]["severity"] == "warning"
     assert pager["links"][0]["href"] == "https://runbooks.example/#modelmonfeaturedrift"
