@@ -10,6 +10,7 @@ from rich.console import Console
 
 from modelmon.errors import ModelmonError
 from modelmon.alerting.cli import alerts_app, notify_bridge, stack_app
+from modelmon.dashboards.cli import grafana_app, report
 from modelmon.tracking.cli import runs_app
 
 app = typer.Typer(
@@ -23,6 +24,8 @@ app.add_typer(runs_app, name="runs")
 app.add_typer(alerts_app, name="alerts")
 app.add_typer(stack_app, name="stack")
 app.command("notify-bridge")(notify_bridge)
+app.add_typer(grafana_app, name="grafana")
+app.command("report")(report)
 console = Console(stderr=True)
 
 RegistryOption = Annotated[

@@ -1,0 +1,1 @@
+"""Grafana dashboards and provisioning generated from code, and a report without Grafana."""
