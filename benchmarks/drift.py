@@ -475,7 +475,8 @@ def versions(tools: list[str]) -> dict:
     import importlib.metadata as metadata
 
     git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=HERE)
-    out = {"modelmon": f"{metadata.version('modelmon')} ({git.stdout.strip()})", "numpy (modelmon, scipy)": np.__version__,
+    dirty = subprocess.run(["git", "status", "--porcelain", "--", "../src"], capture_output=True, text=True, cwd=HERE)
+    out = {"modelmon": f"{metadata.version('modelmon')} ({git.stdout.strip()}{', src with uncommitted changes' if dirty.stdout.strip() else ''})", "numpy (modelmon, scipy)": np.__version__,
            "scipy": metadata.version("scipy"), "pandas (modelmon)": pd.__version__}  # fmt: skip
     for tool in tools:
         if tool in PEER_VENVS:

@@ -453,8 +453,10 @@ def markdown(result: dict) -> str:
         f"request, V2 JSON (BentoML: its JSON `{{\"input\": [[...]]}}`). `wrk` {v['wrk']}, one thread, "
         f"concurrency {', '.join(levels)}, {st['duration_seconds']:g} s each after a {st['warmup_seconds']:g} s warm-up, "
         f"{st['rounds']} rounds (every server started afresh each round); medians over rounds, ratios taken within a "
-        f"round. {result['machine']['cpus']} cores, shared with the load generator. Run on {result['date']} with "
-        f"`{st['command']}` ({result['seconds'] / 60:.0f} minutes).",
+        f"round. {result['machine']['cpus']} cores, shared with the load generator and with whatever else ran on the "
+        f"machine: the 1-minute load average went from {result['load_average_1min'][0]:.1f} to "
+        f"{result['load_average_1min'][1]:.1f} during the run (each run's is in the JSON). Run on {result['date']} "
+        f"with `{st['command']}` ({result['seconds'] / 60:.0f} minutes).",
         "",
         "| server | c | requests/s | p50 ms | p90 ms | p99 ms | errors |",
         "|---|---|---|---|---|---|---|",
@@ -555,8 +557,8 @@ def main() -> None:
     quick = args.quick
     rounds = args.rounds or (1 if quick else 3)
     duration = args.duration or (2.0 if quick else 15.0)
-    batch_duration = args.batch_duration or (2.0 if quick else 5.0)
-    warmup = 0.5 if quick else 3.0
+    batch_duration = args.batch_duration or (2.0 if quick else 4.0)
+    warmup = 0.5 if quick else 2.0
     peers_mode = args.peers or ("installed" if quick else "all")
     write_readme = args.readme if args.readme is not None else (not quick and args.out == RESULTS)
     if shutil.which("wrk") is None:
@@ -630,6 +632,8 @@ def main() -> None:
         "settings": {"rounds": rounds, "duration_seconds": duration, "warmup_seconds": warmup, "levels": list(LEVELS),
                      "quick": quick, "command": "python benchmarks/serving.py" + (" --quick" if quick else "")},  # fmt: skip
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
+        "load_average_1min": [min(min(x["load_average_1min"]) for r in all_rounds for x in r.values()),
+                              max(max(x["load_average_1min"]) for r in all_rounds for x in r.values())],
         "versions": versions(available),
         "labels": labels,
         "commands": commands,
@@ -671,7 +675,8 @@ def versions(peers: list[str]) -> dict[str, str | None]:
     wrk_version = subprocess.run(["wrk", "--version"], capture_output=True, text=True)
     match = re.search(r"wrk (\S+)", wrk_version.stdout + wrk_version.stderr)
     git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=HERE)
-    out = {"modelmon": f"{metadata.version('modelmon')} ({git.stdout.strip()})",
+    dirty = subprocess.run(["git", "status", "--porcelain", "--", "../src"], capture_output=True, text=True, cwd=HERE)
+    out = {"modelmon": f"{metadata.version('modelmon')} ({git.stdout.strip()}{', src with uncommitted changes' if dirty.stdout.strip() else ''})",
            "scikit-learn (modelmon)": metadata.version("scikit-learn"),
            "onnxruntime": metadata.version("onnxruntime"), "starlette": metadata.version("starlette"),
            "uvicorn": metadata.version("uvicorn"), "wrk": match.group(1) if match else None}  # fmt: skip

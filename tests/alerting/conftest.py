@@ -53,7 +53,7 @@ class HttpSink:
         sink = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("content-length") or 0))
                 with sink._cond:
                     if sink.fail_next > 0:
@@ -124,7 +124,7 @@ class SmtpSink:
         sink = self
 
         class Handler:
-            async def handle_DATA(self, server, session, envelope):  # noqa: N802, ANN001, ANN201
+            async def handle_DATA(self, server, session, envelope):
                 message = email.message_from_bytes(envelope.content, policy=email.policy.default)
                 text = message.get_body(preferencelist=("plain",))
                 html = message.get_body(preferencelist=("html",))
@@ -134,7 +134,7 @@ class SmtpSink:
                 ))  # fmt: skip
                 return "250 OK"
 
-        def authenticator(server, session, envelope, mechanism, auth_data):  # noqa: ANN001, ANN202
+        def authenticator(server, session, envelope, mechanism, auth_data):
             login = getattr(auth_data, "login", b"")
             password = getattr(auth_data, "password", b"")
             login = login.decode() if isinstance(login, bytes) else str(login)
@@ -180,6 +180,16 @@ def smtp_sink() -> Iterator[SmtpSink]:
     sink = SmtpSink(username="modelmon", password="s3cret-from-a-file").start()
     yield sink
     sink.stop()
+
+
+def cli(*args: str, env: dict[str, str] | None = None) -> Any:
+    """The ``modelmon`` command in this process (quick, for error paths); ``.stderr`` holds
+    what it told the user."""
+    from typer.testing import CliRunner
+
+    from modelmon.cli import app
+
+    return CliRunner().invoke(app, list(args), env=env)
 
 
 def modelmon(*args: str, env: dict[str, str] | None = None, unset: tuple[str, ...] = (), cwd: Path | None = None,

@@ -16,7 +16,7 @@ import yaml
 from modelmon.alerting.config import load_config, parse_config
 from modelmon.alerting.export import export
 from modelmon.alerting.stack import Alertmanager
-from tests.alerting.conftest import REPO, HttpSink, modelmon, require
+from tests.alerting.conftest import REPO, HttpSink, cli, modelmon, require
 
 EXAMPLE_ENV = {
     "PAGERDUTY_ROUTING_KEY": "pd-key-from-env",
@@ -119,9 +119,9 @@ def test_export_command_checks_with_promtool_and_amtool(tmp_path):
     assert "passed: check rules" in result.stderr and "passed: test rules" in result.stderr
     assert "passed: amtool check-config" in result.stderr
     assert "holds secrets (mode 0600): channels[2].routing_key" in " ".join(result.stderr.split())
-    unset = modelmon("alerts", "export", str(tmp_path / "out2"), "--config", str(REPO / "examples" / "modelmon.yaml"),
-                     env=env, unset=("TELEGRAM_BOT_TOKEN",))  # fmt: skip
-    assert unset.returncode == 2
+    unset = cli("alerts", "export", str(tmp_path / "out2"), "--config", str(REPO / "examples" / "modelmon.yaml"),
+                env={**env, "TELEGRAM_BOT_TOKEN": None})  # fmt: skip
+    assert unset.exit_code == 2
     assert "channels[4].bot_token: environment variable TELEGRAM_BOT_TOKEN is not set" in " ".join(unset.stderr.split())
 
 
@@ -164,7 +164,7 @@ def test_real_alertmanager_delivers_readable_messages_and_inhibits_symptoms(tmp_
         del os.environ["MODELMON_TEST_TELEGRAM_TOKEN"]
     alertmanager = Alertmanager.start(result.alertmanager_config, tmp_path / "am")
     try:
-        now = dt.datetime.now(dt.timezone.utc)
+        now = dt.datetime.now(dt.UTC)
         alertmanager.post_alerts([
             alert("ModelmonTargetDown", "critical", now, model="shop", version="1", instance="replica-1:8080"),
             alert("ModelmonFeatureDrift", "warning", now, model="shop", version="1", feature="amount", method="psi"),
@@ -188,7 +188,7 @@ def test_real_alertmanager_delivers_readable_messages_and_inhibits_symptoms(tmp_
         assert matching, f"{prefix}: nothing with {needles!r} in {bodies}"
         return matching[0]
 
-    slack = json.loads(one("/slack", "churn"))
+    slack = json.loads(one("/slack", "attachments", "churn"))
     assert slack["channel"] == "#ml"
     text = slack["attachments"][0]["text"]
     assert slack["attachments"][0]["title"] == "[FIRING:1] ModelmonFeatureDrift model churn version 3"

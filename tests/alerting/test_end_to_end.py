@@ -15,14 +15,13 @@ import sys
 import time
 
 import httpx
-import numpy as np
 import pandas as pd
 import pytest
 import yaml
 
 from modelmon.alerting.stack import Alertmanager, start_prometheus
 from modelmon.stack.processes import free_port, stop_process, wait_for_http
-from tests.alerting.conftest import HttpSink, Mail, Request, SmtpSink, modelmon, require
+from tests.alerting.conftest import HttpSink, SmtpSink, modelmon, require
 from tests.conftest import start_server
 
 pytestmark = pytest.mark.slow
@@ -52,11 +51,11 @@ def amount_alert(alerts: list[dict], status: str) -> dict | None:
                  and a["labels"].get("feature") == "amount" and a["status"] == status), None)  # fmt: skip
 
 
-def webhook_has(status: str):  # noqa: ANN201
+def webhook_has(status: str):
     return lambda r: r.path == "/webhook" and amount_alert(r.json["alerts"], status) is not None
 
 
-def slack_has(status: str):  # noqa: ANN201
+def slack_has(status: str):
     word = "FIRING" if status == "firing" else "RESOLVED"
     return lambda r: r.path == "/slack" and any(
         f"{word} ModelmonFeatureDrift" in block and "feature: amount" in block
@@ -64,7 +63,7 @@ def slack_has(status: str):  # noqa: ANN201
     )  # fmt: skip
 
 
-def bridge_has(status: str):  # noqa: ANN201
+def bridge_has(status: str):
     word = "FIRING" if status == "firing" else "RESOLVED"
     return lambda r: r.path == "/apprise" and any(
         block.startswith(f"{word} ModelmonFeatureDrift") and "feature: amount" in block
@@ -72,7 +71,7 @@ def bridge_has(status: str):  # noqa: ANN201
     )  # fmt: skip
 
 
-def mail_has(status: str):  # noqa: ANN201
+def mail_has(status: str):
     word = "FIRING" if status == "firing" else "RESOLVED"
     return lambda m: any(block.startswith(f"{word} ModelmonFeatureDrift") and "feature: amount" in block
                          for block in m.text.split("\n\n"))  # fmt: skip
@@ -89,6 +88,7 @@ def block(text: str, word: str) -> str:
     return next(b for b in text.split("\n\n") if b.startswith(f"{word} ModelmonFeatureDrift") and "feature: amount" in b)
 
 
+@pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")  # a loopback sink
 def test_drift_alert_fires_and_resolves_by_email_webhook_slack_and_bridge(
     registry_dir, shop_frame, tmp_path, http_sink: HttpSink, smtp_sink: SmtpSink
 ):

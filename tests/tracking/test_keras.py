@@ -6,15 +6,14 @@ import os
 
 os.environ["KERAS_BACKEND"] = "torch"  # before Keras is first imported
 
-import numpy as np
-import pandas as pd
-import pytest
-from sklearn import metrics as skm
+import keras  # noqa: E402  (the test extra installs it, and torch)
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+from sklearn import metrics as skm  # noqa: E402
 
-from modelmon.store import open_store
-from modelmon.tracking import records, start_run
-
-keras = pytest.importorskip("keras")
+from modelmon.store import open_store  # noqa: E402
+from modelmon.tracking import records, start_run  # noqa: E402
 from modelmon.tracking.keras import ModelmonCallback  # noqa: E402
 
 pytestmark = [

@@ -196,7 +196,7 @@ class NotifyBridge:
         )
 
     @asynccontextmanager
-    async def _lifespan(self, app: Starlette):  # noqa: ANN202
+    async def _lifespan(self, app: Starlette):
         self._queue = asyncio.Queue()
         workers = [asyncio.create_task(self._worker()) for _ in range(WORKERS)]
         try:

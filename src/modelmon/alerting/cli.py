@@ -21,7 +21,7 @@ console = Console(stderr=True)
 
 ConfigOption = Annotated[
     Optional[Path],
-    typer.Option("--config", "-c", help="modelmon.yaml: channels, routing and rules [default: ./modelmon.yaml if present, else the built-in rules alone]."),
+    typer.Option("--config", "-c", help="modelmon.yaml: channels, routing and rules \\[default: ./modelmon.yaml if present, else the built-in rules alone]."),
 ]
 
 
@@ -30,7 +30,7 @@ def _fail(message: str) -> None:
     raise typer.Exit(code=2)
 
 
-def _load(path: Path | None):  # noqa: ANN202
+def _load(path: Path | None):
     from modelmon.alerting.config import load_config
 
     if path is None and Path("modelmon.yaml").exists():
@@ -81,7 +81,7 @@ def alerts_export(
             console.print(f"  amtool check-config {result.alertmanager_config}")
 
 
-def check_export(result) -> bool:  # noqa: ANN001
+def check_export(result) -> bool:
     """promtool and amtool on an export, where installed; True when everything passed."""
     import shutil
 
@@ -114,9 +114,9 @@ def notify_bridge(
     config: ConfigOption = None,
     url: Annotated[Optional[list[str]], typer.Option("--url", help="Apprise URL for payloads posted to /alertmanager or /grafana without a channel (repeatable).")] = None,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[Optional[int], typer.Option(help="Port to listen on [default: the port of bridge.url in modelmon.yaml, else 9096].")] = None,
-    attempts: Annotated[Optional[int], typer.Option(help="Delivery attempts per message [default: bridge.attempts, 5].")] = None,
-    retry_seconds: Annotated[Optional[float], typer.Option(help="First retry delay, doubled each time [default: bridge.retry_seconds, 2].")] = None,
+    port: Annotated[Optional[int], typer.Option(help="Port to listen on \\[default: the port of bridge.url in modelmon.yaml, else 9096].")] = None,
+    attempts: Annotated[Optional[int], typer.Option(help="Delivery attempts per message \\[default: bridge.attempts, 5].")] = None,
+    retry_seconds: Annotated[Optional[float], typer.Option(help="First retry delay, doubled each time \\[default: bridge.retry_seconds, 2].")] = None,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "warning",
 ) -> None:
     """Forward Alertmanager and Grafana webhooks to any Apprise URL (SMS, chat, email...)."""
@@ -156,7 +156,7 @@ def notify_bridge(
 def stack_up(
     config: ConfigOption = None,
     target: Annotated[Optional[list[str]], typer.Option("--target", help="host:port of a modelmon server to scrape (repeatable).")] = None,
-    directory: Annotated[Optional[Path], typer.Option("--dir", help="Where the configuration and data go [default: $MODELMON_HOME/stack].")] = None,
+    directory: Annotated[Optional[Path], typer.Option("--dir", help="Where the configuration and data go \\[default: $MODELMON_HOME/stack].")] = None,
     prometheus_port: Annotated[int, typer.Option(help="Port of Prometheus.")] = 9090,
     alertmanager_port: Annotated[int, typer.Option(help="Port of Alertmanager.")] = 9093,
     scrape_interval: Annotated[str, typer.Option(help="How often Prometheus scrapes and evaluates the rules.")] = "15s",
@@ -228,7 +228,7 @@ def stack_up(
     console.print("stopped")
 
 
-def _start_bridge(config: Path | None, settings, directory: Path) -> subprocess.Popen[bytes]:  # noqa: ANN001
+def _start_bridge(config: Path | None, settings, directory: Path) -> subprocess.Popen[bytes]:
     from modelmon.stack.processes import wait_for_http
 
     port = urlsplit(settings.bridge.url).port or 9096

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal, Union
+from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -231,8 +231,8 @@ class AppriseChannel(_Channel):
 
 
 Channel = Annotated[
-    Union[EmailChannel, SlackChannel, WebhookChannel, PagerDutyChannel, TelegramChannel, DiscordChannel,
-          SnsChannel, AppriseChannel],  # fmt: skip
+    EmailChannel | SlackChannel | WebhookChannel | PagerDutyChannel | TelegramChannel | DiscordChannel
+    | SnsChannel | AppriseChannel,
     Field(discriminator="type"),
 ]
 

@@ -13,6 +13,7 @@ seconds of its condition. Everything started is stopped on leaving the block.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -69,7 +70,7 @@ class WebhookSink:
         sink = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("content-length") or 0))
                 try:
                     payload = json.loads(body)
@@ -195,8 +196,6 @@ class LocalAlerting:
     def __exit__(self, *exc: object) -> None:
         for part in (self.prometheus, self.alertmanager, self.sink):
             if part is not None:
-                try:
+                with contextlib.suppress(Exception):  # stop the rest regardless
                     part.stop()
-                except Exception:  # noqa: BLE001 - stop the rest regardless
-                    pass
         self.prometheus = self.alertmanager = self.sink = None

@@ -27,9 +27,6 @@ from sqlalchemy import (
 from modelmon.store.schema import metadata
 
 RUN_STATUSES = ("running", "finished", "failed")
-#: Flags stored beside a metric value that is not a finite number (its ``value`` is NULL:
-#: SQLite cannot store NaN, and a gap is what a chart should show).
-NON_FINITE_FLAGS = ("nan", "inf", "-inf")
 
 experiments = Table(
     "experiments",
@@ -75,7 +72,9 @@ run_tags = Table(
 )
 
 #: Append-only: logging the same (run, split, name, step) twice keeps both rows and the
-#: views take the later one, so writers never conflict.
+#: views take the later one, so writers never conflict. A value that is not a finite number
+#: is stored as NULL (SQLite cannot store NaN, and a chart should show a gap) with
+#: ``non_finite`` set to "nan", "inf" or "-inf".
 metric_values = Table(
     "metric_values",
     metadata,

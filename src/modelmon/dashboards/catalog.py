@@ -1,0 +1,441 @@
+"""The five dashboards: serving, drift and data quality, model quality, training, alerts.
+
+Every query reads the metric catalogue (docs/metrics.md), the recording rules of
+``modelmon rules export`` (``modelmon:*:<window>``) or the store's SQL views
+(``labelled_predictions``, ``training_metrics``, ``training_final_metrics``,
+``training_runs``). The ``$window`` variable names the recording-rule window the rules were
+exported with (``--window``, default 1h).
+"""
+
+from __future__ import annotations
+
+from modelmon.dashboards.spec import Dashboard, Panel, Prom, Row, Sql, Threshold, Variable
+
+SERVING_UID = "modelmon-serving"
+DRIFT_UID = "modelmon-drift"
+QUALITY_UID = "modelmon-quality"
+TRAINING_UID = "modelmon-training"
+ALERTS_UID = "modelmon-alerts"
+
+#: Selects the chosen model and versions in every Prometheus query.
+SEL = 'model="$model", version=~"$version"'
+PREDICTION_ENDPOINTS = 'endpoint=~"infer|predict"'
+
+GOOD_RED = (Threshold(None, "green"), Threshold(0.2, "red"))
+
+
+def _model_variables(feature: bool = False, window: bool = False) -> tuple[Variable, ...]:
+    variables = [
+        Variable("model", "Model", "A served model (from modelmon_model_info).", "query",
+                 query="label_values(modelmon_model_info, model)"),
+        Variable("version", "Version", "Model versions to show.", "query",
+                 query='label_values(modelmon_model_info{model="$model"}, version)',
+                 multi=True, include_all=True, all_value=".*", default="All"),
+    ]  # fmt: skip
+    if feature:
+        variables.append(
+            Variable("feature", "Feature", "Input features to show (from the reference profile).", "query",
+                     query='label_values(modelmon_reference_bin_ratio{model="$model"}, feature)',
+                     multi=True, include_all=True, all_value=".*", default="All")
+        )  # fmt: skip
+    if window:
+        variables.append(_window_variable())
+    return tuple(variables)
+
+
+def _window_variable() -> Variable:
+    return Variable(
+        "window", "Rules window",
+        "The window the recording rules were exported with (modelmon rules export --window).",
+        "custom", options=("1h", "30m", "10m", "6h", "1d"), default="1h",
+    )  # fmt: skip
+
+
+def _quantiles(metric: str, extra: str = "", what: str = "") -> tuple[Prom, ...]:
+    selector = f"{SEL}{', ' + extra if extra else ''}"
+    return tuple(
+        Prom(
+            f"histogram_quantile({q}, sum by (version, le) (rate({metric}_bucket{{{selector}}}[$__rate_interval])))",
+            legend=f"p{int(q * 100)} v{{{{version}}}}{what}",
+        )
+        for q in (0.5, 0.95, 0.99)
+    )
+
+
+# -- 1. Serving ------------------------------------------------------------------------------
+
+
+def serving() -> Dashboard:
+    requests = f"modelmon_requests_total{{{SEL}}}"
+    errors = f"modelmon_request_errors_total{{{SEL}}}"
+    overview = Row("Overview", (
+        Panel("stat", "Requests per second", "HTTP requests answered on the model's endpoints, all versions selected.",
+              "reqps", (Prom(f"sum(rate({requests}[$__rate_interval]))"),), width=6, height=5),
+        Panel("stat", "Error ratio", "Rejected or failed requests as a share of all requests (modelmon_request_errors_total over modelmon_requests_total).",
+              "percentunit", (Prom(f"sum(rate({errors}[$__rate_interval])) / sum(rate({requests}[$__rate_interval]))"),),
+              width=6, height=5, thresholds=(Threshold(None, "green"), Threshold(0.01, "orange"), Threshold(0.05, "red"))),
+        Panel("stat", "p99 request latency", "99th percentile of the whole request (body read to response) on the inference endpoints.",
+              "s", (Prom(f"histogram_quantile(0.99, sum by (le) (rate(modelmon_request_duration_seconds_bucket{{{SEL}, {PREDICTION_ENDPOINTS}}}[$__rate_interval])))"),),
+              width=6, height=5),
+        Panel("stat", "In flight", "Requests in progress now (all versions of the model).", "short",
+              (Prom('sum(modelmon_inflight_requests{model="$model"})'),), width=6, height=5),
+    ))  # fmt: skip
+    traffic = Row("Traffic and errors", (
+        Panel("timeseries", "Requests per second by version and endpoint", "modelmon_requests_total per version and endpoint (infer = V2, predict = records).",
+              "reqps", (Prom(f"sum by (version, endpoint) (rate({requests}[$__rate_interval]))", "v{{version}} {{endpoint}}"),), width=8),
+        Panel("timeseries", "Responses by status code", "Requests per second by HTTP status.", "reqps",
+              (Prom(f"sum by (code) (rate({requests}[$__rate_interval]))", "{{code}}"),), width=8),
+        Panel("timeseries", "Error ratio by reason", "Errors per second of each reason as a share of all requests; reasons with no errors are left out.",
+              "percentunit", (Prom(f"(sum by (reason) (rate({errors}[$__rate_interval])) / on () group_left () sum(rate({requests}[$__rate_interval]))) > 0",
+                                   "{{reason}}"),), width=8),
+    ))  # fmt: skip
+    latency = Row("Latency", (
+        Panel("timeseries", "Request latency (p50, p95, p99)", "Whole request on the inference endpoints, body read to response, per version.",
+              "s", _quantiles("modelmon_request_duration_seconds", PREDICTION_ENDPOINTS), width=8),
+        Panel("timeseries", "Queue wait (p50, p95, p99)", "Time a request's rows waited for their batch, per version.",
+              "s", _quantiles("modelmon_queue_duration_seconds"), width=8),
+        Panel("timeseries", "Inference per batch (p50, p95, p99)", "Model call per batch, per version.",
+              "s", _quantiles("modelmon_inference_duration_seconds"), width=8),
+    ))  # fmt: skip
+    batching = Row("Batching and load", (
+        Panel("timeseries", "Batch size", "Rows per model call: the mean and the 95th percentile, per version.", "short", (
+            Prom(f"sum by (version) (rate(modelmon_batch_size_sum{{{SEL}}}[$__rate_interval])) / sum by (version) (rate(modelmon_batch_size_count{{{SEL}}}[$__rate_interval]))",
+                 "mean v{{version}}"),
+            Prom(f"histogram_quantile(0.95, sum by (version, le) (rate(modelmon_batch_size_bucket{{{SEL}}}[$__rate_interval])))", "p95 v{{version}}"),
+        ), width=8),
+        Panel("timeseries", "Model calls and rows per second", "Model calls (batches) and predicted rows per second, per version.", "ops", (
+            Prom(f"sum by (version) (rate(modelmon_inference_duration_seconds_count{{{SEL}}}[$__rate_interval]))", "calls v{{version}}"),
+            Prom(f"sum by (version) (rate(modelmon_predictions_total{{{SEL}}}[$__rate_interval]))", "rows v{{version}}"),
+        ), width=8),
+        Panel("timeseries", "In-flight requests", "Requests in progress, summed over replicas.", "short",
+              (Prom('sum(modelmon_inflight_requests{model="$model"})', "in flight"),), width=8),
+        Panel("table", "Loaded versions", "Model versions loaded by each replica, with the runtime that serves them (modelmon_model_info).",
+              "none", (Prom('modelmon_model_info{model="$model"}', instant=True, format="table"),), width=24, height=6,
+              transformations=({"id": "organize", "options": {"excludeByName": {"Time": True, "Value": True, "__name__": True}}},)),
+    ))  # fmt: skip
+    return Dashboard(
+        SERVING_UID, "modelmon / Serving",
+        "Throughput, errors, latency and batching of a served model, per version.",
+        _model_variables(), (overview, traffic, latency, batching),
+    )  # fmt: skip
+
+
+# -- 2. Drift and data quality ----------------------------------------------------------------
+
+
+def drift() -> Dashboard:
+    feature_sel = f'{SEL}, feature=~"$feature"'
+    rows_per_second = f"sum by (model, version) (rate(modelmon_predictions_total{{{SEL}}}[$__rate_interval]))"
+    overview = Row("Overview", (
+        Panel("stat", "Features drifted", "Share of monitored features whose verdict is drift (modelmon_dataset_drift_share); the dataset has drifted at 50%.",
+              "percentunit", (Prom(f"max(modelmon_dataset_drift_share{{{SEL}}})"),), width=6, height=5, min=0, max=1,
+              thresholds=(Threshold(None, "green"), Threshold(0.25, "orange"), Threshold(0.5, "red"))),
+        Panel("stat", "Rows in the drift window", "Rows each replica scored its drift on (modelmon_drift_window_rows), summed.",
+              "short", (Prom(f"sum(modelmon_drift_window_rows{{{SEL}}})"),), width=6, height=5),
+        Panel("stat", "Worst fleet PSI", "The highest population stability index over features, for the whole fleet (recording rule modelmon:feature_drift_psi:$window); 0.2 is drift.",
+              "none", (Prom(f"max(modelmon:feature_drift_psi:$window{{{SEL}}})"),), width=6, height=5, decimals=3, thresholds=GOOD_RED),
+        Panel("stat", "Prediction drift (classes, PSI)", "PSI of the predicted classes against the model's predictions on the validation data.",
+              "none", (Prom(f'max(modelmon_prediction_drift{{{SEL}, output="class", method="psi"}})'),), width=6, height=5, decimals=3,
+              thresholds=GOOD_RED),
+    ))  # fmt: skip
+    scores = Row("Drift per feature", (
+        Panel("timeseries", "Fleet PSI per feature against the threshold", "Population stability index of each feature over the window, pooled over all replicas (recording rule modelmon:feature_drift_psi:$window). The red line is the drift threshold, 0.2.",
+              "none", (Prom(f"modelmon:feature_drift_psi:$window{{{feature_sel}}}", "{{feature}}"),), width=12,
+              thresholds=GOOD_RED, show_thresholds=True),
+        Panel("timeseries", "Fleet Jensen-Shannon distance per feature", "Jensen-Shannon distance (base 2) of each feature over the window, pooled over all replicas (modelmon:feature_drift_js:$window). The red line is the threshold, 0.1.",
+              "none", (Prom(f"modelmon:feature_drift_js:$window{{{feature_sel}}}", "{{feature}}"),), width=12,
+              thresholds=(Threshold(None, "green"), Threshold(0.1, "red")), show_thresholds=True),
+        Panel("timeseries", "Per-replica drift score ($method) against its threshold", "Each replica's own score of its latest window (modelmon_feature_drift) and the threshold in force (modelmon_feature_drift_threshold). For p-values (ks, chi2_pvalue) drift is below the threshold; for the others above it.",
+              "none", (
+                  Prom(f'modelmon_feature_drift{{{feature_sel}, method="$method"}}', "{{feature}} @ {{instance}}"),
+                  Prom(f'max by (feature) (modelmon_feature_drift_threshold{{{feature_sel}, method="$method"}})', "threshold {{feature}}"),
+              ), width=12),
+        Panel("bargauge", "Features drifting most now", "The ten features with the highest fleet PSI over the window, now.",
+              "none", (Prom(f"sort_desc(topk(10, max by (feature) (modelmon:feature_drift_psi:$window{{{SEL}}})))", "{{feature}}", instant=True),),
+              width=12, decimals=3, min=0, thresholds=(Threshold(None, "green"), Threshold(0.1, "orange"), Threshold(0.2, "red"))),
+    ))  # fmt: skip
+    window_rows = f'modelmon:feature_bin_window_rows:$window{{{SEL}, feature="$feature"}}'
+    bins = Row("Distribution of $feature", (
+        Panel("barchart", "Live against reference shares: $feature", "Share of each bin of the feature over the window (all replicas and selected versions pooled) beside the training data's share of the same bin.",
+              "percentunit", (
+                  Prom(f"sum by (bin) ({window_rows}) / scalar(sum({window_rows}))", "live", instant=True, format="table"),
+                  Prom(f'avg by (bin) (modelmon_reference_bin_ratio{{{SEL}, feature="$feature"}})', "reference", instant=True, format="table"),
+              ), width=12, x_field="bin", repeat="feature",
+              transformations=(
+                  {"id": "joinByField", "options": {"byField": "bin", "mode": "outer"}},
+                  {"id": "organize", "options": {"excludeByName": {"Time": True, "Time 1": True, "Time 2": True},
+                                                 "renameByName": {"Value #A": "live", "Value #B": "reference"}}},
+              )),
+    ))  # fmt: skip
+    quality = Row("Data quality", (
+        Panel("timeseries", "Missing values", "Missing values of each feature as a share of the rows predicted.", "percentunit",
+              (Prom(f"sum by (model, version, feature) (rate(modelmon_feature_missing_total{{{feature_sel}}}[$__rate_interval])) / on (model, version) group_left () {rows_per_second}",
+                    "{{feature}} v{{version}}"),), width=12, min=0),
+        Panel("timeseries", "Unseen values", "Values never seen in training (a new category, or a number outside the training range) as a share of the rows predicted.",
+              "percentunit", (Prom(f"sum by (model, version, feature) (rate(modelmon_feature_unseen_total{{{feature_sel}}}[$__rate_interval])) / on (model, version) group_left () {rows_per_second}",
+                                   "{{feature}} v{{version}}"),), width=12, min=0),
+    ))  # fmt: skip
+    predictions = f"modelmon_predictions_total{{{SEL}}}"
+    outputs = Row("Predictions", (
+        Panel("barchart", "Predicted class shares against the validation data", "Share of each predicted class over the dashboard's time range beside its share on the validation data (modelmon_reference_class_ratio).",
+              "percentunit", (
+                  Prom(f"sum by (class) (increase({predictions}[$__range])) / scalar(sum(increase({predictions}[$__range])))", "live", instant=True, format="table"),
+                  Prom(f"avg by (class) (modelmon_reference_class_ratio{{{SEL}}})", "reference", instant=True, format="table"),
+              ), width=8, x_field="class",
+              transformations=(
+                  {"id": "joinByField", "options": {"byField": "class", "mode": "outer"}},
+                  {"id": "organize", "options": {"excludeByName": {"Time": True, "Time 1": True, "Time 2": True},
+                                                 "renameByName": {"Value #A": "live", "Value #B": "reference"}}},
+              )),
+        Panel("timeseries", "Predicted class shares over time", "Share of each predicted class among the rows predicted.", "percentunit",
+              (Prom(f"sum by (class) (rate({predictions}[$__rate_interval])) / scalar(sum(rate({predictions}[$__rate_interval])))", "{{class}}"),),
+              width=8, min=0, max=1),
+        Panel("timeseries", "Prediction drift", "Drift of the predicted classes and of the confidence against the validation outputs (modelmon_prediction_drift), per replica.",
+              "none", (Prom(f"max by (output, method) (modelmon_prediction_drift{{{SEL}}})", "{{output}} {{method}}"),), width=8,
+              thresholds=GOOD_RED),
+        Panel("heatmap", "Confidence distribution", "Rows per top-class probability bucket over time (modelmon_prediction_confidence).", "short",
+              (Prom(f"sum by (le) (increase(modelmon_prediction_confidence_bucket{{{SEL}}}[$__rate_interval]))", "{{le}}", format="heatmap"),),
+              width=24),
+    ))  # fmt: skip
+    variables = (
+        *_model_variables(feature=True),
+        Variable("method", "Method", "Drift method of the per-replica panel.", "custom",
+                 options=("psi", "js", "wasserstein", "ks", "chi2_pvalue"), default="psi"),
+        _window_variable(),
+    )  # fmt: skip
+    return Dashboard(
+        DRIFT_UID, "modelmon / Data drift and quality",
+        "Live inputs and predictions against the training data: drift per feature, bin shares, missing and unseen values.",
+        variables, (overview, scores, bins, quality, outputs),
+    )  # fmt: skip
+
+
+# -- 3. Model quality -------------------------------------------------------------------------
+
+
+def _realized_vs_baseline(rule: str, baseline: str, estimated: str | None) -> tuple[Prom, ...]:
+    queries = [
+        Prom(f"modelmon:{rule}:$window{{{SEL}}}", "realized v{{version}}"),
+        Prom(f'max by (version) (modelmon_baseline_metric{{{SEL}, metric="{baseline}"}})', "validation baseline v{{version}}"),
+    ]
+    if estimated:
+        queries.append(Prom(f"modelmon:{estimated}:$window{{{SEL}}}", "estimated (CBPE) v{{version}}"))
+    return tuple(queries)
+
+
+LABELLED_PG = """SELECT $__timeGroupAlias(predicted_at, $__interval), 'v' || version AS metric, avg(correct) AS value
+FROM labelled_predictions
+WHERE model = '$model' AND $__timeFilter(predicted_at)
+GROUP BY 1, 2
+ORDER BY 1"""
+LABELLED_SQLITE = """SELECT $__unixEpochGroupSeconds(ts_ms, $__interval_ms) / 1000 AS time, 'v' || version AS metric, avg(correct) AS value
+FROM (SELECT CAST(strftime('%s', predicted_at) AS INTEGER) * 1000 AS ts_ms, version, correct
+      FROM labelled_predictions
+      WHERE model = '$model' AND $__timeFilter(predicted_at)) AS lp
+GROUP BY 1, 2
+ORDER BY 1"""
+LABELLED_TABLE = """SELECT version, count(*) AS labelled, sum(correct) AS correct, avg(correct) AS accuracy,
+       min(predicted_at) AS first_prediction, max(labelled_at) AS last_label
+FROM labelled_predictions
+WHERE model = '$model' AND $__timeFilter(predicted_at)
+GROUP BY version
+ORDER BY version"""
+
+
+def quality() -> Dashboard:
+    overview = Row("Overview", (
+        Panel("stat", "Realized accuracy", "Accuracy on the predictions labelled in the window, all replicas (modelmon:accuracy:$window).",
+              "percentunit", (Prom(f"modelmon:accuracy:$window{{{SEL}}}", "v{{version}}"),), width=6, height=5, decimals=3),
+        Panel("stat", "Validation baseline accuracy", "Accuracy on the validation data at registration (modelmon_baseline_metric).",
+              "percentunit", (Prom(f'max by (version) (modelmon_baseline_metric{{{SEL}, metric="accuracy"}})', "v{{version}}"),),
+              width=6, height=5, decimals=3),
+        Panel("stat", "Estimated accuracy (CBPE)", "Accuracy estimated from calibrated probabilities, before labels arrive (modelmon:estimated_accuracy:$window).",
+              "percentunit", (Prom(f"modelmon:estimated_accuracy:$window{{{SEL}}}", "v{{version}}"),), width=6, height=5, decimals=3),
+        Panel("stat", "Label coverage", "Labels matched as a share of the predictions made in the window (modelmon:label_coverage:$window).",
+              "percentunit", (Prom(f"modelmon:label_coverage:$window{{{SEL}}}", "v{{version}}"),), width=6, height=5, decimals=3),
+    ))  # fmt: skip
+    realized = Row("Realized quality against the validation baseline", (
+        Panel("timeseries", "Accuracy", "Realized accuracy from labels and the CBPE estimate, over the window, against the validation baseline.",
+              "percentunit", _realized_vs_baseline("accuracy", "accuracy", "estimated_accuracy"), width=12),
+        Panel("timeseries", "Macro F1", "Realized macro-averaged F1 (scikit-learn's definition) and its estimate against the validation baseline.",
+              "percentunit", _realized_vs_baseline("f1_macro", "f1_macro", "estimated_f1_macro"), width=12),
+        Panel("timeseries", "Macro precision and recall", "Realized precision and recall averaged over the classes in the window, against the baseline's macro averages.",
+              "percentunit", (
+                  Prom(f"avg by (version) (modelmon:precision:$window{{{SEL}}})", "precision v{{version}}"),
+                  Prom(f"avg by (version) (modelmon:recall:$window{{{SEL}}})", "recall v{{version}}"),
+                  Prom(f'max by (version) (modelmon_baseline_metric{{{SEL}, metric="precision_macro"}})', "baseline precision v{{version}}"),
+                  Prom(f'max by (version) (modelmon_baseline_metric{{{SEL}, metric="recall_macro"}})', "baseline recall v{{version}}"),
+              ), width=12),
+        Panel("timeseries", "F1 per class", "Realized F1 of each class over the window (modelmon:f1:$window).", "percentunit",
+              (Prom(f"modelmon:f1:$window{{{SEL}}}", "{{class}} v{{version}}"),), width=12),
+    ))  # fmt: skip
+    estimated = Row("Estimated against realized", (
+        Panel("timeseries", "Estimate minus realized", "CBPE estimate minus the realized value, for accuracy and macro F1: how far the label-free estimate is off where labels exist.",
+              "percentunit", (
+                  Prom(f"modelmon:estimated_accuracy:$window{{{SEL}}} - on (model, version) modelmon:accuracy:$window{{{SEL}}}", "accuracy v{{version}}"),
+                  Prom(f"modelmon:estimated_f1_macro:$window{{{SEL}}} - on (model, version) modelmon:f1_macro:$window{{{SEL}}}", "macro F1 v{{version}}"),
+              ), width=12),
+        Panel("timeseries", "Estimated precision and recall per class", "Per-class precision and recall from the expected confusion cells (CBPE).", "percentunit", (
+            Prom(f"modelmon:estimated_precision:$window{{{SEL}}}", "precision {{class}} v{{version}}"),
+            Prom(f"modelmon:estimated_recall:$window{{{SEL}}}", "recall {{class}} v{{version}}"),
+        ), width=12),
+    ))  # fmt: skip
+    labels = Row("Confusion matrix and labels", (
+        Panel("table", "Confusion matrix", "Labelled predictions in the window by actual class (rows) and predicted class (columns), all replicas.",
+              "short", (Prom(f"sum by (actual, predicted) (modelmon:confusion_window:$window{{{SEL}}})", instant=True, format="table"),),
+              width=8, transformations=({"id": "groupingToMatrix", "options": {"columnField": "predicted", "rowField": "actual", "valueField": "Value"}},)),
+        Panel("timeseries", "Label coverage", "Labels matched as a share of the predictions made in the window.", "percentunit",
+              (Prom(f"modelmon:label_coverage:$window{{{SEL}}}", "v{{version}}"),), width=8, min=0),
+        Panel("timeseries", "Label delay (p50, p95)", "Time from a prediction to its ground-truth label (modelmon_label_delay_seconds).", "s", tuple(
+            Prom(f"histogram_quantile({q}, sum by (le) (rate(modelmon_label_delay_seconds_bucket{{{SEL}}}[$__rate_interval])))", f"p{int(q * 100)}")
+            for q in (0.5, 0.95)
+        ), width=8),
+        Panel("timeseries", "Labels received by outcome", "Labels per second: matched to a prediction, duplicates, unknown prediction ids.", "ops",
+              (Prom(f"sum by (outcome) (rate(modelmon_feedback_total{{{SEL}}}[$__rate_interval]))", "{{outcome}}"),), width=12),
+        Panel("timeseries", "Realized accuracy by prediction time", "From the prediction log (SQL view labelled_predictions): accuracy of the labelled predictions, dated by when they were made, not when the label came.",
+              "percentunit", (Sql(LABELLED_PG, LABELLED_SQLITE, format="time_series"),), width=12, min=0, max=1),
+        Panel("table", "Labelled predictions per version", "From the prediction log: labelled predictions made in the time range, per version, with their accuracy.",
+              "none", (Sql(LABELLED_TABLE, LABELLED_TABLE),), width=24, height=6),
+    ))  # fmt: skip
+    return Dashboard(
+        QUALITY_UID, "modelmon / Model quality",
+        "Live quality from ground-truth labels and CBPE estimates, against the validation baseline.",
+        _model_variables(window=True), (overview, realized, estimated, labels),
+    )  # fmt: skip
+
+
+# -- 4. Training ------------------------------------------------------------------------------
+
+RUN_FILTER = "experiment = '$experiment' AND run_id IN (${run:singlequote})"
+
+
+def _metric_name(base: str) -> str:
+    """The stored name of a precision/recall/F1 metric under the chosen averaging."""
+    return f"CASE WHEN '$average' = 'binary' THEN '{base}' ELSE '{base}_' || '$average' END"
+
+
+def _curve(metric_sql: str) -> Sql:
+    text = f"""SELECT step, value, COALESCE(run_name, 'run ' || run_id) || ' ' || split AS series
+FROM training_metrics
+WHERE {RUN_FILTER} AND metric = {metric_sql}
+ORDER BY series, step"""
+    return Sql(text, text)
+
+
+CURVE_TRANSFORMS = ({"id": "partitionByValues", "options": {"fields": ["series"], "keepFields": False}},)
+
+RUNS_TABLE = """SELECT run_id, run_name, status, started_at, ended_at, last_step AS epochs, model_name, model_version, git_commit, error
+FROM training_runs
+WHERE experiment = '$experiment'
+ORDER BY started_at DESC"""
+RUNS_COMPARED = """SELECT run_id, run_name, run_status AS status,
+       MAX(CASE WHEN metric = 'loss' THEN final_value END) AS loss,
+       MAX(CASE WHEN metric = 'accuracy' THEN final_value END) AS accuracy,
+       MAX(CASE WHEN metric = 'f1_macro' THEN final_value END) AS f1_macro,
+       MAX(CASE WHEN metric = 'f1_macro' THEN max_value END) AS best_f1_macro,
+       MAX(CASE WHEN metric = 'loss' THEN min_value END) AS best_loss,
+       MAX(steps) AS epochs
+FROM training_final_metrics
+WHERE experiment = '$experiment' AND split = 'validation' AND run_id IN (${run:singlequote})
+GROUP BY run_id, run_name, run_status
+ORDER BY run_id"""
+PARAMS = """SELECT COALESCE(r.run_name, 'run ' || r.run_id) AS run, p.key AS param, p.value AS value
+FROM training_runs r
+JOIN run_params p ON p.run_id = r.run_id
+WHERE r.experiment = '$experiment' AND r.run_id IN (${run:singlequote})
+ORDER BY r.run_id, p.key"""
+OVER_TIME_PG = """SELECT logged_at AS time, COALESCE(run_name, 'run ' || run_id) || ' ' || split AS metric, value
+FROM training_metrics
+WHERE experiment = '$experiment' AND run_id IN (${run:singlequote}) AND metric = '$metric' AND $__timeFilter(logged_at)
+ORDER BY 1"""
+OVER_TIME_SQLITE = """SELECT CAST(strftime('%s', logged_at) AS INTEGER) AS time, COALESCE(run_name, 'run ' || run_id) || ' ' || split AS metric, value
+FROM training_metrics
+WHERE experiment = '$experiment' AND run_id IN (${run:singlequote}) AND metric = '$metric' AND $__timeFilter(logged_at)
+ORDER BY 1"""
+
+
+def training() -> Dashboard:
+    curves = Row("Learning curves (per epoch, training against validation)", tuple(
+        Panel("xychart", title, f"{what} per epoch of the chosen runs, for the training and the validation split (SQL view training_metrics).",
+              unit, (_curve(metric_sql),), width=width, x_field="step", transformations=CURVE_TRANSFORMS)
+        for title, what, unit, metric_sql, width in (
+            ("Loss", "The model's loss", "none", "'loss'", 12),
+            ("Accuracy", "Accuracy", "percentunit", "'accuracy'", 12),
+            ("Precision ($average)", "Precision", "percentunit", _metric_name("precision"), 8),
+            ("Recall ($average)", "Recall", "percentunit", _metric_name("recall"), 8),
+            ("F1 ($average)", "F1", "percentunit", _metric_name("f1"), 8),
+        )
+    ))  # fmt: skip
+    runs = Row("Runs", (
+        Panel("table", "Runs compared", "Final validation metrics of the chosen runs, and the best value each reached (SQL view training_final_metrics).",
+              "none", (Sql(RUNS_COMPARED, RUNS_COMPARED),), width=24, height=7, decimals=4),
+        Panel("table", "Parameters", "Hyperparameters of the chosen runs, one column per parameter (table run_params).", "none",
+              (Sql(PARAMS, PARAMS),), width=12, height=7,
+              transformations=({"id": "groupingToMatrix", "options": {"columnField": "param", "rowField": "run", "valueField": "value"}},)),
+        Panel("table", "Runs of the experiment", "Every run of the experiment, newest first, with the model version it produced (SQL view training_runs).",
+              "none", (Sql(RUNS_TABLE, RUNS_TABLE),), width=12, height=7),
+        Panel("timeseries", "$metric over time", "The chosen metric of the chosen runs by the time it was logged, both splits.", "none",
+              (Sql(OVER_TIME_PG, OVER_TIME_SQLITE, format="time_series"),), width=24),
+    ))  # fmt: skip
+    live = Row("Live runs (Prometheus)", (
+        Panel("timeseries", "Live $metric", "The latest value of the metric in runs that are active now (modelmon_training_metric), both splits.",
+              "none", (Prom('modelmon_training_metric{experiment="$experiment", metric="$metric"}', "run {{run}} {{split}}"),), width=8),
+        Panel("timeseries", "Epoch reached", "Highest epoch (step) each active run has logged (modelmon_training_epoch).", "short",
+              (Prom('modelmon_training_epoch{experiment="$experiment"}', "run {{run}}"),), width=8),
+        Panel("timeseries", "Time since the last report", "Seconds since each active run last logged; a run that stalls keeps climbing.", "s",
+              (Prom('time() - modelmon_training_last_update_timestamp_seconds{experiment="$experiment"}', "run {{run}}"),), width=8),
+    ))  # fmt: skip
+    variables = (
+        Variable("experiment", "Experiment", "An experiment in the run store.", "query", source="sql",
+                 query=Sql("SELECT DISTINCT experiment FROM training_runs ORDER BY experiment",
+                           "SELECT DISTINCT experiment FROM training_runs ORDER BY experiment")),
+        Variable("run", "Runs", "Runs of the experiment to show.", "query", source="sql",
+                 query=Sql("SELECT run_id AS __value, COALESCE(run_name, 'run ' || run_id) AS __text FROM training_runs WHERE experiment = '$experiment' ORDER BY run_id",
+                           "SELECT run_id FROM training_runs WHERE experiment = '$experiment' ORDER BY run_id"),
+                 multi=True, include_all=True, default="All"),
+        Variable("average", "Averaging", "Precision, recall and F1: macro or weighted average over classes, or the positive class of a binary problem.",
+                 "custom", options=("macro", "weighted", "binary"), default="macro"),
+        Variable("metric", "Metric", "The metric of the over-time and live panels.", "custom",
+                 options=("loss", "accuracy", "f1_macro", "precision_macro", "recall_macro", "f1", "log_loss"), default="loss"),
+    )  # fmt: skip
+    return Dashboard(
+        TRAINING_UID, "modelmon / Training",
+        "Training runs from the run store: learning curves, runs compared, parameters; and active runs live from Prometheus.",
+        variables, (curves, runs, live), time_from="now-7d",
+    )  # fmt: skip
+
+
+# -- 5. Alerts --------------------------------------------------------------------------------
+
+
+def alerts() -> Dashboard:
+    overview = Row("Now", (
+        Panel("stat", "Firing", "Alerts firing now (Prometheus's ALERTS series).", "short",
+              (Prom('count(ALERTS{alertstate="firing"}) or vector(0)'),), width=6, height=5,
+              thresholds=(Threshold(None, "green"), Threshold(1, "red"))),
+        Panel("stat", "Pending", "Alerts whose condition holds but not yet for their 'for' duration.", "short",
+              (Prom('count(ALERTS{alertstate="pending"}) or vector(0)'),), width=6, height=5,
+              thresholds=(Threshold(None, "green"), Threshold(1, "orange"))),
+        Panel("table", "Firing alerts", "Every alert firing now, with its labels.", "none",
+              (Prom('ALERTS{alertstate="firing"}', instant=True, format="table"),), width=12, height=5,
+              transformations=({"id": "organize", "options": {"excludeByName": {"Time": True, "Value": True, "__name__": True}}},)),
+        Panel("table", "Pending alerts", "Alerts pending now, with their labels.", "none",
+              (Prom('ALERTS{alertstate="pending"}', instant=True, format="table"),), width=24, height=5,
+              transformations=({"id": "organize", "options": {"excludeByName": {"Time": True, "Value": True, "__name__": True}}},)),
+    ))  # fmt: skip
+    history = Row("History", (
+        Panel("state-timeline", "Alert history", "State of each alert over the time range: pending, then firing.", "none",
+              (Prom('max by (alertname) ((ALERTS{alertstate="firing"} * 2) or ALERTS{alertstate="pending"})', "{{alertname}}"),),
+              width=24, height=9, states=((1, "pending", "orange"), (2, "firing", "red"))),
+        Panel("timeseries", "Firing alerts by severity", "Number of alerts firing, by their severity label.", "short",
+              (Prom('count by (severity) (ALERTS{alertstate="firing"})', "{{severity}}"),), width=24),
+    ))  # fmt: skip
+    return Dashboard(
+        ALERTS_UID, "modelmon / Alerts",
+        "Alerts of the Prometheus rules (modelmon alerts export): firing and pending now, and their history.",
+        (), (overview, history),
+    )  # fmt: skip
+
+
+def all_dashboards() -> list[Dashboard]:
+    return [serving(), drift(), quality(), training(), alerts()]

@@ -1,0 +1,262 @@
+"""Grafana dashboard JSON from the dashboard specs, built with grafana-foundation-sdk.
+
+The SDK has builders for Prometheus targets but none for SQL ones: ``SqlTarget`` is a small
+``cog.variants.Dataquery`` whose ``to_json()`` is the query model of the SQL data source,
+wrapped in a ``cog.builder.Builder`` so panels take it with ``with_target``:
+
+- PostgreSQL (``grafana-postgresql-datasource``): ``refId``, ``rawSql``, ``format``
+  (``table`` or ``time_series``), ``editorMode: code``, ``rawQuery: true``;
+- SQLite (the ``frser-sqlite-datasource`` plugin): ``refId``, ``queryText`` and
+  ``rawQueryText`` (the plugin reads the raw text and interpolates it), ``queryType``
+  (``table`` or ``time series``) and ``timeColumns`` (columns it converts to time).
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from typing import Any
+
+from grafana_foundation_sdk.builders import barchart, bargauge, heatmap, stat, statetimeline, table, timeseries, xychart
+from grafana_foundation_sdk.builders import common as common_builders
+from grafana_foundation_sdk.builders import dashboard as db
+from grafana_foundation_sdk.builders import prometheus as prom_builders
+from grafana_foundation_sdk.cog import builder as cogbuilder
+from grafana_foundation_sdk.cog import variants as cogvariants
+from grafana_foundation_sdk.cog.encoder import JSONEncoder
+from grafana_foundation_sdk.models import common
+from grafana_foundation_sdk.models import dashboard as dm
+from grafana_foundation_sdk.models import xychart as xy_models
+from grafana_foundation_sdk.models.prometheus import PromQueryFormat, QueryEditorMode
+
+from modelmon.dashboards import spec
+from modelmon.dashboards.spec import Dialect
+
+PROMETHEUS_UID = "prometheus"  # the default datasource_uid of modelmon's Grafana alert rules
+POSTGRESQL_UID = "modelmon-postgresql"
+SQLITE_UID = "modelmon-sqlite"
+POSTGRESQL_TYPE = "grafana-postgresql-datasource"
+SQLITE_TYPE = "frser-sqlite-datasource"
+REF_IDS = "ABCDEFGHIJ"
+
+
+def datasource_ref(source: spec.Source, dialect: Dialect) -> common.DataSourceRef:
+    if source == "prometheus":
+        return common.DataSourceRef(type_val="prometheus", uid=PROMETHEUS_UID)
+    if dialect == "postgresql":
+        return common.DataSourceRef(type_val=POSTGRESQL_TYPE, uid=POSTGRESQL_UID)
+    return common.DataSourceRef(type_val=SQLITE_TYPE, uid=SQLITE_UID)
+
+
+class SqlTarget(cogvariants.Dataquery):
+    """A SQL query in the query model of Grafana's PostgreSQL data source or of the SQLite
+    plugin."""
+
+    def __init__(self, ref_id: str, sql: str, fmt: str, dialect: Dialect, datasource: common.DataSourceRef) -> None:
+        self.ref_id = ref_id
+        self.sql = sql
+        self.format = fmt
+        self.dialect = dialect
+        self.datasource = datasource
+
+    def to_json(self) -> dict[str, Any]:
+        payload: dict[str, Any] = {"refId": self.ref_id, "datasource": self.datasource.to_json()}
+        if self.dialect == "postgresql":
+            payload.update(rawSql=self.sql, format=self.format, editorMode="code", rawQuery=True)
+        else:
+            payload.update(
+                queryText=self.sql, rawQueryText=self.sql,
+                queryType="time series" if self.format == "time_series" else "table",
+                timeColumns=["time"] if self.format == "time_series" else [],
+            )  # fmt: skip
+        return payload
+
+
+class SqlTargetBuilder(cogbuilder.Builder[SqlTarget]):
+    def __init__(self, target: SqlTarget) -> None:
+        self._internal = target
+
+    def build(self) -> SqlTarget:
+        return self._internal
+
+
+def _prom_target(query: spec.Prom, ref_id: str) -> prom_builders.Dataquery:
+    target = prom_builders.Dataquery().expr(query.expr).ref_id(ref_id).editor_mode(QueryEditorMode.CODE)
+    if query.legend:
+        target = target.legend_format(query.legend)
+    target = target.instant() if query.instant else target.range()
+    target = target.format(PromQueryFormat(query.format))
+    return target.datasource(datasource_ref("prometheus", "postgresql"))
+
+
+def _thresholds(panel: spec.Panel) -> db.ThresholdsConfig:
+    steps = panel.thresholds or (spec.Threshold(None, "green"),)
+    return db.ThresholdsConfig().mode(dm.ThresholdsMode.ABSOLUTE).steps(
+        [dm.Threshold(value=t.value, color=t.color) for t in steps]
+    )
+
+
+def _legend(placement: str = "bottom", table_mode: bool = False) -> common_builders.VizLegendOptions:
+    legend = common_builders.VizLegendOptions().show_legend(True).calcs([])
+    legend = legend.placement(common.LegendPlacement(placement))
+    return legend.display_mode(common.LegendDisplayMode.TABLE if table_mode else common.LegendDisplayMode.LIST)
+
+
+def _tooltip() -> common_builders.VizTooltipOptions:
+    return common_builders.VizTooltipOptions().mode(common.TooltipDisplayMode.MULTI).sort(common.SortOrder.DESCENDING)
+
+
+def _reduce(calc: str = "lastNotNull") -> common_builders.ReduceDataOptions:
+    return common_builders.ReduceDataOptions().calcs([calc]).values(False)
+
+
+def _panel_builder(panel: spec.Panel) -> Any:  # noqa: C901 - one branch per panel type
+    kind = panel.kind
+    if kind == "timeseries":
+        b = timeseries.Panel().legend(_legend()).tooltip(_tooltip()).line_width(1).fill_opacity(10)
+        b = b.show_points(common.VisibilityMode.NEVER).span_nulls(False)
+        if panel.show_thresholds:
+            b = b.thresholds_style(common_builders.GraphThresholdsStyleConfig().mode(common.GraphThresholdsStyleMode.DASHED))
+        return b
+    if kind == "stat":
+        return (stat.Panel().reduce_options(_reduce()).graph_mode(common.BigValueGraphMode.AREA)
+                .color_mode(common.BigValueColorMode.VALUE).text_mode(common.BigValueTextMode.AUTO))  # fmt: skip
+    if kind == "table":
+        return table.Panel().cell_height(common.TableCellHeight.SM).show_header(True)
+    if kind == "bargauge":
+        return (bargauge.Panel().reduce_options(_reduce()).display_mode(common.BarGaugeDisplayMode.GRADIENT)
+                .orientation(common.VizOrientation.HORIZONTAL).show_unfilled(True))  # fmt: skip
+    if kind == "barchart":
+        b = barchart.Panel().legend(_legend()).tooltip(_tooltip()).orientation(common.VizOrientation.AUTO)
+        b = b.show_value(common.VisibilityMode.NEVER).stacking(common.StackingMode.NONE).fill_opacity(80)
+        b = b.x_tick_label_rotation(-45)
+        return b.x_field(panel.x_field) if panel.x_field else b
+    if kind == "heatmap":
+        return (heatmap.Panel().calculate(False).cell_gap(1)
+                .color(_heatmap_color()).y_axis(_heatmap_axis()).show_legend().tooltip(_heatmap_tooltip()))  # fmt: skip
+    if kind == "xychart":
+        b = xychart.Panel().legend(_legend()).tooltip(_tooltip()).mapping(xy_models.SeriesMapping.AUTO)
+        series = xychart.XYSeriesConfig().x(_field_matcher(panel.x_field or "step"))
+        return b.series([series]).show(xy_models.XYShowMode.POINTS_AND_LINES)
+    if kind == "state-timeline":
+        b = statetimeline.Panel().legend(_legend()).tooltip(_tooltip()).show_value(common.VisibilityMode.NEVER)
+        b = b.row_height(0.8).merge_values(True)
+        if panel.states:
+            b = b.mappings([dm.ValueMap(options={str(value): dm.ValueMappingResult(text=text, color=color)
+                                                 for value, text, color in panel.states})])  # fmt: skip
+        return b
+    raise ValueError(f"unknown panel kind {kind!r}")
+
+
+def _field_matcher(name: str) -> Any:
+    return xychart.XychartXYSeriesConfigX().matcher(xychart.MatcherConfig().id("byNames").options({"mode": "include", "names": [name]}))
+
+
+def _heatmap_color() -> Any:
+    from grafana_foundation_sdk.builders.heatmap import HeatmapColorOptions
+    from grafana_foundation_sdk.models.heatmap import HeatmapColorMode, HeatmapColorScale
+
+    return HeatmapColorOptions().mode(HeatmapColorMode.SCHEME).scheme("Oranges").scale(HeatmapColorScale.EXPONENTIAL).exponent(0.5).steps(64).reverse(False).fill("dark-orange")
+
+
+def _heatmap_axis() -> Any:
+    from grafana_foundation_sdk.builders.heatmap import YAxisConfig
+
+    return YAxisConfig().axis_placement(common.AxisPlacement.LEFT).reverse(False).unit("percentunit")
+
+
+def _heatmap_tooltip() -> Any:
+    from grafana_foundation_sdk.builders.heatmap import HeatmapTooltip
+
+    return HeatmapTooltip().mode(common.TooltipDisplayMode.SINGLE).y_histogram(True).show_color_scale(False)
+
+
+def build_panel(panel: spec.Panel, dialect: Dialect) -> Any:
+    ds = datasource_ref(panel.source, dialect)
+    b = _panel_builder(panel).title(panel.title).description(panel.description).unit(panel.unit)
+    b = b.datasource(ds).span(panel.width).height(panel.height).thresholds(_thresholds(panel))
+    b = b.color_scheme(db.FieldColor().mode(dm.FieldColorModeId.PALETTE_CLASSIC if panel.kind in ("timeseries", "xychart", "barchart") else dm.FieldColorModeId.THRESHOLDS))
+    if panel.min is not None:
+        b = b.min(panel.min)
+    if panel.max is not None:
+        b = b.max(panel.max)
+    if panel.decimals is not None:
+        b = b.decimals(panel.decimals)
+    if panel.repeat:
+        b = b.repeat(panel.repeat).repeat_direction("h").max_per_row(2)
+    for t in panel.transformations:
+        b = b.with_transformation(dm.DataTransformerConfig(id_val=t["id"], options=t["options"]))
+    for i, query in enumerate(panel.queries):
+        ref = REF_IDS[i]
+        if isinstance(query, spec.Prom):
+            b = b.with_target(_prom_target(query, ref))
+        else:
+            b = b.with_target(SqlTargetBuilder(SqlTarget(ref, query.text(dialect), query.format, dialect, ds)))
+    return b
+
+
+def build_variable(variable: spec.Variable, dialect: Dialect) -> Any:
+    if variable.kind == "custom":
+        b = db.CustomVariable(variable.name).values(",".join(variable.options))
+    else:
+        query = variable.query.text(dialect) if isinstance(variable.query, spec.Sql) else variable.query
+        b = db.QueryVariable(variable.name).query(query).datasource(datasource_ref(variable.source, dialect))
+        b = b.refresh(dm.VariableRefresh.ON_TIME_RANGE_CHANGED).sort(dm.VariableSort.ALPHABETICAL_ASC).definition(query)
+    b = b.label(variable.label).description(variable.description).multi(variable.multi).include_all(variable.include_all)
+    if variable.all_value is not None:
+        b = b.all_value(variable.all_value)
+    if variable.default is not None:
+        value = "$__all" if variable.default == "All" else variable.default
+        current = dm.VariableOption(selected=True, text=[variable.default] if variable.multi else variable.default,
+                                    value=[value] if variable.multi else value)  # fmt: skip
+        b = b.current(current)
+    return b
+
+
+def build_dashboard(dashboard: spec.Dashboard, dialect: Dialect = "postgresql") -> dict[str, Any]:
+    """The dashboard as Grafana's JSON model (schemaVersion 42), as a dict."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # the SDK prefers its v2 dashboards
+        b = (
+            db.Dashboard(dashboard.title).uid(dashboard.uid).description(dashboard.description)
+            .tags(list(dashboard.tags)).refresh(dashboard.refresh).time(dashboard.time_from, "now")
+            .timezone("browser").tooltip(dm.DashboardCursorSync.CROSSHAIR).editable()
+            .link(db.DashboardLink("modelmon").type(dm.DashboardLinkType.DASHBOARDS).tags(["modelmon"])
+                  .as_dropdown(False).include_vars(True).keep_time(True).tooltip("The other modelmon dashboards"))
+            .annotation(db.AnnotationQuery().name("Annotations & Alerts").enable(True).hide(True)
+                        .icon_color("rgba(0, 211, 255, 1)").type("dashboard").built_in(1)
+                        .datasource(common.DataSourceRef(type_val="grafana", uid="-- Grafana --")))
+        )  # fmt: skip
+        for variable in dashboard.variables:
+            b = b.with_variable(build_variable(variable, dialect))
+        for row in dashboard.rows:
+            b = b.with_row(db.Row(row.title))
+            for panel in row.panels:
+                b = b.with_panel(build_panel(panel, dialect))
+        model = b.build()
+    data = json.loads(json.dumps(model, cls=JSONEncoder))
+    for i, panel in enumerate(data.get("panels", []), start=1):
+        panel["id"] = i
+    return data
+
+
+def dashboards_json(dialect: Dialect = "postgresql", window: str | None = None) -> dict[str, dict[str, Any]]:
+    """Every dashboard, by uid."""
+    from modelmon.dashboards.catalog import all_dashboards
+
+    out = {}
+    for dashboard in all_dashboards():
+        data = build_dashboard(dashboard, dialect)
+        if window is not None:
+            _set_default(data, "window", window)
+        out[dashboard.uid] = data
+    return out
+
+
+def _set_default(data: dict[str, Any], name: str, value: str) -> None:
+    for variable in data.get("templating", {}).get("list", []):
+        if variable["name"] == name:
+            variable["current"] = {"selected": True, "text": value, "value": value}
+            options = [o.strip() for o in variable.get("query", "").split(",") if o.strip()]
+            if value not in options:
+                variable["query"] = ",".join([value, *options])
