@@ -30,7 +30,7 @@ console = Console(stderr=True)
 
 RegistryOption = Annotated[
     Optional[Path],
-    typer.Option("--registry", help="Registry directory [default: $MODELMON_HOME/registry]."),
+    typer.Option("--registry", help="Registry directory \\[default: $MODELMON_HOME/registry]."),
 ]
 
 
@@ -73,6 +73,8 @@ def register(
     onnx: Annotated[bool, typer.Option("--onnx/--no-onnx", help="Convert scikit-learn models to ONNX when the result provably agrees.")] = True,
     numeric_bins: Annotated[int, typer.Option(help="Quantile bins per numeric feature in the reference profile.")] = 10,
     top_categories: Annotated[int, typer.Option(help="Categories kept per categorical feature; the rest count as 'other'.")] = 20,
+    run: Annotated[Optional[int], typer.Option(help="The training run that produced the model: linked to the version, and its final validation metrics are the baseline when --validation is not given.")] = None,
+    store: Annotated[Optional[str], typer.Option(help="The run store holding --run \\[default: $MODELMON_STORE_URL, else $MODELMON_HOME/modelmon.db].")] = None,
 ) -> None:
     """Store a model as the next version of NAME and print its name and version."""
     from pydantic import ValidationError
@@ -86,6 +88,7 @@ def register(
             registry=registry, trust_pickle=trust_pickle, trusted_types=trust_type or [],
             convert_to_onnx=onnx,
             profile_settings=ProfileSettings(numeric_bins=numeric_bins, top_categories=top_categories),
+            run=run, run_store=store,
         )  # fmt: skip
     except ModelmonError as exc:
         _fail(exc)
@@ -117,7 +120,7 @@ def serve(
     registry: RegistryOption = None,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
-    model: Annotated[Optional[list[str]], typer.Option("--model", help="NAME or NAME:VERSION to serve (repeatable) [default: the latest version of every model].")] = None,
+    model: Annotated[Optional[list[str]], typer.Option("--model", help="NAME or NAME:VERSION to serve (repeatable) \\[default: the latest version of every model].")] = None,
     max_batch_size: Annotated[int, typer.Option(help="Most rows in one model call.")] = 256,
     max_batch_delay_ms: Annotated[float, typer.Option(help="How long a batch may wait for more rows.")] = 0.0,
     batching: Annotated[bool, typer.Option("--batching/--no-batching", help="Merge concurrent requests into one model call.")] = True,
@@ -128,10 +131,10 @@ def serve(
     drift_window_rows: Annotated[Optional[int], typer.Option(help="...or, if set, the most recent stretch with this many rows.")] = None,
     drift_min_rows: Annotated[int, typer.Option(help="Rows a window needs before drift is scored.")] = 100,
     drift_score_seconds: Annotated[float, typer.Option(help="How often drift scores are recomputed.")] = 5.0,
-    store: Annotated[Optional[str], typer.Option("--store", help="Store for the prediction log and labels: a SQLite path or postgresql+psycopg://... [default: $MODELMON_STORE_URL, else $MODELMON_HOME/modelmon.db].")] = None,
+    store: Annotated[Optional[str], typer.Option("--store", help="Store for the prediction log and labels: a SQLite path or postgresql+psycopg://... \\[default: $MODELMON_STORE_URL, else $MODELMON_HOME/modelmon.db].")] = None,
     prediction_log: Annotated[bool, typer.Option("--prediction-log/--no-prediction-log", help="Log every prediction to the store (needed for ground-truth labels).")] = True,
     log_features: Annotated[float, typer.Option(help="Share of requests whose input features are logged too (0 to 1).")] = 0.0,
-    api_token_file: Annotated[Optional[Path], typer.Option(help="File holding the bearer token that write endpoints require [default: $MODELMON_API_TOKEN, if set].")] = None,
+    api_token_file: Annotated[Optional[Path], typer.Option(help="File holding the bearer token that write endpoints require \\[default: $MODELMON_API_TOKEN, if set].")] = None,
     token_for_inference: Annotated[bool, typer.Option("--token-for-inference", help="Require the token for inference too.")] = False,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "warning",
 ) -> None:
@@ -257,7 +260,7 @@ def rules_export(
 def demo(
     port: Annotated[int, typer.Option(help="Port for the demo server.")] = 8080,
     requests: Annotated[int, typer.Option(help="Requests of traffic to send.")] = 3000,
-    home: Annotated[Optional[Path], typer.Option(help="Where to keep the demo's registry [default: $MODELMON_HOME].")] = None,
+    home: Annotated[Optional[Path], typer.Option(help="Where to keep the demo's registry \\[default: $MODELMON_HOME].")] = None,
 ) -> None:
     """Train, register, serve and monitor a churn model end to end, on embedded defaults."""
     from modelmon.demo.run import run_demo

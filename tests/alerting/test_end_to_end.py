@@ -132,7 +132,7 @@ def test_drift_alert_fires_and_resolves_by_email_webhook_slack_and_bridge(
         stdout=(tmp_path / "bridge.log").open("wb"), stderr=subprocess.STDOUT,
     )  # fmt: skip
     try:
-        alertmanager = Alertmanager.start(am_config, tmp_path / "alertmanager")
+        alertmanager = Alertmanager.start(am_config, tmp_path / "alertmanager", log_level="debug")
         running.append(alertmanager)
         prometheus = start_prometheus(
             tmp_path / "prometheus", [f"127.0.0.1:{server.port}"], sorted((out / "prometheus").glob("*.rules.yml")),
@@ -166,9 +166,11 @@ def test_drift_alert_fires_and_resolves_by_email_webhook_slack_and_bridge(
             f"Alertmanager: {[(a['labels'].get('alertname'), a['labels'].get('feature'), a['status']['state'], a.get('endsAt')) for a in alertmanager.alerts()]}; "
             f"server: {[l for l in httpx.get(server.url + '/metrics').text.splitlines() if l.startswith('modelmon_feature_drift{')]}"
         )
-        resolved_mail = smtp_sink.wait(mail_has("resolved"), timeout=15)
+        resolved_mail = smtp_sink.wait(mail_has("resolved"), timeout=30)
         resolved_bridge = http_sink.wait(bridge_has("resolved"), timeout=15)
         resolved_slack = http_sink.wait(slack_has("resolved"), timeout=15)
+        notify_log = [line for line in (tmp_path / "alertmanager" / "alertmanager.log").read_text().splitlines()
+                      if "Notify" in line or "level=error" in line or "level=warn" in line]  # fmt: skip
         bridge_metrics = httpx.get(f"http://127.0.0.1:{bridge_port}/metrics").text
     finally:
         for part in reversed(running):
@@ -187,7 +189,7 @@ def test_drift_alert_fires_and_resolves_by_email_webhook_slack_and_bridge(
     assert any(a["labels"].get("feature") == "channel" for a in firing_hook.json["alerts"])
 
     # Email: delivered through SMTP AUTH with the password from the file.
-    assert firing_mail is not None, f"no firing email; logins {smtp_sink.logins}"
+    assert firing_mail is not None, f"no firing email; logins {smtp_sink.logins}; log: {notify_log[-20:]}"
     assert smtp_sink.logins and all(login.endswith(":ok") for login in smtp_sink.logins)
     assert firing_mail.recipients == ["oncall@example.com"]
     assert "ModelmonFeatureDrift" in firing_mail.subject and "FIRING" in firing_mail.subject
@@ -206,7 +208,7 @@ def test_drift_alert_fires_and_resolves_by_email_webhook_slack_and_bridge(
     assert "value: " in text and "threshold: 0.01" in text and f"runbook: {RUNBOOK}" in text
 
     # Resolved, everywhere.
-    assert resolved_mail is not None, "no resolved email"
+    assert resolved_mail is not None, f"no resolved email; mails: {[m.subject for m in smtp_sink.mails]}; log: {notify_log[-20:]}"
     assert resolved_slack is not None, "no resolved Slack message"
     assert resolved_bridge is not None, "no resolved message through the bridge"
     assert f"runbook: {RUNBOOK}" in block(resolved_bridge.json["message"], "RESOLVED")

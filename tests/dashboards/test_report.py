@@ -4,10 +4,12 @@ dashboards, into one self-contained HTML file with embedded PNG charts."""
 from __future__ import annotations
 
 import base64
+import os
 import re
 import subprocess
 import sys
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
@@ -23,7 +25,7 @@ def _images(html: str) -> list[bytes]:
 
 
 @pytest.mark.parametrize("dialect", ["sqlite", "postgresql"])
-def test_report_draws_every_panel(stack, tmp_path, dialect, request):
+def test_report_draws_every_panel(stack, tmp_path, dialect):
     seconds = (datetime.now(UTC) - stack.started).total_seconds() + 10
     out = tmp_path / "report.html"
     summary = write_report(out, stack.prometheus.url, stack.store_urls[dialect], range_seconds=seconds, scrape_interval=1.0)
@@ -43,11 +45,12 @@ def test_report_draws_every_panel(stack, tmp_path, dialect, request):
     for title in ("Loss", "Fleet PSI per feature against the threshold", "Accuracy", "Request latency (p50, p95, p99)",
                   "Live against reference shares: amount", "Confusion matrix", "Runs compared"):
         assert f"<h4>{title}</h4>" in html, title
-    if dialect == "sqlite":  # kept for a person to look at (pytest's tmp_path, the latest runs)
-        keep = request.config.rootpath / ".pytest-report"
-        keep.mkdir(exist_ok=True)
+    keep = os.environ.get("MODELMON_KEEP_REPORT")  # a directory: keep the report and its charts to look at
+    if keep and dialect == "sqlite":
+        keep = Path(keep)
+        keep.mkdir(parents=True, exist_ok=True)
         (keep / "report.html").write_text(html)
-        for i, image in enumerate(images[:40]):
+        for i, image in enumerate(images):
             (keep / f"chart-{i:02d}.png").write_bytes(image)
 
 

@@ -163,3 +163,22 @@ def test_sklearn_predictor_on_unnamed_arrays(cancer_frame):
     assert signature.input_layout == "matrix" and signature.feature_names[0] == "x0"
     batch = FeatureBatch(numeric=X, categorical=np.empty((len(X), 0), dtype=object))
     np.testing.assert_array_equal(SklearnPredictor(model, signature).predict_proba(batch), model.predict_proba(X))
+
+
+def test_a_model_registered_from_a_run_takes_its_baseline_and_links_back(tmp_path, shop_model, shop_frame):
+    from modelmon.tracking import start_run
+    from modelmon.tracking.records import get_run
+
+    store = str(tmp_path / "runs.db")
+    X, y = shop_frame.drop(columns="segment"), shop_frame.segment
+    with start_run("shop", params={"C": 1.0}, store=store) as run:
+        run.log_classification("validation", y, shop_model.predict(X), step=1)
+        run_id = run.id
+    card = register_model(shop_model, name="shop", reference=shop_frame, target="segment", registry=tmp_path / "r",
+                          run=run_id, run_store=store)  # fmt: skip
+    assert card.baseline["accuracy"] == pytest.approx(accuracy_score(y, shop_model.predict(X)))
+    assert card.baseline["f1_macro"] == pytest.approx(f1_score(y, shop_model.predict(X), average="macro"))
+    from modelmon.store import open_store
+
+    record = get_run(open_store(store), run_id)
+    assert (record.model_name, record.model_version) == ("shop", card.version)

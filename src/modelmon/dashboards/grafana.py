@@ -17,17 +17,20 @@ import json
 import warnings
 from typing import Any
 
-from grafana_foundation_sdk.builders import barchart, bargauge, heatmap, stat, statetimeline, table, timeseries, xychart
-from grafana_foundation_sdk.builders import common as common_builders
-from grafana_foundation_sdk.builders import dashboard as db
-from grafana_foundation_sdk.builders import prometheus as prom_builders
-from grafana_foundation_sdk.cog import builder as cogbuilder
-from grafana_foundation_sdk.cog import variants as cogvariants
-from grafana_foundation_sdk.cog.encoder import JSONEncoder
-from grafana_foundation_sdk.models import common
-from grafana_foundation_sdk.models import dashboard as dm
-from grafana_foundation_sdk.models import xychart as xy_models
-from grafana_foundation_sdk.models.prometheus import PromQueryFormat, QueryEditorMode
+with warnings.catch_warnings():  # the SDK's module-level notes that it prefers its v2 dashboards
+    warnings.simplefilter("ignore", DeprecationWarning)
+    from grafana_foundation_sdk.builders import barchart, bargauge, heatmap, stat, statetimeline, table, timeseries, xychart
+    from grafana_foundation_sdk.builders import common as common_builders
+    from grafana_foundation_sdk.builders import dashboard as db
+    from grafana_foundation_sdk.builders import prometheus as prom_builders
+    from grafana_foundation_sdk.cog import builder as cogbuilder
+    from grafana_foundation_sdk.cog import variants as cogvariants
+    from grafana_foundation_sdk.cog.encoder import JSONEncoder
+    from grafana_foundation_sdk.models import common
+    from grafana_foundation_sdk.models import dashboard as dm
+    from grafana_foundation_sdk.models import heatmap as heatmap_models
+    from grafana_foundation_sdk.models import xychart as xy_models
+    from grafana_foundation_sdk.models.prometheus import PromQueryFormat, QueryEditorMode
 
 from modelmon.dashboards import spec
 from modelmon.dashboards.spec import Dialect
@@ -153,22 +156,17 @@ def _field_matcher(name: str) -> Any:
 
 
 def _heatmap_color() -> Any:
-    from grafana_foundation_sdk.builders.heatmap import HeatmapColorOptions
-    from grafana_foundation_sdk.models.heatmap import HeatmapColorMode, HeatmapColorScale
-
-    return HeatmapColorOptions().mode(HeatmapColorMode.SCHEME).scheme("Oranges").scale(HeatmapColorScale.EXPONENTIAL).exponent(0.5).steps(64).reverse(False).fill("dark-orange")
+    return (heatmap.HeatmapColorOptions().mode(heatmap_models.HeatmapColorMode.SCHEME).scheme("Oranges")
+            .scale(heatmap_models.HeatmapColorScale.EXPONENTIAL).exponent(0.5).steps(64).reverse(False).fill("dark-orange"))  # fmt: skip
 
 
 def _heatmap_axis() -> Any:
-    from grafana_foundation_sdk.builders.heatmap import YAxisConfig
-
-    return YAxisConfig().axis_placement(common.AxisPlacement.LEFT).reverse(False).unit("percentunit")
+    # The buckets are top-class probabilities: the y axis reads as a share.
+    return heatmap.YAxisConfig().axis_placement(common.AxisPlacement.LEFT).reverse(False).unit("percentunit")
 
 
 def _heatmap_tooltip() -> Any:
-    from grafana_foundation_sdk.builders.heatmap import HeatmapTooltip
-
-    return HeatmapTooltip().mode(common.TooltipDisplayMode.SINGLE).y_histogram(True).show_color_scale(False)
+    return heatmap.HeatmapTooltip().mode(common.TooltipDisplayMode.SINGLE).y_histogram(True).show_color_scale(False)
 
 
 def build_panel(panel: spec.Panel, dialect: Dialect) -> Any:

@@ -30,7 +30,7 @@ from rich.table import Table
 from rich.text import Text
 from sklearn.compose import make_column_transformer
 from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from modelmon import ModelCard, Registry, register_model
@@ -40,6 +40,9 @@ from modelmon.errors import ModelmonError
 from modelmon.monitoring.drift import DriftSettings
 from modelmon.monitoring.rules import drift_rules, dump_yaml
 from modelmon.quality.prediction_log import PredictionLogSettings
+from modelmon.tracking import Run, start_run
+from modelmon.tracking.records import metric_frame
+from modelmon.tracking.sklearn import EpochReport, fit_epochs
 from modelmon.serving.app import ModelServer
 from modelmon.serving.server import DrainingServer, build_server
 from modelmon.serving.settings import ServingSettings
@@ -105,18 +108,44 @@ def run_demo(port: int = 8080, requests: int = 3000, home: Path | None = None) -
 # -- train and register ---------------------------------------------------------------
 
 
+TRAINING_EPOCHS = 8
+
+
 def train_and_register(registry_dir: Path, console: Console) -> ModelCard:
+    """Train epoch by epoch in a tracked run (every epoch's metrics for both splits go to
+    the run store), then register the model from that run."""
     train = generate_customers(TRAIN_ROWS, seed=1)
     validation = generate_customers(VALIDATION_ROWS, seed=2)
-    pipeline = train_pipeline(train)
+    pipeline = make_pipeline(
+        make_column_transformer(
+            (StandardScaler(), NUMERIC_FEATURES),
+            (OneHotEncoder(handle_unknown="ignore"), CATEGORICAL_FEATURES),
+        ),
+        LogisticRegression(max_iter=1000),
+    )
     console.print(
         f"[bold]1. Train[/bold]     logistic regression on {len(train):,} synthetic customers "
-        f"({train[TARGET].eq('yes').mean():.0%} churned)"
+        f"({train[TARGET].eq('yes').mean():.0%} churned), {TRAINING_EPOCHS} epochs, tracked in a run"
     )
-    card = register_model(pipeline, name=MODEL, reference=train, target=TARGET,
-                          validation=validation, registry=registry_dir)  # fmt: skip
+    store = registry_dir.parent / "modelmon.db"
+    params = {"model": "LogisticRegression", "epochs": TRAINING_EPOCHS, "train_rows": len(train)}
+    with start_run("churn-demo", params=params, tags={"source": "modelmon demo"}, store=store) as run:
+        with Progress(TextColumn("    training"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
+                      console=console) as progress:  # fmt: skip
+            task = progress.add_task("", total=TRAINING_EPOCHS)
+
+            def on_epoch(report: EpochReport) -> None:
+                f1 = report.metrics.get("validation", {}).get("f1", float("nan"))
+                progress.update(task, completed=report.epoch, description=f"validation F1 {f1:.3f}")
+
+            fit_epochs(pipeline, train.drop(columns=TARGET), train[TARGET], run=run, epochs=TRAINING_EPOCHS,
+                       validation=(validation.drop(columns=TARGET), validation[TARGET]), positive="yes",
+                       on_epoch=on_epoch)  # fmt: skip
+        print_epochs(console, run)
+        card = register_model(pipeline, name=MODEL, reference=train, target=TARGET,
+                              validation=validation, registry=registry_dir, run=run)  # fmt: skip
     baseline = card.baseline or {}
-    console.print(f"[bold]2. Register[/bold]  {card.name} version {card.version} in {registry_dir}")
+    console.print(f"[bold]2. Register[/bold]  {card.name} version {card.version} in {registry_dir}, from run {run.id}")
     console.print(
         f"             validation accuracy {baseline.get('accuracy', float('nan')):.3f}, "
         f"macro F1 {baseline.get('f1_macro', float('nan')):.3f}"
@@ -125,24 +154,27 @@ def train_and_register(registry_dir: Path, console: Console) -> ModelCard:
     return card
 
 
+def print_epochs(console: Console, run: Run) -> None:
+    """The run's per-epoch curves as a table, read back from the run store."""
+    run.flush()
+    frame = metric_frame(run.store, [run.id], metrics=["log_loss", "accuracy", "f1"])
+    table = Table(title=f"Run {run.id}: per-epoch metrics from the run store", title_justify="left")
+    table.add_column("epoch", justify="right")
+    columns = [(split, metric) for split in ("train", "validation") for metric in ("log_loss", "accuracy", "f1")]
+    short = {"train": "train", "validation": "val", "log_loss": "loss", "accuracy": "acc", "f1": "F1"}
+    for split, metric in columns:
+        table.add_column(f"{short[split]} {short[metric]}", justify="right")
+    values = {(r.split, r.metric, r.step): r.value for r in frame.itertuples()}
+    for step in sorted(frame.step.unique()):
+        table.add_row(str(step), *[f"{values.get((split, metric, step), float('nan')):.3f}" for split, metric in columns])
+    console.print(table)
+
+
 def serving_runtime(card: ModelCard) -> str:
     check = card.onnx_check
     if card.runtime == "onnx" and check is not None and check.max_abs_difference is not None:
         return f"served with ONNX Runtime (matches scikit-learn within {check.max_abs_difference:.0e})"
     return f"served with {card.runtime}"
-
-
-def train_pipeline(train: pd.DataFrame) -> Pipeline:
-    """The textbook tabular classifier: scaled numbers, one-hot categories (unknown ones
-    ignored, so the new payment method in drifted traffic is served, not refused)."""
-    pipeline = make_pipeline(
-        make_column_transformer(
-            (StandardScaler(), NUMERIC_FEATURES),
-            (OneHotEncoder(handle_unknown="ignore"), CATEGORICAL_FEATURES),
-        ),
-        LogisticRegression(max_iter=1000),
-    )
-    return pipeline.fit(train.drop(columns=TARGET), train[TARGET])
 
 
 # -- the running stack ----------------------------------------------------------------
@@ -358,8 +390,9 @@ def plan_requests(n: int, seed: int = 3) -> list[PlannedRequest]:
 
 async def send_traffic(url: str, plan: list[PlannedRequest], console: Console, traffic: Traffic) -> None:
     """Send ``plan`` from CONCURRENCY clients at once, in order, with a progress bar."""
-    phase = "drifted customers" if plan and plan[0].shifted else "customers like the training data"
-    console.print(f"[bold]5. Traffic[/bold]   {len(plan):,} requests of {phase}, from {CONCURRENCY} "
+    shifted = bool(plan) and plan[0].shifted
+    step, phase = ("6. Drift", "drifted customers") if shifted else ("5. Traffic", "customers like the training data")
+    console.print(f"[bold]{step:<11}[/bold] {len(plan):,} requests of {phase}, from {CONCURRENCY} "
                   "concurrent clients (70% V2, 25% V1, 5% bad)")  # fmt: skip
     pending = iter(plan)
     limits = httpx.Limits(max_connections=CONCURRENCY)

@@ -70,6 +70,8 @@ def register_model(
     convert_to_onnx: bool = True,
     description: str = "",
     profile_settings: ProfileSettings | None = None,
+    run: Any = None,
+    run_store: Any = None,
 ) -> ModelCard:
     """Store ``model`` as the next version of ``name`` and return its card.
 
@@ -78,6 +80,9 @@ def register_model(
     training data (it gives the feature types and, later, the drift baseline) and
     ``validation`` held-out data with the ``target`` column, for the quality baseline.
     ``profile_settings`` tunes the reference profile (bins, categories) drift is measured on.
+    ``run`` (a training run, or its id in ``run_store``) links the version to the run that
+    produced it; the run's final validation metrics become the baseline when no validation
+    data is given.
     """
     check_model_name(name)
     registry = registry if isinstance(registry, Registry) else Registry(registry)
@@ -123,6 +128,11 @@ def register_model(
         profile = reference_profile(
             predictor, signature, reference_frame, outputs, profile_settings or ProfileSettings(), directory
         )
+        baseline = validation_baseline(outputs)
+        if run is not None and baseline is None:
+            from modelmon.tracking import run_baseline
+
+            baseline = run_baseline(run, run_store)
         card = ModelCard(
             name=name,
             version=version,
@@ -133,11 +143,15 @@ def register_model(
             artifact=artifact,
             serving_artifact=serving_artifact,
             onnx_check=onnx_check,
-            baseline=validation_baseline(outputs),
+            baseline=baseline,
             calibration=calibrate(outputs.proba, outputs.truth) if outputs is not None else None,
             reference_profile=profile,
         )
         registry.write_card(card)
+        if run is not None:
+            from modelmon.tracking import link_model_version
+
+            link_model_version(run, card.name, card.version, run_store)
     except BaseException:
         shutil.rmtree(directory, ignore_errors=True)
         raise
