@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything modelmon needs on Debian/Ubuntu, idempotently:
 #   - as root, the Debian packages that are missing: Prometheus and Alertmanager (the real
-#     components the demo and the tests run), and python3-venv when venv is unavailable;
+#     components the demo and the tests run), for the tests also the Pushgateway and wrk,
+#     and python3-venv when venv is unavailable;
 #   - a virtual environment in .venv with modelmon and the extras named in $1 (e.g. "test").
 # Usage: bash scripts/setup.sh [EXTRAS]
 set -euo pipefail
@@ -17,6 +18,11 @@ fi
 debs=()
 command -v prometheus >/dev/null || debs+=(prometheus)
 command -v prometheus-alertmanager >/dev/null || debs+=(prometheus-alertmanager)
+if [[ ",$extras," == *",test,"* ]]; then
+  # The tests also run a Pushgateway (live training metrics) and wrk (benchmark smoke runs).
+  command -v prometheus-pushgateway >/dev/null || debs+=(prometheus-pushgateway)
+  command -v wrk >/dev/null || debs+=(wrk)
+fi
 "$python" -c 'import ensurepip, venv' 2>/dev/null || debs+=(python3-venv)
 if [ ${#debs[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
