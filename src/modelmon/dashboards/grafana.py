@@ -233,6 +233,7 @@ def build_dashboard(dashboard: spec.Dashboard, dialect: Dialect = "postgresql") 
                 b = b.with_panel(build_panel(panel, dialect))
         model = b.build()
     data = json.loads(json.dumps(model, cls=JSONEncoder))
+    data.setdefault("templating", {}).setdefault("list", [])
     for i, panel in enumerate(data.get("panels", []), start=1):
         panel["id"] = i
     return data

@@ -144,6 +144,7 @@ class ServerMetrics:
             "gauge", ["model", "version", "class"],
         )  # fmt: skip
         self.drift = DriftExporter()
+        self._bound: dict[tuple[str, str], tuple[ModelMetrics, str, list[str]]] = {}
         self.unknown_model = self.bind_unknown_model()
 
     def bind(
@@ -173,6 +174,7 @@ class ServerMetrics:
             confidence=self.arrays.add(self.confidence_family, ArrayHistogram(base, CONFIDENCE_BUCKETS)),
         )
         bound.create_request_series(MODEL_STATUS_CODES)
+        self._bound[(model, version)] = (bound, flavor, sorted(baseline or {}))
         bound.quality = self.bind_quality(model, version, classes)
         bound.expected_confusion = self.arrays.add(self.expected_confusion_family, ArrayCounter(base, confusion_cells(classes)))
         return bound
@@ -186,6 +188,26 @@ class ServerMetrics:
             feedback={o: self.feedback.labels(*base, o) for o in FEEDBACK_OUTCOMES},
             label_delay=self.label_delay.labels(*base),
         )
+
+    def unbind(self, model: str, version: str) -> None:
+        """Remove every series of an unloaded version, so /metrics shows only what is served."""
+        bound, flavor, baseline = self._bound.pop((model, version))
+        base = (model, version)
+        for endpoint, code in bound._requests:
+            self.requests.remove(*base, endpoint, str(code))
+        for reason in bound.errors:
+            self.request_errors.remove(*base, reason)
+        for endpoint in bound.durations:
+            self.request_duration.remove(*base, endpoint)
+        for family in (self.queue_duration, self.inference_duration, self.batch_size, self.label_delay):
+            family.remove(*base)
+        for outcome in FEEDBACK_OUTCOMES:
+            self.feedback.remove(*base, outcome)
+        for metric in baseline:
+            self.baseline_metric.remove(*base, metric)
+        self.model_info.remove(*base, flavor)
+        self.arrays.remove_series(list(base))
+        self.drift.remove(model, version)
 
     def bind_unknown_model(self) -> RequestMetrics:
         """Requests naming a model or version that is not served: only their count, their

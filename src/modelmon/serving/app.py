@@ -50,7 +50,10 @@ from modelmon.serving.settings import ServingSettings
 JSON = "application/json"
 OUTPUT_NAMES = ("label", "probabilities", "prediction_id")
 #: Endpoints that need the API token, without and with --token-for-inference.
-PROTECTED_ENDPOINTS = {False: frozenset({"feedback"}), True: frozenset({"feedback", "infer", "predict"})}
+PROTECTED_ENDPOINTS = {
+    False: frozenset({"feedback", "repository"}),
+    True: frozenset({"feedback", "repository", "infer", "predict"}),
+}
 logger = logging.getLogger("modelmon.serving")
 
 
@@ -81,6 +84,7 @@ class ModelServer:
         self.prediction_log: PredictionLog | None = None
         self.feedback: FeedbackJoiner | None = None
         self._quality: dict[tuple[str, int], tuple[QualityMetrics, list[str]]] = {}
+        self._repository_lock = asyncio.Lock()
 
     def open_prediction_log(self) -> None:
         """The store for predictions and labels, migrated, and the log's writer thread."""
@@ -113,15 +117,48 @@ class ModelServer:
         self.open_prediction_log()
         refs = self.model_refs or [(name, "latest") for name in self.registry.model_names()]
         for name, version in refs:
-            card = self.registry.card(name, version)
-            predictor = self.registry.load_predictor(card)
-            sample = {}
-            if card.reference_profile is not None:
-                sample = load_sample(self.registry.version_dir(card.name, card.version), card.reference_profile)
-            runtime = ModelRuntime(
-                card, predictor, self.metrics, self.executor, self.settings, sample, self.prediction_log, self.recent
-            )
+            runtime = self.build_runtime(name, version)
             self.runtimes.setdefault(name, {})[runtime.version] = runtime
+
+    def build_runtime(self, name: str, version: str) -> ModelRuntime:
+        """Load one registered version (blocking: artifacts, ONNX sessions)."""
+        card = self.registry.card(name, version)
+        predictor = self.registry.load_predictor(card)
+        sample = {}
+        if card.reference_profile is not None:
+            sample = load_sample(self.registry.version_dir(card.name, card.version), card.reference_profile)
+        return ModelRuntime(
+            card, predictor, self.metrics, self.executor, self.settings, sample, self.prediction_log, self.recent
+        )
+
+    async def load_version(self, name: str, version: str) -> tuple[ModelRuntime, bool]:
+        """Serve one more version while serving the others; True if it was not loaded yet."""
+        async with self._repository_lock:
+            number = str(self.registry.resolve_version(name, version))
+            loaded = self.runtimes.get(name, {}).get(number)
+            if loaded is not None:
+                return loaded, False
+            runtime = await asyncio.get_running_loop().run_in_executor(None, self.build_runtime, name, number)
+            runtime.batcher.start()
+            self.runtimes.setdefault(name, {})[runtime.version] = runtime
+            return runtime, True
+
+    async def unload_version(self, name: str, version: str | None) -> list[str]:
+        """Stop serving one version (or all of a model): new requests get 404 at once,
+        queued ones finish, then the version's series leave /metrics."""
+        async with self._repository_lock:
+            versions = self.runtimes.get(name, {})
+            chosen = list(versions) if version is None else [version]
+            missing = [v for v in chosen if v not in versions]
+            if not versions or missing:
+                raise ModelNotFoundError(f"model {name!r} version(s) {missing or chosen} are not served here")
+            removed = [versions.pop(v) for v in chosen]
+            if not versions:
+                del self.runtimes[name]
+        for runtime in removed:
+            await runtime.batcher.stop()
+            self.metrics.unbind(runtime.name, runtime.version)
+        return [r.version for r in removed]
 
     def runtime(self, name: str, version: str | None) -> ModelRuntime:
         versions = self.runtimes.get(name)
@@ -260,6 +297,41 @@ class ModelServer:
         ]
         return json_response({"model_name": runtime.name, "model_version": runtime.version, "predictions": predictions})
 
+    async def repository(self, request: Request) -> Response:
+        """V2 model repository extension: load and unload registered versions at run time.
+        Admin operations: token-protected when a token is set, not counted per model."""
+        action, name = request.path_params["action"], request.path_params["name"]
+        try:
+            self.authorize(request, "repository")
+            body = await self.read_body(request)
+            payload = codecs.loads(body) if body.strip() else {}
+            parameters = payload.get("parameters", {}) if isinstance(payload, dict) else None
+            if not isinstance(parameters, dict):
+                raise MalformedRequestError('expected {"parameters": {"version": "<n>"}} or an empty body')
+            version = parameters.get("version")
+            if version is not None and not isinstance(version, (str, int)):
+                raise MalformedRequestError("parameters.version must be a version number")
+            version = None if version is None else str(version)
+            if action == "load":
+                runtime, loaded = await self.load_version(name, version or "latest")
+                return json_response({"name": name, "version": runtime.version, "loaded": loaded})
+            unloaded = await self.unload_version(name, version)
+            return json_response({"name": name, "unloaded": unloaded})
+        except ModelmonError as exc:
+            response = json_response({"error": exc.message}, exc.status_code)
+            if exc.status_code == 401:
+                response.headers["WWW-Authenticate"] = "Bearer"
+            return response
+
+    async def repository_index(self, request: Request) -> Response:
+        served = {(n, v) for n, versions in self.runtimes.items() for v in versions}
+        index = [
+            {"name": name, "version": str(v), "state": "READY" if (name, str(v)) in served else "UNAVAILABLE"}
+            for name in self.registry.model_names()
+            for v in self.registry.versions(name)
+        ]
+        return json_response(index)
+
     async def receive_feedback(self, request: Request, runtime: ModelRuntime) -> Response:
         if self.feedback is None:
             raise FeedbackDisabledError("labels need the prediction log; serve without --no-prediction-log")
@@ -324,9 +396,18 @@ def create_app(server: ModelServer) -> Starlette:
             {"models": [{"name": n, "versions": sorted(v, key=int)} for n, v in server.runtimes.items()]}
         )
 
+    async def repository_action(request: Request) -> Response:
+        if request.path_params["action"] not in ("load", "unload"):
+            return json_response({"error": f"unknown repository action {request.path_params['action']!r}: use load or unload"}, 404)
+        return await server.repository(request)
+
     async def openapi(request: Request) -> Response:
         served = {name: sorted(versions, key=int) for name, versions in server.runtimes.items()}
-        return json_response(openapi_document(server.settings.token_for_inference, server.settings.api_token is not None, served))
+        document = openapi_document(
+            server.settings.token_for_inference, server.settings.api_token is not None, served,
+            server.registry.model_names(),
+        )  # fmt: skip
+        return json_response(document)
 
     async def metrics(request: Request) -> Response:
         # Exposition of many series takes milliseconds: keep it off the event loop.
@@ -369,6 +450,8 @@ def create_app(server: ModelServer) -> Starlette:
         Route("/v1/models/{name}:predict", predict, methods=["POST"]),
         Route("/metrics", metrics),
         Route("/openapi.json", openapi),
+        Route("/v2/repository/index", server.repository_index, methods=["POST", "GET"]),
+        Route("/v2/repository/models/{name}/{action:str}", repository_action, methods=["POST"]),
     ]
     return Starlette(
         routes=routes,

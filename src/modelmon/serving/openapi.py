@@ -126,6 +126,10 @@ SCHEMAS: dict[str, Any] = {
             "unknown_ids": {"type": "array", "items": {"type": "string"}},
         },
     },
+    "RepositoryRequest": {
+        "type": "object",
+        "properties": {"parameters": {"type": "object", "properties": {"version": {"type": "string"}}}},
+    },
     "ModelMetadata": {
         "type": "object",
         "required": ["name", "versions", "platform", "inputs", "outputs"],
@@ -140,11 +144,12 @@ SCHEMAS: dict[str, Any] = {
 }
 
 def openapi_document(
-    token_for_inference: bool, token_configured: bool, served: dict[str, list[str]]
+    token_for_inference: bool, token_configured: bool, served: dict[str, list[str]], registered: list[str] | None = None
 ) -> dict[str, Any]:
     """The document for this server: its models (``served``: name -> versions) and which
     endpoints need a token. Other names and versions get the documented 404."""
     names = sorted(served) or ["model"]
+    registered = sorted(registered or names)
     versions = sorted({v for vs in served.values() for v in vs} | {"latest"})
     name_parameter = {"name": "name", "in": "path", "required": True, "schema": {"type": "string", "enum": names}}
     version_parameter = {"name": "version", "in": "path", "required": True, "schema": {"type": "string", "enum": versions}}
@@ -201,6 +206,23 @@ def openapi_document(
             "requestBody": {"required": True, "content": {JSON: {"schema": _ref("RecordsRequest")}}},
             "responses": {"200": _json(_ref("RecordsResponse"), "One prediction per instance."), **ERROR_RESPONSES},
         }},  # fmt: skip
+        "/v2/repository/index": {"post": {"summary": "Registered versions and whether each is served",
+            "responses": {"200": _json({"type": "array", "items": {"type": "object"}}, "name, version, state.")}}},
+        "/v2/repository/models/{name}/load": {"post": {
+            "summary": "Serve a registered version (the latest, or parameters.version)",
+            "parameters": [{"name": "name", "in": "path", "required": True, "schema": {"type": "string", "enum": registered}}],
+            "security": write_security,
+            "requestBody": {"required": False, "content": {JSON: {"schema": _ref("RepositoryRequest")}}},
+            "responses": {"200": _json({"type": "object"}, "Loaded (or already served)."),
+                          **{k: v for k, v in ERROR_RESPONSES.items()}},
+        }},
+        "/v2/repository/models/{name}/unload": {"post": {
+            "summary": "Stop serving a version (parameters.version) or every version of a model",
+            "parameters": [name_parameter],
+            "security": write_security,
+            "requestBody": {"required": False, "content": {JSON: {"schema": _ref("RepositoryRequest")}}},
+            "responses": {"200": _json({"type": "object"}, "Unloaded versions."), **ERROR_RESPONSES},
+        }},
         "/metrics": {"get": {"summary": "Prometheus exposition", "responses": {
             "200": {"description": "Text format 0.0.4.", "content": {"text/plain": {}}}}}},  # fmt: skip
         "/openapi.json": {"get": {"summary": "This document", "responses": {"200": _json({"type": "object"}, "OpenAPI 3.")}}},
