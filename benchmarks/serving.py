@@ -309,24 +309,41 @@ def wrk(port: int, path: str, script: Path, connections: int, seconds: float) ->
     }  # fmt: skip
 
 
-def measure(server: Server, workdir: Path, rows: int, levels: tuple[int, ...], seconds: float, warmup: float) -> dict:
-    """Start ``server``, warm it up, load it at each concurrency, stop it."""
-    load_before = os.getloadavg()[0]
-    timing = server.start(workdir)
+def measure_group(group: dict[str, tuple[Server, int]], workdir: Path, levels: tuple[int, ...], seconds: float,
+                  warmup: float) -> dict:
+    """Start every server of ``group`` (one at a time, each start timed alone), warm each up,
+    then at each concurrency load them one after another (order rotated per level), so the
+    servers compared meet the shared machine's background load within seconds of each other;
+    finally stop them all. ``group`` maps a key to the server and the rows per request."""
+    results: dict[str, dict] = {}
+    scripts: dict[str, Path] = {}
     try:
-        server.verify(rows)
-        idle = memory_of_tree(server.process.pid)
-        script = lua_script(workdir / f"{server.key}-{rows}.lua", server.body_for(ROWS[:rows]))
+        for key, (server, rows) in group.items():
+            load = os.getloadavg()[0]
+            timing = server.start(workdir)
+            server.verify(rows)
+            results[key] = {**timing, "idle_memory": memory_of_tree(server.process.pid), "levels": {},
+                            "loaded_memory": {"rss_mib": 0.0, "pss_mib": 0.0, "processes": 0},
+                            "load_average_1min": [round(load, 2), round(load, 2)]}  # fmt: skip
+            scripts[key] = lua_script(workdir / f"{key}-{rows}.lua", server.body_for(ROWS[:rows]))
         if warmup > 0:
-            wrk(server.port, server.infer_path, script, max(levels), warmup)
-        runs = {}
-        with MemorySampler(server.process.pid) as sampler:
-            for c in levels:
-                runs[str(c)] = wrk(server.port, server.infer_path, script, c, seconds)
-        return {**timing, "idle_memory": idle, "loaded_memory": sampler.peak, "levels": runs,
-                "load_average_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)]}  # fmt: skip
+            for key, (server, _) in group.items():
+                wrk(server.port, server.infer_path, scripts[key], max(levels), warmup)
+        keys = list(group)
+        for i, c in enumerate(levels):
+            for key in keys[i % len(keys):] + keys[: i % len(keys)]:
+                server = group[key][0]
+                with MemorySampler(server.process.pid) as sampler:
+                    results[key]["levels"][str(c)] = wrk(server.port, server.infer_path, scripts[key], c, seconds)
+                entry = results[key]
+                if sampler.peak["rss_mib"] > entry["loaded_memory"]["rss_mib"]:
+                    entry["loaded_memory"] = sampler.peak
+                load = round(os.getloadavg()[0], 2)
+                entry["load_average_1min"] = [min(entry["load_average_1min"][0], load), max(entry["load_average_1min"][1], load)]
     finally:
-        server.stop()
+        for server, _ in group.values():
+            server.stop()
+    return {key: results[key] | {"levels": {str(c): results[key]["levels"][str(c)] for c in levels}} for key in results}
 
 
 # -- the model and modelmon's registry ------------------------------------------------
@@ -357,7 +374,7 @@ def prepare_modelmon(workdir: Path) -> Path:
 
 
 ROWS: list[list[float]] = []
-EXTRA_KEYS = ("batch64_on", "batch64_off", "batch1_off", "ablation_nolog")
+EXTRA_KEYS = ("batch64_on", "batch64_off", "batch1_off")
 
 
 # -- summary --------------------------------------------------------------------------
@@ -452,8 +469,9 @@ def markdown(result: dict) -> str:
         f"scikit-learn `LogisticRegression(max_iter=10000)` on `load_breast_cancer()` (30 features), one row per "
         f"request, V2 JSON (BentoML: its JSON `{{\"input\": [[...]]}}`). `wrk` {v['wrk']}, one thread, "
         f"concurrency {', '.join(levels)}, {st['duration_seconds']:g} s each after a {st['warmup_seconds']:g} s warm-up, "
-        f"{st['rounds']} rounds (every server started afresh each round); medians over rounds, ratios taken within a "
-        f"round. {result['machine']['cpus']} cores, shared with the load generator and with whatever else ran on the "
+        f"{st['rounds']} rounds. Each round starts every server afresh (one at a time: the start-up time is each "
+        f"one's alone), then at each concurrency loads them one after another, so that compared servers meet the "
+        f"same background load; medians over rounds, ratios taken within a round. {result['machine']['cpus']} cores, shared with the load generator and with whatever else ran on the "
         f"machine: the 1-minute load average went from {result['load_average_1min'][0]:.1f} to "
         f"{result['load_average_1min'][1]:.1f} during the run (each run's is in the JSON). Run on {result['date']} "
         f"with `{st['command']}` ({result['seconds'] / 60:.0f} minutes).",
@@ -497,12 +515,11 @@ def markdown(result: dict) -> str:
         b = result["batching"]
         lines += ["", "### Batching study and the cost of monitoring", "",
                   f"modelmon, everything on, {b['rows']}-row requests, adaptive batching on (default: "
-                  f"`--max-batch-size 256 --max-batch-delay-ms 0`) and off (`--no-batching`); one-row requests with "
-                  f"batching off; and, to apportion the cost of monitoring, one-row requests with metrics and drift "
-                  f"but `--no-prediction-log`. {b['duration_seconds']:g} s per level, in the same rounds (one-row "
-                  f"requests with everything on are the first table).", "",
+                  f"`--max-batch-size 256 --max-batch-delay-ms 0`) and off (`--no-batching`), and one-row requests "
+                  f"with batching off; {b['duration_seconds']:g} s per level, in the same rounds (one-row requests "
+                  f"with batching on are the first table).", "",
                   "| setup | c | requests/s | rows/s | p50 ms | p99 ms |", "|---|---|---|---|---|---|"]  # fmt: skip
-        for key in ("batch64_on", "batch64_off", "batch1_off", "ablation_nolog"):
+        for key in EXTRA_KEYS:
             if key not in s:
                 continue
             rows = 64 if key.startswith("batch64") else 1
@@ -579,7 +596,11 @@ def main() -> None:
             f = {
                 "modelmon": lambda: modelmon_server("modelmon", "modelmon, everything on", registry, []),
                 "modelmon_nomon": lambda: modelmon_server("modelmon_nomon", "modelmon, everything off", registry, NOTHING_ON),
+                "modelmon_nolog": lambda: modelmon_server("modelmon_nolog", "modelmon, metrics + drift, --no-prediction-log",
+                                                          registry, ["--no-prediction-log"]),
             }  # fmt: skip
+            if quick:
+                f.pop("modelmon_nolog")
             if "mlserver" in available:
                 f["mlserver_pw0"] = lambda: mlserver_server("mlserver_pw0", "MLServer parallel_workers=0", workdir, 0)
                 f["mlserver_default"] = lambda: mlserver_server("mlserver_default", "MLServer default (parallel_workers=1)", workdir, None)
@@ -591,31 +612,28 @@ def main() -> None:
             "batch64_on": (lambda: modelmon_server("batch64_on", "modelmon 64 rows, batching on", registry, []), 64),
             "batch64_off": (lambda: modelmon_server("batch64_off", "modelmon 64 rows, --no-batching", registry, ["--no-batching"]), 64),
             "batch1_off": (lambda: modelmon_server("batch1_off", "modelmon 1 row, --no-batching", registry, ["--no-batching"]), 1),
-            "ablation_nolog": (lambda: modelmon_server("ablation_nolog", "modelmon, metrics + drift, --no-prediction-log",
-                                                       registry, ["--no-prediction-log"]), 1),
         }  # fmt: skip
         batch_levels = (32,) if quick else (1, 32)
         if quick:
             batch.pop("batch1_off", None)
-            batch.pop("ablation_nolog", None)
         labels, commands, all_rounds = {}, {}, []
         for r in range(rounds):
             this_round = {}
             keys = list(factories())
             keys = keys[r % len(keys):] + keys[: r % len(keys)]  # rotate the order each round
-            for key in keys:
-                server = factories()[key]()
+            main_group = {key: (factories()[key](), 1) for key in keys}
+            extra_group = {key: (factory(), rows) for key, (factory, rows) in batch.items()}
+            for key, (server, _) in {**main_group, **extra_group}.items():
                 labels[key], commands[key] = server.label, " ".join(server.command)
-                print(f"round {r + 1}/{rounds}: {server.label}", file=sys.stderr, flush=True)
-                this_round[key] = measure(server, workdir, 1, LEVELS, duration, warmup)
+            print(f"round {r + 1}/{rounds}: {', '.join(labels[k] for k in main_group)}", file=sys.stderr, flush=True)
+            this_round |= measure_group(main_group, workdir, LEVELS, duration, warmup)
+            for key in main_group:
                 line = ", ".join(f"c={c}: {x['requests_per_second']:.0f}/s p99 {x['p99_ms']:.1f} ms"
                                  for c, x in this_round[key]["levels"].items())  # fmt: skip
-                print(f"  ready {this_round[key]['ready_seconds']:.2f} s; {line}", file=sys.stderr, flush=True)
-            for key, (factory, rows) in batch.items():
-                server = factory()
-                labels[key], commands[key] = server.label, " ".join(server.command)
-                print(f"round {r + 1}/{rounds}: {server.label}", file=sys.stderr, flush=True)
-                this_round[key] = measure(server, workdir, rows, batch_levels, batch_duration, warmup / 2)
+                print(f"  {labels[key]}: ready {this_round[key]['ready_seconds']:.2f} s; {line}", file=sys.stderr, flush=True)
+            if extra_group:
+                print(f"round {r + 1}/{rounds}: batching study", file=sys.stderr, flush=True)
+                this_round |= measure_group(extra_group, workdir, batch_levels, batch_duration, warmup / 2)
             all_rounds.append(this_round)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -624,8 +642,9 @@ def main() -> None:
     extra = [k for k in keys if k in batch]
     summary = summarise(all_rounds, [k for k in keys if k not in extra], LEVELS)
     summary |= summarise(all_rounds, extra, batch_levels)
-    ratio_pairs = [("modelmon", "modelmon_nomon")]
-    ratio_pairs += [(a, b) for a in ("modelmon", "modelmon_nomon") for b in ("mlserver_default", "mlserver_pw0", "bentoml") if b in summary]
+    ratio_pairs = [("modelmon", "modelmon_nomon"), ("modelmon", "modelmon_nolog"), ("modelmon_nolog", "modelmon_nomon")]
+    ratio_pairs += [(a, b) for a in ("modelmon", "modelmon_nomon") for b in ("mlserver_default", "mlserver_pw0", "bentoml")]
+    ratio_pairs = [(a, b) for a, b in ratio_pairs if a in summary and b in summary]
     result = {
         "date": time.strftime("%Y-%m-%d"),
         "seconds": round(time.perf_counter() - started, 1),
@@ -658,8 +677,7 @@ def main() -> None:
         result["batching"] = {"rows": 64, "levels": list(batch_levels), "duration_seconds": batch_duration}
         result["ratios"]["batch64_on/batch64_off"] = ratios(all_rounds, "batch64_on", "batch64_off", batch_levels)
         result["ratios"]["modelmon/batch1_off"] = ratios(all_rounds, "modelmon", "batch1_off", batch_levels)
-        result["ratios"]["modelmon/ablation_nolog"] = ratios(all_rounds, "modelmon", "ablation_nolog", batch_levels)
-        result["ratios"]["ablation_nolog/modelmon_nomon"] = ratios(all_rounds, "ablation_nolog", "modelmon_nomon", batch_levels)
+
     result["targets"] = targets(result)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")

@@ -25,8 +25,6 @@ import argparse
 import os
 import random
 import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -37,7 +35,12 @@ EXPERIMENT = "churn-demo"
 
 
 def _modelmon(*args: str) -> None:
-    subprocess.run([sys.executable, "-m", "modelmon.cli", *args], check=True)
+    """A modelmon command, in this process."""
+    from modelmon.cli import app
+
+    code = app(list(args), standalone_mode=False)
+    if code:
+        raise SystemExit(f"modelmon {' '.join(args)} failed ({code})")
 
 
 def setup(config: Path, store: str | None, prometheus_url: str, grafana_config: str, sqlite_path: str | None,
@@ -55,6 +58,8 @@ def setup(config: Path, store: str | None, prometheus_url: str, grafana_config: 
     (config / "alerting" / "prometheus" / "modelmon-drift.rules.yml").unlink(missing_ok=True)
     write_provisioning(config / "grafana", store_url=store, prometheus_url=prometheus_url, sqlite_path=sqlite_path,
                        window="1h", dashboards_path=f"{grafana_config}/dashboards/modelmon")  # fmt: skip
+    for empty in ("alerting", "plugins"):  # Grafana reads every provisioning directory
+        (config / "grafana" / empty).mkdir(exist_ok=True)
     if not skip_model:
         register_demo_model(store)
 

@@ -128,9 +128,10 @@ class SmtpSink:
                 message = email.message_from_bytes(envelope.content, policy=email.policy.default)
                 text = message.get_body(preferencelist=("plain",))
                 html = message.get_body(preferencelist=("html",))
-                sink.mails.append(Mail(
+                sink.mails.append(Mail(  # SMTP text comes with CRLF line ends
                     envelope.mail_from, list(envelope.rcpt_tos), str(message["subject"]),
-                    text.get_content() if text else "", html.get_content() if html else "",
+                    text.get_content().replace("\r\n", "\n") if text else "",
+                    html.get_content().replace("\r\n", "\n") if html else "",
                 ))  # fmt: skip
                 return "250 OK"
 

@@ -49,7 +49,7 @@ def error_of(data) -> str:
         ({"channels": [{"name": "a", "type": "webhook", "url": "http://h"}, {"name": "a", "type": "webhook", "url": "http://i"}]},
          "channels[1].name: channel 'a' is declared twice"),
         ({"channels": [{"name": "s", "type": "sns", "region": "eu-west-1"}]}, "channels[0]: give exactly one of phone_number"),
-        ({"prometheus": {"drift_windows": ["1h30m"]}}, "prometheus.drift_windows: '1h30m': a drift window is one"),
+        ({"prometheus": {"recording_windows": ["1h30m"]}}, "prometheus.recording_windows: '1h30m': a recording window is one"),
     ],
 )  # fmt: skip
 def test_errors_name_the_bad_key(data, expected):

@@ -64,6 +64,8 @@ def test_default_rules_pass_promtool_and_every_builtin_is_proven_both_ways(tmp_p
             assert any(n == 0 for n in cases[name]), f"{name} has no quiet case"
     groups = yaml.safe_load((tmp_path / "prometheus" / "modelmon-drift.rules.yml").read_text())["groups"]
     assert [g["name"] for g in groups] == ["modelmon-drift-1h"]  # the fleet recording rules come along
+    groups = yaml.safe_load((tmp_path / "prometheus" / "modelmon-quality.rules.yml").read_text())["groups"]
+    assert [g["name"] for g in groups] == ["modelmon-quality-1h"]
     alerts = yaml.safe_load((tmp_path / "prometheus" / "modelmon-alerts.rules.yml").read_text())["groups"][0]["rules"]
     assert [a["alert"] for a in alerts] == result.alert_names
     for alert in alerts:
@@ -76,7 +78,7 @@ def test_default_rules_pass_promtool_and_every_builtin_is_proven_both_ways(tmp_p
 def test_other_thresholds_and_custom_rules_are_proven_too(tmp_path):
     require("promtool")
     config = parse_config({
-        "prometheus": {"job": "ml-serving", "drift_windows": ["30m", "1d"]},
+        "prometheus": {"job": "ml-serving", "recording_windows": ["30m", "1d"]},
         "builtins": {
             "target_down": {"for": "3m", "labels": {"team": "platform"}},
             "error_ratio": {"threshold": 0.2, "window": "10m", "severity": "warning"},
@@ -102,6 +104,8 @@ def test_other_thresholds_and_custom_rules_are_proven_too(tmp_path):
     assert "RawCondition" not in cases and any("RawCondition" in n for n in result.notes)
     groups = yaml.safe_load((tmp_path / "prometheus" / "modelmon-drift.rules.yml").read_text())["groups"]
     assert [g["name"] for g in groups] == ["modelmon-drift-30m", "modelmon-drift-1d"]
+    groups = yaml.safe_load((tmp_path / "prometheus" / "modelmon-quality.rules.yml").read_text())["groups"]
+    assert [g["name"] for g in groups] == ["modelmon-quality-30m", "modelmon-quality-1d"]
 
 
 @pytest.mark.parametrize(

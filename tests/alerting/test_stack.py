@@ -75,7 +75,7 @@ def test_local_alerting_shows_a_drift_alert_arriving(registry_dir, shop_frame, t
     assert LocalAlerting.available()
     server = start_server(registry_dir, tmp_path, "--model", "shop", "--drain-seconds", "0", "--drift-score-seconds", "0.5")
     try:
-        with LocalAlerting(tmp_path / "alerting", for_="2s", drift_windows=["10m"]) as alerting:
+        with LocalAlerting(tmp_path / "alerting", for_="2s", recording_windows=["10m"]) as alerting:
             prometheus = alerting.start_prometheus([f"127.0.0.1:{server.port}"])
             assert prometheus.wait_for('up{job="modelmon"}', 1, timeout=20) == 1
             for seed in range(4):
@@ -85,7 +85,7 @@ def test_local_alerting_shows_a_drift_alert_arriving(registry_dir, shop_frame, t
             assert note.status == "firing"
             assert "feature: amount" in note.text and "runbook: https://" in note.text
             groups = httpx.get(f"{prometheus.url}/api/v1/rules").json()["data"]["groups"]
-            assert "modelmon-drift-10m" in {g["name"] for g in groups}
+            assert {"modelmon-drift-10m", "modelmon-quality-10m", "modelmon-alerts"} <= {g["name"] for g in groups}
     finally:
         stop_process(server.process)
     assert alerting.alertmanager is None and alerting.sink is None  # everything stopped

@@ -14,8 +14,6 @@ Prometheus loads the recording rules of ``modelmon rules export`` and the alert 
 from __future__ import annotations
 
 import math
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -48,8 +46,10 @@ class Stack:
 
 
 def _modelmon(*args: str) -> None:
-    result = subprocess.run([sys.executable, "-m", "modelmon.cli", *args], capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
+    """A modelmon command, run in this process (as the compose's setup service does)."""
+    from modelmon.cli import app
+
+    assert app(list(args), standalone_mode=False) in (None, 0), args
 
 
 def _drifted(frame: pd.DataFrame, seed: int) -> pd.DataFrame:
@@ -131,9 +131,13 @@ def stack(registry_dir: Path, shop_frame: pd.DataFrame, tmp_path_factory) -> Ite
         live_runs = []
         prometheus = None
         try:
-            for dialect in ("sqlite", "postgresql"):
-                servers.append(start_server(registry_dir, tmp, "--model", "shop", "--store", store_urls[dialect],
-                                            "--drain-seconds", "0", "--drift-score-seconds", "0.5"))  # fmt: skip
+            with ThreadPoolExecutor(2) as pool:  # both replicas start at once
+                starting = [pool.submit(start_server, registry_dir, tmp, "--model", "shop", "--store", store_urls[d],
+                                        "--drain-seconds", "0", "--drift-score-seconds", "0.5") for d in ("sqlite", "postgresql")]  # fmt: skip
+            servers += [f.result() for f in starting if f.exception() is None]
+            for f in starting:
+                if f.exception() is not None:
+                    raise f.exception()
             live_port = free_port()
             _modelmon("rules", "export", str(tmp / "rules"), "--window", "1h")
             _modelmon("alerts", "export", str(tmp / "alerts"), "--no-alertmanager")
@@ -164,7 +168,7 @@ def stack(registry_dir: Path, shop_frame: pd.DataFrame, tmp_path_factory) -> Ite
                 if ready:
                     break
                 time.sleep(0.5)
-            time.sleep(3)  # a few more scrapes, so rate windows after the traffic hold samples
+            time.sleep(2)  # a few more scrapes, so rate windows after the traffic hold samples
             yield Stack(prometheus, servers, store_urls, started, live_runs)
         finally:
             for run in live_runs:

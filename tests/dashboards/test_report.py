@@ -24,37 +24,34 @@ def _images(html: str) -> list[bytes]:
     return [base64.b64decode(m) for m in PNG.findall(html)]
 
 
-@pytest.mark.parametrize("dialect", ["sqlite", "postgresql"])
-def test_report_draws_every_panel(stack, tmp_path, dialect):
-    seconds = (datetime.now(UTC) - stack.started).total_seconds() + 10
-    out = tmp_path / "report.html"
-    summary = write_report(out, stack.prometheus.url, stack.store_urls[dialect], range_seconds=seconds, scrape_interval=1.0)
-    assert summary.notes == []
-    assert summary.empty == [], [f"{p.dashboard} / {p.title}: {p.error or 'No data'}" for p in summary.empty]
-    # Every panel of every dashboard, the repeated one once per feature.
-    expected = sum(len(d.panels) for d in all_dashboards()) + 3  # bins panel: 4 features, counted once above
-    assert len(summary.panels) == expected
-    html = out.read_text()
+def _check_report(html: str) -> list[bytes]:
     # Self-contained: no scripts, no style sheets or images from elsewhere.
     assert "<script" not in html and "<link" not in html
     assert not re.search(r"(src|href)=['\"]https?:", html)
+    assert "No data" not in html and "Error:" not in html
     images = _images(html)
+    # A chart for every panel that is not a stat or a table; the bins panel once per feature.
     charts = sum(p.kind not in ("stat", "table") for d in all_dashboards() for p in d.panels) + 3
     assert len(images) == charts
     assert all(image.startswith(b"\x89PNG\r\n\x1a\n") for image in images)
     for title in ("Loss", "Fleet PSI per feature against the threshold", "Accuracy", "Request latency (p50, p95, p99)",
-                  "Live against reference shares: amount", "Confusion matrix", "Runs compared"):
+                  "Live against reference shares: amount", "Confusion matrix", "Runs compared", "Alert history"):
         assert f"<h4>{title}</h4>" in html, title
-    keep = os.environ.get("MODELMON_KEEP_REPORT")  # a directory: keep the report and its charts to look at
-    if keep and dialect == "sqlite":
-        keep = Path(keep)
-        keep.mkdir(parents=True, exist_ok=True)
-        (keep / "report.html").write_text(html)
-        for i, image in enumerate(images):
-            (keep / f"chart-{i:02d}.png").write_bytes(image)
+    return images
 
 
-def test_report_command(stack, tmp_path):
+def test_report_draws_every_panel_from_postgresql(stack, tmp_path):
+    seconds = (datetime.now(UTC) - stack.started).total_seconds() + 10
+    out = tmp_path / "report.html"
+    summary = write_report(out, stack.prometheus.url, stack.store_urls["postgresql"], range_seconds=seconds, scrape_interval=1.0)
+    assert summary.notes == []
+    assert summary.empty == [], [f"{p.dashboard} / {p.title}: {p.error or 'No data'}" for p in summary.empty]
+    # Every panel of every dashboard, the repeated one once per feature (4 features).
+    assert len(summary.panels) == sum(len(d.panels) for d in all_dashboards()) + 3
+    _check_report(out.read_text())
+
+
+def test_report_command_on_sqlite(stack, tmp_path):
     seconds = int((datetime.now(UTC) - stack.started).total_seconds() + 10)
     out = tmp_path / "r.html"
     result = subprocess.run(
@@ -63,14 +60,30 @@ def test_report_command(stack, tmp_path):
         capture_output=True, text=True,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
-    assert "without" in result.stderr and ", 0 without" in result.stderr, result.stderr
-    assert len(_images(out.read_text())) > 20
+    assert re.search(r"wrote .*r\.html: \d+ panels with data, 0 without", " ".join(result.stderr.split())), result.stderr
+    html = out.read_text()
+    images = _check_report(html)
+    keep = os.environ.get("MODELMON_KEEP_REPORT")  # a directory: keep the report and its charts to look at
+    if keep:
+        Path(keep).mkdir(parents=True, exist_ok=True)
+        (Path(keep) / "report.html").write_text(html)
+        for i, image in enumerate(images):
+            (Path(keep) / f"chart-{i:02d}.png").write_bytes(image)
 
 
-def test_report_without_a_store_skips_the_sql_dashboards(stack, tmp_path):
-    seconds = (datetime.now(UTC) - stack.started).total_seconds() + 10
-    summary = write_report(tmp_path / "r.html", stack.prometheus.url, None, range_seconds=seconds, scrape_interval=1.0)
-    assert any("Training" in note and "--store" in note for note in summary.notes)
-    assert summary.empty == []
+def test_report_with_only_a_store_draws_the_training_runs(stack, tmp_path):
+    summary = write_report(tmp_path / "r.html", None, stack.store_urls["sqlite"], range_seconds=3600, scrape_interval=1.0)
+    skipped = [note.split(":")[0] for note in summary.notes]
+    assert skipped == ["modelmon / Serving", "modelmon / Data drift and quality", "modelmon / Model quality", "modelmon / Alerts"]
+    assert all("--prometheus" in note for note in summary.notes)
+    training = next(d for d in all_dashboards() if d.uid == "modelmon-training")
+    assert len(summary.panels) == sum(p.source == "sql" for p in training.panels) and summary.empty == []
     html = (tmp_path / "r.html").read_text()
-    assert "Not drawn: its data source was not given." in html  # the quality dashboard's SQL panels
+    assert html.count("Not drawn: its data source was not given.") == 3  # the live training panels
+
+
+def test_report_needs_a_source(tmp_path):
+    from modelmon.errors import ModelmonError
+
+    with pytest.raises(ModelmonError, match="--prometheus URL, --store URL"):
+        write_report(tmp_path / "r.html")

@@ -486,15 +486,15 @@ class CustomRule(_RuleCommon):
 
 class PrometheusSettings(_Strict):
     job: str = Field("modelmon", description="Scrape job (regex) of the model servers, for the target-down rule.")
-    drift_windows: list[Duration] = Field(default_factory=lambda: ["1h"], description="Windows of the fleet drift recording rules.")
+    recording_windows: list[Duration] = Field(default_factory=lambda: ["1h"], description="Windows of the fleet drift and quality recording rules.")
     evaluation_interval: Duration | None = Field(None, description="Rule group interval [default: Prometheus's global one].")
 
-    @field_validator("drift_windows")
+    @field_validator("recording_windows")
     @classmethod
     def _windows(cls, value: list[str]) -> list[str]:
         for window in value:
             if not re.match(r"^\d+[smhdw]$", window):
-                raise ValueError(f"{window!r}: a drift window is one Prometheus duration such as 30m, 1h or 1d")
+                raise ValueError(f"{window!r}: a recording window is one Prometheus duration such as 30m, 1h or 1d")
         return value
 
 

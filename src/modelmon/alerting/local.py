@@ -1,7 +1,7 @@
 """Alerting on one machine, for the demo: Alertmanager, a local webhook sink that records
 what arrives, and a Prometheus that evaluates the rules and sends to that Alertmanager.
 
-    with LocalAlerting(home / "alerting", drift_windows=["10m"]) as alerting:
+    with LocalAlerting(home / "alerting", recording_windows=["10m"]) as alerting:
         prometheus = alerting.start_prometheus([f"127.0.0.1:{port}"])
         ...                                       # drifted traffic
         note = alerting.wait_for("ModelmonFeatureDrift", timeout=60)
@@ -121,13 +121,13 @@ class LocalAlerting:
         for_: str = "5s",
         group_wait: str = "1s",
         group_interval: str = "2s",
-        drift_windows: list[str] | None = None,
+        recording_windows: list[str] | None = None,
     ) -> None:
         self.workdir = Path(workdir)
         self.base_config = config or cfg.AlertingConfig()
         self.for_ = cfg.check_duration(for_)
         self.group_wait, self.group_interval = cfg.check_duration(group_wait), cfg.check_duration(group_interval)
-        self.drift_windows = drift_windows
+        self.recording_windows = recording_windows
         self.sink: WebhookSink | None = None
         self.alertmanager: Alertmanager | None = None
         self.prometheus: Prometheus | None = None
@@ -152,8 +152,8 @@ class LocalAlerting:
             if isinstance(value, dict):
                 value["channels"] = []
         data["rules"] = [{**r, "channels": []} for r in data.get("rules", [])]
-        if self.drift_windows:
-            data.setdefault("prometheus", {})["drift_windows"] = list(self.drift_windows)
+        if self.recording_windows:
+            data.setdefault("prometheus", {})["recording_windows"] = list(self.recording_windows)
         return cfg.parse_config(data, "LocalAlerting configuration")
 
     def __enter__(self) -> LocalAlerting:

@@ -23,6 +23,7 @@ RULE_FILE = "modelmon-alerts.rules.yml"
 TEST_FILE = "modelmon-alerts.test.yml"
 LONG_TEST_FILE = "modelmon-alerts-long-windows.test.yml"
 DRIFT_RULE_FILE = "modelmon-drift.rules.yml"
+QUALITY_RULE_FILE = "modelmon-quality.rules.yml"
 CUSTOM_DEFAULT_SEVERITY = "warning"
 CUSTOM_DEFAULT_FOR = "5m"
 
@@ -149,11 +150,16 @@ def rule_group(rules: list[AlertRule], config: cfg.AlertingConfig) -> dict[str, 
 
 
 def rule_files(config: cfg.AlertingConfig) -> dict[str, dict[str, Any]]:
-    """File name -> content: the alerting rules and the fleet drift recording rules."""
+    """File name -> content: the alerting rules, and the fleet drift and quality recording
+    rules (the same files as ``modelmon rules export``) for dashboards and custom rules."""
+    from modelmon.quality import rules as quality_rules
+
     rules = alert_rules(config)
+    windows = config.prometheus.recording_windows
     return {
         RULE_FILE: {"groups": [rule_group(rules, config)]},
-        DRIFT_RULE_FILE: {"groups": [drift_rules.drift_rule_group(w) for w in config.prometheus.drift_windows]},
+        DRIFT_RULE_FILE: {"groups": [drift_rules.drift_rule_group(w) for w in windows]},
+        QUALITY_RULE_FILE: {"groups": [quality_rules.quality_rule_group(w) for w in windows]},
     }
 
 

@@ -155,7 +155,7 @@ def drift() -> Dashboard:
               width=12, decimals=3, min=0, thresholds=(Threshold(None, "green"), Threshold(0.1, "orange"), Threshold(0.2, "red"))),
     ))  # fmt: skip
     window_rows = f'modelmon:feature_bin_window_rows:$window{{{SEL}, feature="$feature"}}'
-    bins = Row("Distribution of $feature", (
+    bins = Row("Distribution per feature", (
         Panel("barchart", "Live against reference shares: $feature", "Share of each bin of the feature over the window (all replicas and selected versions pooled) beside the training data's share of the same bin.",
               "percentunit", (
                   Prom(f"sum by (bin) ({window_rows}) / scalar(sum({window_rows}))", "live", instant=True, format="table"),

@@ -69,6 +69,9 @@ def format_number(value: float | None, unit: str, decimals: int | None = None) -
         return "-"
     if math.isinf(value):
         return "∞" if value > 0 else "-∞"
+    value = value + 0.0  # no "-0"
+    if value == 0:
+        return "0" if unit not in ("percentunit",) else "0%"
     if unit == "percentunit":
         return f"{value * 100:.{1 if decimals is None else max(decimals - 2, 0)}f}%"
     if unit == "s":
@@ -121,11 +124,17 @@ def _figure(height: float = 3.0) -> tuple[Any, Any]:
     return fig, ax
 
 
-def _png(fig: Any) -> str:
+def _left_for(labels: list[str]) -> float:
+    """A left margin that fits the longest y tick label (about 7 px a character at 8 pt)."""
+    return min(0.4, 0.03 + 7.0 * max((len(label) for label in labels), default=4) / 900)
+
+
+def _png(fig: Any, right: float = 0.78, left: float = 0.1) -> str:
     import matplotlib.pyplot as plt
 
     buffer = io.BytesIO()
-    fig.tight_layout()
+    # Fixed margins (tight_layout costs a second draw): room on the right for the legend.
+    fig.subplots_adjust(left=left, right=right, top=0.93, bottom=0.2)
     fig.savefig(buffer, format="png")
     plt.close(fig)
     return base64.b64encode(buffer.getvalue()).decode("ascii")
@@ -158,6 +167,7 @@ def _timeseries(panel: spec.Panel, results: list[Result]) -> str | None:
     if panel.max is not None:
         ax.set_ylim(top=panel.max)
     ax.yaxis.set_major_formatter(_axis_formatter(panel.unit))
+    ax.xaxis.set_major_locator(mdates.AutoDateLocator(minticks=3, maxticks=7))
     ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M:%S" if _span(series) < 3 * 3600 else "%m-%d %H:%M"))
     _legend(ax, len(series))
     if len(series) > MAX_SERIES:
@@ -260,7 +270,8 @@ def _bargauge(panel: spec.Panel, results: list[Result]) -> str | None:
     for y, v in enumerate(numbers):
         ax.text(v, y, " " + format_number(v, panel.unit, panel.decimals), va="center", fontsize=8)
     ax.xaxis.set_major_formatter(_axis_formatter(panel.unit))
-    return _png(fig)
+    ax.set_xlim(right=max(numbers) * 1.15 if max(numbers) > 0 else None)
+    return _png(fig, right=0.95, left=_left_for(names))
 
 
 def _heatmap(panel: spec.Panel, results: list[Result]) -> str | None:
@@ -285,7 +296,7 @@ def _heatmap(panel: spec.Panel, results: list[Result]) -> str | None:
     ticks = np.linspace(0, len(times) - 1, min(6, len(times))).astype(int)
     ax.set_xticks(ticks, [datetime.fromtimestamp(times[i], UTC).strftime("%H:%M:%S") for i in ticks], fontsize=8)
     fig.colorbar(image, ax=ax, label="rows")
-    return _png(fig)
+    return _png(fig, right=0.97)
 
 
 def _state_timeline(panel: spec.Panel, results: list[Result]) -> str | None:
@@ -300,13 +311,14 @@ def _state_timeline(panel: spec.Panel, results: list[Result]) -> str | None:
             if math.isfinite(v) and int(v) in colors:
                 ax.broken_barh([(t, step)], (y - 0.35, 0.7), color=colors[int(v)])
     ax.set_yticks(range(len(series)), [s.name for s in series], fontsize=8)
+    left = _left_for([s.name for s in series])
     ticks = ax.get_xticks()
     ax.set_xticks(ticks, [datetime.fromtimestamp(t, UTC).strftime("%H:%M:%S") for t in ticks], fontsize=8)
     from matplotlib.patches import Patch
 
     ax.legend(handles=[Patch(color=colors[v], label=text) for v, text, _ in panel.states], loc="upper left",
               bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)  # fmt: skip
-    return _png(fig)
+    return _png(fig, right=0.85, left=left)
 
 
 # -- tables and stats ------------------------------------------------------------------------
@@ -491,7 +503,7 @@ def write_report(
                     except (QueryError, TemplateError) as exc:
                         results, body, error = [], None, str(exc)
                     summary.panels.append(PanelOutcome(dashboard.title, title, body is not None, error))
-                    parts.append(_panel_html(title, panel, body, results, error))
+                    parts.append(_panel_html(title, panel, body, results, error, _interpolate_text(panel.description, ctx)))
         sections.append("".join(parts))
     toc = " · ".join(f"<a href='#{d.uid}'>{html.escape(d.title.removeprefix('modelmon / '))}</a>" for d in catalog.all_dashboards())
     meta = "".join(f"<tr><td>{k}</td><td>{html.escape(v)}</td></tr>" for k, v in (
@@ -523,12 +535,13 @@ def _safe_url(url: str) -> str:
         return "(invalid URL)"
 
 
-def _panel_html(title: str, panel: spec.Panel, body: str | None, results: list[Result], error: str | None) -> str:
+def _panel_html(title: str, panel: spec.Panel, body: str | None, results: list[Result], error: str | None,
+                description: str | None = None) -> str:
     if body is None:
         text = {None: "No data", "no source": "Not drawn: its data source was not given."}.get(error, f"Error: {error}")
         body = f"<p class='nodata'>{html.escape(text)}</p>"
     queries = "".join(f"<pre>{html.escape(r.text)}</pre>" for r in results) or "".join(
         f"<pre>{html.escape(q.expr if isinstance(q, spec.Prom) else q.postgresql)}</pre>" for q in panel.queries
     )
-    return (f"<div class='panel'><h4>{html.escape(title)}</h4><p class='desc'>{html.escape(panel.description)}</p>"
+    return (f"<div class='panel'><h4>{html.escape(title)}</h4><p class='desc'>{html.escape(description or panel.description)}</p>"
             f"{body}<details><summary>queries</summary>{queries}</details></div>")  # fmt: skip
