@@ -40,6 +40,7 @@ from modelmon.errors import ModelmonError
 from modelmon.monitoring.drift import DriftSettings
 from modelmon.monitoring.rules import drift_rules, dump_yaml
 from modelmon.quality.prediction_log import PredictionLogSettings
+from modelmon.quality.rules import quality_rule_group
 from modelmon.tracking import Run, start_run
 from modelmon.tracking.records import metric_frame
 from modelmon.tracking.sklearn import EpochReport, fit_epochs
@@ -102,6 +103,7 @@ def run_demo(port: int = 8080, requests: int = 3000, home: Path | None = None) -
             print_prometheus(console, prometheus, traffic)
         print_drift(console, url, prometheus)
         print_quality(console, card, quality)
+        write_dashboards(console, home, prometheus, time.perf_counter() - started)
     print_epilogue(console, home, card, port, time.perf_counter() - started)
 
 
@@ -239,10 +241,13 @@ def start_prometheus(workdir: Path, port: int, console: Console) -> Prometheus |
         return None
     shutil.rmtree(workdir / "data", ignore_errors=True)
     workdir.mkdir(parents=True, exist_ok=True)
-    rules = workdir / "modelmon-drift.rules.yml"  # what `modelmon rules export` writes
-    rules.write_text(dump_yaml(drift_rules(RULES_WINDOW)))
+    # What `modelmon rules export` writes: fleet drift and fleet quality.
+    drift = workdir / "modelmon-drift.rules.yml"
+    drift.write_text(dump_yaml(drift_rules(RULES_WINDOW)))
+    quality = workdir / "modelmon-quality.rules.yml"
+    quality.write_text(dump_yaml({"groups": [quality_rule_group(RULES_WINDOW)]}))
     try:
-        return Prometheus.start(workdir, targets=[f"{HOST}:{port}"], scrape_interval="1s", rule_files=[rules])
+        return Prometheus.start(workdir, targets=[f"{HOST}:{port}"], scrape_interval="1s", rule_files=[drift, quality])
     except RuntimeError as exc:
         console.print("[yellow]Prometheus failed to start; carrying on without it.[/yellow]")
         console.print(str(exc), markup=False)
@@ -645,6 +650,28 @@ def show_figure(console: Console, figure: str, value: str, promql: str) -> None:
 
 def format_counts(counts: Counter[str], skip: str | None = None) -> str:
     return ", ".join(f"{k}: {v:,}" for k, v in sorted(counts.items()) if k != skip) or "none"
+
+
+def write_dashboards(console: Console, home: Path, prometheus: Prometheus | None, seconds: float) -> None:
+    """The Grafana provisioning for this run's store and Prometheus, and the same panels as
+    one HTML report for a reader without Grafana."""
+    from modelmon.dashboards import write_provisioning, write_report
+
+    store = str(home / "modelmon.db")
+    grafana = home / "grafana"
+    write_provisioning(grafana, store_url=store, prometheus_url=prometheus.url if prometheus else "http://localhost:9090")
+    console.print(f"[bold]Dashboards[/bold]  Grafana provisioning (5 dashboards, data sources) in {grafana}")
+    if prometheus is None:
+        console.print("            the HTML report needs Prometheus; skipped")
+        return
+    try:
+        report = write_report(home / "report.html", prometheus.url, store, range_seconds=seconds + 60, model=MODEL,
+                              experiment="churn-demo", window=RULES_WINDOW, scrape_interval=1.0)  # fmt: skip
+    except ModelmonError as exc:
+        console.print(f"            no HTML report: {exc.message}")
+        return
+    console.print(f"            report for readers without Grafana: {home / 'report.html'} "
+                  f"({report.drawn} of {len(report.panels)} panels with data)")  # fmt: skip
 
 
 def print_epilogue(console: Console, home: Path, card: ModelCard, port: int, seconds: float) -> None:
