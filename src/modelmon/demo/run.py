@@ -34,6 +34,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from modelmon import ModelCard, Registry, register_model
+from modelmon.alerting.local import LocalAlerting
 from modelmon.config import modelmon_home
 from modelmon.demo.data import CATEGORICAL_FEATURES, NUMERIC_FEATURES, TARGET, generate_customers
 from modelmon.errors import ModelmonError
@@ -80,9 +81,13 @@ def run_demo(port: int = 8080, requests: int = 3000, home: Path | None = None) -
         sock = running.enter_context(closing(bind_port(port)))
         console.rule("[bold]modelmon demo[/bold]: a churn model from training to production")
         # Prometheus first: it waits ~5 s before its first scrape, time that training fills.
-        prometheus = start_prometheus(home / "prometheus", port, console)
-        if prometheus is not None:
-            running.callback(prometheus.stop)
+        alerting = start_alerting(home, running, console)
+        if alerting is not None:
+            prometheus = alerting.start_prometheus([f"{HOST}:{port}"])
+        else:
+            prometheus = start_prometheus(home / "prometheus", port, console)
+            if prometheus is not None:
+                running.callback(prometheus.stop)
         card = train_and_register(home / "registry", console)
         server, thread = start_server(home / "registry", card.version, sock)
         running.callback(stop_server, server, thread)
@@ -102,6 +107,7 @@ def run_demo(port: int = 8080, requests: int = 3000, home: Path | None = None) -
         if prometheus is not None:
             print_prometheus(console, prometheus, traffic)
         print_drift(console, url, prometheus)
+        print_alert(console, alerting)
         print_quality(console, card, quality)
         write_dashboards(console, home, prometheus, time.perf_counter() - started)
     print_epilogue(console, home, card, port, time.perf_counter() - started)
@@ -232,6 +238,36 @@ def stop_server(server: DrainingServer, thread: threading.Thread) -> None:
     if thread.is_alive():
         server.force_exit = True
         thread.join(timeout=10)
+
+
+def start_alerting(home: Path, running: ExitStack, console: Console) -> LocalAlerting | None:
+    """Alertmanager with the exported alert rules, routing to a local sink that stands in for
+    email, Slack or a webhook; alerts wait 5 s (``for:``) instead of their production minutes."""
+    if not LocalAlerting.available():
+        return None
+    try:
+        return running.enter_context(LocalAlerting(home / "alerting", for_="5s", recording_windows=[RULES_WINDOW]))
+    except Exception as exc:  # the demo carries on without alerting, and says why
+        console.print(f"[yellow]Alertmanager failed to start ({exc}); carrying on without alerts.[/yellow]")
+        return None
+
+
+def print_alert(console: Console, alerting: LocalAlerting | None) -> None:
+    """The drift alert, as the local sink received it from Alertmanager."""
+    if alerting is None:
+        console.print("[bold]Alerts[/bold]      Alertmanager is not installed: "
+                      "apt-get install --no-install-recommends prometheus-alertmanager")  # fmt: skip
+        return
+    note = alerting.wait_for("ModelmonFeatureDrift", timeout=60)
+    if note is None:
+        console.print("[bold]Alerts[/bold]      no drift alert reached the sink within 60 s")
+        return
+    console.print(f"[bold]Alerts[/bold]      Alertmanager {alerting.alertmanager.url} delivered to the local sink:")
+    for line in note.text.splitlines()[:8]:
+        console.print(f"    {line}", markup=False)
+    others = sorted({n.alertname for n in alerting.notifications} - {"ModelmonFeatureDrift"})
+    if others:
+        console.print(f"    also received: {', '.join(others)}")
 
 
 def start_prometheus(workdir: Path, port: int, console: Console) -> Prometheus | None:
