@@ -1,9 +1,31 @@
 """modelmon: serve trained models over the Open Inference Protocol, monitored with
 Prometheus, Alertmanager and Grafana."""
 
-from modelmon.registry import ModelCard, Registry, register_model
-from modelmon.tracking import start_run
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
 __all__ = ["ModelCard", "Registry", "__version__", "register_model", "start_run"]
+
+if TYPE_CHECKING:
+    from modelmon.registry import ModelCard, Registry, register_model
+    from modelmon.tracking import start_run
+
+#: The public API, imported on first use: scikit-learn, scipy and ONNX take seconds to
+#: import, and every `modelmon` command would pay for them at start-up.
+_LAZY = {
+    "ModelCard": "modelmon.registry",
+    "Registry": "modelmon.registry",
+    "register_model": "modelmon.registry",
+    "start_run": "modelmon.tracking",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'modelmon' has no attribute {name!r}")
