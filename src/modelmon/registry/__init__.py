@@ -1,9 +1,13 @@
-"""The model registry: versioned artifacts with their signature and baselines."""
+"""The model registry: versioned artifacts with their signature and baselines.
 
-from modelmon.registry.card import ModelCard
-from modelmon.registry.register import register_model
-from modelmon.registry.signature import FeatureBatch, FeatureSpec, Signature
-from modelmon.registry.store import Registry, parse_model_ref
+Names are resolved on first use, so that importing one module of the package (the
+signature, say, from the monitoring code) does not import all of it: the card imports the
+monitoring profile, which imports the signature.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 __all__ = [
     "FeatureBatch",
@@ -14,3 +18,27 @@ __all__ = [
     "parse_model_ref",
     "register_model",
 ]
+
+if TYPE_CHECKING:
+    from modelmon.registry.card import ModelCard
+    from modelmon.registry.register import register_model
+    from modelmon.registry.signature import FeatureBatch, FeatureSpec, Signature
+    from modelmon.registry.store import Registry, parse_model_ref
+
+_LAZY = {
+    "FeatureBatch": "modelmon.registry.signature",
+    "FeatureSpec": "modelmon.registry.signature",
+    "Signature": "modelmon.registry.signature",
+    "ModelCard": "modelmon.registry.card",
+    "Registry": "modelmon.registry.store",
+    "parse_model_ref": "modelmon.registry.store",
+    "register_model": "modelmon.registry.register",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'modelmon.registry' has no attribute {name!r}")
