@@ -540,6 +540,9 @@ def markdown(result: dict) -> str:
     for key, command in result["commands"].items():
         lines.append(f"- {result['labels'][key]}: `{command}`")
     lines += ["", *result.get("notes", [])]
+    if result.get("failures"):
+        lines += ["", "Rounds (or parts) that failed and are left out of the medians:", ""]
+        lines += [f"- {f.splitlines()[0]}" for f in result["failures"]]
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -616,7 +619,7 @@ def main() -> None:
         batch_levels = (32,) if quick else (1, 32)
         if quick:
             batch.pop("batch1_off", None)
-        labels, commands, all_rounds = {}, {}, []
+        labels, commands, all_rounds, failures = {}, {}, [], []
         for r in range(rounds):
             this_round = {}
             keys = list(factories())
@@ -626,15 +629,26 @@ def main() -> None:
             for key, (server, _) in {**main_group, **extra_group}.items():
                 labels[key], commands[key] = server.label, " ".join(server.command)
             print(f"round {r + 1}/{rounds}: {', '.join(labels[k] for k in main_group)}", file=sys.stderr, flush=True)
-            this_round |= measure_group(main_group, workdir, LEVELS, duration, warmup)
+            try:
+                this_round |= measure_group(main_group, workdir, LEVELS, duration, warmup)
+            except (RuntimeError, TimeoutError, OSError) as exc:  # recorded; the other rounds still count
+                failures.append(f"round {r + 1}: {exc}")
+                print(f"  failed: {exc}", file=sys.stderr, flush=True)
+                continue
             for key in main_group:
                 line = ", ".join(f"c={c}: {x['requests_per_second']:.0f}/s p99 {x['p99_ms']:.1f} ms"
                                  for c, x in this_round[key]["levels"].items())  # fmt: skip
                 print(f"  {labels[key]}: ready {this_round[key]['ready_seconds']:.2f} s; {line}", file=sys.stderr, flush=True)
             if extra_group:
                 print(f"round {r + 1}/{rounds}: batching study", file=sys.stderr, flush=True)
-                this_round |= measure_group(extra_group, workdir, batch_levels, batch_duration, warmup / 2)
+                try:
+                    this_round |= measure_group(extra_group, workdir, batch_levels, batch_duration, warmup / 2)
+                except (RuntimeError, TimeoutError, OSError) as exc:
+                    failures.append(f"round {r + 1}, batching study: {exc}")
+                    print(f"  failed: {exc}", file=sys.stderr, flush=True)
             all_rounds.append(this_round)
+        if not any("modelmon" in r for r in all_rounds):
+            sys.exit("no round completed: " + "; ".join(failures))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
@@ -659,6 +673,7 @@ def main() -> None:
         "summary": summary,
         "ratios": {f"{a}/{b}": ratios(all_rounds, a, b, LEVELS) for a, b in ratio_pairs},
         "rounds": all_rounds,
+        "failures": failures,
         "notes": [
             "- modelmon serves the ONNX copy it makes at registration (proven to agree within 1e-4); MLServer and "
             "BentoML call scikit-learn's `predict_proba` (MLServer asked for the `predict_proba` output).",

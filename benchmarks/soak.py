@@ -33,7 +33,6 @@ CONNECTIONS = 16
 
 
 def register(registry: Path) -> list[float]:
-    import pandas as pd
     from sklearn.datasets import load_breast_cancer
     from sklearn.linear_model import LogisticRegression
 

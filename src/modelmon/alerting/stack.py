@@ -16,10 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import yaml
 
 from modelmon.stack.processes import free_port, stop_process, wait_for_http
-from modelmon.stack.prometheus import Prometheus, prometheus_binary
+from modelmon.stack.prometheus import Prometheus
 
 ALERTMANAGER_INSTALL_HINT = "install it with: sudo apt-get install --no-install-recommends prometheus-alertmanager"
 
@@ -85,26 +84,6 @@ class Alertmanager:
         httpx.post(f"{self.url}/api/v2/alerts", json=alerts, timeout=10).raise_for_status()
 
 
-def prometheus_config(
-    targets: list[str],
-    rule_files: list[Path],
-    alertmanagers: list[str],
-    scrape_interval: str = "15s",
-    evaluation_interval: str | None = None,
-    job: str = "modelmon",
-) -> dict[str, Any]:
-    """A Prometheus configuration scraping ``targets`` that loads ``rule_files`` and sends
-    alerts to ``alertmanagers`` (host:port)."""
-    config: dict[str, Any] = {
-        "global": {"scrape_interval": scrape_interval, "evaluation_interval": evaluation_interval or scrape_interval},
-        "rule_files": [str(p) for p in rule_files],
-        "scrape_configs": [{"job_name": job, "static_configs": [{"targets": list(targets)}]}],
-    }
-    if alertmanagers:
-        config["alerting"] = {"alertmanagers": [{"static_configs": [{"targets": list(alertmanagers)}]}]}
-    return config
-
-
 def start_prometheus(
     workdir: Path,
     targets: list[str],
@@ -117,37 +96,8 @@ def start_prometheus(
     port: int | None = None,
     fresh: bool = False,
 ) -> Prometheus:
-    """Prometheus on loopback with alerting configured, as a ``Prometheus`` instance.
-
-    ``fresh`` empties its data directory first (a demo's figures are then its own run's)."""
-    binary = prometheus_binary()
-    if binary is None:
-        from modelmon.stack.prometheus import INSTALL_HINT
-
-        raise FileNotFoundError(f"prometheus is not installed; {INSTALL_HINT}")
-    workdir.mkdir(parents=True, exist_ok=True)
-    if fresh:
-        shutil.rmtree(workdir / "data", ignore_errors=True)
-    config_file = workdir / "prometheus.yml"
-    content = prometheus_config(targets, rule_files, alertmanagers, scrape_interval, evaluation_interval, job)
-    config_file.write_text(yaml.safe_dump(content, sort_keys=False))
-    port = port or free_port()
-    log_path = workdir / "prometheus.log"
-    process = subprocess.Popen(
-        [
-            binary,
-            f"--config.file={config_file}",
-            f"--storage.tsdb.path={workdir / 'data'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-            "--web.enable-lifecycle",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=log_path.open("wb"),
-    )
-    instance = Prometheus(workdir=workdir, port=port, process=process, log_path=log_path)
-    try:
-        wait_for_http(f"{instance.url}/-/ready", timeout=30, process=process)
-    except Exception:
-        instance.stop()
-        raise RuntimeError(f"prometheus did not start; log:\n{log_path.read_text()[-2000:]}") from None
-    return instance
+    """Prometheus on loopback with the rules loaded and alerting to ``alertmanagers``."""
+    return Prometheus.start(
+        workdir, targets, scrape_interval=scrape_interval, port=port, rule_files=rule_files,
+        alertmanagers=alertmanagers, evaluation_interval=evaluation_interval, job=job, fresh=fresh,
+    )  # fmt: skip

@@ -36,7 +36,7 @@ from modelmon.registry.artifacts import (
 from modelmon.quality.calibration import calibrate
 from modelmon.registry.card import ArtifactInfo, ModelCard
 from modelmon.registry.data import DataArg, read_table
-from modelmon.registry.onnx_export import OnnxCheck, export_to_onnx
+from modelmon.registry.onnx_export import export_to_onnx
 from modelmon.registry.predictors import (
     OnnxPredictor,
     Predictor,

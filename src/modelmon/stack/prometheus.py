@@ -25,16 +25,25 @@ def prometheus_binary() -> str | None:
     return shutil.which("prometheus")
 
 
-def scrape_config(
-    targets: list[str], scrape_interval: str, rule_files: list[Path] | None = None, job: str = "modelmon"
-) -> str:
+def prometheus_config(
+    targets: list[str],
+    scrape_interval: str,
+    rule_files: list[Path] | None = None,
+    alertmanagers: list[str] | None = None,
+    evaluation_interval: str | None = None,
+    job: str = "modelmon",
+) -> dict[str, Any]:
+    """A configuration scraping ``targets`` that loads ``rule_files`` and, when given, sends
+    alerts to ``alertmanagers`` (host:port)."""
     config: dict[str, Any] = {
-        "global": {"scrape_interval": scrape_interval, "evaluation_interval": scrape_interval},
+        "global": {"scrape_interval": scrape_interval, "evaluation_interval": evaluation_interval or scrape_interval},
         "scrape_configs": [{"job_name": job, "static_configs": [{"targets": list(targets)}]}],
     }
     if rule_files:
         config["rule_files"] = [str(p) for p in rule_files]
-    return yaml.safe_dump(config, sort_keys=False)
+    if alertmanagers:
+        config["alerting"] = {"alertmanagers": [{"static_configs": [{"targets": list(alertmanagers)}]}]}
+    return config
 
 
 @dataclass
@@ -58,13 +67,21 @@ class Prometheus:
         scrape_interval: str = "1s",
         port: int | None = None,
         rule_files: list[Path] | None = None,
+        alertmanagers: list[str] | None = None,
+        evaluation_interval: str | None = None,
+        job: str = "modelmon",
+        fresh: bool = False,
     ) -> Prometheus:
+        """``fresh`` empties the data directory first, so the figures are this run's own."""
         binary = prometheus_binary()
         if binary is None:
             raise FileNotFoundError(f"prometheus is not installed; {INSTALL_HINT}")
         workdir.mkdir(parents=True, exist_ok=True)
+        if fresh:
+            shutil.rmtree(workdir / "data", ignore_errors=True)
         config = workdir / "prometheus.yml"
-        config.write_text(scrape_config(targets, scrape_interval, rule_files))
+        content = prometheus_config(targets, scrape_interval, rule_files, alertmanagers, evaluation_interval, job)
+        config.write_text(yaml.safe_dump(content, sort_keys=False))
         port = port or free_port()
         log_path = workdir / "prometheus.log"
         process = subprocess.Popen(
