@@ -10,7 +10,7 @@ Reported: medians over rounds of requests/s and latency percentiles, ratios agai
 taken within each round, start-up time to ready, and resident memory of the server's process
 tree. Then the batching study: modelmon with 64-row requests, adaptive batching on and off.
 
-    python benchmarks/serving.py                 # full run (about 15 minutes; builds peer venvs once)
+    python benchmarks/serving.py                 # full run (about 18 minutes; builds peer venvs once)
     python benchmarks/serving.py --quick         # seconds: modelmon (and installed peers only)
     python benchmarks/serving.py --peers none    # modelmon only
 
@@ -549,7 +549,7 @@ def markdown(result: dict) -> str:
 def write_readme_section(marker: str, text: str) -> None:
     begin, end = f"<!-- {marker}:begin -->", f"<!-- {marker}:end -->"
     current = README.read_text()
-    block = f"{begin}\n{text}{end}\n"
+    block = f"{begin}\n{text}{end}\n\n"
     if begin in current and end in current:
         head, rest = current.split(begin, 1)
         current = head + block + rest.split(end, 1)[1].lstrip("\n")

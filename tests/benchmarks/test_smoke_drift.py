@@ -21,7 +21,6 @@ from peers import venvs  # noqa: E402
 @pytest.mark.timeout(600)
 def test_drift_quick(tmp_path):
     out = tmp_path / "drift.json"
-    readme_before = (BENCHMARKS / "README.md").read_text()
     result = subprocess.run([sys.executable, str(BENCHMARKS / "drift.py"), "--quick", "--out", str(out)],
                             capture_output=True, text=True, timeout=540)  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
@@ -52,4 +51,6 @@ def test_drift_quick(tmp_path):
         for x in model["per_batch"].values():
             assert x["count_us_per_row_per_feature"] > 0 and x["monitoring_hook_us_per_batch"] > 0
     assert "| num_00 | strong" in result.stdout
-    assert (BENCHMARKS / "README.md").read_text() == readme_before
+    # A quick run writes only where --out says: its table never lands in the committed README.
+    assert "`python benchmarks/drift.py --quick`" in result.stdout
+    assert "`python benchmarks/drift.py --quick`" not in (BENCHMARKS / "README.md").read_text()

@@ -22,7 +22,6 @@ from peers import venvs  # noqa: E402
 @pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed (apt-get install wrk)")
 def test_serving_quick(tmp_path):
     out = tmp_path / "serving.json"
-    readme_before = (BENCHMARKS / "README.md").read_text()
     result = subprocess.run([sys.executable, str(BENCHMARKS / "serving.py"), "--quick", "--out", str(out)],
                             capture_output=True, text=True, timeout=540)  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
@@ -47,5 +46,6 @@ def test_serving_quick(tmp_path):
     assert {"monitoring_keeps_90pct", "ready_under_2s"} <= set(data["targets"])
     assert all(isinstance(t["met"], bool) for t in data["targets"].values())
     assert "| modelmon, everything on | 32 |" in result.stdout
-    # A quick run writes only where --out says: the committed README is left alone.
-    assert (BENCHMARKS / "README.md").read_text() == readme_before
+    # A quick run writes only where --out says: its table never lands in the committed README.
+    assert "`python benchmarks/serving.py --quick`" in result.stdout
+    assert "`python benchmarks/serving.py --quick`" not in (BENCHMARKS / "README.md").read_text()
