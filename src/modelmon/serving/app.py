@@ -45,7 +45,7 @@ from modelmon.registry.store import Registry
 from modelmon.store import open_store
 from modelmon.serving import codecs
 from modelmon.serving.openapi import openapi_document
-from modelmon.serving.runtime import ModelRuntime
+from modelmon.serving.runtime import PREDICTION_IDS, ModelRuntime
 from modelmon.serving.settings import ServingSettings
 
 JSON = "application/json"
@@ -81,7 +81,7 @@ class ModelServer:
         # name -> version -> runtime; "latest" requests go to the highest served version.
         self.runtimes: dict[str, dict[str, ModelRuntime]] = {}
         self.ready = False
-        self.recent = RecentPredictions(self.settings.recent_predictions) if self.settings.recent_predictions else None
+        self.recent = RecentPredictions(self.settings.recent_predictions, PREDICTION_IDS.prefix) if self.settings.recent_predictions else None
         self.prediction_log: PredictionLog | None = None
         self.feedback: FeedbackJoiner | None = None
         self._quality: dict[tuple[str, int], tuple[QualityMetrics, list[str]]] = {}

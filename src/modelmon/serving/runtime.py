@@ -31,9 +31,11 @@ class PredictionIds:
         self.prefix = uuid.uuid4().hex[:16]
         self.next = 1
 
-    def take(self, n: int) -> list[str]:
+    def take(self, n: int) -> tuple[int, list[str]]:
+        """``n`` new ids, and the counter of the first."""
         start, self.next = self.next, self.next + n
-        return [f"{self.prefix}-{i}" for i in range(start, start + n)]
+        prefix = self.prefix
+        return start, [f"{prefix}-{i}" for i in range(start, start + n)]
 
 
 PREDICTION_IDS = PredictionIds()
@@ -76,6 +78,7 @@ class ModelRuntime:
         self.prediction_log = prediction_log
         self.feature_sample = settings.prediction_log.feature_sample
         self.recent = recent
+        self.recent_source = recent.source(card.name, card.version, self.class_labels) if recent is not None else 0
         self.drift: DriftMonitor | None = None
         if self.monitoring and card.reference_profile is not None:
             self.drift = metrics.bind_drift(
@@ -115,16 +118,16 @@ class ModelRuntime:
             ) from exc
         if self.monitoring:
             self.metrics.queue_duration.observe(waited)
-        labels = self.classes[proba.argmax(axis=1)]
-        ids = PREDICTION_IDS.take(batch.n_rows)
+        predicted = proba.argmax(axis=1)
+        labels = self.classes[predicted]
+        first_id, ids = PREDICTION_IDS.take(batch.n_rows)
         now = time.time()
-        if self.recent is not None or self.prediction_log is not None:
-            label_text = [str(v) for v in labels.tolist()]
-            if self.recent is not None:
-                self.recent.add(self.name, int(self.version), ids, label_text, now)
-            if self.prediction_log is not None:
-                features = None
-                if self.feature_sample and random.random() < self.feature_sample:
-                    features = batch.to_frame(self.card.signature).to_dict("records")
-                self.prediction_log.submit(Chunk(self.name, int(self.version), now, ids, label_text, proba, features))
+        if self.recent is not None:
+            self.recent.add(self.recent_source, first_id, predicted, now)
+        if self.prediction_log is not None:
+            label_text = [self.class_labels[i] for i in predicted.tolist()]
+            features = None
+            if self.feature_sample and random.random() < self.feature_sample:
+                features = batch.to_frame(self.card.signature).to_dict("records")
+            self.prediction_log.submit(Chunk(self.name, int(self.version), now, ids, label_text, proba, features))
         return Prediction(ids=ids, labels=labels, probabilities=proba)
