@@ -10,7 +10,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect, text
 
 from modelmon.store import StoreError, open_store, resolve_store_url
-from modelmon.store.migrate import current_revision, downgrade, head_revision, upgrade
+from modelmon.store.migrate import HEAD_REVISION, current_revision, downgrade, head_revision, upgrade
 from modelmon.store.schema import metadata
 from modelmon.tracking import start_run
 
@@ -77,6 +77,18 @@ def test_migrations_from_empty_match_the_table_definitions(store_url: str) -> No
         run.log_metrics({"loss": 0.5}, step=1)
     with store.read() as connection:
         assert connection.execute(text("SELECT COUNT(*) FROM metric_values")).scalar() == 1
+
+
+def test_head_revision_constant_is_alembics_head(store_url: str) -> None:
+    """upgrade() skips Alembic when the store is at HEAD_REVISION: it must be the real head,
+    and a store one revision behind must still be migrated."""
+    assert HEAD_REVISION == head_revision()
+    store = open_store(store_url)
+    downgrade(store.engine, "0001")
+    assert current_revision(store.engine) == "0001"
+    upgrade(store.engine)
+    assert current_revision(store.engine) == HEAD_REVISION
+    assert "predictions" in inspect(store.engine).get_table_names()
 
 
 def test_grafana_views(store_url: str) -> None:

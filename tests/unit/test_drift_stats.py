@@ -74,3 +74,24 @@ def test_chi2_drops_bins_empty_on_both_sides():
     without = drift_stats.chi2_pvalue(np.array([50, 50]), np.array([10, 30]))
     assert with_empty == pytest.approx(without)
     assert drift_stats.chi2_pvalue(np.array([5, 0]), np.array([5, 0])) == 1.0
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_wasserstein_distance_equals_scipy_with_ties_and_unequal_sizes(seed):
+    rng = np.random.default_rng(seed)
+    reference = rng.poisson(4, 700).astype(float)  # many ties
+    current = rng.poisson(5, 123 + seed).astype(float)
+    assert drift_stats.wasserstein_distance(reference, current) == pytest.approx(
+        stats.wasserstein_distance(reference, current), rel=1e-12
+    )
+
+
+def test_wasserstein_distance_hand_worked():
+    # half the mass moves 2 (0 -> 2), half moves 1 (1 -> 2)
+    assert drift_stats.wasserstein_distance(np.array([0.0, 1.0]), np.array([2.0])) == pytest.approx(1.5)
+    assert drift_stats.wasserstein_distance(np.array([3.0, 1.0, 2.0]), np.array([1.0, 2.0, 3.0])) == 0.0
+    assert drift_stats.wasserstein_distance(np.array([5.0]), np.array([5.0])) == 0.0
+
+
+def test_js_distance_of_equal_distributions_is_zero():
+    assert drift_stats.js_distance(np.array([0.2, 0.0, 0.8]), np.array([2, 0, 8])) == pytest.approx(0.0, abs=1e-12)

@@ -9,13 +9,16 @@ column by column without ever building a DataFrame.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from functools import cached_property
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
-import pandas as pd
 from pydantic import BaseModel, Field
 
 from modelmon.errors import RegistryError
+
+if TYPE_CHECKING:  # pandas is imported where used: a serving process rarely needs it
+    import pandas as pd
 
 NumericDtype = Literal["float64", "float32", "int64", "int32", "bool"]
 Dtype = Literal["float64", "float32", "int64", "int32", "bool", "string"]
@@ -48,15 +51,15 @@ class Signature(BaseModel):
         "feature); 'matrix': one 2-D array in feature order."
     )
 
-    @property
+    @cached_property
     def feature_names(self) -> list[str]:
         return [f.name for f in self.features]
 
-    @property
+    @cached_property
     def numeric_features(self) -> list[FeatureSpec]:
         return [f for f in self.features if not f.is_categorical]
 
-    @property
+    @cached_property
     def categorical_features(self) -> list[FeatureSpec]:
         return [f for f in self.features if f.is_categorical]
 
@@ -97,6 +100,8 @@ class FeatureBatch:
                     column = column.astype(spec.dtype)
                 columns[spec.name] = column
                 num_i += 1
+        import pandas as pd
+
         return pd.DataFrame(columns, copy=False)
 
     def to_matrix(self, signature: Signature) -> np.ndarray:
@@ -108,6 +113,8 @@ class FeatureBatch:
     @classmethod
     def from_frame(cls, frame: pd.DataFrame, signature: Signature) -> FeatureBatch:
         """Trusted, offline data (reference, validation) as a batch; raises on missing columns."""
+        import pandas as pd
+
         missing = [name for name in signature.feature_names if name not in frame.columns]
         if missing:
             raise RegistryError(f"data has no column for feature(s) {missing}")
@@ -127,6 +134,8 @@ class FeatureBatch:
 def dtype_of_series(series: pd.Series) -> Dtype:
     """The signature dtype of a training column: numbers keep their width, anything else is
     a categorical string feature."""
+    import pandas as pd
+
     if pd.api.types.is_bool_dtype(series):
         return "bool"
     if pd.api.types.is_integer_dtype(series):
