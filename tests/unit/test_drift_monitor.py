@@ -236,3 +236,41 @@ def test_prediction_drift_compares_window_outputs_with_the_validation_outputs(re
     assert report.prediction["confidence"]["js"] == pytest.approx(expected)
     # The reference class shares are exported for dashboards.
     assert 'modelmon_reference_class_ratio{model="m",version="1",class="a"}' in server.arrays.render()
+
+
+@pytest.mark.parametrize("rows", [1, 7, 64, 5000])
+def test_counts_equal_a_row_by_row_count(reference, rows):
+    """FeatureAccountant.count (broadcast binning for small batches, binary search for large
+    ones, distinct-value counting for categories) against a plain loop over the rows."""
+    profile, accountant, _ = monitor_for(reference)
+    rng = np.random.default_rng(rows)
+    x = rng.normal(10, 3, rows)
+    x[rng.random(rows) < 0.1] = np.nan
+    if rows > 2:
+        x[:3] = [np.inf, -np.inf, profile.numeric[0].edges[4]]  # an exact edge goes to the bin above
+    color = rng.choice(np.array(["red", "green", "blue", "teal", "violet", None], dtype=object), rows)
+    batch = make_batch(x, np.full(rows, 3.0), np.full(rows, np.nan), color)
+    accountant.count(batch)
+    expected = np.zeros(len(accountant.bins.counts))
+    missing = np.zeros(4)
+    unseen = np.zeros(4)
+    cell = {tuple(c): i for i, c in enumerate(accountant.bins.cell_labels)}
+    for r in range(rows):
+        for f, p in enumerate(profile.numeric):
+            value = batch.numeric[r, f]
+            if math.isnan(value):
+                missing[f] += 1
+                continue
+            expected[cell[(p.name, p.bin_labels[sum(value >= e for e in p.edges)])]] += 1
+            low, high = p.min if p.min is not None else math.inf, p.max if p.max is not None else -math.inf
+            unseen[f] += value < low or value > high
+        value = color[r]
+        p = profile.categorical[0]
+        if value is None:
+            missing[3] += 1
+            continue
+        expected[cell[(p.name, value if value in p.categories else p.bin_labels[-1])]] += 1
+        unseen[3] += value not in SIGNATURE.features[3].categories
+    np.testing.assert_array_equal(accountant.bins.counts, expected)
+    np.testing.assert_array_equal(accountant.missing.counts, missing)
+    np.testing.assert_array_equal(accountant.unseen.counts, unseen)

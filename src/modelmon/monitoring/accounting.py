@@ -3,6 +3,8 @@ request path. One vectorised pass per batch, whatever its size; statistics come 
 
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
 
 from modelmon.monitoring.array_metrics import ArrayCounter
@@ -69,7 +71,7 @@ class FeatureAccountant:
         if len(self.numeric):
             values = batch.numeric[:, : len(self.numeric)]
             nan = np.isnan(values)
-            index = (values[:, :, None] >= self.edges[None, :, :]).sum(axis=2) + self.numeric_offsets
+            index = self._bin_index(values) + self.numeric_offsets
             bin_counts[: self.numeric_cells] = np.bincount(index[~nan], minlength=self.numeric_cells)
             missing[: len(self.numeric)] = nan.sum(axis=0)
             unseen[: len(self.numeric)] = ((values < self.low) | (values > self.high)).sum(axis=0)
@@ -79,16 +81,29 @@ class FeatureAccountant:
             other = len(bins)
             known = self.known[j]
             offset = self.categorical_offsets[j]
-            for value in batch.categorical[:, j].tolist():
+            column = batch.categorical[:, j].tolist()
+            # Distinct values first: a column holds few, so the per-value work is done once each.
+            for value, times in (Counter(column).items() if len(column) > 8 else ((v, 1) for v in column)):
                 if value is None:
-                    missing[base + j] += 1
+                    missing[base + j] += times
                     continue
-                bin_counts[offset + bins.get(value, other)] += 1
+                bin_counts[offset + bins.get(value, other)] += times
                 if value not in known:
-                    unseen[base + j] += 1
+                    unseen[base + j] += times
         self.bins.add(bin_counts)
         self.missing.add(missing)
         self.unseen.add(unseen)
+
+    def _bin_index(self, values: np.ndarray) -> np.ndarray:
+        """Each value's bin: the number of the feature's edges at or below it.
+
+        One broadcast comparison for batches of served size, laid out (features, edges, rows)
+        so that numpy sums over the middle axis (twice as fast at 64 rows as summing over a
+        short last axis); a binary search per feature for large offline sets, where
+        comparing every value with every edge costs more than it saves."""
+        if len(values) >= 2048:
+            return np.stack([np.searchsorted(e, values[:, i], side="right") for i, e in enumerate(self.edges)], axis=1)
+        return (values.T[:, None, :] >= self.edges[:, :, None]).sum(axis=1).T
 
     def _remember(self, values: np.ndarray) -> None:
         capacity = len(self.recent)

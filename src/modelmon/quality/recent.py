@@ -60,11 +60,18 @@ class RecentPredictions:
             first_counter += n - self.capacity
             predicted = predicted[-self.capacity :]
             n = self.capacity
-        slots = np.arange(first_counter, first_counter + n) % self.capacity
-        self._counter[slots] = np.arange(first_counter, first_counter + n)
-        self._source[slots] = source
-        self._predicted[slots] = predicted
-        self._at[slots] = at
+        start = first_counter % self.capacity
+        if start + n > self.capacity:  # wraps: two stretches
+            split = self.capacity - start
+            self.add(source, first_counter, predicted[:split], at)
+            self.add(source, first_counter + split, predicted[split:], at)
+            return
+        # One-row requests are the common case: item assignment is several times cheaper.
+        stretch = start if n == 1 else slice(start, start + n)
+        self._counter[stretch] = first_counter if n == 1 else np.arange(first_counter, first_counter + n)
+        self._source[stretch] = source
+        self._predicted[stretch] = predicted[0] if n == 1 else predicted
+        self._at[stretch] = at
 
     def get(self, prediction_id: str) -> PredictionRecord | None:
         prefix, _, counter_text = prediction_id.rpartition("-")
