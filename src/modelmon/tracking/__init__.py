@@ -2,14 +2,15 @@
 
 ``start_run`` is the API; ``modelmon.tracking.keras``, ``.sklearn`` and ``.optuna`` build
 on it for those libraries, and ``modelmon runs`` reads the store back.
+
+Names are resolved on first use, as in ``modelmon.registry``: the command line imports
+``modelmon.tracking.cli`` for every command, and ``modelmon serve`` must not pay for the
+scikit-learn and pandas that the tracking API needs.
 """
 
-from modelmon.tracking.baseline import link_model_version, run_baseline
-from modelmon.tracking.classification import classification_metrics
-from modelmon.tracking.errors import TrackingError
-from modelmon.tracking.live import serve_training_metrics
-from modelmon.tracking.run import TRAIN, VALIDATION, Run, start_run
-from modelmon.tracking.settings import TrackingSettings
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 __all__ = [
     "TRAIN",
@@ -23,3 +24,32 @@ __all__ = [
     "serve_training_metrics",
     "start_run",
 ]
+
+if TYPE_CHECKING:
+    from modelmon.tracking.baseline import link_model_version, run_baseline
+    from modelmon.tracking.classification import classification_metrics
+    from modelmon.tracking.errors import TrackingError
+    from modelmon.tracking.live import serve_training_metrics
+    from modelmon.tracking.run import TRAIN, VALIDATION, Run, start_run
+    from modelmon.tracking.settings import TrackingSettings
+
+_LAZY = {
+    "link_model_version": "modelmon.tracking.baseline",
+    "run_baseline": "modelmon.tracking.baseline",
+    "classification_metrics": "modelmon.tracking.classification",
+    "TrackingError": "modelmon.tracking.errors",
+    "serve_training_metrics": "modelmon.tracking.live",
+    "TRAIN": "modelmon.tracking.run",
+    "VALIDATION": "modelmon.tracking.run",
+    "Run": "modelmon.tracking.run",
+    "start_run": "modelmon.tracking.run",
+    "TrackingSettings": "modelmon.tracking.settings",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'modelmon.tracking' has no attribute {name!r}")

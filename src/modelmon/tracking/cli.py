@@ -8,18 +8,19 @@ import sys
 from datetime import UTC, datetime
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, NoReturn, Optional
+from typing import TYPE_CHECKING, Annotated, NoReturn, Optional
 
-import pandas as pd
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from modelmon.errors import ModelmonError
 from modelmon.store import STORE_URL_ENV, Store, open_store
-from modelmon.tracking import records
-from modelmon.tracking.records import RunRecord
-from modelmon.tracking.summary import FAMILIES, final_and_best, headline_metrics, ordered_splits
+
+if TYPE_CHECKING:  # imported in the commands: pandas costs every `modelmon` command a second
+    import pandas as pd
+
+    from modelmon.tracking.records import RunRecord
 
 runs_app = typer.Typer(
     help="Training runs: list, show, compare, export, plot.", no_args_is_help=True
@@ -61,6 +62,8 @@ def _open(store: str | None) -> Store:
 
 
 def _runs(store: Store, run_ids: list[int]) -> list[RunRecord]:
+    from modelmon.tracking import records
+
     try:
         return records.get_runs(store, run_ids)
     except ModelmonError as exc:
@@ -91,6 +94,8 @@ def _model(run: RunRecord) -> str:
 
 
 def _chosen_metrics(frame: pd.DataFrame, metric: list[str] | None, all_: bool) -> list[str]:
+    from modelmon.tracking.summary import headline_metrics
+
     if all_:
         return sorted(frame["metric"].unique())
     return list(metric) if metric else headline_metrics(frame["metric"].unique())
@@ -108,6 +113,9 @@ def list_runs(
     store: StoreOption = None,
 ) -> None:
     """List runs with their status, epochs, final validation metrics and model."""
+    from modelmon.tracking import records
+    from modelmon.tracking.summary import FAMILIES, final_and_best, headline_metrics
+
     opened = _open(store)
     runs = records.list_runs(opened, experiment)
     if not runs:
@@ -140,6 +148,9 @@ def show_run(
     store: StoreOption = None,
 ) -> None:
     """Show a run: its params, tags, outcome, and a table of its metrics per epoch."""
+    from modelmon.tracking import records
+    from modelmon.tracking.summary import ordered_splits
+
     opened = _open(store)
     (run,) = _runs(opened, [run_id])
     out = Console()
@@ -192,6 +203,9 @@ def compare_runs(
 ) -> None:
     """Compare runs side by side: params (differences in bold), then each metric's final
     value and its best (lowest for losses, highest otherwise) with the epoch it was reached."""
+    from modelmon.tracking import records
+    from modelmon.tracking.summary import final_and_best, ordered_splits
+
     opened = _open(store)
     runs = _runs(opened, run_ids)
     table = Table(
@@ -221,6 +235,8 @@ def compare_runs(
 
 
 def _final_best(summary: pd.DataFrame, run_id: int, split: str, metric: str) -> str:
+    import pandas as pd
+
     key = (run_id, split, metric)
     if key not in summary.index:
         return ""
@@ -250,6 +266,10 @@ def export_runs(
 ) -> None:
     """Export metric values, one row per run, split, metric and epoch, with each run's
     experiment, name and status; non-finite values keep their flag."""
+    import pandas as pd
+
+    from modelmon.tracking import records
+
     opened = _open(store)
     runs = _runs(opened, run_id) if run_id else records.list_runs(opened, experiment)
     if experiment is not None:
@@ -283,6 +303,7 @@ def plot(
 ) -> None:
     """Plot loss, accuracy and F1 per epoch of one or more runs, training (dashed) against
     validation (solid), into a PNG."""
+    from modelmon.tracking import records
     from modelmon.tracking.plot import plot_runs
 
     opened = _open(store)
