@@ -224,7 +224,7 @@ def test_prediction_drift_compares_window_outputs_with_the_validation_outputs(re
     confidence = live_proba.max(axis=1)
     with monitor.lock:
         monitor.record(500)
-        bound.observe_batch(0.001, top, confidence)
+        bound.observe_predictions(top, confidence)
         monitor.accountant.count(make_batch(rng.normal(10, 2, 500), [3.0] * 500, [np.nan] * 500, ["red"] * 500))
     report = monitor.report()
     live_classes = np.bincount(top, minlength=2)

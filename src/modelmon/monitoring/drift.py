@@ -25,6 +25,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -116,6 +117,8 @@ class DriftMonitor:
         self.reference_class = None if reference_class_shares is None else np.array(reference_class_shares)
         self.reference_confidence = None if reference_confidence_shares is None else np.array(reference_confidence_shares)
         self.latest: DriftReport | None = None
+        #: Counts work queued for bulk counting (``batch_accounting``) before a score reads.
+        self.before_report: Callable[[], None] | None = None
         self.snapshots: deque[tuple[float, list[np.ndarray]]] = deque()
         self.snapshots.append((clock(), [np.zeros_like(a) for a in self.tracked]))
 
@@ -149,6 +152,8 @@ class DriftMonitor:
         return self.latest
 
     def report(self) -> DriftReport:
+        if self.before_report is not None:
+            self.before_report()
         with self.lock:
             bins, classes, confidence, rows = self._window()
         window_rows = int(rows[0])

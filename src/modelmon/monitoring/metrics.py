@@ -7,6 +7,7 @@ loads: ``.labels()`` per request costs five times an ``inc()``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -58,7 +59,10 @@ class ServerMetrics:
 
     def render(self) -> bytes:
         """The whole exposition: prometheus_client's families, then the array-backed and
-        drift families, which render themselves (see ``exposition``)."""
+        drift families, which render themselves (see ``exposition``). Work queued for bulk
+        counting (``batch_accounting``) is counted first, so the counts are exact."""
+        for flush in list(self.flushers.values()):
+            flush()
         return generate_latest(self.registry) + self.arrays.render().encode() + self.drift.render().encode()
 
     def __init__(self) -> None:
@@ -145,6 +149,8 @@ class ServerMetrics:
         )  # fmt: skip
         self.drift = DriftExporter()
         self._bound: dict[tuple[str, str], tuple[ModelMetrics, str, list[str]]] = {}
+        #: Per model version: counts queued work into the arrays (see ``render``).
+        self.flushers: dict[tuple[str, str], Callable[[], None]] = {}
         self.unknown_model = self.bind_unknown_model()
 
     def bind(
@@ -192,6 +198,7 @@ class ServerMetrics:
     def unbind(self, model: str, version: str) -> None:
         """Remove every series of an unloaded version, so /metrics shows only what is served."""
         bound, flavor, baseline = self._bound.pop((model, version))
+        self.flushers.pop((model, version), None)
         base = (model, version)
         for endpoint, code in bound._requests:
             self.requests.remove(*base, endpoint, str(code))
@@ -314,11 +321,7 @@ class ModelMetrics(RequestMetrics):
     quality: QualityMetrics | None = None
     expected_confusion: ArrayCounter | None = None
 
-    def observe_batch(
-        self, inference_seconds: float, top_class: np.ndarray, confidence: np.ndarray
-    ) -> None:
-        """Count one model call: ``top_class`` is each row's predicted class index."""
-        self.batch_size.observe(len(top_class))
-        self.inference_duration.observe(inference_seconds)
+    def observe_predictions(self, top_class: np.ndarray, confidence: np.ndarray) -> None:
+        """Count predicted rows: ``top_class`` is each row's predicted class index."""
         self.predictions.add(np.bincount(top_class, minlength=len(self.predictions.counts)))
         self.confidence.observe(confidence)

@@ -37,7 +37,7 @@ class AdaptiveBatcher:
         self,
         predict: Callable[[FeatureBatch], np.ndarray],
         executor: Executor,
-        observe: BatchObserver,
+        observe: BatchObserver | None,
         max_batch_size: int = 256,
         max_batch_delay_ms: float = 0.0,
         enabled: bool = True,
@@ -90,7 +90,8 @@ class AdaptiveBatcher:
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
         proba = await loop.run_in_executor(self.executor, self.predict, merged)
-        self.observe(merged, time.perf_counter() - started, proba)
+        if self.observe is not None:
+            self.observe(merged, time.perf_counter() - started, proba)
         return proba, merged
 
     async def _gather(self) -> list[_Pending]:

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from modelmon.errors import InferenceError
+from modelmon.monitoring.batch_accounting import BatchAccounting
 from modelmon.monitoring.drift import DriftMonitor
 from modelmon.monitoring.metrics import ModelMetrics, ServerMetrics
-from modelmon.quality import calibration
 from modelmon.quality.prediction_log import Chunk, PredictionLog
 from modelmon.quality.recent import RecentPredictions
 from modelmon.registry.card import ModelCard
@@ -73,7 +73,6 @@ class ModelRuntime:
             [str(c) for c in card.signature.classes],
             baseline=card.baseline,
         )
-        self.calibration = card.calibration
         self.class_labels = [str(c) for c in card.signature.classes]
         self.prediction_log = prediction_log
         self.feature_sample = settings.prediction_log.feature_sample
@@ -84,30 +83,21 @@ class ModelRuntime:
             self.drift = metrics.bind_drift(
                 self.metrics, card.signature, card.reference_profile, reference_sample or {}, settings.drift
             )
+        self.accounting: BatchAccounting | None = None
+        if self.monitoring:
+            self.accounting = BatchAccounting(self.metrics, self.drift, card.calibration)
+            metrics.flushers[(card.name, self.version)] = self.accounting.flush
+            if self.drift is not None:
+                self.drift.before_report = self.accounting.flush
         self.validator = RequestValidator(card.signature, settings.max_rows_per_request)
         self.batcher = AdaptiveBatcher(
             predictor.predict_proba,
             executor,
-            self._observe_batch,
+            self.accounting.add if self.accounting is not None else None,
             max_batch_size=settings.max_batch_size,
             max_batch_delay_ms=settings.max_batch_delay_ms,
             enabled=settings.batching,
         )
-
-    def _observe_batch(self, batch: FeatureBatch, seconds: float, proba: np.ndarray) -> None:
-        if not self.monitoring:
-            return
-        top = proba.argmax(axis=1)
-        if self.metrics.expected_confusion is not None:
-            cells = calibration.expected_confusion(calibration.apply(self.calibration, proba), top)
-            self.metrics.expected_confusion.add(cells.ravel())
-        if self.drift is None:
-            self.metrics.observe_batch(seconds, top, proba[np.arange(len(top)), top])
-            return
-        with self.drift.lock:  # a scrape sees a batch's counts all or not at all
-            self.drift.record(batch.n_rows)
-            self.metrics.observe_batch(seconds, top, proba[np.arange(len(top)), top])
-            self.drift.accountant.count(batch)
 
     async def predict(self, batch: FeatureBatch) -> Prediction:
         try:
