@@ -1,0 +1,253 @@
+"""The prediction log's writer inserts with the driver, not SQLAlchemy Core: what it stores
+must be exactly what ``insert_ignoring_duplicates(predictions, ...)`` stored from the rows
+the writer used to build, on SQLite and PostgreSQL, read through SQLAlchemy and as raw
+column text."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import sqlite3
+import struct
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pytest
+from prometheus_client import CollectorRegistry
+from sqlalchemy import select, text
+from sqlalchemy.dialects import sqlite as sqlite_dialect
+
+from modelmon.quality.prediction_log import Chunk, PredictionLog, PredictionLogSettings
+from modelmon.store import Store, close_store, open_store
+from modelmon.store.predictions import (
+    PredictionTimestamps,
+    float_list_json,
+    insert_ignoring_duplicates,
+    labels,
+    predictions,
+)
+from tests.tracking.conftest import postgres_schema
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def two_stores(request, tmp_path: Path) -> Iterator[tuple[Store, Store]]:
+    """Two empty stores of the same database kind: the writer's, and the reference one."""
+    if request.param == "sqlite":
+        urls = [str(tmp_path / "new.db"), str(tmp_path / "old.db")]
+        yield open_store(urls[0]), open_store(urls[1])
+        for url in urls:
+            close_store(url)
+    else:
+        with postgres_schema() as new, postgres_schema() as old:
+            # The writer's sessions in another time zone: its times must still be UTC.
+            yield open_store(new + "%20-ctimezone%3DAmerica%2FNew_York"), open_store(old)
+            close_store(new + "%20-ctimezone%3DAmerica%2FNew_York")
+
+
+def sample_chunks() -> list[Chunk]:
+    """Chunks covering what the writer converts: one and several rows, features absent and
+    present (non-ASCII, nested, null), probabilities in every float notation, labels of
+    several types, times near second boundaries and on them."""
+    rng = np.random.default_rng(7)
+    chunks = [
+        Chunk("shop", 3, 1_700_000_000.0, ["a-1"], ["gold"], np.array([[0.25, 0.75]]), None),
+        Chunk("shop", 3, 1_700_000_000.9999996, ["a-2", "a-3"], ["silver", "bronze"],
+              np.array([[2.5e-05, 0.999975], [1e-07, 0.9999999]]), None),
+        Chunk("shop", 3, 1_700_000_001.123456, ["a-4", "a-5"], ["gold", "gold"],
+              np.array([[5e-324, 1.0], [1e-300, 0.0]]),
+              [{"region": "Zürich", "amount": 12.5, "tags": ["x", "y"], "missing": None},
+               {"région": "a\"b\\c\n", "amount": 1e-05, "count": 3}]),
+        Chunk("shop", 4, 1_700_000_002.5, ["a-6"], [1], np.array([[1e16, -2.5e-05]]), [{}]),
+        Chunk("iris", 1, 1_700_000_002.0000004, ["a-7"], [True], np.array([[0.1, 0.2, 0.7]]), None),
+        Chunk("iris", 1, 1_700_000_002.5000005, ["a-8"], ["Ünïcode ☃ \"quoted\""], np.array([[1 / 3, 2 / 3, 0.0]]), None),
+    ]  # fmt: skip
+    t = 1_700_000_003.0
+    for i in range(40):
+        n = int(rng.integers(1, 4))
+        probabilities = rng.dirichlet([0.05, 0.05, 0.05], size=n)  # many tiny probabilities
+        t += float(rng.uniform(0, 0.4))
+        chunks.append(Chunk("shop", 3, t, [f"b-{i}-{k}" for k in range(n)], [str(k) for k in range(n)], probabilities, None))
+    return chunks
+
+
+def old_rows(chunks: list[Chunk]) -> list[dict]:
+    """The rows the writer built before, from the journal lines (as the old ``_read``)."""
+    rows = []
+    for chunk in chunks:
+        line = orjson.loads(orjson.dumps(
+            {"m": chunk.model, "v": chunk.version, "t": chunk.predicted_at, "ids": chunk.ids,
+             "y": chunk.labels, "p": chunk.probabilities, "f": chunk.features},
+            option=orjson.OPT_SERIALIZE_NUMPY,
+        ))  # fmt: skip
+        at = datetime.fromtimestamp(line["t"], UTC)
+        for i, prediction_id in enumerate(line["ids"]):
+            rows.append({
+                "id": prediction_id, "model": line["m"], "version": line["v"], "predicted_at": at,
+                "predicted_label": str(line["y"][i]), "probabilities": line["p"][i],
+                "features": line["f"][i] if line["f"] is not None else None,
+            })  # fmt: skip
+    return rows
+
+
+def replayed(chunks: list[Chunk]) -> list[Chunk]:
+    """A replay of the first chunks, one of them changed: the stored rows must not change."""
+    first = chunks[0]
+    return [*chunks[:3], Chunk(first.model, first.version, first.predicted_at + 5, first.ids, ["changed"], first.probabilities, None)]
+
+
+def write_new(store: Store, chunks: list[Chunk], spool: Path, batch_rows: int) -> None:
+    log = PredictionLog(store, PredictionLogSettings(batch_rows=batch_rows), spool, CollectorRegistry())
+    log.start()
+    try:
+        for chunk in chunks:
+            log.submit(chunk)
+        assert log.flush()
+        for chunk in replayed(chunks):
+            log.submit(chunk)
+        assert log.flush()
+    finally:
+        log.stop()
+    counts = {s.labels["outcome"]: s.value for s in log.rows.collect()[0].samples if s.name.endswith("_total")}
+    rows = sum(len(chunk.ids) for chunk in chunks) + sum(len(chunk.ids) for chunk in replayed(chunks))
+    assert counts == {"written": rows, "spooled": 0, "replayed": 0, "dropped": 0}
+
+
+def write_old(store: Store, chunks: list[Chunk]) -> None:
+    for batch in (old_rows(chunks), old_rows(replayed(chunks))):
+        with store.write() as connection:
+            connection.execute(insert_ignoring_duplicates(predictions, store.dialect), batch)
+
+
+def raw_rows(store: Store) -> list[tuple]:
+    """Every column as the database holds it: text for SQLite, the JSON columns' text and
+    whether ``features`` is SQL NULL for PostgreSQL."""
+    if store.dialect == "sqlite":
+        sql = ("SELECT rowid, id, model, version, typeof(version), predicted_at, typeof(predicted_at), predicted_label,"
+               " probabilities, typeof(probabilities), features, typeof(features) FROM predictions ORDER BY rowid")  # fmt: skip
+    else:
+        sql = ("SELECT id, model, version, predicted_at, predicted_label, probabilities::text, features::text,"
+               " features IS NULL, json_typeof(features) FROM predictions ORDER BY id")  # fmt: skip
+    with store.read() as connection:
+        return [tuple(row) for row in connection.exec_driver_sql(sql)]
+
+
+def test_writer_stores_what_sqlalchemy_core_stored(two_stores, tmp_path):
+    new, old = two_stores
+    chunks = sample_chunks()
+    write_new(new, chunks, tmp_path / "spool", batch_rows=7)  # several batches per segment
+    write_old(old, chunks)
+
+    with new.read() as a, old.read() as b:
+        query = select(predictions).order_by(predictions.c.id)
+        stored, expected = a.execute(query).all(), b.execute(query).all()
+    assert stored == expected
+    assert len(stored) == sum(len(chunk.ids) for chunk in chunks)  # the replay added nothing
+    by_id = {row.id: row for row in stored}
+    assert by_id["a-1"].predicted_label == "gold"  # not the replay's "changed"
+    assert by_id["a-1"].features is None and by_id["a-4"].features["region"] == "Zürich"
+    assert raw_rows(new) == raw_rows(old)
+
+    # The SQL readers: the feedback join's columns and the labelled_predictions view.
+    for store in (new, old):
+        with store.write() as connection:
+            connection.execute(labels.insert(), [
+                {"prediction_id": row.id, "model": row.model, "version": row.version, "label": "gold",
+                 "received_at": datetime(2024, 1, 1, tzinfo=UTC)} for row in expected[::2]
+            ])  # fmt: skip
+    view = text("SELECT * FROM labelled_predictions ORDER BY prediction_id")
+    with new.read() as a, old.read() as b:
+        assert a.execute(view).all() == b.execute(view).all()
+        assert len(a.execute(view).all()) == len(expected[::2])
+
+
+def test_float_list_json_is_json_dumps():
+    rng = random.Random(3)
+    values = [0.0, -0.0, 1.0, 0.1, 1e-4, 1e-5, 9.999999999999999e-06, 2.5e-05, 1e-07, 1e16, 1e15, 1e22, 5e-324,
+              2.2250738585072014e-308, 1.7976931348623157e308, 123456789.125, 1, 0, None]  # fmt: skip
+    for _ in range(20_000):
+        kind = rng.randrange(4)
+        if kind == 0:
+            value = struct.unpack("d", struct.pack("Q", rng.getrandbits(64)))[0]
+        elif kind == 1:
+            value = rng.random() * 10 ** rng.randint(-30, 30) * rng.choice((1, -1))
+        elif kind == 2:
+            value = rng.random() * 10 ** rng.randint(-8, -3)
+        else:
+            value = float(np.float32(rng.random()))
+        if math.isfinite(value):
+            values.append(value)
+    for start in range(0, len(values), 3):
+        row = orjson.loads(orjson.dumps(values[start : start + 3]))  # as the journal gives it
+        assert float_list_json(row) == json.dumps(row)
+    assert float_list_json([]) == "[]"
+    assert float_list_json(values) == json.dumps(values)
+
+
+def test_timestamps_are_sqlalchemy_sqlite_datetime_text():
+    dialect = sqlite_dialect.dialect()
+    bind = predictions.c.predicted_at.type.dialect_impl(dialect).bind_processor(dialect)
+    rng = random.Random(5)
+    times = [0.0, 1e-7, 5e-7, 1.5e-6, 0.9999995, 0.9999996, -0.1, -1e-7, 1_700_000_000.0, 253_402_300_799.0, 253_402_300_799.5]
+    for _ in range(20_000):
+        whole = rng.randint(0, 4_000_000_000)
+        times += [whole + rng.random(), whole + (rng.randrange(1_000_000) + 0.5) / 1e6, whole + 0.9999995 + rng.random() * 1e-6]
+    timestamps = PredictionTimestamps()
+    for t in [*times, *sorted(times)]:  # out of order and in order (the cached second)
+        assert timestamps(t) == bind(datetime.fromtimestamp(t, UTC)), t
+
+
+def test_segments_of_an_earlier_version_are_written(tmp_path):
+    """Object lines (the journal format before arrays) are read, and a cut-short line is skipped."""
+    url = str(tmp_path / "store.db")
+    store = open_store(url)
+    try:
+        log = PredictionLog(store, PredictionLogSettings(), tmp_path / "spool", CollectorRegistry())
+        lines = [
+            {"m": "shop", "v": 2, "t": 1_700_000_000.5, "ids": ["o-1", "o-2"], "y": ["gold", 3],
+             "p": [[0.5, 0.5], [2.5e-05, 0.999975]], "f": None},
+            {"m": "shop", "v": 2, "t": 1_700_000_001.0, "ids": ["o-3"], "y": ["x"], "p": [[1.0, 0.0]], "f": [{"a": 1}]},
+        ]  # fmt: skip
+        segment = log.directory / f"{log.prefix}-000000007.jsonl"
+        segment.write_bytes(b"".join(orjson.dumps(line) + b"\n" for line in lines) + b'["shop",2,1700000002.0,["o-4"]')
+        log._write_sealed(final=True)
+        assert not segment.exists()
+        log.stop()
+        with sqlite3.connect(tmp_path / "store.db") as connection:
+            stored = connection.execute("SELECT id, version, predicted_at, predicted_label, probabilities, features FROM predictions ORDER BY id").fetchall()
+        assert stored == [
+            ("o-1", 2, "2023-11-14 22:13:20.500000", "gold", "[0.5, 0.5]", "null"),
+            ("o-2", 2, "2023-11-14 22:13:20.500000", "3", "[2.5e-05, 0.999975]", "null"),
+            ("o-3", 2, "2023-11-14 22:13:21.000000", "x", "[1.0, 0.0]", '{"a": 1}'),
+        ]
+    finally:
+        close_store(url)
+
+
+def test_store_failure_spools_then_replays(tmp_path):
+    """An insert that fails leaves the segment on disk (``spooled``); the next try writes it
+    (``replayed``)."""
+    url = str(tmp_path / "store.db")
+    store = open_store(url)
+    try:
+        log = PredictionLog(store, PredictionLogSettings(retry_seconds=0.01), tmp_path / "spool", CollectorRegistry())
+        with store.write() as connection:
+            connection.exec_driver_sql("ALTER TABLE predictions RENAME TO predictions_away")
+        log.submit(Chunk("shop", 1, 1_700_000_000.0, ["s-1", "s-2"], ["a", "b"], np.array([[0.5, 0.5], [0.1, 0.9]]), None))
+        log._close_segment()
+        log._write_sealed(final=True)
+        assert len(log._sealed_segments()) == 1
+        with store.write() as connection:
+            connection.exec_driver_sql("ALTER TABLE predictions_away RENAME TO predictions")
+        log._write_sealed(final=True)
+        assert log._sealed_segments() == []
+        counts = {s.labels["outcome"]: s.value for s in log.rows.collect()[0].samples if s.name.endswith("_total")}
+        assert counts == {"written": 0, "spooled": 2, "replayed": 2, "dropped": 0}
+        log.stop()
+        with store.read() as connection:
+            assert connection.exec_driver_sql("SELECT count(*) FROM predictions").scalar() == 2
+    finally:
+        close_store(url)
