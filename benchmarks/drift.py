@@ -133,6 +133,7 @@ def run_tool(tool: str, python: Path, directory: Path, numeric: list[str], categ
 def exporter_render(models: int = 2, versions: int = 3, features: int = 50, bins: int = 10, repeats: int = 30) -> dict:
     """``ServerMetrics.render()`` with every series of ``models x versions`` versions of a
     ``features``-feature model with ``bins`` bins each, after traffic and a drift refresh."""
+    from modelmon.monitoring.batch_accounting import BatchAccounting
     from modelmon.monitoring.drift import DriftSettings
     from modelmon.monitoring.metrics import ServerMetrics
     from modelmon.monitoring.profile import ProfileSettings, build_profile
@@ -148,15 +149,13 @@ def exporter_render(models: int = 2, versions: int = 3, features: int = 50, bins
         for v in range(1, versions + 1):
             bound = metrics.bind(f"model_{m}", str(v), "onnx", ["0", "1"])
             monitor = metrics.bind_drift(bound, signature, profile, sample, DriftSettings())
+            accounting = BatchAccounting(bound, monitor, None)
+            metrics.flushers[(f"model_{m}", str(v))] = accounting.flush
+            monitor.before_report = accounting.flush
             for _ in range(20):
                 batch = FeatureBatch(numeric=rng.normal(0.1, 1, size=(64, features)), categorical=np.empty((64, 0), dtype=object))
                 proba = rng.uniform(size=64)
-                proba = np.column_stack([proba, 1 - proba])
-                top = proba.argmax(axis=1)
-                with monitor.lock:
-                    monitor.record(64)
-                    bound.observe_batch(0.001, top, proba[np.arange(64), top])
-                    monitor.accountant.count(batch)
+                accounting.add(batch, 0.001, np.column_stack([proba, 1 - proba]))
                 bound.observe_request("infer", 200, 0.002)
             monitor.refresh()
     body = metrics.render()
@@ -206,6 +205,7 @@ def accounting_cost(quick: bool) -> dict:
     from sklearn.datasets import load_breast_cancer
     from sklearn.linear_model import LogisticRegression
 
+    from modelmon.monitoring.batch_accounting import BatchAccounting
     from modelmon.monitoring.drift import DriftSettings
     from modelmon.monitoring.metrics import ServerMetrics
     from modelmon.registry import Registry, register_model
@@ -239,22 +239,17 @@ def accounting_cost(quick: bool) -> dict:
 
             sample = load_sample(registry.version_dir(card.name, card.version), card.reference_profile)
             monitor = metrics.bind_drift(bound, signature, card.reference_profile, sample, DriftSettings())
+            accounting = BatchAccounting(bound, monitor, card.calibration)
             entry = {"features": len(signature.features), "served_runtime": card.runtime, "per_batch": {}}
             for rows in out["batch_sizes"]:
                 batch = FeatureBatch(full.numeric[:rows], full.categorical[:rows])
                 proba = predictor.predict_proba(batch)
-                top = proba.argmax(axis=1)
-                confidence = proba[np.arange(rows), top]
 
                 def count() -> None:
                     monitor.accountant.count(batch)
 
-                def hook() -> None:  # the body of ModelRuntime._observe_batch with monitoring on
-                    t = proba.argmax(axis=1)
-                    with monitor.lock:
-                        monitor.record(rows)
-                        bound.observe_batch(0.001, t, proba[np.arange(rows), t])
-                        monitor.accountant.count(batch)
+                def hook() -> None:  # what a served model call costs monitoring, flushes included
+                    accounting.add(batch, 0.001, proba)
 
                 count_s = per_call_seconds(count, target)
                 hook_s = per_call_seconds(hook, target)
@@ -269,7 +264,6 @@ def accounting_cost(quick: bool) -> dict:
                     f"predict_{card.runtime}_us_per_batch": round(predict_s * 1e6, 2),
                     f"predict_{card.runtime}_us_per_row": round(predict_s * 1e6 / rows, 3),
                 }
-                del confidence
             if key.startswith("breast"):  # the scikit-learn model MLServer and BentoML serve
                 for rows in out["batch_sizes"]:
                     matrix = X.to_numpy()[:rows]
@@ -436,8 +430,10 @@ def markdown(result: dict) -> str:
               f"(p90 {ex['render_ms_p90']:.1f} ms, max {ex['render_ms_max']:.1f} ms). Drift scoring, which runs on its own "
               f"timer and not in the scrape: {ex['drift_refresh_ms_per_version_median']:.1f} ms per version.", "",
               "Monitoring cost on the request path next to the model's own predict cost (microseconds; `count` is "
-              "`FeatureAccountant.count`, the hook is all of `ModelRuntime._observe_batch` with monitoring on: drift "
-              "window bookkeeping, prediction counters, batch histograms and `count`):", "",
+              "`FeatureAccountant.count` on one batch; the hook is what a served model call costs monitoring with "
+              "everything on, `BatchAccounting.add` averaged over many calls: the batch histograms at once, then, "
+              "every 256 rows, the bulk count of the queued calls (drift window bookkeeping, prediction counters, "
+              "expected confusion cells, `count`); see src/modelmon/monitoring/batch_accounting.py):", "",
               "| model | rows per batch | count us/batch | count us/row/feature | monitoring hook us/batch | predict as served us/batch | scikit-learn predict_proba us/batch |",
               "|---|---|---|---|---|---|---|"]  # fmt: skip
     for key, entry in result["accounting"]["models"].items():

@@ -182,3 +182,29 @@ def test_a_model_registered_from_a_run_takes_its_baseline_and_links_back(tmp_pat
 
     record = get_run(open_store(store), run_id)
     assert (record.model_name, record.model_version) == ("shop", card.version)
+
+
+@pytest.mark.parametrize("dtype", ["str", "string", object, "category"])
+def test_from_frame_gives_text_or_none_for_every_kind_of_text_column(dtype):
+    """Arrow-backed strings (pandas 3's default), StringDtype, object and category columns
+    all become Python str, with None for every missing value."""
+    from modelmon.registry.signature import FeatureSpec, Signature
+
+    signature = Signature(
+        features=[FeatureSpec(name="x", dtype="float64"), FeatureSpec(name="c", dtype="string", categories=["a", "b"], nullable=True)],
+        classes=[0, 1], input_layout="columns",
+    )  # fmt: skip
+    frame = pd.DataFrame({"x": [1.0, None, 3.0, 4.0], "c": pd.Series(["a", None, "b", "a"], dtype=dtype)})
+    batch = FeatureBatch.from_frame(frame, signature)
+    assert batch.categorical[:, 0].tolist() == ["a", None, "b", "a"]
+    assert all(type(v) is str for v in batch.categorical[:, 0] if v is not None)
+    np.testing.assert_array_equal(batch.numeric[:, 0], [1.0, np.nan, 3.0, 4.0])
+
+
+def test_from_frame_turns_non_text_categories_into_text():
+    from modelmon.registry.signature import FeatureSpec, Signature
+
+    signature = Signature(features=[FeatureSpec(name="c", dtype="string", categories=["1", "2"], nullable=True)],
+                          classes=[0, 1], input_layout="columns")  # fmt: skip
+    frame = pd.DataFrame({"c": pd.Series([1, None, 2], dtype=object)})
+    assert FeatureBatch.from_frame(frame, signature).categorical[:, 0].tolist() == ["1", None, "2"]

@@ -102,7 +102,10 @@ class FeatureAccountant:
         short last axis); a binary search per feature for large offline sets, where
         comparing every value with every edge costs more than it saves."""
         if len(values) >= 2048:
-            return np.stack([np.searchsorted(e, values[:, i], side="right") for i, e in enumerate(self.edges)], axis=1)
+            index = np.empty((values.shape[1], len(values)), np.intp)
+            for i, e in enumerate(self.edges):
+                index[i] = np.searchsorted(e, values[:, i], side="right")
+            return index.T
         return (values.T[:, None, :] >= self.edges[:, :, None]).sum(axis=1).T
 
     def _remember(self, values: np.ndarray) -> None:

@@ -126,7 +126,11 @@ class FeatureBatch:
             )
         categorical = np.empty((n, len(signature.categorical_features)), dtype=object)
         for j, spec in enumerate(signature.categorical_features):
-            column = frame[spec.name].astype(object)
+            column = frame[spec.name]
+            if isinstance(column.dtype, pd.StringDtype):  # already text: one conversion
+                categorical[:, j] = column.to_numpy(dtype=object, na_value=None)
+                continue
+            column = column.astype(object)
             categorical[:, j] = np.where(column.isna(), None, column.astype(str))
         return cls(numeric=numeric, categorical=categorical)
 
