@@ -19,7 +19,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from modelmon.alerting.stack import Alertmanager, start_prometheus
+from modelmon.alerting.stack import Alertmanager
+from modelmon.stack.prometheus import Prometheus
 from modelmon.stack.processes import free_port, stop_process, wait_for_http
 from tests.alerting.conftest import HttpSink, SmtpSink, modelmon, require
 from tests.conftest import start_server
@@ -134,9 +135,9 @@ def test_drift_alert_fires_and_resolves_by_email_webhook_slack_and_bridge(
     try:
         alertmanager = Alertmanager.start(am_config, tmp_path / "alertmanager", log_level="debug")
         running.append(alertmanager)
-        prometheus = start_prometheus(
-            tmp_path / "prometheus", [f"127.0.0.1:{server.port}"], sorted((out / "prometheus").glob("*.rules.yml")),
-            [f"127.0.0.1:{alertmanager.port}"], scrape_interval="1s", evaluation_interval="1s",
+        prometheus = Prometheus.start(
+            tmp_path / "prometheus", [f"127.0.0.1:{server.port}"], rule_files=sorted((out / "prometheus").glob("*.rules.yml")),
+            alertmanagers=[f"127.0.0.1:{alertmanager.port}"], evaluation_interval="1s",
         )  # fmt: skip
         running.append(prometheus)
         wait_for_http(f"http://127.0.0.1:{bridge_port}/-/healthy", timeout=30, process=bridge)

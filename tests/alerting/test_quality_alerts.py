@@ -12,7 +12,7 @@ from sklearn.metrics import accuracy_score, f1_score
 
 from modelmon.alerting.config import parse_config
 from modelmon.alerting.export import export
-from modelmon.alerting.stack import start_prometheus
+from modelmon.stack.prometheus import Prometheus
 from modelmon.stack.processes import stop_process
 from tests.alerting.conftest import require
 from tests.conftest import start_server
@@ -31,8 +31,8 @@ def test_realized_quality_alerts_fire_with_scikit_learn_values(registry_dir, sho
     config = parse_config({"builtins": {"override_for": "1s", "realized_quality": {"window": "5m", "min_labels": 50}}})
     result = export(config, tmp_path / "out", alertmanager_files=False)
     server = start_server(registry_dir, tmp_path, "--model", "shop", "--drain-seconds", "0", "--store", str(tmp_path / "store.db"))
-    prometheus = start_prometheus(tmp_path / "prometheus", [f"127.0.0.1:{server.port}"], result.rule_files, [],
-                                  scrape_interval="1s", evaluation_interval="1s")  # fmt: skip
+    prometheus = Prometheus.start(tmp_path / "prometheus", [f"127.0.0.1:{server.port}"], rule_files=result.rule_files,
+                                  evaluation_interval="1s")  # fmt: skip
     try:
         assert prometheus.wait_for('up{job="modelmon"}', 1, timeout=20) == 1
         time.sleep(2)  # a scrape with every confusion cell at zero, before the first label

@@ -166,7 +166,8 @@ def stack_up(
     running server as target; stop them with Ctrl-C."""
     from modelmon.alerting.config import check_duration
     from modelmon.alerting.export import export
-    from modelmon.alerting.stack import ALERTMANAGER_INSTALL_HINT, Alertmanager, alertmanager_binary, start_prometheus
+    from modelmon.alerting.stack import ALERTMANAGER_INSTALL_HINT, Alertmanager, alertmanager_binary
+    from modelmon.stack.prometheus import Prometheus
     from modelmon.config import modelmon_home
     from modelmon.stack.prometheus import INSTALL_HINT, prometheus_binary
 
@@ -204,10 +205,10 @@ def stack_up(
             running.append(process)
             console.print(f"notify-bridge {settings.bridge.url}")
         if have_prometheus:
-            prometheus = start_prometheus(
-                directory / "prometheus", targets, result.rule_files,
-                [f"127.0.0.1:{alertmanager.port}"] if alertmanager else [],
-                scrape_interval=scrape_interval, job=settings.prometheus.job, port=prometheus_port,
+            prometheus = Prometheus.start(
+                directory / "prometheus", targets, scrape_interval=scrape_interval, port=prometheus_port,
+                rule_files=result.rule_files, alertmanagers=[f"127.0.0.1:{alertmanager.port}"] if alertmanager else [],
+                job=settings.prometheus.job,
             )  # fmt: skip
             running.append(prometheus)
             console.print(f"Prometheus    {prometheus.url} scraping {', '.join(targets)} "

@@ -25,7 +25,7 @@ from typing import Any
 from modelmon.alerting import config as cfg
 from modelmon.alerting.bridge import format_payload
 from modelmon.alerting.export import Export, export
-from modelmon.alerting.stack import Alertmanager, alertmanager_binary, start_prometheus
+from modelmon.alerting.stack import Alertmanager, alertmanager_binary
 from modelmon.stack.prometheus import Prometheus, prometheus_binary
 
 SINK_CHANNEL = "local-sink"
@@ -176,10 +176,11 @@ class LocalAlerting:
         """A fresh Prometheus scraping ``targets`` with the alert and drift rules, sending to
         this Alertmanager; stopped with the rest."""
         assert self.exported is not None and self.alertmanager is not None, "use LocalAlerting as a context manager"
-        self.prometheus = start_prometheus(
-            self.workdir / "prometheus", targets, [*self.exported.rule_files, *(extra_rule_files or [])],
-            [f"127.0.0.1:{self.alertmanager.port}"], scrape_interval=scrape_interval,
-            evaluation_interval=evaluation_interval, job=self.settings.prometheus.job, port=port, fresh=True,
+        self.prometheus = Prometheus.start(
+            self.workdir / "prometheus", targets, scrape_interval=scrape_interval, port=port,
+            rule_files=[*self.exported.rule_files, *(extra_rule_files or [])],
+            alertmanagers=[f"127.0.0.1:{self.alertmanager.port}"], evaluation_interval=evaluation_interval,
+            job=self.settings.prometheus.job, fresh=True,
         )  # fmt: skip
         return self.prometheus
 

@@ -1,10 +1,13 @@
-"""Small helpers for child processes that serve HTTP on loopback."""
+"""Child processes that serve HTTP on loopback: Prometheus, Alertmanager."""
 
 from __future__ import annotations
 
 import socket
 import subprocess
 import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Self
 
 import httpx
 
@@ -39,3 +42,34 @@ def stop_process(process: subprocess.Popen[bytes], timeout: float = 10.0) -> Non
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+@dataclass
+class LoopbackService:
+    """A server binary started on 127.0.0.1 with its own working directory and log."""
+
+    workdir: Path
+    port: int
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    url: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    @classmethod
+    def launch(cls, name: str, command: list[str], workdir: Path, port: int, ready_path: str = "/-/ready") -> Self:
+        """Run ``command`` (stderr to ``<workdir>/<name>.log``) and wait until ``ready_path``
+        answers; if it never does, stop it and raise with the log's end."""
+        log_path = workdir / f"{name}.log"
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log_path.open("wb"))
+        instance = cls(workdir=workdir, port=port, process=process, log_path=log_path)
+        try:
+            wait_for_http(f"{instance.url}{ready_path}", timeout=30, process=process)
+        except Exception:
+            instance.stop()
+            raise RuntimeError(f"{name} did not start; log:\n{log_path.read_text()[-2000:]}") from None
+        return instance
+
+    def stop(self) -> None:
+        stop_process(self.process)

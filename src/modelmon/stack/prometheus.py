@@ -7,16 +7,14 @@ comes from the Debian package ``prometheus`` (2.42 on bookworm).
 from __future__ import annotations
 
 import shutil
-import subprocess
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 import yaml
 
-from modelmon.stack.processes import free_port, stop_process, wait_for_http
+from modelmon.stack.processes import LoopbackService, free_port
 
 INSTALL_HINT = "install it with: sudo apt-get install --no-install-recommends prometheus"
 
@@ -46,18 +44,8 @@ def prometheus_config(
     return config
 
 
-@dataclass
-class Prometheus:
+class Prometheus(LoopbackService):
     """A running Prometheus with its own config and data directory."""
-
-    workdir: Path
-    port: int
-    process: subprocess.Popen[bytes]
-    log_path: Path
-    url: str = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.url = f"http://127.0.0.1:{self.port}"
 
     @classmethod
     def start(
@@ -72,7 +60,9 @@ class Prometheus:
         job: str = "modelmon",
         fresh: bool = False,
     ) -> Prometheus:
-        """``fresh`` empties the data directory first, so the figures are this run's own."""
+        """Scrape ``targets``, evaluate ``rule_files`` and alert to ``alertmanagers``
+        (host:port). ``fresh`` empties the data directory first, so the figures are this
+        run's own."""
         binary = prometheus_binary()
         if binary is None:
             raise FileNotFoundError(f"prometheus is not installed; {INSTALL_HINT}")
@@ -83,28 +73,9 @@ class Prometheus:
         content = prometheus_config(targets, scrape_interval, rule_files, alertmanagers, evaluation_interval, job)
         config.write_text(yaml.safe_dump(content, sort_keys=False))
         port = port or free_port()
-        log_path = workdir / "prometheus.log"
-        process = subprocess.Popen(
-            [
-                binary,
-                f"--config.file={config}",
-                f"--storage.tsdb.path={workdir / 'data'}",
-                f"--web.listen-address=127.0.0.1:{port}",
-                "--web.enable-lifecycle",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=log_path.open("wb"),
-        )
-        instance = cls(workdir=workdir, port=port, process=process, log_path=log_path)
-        try:
-            wait_for_http(f"{instance.url}/-/ready", timeout=30, process=process)
-        except Exception:
-            instance.stop()
-            raise RuntimeError(f"prometheus did not start; log:\n{log_path.read_text()[-2000:]}") from None
-        return instance
-
-    def stop(self) -> None:
-        stop_process(self.process)
+        command = [binary, f"--config.file={config}", f"--storage.tsdb.path={workdir / 'data'}",
+                   f"--web.listen-address=127.0.0.1:{port}", "--web.enable-lifecycle"]  # fmt: skip
+        return cls.launch("prometheus", command, workdir, port)
 
     def query(self, promql: str) -> list[dict[str, Any]]:
         """An instant query's result vector."""
