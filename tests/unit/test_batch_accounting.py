@@ -1,7 +1,10 @@
-"""Bulk counting gives the counts that counting each call at once would, and flushes when
-it should: by rows, by age, and before anything reads the counts."""
+"""Bulk counting gives the counts that counting each call at once would, and counts the
+queue when it should: before anything reads the counts, on the drift thread's tick, and when
+too many rows pile up."""
 
 from __future__ import annotations
+
+import time
 
 import numpy as np
 import pytest
@@ -26,40 +29,30 @@ def make_batch(rng: np.random.Generator, n: int) -> FeatureBatch:
     )
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def setup(flush_rows: int, clock: Clock):
+def setup(max_pending_rows: int):
     rng = np.random.default_rng(0)
     profile, sample = build_profile(SIGNATURE, make_batch(rng, 2000), ProfileSettings(), None)
     server = ServerMetrics()
     bound = server.bind("m", "1", "sklearn", ["a", "b", "c"])
     drift = server.bind_drift(bound, SIGNATURE, profile, sample, DriftSettings(min_rows=1))
-    accounting = BatchAccounting(bound, drift, None, flush_rows=flush_rows, flush_seconds=1.0, clock=clock)
+    accounting = BatchAccounting(bound, drift, None, max_pending_rows=max_pending_rows)
     server.flushers[("m", "1")] = accounting.flush
     drift.before_report = accounting.flush
     return server, bound, drift, accounting, profile
 
 
-def test_bulk_counts_equal_per_call_counts_and_flush_by_rows_and_age():
-    clock = Clock()
-    server, bound, drift, accounting, profile = setup(flush_rows=100, clock=clock)
+def test_bulk_counts_equal_per_call_counts_and_too_many_rows_are_counted_at_once():
+    server, bound, drift, accounting, profile = setup(max_pending_rows=100)
     rng = np.random.default_rng(1)
-    calls = [(make_batch(rng, n), rng.dirichlet(np.ones(3), n)) for n in (1, 5, 30, 1, 64, 2)]
-    for batch, proba in calls[:3]:  # 36 rows: under 100, under a second
+    calls = [(make_batch(rng, n), rng.dirichlet(np.ones(3), n)) for n in (1, 5, 30, 64, 1, 2)]
+    for batch, proba in calls[:3]:  # 36 rows: under 100
         accounting.add(batch, 0.001, proba)
     assert bound.predictions.counts.sum() == 0 and drift.rows[0] == 0  # queued
-    clock.now = 1.5  # the oldest queued call is now over a second old: this add flushes
-    accounting.add(*calls[3][:1], 0.001, calls[3][1])
-    assert bound.predictions.counts.sum() == 37 and drift.rows[0] == 37
-    accounting.add(calls[4][0], 0.001, calls[4][1])  # 64 rows: still queued
-    assert bound.predictions.counts.sum() == 37
-    accounting.add(calls[5][0], 0.001, calls[5][1])  # 66 rows: still queued
+    accounting.add(calls[3][0], 0.001, calls[3][1])  # 100 rows: counted by this call
+    assert bound.predictions.counts.sum() == 100 and drift.rows[0] == 100
+    for batch, proba in calls[4:]:  # 3 rows: queued
+        accounting.add(batch, 0.001, proba)
+    assert bound.predictions.counts.sum() == 100
     text = server.render().decode()  # a scrape counts the queue first
     assert 'modelmon_predictions_total{model="m",version="1",class="a"}' in text
     proba = np.concatenate([p for _, p in calls])
@@ -77,9 +70,23 @@ def test_bulk_counts_equal_per_call_counts_and_flush_by_rows_and_age():
 
 
 def test_a_drift_score_flushes_first():
-    clock = Clock()
-    _, bound, drift, accounting, _ = setup(flush_rows=1000, clock=clock)
+    _, bound, drift, accounting, _ = setup(max_pending_rows=1000)
     rng = np.random.default_rng(2)
     accounting.add(make_batch(rng, 10), 0.001, rng.dirichlet(np.ones(3), 10))
     assert drift.report().window_rows == 10
     assert bound.predictions.counts.sum() == 10
+
+
+def test_the_drift_thread_counts_the_queue_every_second():
+    server, bound, drift, accounting, _ = setup(max_pending_rows=1000)
+    rng = np.random.default_rng(3)
+    server.drift.start(interval=60.0)  # scores every minute, counts every second
+    try:
+        accounting.add(make_batch(rng, 7), 0.001, rng.dirichlet(np.ones(3), 7))
+        deadline = time.monotonic() + 5
+        while bound.predictions.counts.sum() < 7 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert bound.predictions.counts.sum() == 7 and drift.rows[0] == 7
+        assert drift.latest is None  # counted, not scored
+    finally:
+        server.drift.stop()

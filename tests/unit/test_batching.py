@@ -102,3 +102,34 @@ def test_a_model_failure_reaches_every_caller_and_the_batcher_survives(executor)
 def test_bad_settings_name_the_parameter(executor, size, delay):
     with pytest.raises(ValueError, match="max_batch"):
         AdaptiveBatcher(echo_predict, executor, lambda b, s, p: None, max_batch_size=size, max_batch_delay_ms=delay)
+
+
+@pytest.mark.parametrize(("inline_below_ms", "sleep_s", "inline_expected"), [(1.0, 0.0, True), (1.0, 0.01, False), (0.0, 0.0, False)])
+def test_cheap_calls_run_on_the_event_loop_and_slow_ones_in_a_thread(executor, inline_below_ms, sleep_s, inline_expected):
+    """After the first call (always in a thread, to measure it), a model whose calls
+    typically take under ``inline_below_ms`` is called on the event loop's own thread."""
+    import threading
+    import time
+
+    threads: list[int] = []
+
+    def predict(batch: FeatureBatch) -> np.ndarray:
+        threads.append(threading.get_ident())
+        time.sleep(sleep_s)
+        return batch.numeric.copy()
+
+    batcher = AdaptiveBatcher(predict, executor, None, inline_below_ms=inline_below_ms)
+
+    async def main() -> int:
+        batcher.start()
+        try:
+            for i in range(5):  # one at a time: five model calls
+                proba, _ = await batcher.submit(rows(i, 2))
+                np.testing.assert_array_equal(proba, rows(i, 2).numeric)
+        finally:
+            await batcher.stop()
+        return threading.get_ident()
+
+    loop_thread = asyncio.run(main())
+    assert threads[0] != loop_thread  # measured in a thread first
+    assert all((t == loop_thread) == inline_expected for t in threads[1:]), threads

@@ -3,28 +3,31 @@
 Counting a model call into the prediction counters, the confidence histogram, the expected
 confusion cells and the drift bins takes a few dozen numpy calls whatever the batch's size:
 about 200 us on these machines, several times the ONNX call itself for a one-row request.
-So calls are queued (a list append) and counted together once ``flush_rows`` rows or
-``flush_seconds`` have gathered, and always before anything reads the counts: a scrape
-(``ServerMetrics.render``) and a drift score (``DriftMonitor.report``) flush first. Counts
-are therefore exact whenever they are seen; a flushed group's rows are dated, for drift
-windows, when the group is counted (at most ``flush_seconds`` late).
+So calls are queued (a list append) and counted together: every ``FLUSH_SECONDS`` by the
+drift scorer's thread (``drift_exporter``), and always before anything reads the counts: a
+scrape (``ServerMetrics.render``) and a drift score (``DriftMonitor.report``) flush first.
+Counts are therefore exact whenever they are seen; a flushed group's rows are dated, for
+drift windows, when the group is counted (about a second late at most). Only if
+``max_pending_rows`` pile up (no drift thread, no scrape) does a request count them itself.
 """
 
 from __future__ import annotations
 
 import threading
-import time
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from modelmon.monitoring.drift import DriftMonitor
-from modelmon.monitoring.metrics import ModelMetrics
 from modelmon.quality import calibration
-from modelmon.quality.calibration import Calibration
 from modelmon.registry.signature import FeatureBatch
 
-FLUSH_ROWS = 256
+if TYPE_CHECKING:  # metrics imports the drift exporter, which imports this module
+    from modelmon.monitoring.drift import DriftMonitor
+    from modelmon.monitoring.metrics import ModelMetrics
+    from modelmon.quality.calibration import Calibration
+
 FLUSH_SECONDS = 1.0
+MAX_PENDING_ROWS = 8192
 
 
 class BatchAccounting:
@@ -33,19 +36,14 @@ class BatchAccounting:
         metrics: ModelMetrics,
         drift: DriftMonitor | None,
         calibration_map: Calibration | None,
-        flush_rows: int = FLUSH_ROWS,
-        flush_seconds: float = FLUSH_SECONDS,
-        clock=time.monotonic,
+        max_pending_rows: int = MAX_PENDING_ROWS,
     ) -> None:
         self.metrics = metrics
         self.drift = drift
         self.calibration = calibration_map
-        self.flush_rows = flush_rows
-        self.flush_seconds = flush_seconds
-        self.clock = clock
+        self.max_pending_rows = max_pending_rows
         self._pending: list[tuple[FeatureBatch, np.ndarray]] = []
         self._pending_rows = 0
-        self._oldest = 0.0
         self._queue_lock = threading.Lock()  # the pending list: held for an append or a swap
         self._flush_lock = threading.Lock()  # one flush at a time, so groups count in order
 
@@ -53,13 +51,10 @@ class BatchAccounting:
         """One model call's rows and probabilities (on the event loop)."""
         self.metrics.batch_size.observe(batch.n_rows)
         self.metrics.inference_duration.observe(seconds)
-        now = self.clock()
         with self._queue_lock:
-            if not self._pending:
-                self._oldest = now
             self._pending.append((batch, proba))
             self._pending_rows += batch.n_rows
-            due = self._pending_rows >= self.flush_rows or now - self._oldest >= self.flush_seconds
+            due = self._pending_rows >= self.max_pending_rows
         if due:
             self.flush()
 

@@ -3,13 +3,18 @@
 Scoring a version costs milliseconds (Wasserstein sorts thousands of values per feature), so
 it runs on a background thread every ``score_seconds`` instead of inside the scrape: a scrape
 only writes out the latest reports, and stays fast however many versions are loaded.
+The same thread counts the monitoring work queued by requests (``batch_accounting``) every
+second, so that rows are dated within a second for drift windows without the counting ever
+running on a request's path.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 
+from modelmon.monitoring.batch_accounting import FLUSH_SECONDS
 from modelmon.monitoring.drift import DriftMonitor, DriftReport
 from modelmon.monitoring.exposition import family_header, sample_lines, series_prefix
 
@@ -56,10 +61,18 @@ class DriftExporter:
             self._thread = None
 
     def _run(self, interval: float) -> None:
-        while not self._stop.wait(interval):
+        tick = min(interval, FLUSH_SECONDS)
+        next_score = time.monotonic() + interval
+        while not self._stop.wait(tick):
+            score = time.monotonic() >= next_score
+            if score:
+                next_score += interval
             for monitor in list(self.monitors.values()):
                 try:
-                    monitor.refresh()
+                    if score:
+                        monitor.refresh()  # counts the queued work first
+                    elif monitor.before_report is not None:
+                        monitor.before_report()
                 except Exception:  # a scoring bug must not stop scoring for the others
                     logger.exception("drift scoring failed")
 

@@ -97,6 +97,7 @@ class ModelRuntime:
             max_batch_size=settings.max_batch_size,
             max_batch_delay_ms=settings.max_batch_delay_ms,
             enabled=settings.batching,
+            inline_below_ms=settings.inline_predict_ms,
         )
 
     async def predict(self, batch: FeatureBatch) -> Prediction:

@@ -18,6 +18,10 @@ class ServingSettings(BaseModel):
     max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="Largest request body.")
     max_rows_per_request: int = Field(10_000, ge=1)
     inference_threads: int = Field(2, ge=1, description="Threads running model calls.")
+    inline_predict_ms: float = Field(
+        1.0, ge=0, description="Model calls that typically take less than this run on the event loop "
+        "instead of a worker thread, whose handoff costs more than they do (0: always a thread)."
+    )
     monitoring: bool = Field(True, description="Prediction metrics and drift accounting.")
     drift: DriftSettings = Field(default_factory=DriftSettings)
     prediction_log: PredictionLogSettings = Field(default_factory=PredictionLogSettings)
