@@ -3,7 +3,9 @@ Prometheus, Alertmanager and Grafana."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from modelmon.lazy import lazy_attributes
 
 __version__ = "0.1.0"
 
@@ -23,9 +25,4 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'modelmon' has no attribute {name!r}")
+__getattr__ = lazy_attributes("modelmon", _LAZY)

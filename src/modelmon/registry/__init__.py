@@ -7,7 +7,9 @@ monitoring profile, which imports the signature.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from modelmon.lazy import lazy_attributes
 
 __all__ = [
     "FeatureBatch",
@@ -36,9 +38,4 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'modelmon.registry' has no attribute {name!r}")
+__getattr__ = lazy_attributes("modelmon.registry", _LAZY)

@@ -10,7 +10,9 @@ scikit-learn and pandas that the tracking API needs.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from modelmon.lazy import lazy_attributes
 
 __all__ = [
     "TRAIN",
@@ -47,9 +49,4 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'modelmon.tracking' has no attribute {name!r}")
+__getattr__ = lazy_attributes("modelmon.tracking", _LAZY)
