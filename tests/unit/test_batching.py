@@ -104,7 +104,9 @@ def test_bad_settings_name_the_parameter(executor, size, delay):
         AdaptiveBatcher(echo_predict, executor, lambda b, s, p: None, max_batch_size=size, max_batch_delay_ms=delay)
 
 
-@pytest.mark.parametrize(("inline_below_ms", "sleep_s", "inline_expected"), [(1.0, 0.0, True), (1.0, 0.01, False), (0.0, 0.0, False)])
+# Thresholds far from the calls' durations, so that a loaded machine (a thread taking
+# milliseconds to start) cannot change the outcome.
+@pytest.mark.parametrize(("inline_below_ms", "sleep_s", "inline_expected"), [(200.0, 0.0, True), (10.0, 0.05, False), (0.0, 0.0, False)])
 def test_cheap_calls_run_on_the_event_loop_and_slow_ones_in_a_thread(executor, inline_below_ms, sleep_s, inline_expected):
     """After the first call (always in a thread, to measure it), a model whose calls
     typically take under ``inline_below_ms`` is called on the event loop's own thread."""
