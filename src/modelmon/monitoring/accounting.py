@@ -81,9 +81,8 @@ class FeatureAccountant:
             other = len(bins)
             known = self.known[j]
             offset = self.categorical_offsets[j]
-            column = batch.categorical[:, j].tolist()
             # Distinct values first: a column holds few, so the per-value work is done once each.
-            for value, times in (Counter(column).items() if len(column) > 8 else ((v, 1) for v in column)):
+            for value, times in Counter(batch.categorical[:, j].tolist()).items():
                 if value is None:
                     missing[base + j] += times
                     continue
