@@ -134,7 +134,7 @@ def serve(
     drift_score_seconds: Annotated[float, typer.Option(help="How often drift scores are recomputed.")] = 5.0,
     store: Annotated[Optional[str], typer.Option("--store", help="Store for the prediction log and labels: a SQLite path or postgresql+psycopg://... \\[default: $MODELMON_STORE_URL, else $MODELMON_HOME/modelmon.db].")] = None,
     prediction_log: Annotated[bool, typer.Option("--prediction-log/--no-prediction-log", help="Log every prediction to the store (needed for ground-truth labels).")] = True,
-    log_features: Annotated[float, typer.Option(help="Share of requests whose input features are logged too (0 to 1).")] = 0.0,
+    log_features: Annotated[float, typer.Option(help="Share of model calls (a request or a batch of them) whose input features are logged too (0 to 1).")] = 0.0,
     api_token_file: Annotated[Optional[Path], typer.Option(help="File holding the bearer token that write endpoints require \\[default: $MODELMON_API_TOKEN, if set].")] = None,
     token_for_inference: Annotated[bool, typer.Option("--token-for-inference", help="Require the token for inference too.")] = False,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "warning",

@@ -21,16 +21,45 @@ def rows(caller: int, n: int) -> FeatureBatch:
     return FeatureBatch(numeric=numeric, categorical=np.empty((n, 0), dtype=object))
 
 
+class Numbering:
+    """An observer as the runtime's: numbers each call's rows consecutively (from 1000) and
+    remembers each call's rows, keyed by the number of its first row."""
+
+    def __init__(self) -> None:
+        self.next = 1000
+        self.calls: dict[int, np.ndarray] = {}
+
+    def __call__(self, batch: FeatureBatch, seconds: float, proba: np.ndarray) -> int:
+        first, self.next = self.next, self.next + batch.n_rows
+        self.calls[first] = batch.numeric.copy()
+        return first
+
+    @property
+    def sizes(self) -> list[int]:
+        return [len(rows) for rows in self.calls.values()]
+
+    def row(self, number: int) -> np.ndarray:
+        """The row the observer numbered ``number``."""
+        first = max(f for f in self.calls if f <= number)
+        return self.calls[first][number - first]
+
+
 def run_callers(batcher: AdaptiveBatcher, sizes: list[int]) -> list[np.ndarray]:
+    """Every caller's probabilities; checks that each caller's row numbers are its own rows'."""
+
     async def main():
         batcher.start()
         try:
-            results = await asyncio.gather(*(batcher.submit(rows(i, n)) for i, n in enumerate(sizes)))
+            return await asyncio.gather(*(batcher.submit(rows(i, n)) for i, n in enumerate(sizes)))
         finally:
             await batcher.stop()
-        return [proba for proba, _ in results]
 
-    return asyncio.run(main())
+    answers = asyncio.run(main())
+    if isinstance(batcher.observe, Numbering):
+        for caller, (n, answer) in enumerate(zip(sizes, answers, strict=True)):
+            numbered = np.array([batcher.observe.row(answer.first_row + k) for k in range(n)])
+            np.testing.assert_array_equal(numbered, rows(caller, n).numeric)
+    return [answer.probabilities for answer in answers]
 
 
 @pytest.fixture
@@ -41,13 +70,11 @@ def executor():
 
 @pytest.mark.parametrize("max_batch_size", [1, 7, 64, 1000])
 def test_many_concurrent_callers_each_get_their_own_rows(executor, max_batch_size):
-    seen_batches: list[int] = []
-    batcher = AdaptiveBatcher(
-        echo_predict, executor, lambda b, s, p: seen_batches.append(b.n_rows),
-        max_batch_size=max_batch_size, max_batch_delay_ms=2,
-    )  # fmt: skip
+    numbering = Numbering()
+    batcher = AdaptiveBatcher(echo_predict, executor, numbering, max_batch_size=max_batch_size, max_batch_delay_ms=2)
     sizes = [int(n) for n in np.random.default_rng(3).integers(1, 20, 300)]
     results = run_callers(batcher, sizes)
+    seen_batches = numbering.sizes
     for caller, (n, proba) in enumerate(zip(sizes, results, strict=True)):
         np.testing.assert_array_equal(proba, rows(caller, n).numeric)
     assert sum(seen_batches) == sum(sizes)
@@ -60,17 +87,19 @@ def test_many_concurrent_callers_each_get_their_own_rows(executor, max_batch_siz
 
 
 def test_request_larger_than_the_limit_runs_alone(executor):
-    seen: list[int] = []
-    batcher = AdaptiveBatcher(echo_predict, executor, lambda b, s, p: seen.append(b.n_rows), max_batch_size=4)
+    numbering = Numbering()
+    batcher = AdaptiveBatcher(echo_predict, executor, numbering, max_batch_size=4)
     results = run_callers(batcher, [10, 2, 2])
+    seen = numbering.sizes
     assert [len(r) for r in results] == [10, 2, 2]
     assert 10 in seen and sum(seen) == 14
 
 
 def test_batching_off_calls_the_model_per_request(executor):
-    seen: list[int] = []
-    batcher = AdaptiveBatcher(echo_predict, executor, lambda b, s, p: seen.append(b.n_rows), enabled=False)
+    numbering = Numbering()
+    batcher = AdaptiveBatcher(echo_predict, executor, numbering, enabled=False)
     results = run_callers(batcher, [3, 5, 1])
+    seen = numbering.sizes
     assert sorted(seen) == [1, 3, 5]
     np.testing.assert_array_equal(results[1], rows(1, 5).numeric)
 
@@ -84,7 +113,8 @@ def test_a_model_failure_reaches_every_caller_and_the_batcher_survives(executor)
             raise RuntimeError("boom")
         return echo_predict(batch)
 
-    batcher = AdaptiveBatcher(flaky, executor, lambda b, s, p: None, max_batch_size=100)
+    numbering = Numbering()
+    batcher = AdaptiveBatcher(flaky, executor, numbering, max_batch_size=100)
 
     async def main():
         batcher.start()
@@ -93,15 +123,16 @@ def test_a_model_failure_reaches_every_caller_and_the_batcher_survives(executor)
         await batcher.stop()
         return first, second
 
-    first, (proba, _) = asyncio.run(main())
+    first, (proba, _, first_row) = asyncio.run(main())
     assert isinstance(first[0], RuntimeError)
     np.testing.assert_array_equal(proba, rows(1, 2).numeric)
+    assert first_row == 1000  # the failed call numbered no rows
 
 
 @pytest.mark.parametrize(("size", "delay"), [(0, 0), (10, -1)])
 def test_bad_settings_name_the_parameter(executor, size, delay):
     with pytest.raises(ValueError, match="max_batch"):
-        AdaptiveBatcher(echo_predict, executor, lambda b, s, p: None, max_batch_size=size, max_batch_delay_ms=delay)
+        AdaptiveBatcher(echo_predict, executor, None, max_batch_size=size, max_batch_delay_ms=delay)
 
 
 # Thresholds far from the calls' durations, so that a loaded machine (a thread taking
@@ -126,7 +157,7 @@ def test_cheap_calls_run_on_the_event_loop_and_slow_ones_in_a_thread(executor, i
         batcher.start()
         try:
             for i in range(5):  # one at a time: five model calls
-                proba, _ = await batcher.submit(rows(i, 2))
+                proba, _, _ = await batcher.submit(rows(i, 2))
                 np.testing.assert_array_equal(proba, rows(i, 2).numeric)
         finally:
             await batcher.stop()

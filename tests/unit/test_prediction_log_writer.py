@@ -54,23 +54,23 @@ def sample_chunks() -> list[Chunk]:
     several types, times near second boundaries and on them."""
     rng = np.random.default_rng(7)
     chunks = [
-        Chunk("shop", 3, 1_700_000_000.0, ["a-1"], ["gold"], np.array([[0.25, 0.75]]), None),
-        Chunk("shop", 3, 1_700_000_000.9999996, ["a-2", "a-3"], ["silver", "bronze"],
+        Chunk("shop", 3, 1_700_000_000.0, "a", 1, ["gold"], np.array([[0.25, 0.75]]), None),
+        Chunk("shop", 3, 1_700_000_000.9999996, "a", 2, ["silver", "bronze"],
               np.array([[2.5e-05, 0.999975], [1e-07, 0.9999999]]), None),
-        Chunk("shop", 3, 1_700_000_001.123456, ["a-4", "a-5"], ["gold", "gold"],
+        Chunk("shop", 3, 1_700_000_001.123456, "a", 4, ["gold", "gold"],
               np.array([[5e-324, 1.0], [1e-300, 0.0]]),
               [{"region": "Zürich", "amount": 12.5, "tags": ["x", "y"], "missing": None},
                {"région": "a\"b\\c\n", "amount": 1e-05, "count": 3}]),
-        Chunk("shop", 4, 1_700_000_002.5, ["a-6"], [1], np.array([[1e16, -2.5e-05]]), [{}]),
-        Chunk("iris", 1, 1_700_000_002.0000004, ["a-7"], [True], np.array([[0.1, 0.2, 0.7]]), None),
-        Chunk("iris", 1, 1_700_000_002.5000005, ["a-8"], ["Ünïcode ☃ \"quoted\""], np.array([[1 / 3, 2 / 3, 0.0]]), None),
+        Chunk("shop", 4, 1_700_000_002.5, "a", 6, [1], np.array([[1e16, -2.5e-05]]), [{}]),
+        Chunk("iris", 1, 1_700_000_002.0000004, "a", 7, [True], np.array([[0.1, 0.2, 0.7]]), None),
+        Chunk("iris", 1, 1_700_000_002.5000005, "a", 8, ["Ünïcode ☃ \"quoted\""], np.array([[1 / 3, 2 / 3, 0.0]]), None),
     ]  # fmt: skip
     t = 1_700_000_003.0
     for i in range(40):
         n = int(rng.integers(1, 4))
         probabilities = rng.dirichlet([0.05, 0.05, 0.05], size=n)  # many tiny probabilities
         t += float(rng.uniform(0, 0.4))
-        chunks.append(Chunk("shop", 3, t, [f"b-{i}-{k}" for k in range(n)], [str(k) for k in range(n)], probabilities, None))
+        chunks.append(Chunk("shop", 3, t, f"b-{i}", 0, [str(k) for k in range(n)], probabilities, None))
     return chunks
 
 
@@ -96,7 +96,7 @@ def old_rows(chunks: list[Chunk]) -> list[dict]:
 def replayed(chunks: list[Chunk]) -> list[Chunk]:
     """A replay of the first chunks, one of them changed: the stored rows must not change."""
     first = chunks[0]
-    return [*chunks[:3], Chunk(first.model, first.version, first.predicted_at + 5, first.ids, ["changed"], first.probabilities, None)]
+    return [*chunks[:3], Chunk(first.model, first.version, first.predicted_at + 5, first.id_prefix, first.first_id, ["changed"], first.probabilities, None)]
 
 
 def write_new(store: Store, chunks: list[Chunk], spool: Path, batch_rows: int) -> None:
@@ -201,7 +201,8 @@ def test_timestamps_are_sqlalchemy_sqlite_datetime_text():
 
 
 def test_segments_of_an_earlier_version_are_written(tmp_path):
-    """Object lines (the journal format before arrays) are read, and a cut-short line is skipped."""
+    """Lines of earlier journal formats (objects, then one array per request with its ids
+    listed) are read, and a cut-short line is skipped."""
     url = str(tmp_path / "store.db")
     store = open_store(url)
     try:
@@ -211,8 +212,9 @@ def test_segments_of_an_earlier_version_are_written(tmp_path):
              "p": [[0.5, 0.5], [2.5e-05, 0.999975]], "f": None},
             {"m": "shop", "v": 2, "t": 1_700_000_001.0, "ids": ["o-3"], "y": ["x"], "p": [[1.0, 0.0]], "f": [{"a": 1}]},
         ]  # fmt: skip
+        lines.append(["shop", 2, 1_700_000_001.5, ["o-4"], ["y"], [[0.0, 1.0]], None])  # one request per array line
         segment = log.directory / f"{log.prefix}-000000007.jsonl"
-        segment.write_bytes(b"".join(orjson.dumps(line) + b"\n" for line in lines) + b'["shop",2,1700000002.0,["o-4"]')
+        segment.write_bytes(b"".join(orjson.dumps(line) + b"\n" for line in lines) + b'["shop",2,1700000002.0,"o",5')
         log._write_sealed(final=True)
         assert not segment.exists()
         log.stop()
@@ -222,6 +224,7 @@ def test_segments_of_an_earlier_version_are_written(tmp_path):
             ("o-1", 2, "2023-11-14 22:13:20.500000", "gold", "[0.5, 0.5]", "null"),
             ("o-2", 2, "2023-11-14 22:13:20.500000", "3", "[2.5e-05, 0.999975]", "null"),
             ("o-3", 2, "2023-11-14 22:13:21.000000", "x", "[1.0, 0.0]", '{"a": 1}'),
+            ("o-4", 2, "2023-11-14 22:13:21.500000", "y", "[0.0, 1.0]", "null"),
         ]
     finally:
         close_store(url)
@@ -236,7 +239,7 @@ def test_store_failure_spools_then_replays(tmp_path):
         log = PredictionLog(store, PredictionLogSettings(retry_seconds=0.01), tmp_path / "spool", CollectorRegistry())
         with store.write() as connection:
             connection.exec_driver_sql("ALTER TABLE predictions RENAME TO predictions_away")
-        log.submit(Chunk("shop", 1, 1_700_000_000.0, ["s-1", "s-2"], ["a", "b"], np.array([[0.5, 0.5], [0.1, 0.9]]), None))
+        log.submit(Chunk("shop", 1, 1_700_000_000.0, "s", 1, ["a", "b"], np.array([[0.5, 0.5], [0.1, 0.9]]), None))
         log._close_segment()
         log._write_sealed(final=True)
         assert len(log._sealed_segments()) == 1

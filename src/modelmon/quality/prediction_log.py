@@ -1,9 +1,10 @@
 """The prediction log: every prediction written to the store, without slowing a request and
 without losing one when the store or the process fails.
 
-The request path appends one JSON line per request to a journal segment on local disk (a
-single ``write`` to a file opened for appending: once it returns, the line survives the
-process being killed, even with SIGKILL). Segments are closed every ``segment_seconds``. A
+Each model call (one request, or a batch of them) appends one JSON line to a journal
+segment on local disk before its requests are answered (a single ``write`` to a file opened
+for appending: once it returns, the line survives the process being killed, even with
+SIGKILL). Segments are closed every ``segment_seconds``. A
 writer thread inserts each closed segment into the store in batches and deletes it; when the
 store is slow or down the segments simply wait on disk (they are the spool) and are
 retried every ``retry_seconds``. Inserts are ``ON CONFLICT DO NOTHING`` on the prediction id,
@@ -52,7 +53,7 @@ SEGMENT_SUFFIX = ".jsonl"
 
 class PredictionLogSettings(BaseModel):
     enabled: bool = True
-    feature_sample: float = Field(0.0, ge=0, le=1, description="Share of requests whose input features are logged too.")
+    feature_sample: float = Field(0.0, ge=0, le=1, description="Share of model calls (a request, or a batch of them) whose input features are logged too.")
     batch_rows: int = Field(2000, ge=1, description="Most rows per insert.")
     segment_seconds: float = Field(0.5, gt=0, description="How long a journal segment stays open before it is written to the store.")
     spool_dir: Path | None = Field(None, description="Journal directory [default: $MODELMON_HOME/spool].")
@@ -61,15 +62,25 @@ class PredictionLogSettings(BaseModel):
 
 @dataclass(slots=True)
 class Chunk:
-    """One request's predictions, as the request path has them."""
+    """One model call's predictions, journaled as one line. Their ids are consecutive:
+    ``<id_prefix>-<first_id>``, ``<id_prefix>-<first_id + 1>``, ..."""
 
     model: str
     version: int
     predicted_at: float
-    ids: list[str]
+    id_prefix: str
+    first_id: int
     labels: list[Any]
     probabilities: np.ndarray
     features: list[dict[str, Any]] | None
+
+    @property
+    def ids(self) -> list[str]:
+        return prediction_ids(self.id_prefix, self.first_id, len(self.labels))
+
+
+def prediction_ids(prefix: str, first: int, n: int) -> list[str]:
+    return [f"{prefix}-{i}" for i in range(first, first + n)]
 
 
 class PredictionLog:
@@ -102,13 +113,16 @@ class PredictionLog:
     # -- request path ------------------------------------------------------------------
 
     def submit(self, chunk: Chunk) -> None:
-        """Journal a request's predictions; never blocks on the store, never raises.
+        """Journal one model call's predictions; never blocks on the store, never raises.
 
-        A line is the array ``[model, version, time, ids, labels, probabilities, features]``
-        (cheaper to write and to read than an object; the writer still reads the objects
-        ``{"m", "v", "t", "ids", "y", "p", "f"}`` of segments journaled by earlier versions)."""
+        A line is the array ``[model, version, time, id prefix, first id counter, labels,
+        probabilities, features]``: one line and one ``write`` per model call, however many
+        requests it served. The writer still reads the lines of earlier versions: per
+        request, ``[model, version, time, ids, labels, probabilities, features]``, and before
+        that the objects ``{"m", "v", "t", "ids", "y", "p", "f"}``."""
         line = orjson.dumps(
-            [chunk.model, chunk.version, chunk.predicted_at, chunk.ids, chunk.labels, chunk.probabilities, chunk.features],
+            [chunk.model, chunk.version, chunk.predicted_at, chunk.id_prefix, chunk.first_id, chunk.labels,
+             chunk.probabilities, chunk.features],
             option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_APPEND_NEWLINE,
         )  # fmt: skip
         try:
@@ -117,8 +131,8 @@ class PredictionLog:
                     self._open_segment()
                 os.write(self._fd, line)
         except OSError:
-            logger.exception("prediction log: cannot journal %d rows", len(chunk.ids))
-            self.outcomes["dropped"].inc(len(chunk.ids))
+            logger.exception("prediction log: cannot journal %d rows", len(chunk.labels))
+            self.outcomes["dropped"].inc(len(chunk.labels))
 
     def _open_segment(self) -> None:
         self._segment_number += 1
@@ -229,16 +243,18 @@ class PredictionLog:
                 chunk = loads(line)
             except orjson.JSONDecodeError:  # a line cut short by a crash mid-write
                 continue
-            if type(chunk) is dict:  # journaled by an earlier version
+            if type(chunk) is dict:  # journaled by an earlier version, one request per line
                 chunk = [chunk["m"], chunk["v"], chunk["t"], chunk["ids"], chunk["y"], chunk["p"], chunk.get("f")]
-            model, version, t, ids, labels, probabilities, features = chunk
+            if len(chunk) == 8:
+                model, version, t, prefix, first, labels, probabilities, features = chunk
+                ids = prediction_ids(prefix, first, len(labels))
+            else:  # an earlier version's line, with its ids listed
+                model, version, t, ids, labels, probabilities, features = chunk
             at = timestamp(t)
-            if features is not None:
-                for i, prediction_id in enumerate(ids):
-                    append((prediction_id, model, version, at, str(labels[i]), probabilities_json(probabilities[i]), json_text(features[i])))
-            elif len(ids) == 1:  # most requests
-                append((ids[0], model, version, at, str(labels[0]), probabilities_json(probabilities[0]), JSON_NULL))
-            else:
+            if features is None:
                 for i, prediction_id in enumerate(ids):
                     append((prediction_id, model, version, at, str(labels[i]), probabilities_json(probabilities[i]), JSON_NULL))
+            else:
+                for i, prediction_id in enumerate(ids):
+                    append((prediction_id, model, version, at, str(labels[i]), probabilities_json(probabilities[i]), json_text(features[i])))
         return rows

@@ -22,19 +22,31 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
 from modelmon.registry.signature import FeatureBatch
 
-#: Called with each batch's results on the event loop: (rows, inference seconds, proba).
-BatchObserver = Callable[[FeatureBatch, float, np.ndarray], None]
+#: Called on the event loop with each model call's rows, its seconds and its probabilities,
+#: before any of its callers is answered. It returns the number it gave the call's first row
+#: (the runtime numbers rows consecutively: prediction ids), so that each caller learns the
+#: number of its own first row. Everything done once per model call belongs here.
+BatchObserver = Callable[[FeatureBatch, float, np.ndarray], int]
+
+
+class Answer(NamedTuple):
+    """One caller's share of a model call."""
+
+    probabilities: np.ndarray  # its rows only
+    waited: float  # seconds from submit to the start of its model call
+    first_row: int  # the observer's number for its first row (0-based in the call without one)
 
 
 @dataclass(slots=True)
 class _Pending:
     batch: FeatureBatch
-    future: asyncio.Future[tuple[np.ndarray, float]]
+    future: asyncio.Future[Answer]
     enqueued: float
 
 
@@ -82,19 +94,20 @@ class AdaptiveBatcher:
             pass
         self._worker = None
 
-    async def submit(self, batch: FeatureBatch) -> tuple[np.ndarray, float]:
-        """Probabilities for ``batch``'s rows, and how long they waited for the model."""
+    async def submit(self, batch: FeatureBatch) -> Answer:
+        """Probabilities for ``batch``'s rows, how long they waited, and their row number."""
         enqueued = time.perf_counter()
         if not self.enabled:
-            proba, _ = await self._call([batch])
-            return proba, 0.0
+            proba, first_row = await self._call([batch])
+            return Answer(proba, 0.0, first_row)
         if self._worker is None:
             self.start()
         future = asyncio.get_running_loop().create_future()
         self._queue.put_nowait(_Pending(batch, future, enqueued))
         return await future
 
-    async def _call(self, batches: list[FeatureBatch]) -> tuple[np.ndarray, FeatureBatch]:
+    async def _call(self, batches: list[FeatureBatch]) -> tuple[np.ndarray, int]:
+        """The merged batches' probabilities, and the observer's number for its first row."""
         merged = FeatureBatch.concat(batches)
         started = time.perf_counter()
         if self.typical_seconds is not None and self.typical_seconds < self.inline_below:
@@ -104,9 +117,8 @@ class AdaptiveBatcher:
         seconds = time.perf_counter() - started
         typical = self.typical_seconds
         self.typical_seconds = seconds if typical is None else typical + 0.1 * (seconds - typical)
-        if self.observe is not None:
-            self.observe(merged, seconds, proba)
-        return proba, merged
+        first_row = self.observe(merged, seconds, proba) if self.observe is not None else 0
+        return proba, first_row
 
     async def _gather(self) -> list[_Pending]:
         first = self._carry or await self._queue.get()
@@ -136,7 +148,7 @@ class AdaptiveBatcher:
             items = await self._gather()
             started = time.perf_counter()
             try:
-                proba, _ = await self._call([i.batch for i in items])
+                proba, first_row = await self._call([i.batch for i in items])
             except Exception as exc:  # the model failed: every caller in the batch hears of it
                 for item in items:
                     if not item.future.done():
@@ -146,5 +158,5 @@ class AdaptiveBatcher:
             for item in items:
                 rows = item.batch.n_rows
                 if not item.future.done():  # a caller that disconnected has cancelled it
-                    item.future.set_result((proba[offset : offset + rows], started - item.enqueued))
+                    item.future.set_result(Answer(proba[offset : offset + rows], started - item.enqueued, first_row + offset))
                 offset += rows

@@ -14,7 +14,7 @@ from modelmon.errors import InferenceError
 from modelmon.monitoring.batch_accounting import BatchAccounting
 from modelmon.monitoring.drift import DriftMonitor
 from modelmon.monitoring.metrics import ModelMetrics, ServerMetrics
-from modelmon.quality.prediction_log import Chunk, PredictionLog
+from modelmon.quality.prediction_log import Chunk, PredictionLog, prediction_ids
 from modelmon.quality.recent import RecentPredictions
 from modelmon.registry.card import ModelCard
 from modelmon.registry.predictors import Predictor
@@ -22,6 +22,7 @@ from modelmon.registry.signature import FeatureBatch
 from modelmon.serving.batching import AdaptiveBatcher
 from modelmon.serving.settings import ServingSettings
 from modelmon.serving.validation import RequestValidator
+
 
 class PredictionIds:
     """Ids ``<process prefix>-<counter>``: unique across replicas and restarts (a random
@@ -31,11 +32,13 @@ class PredictionIds:
         self.prefix = uuid.uuid4().hex[:16]
         self.next = 1
 
-    def take(self, n: int) -> tuple[int, list[str]]:
-        """``n`` new ids, and the counter of the first."""
-        start, self.next = self.next, self.next + n
-        prefix = self.prefix
-        return start, [f"{prefix}-{i}" for i in range(start, start + n)]
+    def reserve(self, n: int) -> int:
+        """The counter of the first of ``n`` new ids (the others follow it)."""
+        first, self.next = self.next, self.next + n
+        return first
+
+    def format(self, first: int, n: int) -> list[str]:
+        return prediction_ids(self.prefix, first, n)
 
 
 PREDICTION_IDS = PredictionIds()
@@ -93,7 +96,7 @@ class ModelRuntime:
         self.batcher = AdaptiveBatcher(
             predictor.predict_proba,
             executor,
-            self.accounting.add if self.accounting is not None else None,
+            self._on_model_call,
             max_batch_size=settings.max_batch_size,
             max_batch_delay_ms=settings.max_batch_delay_ms,
             enabled=settings.batching,
@@ -102,23 +105,36 @@ class ModelRuntime:
 
     async def predict(self, batch: FeatureBatch) -> Prediction:
         try:
-            proba, waited = await self.batcher.submit(batch)
+            answer = await self.batcher.submit(batch)
         except Exception as exc:
             raise InferenceError(
                 f"model {self.name} version {self.version} failed: {type(exc).__name__}: {exc}"
             ) from exc
         if self.monitoring:
-            self.metrics.queue_duration.observe(waited)
+            self.metrics.queue_duration.observe(answer.waited)
+        proba = answer.probabilities
+        ids = PREDICTION_IDS.format(answer.first_row, batch.n_rows)
+        return Prediction(ids=ids, labels=self.classes[proba.argmax(axis=1)], probabilities=proba)
+
+    def _on_model_call(self, batch: FeatureBatch, seconds: float, proba: np.ndarray) -> int:
+        """Once per model call, before its requests are answered: queue its monitoring work,
+        give its rows their prediction ids, remember them for labels and journal them in one
+        prediction log line. Returns the first row's id counter."""
+        if self.accounting is not None:
+            self.accounting.add(batch, seconds, proba)
+        first_id = PREDICTION_IDS.reserve(batch.n_rows)
+        if self.recent is None and self.prediction_log is None:
+            return first_id
         predicted = proba.argmax(axis=1)
-        labels = self.classes[predicted]
-        first_id, ids = PREDICTION_IDS.take(batch.n_rows)
         now = time.time()
         if self.recent is not None:
             self.recent.add(self.recent_source, first_id, predicted, now)
         if self.prediction_log is not None:
-            label_text = [self.class_labels[i] for i in predicted.tolist()]
+            labels = [self.class_labels[i] for i in predicted.tolist()]
             features = None
             if self.feature_sample and random.random() < self.feature_sample:
                 features = batch.to_frame(self.card.signature).to_dict("records")
-            self.prediction_log.submit(Chunk(self.name, int(self.version), now, ids, label_text, proba, features))
-        return Prediction(ids=ids, labels=labels, probabilities=proba)
+            self.prediction_log.submit(
+                Chunk(self.name, int(self.version), now, PREDICTION_IDS.prefix, first_id, labels, proba, features)
+            )
+        return first_id
