@@ -1,5 +1,6 @@
 """Bulk counting gives the counts that counting each call at once would, and counts the
-queue when it should: before anything reads the counts, on the drift thread's tick, and when
+queue when it should: before anything reads the counts, on the event loop every
+``flush_seconds`` of traffic, on the drift thread's tick when the server is idle, and when
 too many rows pile up."""
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import pytest
 
 from modelmon.monitoring.batch_accounting import BatchAccounting
 from modelmon.monitoring.drift import DriftSettings
-from modelmon.monitoring.metrics import ServerMetrics
+from modelmon.monitoring.metrics import BATCH_SIZE_BUCKETS, LATENCY_BUCKETS, ServerMetrics
 from modelmon.monitoring.profile import ProfileSettings, build_profile
 from modelmon.registry.signature import FeatureBatch, FeatureSpec, Signature
 
@@ -29,15 +30,35 @@ def make_batch(rng: np.random.Generator, n: int) -> FeatureBatch:
     )
 
 
-def setup(max_pending_rows: int):
+def bucket_counts(values: list[float], bounds: tuple[float, ...]) -> list[int]:
+    """Per bucket (``le`` bounds, then +Inf), how many values fall in it, counted by hand."""
+    edges = [*bounds, float("inf")]
+    return [sum(1 for v in values if v <= edge and (i == 0 or v > edges[i - 1])) for i, edge in enumerate(edges)]
+
+
+def test_queue_times_are_counted_at_a_scrape():
+    server, bound, _, accounting, _ = setup(max_pending_rows=1000)
+    waits = [0.0, 0.00005, 0.0001, 0.003, 0.0031, 2.0, 100.0]  # on a bound, between, beyond the last
+    for seconds in waits:
+        accounting.add_wait(seconds)
+    assert bound.queue_duration.bucket_counts.sum() == 0  # queued
+    text = server.render().decode()
+    np.testing.assert_array_equal(bound.queue_duration.bucket_counts, bucket_counts(waits, LATENCY_BUCKETS))
+    assert 'modelmon_queue_duration_seconds_bucket{model="m",version="1",le="0.0001"} 3.0' in text
+    assert 'modelmon_queue_duration_seconds_count{model="m",version="1"} 7.0' in text
+
+
+def setup(max_pending_rows: int, flush_seconds: float = 3600.0):
+    """As the runtime wires it; by default the event loop never counts on its own."""
     rng = np.random.default_rng(0)
     profile, sample = build_profile(SIGNATURE, make_batch(rng, 2000), ProfileSettings(), None)
     server = ServerMetrics()
     bound = server.bind("m", "1", "sklearn", ["a", "b", "c"])
     drift = server.bind_drift(bound, SIGNATURE, profile, sample, DriftSettings(min_rows=1))
-    accounting = BatchAccounting(bound, drift, None, max_pending_rows=max_pending_rows)
+    accounting = BatchAccounting(bound, drift, None, max_pending_rows=max_pending_rows, flush_seconds=flush_seconds)
     server.flushers[("m", "1")] = accounting.flush
     drift.before_report = accounting.flush
+    drift.idle_flush = accounting.flush_if_idle
     return server, bound, drift, accounting, profile
 
 
@@ -60,6 +81,11 @@ def test_bulk_counts_equal_per_call_counts_and_too_many_rows_are_counted_at_once
     np.testing.assert_array_equal(bound.predictions.counts, np.bincount(top, minlength=3))
     assert bound.confidence.bucket_counts.sum() == len(top)
     assert bound.confidence.sum == pytest.approx(proba.max(axis=1).sum())
+    # One batch size and one inference time per call, as prometheus_client would bucket them.
+    sizes = [len(p) for _, p in calls]
+    np.testing.assert_array_equal(bound.batch_size.bucket_counts, bucket_counts(sizes, BATCH_SIZE_BUCKETS))
+    assert bound.batch_size.sum == sum(sizes)
+    np.testing.assert_array_equal(bound.inference_duration.bucket_counts, bucket_counts([0.001] * len(calls), LATENCY_BUCKETS))
     # The drift bins hold every row, as one count of all the rows would.
     other = ServerMetrics()
     reference = other.bind_drift(other.bind("m", "1", "sklearn", ["a", "b", "c"]), SIGNATURE, profile, {}, DriftSettings()).accountant
@@ -77,7 +103,19 @@ def test_a_drift_score_flushes_first():
     assert bound.predictions.counts.sum() == 10
 
 
-def test_the_drift_thread_counts_the_queue_every_second():
+def test_the_event_loop_counts_the_queue_every_flush_seconds():
+    _, bound, drift, accounting, _ = setup(max_pending_rows=1000, flush_seconds=0.2)
+    rng = np.random.default_rng(4)
+    accounting.add(make_batch(rng, 3), 0.001, rng.dirichlet(np.ones(3), 3))
+    assert bound.predictions.counts.sum() == 0  # queued: counted 0.2 s after the last count
+    time.sleep(0.25)
+    accounting.add(make_batch(rng, 4), 0.001, rng.dirichlet(np.ones(3), 4))  # counts both calls
+    assert bound.predictions.counts.sum() == 7 and drift.rows[0] == 7
+    accounting.add(make_batch(rng, 5), 0.001, rng.dirichlet(np.ones(3), 5))
+    assert bound.predictions.counts.sum() == 7  # just counted: queued again
+
+
+def test_the_drift_thread_counts_an_idle_servers_queue():
     server, bound, drift, accounting, _ = setup(max_pending_rows=1000)
     rng = np.random.default_rng(3)
     server.drift.start(interval=60.0)  # scores every minute, counts every second

@@ -166,3 +166,48 @@ def test_cheap_calls_run_on_the_event_loop_and_slow_ones_in_a_thread(executor, i
     loop_thread = asyncio.run(main())
     assert threads[0] != loop_thread  # measured in a thread first
     assert all((t == loop_thread) == inline_expected for t in threads[1:]), threads
+
+
+def test_a_slow_handoff_to_the_thread_pool_does_not_count_as_a_slow_model():
+    """The time that decides is the model call's own: a worker thread that is slow to start
+    the call (under load it waits for the GIL) must not keep a cheap model off the loop; nor
+    may one stalled call among fast ones."""
+    import threading
+    import time
+    from concurrent.futures import Executor, Future
+
+    class SlowHandoff(Executor):
+        def submit(self, fn, /, *args, **kwargs):
+            future: Future = Future()
+
+            def run():
+                time.sleep(0.02)  # the handoff, not the model
+                future.set_result(fn(*args, **kwargs))
+
+            threading.Thread(target=run).start()
+            return future
+
+    threads: list[int] = []
+    calls = {"n": 0}
+
+    def predict(batch: FeatureBatch) -> np.ndarray:
+        threads.append(threading.get_ident())
+        calls["n"] += 1
+        if calls["n"] == 3:
+            time.sleep(0.02)  # one stalled call on the loop
+        return batch.numeric.copy()
+
+    batcher = AdaptiveBatcher(predict, SlowHandoff(), None, inline_below_ms=5.0)
+
+    async def main() -> int:
+        batcher.start()
+        try:
+            for i in range(6):
+                await batcher.submit(rows(i, 1))
+        finally:
+            await batcher.stop()
+        return threading.get_ident()
+
+    loop_thread = asyncio.run(main())
+    assert threads[0] != loop_thread
+    assert all(t == loop_thread for t in threads[1:]), threads

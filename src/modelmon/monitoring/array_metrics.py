@@ -6,8 +6,9 @@ hundreds of calls per batch. Here each series is one cell of an array: a batch i
 with a few vectorised numpy operations, and the arrays are written out as exposition text
 only when Prometheus scrapes (see ``exposition``).
 
-Arrays are written on the event loop thread only. A scrape (which runs in a worker thread)
-copies each array first, so every family it writes is internally consistent.
+Each array has one writer at a time: the event loop, or a flush of the queued monitoring
+work (``batch_accounting``, under its lock). A scrape (which runs in a worker thread) flushes
+first and copies each array as it writes it out.
 """
 
 from __future__ import annotations

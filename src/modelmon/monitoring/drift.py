@@ -119,6 +119,8 @@ class DriftMonitor:
         self.latest: DriftReport | None = None
         #: Counts work queued for bulk counting (``batch_accounting``) before a score reads.
         self.before_report: Callable[[], None] | None = None
+        #: Counts what an idle server left queued; the scorer's thread calls it every second.
+        self.idle_flush: Callable[[], None] | None = None
         self.snapshots: deque[tuple[float, list[np.ndarray]]] = deque()
         self.snapshots.append((clock(), [np.zeros_like(a) for a in self.tracked]))
 

@@ -3,9 +3,8 @@
 Scoring a version costs milliseconds (Wasserstein sorts thousands of values per feature), so
 it runs on a background thread every ``score_seconds`` instead of inside the scrape: a scrape
 only writes out the latest reports, and stays fast however many versions are loaded.
-The same thread counts the monitoring work queued by requests (``batch_accounting``) every
-second, so that rows are dated within a second for drift windows without the counting ever
-running on a request's path.
+The same thread counts what an idle server left queued for bulk counting
+(``batch_accounting``), so that rows are dated within a second for drift windows.
 """
 
 from __future__ import annotations
@@ -14,7 +13,7 @@ import logging
 import threading
 import time
 
-from modelmon.monitoring.batch_accounting import FLUSH_SECONDS
+from modelmon.monitoring.batch_accounting import IDLE_FLUSH_SECONDS
 from modelmon.monitoring.drift import DriftMonitor, DriftReport
 from modelmon.monitoring.exposition import family_header, sample_lines, series_prefix
 
@@ -61,7 +60,7 @@ class DriftExporter:
             self._thread = None
 
     def _run(self, interval: float) -> None:
-        tick = min(interval, FLUSH_SECONDS)
+        tick = min(interval, IDLE_FLUSH_SECONDS)
         next_score = time.monotonic() + interval
         while not self._stop.wait(tick):
             score = time.monotonic() >= next_score
@@ -71,8 +70,8 @@ class DriftExporter:
                 try:
                     if score:
                         monitor.refresh()  # counts the queued work first
-                    elif monitor.before_report is not None:
-                        monitor.before_report()
+                    elif monitor.idle_flush is not None:
+                        monitor.idle_flush()
                 except Exception:  # a scoring bug must not stop scoring for the others
                     logger.exception("drift scoring failed")
 

@@ -76,18 +76,6 @@ class ServerMetrics:
             "modelmon_request_duration_seconds", "Whole request, from body read to response.",
             ["model", "version", "endpoint"], buckets=LATENCY_BUCKETS, registry=r,
         )  # fmt: skip
-        self.queue_duration = Histogram(
-            "modelmon_queue_duration_seconds", "Time a request's rows waited for their batch.",
-            ["model", "version"], buckets=LATENCY_BUCKETS, registry=r,
-        )  # fmt: skip
-        self.inference_duration = Histogram(
-            "modelmon_inference_duration_seconds", "Model call per batch.",
-            ["model", "version"], buckets=LATENCY_BUCKETS, registry=r,
-        )  # fmt: skip
-        self.batch_size = Histogram(
-            "modelmon_batch_size", "Rows per model call.",
-            ["model", "version"], buckets=BATCH_SIZE_BUCKETS, registry=r,
-        )  # fmt: skip
         self.request_errors = Counter(
             "modelmon_request_errors", "Rejected or failed requests, by reason.",
             ["model", "version", "reason"], registry=r,
@@ -123,6 +111,16 @@ class ServerMetrics:
         )  # fmt: skip
         self.predictions_family = self.arrays.family(
             "modelmon_predictions", "Predicted rows per class.", "counter", ["model", "version", "class"]
+        )
+        # Observed in bulk with the rest of the monitoring work (``batch_accounting``).
+        self.queue_duration_family = self.arrays.family(
+            "modelmon_queue_duration_seconds", "Time a request's rows waited for their batch.", "histogram", ["model", "version"]
+        )
+        self.inference_duration_family = self.arrays.family(
+            "modelmon_inference_duration_seconds", "Model call per batch.", "histogram", ["model", "version"]
+        )
+        self.batch_size_family = self.arrays.family(
+            "modelmon_batch_size", "Rows per model call.", "histogram", ["model", "version"]
         )
         self.confidence_family = self.arrays.family(
             "modelmon_prediction_confidence", "Top-class probability.", "histogram", ["model", "version"]
@@ -173,9 +171,9 @@ class ServerMetrics:
             inflight=self.inflight.labels(model),
             errors={reason: self.request_errors.labels(*base, reason) for reason in ERROR_REASONS},
             durations={e: self.request_duration.labels(*base, e) for e in ENDPOINTS},
-            queue_duration=self.queue_duration.labels(*base),
-            inference_duration=self.inference_duration.labels(*base),
-            batch_size=self.batch_size.labels(*base),
+            queue_duration=self.arrays.add(self.queue_duration_family, ArrayHistogram(base, LATENCY_BUCKETS)),
+            inference_duration=self.arrays.add(self.inference_duration_family, ArrayHistogram(base, LATENCY_BUCKETS)),
+            batch_size=self.arrays.add(self.batch_size_family, ArrayHistogram(base, BATCH_SIZE_BUCKETS)),
             predictions=self.arrays.add(self.predictions_family, ArrayCounter(base, [[str(c)] for c in classes])),
             confidence=self.arrays.add(self.confidence_family, ArrayHistogram(base, CONFIDENCE_BUCKETS)),
         )
@@ -206,8 +204,7 @@ class ServerMetrics:
             self.request_errors.remove(*base, reason)
         for endpoint in bound.durations:
             self.request_duration.remove(*base, endpoint)
-        for family in (self.queue_duration, self.inference_duration, self.batch_size, self.label_delay):
-            family.remove(*base)
+        self.label_delay.remove(*base)
         for outcome in FEEDBACK_OUTCOMES:
             self.feedback.remove(*base, outcome)
         for metric in baseline:
@@ -313,9 +310,9 @@ class ModelMetrics(RequestMetrics):
     """The children of one served model version, bound once at load."""
 
     inflight: Gauge
-    queue_duration: Histogram
-    inference_duration: Histogram
-    batch_size: Histogram
+    queue_duration: ArrayHistogram
+    inference_duration: ArrayHistogram
+    batch_size: ArrayHistogram
     predictions: ArrayCounter
     confidence: ArrayHistogram
     quality: QualityMetrics | None = None

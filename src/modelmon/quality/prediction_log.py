@@ -37,13 +37,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from pydantic import BaseModel, Field
 
 from modelmon.store import Store
-from modelmon.store.predictions import (
-    JSON_NULL,
-    PredictionTimestamps,
-    float_list_json,
-    insert_prediction_rows,
-    json_text,
-)
+from modelmon.store.predictions import PredictionTimestamps, insert_journal_lines
 
 logger = logging.getLogger("modelmon.quality")
 
@@ -70,7 +64,7 @@ class Chunk:
     predicted_at: float
     id_prefix: str
     first_id: int
-    labels: list[Any]
+    labels: list[str]  # predicted class labels, as text
     probabilities: np.ndarray
     features: list[dict[str, Any]] | None
 
@@ -216,45 +210,49 @@ class PredictionLog:
         if not final and now < self._retry_at:
             return
         for path in segments:
-            rows = self._read(path)
+            batches, rows = self._read(path)
             try:
-                for start in range(0, len(rows), self.settings.batch_rows):
+                for batch in batches:
                     with self.store.write() as connection:
-                        insert_prediction_rows(connection, rows[start : start + self.settings.batch_rows])
+                        insert_journal_lines(connection, batch)
             except Exception as exc:  # any store failure: the segment waits on disk
                 if path not in self._failed_once:
                     self._failed_once.add(path)
-                    self.outcomes["spooled"].inc(len(rows))
-                    logger.warning("prediction log: store unavailable (%s); %d rows wait on disk", type(exc).__name__, len(rows))
+                    self.outcomes["spooled"].inc(rows)
+                    logger.warning("prediction log: store unavailable (%s); %d rows wait on disk", type(exc).__name__, rows)
                 self._retry_at = time.monotonic() + self.settings.retry_seconds
                 return
-            self.outcomes["replayed" if path in self._failed_once else "written"].inc(len(rows))
+            self.outcomes["replayed" if path in self._failed_once else "written"].inc(rows)
             self._failed_once.discard(path)
             path.unlink()
             self.pending_segments.set(len(self._sealed_segments()))
 
-    def _read(self, path: Path) -> list[tuple[Any, ...]]:
-        """The segment's rows, as ``insert_prediction_rows`` takes them: one tuple per
-        prediction, built in one pass (this runs beside the event loop, holding the GIL)."""
-        rows: list[tuple[Any, ...]] = []
-        append, loads, timestamp, probabilities_json = rows.append, orjson.loads, self._timestamp, float_list_json
+    def _read(self, path: Path) -> tuple[list[list[bytes]], int]:
+        """The segment's entries for ``insert_journal_lines``, in batches of about
+        ``batch_rows`` rows, and its number of rows. Python touches each line once (to check
+        it and date it), never each row: this runs beside the event loop, holding the GIL."""
+        batches: list[list[bytes]] = [[]]
+        batch_rows = rows = 0
         for line in path.read_bytes().splitlines():
             try:
-                chunk = loads(line)
+                chunk = orjson.loads(line)
             except orjson.JSONDecodeError:  # a line cut short by a crash mid-write
                 continue
             if type(chunk) is dict:  # journaled by an earlier version, one request per line
                 chunk = [chunk["m"], chunk["v"], chunk["t"], chunk["ids"], chunk["y"], chunk["p"], chunk.get("f")]
+            at = self._timestamp(chunk[2]).encode()
             if len(chunk) == 8:
-                model, version, t, prefix, first, labels, probabilities, features = chunk
-                ids = prediction_ids(prefix, first, len(labels))
-            else:  # an earlier version's line, with its ids listed
+                entry = b'["' + at + b'",' + line + b"]"
+                n = len(chunk[5])
+            else:  # an earlier version's line, listing its ids
                 model, version, t, ids, labels, probabilities, features = chunk
-            at = timestamp(t)
-            if features is None:
-                for i, prediction_id in enumerate(ids):
-                    append((prediction_id, model, version, at, str(labels[i]), probabilities_json(probabilities[i]), JSON_NULL))
-            else:
-                for i, prediction_id in enumerate(ids):
-                    append((prediction_id, model, version, at, str(labels[i]), probabilities_json(probabilities[i]), json_text(features[i])))
-        return rows
+                line = orjson.dumps([model, version, t, None, None, [str(y) for y in labels], probabilities, features])
+                entry = b'["' + at + b'",' + line + b"," + orjson.dumps(ids) + b"]"
+                n = len(ids)
+            if batch_rows and batch_rows + n > self.settings.batch_rows:
+                batches.append([])
+                batch_rows = 0
+            batches[-1].append(entry)
+            batch_rows += n
+            rows += n
+        return batches, rows

@@ -8,17 +8,21 @@ optionally holds a batch open a little longer to gather more rows.
 A request is never split: a batch is whole requests, and a request larger than
 ``max_batch_size`` runs as a batch of its own.
 
-Model calls that typically take less than ``inline_below_ms`` (a running average) run on
-the event loop itself: handing a call to a worker thread and back costs more than such a
-call (ONNX Runtime on a few rows: tens of microseconds; the handoff: two thread wake-ups and
-about 140 us of the worker's CPU per call, measured at one request at a time). Slower models
-run in the thread pool, so the event loop keeps reading requests meanwhile.
+Model calls that typically take less than ``inline_below_ms`` run on the event loop itself:
+handing a call to a worker thread and back costs more than such a call (ONNX Runtime on a
+few rows: tens of microseconds; the handoff: two thread wake-ups and about 140 us of the
+worker's CPU per call, measured at one request at a time). Slower models run in the thread
+pool, so the event loop keeps reading requests meanwhile. "Typically" is the fastest of the
+last ``TIMING_WINDOW`` calls, timed around the model call alone: a call that had to wait
+for the GIL (another thread held it) looks slow without being so, and a running average of
+such times once kept a cheap model in the thread pool for good under load.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
@@ -27,6 +31,9 @@ from typing import NamedTuple
 import numpy as np
 
 from modelmon.registry.signature import FeatureBatch
+
+#: Model calls whose times decide whether calls run inline (see the module's docstring).
+TIMING_WINDOW = 16
 
 #: Called on the event loop with each model call's rows, its seconds and its probabilities,
 #: before any of its callers is answered. It returns the number it gave the call's first row
@@ -72,7 +79,7 @@ class AdaptiveBatcher:
         self.max_batch_delay = max_batch_delay_ms / 1000.0
         self.enabled = enabled
         self.inline_below = inline_below_ms / 1000.0
-        self.typical_seconds: float | None = None  # running average of a model call
+        self._call_seconds: deque[float] = deque(maxlen=TIMING_WINDOW)  # the model call alone
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
         self._carry: _Pending | None = None
         self._worker: asyncio.Task[None] | None = None
@@ -106,19 +113,29 @@ class AdaptiveBatcher:
         self._queue.put_nowait(_Pending(batch, future, enqueued))
         return await future
 
+    @property
+    def typical_seconds(self) -> float | None:
+        """The fastest recent model call (None before the first)."""
+        return min(self._call_seconds) if self._call_seconds else None
+
     async def _call(self, batches: list[FeatureBatch]) -> tuple[np.ndarray, int]:
         """The merged batches' probabilities, and the observer's number for its first row."""
         merged = FeatureBatch.concat(batches)
         started = time.perf_counter()
-        if self.typical_seconds is not None and self.typical_seconds < self.inline_below:
-            proba = self.predict(merged)
-        else:  # slow, or not measured yet
-            proba = await asyncio.get_running_loop().run_in_executor(self.executor, self.predict, merged)
-        seconds = time.perf_counter() - started
         typical = self.typical_seconds
-        self.typical_seconds = seconds if typical is None else typical + 0.1 * (seconds - typical)
-        first_row = self.observe(merged, seconds, proba) if self.observe is not None else 0
+        if typical is not None and typical < self.inline_below:
+            proba = self.predict(merged)
+            self._call_seconds.append(time.perf_counter() - started)
+        else:  # slow, or not measured yet
+            proba, call_seconds = await asyncio.get_running_loop().run_in_executor(self.executor, self._timed_predict, merged)
+            self._call_seconds.append(call_seconds)
+        first_row = self.observe(merged, time.perf_counter() - started, proba) if self.observe is not None else 0
         return proba, first_row
+
+    def _timed_predict(self, batch: FeatureBatch) -> tuple[np.ndarray, float]:
+        started = time.perf_counter()
+        proba = self.predict(batch)
+        return proba, time.perf_counter() - started
 
     async def _gather(self) -> list[_Pending]:
         first = self._carry or await self._queue.get()

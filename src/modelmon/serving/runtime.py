@@ -92,6 +92,7 @@ class ModelRuntime:
             metrics.flushers[(card.name, self.version)] = self.accounting.flush
             if self.drift is not None:
                 self.drift.before_report = self.accounting.flush
+                self.drift.idle_flush = self.accounting.flush_if_idle
         self.validator = RequestValidator(card.signature, settings.max_rows_per_request)
         self.batcher = AdaptiveBatcher(
             predictor.predict_proba,
@@ -110,8 +111,8 @@ class ModelRuntime:
             raise InferenceError(
                 f"model {self.name} version {self.version} failed: {type(exc).__name__}: {exc}"
             ) from exc
-        if self.monitoring:
-            self.metrics.queue_duration.observe(answer.waited)
+        if self.accounting is not None:
+            self.accounting.add_wait(answer.waited)
         proba = answer.probabilities
         ids = PREDICTION_IDS.format(answer.first_row, batch.n_rows)
         return Prediction(ids=ids, labels=self.classes[proba.argmax(axis=1)], probabilities=proba)

@@ -7,34 +7,27 @@ The ``labelled_predictions`` view (migration ``0002``) joins them for SQL reader
 Grafana, one row per labelled prediction, dated by when the prediction was made.
 
 The prediction log writes many rows a second from a thread beside the server's event loop,
-so ``insert_prediction_rows`` bypasses SQLAlchemy's per-row machinery (execution contexts,
-bind processors, a dict per row): rows are plain tuples in ``PREDICTION_COLUMNS`` order, of
-text and integers, and a batch goes to the driver in one call. SQLite takes them as they
-are (the driver's ``executemany``); PostgreSQL gets the whole batch as one JSON document,
-made by orjson, that the server unpacks (psycopg's ``executemany``, or an array parameter
-per column, costs over 20 us of Python a row). The stored data is the same as
-through ``insert_ignoring_duplicates(predictions, ...)``, byte for byte (tests compare the
-two):
+where every microsecond it holds the GIL is taken from serving. So ``insert_journal_lines``
+hands the database the journal's own lines (one per model call), and the database makes
+the rows (SQLite's ``json_each``, PostgreSQL's ``json_array_elements``): no Python per row.
+What it stores reads back through SQLAlchemy as ``insert_ignoring_duplicates(predictions,
+...)`` would have stored it (tests compare the two):
 
 - ``predicted_at``: the text SQLAlchemy's SQLite ``DATETIME`` stores, ``YYYY-MM-DD
   HH:MM:SS.ffffff`` in UTC (``PredictionTimestamps``); PostgreSQL reads it as UTC into its
   ``timestamptz``.
-- ``probabilities`` and ``features``: the text ``json.dumps`` makes, which is what the
-  ``JSON`` type stores on both databases (no ``json_serializer`` is configured, and
-  PostgreSQL's ``json`` keeps its input text); ``None`` features are the JSON ``null``, as
-  the ``JSON`` type stores them, not SQL ``NULL``.
+- ``probabilities`` and ``features``: the JSON text the journal holds (orjson's compact
+  form, which parses to the same values as ``json.dumps``'s); absent features are the JSON
+  ``null``, as the ``JSON`` type stores ``None``, not SQL ``NULL``.
 """
 
 from __future__ import annotations
 
-import json
 import math
-import re
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
 from sqlalchemy import JSON, Column, Connection, DateTime, Index, Integer, String, Table, Text
 from sqlalchemy.dialects import postgresql, sqlite
 
@@ -72,55 +65,47 @@ def insert_ignoring_duplicates(table: Table, dialect: str) -> Any:
 
 # -- the prediction log's fast path ----------------------------------------------------
 
-PREDICTION_COLUMNS = ("id", "model", "version", "predicted_at", "predicted_label", "probabilities", "features")
-_COLUMN_LIST = ", ".join(PREDICTION_COLUMNS)
-
-#: One statement per batch on both databases, its one parameter a JSON array of rows: the
-#: driver's executemany releases and retakes the GIL around every row, and beside a busy
-#: event loop each retake waits for a thread switch (measured: 106 us of CPU per row,
-#: against 11 for this). ``->>`` gives a value's text back unescaped.
+#: A batch of journal lines in one statement, its one parameter the JSON array of entries
+#: ``[predicted_at text, journal line]`` or, for a line of an earlier format that lists its
+#: ids, ``[predicted_at text, line, ids]``. The database makes the rows: one per label of
+#: the line, its id ``<prefix>-<first + index>``, and its probabilities and features the
+#: line's own JSON text of that row. Each line's parts are taken apart once, in a
+#: materialized CTE: taking them from the line for every row parsed it again each time
+#: (four times the CPU on SQLite).
 _SQLITE_INSERT = (
-    f"INSERT INTO predictions ({_COLUMN_LIST}) "
-    "SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6 "
-    "FROM json_each(?) WHERE true "  # `WHERE true`: SQLite's upsert after SELECT needs it
+    "WITH l AS MATERIALIZED (SELECT e.value->>0 AS at, e.value->2 AS ids, e.value->>'$[1][0]' AS model, "
+    "e.value->>'$[1][1]' AS version, e.value->>'$[1][3]' AS prefix, e.value->>'$[1][4]' AS first, "
+    "e.value->'$[1][5]' AS labels, e.value->'$[1][6]' AS probabilities, nullif(e.value->'$[1][7]', 'null') AS features "
+    "FROM json_each(?) AS e) "
+    "INSERT INTO predictions (id, model, version, predicted_at, predicted_label, probabilities, features) "
+    "SELECT coalesce(l.ids->>r.key, l.prefix || '-' || (l.first + r.key)), l.model, l.version, l.at, r.value, "
+    "l.probabilities->r.key, CASE WHEN l.features IS NULL THEN 'null' ELSE l.features->r.key END "
+    "FROM l, json_each(l.labels) AS r "
+    "WHERE true "  # `WHERE true`: SQLite's upsert after SELECT needs it
     "ON CONFLICT DO NOTHING"
 )
-#: ``json`` input keeps its text as is.
+#: ``json`` (not ``jsonb``) keeps its input text, so ``->`` gives each row's text as journaled.
 _POSTGRESQL_INSERT = (
-    f"INSERT INTO predictions ({_COLUMN_LIST}) "
-    "SELECT r->>0, r->>1, (r->>2)::integer, (r->>3)::timestamp AT TIME ZONE 'UTC', r->>4, (r->>5)::json, (r->>6)::json "
-    "FROM json_array_elements(%s::json) AS r "
+    "WITH l AS MATERIALIZED (SELECT e->>0 AS at, e->2 AS ids, e->1->>0 AS model, (e->1->>1)::integer AS version, "
+    "e->1->>3 AS prefix, (e->1->>4)::bigint AS first, e->1->5 AS labels, e->1->6 AS probabilities, e->1->7 AS features "
+    "FROM json_array_elements(%s::json) AS e) "
+    "INSERT INTO predictions (id, model, version, predicted_at, predicted_label, probabilities, features) "
+    "SELECT coalesce(l.ids->>(r.i::integer - 1), l.prefix || '-' || (l.first + r.i - 1)), l.model, l.version, "
+    "l.at::timestamp AT TIME ZONE 'UTC', r.label, l.probabilities->(r.i::integer - 1), "
+    "coalesce(l.features->(r.i::integer - 1), 'null'::json) "
+    "FROM l, json_array_elements_text(l.labels) WITH ORDINALITY AS r(label, i) "
     "ON CONFLICT DO NOTHING"
 )
 
-#: The JSON text SQLAlchemy's ``JSON`` type stores for ``None``.
-JSON_NULL = "null"
 
-
-def json_text(value: Any) -> str:
-    """The text SQLAlchemy's ``JSON`` type stores for ``value`` (its default serializer)."""
-    return json.dumps(value)
-
-
-# orjson writes floats in shortest round-trip form like ``repr`` does, except for two
-# notations: values in [1e-5, 1e-4) in fixed point (``0.000025``, Python ``2.5e-05``), and
-# one-digit negative exponents without the leading zero (``1.5e-7``, Python ``1.5e-07``).
-# Those tokens (anywhere else orjson agrees with ``repr``) are rewritten by ``repr``.
-_NOT_LIKE_REPR = re.compile(r"(?<=[\[,])-?(?:0\.0000\d+|[0-9.]+e-\d(?=[,\]]))")
-
-
-def _repr_of(match: re.Match[str], _repr: Callable[[float], str] = float.__repr__) -> str:
-    return _repr(float(match[0]))
-
-
-def float_list_json(values: list[Any], _dumps: Callable[[Any], bytes] = orjson.dumps) -> str:
-    """``json.dumps(values)`` for a flat list of floats, ints and ``None`` (no NaN or
-    infinity: the journal cannot hold them), several times faster: orjson, then
-    ``json.dumps``'s separators and float notation."""
-    text = _dumps(values).decode()
-    if "e" in text or "0.0000" in text:
-        text = _NOT_LIKE_REPR.sub(_repr_of, text)
-    return text.replace(",", ", ")
+def insert_journal_lines(connection: Connection, entries: list[bytes]) -> None:
+    """Insert the predictions of journal entries (each the JSON text of ``[predicted_at,
+    line]`` or ``[predicted_at, line, ids]``, see ``PredictionLog``), ignoring ids already
+    stored, within ``connection``'s transaction."""
+    if not entries:
+        return
+    statement = _POSTGRESQL_INSERT if connection.dialect.name == "postgresql" else _SQLITE_INSERT
+    connection.exec_driver_sql(statement, ((b"[" + b",".join(entries) + b"]").decode(),))
 
 
 class PredictionTimestamps:
@@ -161,12 +146,3 @@ class PredictionTimestamps:
         self._second = (whole, text)
         return text + str(microsecond).zfill(6)
 
-
-def insert_prediction_rows(connection: Connection, rows: list[tuple[Any, ...]]) -> None:
-    """Insert prediction rows (tuples in ``PREDICTION_COLUMNS`` order: ``predicted_at`` from
-    ``PredictionTimestamps``, JSON columns as text), ignoring ids already stored, within
-    ``connection``'s transaction."""
-    if not rows:
-        return
-    statement = _POSTGRESQL_INSERT if connection.dialect.name == "postgresql" else _SQLITE_INSERT
-    connection.exec_driver_sql(statement, (orjson.dumps(rows).decode(),))
