@@ -72,3 +72,28 @@ def test_gauge_family_type():
     gauge.counts[:] = 0.25
     (family,) = text_string_to_metric_families(arrays.render())
     assert family.type == "gauge" and family.samples[0].value == 0.25
+
+
+def test_values_of_every_kind_read_back_as_written():
+    """``sample_lines`` writes by ``repr`` (and NaN/infinities as Prometheus spells them):
+    the parser must read back exactly the values written."""
+    from modelmon.monitoring.exposition import sample_lines
+
+    values = [0.0, -0.0, 1.0, 0.1, 1e-7, 2.5e-05, 123456789.125, 12345678.0, 1e22, 5e-324, 3]
+    prefixes = [f'x{{i="{i}"}} ' for i in range(len(values))]
+    read = parse("# TYPE x gauge\n" + sample_lines(prefixes, values))
+    assert [read[("x", (("i", str(i)),))] for i in range(len(values))] == [float(v) for v in values]
+    special = parse("# TYPE x gauge\n" + sample_lines(prefixes[:4], [float("nan"), float("inf"), float("-inf"), 2.0]))
+    assert np.isnan(special[("x", (("i", "0"),))])
+    assert [special[("x", (("i", str(i)),))] for i in (1, 2, 3)] == [float("inf"), float("-inf"), 2.0]
+    assert sample_lines([], []) == ""
+
+
+def test_unchanged_series_reuse_their_text_and_changed_ones_are_rewritten():
+    arrays = ArrayMetrics()
+    counter = arrays.add(arrays.family("rows", "doc", "counter", ["model", "cell"]), ArrayCounter(["m"], [["a"], ["b"]]))
+    first = arrays.render()
+    cached = counter.rendered
+    assert arrays.render() == first and counter.rendered is cached  # nothing changed: not written again
+    counter.add(np.array([2.0, 0.0]))
+    assert parse(arrays.render())[("rows_total", (("cell", "a"), ("model", "m")))] == 2.0

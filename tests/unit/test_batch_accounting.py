@@ -128,3 +128,17 @@ def test_the_drift_thread_counts_an_idle_servers_queue():
         assert drift.latest is None  # counted, not scored
     finally:
         server.drift.stop()
+
+
+def test_a_scrape_shows_the_latest_drift_report_and_reuses_its_text_until_the_next():
+    server, _, drift, accounting, _ = setup(max_pending_rows=1000)
+    rng = np.random.default_rng(5)
+    accounting.add(make_batch(rng, 50), 0.001, rng.dirichlet(np.ones(3), 50))
+    window = 'modelmon_drift_window_rows{model="m",version="1"} '
+    first = server.render().decode()
+    assert window + "50.0" in first
+    assert server.drift._rendered[("m", "1")][0] is drift.latest  # written for this report
+    accounting.add(make_batch(rng, 30), 0.001, rng.dirichlet(np.ones(3), 30))
+    assert window + "50.0" in server.render().decode()  # same report until the next score
+    drift.refresh()
+    assert window + "80.0" in server.render().decode()

@@ -31,6 +31,7 @@ class ArrayCounter:
         self.cell_labels = [list(c) for c in cell_labels]
         self.counts = np.zeros(len(self.cell_labels), dtype=np.float64)
         self.prefixes: list[str] = []
+        self.rendered: tuple[np.ndarray, str] | None = None  # the last values written out, and their text
 
     def add(self, increments: np.ndarray) -> None:
         self.counts += increments
@@ -109,5 +110,14 @@ class ArrayMetrics:
                     cumulative = np.cumsum(series.bucket_counts).tolist()
                     parts.append(sample_lines(series.prefixes, [*cumulative, cumulative[-1], series.sum]))
                 else:
-                    parts.append(sample_lines(series.prefixes, series.counts.copy().tolist()))
+                    parts.append(self._counter_lines(series))
         return "".join(parts)
+
+    @staticmethod
+    def _counter_lines(series: ArrayCounter) -> str:
+        """The series' lines, written again only when a value changed: reference shares
+        never do, and an idle version's counts rarely."""
+        values = series.counts.copy()
+        if series.rendered is None or not np.array_equal(values, series.rendered[0]):
+            series.rendered = (values, sample_lines(series.prefixes, values.tolist()))
+        return series.rendered[1]

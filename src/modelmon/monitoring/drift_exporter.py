@@ -38,6 +38,7 @@ class DriftExporter:
     def __init__(self) -> None:
         self.monitors: dict[tuple[str, str], DriftMonitor] = {}
         self._prefixes: dict[tuple[str, ...], str] = {}
+        self._rendered: dict[tuple[str, str], tuple[DriftReport, dict[str, str]]] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -46,6 +47,7 @@ class DriftExporter:
 
     def remove(self, model: str, version: str) -> None:
         self.monitors.pop((model, version), None)
+        self._rendered.pop((model, version), None)
 
     def start(self, interval: float) -> None:
         if self._thread is None and self.monitors:
@@ -83,15 +85,26 @@ class DriftExporter:
         return prefix
 
     def render(self) -> str:
-        lines: dict[str, list[tuple[str, float]]] = {name: [] for name in FAMILIES}
+        """Every version's latest report. A report's lines are written once and reused by
+        every scrape until the next score replaces it (every ``score_seconds``)."""
+        texts: dict[str, list[str]] = {name: [] for name in FAMILIES}
         for (model, version), monitor in list(self.monitors.items()):
             report: DriftReport = monitor.latest or monitor.refresh()
-            lines["modelmon_drift_window_rows"].append((self._prefix("modelmon_drift_window_rows", model, version), report.window_rows))
-            lines["modelmon_drift_sufficient_data"].append(
-                (self._prefix("modelmon_drift_sufficient_data", model, version), 1.0 if report.sufficient else 0.0)
-            )
-            if not report.sufficient:
-                continue
+            cached = self._rendered.get((model, version))
+            if cached is None or cached[0] is not report:
+                cached = self._rendered[(model, version)] = (report, self._report_lines(model, version, monitor, report))
+            for name, text in cached[1].items():
+                texts[name].append(text)
+        return "".join(family_header(name, FAMILIES[name][0], "gauge") + "".join(parts) for name, parts in texts.items())
+
+    def _report_lines(self, model: str, version: str, monitor: DriftMonitor, report: DriftReport) -> dict[str, str]:
+        """One report's lines, per family."""
+        lines: dict[str, list[tuple[str, float]]] = {name: [] for name in FAMILIES}
+        lines["modelmon_drift_window_rows"].append((self._prefix("modelmon_drift_window_rows", model, version), report.window_rows))
+        lines["modelmon_drift_sufficient_data"].append(
+            (self._prefix("modelmon_drift_sufficient_data", model, version), 1.0 if report.sufficient else 0.0)
+        )
+        if report.sufficient:
             thresholds = monitor.settings.thresholds()
             for feature, scores in report.scores.items():
                 for method, value in scores.items():
@@ -103,8 +116,4 @@ class DriftExporter:
             for output, scores in report.prediction.items():
                 for method, value in scores.items():
                     lines["modelmon_prediction_drift"].append((self._prefix("modelmon_prediction_drift", model, version, output, method), value))
-        parts = []
-        for name, samples in lines.items():
-            parts.append(family_header(name, FAMILIES[name][0], "gauge"))
-            parts.append(sample_lines([p for p, _ in samples], [v for _, v in samples]))
-        return "".join(parts)
+        return {name: sample_lines([p for p, _ in samples], [v for _, v in samples]) for name, samples in lines.items()}
