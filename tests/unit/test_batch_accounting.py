@@ -39,8 +39,9 @@ def bucket_counts(values: list[float], bounds: tuple[float, ...]) -> list[int]:
 def test_queue_times_are_counted_at_a_scrape():
     server, bound, _, accounting, _ = setup(max_pending_rows=1000)
     waits = [0.0, 0.00005, 0.0001, 0.003, 0.0031, 2.0, 100.0]  # on a bound, between, beyond the last
-    for seconds in waits:
-        accounting.add_wait(seconds)
+    rng = np.random.default_rng(6)
+    accounting.add(make_batch(rng, 4), 0.001, rng.dirichlet(np.ones(3), 4), waits[:3])  # one call, three requests
+    accounting.add(make_batch(rng, 4), 0.001, rng.dirichlet(np.ones(3), 4), waits[3:])
     assert bound.queue_duration.bucket_counts.sum() == 0  # queued
     text = server.render().decode()
     np.testing.assert_array_equal(bound.queue_duration.bucket_counts, bucket_counts(waits, LATENCY_BUCKETS))

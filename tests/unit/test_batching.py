@@ -28,8 +28,11 @@ class Numbering:
     def __init__(self) -> None:
         self.next = 1000
         self.calls: dict[int, np.ndarray] = {}
+        self.waits: list[int] = []  # per call, how many requests' waits it reported
 
-    def __call__(self, batch: FeatureBatch, seconds: float, proba: np.ndarray) -> int:
+    def __call__(self, batch: FeatureBatch, seconds: float, proba: np.ndarray, waits: list[float]) -> int:
+        assert len(waits) >= 1 and all(w >= 0 for w in waits)  # one per request merged into the call
+        self.waits.append(len(waits))
         first, self.next = self.next, self.next + batch.n_rows
         self.calls[first] = batch.numeric.copy()
         return first
@@ -59,6 +62,7 @@ def run_callers(batcher: AdaptiveBatcher, sizes: list[int]) -> list[np.ndarray]:
         for caller, (n, answer) in enumerate(zip(sizes, answers, strict=True)):
             numbered = np.array([batcher.observe.row(answer.first_row + k) for k in range(n)])
             np.testing.assert_array_equal(numbered, rows(caller, n).numeric)
+        assert sum(batcher.observe.waits) == len(sizes)  # every request's wait, reported once
     return [answer.probabilities for answer in answers]
 
 
@@ -123,7 +127,7 @@ def test_a_model_failure_reaches_every_caller_and_the_batcher_survives(executor)
         await batcher.stop()
         return first, second
 
-    first, (proba, _, first_row) = asyncio.run(main())
+    first, (proba, first_row) = asyncio.run(main())
     assert isinstance(first[0], RuntimeError)
     np.testing.assert_array_equal(proba, rows(1, 2).numeric)
     assert first_row == 1000  # the failed call numbered no rows
@@ -157,7 +161,7 @@ def test_cheap_calls_run_on_the_event_loop_and_slow_ones_in_a_thread(executor, i
         batcher.start()
         try:
             for i in range(5):  # one at a time: five model calls
-                proba, _, _ = await batcher.submit(rows(i, 2))
+                proba, _ = await batcher.submit(rows(i, 2))
                 np.testing.assert_array_equal(proba, rows(i, 2).numeric)
         finally:
             await batcher.stop()

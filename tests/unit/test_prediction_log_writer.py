@@ -19,7 +19,7 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy import select, text
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 
-from modelmon.quality.prediction_log import Chunk, PredictionLog, PredictionLogSettings
+from modelmon.quality.prediction_log import Chunk, PredictionLog, PredictionLogSettings, prediction_ids
 from modelmon.store import Store, close_store, open_store
 from modelmon.store.predictions import PredictionTimestamps, insert_ignoring_duplicates, labels, predictions
 from tests.tracking.conftest import postgres_schema
@@ -66,12 +66,16 @@ def sample_chunks() -> list[Chunk]:
     return chunks
 
 
+def ids(chunk: Chunk) -> list[str]:
+    return prediction_ids(chunk.id_prefix, chunk.first_id, len(chunk.labels))
+
+
 def old_rows(chunks: list[Chunk]) -> list[dict]:
     """The rows the writer built before, from the journal lines (as the old ``_read``)."""
     rows = []
     for chunk in chunks:
         line = orjson.loads(orjson.dumps(
-            {"m": chunk.model, "v": chunk.version, "t": chunk.predicted_at, "ids": chunk.ids,
+            {"m": chunk.model, "v": chunk.version, "t": chunk.predicted_at, "ids": ids(chunk),
              "y": chunk.labels, "p": chunk.probabilities, "f": chunk.features},
             option=orjson.OPT_SERIALIZE_NUMPY,
         ))  # fmt: skip
@@ -104,7 +108,7 @@ def write_new(store: Store, chunks: list[Chunk], spool: Path, batch_rows: int) -
     finally:
         log.stop()
     counts = {s.labels["outcome"]: s.value for s in log.rows.collect()[0].samples if s.name.endswith("_total")}
-    rows = sum(len(chunk.ids) for chunk in chunks) + sum(len(chunk.ids) for chunk in replayed(chunks))
+    rows = sum(len(ids(chunk)) for chunk in chunks) + sum(len(ids(chunk)) for chunk in replayed(chunks))
     assert counts == {"written": rows, "spooled": 0, "replayed": 0, "dropped": 0}
 
 
@@ -144,7 +148,7 @@ def test_writer_stores_what_sqlalchemy_core_stored(two_stores, tmp_path):
         query = select(predictions).order_by(predictions.c.id)
         stored, expected = a.execute(query).all(), b.execute(query).all()
     assert stored == expected
-    assert len(stored) == sum(len(chunk.ids) for chunk in chunks)  # the replay added nothing
+    assert len(stored) == sum(len(ids(chunk)) for chunk in chunks)  # the replay added nothing
     by_id = {row.id: row for row in stored}
     assert by_id["a-1"].predicted_label == "gold"  # not the replay's "changed"
     assert by_id["a-1"].features is None and by_id["a-4"].features["region"] == "Zürich"

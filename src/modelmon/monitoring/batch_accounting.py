@@ -3,8 +3,8 @@
 Counting a model call into the batch size, inference and queue time histograms, the
 prediction counters, the confidence histogram, the expected confusion cells and the drift
 bins takes a few dozen numpy calls whatever the batch's size: about 200 us on these
-machines, several times the ONNX call itself for a one-row request. So calls (and each
-request's queue time) are queued with a list append and counted together, on the event
+machines, several times the ONNX call itself for a one-row request. So calls (with their
+requests' queue times) are queued with a list append and counted together, on the event
 loop, by the first model call ``FLUSH_SECONDS`` after the last count (about 1.5 ms for the
 100 ms of a saturated server's traffic). Counting on another thread was tried: it cost the
 event loop several times the counting's own CPU (8% of the throughput in the serving
@@ -19,8 +19,10 @@ idle server's last calls are counted by the drift scorer's thread (``drift_expor
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -55,17 +57,17 @@ class BatchAccounting:
         self.calibration = calibration_map
         self.max_pending_rows = max_pending_rows
         self.flush_seconds = flush_seconds
-        self._pending: list[tuple[FeatureBatch, float, np.ndarray]] = []
-        self._waits: list[float] = []
+        self._pending: list[tuple[FeatureBatch, float, np.ndarray, Sequence[float]]] = []
         self._pending_rows = 0
-        self._queue_lock = threading.Lock()  # the pending lists: held for an append or a swap
+        self._queue_lock = threading.Lock()  # the pending list: held for an append or a swap
         self._flush_lock = threading.Lock()  # one flush at a time, so groups count in order
         self._flushed_at = time.monotonic()
 
-    def add(self, batch: FeatureBatch, seconds: float, proba: np.ndarray) -> None:
-        """One model call's rows, duration and probabilities (on the event loop)."""
+    def add(self, batch: FeatureBatch, seconds: float, proba: np.ndarray, waits: Sequence[float] = ()) -> None:
+        """One model call's rows, duration and probabilities, and how long each of its
+        requests waited for it (on the event loop)."""
         with self._queue_lock:
-            self._pending.append((batch, seconds, proba))
+            self._pending.append((batch, seconds, proba, waits))
             self._pending_rows += batch.n_rows
             rows = self._pending_rows
         if rows >= self.max_pending_rows or time.monotonic() - self._flushed_at >= self.flush_seconds:
@@ -77,26 +79,20 @@ class BatchAccounting:
         if time.monotonic() - self._flushed_at >= IDLE_FLUSH_SECONDS:
             self.flush()
 
-    def add_wait(self, seconds: float) -> None:
-        """How long one request waited for its model call (on the event loop)."""
-        with self._queue_lock:
-            self._waits.append(seconds)
-
     def flush(self) -> None:
         """Count everything queued (from any thread)."""
         with self._flush_lock:
             self._flushed_at = time.monotonic()
             with self._queue_lock:
                 pending, self._pending, self._pending_rows = self._pending, [], 0
-                waits, self._waits = self._waits, []
-            if waits:
-                self.metrics.queue_duration.observe(np.array(waits))
             if not pending:
                 return
-            self.metrics.batch_size.observe(np.array([b.n_rows for b, _, _ in pending], dtype=np.float64))
-            self.metrics.inference_duration.observe(np.array([seconds for _, seconds, _ in pending]))
-            batch = FeatureBatch.concat([b for b, _, _ in pending])
-            proba = pending[0][2] if len(pending) == 1 else np.concatenate([p for _, _, p in pending])
+            batches, seconds, probas, waits = zip(*pending, strict=True)
+            self.metrics.batch_size.observe(np.array([b.n_rows for b in batches], dtype=np.float64))
+            self.metrics.inference_duration.observe(np.array(seconds))
+            self.metrics.queue_duration.observe(np.fromiter(itertools.chain.from_iterable(waits), np.float64))
+            batch = FeatureBatch.concat(list(batches))
+            proba = probas[0] if len(probas) == 1 else np.concatenate(probas)
             top = proba.argmax(axis=1)
             confidence = proba[np.arange(len(top)), top]
             if self.metrics.expected_confusion is not None:

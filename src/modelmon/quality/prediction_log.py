@@ -68,10 +68,6 @@ class Chunk:
     probabilities: np.ndarray
     features: list[dict[str, Any]] | None
 
-    @property
-    def ids(self) -> list[str]:
-        return prediction_ids(self.id_prefix, self.first_id, len(self.labels))
-
 
 def prediction_ids(prefix: str, first: int, n: int) -> list[str]:
     return [f"{prefix}-{i}" for i in range(first, first + n)]

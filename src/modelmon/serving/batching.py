@@ -35,18 +35,18 @@ from modelmon.registry.signature import FeatureBatch
 #: Model calls whose times decide whether calls run inline (see the module's docstring).
 TIMING_WINDOW = 16
 
-#: Called on the event loop with each model call's rows, its seconds and its probabilities,
-#: before any of its callers is answered. It returns the number it gave the call's first row
-#: (the runtime numbers rows consecutively: prediction ids), so that each caller learns the
-#: number of its own first row. Everything done once per model call belongs here.
-BatchObserver = Callable[[FeatureBatch, float, np.ndarray], int]
+#: Called on the event loop with each model call's rows, its seconds, its probabilities and
+#: how long each of its requests waited for it, before any of them is answered. It returns
+#: the number it gave the call's first row (the runtime numbers rows consecutively:
+#: prediction ids), so that each caller learns the number of its own first row. Everything
+#: done once per model call belongs here.
+BatchObserver = Callable[[FeatureBatch, float, np.ndarray, list[float]], int]
 
 
 class Answer(NamedTuple):
     """One caller's share of a model call."""
 
     probabilities: np.ndarray  # its rows only
-    waited: float  # seconds from submit to the start of its model call
     first_row: int  # the observer's number for its first row (0-based in the call without one)
 
 
@@ -102,11 +102,11 @@ class AdaptiveBatcher:
         self._worker = None
 
     async def submit(self, batch: FeatureBatch) -> Answer:
-        """Probabilities for ``batch``'s rows, how long they waited, and their row number."""
+        """Probabilities for ``batch``'s rows, and their row number."""
         enqueued = time.perf_counter()
         if not self.enabled:
-            proba, first_row = await self._call([batch])
-            return Answer(proba, 0.0, first_row)
+            proba, first_row = await self._call([batch], [0.0])
+            return Answer(proba, first_row)
         if self._worker is None:
             self.start()
         future = asyncio.get_running_loop().create_future()
@@ -118,7 +118,7 @@ class AdaptiveBatcher:
         """The fastest recent model call (None before the first)."""
         return min(self._call_seconds) if self._call_seconds else None
 
-    async def _call(self, batches: list[FeatureBatch]) -> tuple[np.ndarray, int]:
+    async def _call(self, batches: list[FeatureBatch], waits: list[float]) -> tuple[np.ndarray, int]:
         """The merged batches' probabilities, and the observer's number for its first row."""
         merged = FeatureBatch.concat(batches)
         started = time.perf_counter()
@@ -129,7 +129,7 @@ class AdaptiveBatcher:
         else:  # slow, or not measured yet
             proba, call_seconds = await asyncio.get_running_loop().run_in_executor(self.executor, self._timed_predict, merged)
             self._call_seconds.append(call_seconds)
-        first_row = self.observe(merged, time.perf_counter() - started, proba) if self.observe is not None else 0
+        first_row = self.observe(merged, time.perf_counter() - started, proba, waits) if self.observe is not None else 0
         return proba, first_row
 
     def _timed_predict(self, batch: FeatureBatch) -> tuple[np.ndarray, float]:
@@ -165,7 +165,7 @@ class AdaptiveBatcher:
             items = await self._gather()
             started = time.perf_counter()
             try:
-                proba, first_row = await self._call([i.batch for i in items])
+                proba, first_row = await self._call([i.batch for i in items], [started - i.enqueued for i in items])
             except Exception as exc:  # the model failed: every caller in the batch hears of it
                 for item in items:
                     if not item.future.done():
@@ -175,5 +175,5 @@ class AdaptiveBatcher:
             for item in items:
                 rows = item.batch.n_rows
                 if not item.future.done():  # a caller that disconnected has cancelled it
-                    item.future.set_result(Answer(proba[offset : offset + rows], started - item.enqueued, first_row + offset))
+                    item.future.set_result(Answer(proba[offset : offset + rows], first_row + offset))
                 offset += rows

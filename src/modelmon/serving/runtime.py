@@ -111,18 +111,16 @@ class ModelRuntime:
             raise InferenceError(
                 f"model {self.name} version {self.version} failed: {type(exc).__name__}: {exc}"
             ) from exc
-        if self.accounting is not None:
-            self.accounting.add_wait(answer.waited)
         proba = answer.probabilities
         ids = PREDICTION_IDS.format(answer.first_row, batch.n_rows)
         return Prediction(ids=ids, labels=self.classes[proba.argmax(axis=1)], probabilities=proba)
 
-    def _on_model_call(self, batch: FeatureBatch, seconds: float, proba: np.ndarray) -> int:
+    def _on_model_call(self, batch: FeatureBatch, seconds: float, proba: np.ndarray, waits: list[float]) -> int:
         """Once per model call, before its requests are answered: queue its monitoring work,
         give its rows their prediction ids, remember them for labels and journal them in one
         prediction log line. Returns the first row's id counter."""
         if self.accounting is not None:
-            self.accounting.add(batch, seconds, proba)
+            self.accounting.add(batch, seconds, proba, waits)
         first_id = PREDICTION_IDS.reserve(batch.n_rows)
         if self.recent is None and self.prediction_log is None:
             return first_id
