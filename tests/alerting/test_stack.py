@@ -89,3 +89,22 @@ def test_local_alerting_shows_a_drift_alert_arriving(registry_dir, shop_frame, t
     finally:
         stop_process(server.process)
     assert alerting.alertmanager is None and alerting.sink is None  # everything stopped
+
+
+def test_prometheus_loads_rule_files_given_by_relative_paths(tmp_path, monkeypatch):
+    """The demo passes paths under `.modelmon/` relative to the working directory, while
+    Prometheus reads relative paths from its config file's directory: the rules must load."""
+    require("prometheus")
+    from modelmon.stack.prometheus import Prometheus
+
+    monkeypatch.chdir(tmp_path)
+    rules = tmp_path / "config" / "check.rules.yml"
+    rules.parent.mkdir()
+    rules.write_text("groups:\n- name: check\n  rules:\n  - record: check:one\n    expr: vector(1)\n")
+    prometheus = Prometheus.start(tmp_path / "prometheus", targets=["127.0.0.1:9"], rule_files=[rules.relative_to(tmp_path)])
+    try:
+        groups = httpx.get(f"{prometheus.url}/api/v1/rules", timeout=10).json()["data"]["groups"]
+        assert [g["name"] for g in groups] == ["check"]
+        assert prometheus.wait_for("check:one", 1.0, timeout=20) == 1.0
+    finally:
+        prometheus.stop()

@@ -38,7 +38,9 @@ def prometheus_config(
         "scrape_configs": [{"job_name": job, "static_configs": [{"targets": list(targets)}]}],
     }
     if rule_files:
-        config["rule_files"] = [str(p) for p in rule_files]
+        # Absolute: Prometheus reads relative paths from its config file's directory, and a
+        # path that matches no file loads no rules, silently.
+        config["rule_files"] = [str(Path(p).resolve()) for p in rule_files]
     if alertmanagers:
         config["alerting"] = {"alertmanagers": [{"static_configs": [{"targets": list(alertmanagers)}]}]}
     return config
