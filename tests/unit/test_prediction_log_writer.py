@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import random
 import sqlite3
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,6 +21,7 @@ from sqlalchemy import select, text
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 
 from modelmon.quality.prediction_log import Chunk, PredictionLog, PredictionLogSettings, prediction_ids
+from modelmon.quality.segment_writer import SegmentWriter
 from modelmon.store import Store, close_store, open_store
 from modelmon.store.predictions import PredictionTimestamps, insert_ignoring_duplicates, labels, predictions
 from tests.tracking.conftest import postgres_schema
@@ -180,24 +182,35 @@ def test_timestamps_are_sqlalchemy_sqlite_datetime_text():
         assert timestamps(t) == bind(datetime.fromtimestamp(t, UTC)), t
 
 
+def counting_writer(store: Store, spool: Path, retry_seconds: float = 2.0) -> tuple[SegmentWriter, dict[str, int]]:
+    """A writer of the journal prefix "p" in ``spool``, in this process, and what it reported."""
+    spool.mkdir(parents=True, exist_ok=True)
+    reports: dict[str, int] = {}
+
+    def report(event: str, n: int) -> None:
+        reports[event] = n if event == "pending" else reports.get(event, 0) + n
+
+    return SegmentWriter(store, spool, "p", batch_rows=2000, retry_seconds=retry_seconds, report=report), reports
+
+
 def test_segments_of_an_earlier_version_are_written(tmp_path):
     """Lines of earlier journal formats (objects, then one array per request with its ids
     listed) are read, and a cut-short line is skipped."""
     url = str(tmp_path / "store.db")
     store = open_store(url)
     try:
-        log = PredictionLog(store, PredictionLogSettings(), tmp_path / "spool", CollectorRegistry())
+        writer, reports = counting_writer(store, tmp_path / "spool")
         lines = [
             {"m": "shop", "v": 2, "t": 1_700_000_000.5, "ids": ["o-1", "o-2"], "y": ["gold", 3],
              "p": [[0.5, 0.5], [2.5e-05, 0.999975]], "f": None},
             {"m": "shop", "v": 2, "t": 1_700_000_001.0, "ids": ["o-3"], "y": ["x"], "p": [[1.0, 0.0]], "f": [{"a": 1}]},
         ]  # fmt: skip
         lines.append(["shop", 2, 1_700_000_001.5, ["o-4"], ["y"], [[0.0, 1.0]], None])  # one request per array line
-        segment = log.directory / f"{log.prefix}-000000007.jsonl"
+        segment = tmp_path / "spool" / "p-000000007.jsonl"
         segment.write_bytes(b"".join(orjson.dumps(line) + b"\n" for line in lines) + b'["shop",2,1700000002.0,"o",5')
-        log._write_sealed(final=True)
+        writer.write_sealed(final=True)
         assert not segment.exists()
-        log.stop()
+        assert reports == {"pending": 0, "written": 4}
         with sqlite3.connect(tmp_path / "store.db") as connection:
             stored = connection.execute("SELECT id, version, predicted_at, predicted_label, probabilities, features FROM predictions ORDER BY id").fetchall()
         stored = [(*row[:4], json.loads(row[4]), json.loads(row[5])) for row in stored]
@@ -217,21 +230,68 @@ def test_store_failure_spools_then_replays(tmp_path):
     url = str(tmp_path / "store.db")
     store = open_store(url)
     try:
-        log = PredictionLog(store, PredictionLogSettings(retry_seconds=0.01), tmp_path / "spool", CollectorRegistry())
+        writer, reports = counting_writer(store, tmp_path / "spool", retry_seconds=0.01)
         with store.write() as connection:
             connection.exec_driver_sql("ALTER TABLE predictions RENAME TO predictions_away")
-        log.submit(Chunk("shop", 1, 1_700_000_000.0, "s", 1, ["a", "b"], np.array([[0.5, 0.5], [0.1, 0.9]]), None))
-        log._close_segment()
-        log._write_sealed(final=True)
-        assert len(log._sealed_segments()) == 1
+        line = orjson.dumps(["shop", 1, 1_700_000_000.0, "s", 1, ["a", "b"], [[0.5, 0.5], [0.1, 0.9]], None])
+        (tmp_path / "spool" / "p-000000001.jsonl").write_bytes(line + b"\n")
+        writer.write_sealed(final=True)
+        assert len(writer.sealed_segments()) == 1
         with store.write() as connection:
             connection.exec_driver_sql("ALTER TABLE predictions_away RENAME TO predictions")
-        log._write_sealed(final=True)
-        assert log._sealed_segments() == []
-        counts = {s.labels["outcome"]: s.value for s in log.rows.collect()[0].samples if s.name.endswith("_total")}
-        assert counts == {"written": 0, "spooled": 2, "replayed": 2, "dropped": 0}
-        log.stop()
+        writer.write_sealed(final=True)
+        assert writer.sealed_segments() == []
+        assert reports == {"pending": 0, "spooled": 2, "replayed": 2}
         with store.read() as connection:
             assert connection.exec_driver_sql("SELECT count(*) FROM predictions").scalar() == 2
     finally:
+        close_store(url)
+
+
+def outcome_counts(log: PredictionLog) -> dict[str, float]:
+    return {s.labels["outcome"]: s.value for s in log.rows.collect()[0].samples if s.name.endswith("_total")}
+
+
+def test_a_killed_writer_process_is_started_again_and_nothing_is_lost(tmp_path):
+    url = str(tmp_path / "store.db")
+    store = open_store(url)
+    try:
+        log = PredictionLog(store, PredictionLogSettings(retry_seconds=0.05), tmp_path / "spool", CollectorRegistry())
+        log.start()
+        chunks = sample_chunks()
+        for chunk in chunks[:20]:
+            log.submit(chunk)
+        assert log.flush()
+        first = log._writer
+        first.kill()
+        first.wait()
+        for chunk in chunks[20:]:
+            log.submit(chunk)
+        assert log.flush()  # written by the writer started in its place
+        assert log._writer is not None and log._writer.pid != first.pid
+        log.stop()
+        assert outcome_counts(log) == {"written": sum(len(c.labels) for c in chunks), "spooled": 0, "replayed": 0, "dropped": 0}
+        with store.read() as connection:
+            assert connection.exec_driver_sql("SELECT count(*) FROM predictions").scalar() == sum(len(c.labels) for c in chunks)
+    finally:
+        close_store(url)
+
+
+def test_the_writer_process_exits_when_its_parent_is_gone(tmp_path):
+    """End of file on its stdin (the server died, even by SIGKILL) ends the writer at once;
+    what is left on disk is for the next server to adopt."""
+    url = str(tmp_path / "store.db")
+    store = open_store(url)
+    log = PredictionLog(store, PredictionLogSettings(), tmp_path / "spool", CollectorRegistry())
+    try:
+        log.start()
+        log._stop.set()  # the sealing thread would start a new writer
+        log._thread.join()
+        writer = log._writer
+        started = time.monotonic()
+        writer.stdin.close()  # what the kernel does when the parent dies
+        assert writer.wait(10) == 0
+        assert time.monotonic() - started < 2
+    finally:
+        log.stop()
         close_store(url)

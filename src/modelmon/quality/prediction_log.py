@@ -4,10 +4,11 @@ without losing one when the store or the process fails.
 Each model call (one request, or a batch of them) appends one JSON line to a journal
 segment on local disk before its requests are answered (a single ``write`` to a file opened
 for appending: once it returns, the line survives the process being killed, even with
-SIGKILL). Segments are closed every ``segment_seconds``. A
-writer thread inserts each closed segment into the store in batches and deletes it; when the
-store is slow or down the segments simply wait on disk (they are the spool) and are
-retried every ``retry_seconds``. Inserts are ``ON CONFLICT DO NOTHING`` on the prediction id,
+SIGKILL). Segments are sealed every ``segment_seconds``. A writer process
+(``segment_writer``: a process, so that it never takes the GIL from the event loop) inserts
+each sealed segment into the store in batches and deletes it; when the store is slow or down
+the segments simply wait on disk (they are the spool) and are retried every
+``retry_seconds``. Inserts are ``ON CONFLICT DO NOTHING`` on the prediction id,
 so a segment inserted twice (a crash between insert and delete) is stored once.
 
 Each process journals under its own prefix and holds a lock on it; at start-up, the
@@ -24,6 +25,8 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -36,13 +39,12 @@ import orjson
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from pydantic import BaseModel, Field
 
-from modelmon.store import Store
-from modelmon.store.predictions import PredictionTimestamps, insert_journal_lines
+from modelmon.quality.segment_writer import SEGMENT_SUFFIX
+from modelmon.store import STORE_URL_ENV, Store
 
 logger = logging.getLogger("modelmon.quality")
 
 OUTCOMES = ("written", "spooled", "replayed", "dropped")
-SEGMENT_SUFFIX = ".jsonl"
 
 
 class PredictionLogSettings(BaseModel):
@@ -94,11 +96,11 @@ class PredictionLog:
         self._fd: int | None = None
         self._open_path: Path | None = None
         self._segment_opened = 0.0
-        self._retry_at = 0.0
-        self._failed_once: set[Path] = set()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._timestamp = PredictionTimestamps()
+        self._writer: subprocess.Popen | None = None
+        self._reports: threading.Thread | None = None
+        self._restart_at = 0.0
 
     # -- request path ------------------------------------------------------------------
 
@@ -144,17 +146,20 @@ class PredictionLog:
     # -- lifecycle ---------------------------------------------------------------------
 
     def start(self) -> None:
+        """Start the writer process, and the thread that seals segments and watches it."""
+        self._start_writer()
         self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
         self._thread.start()
 
     def stop(self, timeout: float = 30.0) -> None:
-        """Seal the journal and write what the store will take; the rest stays on disk."""
+        """Seal the journal and have the writer write what the store will take; the rest
+        stays on disk, for the next start."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None
         self._close_segment()
-        self._write_sealed(final=True)
+        self._stop_writer(timeout)
         fcntl.flock(self._lock_file, fcntl.LOCK_UN)
         self._lock_file.close()
         (self.directory / f"{self.prefix}.lock").unlink(missing_ok=True)
@@ -170,85 +175,60 @@ class PredictionLog:
             time.sleep(0.05)
         return False
 
-    # -- writer thread -----------------------------------------------------------------
-
-    def _run(self) -> None:
-        self._adopt_orphans()
-        while not self._stop.wait(min(0.1, self.settings.segment_seconds)):
-            if self._fd is not None and time.monotonic() - self._segment_opened >= self.settings.segment_seconds:
-                self._close_segment()
-            self._write_sealed(final=False)
-
-    def _adopt_orphans(self) -> None:
-        """Segments of processes that died (their lock is free) become ours to write."""
-        for lock in self.directory.glob("*.lock"):
-            prefix = lock.stem
-            if prefix == self.prefix:
-                continue
-            with lock.open("w") as handle:
-                try:
-                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    continue  # alive: its own writer handles its segments
-                for path in self.directory.glob(f"{prefix}-*{SEGMENT_SUFFIX}*"):
-                    sealed = path.with_name(path.name.removesuffix(".open"))
-                    path.rename(self.directory / f"{self.prefix}-orphan-{sealed.name}")
-                    self._failed_once.add(self.directory / f"{self.prefix}-orphan-{sealed.name}")
-                lock.unlink(missing_ok=True)
-
     def _sealed_segments(self) -> list[Path]:
         return sorted(self.directory.glob(f"{self.prefix}-*{SEGMENT_SUFFIX}"))
 
-    def _write_sealed(self, final: bool) -> None:
-        segments = self._sealed_segments()
-        self.pending_segments.set(len(segments))
-        now = time.monotonic()
-        if not final and now < self._retry_at:
-            return
-        for path in segments:
-            batches, rows = self._read(path)
-            try:
-                for batch in batches:
-                    with self.store.write() as connection:
-                        insert_journal_lines(connection, batch)
-            except Exception as exc:  # any store failure: the segment waits on disk
-                if path not in self._failed_once:
-                    self._failed_once.add(path)
-                    self.outcomes["spooled"].inc(rows)
-                    logger.warning("prediction log: store unavailable (%s); %d rows wait on disk", type(exc).__name__, rows)
-                self._retry_at = time.monotonic() + self.settings.retry_seconds
-                return
-            self.outcomes["replayed" if path in self._failed_once else "written"].inc(rows)
-            self._failed_once.discard(path)
-            path.unlink()
-            self.pending_segments.set(len(self._sealed_segments()))
+    def _run(self) -> None:
+        """Seal the open segment every ``segment_seconds``; start the writer again if it died."""
+        while not self._stop.wait(min(0.1, self.settings.segment_seconds)):
+            if self._fd is not None and time.monotonic() - self._segment_opened >= self.settings.segment_seconds:
+                self._close_segment()
+            writer = self._writer
+            if writer is not None and writer.poll() is not None and time.monotonic() >= self._restart_at:
+                logger.error("prediction log: the writer process exited with %s; starting it again", writer.returncode)
+                self._restart_at = time.monotonic() + self.settings.retry_seconds
+                self._start_writer()
 
-    def _read(self, path: Path) -> tuple[list[list[bytes]], int]:
-        """The segment's entries for ``insert_journal_lines``, in batches of about
-        ``batch_rows`` rows, and its number of rows. Python touches each line once (to check
-        it and date it), never each row: this runs beside the event loop, holding the GIL."""
-        batches: list[list[bytes]] = [[]]
-        batch_rows = rows = 0
-        for line in path.read_bytes().splitlines():
-            try:
-                chunk = orjson.loads(line)
-            except orjson.JSONDecodeError:  # a line cut short by a crash mid-write
-                continue
-            if type(chunk) is dict:  # journaled by an earlier version, one request per line
-                chunk = [chunk["m"], chunk["v"], chunk["t"], chunk["ids"], chunk["y"], chunk["p"], chunk.get("f")]
-            at = self._timestamp(chunk[2]).encode()
-            if len(chunk) == 8:
-                entry = b'["' + at + b'",' + line + b"]"
-                n = len(chunk[5])
-            else:  # an earlier version's line, listing its ids
-                model, version, t, ids, labels, probabilities, features = chunk
-                line = orjson.dumps([model, version, t, None, None, [str(y) for y in labels], probabilities, features])
-                entry = b'["' + at + b'",' + line + b"," + orjson.dumps(ids) + b"]"
-                n = len(ids)
-            if batch_rows and batch_rows + n > self.settings.batch_rows:
-                batches.append([])
-                batch_rows = 0
-            batches[-1].append(entry)
-            batch_rows += n
-            rows += n
-        return batches, rows
+    # -- the writer process ------------------------------------------------------------
+
+    def _start_writer(self) -> None:
+        command = [
+            sys.executable, "-m", "modelmon.quality.segment_writer", "--spool", str(self.directory),
+            "--prefix", self.prefix, "--batch-rows", str(self.settings.batch_rows),
+            "--retry-seconds", str(self.settings.retry_seconds), "--period", str(min(0.1, self.settings.segment_seconds)),
+        ]  # fmt: skip
+        env = {**os.environ, STORE_URL_ENV: self.store.url.render_as_string(hide_password=False)}
+        self._writer = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
+        self._reports = threading.Thread(target=self._read_reports, args=(self._writer,), name="prediction-log-reports", daemon=True)
+        self._reports.start()
+
+    def _read_reports(self, writer: subprocess.Popen) -> None:
+        """The writer's ``<event> <n>`` lines, into the metrics, until it exits."""
+        assert writer.stdout is not None
+        for line in writer.stdout:
+            event, _, n = line.decode().partition(" ")
+            if event == "pending":
+                self.pending_segments.set(int(n))
+            elif event in self.outcomes:
+                self.outcomes[event].inc(int(n))
+
+    def _stop_writer(self, timeout: float) -> None:
+        """Ask for a last pass over the sealed segments; wait for it, at most ``timeout``."""
+        writer, self._writer = self._writer, None
+        if writer is None:
+            return
+        assert writer.stdin is not None
+        try:
+            if not writer.stdin.closed:
+                writer.stdin.write(b"stop\n")
+                writer.stdin.close()
+        except BrokenPipeError:
+            pass  # it had exited
+        try:
+            writer.wait(timeout)
+        except subprocess.TimeoutExpired:
+            logger.warning("prediction log: the writer did not finish in %.0f s; the rest waits on disk", timeout)
+            writer.kill()
+            writer.wait()
+        if self._reports is not None:
+            self._reports.join(timeout)

@@ -88,7 +88,7 @@ class ModelServer:
         self._repository_lock = asyncio.Lock()
 
     def open_prediction_log(self) -> None:
-        """The store for predictions and labels, migrated, and the log's writer thread."""
+        """The store for predictions and labels, migrated, and the log's writer process."""
         log_settings = self.settings.prediction_log
         if not log_settings.enabled:
             return

@@ -1,0 +1,193 @@
+"""The prediction log's writer: inserts sealed journal segments into the store, then deletes
+them. ``PredictionLog`` runs it in a child process of the server,
+``python -m modelmon.quality.segment_writer``.
+
+Why a process and not a thread: measured in the serving benchmark (one-row requests,
+concurrency 8, 2 cores), the same writer in a thread cost about 4% of the server's
+throughput beyond its own CPU, as it took the GIL from a saturated event loop; in a process
+of its own it costs only its CPU, and runs at a lower priority than serving
+(``WRITER_NICENESS``): a busy server answers first, and the segments wait on disk, which is
+what they are for.
+
+The parent talks to it over pipes:
+
+- stdin: ``stop`` asks for a last pass over every sealed segment, then exit; end of file
+  (the parent died) means exit at once: the next server on the spool adopts what is left.
+- stdout: one line per event, ``<outcome> <rows>`` (``written``, ``spooled``,
+  ``replayed``) and ``pending <segments>``, which the parent adds to its metrics.
+
+The store's URL comes in ``$MODELMON_STORE_URL`` (not in the arguments, which ``ps``
+shows); the parent has already migrated it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import logging
+import os
+import select
+import signal
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import orjson
+
+from modelmon.store.engine import Store, create_store_engine, resolve_store_url
+from modelmon.store.predictions import PredictionTimestamps, insert_journal_lines
+
+logger = logging.getLogger("modelmon.quality")
+
+SEGMENT_SUFFIX = ".jsonl"
+#: Added to the writer process's nice value: serving comes first on a busy machine.
+WRITER_NICENESS = 10
+
+#: ``report(event, n)``: an outcome's rows, or ``pending`` and the number of sealed segments.
+Report = Callable[[str, int], None]
+
+
+class SegmentWriter:
+    """Writes the sealed segments of one journal ``prefix`` in ``directory``, and adopts the
+    segments of journals whose process died (their lock is free)."""
+
+    def __init__(self, store: Store, directory: Path, prefix: str, batch_rows: int, retry_seconds: float, report: Report) -> None:
+        self.store = store
+        self.directory = directory
+        self.prefix = prefix
+        self.batch_rows = batch_rows
+        self.retry_seconds = retry_seconds
+        self.report = report
+        self._retry_at = 0.0
+        self._failed_once: set[Path] = set()
+        self._timestamp = PredictionTimestamps()
+        self._pending_reported: int | None = None
+
+    def _report_pending(self, segments: int) -> None:
+        if segments != self._pending_reported:
+            self._pending_reported = segments
+            self.report("pending", segments)
+
+    def adopt_orphans(self) -> None:
+        """Segments of processes that died (their lock is free) become ours to write."""
+        for lock in self.directory.glob("*.lock"):
+            prefix = lock.stem
+            if prefix == self.prefix:
+                continue
+            with lock.open("w") as handle:
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    continue  # alive: its own writer handles its segments
+                for path in self.directory.glob(f"{prefix}-*{SEGMENT_SUFFIX}*"):
+                    sealed = path.with_name(path.name.removesuffix(".open"))
+                    adopted = self.directory / f"{self.prefix}-orphan-{sealed.name}"
+                    path.rename(adopted)
+                    self._failed_once.add(adopted)
+                lock.unlink(missing_ok=True)
+
+    def sealed_segments(self) -> list[Path]:
+        return sorted(self.directory.glob(f"{self.prefix}-*{SEGMENT_SUFFIX}"))
+
+    def write_sealed(self, final: bool) -> None:
+        """Insert and delete every sealed segment, in order; stop at the first the store
+        refuses (it waits on disk, tried again after ``retry_seconds`` unless ``final``)."""
+        segments = self.sealed_segments()
+        self._report_pending(len(segments))
+        if not final and time.monotonic() < self._retry_at:
+            return
+        for path in segments:
+            try:
+                batches, rows = self.read(path)
+            except FileNotFoundError:  # adopted by a newer server after this one's parent died
+                continue
+            try:
+                for batch in batches:
+                    with self.store.write() as connection:
+                        insert_journal_lines(connection, batch)
+            except Exception as exc:  # any store failure: the segment waits on disk
+                if path not in self._failed_once:
+                    self._failed_once.add(path)
+                    self.report("spooled", rows)
+                    logger.warning("prediction log: store unavailable (%s); %d rows wait on disk", type(exc).__name__, rows)
+                self._retry_at = time.monotonic() + self.retry_seconds
+                return
+            self.report("replayed" if path in self._failed_once else "written", rows)
+            self._failed_once.discard(path)
+            path.unlink(missing_ok=True)
+            self._report_pending(len(self.sealed_segments()))
+
+    def read(self, path: Path) -> tuple[list[list[bytes]], int]:
+        """The segment's entries for ``insert_journal_lines``, in batches of about
+        ``batch_rows`` rows, and its number of rows. Python touches each line once (to check
+        it and date it), never each row."""
+        batches: list[list[bytes]] = [[]]
+        batch_rows = rows = 0
+        for line in path.read_bytes().splitlines():
+            try:
+                chunk = orjson.loads(line)
+            except orjson.JSONDecodeError:  # a line cut short by a crash mid-write
+                continue
+            if type(chunk) is dict:  # journaled by an earlier version, one request per line
+                chunk = [chunk["m"], chunk["v"], chunk["t"], chunk["ids"], chunk["y"], chunk["p"], chunk.get("f")]
+            at = self._timestamp(chunk[2]).encode()
+            if len(chunk) == 8:
+                entry = b'["' + at + b'",' + line + b"]"
+                n = len(chunk[5])
+            else:  # an earlier version's line, listing its ids
+                model, version, t, ids, labels, probabilities, features = chunk
+                line = orjson.dumps([model, version, t, None, None, [str(y) for y in labels], probabilities, features])
+                entry = b'["' + at + b'",' + line + b"," + orjson.dumps(ids) + b"]"
+                n = len(ids)
+            if batch_rows and batch_rows + n > self.batch_rows:
+                batches.append([])
+                batch_rows = 0
+            batches[-1].append(entry)
+            batch_rows += n
+            rows += n
+        return batches, rows
+
+
+def parent_says(timeout: float) -> bytes | None:
+    """What the parent wrote on stdin within ``timeout`` seconds: ``b""`` when it has gone,
+    ``None`` when it said nothing."""
+    if not select.select([sys.stdin.fileno()], [], [], timeout)[0]:
+        return None
+    return os.read(sys.stdin.fileno(), 256)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="modelmon's prediction log writer (started by modelmon serve)")
+    parser.add_argument("--spool", type=Path, required=True)
+    parser.add_argument("--prefix", required=True)
+    parser.add_argument("--batch-rows", type=int, required=True)
+    parser.add_argument("--retry-seconds", type=float, required=True)
+    parser.add_argument("--period", type=float, required=True, help="seconds between passes")
+    args = parser.parse_args(argv)
+    # A terminal's Ctrl-C and a service manager's SIGTERM reach the whole process group: the
+    # parent decides when this process stops (it first seals the open segment).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s (writer): %(message)s")
+    os.nice(WRITER_NICENESS)
+
+    def report(event: str, n: int) -> None:
+        sys.stdout.write(f"{event} {n}\n")
+        sys.stdout.flush()
+
+    url = resolve_store_url()
+    writer = SegmentWriter(Store(url, create_store_engine(url)), args.spool, args.prefix, args.batch_rows, args.retry_seconds, report)
+    writer.adopt_orphans()
+    while True:
+        said = parent_says(args.period)
+        if said == b"":
+            return 0
+        if said is not None and b"stop" in said:
+            writer.write_sealed(final=True)
+            return 0
+        writer.write_sealed(final=False)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
