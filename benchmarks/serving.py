@@ -103,6 +103,33 @@ def memory_of_tree(pid: int) -> dict[str, float]:
     return {"rss_mib": round(rss / 1024, 1), "pss_mib": round(pss / 1024, 1), "processes": len(pids)}
 
 
+def tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU time of ``pid``'s process tree, from /proc."""
+    total = 0
+    for p in process_tree(pid):
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def settle(pid: int, limit: float = 15.0) -> float:
+    """Wait until ``pid``'s process tree is idle (at most one clock tick, 4% of a core, in 0.25 s,
+    twice in a row), at most ``limit`` seconds; the seconds waited. A server still busy after its load
+    (a backlog, a writer catching up) would otherwise take its work into the next server's
+    measurement."""
+    started = time.perf_counter()
+    quiet, last = 0, tree_cpu_seconds(pid)
+    while quiet < 2 and time.perf_counter() - started < limit:
+        time.sleep(0.25)
+        now = tree_cpu_seconds(pid)
+        quiet = quiet + 1 if now - last <= 0.01 else 0  # at most one 10 ms tick
+        last = now
+    return round(time.perf_counter() - started, 2)
+
+
 class MemorySampler:
     """The largest process-tree memory seen while a load runs (sampled twice a second)."""
 
@@ -312,9 +339,11 @@ def wrk(port: int, path: str, script: Path, connections: int, seconds: float) ->
 def measure_group(group: dict[str, tuple[Server, int]], workdir: Path, levels: tuple[int, ...], seconds: float,
                   warmup: float) -> dict:
     """Start every server of ``group`` (one at a time, each start timed alone), warm each up,
-    then at each concurrency load them one after another (order rotated per level), so the
-    servers compared meet the shared machine's background load within seconds of each other;
-    finally stop them all. ``group`` maps a key to the server and the rows per request."""
+    then at each concurrency load them one after another (order rotated per level, and
+    reversed on every other level, so that no server always follows the same one), so the
+    servers compared meet the shared machine's background load within seconds of each other.
+    After each load the server is left to settle (``settle``) before the next starts; finally
+    stop them all. ``group`` maps a key to the server and the rows per request."""
     results: dict[str, dict] = {}
     scripts: dict[str, Path] = {}
     try:
@@ -329,12 +358,17 @@ def measure_group(group: dict[str, tuple[Server, int]], workdir: Path, levels: t
         if warmup > 0:
             for key, (server, _) in group.items():
                 wrk(server.port, server.infer_path, scripts[key], max(levels), warmup)
+                settle(server.process.pid)
         keys = list(group)
         for i, c in enumerate(levels):
-            for key in keys[i % len(keys):] + keys[: i % len(keys)]:
+            order = keys[i % len(keys):] + keys[: i % len(keys)]
+            if i % 2:  # a rotation alone keeps each server behind the same one
+                order.reverse()
+            for key in order:
                 server = group[key][0]
                 with MemorySampler(server.process.pid) as sampler:
                     results[key]["levels"][str(c)] = wrk(server.port, server.infer_path, scripts[key], c, seconds)
+                results[key]["levels"][str(c)]["settle_seconds"] = settle(server.process.pid)
                 entry = results[key]
                 if sampler.peak["rss_mib"] > entry["loaded_memory"]["rss_mib"]:
                     entry["loaded_memory"] = sampler.peak
@@ -685,7 +719,16 @@ def main() -> None:
             "round 1 starts on a new store and later rounds restart on it (the ready time is the median).",
             "- Memory: RSS summed over the server's process tree (the largest seen while under load), and PSS, "
             "which counts shared pages once: MLServer's default mode runs a separate worker process and "
-            "BentoML a supervisor and a worker, where the RSS sum counts shared libraries twice.",
+            "BentoML a supervisor and a worker, where the RSS sum counts shared libraries twice. modelmon's tree "
+            "holds the server and, with the prediction log on, its writer process.",
+            "- After each load, the next server starts only once the last one's process tree is idle (its "
+            "`settle_seconds` in the results, under a second for every server: a backlog or a writer catching "
+            "up would otherwise spill into the next measurement), and the order of the servers is rotated per "
+            "level and reversed on every other level, so no server always runs right after the same one. With a "
+            "rotation alone, modelmon with everything on ran right after BentoML in 8 of the 9 runs of one "
+            "benchmark run; its on / off ratios were 0.98 at c=1 in the one run where it went first and 0.81-0.86 "
+            "in the others, while side-by-side runs of only the two gave 0.92 at c=1 and about 1.0 at c=8. The "
+            "cause was not found (BentoML's own tail work after a load is under 0.2 s of CPU).",
         ],
     }
     if batch:

@@ -206,8 +206,10 @@ class PredictionLog:
         """The writer's ``<event> <n>`` lines, into the metrics, until it exits."""
         assert writer.stdout is not None
         for line in writer.stdout:
-            event, _, n = line.decode().partition(" ")
-            if event == "pending":
+            event, _, n = line.decode(errors="replace").partition(" ")
+            if not n.strip().isdigit():
+                logger.warning("prediction log: unexpected output of the writer: %r", line[:200])
+            elif event == "pending":
                 self.pending_segments.set(int(n))
             elif event in self.outcomes:
                 self.outcomes[event].inc(int(n))

@@ -173,8 +173,11 @@ def main(argv: list[str] | None = None) -> int:
     os.nice(WRITER_NICENESS)
 
     def report(event: str, n: int) -> None:
-        sys.stdout.write(f"{event} {n}\n")
-        sys.stdout.flush()
+        try:
+            sys.stdout.write(f"{event} {n}\n")
+            sys.stdout.flush()
+        except BrokenPipeError:  # the parent is gone: what was written stays written
+            raise SystemExit(0) from None
 
     url = resolve_store_url()
     writer = SegmentWriter(Store(url, create_store_engine(url)), args.spool, args.prefix, args.batch_rows, args.retry_seconds, report)
