@@ -1,6 +1,8 @@
 """Soak: a long run at about 80% of the measured maximum throughput with everything on
 (serving metrics, drift accounting and scoring, the prediction log), recording errors (must
-be 0) and the server's resident memory over time (growth after warm-up at most 5%).
+be 0), the resident memory of the server and its prediction log writer over time (growth
+after warm-up at most 5%), and whether the writer kept up (its backlog at the end, and how
+long it took to store every prediction served).
 
     python benchmarks/soak.py                 # 10 minutes
     python benchmarks/soak.py --quick         # 20 seconds: the smoke test
@@ -73,10 +75,32 @@ def run_wrk(url: str, script: Path, seconds: int) -> dict[str, float]:
 
 
 def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+    """Resident memory of ``pid`` and its children (the prediction log's writer)."""
+    children = (Path(f"/proc/{pid}/task/{pid}/children").read_text().split())
+    total = 0
+    for p in [pid, *map(int, children)]:
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except OSError:
+            pass
+    return total / 1024
+
+
+def prediction_log_state(url: str) -> dict[str, float]:
+    """The prediction log's counters and spool, from /metrics."""
+    text = httpx.get(f"{url}/metrics").text
+    state = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "modelmon_prediction_log_rows_total":
+                state[sample.labels["outcome"]] = sample.value
+            elif sample.name == "modelmon_prediction_log_spool_files":
+                state["spool_files"] = sample.value
+            elif sample.name == "modelmon_requests_total" and sample.labels.get("code") == "200":
+                state["served"] = state.get("served", 0.0) + sample.value
+    return state
 
 
 def server_errors(url: str) -> float:
@@ -122,6 +146,14 @@ def main() -> None:
             samples.append((round(time.monotonic() - started, 1), round(rss_mib(server.pid), 1)))
             time.sleep(1 if args.quick else 5)
         out = loader.stdout.read()
+        at_end = prediction_log_state(url)
+        caught_up = time.monotonic()
+        while time.monotonic() - caught_up < 60:
+            state = prediction_log_state(url)
+            if state.get("written", 0) + state.get("replayed", 0) >= state.get("served", 0):
+                break
+            time.sleep(0.2)
+        caught_up = round(time.monotonic() - caught_up, 1)
         rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
         non_2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
         socket_errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
@@ -137,6 +169,9 @@ def main() -> None:
             "socket_errors": int(sum(map(int, socket_errors.groups()))) if socket_errors else 0,
             "server_counted_errors": server_errors(url),
             "rss_growth_after_warmup": round(growth, 4),
+            "prediction_log_at_end": at_end,
+            "prediction_log_caught_up_seconds": caught_up,
+            "prediction_log_after": state,
             "rss_mib": samples,
         }
     finally:
@@ -148,6 +183,8 @@ def main() -> None:
     print(f"errors: http {result['http_errors']}, socket {result['socket_errors']}, server {result['server_counted_errors']:.0f}"
           f" -> {'OK' if ok_errors else 'FAIL'}")  # fmt: skip
     print(f"RSS after warm-up: {first[0]:.1f} -> {last[-1]:.1f} MiB, growth {growth:+.1%} -> {'OK' if growth <= 0.05 else 'FAIL'}")
+    print(f"prediction log: {at_end.get('spool_files', 0):.0f} segments waiting when the load ended; every prediction "
+          f"stored {caught_up} s later")
     shutil.rmtree(work, ignore_errors=True)
 
 

@@ -20,3 +20,5 @@ def test_soak_quick(tmp_path):
     numbers = json.loads(out.read_text())
     assert numbers["achieved_requests_per_second"] > 0 and len(numbers["rss_mib"]) >= 5
     assert numbers["http_errors"] == 0 and numbers["socket_errors"] == 0 and numbers["server_counted_errors"] == 0
+    log = numbers["prediction_log_after"]  # the writer process stored every prediction served
+    assert log["served"] > 0 and log["written"] + log["replayed"] >= log["served"] and log["dropped"] == 0
