@@ -39,7 +39,7 @@ import orjson
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from pydantic import BaseModel, Field
 
-from modelmon.quality.segment_writer import SEGMENT_SUFFIX
+from modelmon.quality.segment_writer import SEGMENT_SUFFIX, sealed_segments
 from modelmon.store import STORE_URL_ENV, Store
 
 logger = logging.getLogger("modelmon.quality")
@@ -170,17 +170,14 @@ class PredictionLog:
         self._close_segment()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if not self._sealed_segments():
+            if not sealed_segments(self.directory, self.prefix):
                 return True
             time.sleep(0.05)
         return False
 
-    def _sealed_segments(self) -> list[Path]:
-        return sorted(self.directory.glob(f"{self.prefix}-*{SEGMENT_SUFFIX}"))
-
     def _run(self) -> None:
         """Seal the open segment every ``segment_seconds``; start the writer again if it died."""
-        while not self._stop.wait(min(0.1, self.settings.segment_seconds)):
+        while not self._stop.wait(self._tick):
             if self._fd is not None and time.monotonic() - self._segment_opened >= self.settings.segment_seconds:
                 self._close_segment()
             writer = self._writer
@@ -189,13 +186,18 @@ class PredictionLog:
                 self._restart_at = time.monotonic() + self.settings.retry_seconds
                 self._start_writer()
 
+    @property
+    def _tick(self) -> float:
+        """How often segments are sealed (when due) and written."""
+        return min(0.1, self.settings.segment_seconds)
+
     # -- the writer process ------------------------------------------------------------
 
     def _start_writer(self) -> None:
         command = [
             sys.executable, "-m", "modelmon.quality.segment_writer", "--spool", str(self.directory),
             "--prefix", self.prefix, "--batch-rows", str(self.settings.batch_rows),
-            "--retry-seconds", str(self.settings.retry_seconds), "--period", str(min(0.1, self.settings.segment_seconds)),
+            "--retry-seconds", str(self.settings.retry_seconds), "--period", str(self._tick),
         ]  # fmt: skip
         env = {**os.environ, STORE_URL_ENV: self.store.url.render_as_string(hide_password=False)}
         self._writer = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)

@@ -48,6 +48,11 @@ WRITER_NICENESS = 10
 Report = Callable[[str, int], None]
 
 
+def sealed_segments(directory: Path, prefix: str) -> list[Path]:
+    """The journal ``prefix``'s sealed segments, oldest first (the open one ends in ``.open``)."""
+    return sorted(directory.glob(f"{prefix}-*{SEGMENT_SUFFIX}"))
+
+
 class SegmentWriter:
     """Writes the sealed segments of one journal ``prefix`` in ``directory``, and adopts the
     segments of journals whose process died (their lock is free)."""
@@ -88,7 +93,7 @@ class SegmentWriter:
                 lock.unlink(missing_ok=True)
 
     def sealed_segments(self) -> list[Path]:
-        return sorted(self.directory.glob(f"{self.prefix}-*{SEGMENT_SUFFIX}"))
+        return sealed_segments(self.directory, self.prefix)
 
     def write_sealed(self, final: bool) -> None:
         """Insert and delete every sealed segment, in order; stop at the first the store
