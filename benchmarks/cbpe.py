@@ -109,7 +109,7 @@ def generated_binary(rng: np.random.Generator, n: int, t: float) -> pd.DataFrame
     x[:, 1] = 0.4 * x[:, 0] + np.sqrt(1 - 0.16) * x[:, 1]
     channel = rng.choice(["a", "b", "c"], n, p=_mix([0.5, 0.3, 0.2], [0.2, 0.3, 0.5], t))
     logit = (2.5 * x[:, 0] - 1.5 * x[:, 1] + 1.0 * x[:, 2] * x[:, 3]
-             + np.select([channel == "a", channel == "b"], [0.8, -0.4], 0.0) - 0.2)  # fmt: skip
+             + np.select([channel == "a", channel == "b"], [0.8, -0.4], 0.0) - 0.2)
     y = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(np.int64)
     return pd.DataFrame({"x1": x[:, 0], "x2": x[:, 1], "x3": x[:, 2], "x4": x[:, 3], "channel": channel, TARGET: y})
 
@@ -121,7 +121,7 @@ def generated_multiclass(rng: np.random.Generator, n: int, t: float) -> pd.DataF
     x4 = x[:, 0] + 0.3 * rng.normal(size=n)  # a near copy of x1: naive Bayes counts it twice
     region = rng.choice(["north", "south", "east"], n, p=_mix([0.4, 0.35, 0.25], [0.2, 0.3, 0.5], t))
     score = (1.6 * x[:, 0] + 0.8 * x[:, 1] - 0.5 * x[:, 2] ** 2
-             + np.select([region == "north", region == "south"], [0.4, -0.4], 0.0) + 0.6 * rng.logistic(size=n))  # fmt: skip
+             + np.select([region == "north", region == "south"], [0.4, -0.4], 0.0) + 0.6 * rng.logistic(size=n))
     y = np.where(score < -0.9, "low", np.where(score < 0.6, "mid", "high"))
     return pd.DataFrame({"x1": x[:, 0], "x2": x[:, 1], "x3": x[:, 2], "x4": x4, "region": region, TARGET: y})
 
@@ -150,7 +150,7 @@ def generated_cases(quick: bool) -> list[Case]:
          f"RandomForestClassifier({30 if quick else 100} trees, min_samples_leaf=10) after scaling and one-hot encoding", False),
         ("gen-3class", "generated 3-class", generated_multiclass, GaussianNB(),
          "GaussianNB after scaling and one-hot encoding (x4 nearly duplicates x1: over-confident)", True),
-    ]  # fmt: skip
+    ]
     for seed, (name, title, make, estimator, note, dense) in enumerate(specs):
         rng = np.random.default_rng(100 + seed)
         train, validation = make(rng, train_rows, 0.0), make(rng, validation_rows, 0.0)
@@ -159,7 +159,7 @@ def generated_cases(quick: bool) -> list[Case]:
         cases.append(Case(name=name, title=title, model=model, model_note=note,
                           reference=train.drop(columns=TARGET), validation=validation,
                           windows=[make(rng, window_rows, t) for t in shifts],
-                          window_notes=[f"shift t={t:.2f}" for t in shifts]))  # fmt: skip
+                          window_notes=[f"shift t={t:.2f}" for t in shifts]))
     return cases
 
 
@@ -233,7 +233,7 @@ def nannyml_cases(directory: Path, n_windows: int = 10) -> list[Case]:
                           model_note="LogisticRegression set by hand to return NannyML's shipped probabilities "
                                      f"(max difference {np.abs(reproduced - proba_ref).max():.1e}, from clipping)",
                           reference=inputs_ref, validation=inputs_ref.assign(**{TARGET: truth_ref}), windows=frames,
-                          window_notes=_halves(n_windows)))  # fmt: skip
+                          window_notes=_halves(n_windows)))
 
         # 2. Our own model on the real features.
         features_ref, features_analysis = _real_features(reference, spec), _real_features(analysis, spec)
@@ -247,7 +247,7 @@ def nannyml_cases(directory: Path, n_windows: int = 10) -> list[Case]:
                           model_note=f"HistGradientBoostingClassifier(max_iter=200) on the real features, trained on "
                                      f"the first {cut:,} reference rows, calibrated on the other {len(reference) - cut:,}",
                           reference=train.drop(columns=TARGET), validation=validation, windows=frames,
-                          window_notes=_halves(n_windows)))  # fmt: skip
+                          window_notes=_halves(n_windows)))
     return cases
 
 
@@ -257,7 +257,7 @@ def _halves(n: int) -> list[str]:
 
 def export_nannyml_datasets(python: Path, directory: Path) -> None:
     subprocess.run([str(python), str(HERE / "peers" / "nannyml_cbpe.py"), "datasets", str(directory)],
-                   check=True, env=venvs.env())  # fmt: skip
+                   check=True, env=venvs.env())
 
 
 # -- the server ---------------------------------------------------------------------------------
@@ -272,7 +272,7 @@ def start_server(registry: Path, home: Path, log: Path) -> tuple[subprocess.Pope
          "--no-prediction-log", "--drain-seconds", "0"],
         stdout=log.open("wb"), stderr=subprocess.STDOUT,
         env={**os.environ, "PYTHONUNBUFFERED": "1", "MODELMON_HOME": str(home)},
-    )  # fmt: skip
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         wait_for_http(f"{url}/v2/health/ready", timeout=120, process=process)
@@ -330,7 +330,7 @@ def serve_windows(client: httpx.Client, case: Case, card: Any) -> list[dict[str,
         before = expected_cells(client, case.name, classes)
         started = time.perf_counter()
         parts = [infer(client, case.name, card.signature, frame.iloc[s : s + REQUEST_ROWS][features])
-                 for s in range(0, len(frame), REQUEST_ROWS)]  # fmt: skip
+                 for s in range(0, len(frame), REQUEST_ROWS)]
         seconds = time.perf_counter() - started
         after = expected_cells(client, case.name, classes)
         proba = np.concatenate([p for p, _ in parts])
@@ -344,7 +344,7 @@ def serve_windows(client: httpx.Client, case: Case, card: Any) -> list[dict[str,
         offline = expected_confusion(apply(card.calibration, proba), predicted)
         out.append({"cells": cells, "proba": proba, "predicted": predicted, "seconds": seconds,
                     "server_vs_offline": float(np.abs(cells - offline).max()),
-                    "cells_sum_minus_rows": float(cells.sum() - len(frame))})  # fmt: skip
+                    "cells_sum_minus_rows": float(cells.sum() - len(frame))})
     return out
 
 
@@ -365,7 +365,7 @@ def realized(truth: np.ndarray, predicted: np.ndarray, n_classes: int) -> dict[s
     from sklearn.metrics import accuracy_score, f1_score
 
     out = {"accuracy": float(accuracy_score(truth, predicted)),
-           "f1_macro": float(f1_score(truth, predicted, average="macro", zero_division=0))}  # fmt: skip
+           "f1_macro": float(f1_score(truth, predicted, average="macro", zero_division=0))}
     if n_classes == 2:
         out["f1_positive"] = float(f1_score(truth, predicted, pos_label=1, average="binary", zero_division=0))
     return out
@@ -392,7 +392,7 @@ def nannyml_job(case: Case, card: Any, served: list[dict], directory: Path) -> P
     analysis = pd.concat([
         pd.DataFrame(w["proba"], columns=columns).assign(y_pred=w["predicted"], window=i)
         for i, w in enumerate(served)
-    ], ignore_index=True)  # fmt: skip
+    ], ignore_index=True)
     directory.mkdir()
     reference.to_parquet(directory / "reference.parquet", index=False)
     analysis.to_parquet(directory / "analysis.parquet", index=False)
@@ -423,7 +423,14 @@ def calibration_diagnostics(case: Case, card: Any, served: list[dict]) -> dict[s
       (``calibration_error``) pooled over 10 stratified 90/10 splits, NannyML's scheme."""
     from sklearn.model_selection import StratifiedShuffleSplit
 
-    from modelmon.quality.calibration import METHODS, Calibration, apply, calibration_error, expected_confusion, fit_maps
+    from modelmon.quality.calibration import (
+        METHODS,
+        Calibration,
+        apply,
+        calibration_error,
+        expected_confusion,
+        fit_maps,
+    )
 
     classes = [str(c) for c in card.signature.classes]
     features = [f.name for f in card.signature.features]
@@ -449,7 +456,7 @@ def calibration_diagnostics(case: Case, card: Any, served: list[dict]) -> dict[s
     return {"chosen": chosen, "mae_if": mae_if,
             "cv_error_modelmon": card.calibration.cv_error if card.calibration else None, "cv_error_10x90": cv_10,
             "best_by_modelmon": min(card.calibration.cv_error, key=card.calibration.cv_error.get) if card.calibration else None,
-            "best_by_10x90": min(cv_10, key=cv_10.get)}  # fmt: skip
+            "best_by_10x90": min(cv_10, key=cv_10.get)}
 
 
 # -- the run ------------------------------------------------------------------------------------
@@ -476,7 +483,7 @@ def run_case(case: Case, card: Any, served: list[dict], nannyml: dict | None) ->
             "server_vs_offline_max_abs": result["server_vs_offline"],
             "cells_sum_minus_rows": result["cells_sum_minus_rows"],
             "serve_seconds": round(result["seconds"], 3),
-        }  # fmt: skip
+        }
         if binary:
             row["modelmon"]["f1_positive"] = estimate["f1_per_class"][1]
         if w in chunks:
@@ -501,44 +508,44 @@ def run_case(case: Case, card: Any, served: list[dict], nannyml: dict | None) ->
         "nannyml_calibration": nannyml["calibration"] if nannyml else None,
         "nannyml_seconds": nannyml["seconds"] if nannyml else None,
         "mae": summary, "calibration_diagnostics": calibration_diagnostics(case, card, served), "per_window": rows,
-    }  # fmt: skip
+    }
 
 
 def pooled(results: dict[str, dict], metric: str, tool: str, prefix: str = "") -> float | None:
     errors = [abs(r[tool][metric] - r["realized"][metric]) for name, c in results.items() if name.startswith(prefix)
-              for r in c["per_window"] if r.get(tool) and metric in r[tool]]  # fmt: skip
+              for r in c["per_window"] if r.get(tool) and metric in r[tool]]
     return float(np.mean(errors)) if errors else None
 
 
 def markdown(results: dict[str, dict]) -> str:
     f = lambda v: "" if v is None else f"{v:.3f}"  # noqa: E731
     lines = ["| case | window | drift | realized acc | modelmon acc | NannyML acc | realized F1 | modelmon F1 | NannyML F1 |",
-             "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+             "|---|---|---|---|---|---|---|---|---|"]
     for case in results.values():
         for r in case["per_window"]:
             nml = r.get("nannyml") or {}
             lines.append(f"| {case['title']} | {r['window']} | {r['drift']} | {f(r['realized']['accuracy'])} | "
                          f"{f(r['modelmon']['accuracy'])} | {f(nml.get('accuracy'))} | {f(r['realized']['f1_macro'])} | "
-                         f"{f(r['modelmon']['f1_macro'])} | {f(nml.get('f1_macro'))} |")  # fmt: skip
+                         f"{f(r['modelmon']['f1_macro'])} | {f(nml.get('f1_macro'))} |")
     lines += ["", "| case | calibration (modelmon / NannyML) | accuracy MAE modelmon | accuracy MAE NannyML "
-                  "| macro F1 MAE modelmon | macro F1 MAE NannyML |", "|---|---|---|---|---|---|"]  # fmt: skip
+                  "| macro F1 MAE modelmon | macro F1 MAE NannyML |", "|---|---|---|---|---|---|"]
     for case in results.values():
         m = case["mae"]
         nml_cal = case["nannyml_calibration"]
         nml_text = "" if nml_cal is None else ",".join(sorted(set(nml_cal.values()))) if len(set(nml_cal.values())) == 1 \
-            else " ".join(f"{case['classes'][int(k)]}:{v}" for k, v in nml_cal.items())  # fmt: skip
+            else " ".join(f"{case['classes'][int(k)]}:{v}" for k, v in nml_cal.items())
         cal = f"{case['modelmon_calibration']['method']} / {nml_text or 'n/a'}"
         lines.append(f"| {case['title']} | {cal} | {f(m['accuracy']['modelmon_mae'])} | {f(m['accuracy']['nannyml_mae'])} | "
-                     f"{f(m['f1_macro']['modelmon_mae'])} | {f(m['f1_macro']['nannyml_mae'])} |")  # fmt: skip
+                     f"{f(m['f1_macro']['modelmon_mae'])} | {f(m['f1_macro']['nannyml_mae'])} |")
     lines += ["", "Offline diagnostics (modelmon's calibration functions, same probabilities): accuracy MAE had each "
                   "method been kept, and which method the calibration error picks with 5 folds (modelmon) or 10 "
                   "stratified 90/10 splits (NannyML's scheme).", "",
               "| case | kept | MAE if none | MAE if isotonic | MAE if sigmoid | lowest error, 5 folds | lowest error, 10 splits |",
-              "|---|---|---|---|---|---|---|"]  # fmt: skip
+              "|---|---|---|---|---|---|---|"]
     for case in results.values():
         d = case["calibration_diagnostics"]
         lines.append(f"| {case['title']} | {d['chosen']} | " + " | ".join(f(d["mae_if"][m]["accuracy"]) for m in ("none", "isotonic", "sigmoid"))
-                     + f" | {d['best_by_modelmon']} | {d['best_by_10x90']} |")  # fmt: skip
+                     + f" | {d['best_by_modelmon']} | {d['best_by_10x90']} |")
     return "\n".join(lines)
 
 
@@ -573,7 +580,7 @@ def main() -> None:
             log(f"registering {case.name}")
             started = time.perf_counter()
             cards[case.name] = register_model(case.model, name=case.name, reference=case.reference, target=TARGET,
-                                              validation=case.validation, registry=registry)  # fmt: skip
+                                              validation=case.validation, registry=registry)
             register_seconds[case.name] = round(time.perf_counter() - started, 2)
 
         process, url = start_server(work / "registry", work / "home", work / "server.log")
@@ -603,7 +610,7 @@ def main() -> None:
             if values["modelmon"] is not None:
                 overall[f"{label} | {metric}"] = values
     verdicts = [v["modelmon_no_worse"] for c in results.values() for m, v in c["mae"].items()
-                if m != "f1_positive" and "modelmon_no_worse" in v]  # fmt: skip
+                if m != "f1_positive" and "modelmon_no_worse" in v]
     report = {
         "benchmark": "cbpe", "quick": args.quick,
         "machine": {"python": platform.python_version(), "cores": os.cpu_count()},
@@ -613,14 +620,14 @@ def main() -> None:
         "target_met": all(verdicts) if verdicts else None,
         "pooled_mae": overall,
         "cases": results,
-    }  # fmt: skip
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(markdown(results))
     print()
     for key, values in overall.items():
         print(f"pooled MAE {key}: modelmon {values['modelmon']:.4f}"
-              + (f", NannyML {values['nannyml']:.4f}" if values["nannyml"] is not None else ""))  # fmt: skip
+              + (f", NannyML {values['nannyml']:.4f}" if values["nannyml"] is not None else ""))
     print(f"target met: {report['target_met']}")
 
 

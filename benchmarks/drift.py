@@ -39,10 +39,10 @@ from peers import venvs  # noqa: E402
 RESULTS = HERE / "results" / "drift.json"
 PEER_VENVS = {"evidently": "evidently", "nannyml": "nannyml", "alibi-detect": "alibi-detect"}
 SCRIPTS = {"modelmon": "drift_modelmon.py", "scipy": "drift_scipy.py", "evidently": "drift_evidently.py",
-           "nannyml": "drift_nannyml.py", "alibi-detect": "drift_alibi.py"}  # fmt: skip
+           "nannyml": "drift_nannyml.py", "alibi-detect": "drift_alibi.py"}
 LABELS = {"modelmon": "modelmon (accounting + scoring)", "scipy": "scipy (KS / chi-square, p < 0.05)",
           "evidently": "Evidently DataDriftPreset", "nannyml": "NannyML univariate (defaults)",
-          "alibi-detect": "alibi-detect TabularDrift (KS / chi-square)"}  # fmt: skip
+          "alibi-detect": "alibi-detect TabularDrift (KS / chi-square)"}
 
 # -- the data -------------------------------------------------------------------------
 
@@ -116,7 +116,7 @@ def run_tool(tool: str, python: Path, directory: Path, numeric: list[str], categ
     out = directory / f"{tool}.json"
     command = [str(python), str(HERE / "peers" / SCRIPTS[tool]), "--reference", str(directory / "reference.parquet"),
                "--current", str(directory / "current.parquet"), "--numeric", ",".join(numeric),
-               "--categorical", ",".join(categorical), "--out", str(out)]  # fmt: skip
+               "--categorical", ",".join(categorical), "--out", str(out)]
     started = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True, env=venvs.env(), timeout=900)
     wall = time.perf_counter() - started
@@ -141,7 +141,7 @@ def exporter_render(models: int = 2, versions: int = 3, features: int = 50, bins
 
     rng = np.random.default_rng(1)
     signature = Signature(features=[FeatureSpec(name=f"feature_{i:02d}", dtype="float64") for i in range(features)],
-                          classes=[0, 1], input_layout="matrix")  # fmt: skip
+                          classes=[0, 1], input_layout="matrix")
     reference = FeatureBatch(numeric=rng.normal(size=(5000, features)), categorical=np.empty((5000, 0), dtype=object))
     profile, sample = build_profile(signature, reference, ProfileSettings(numeric_bins=bins), None)
     metrics = ServerMetrics()
@@ -174,7 +174,7 @@ def exporter_render(models: int = 2, versions: int = 3, features: int = 50, bins
             "series": series, "bytes": len(body), "repeats": repeats,
             "render_ms_median": round(statistics.median(times), 2), "render_ms_p90": round(float(np.quantile(times, 0.9)), 2),
             "render_ms_max": round(max(times), 2),
-            "drift_refresh_ms_per_version_median": round(statistics.median(refresh), 2)}  # fmt: skip
+            "drift_refresh_ms_per_version_median": round(statistics.median(refresh), 2)}
 
 
 def per_call_seconds(fn, target_seconds: float = 0.2, repeats: int = 5) -> float:
@@ -227,7 +227,7 @@ def accounting_cost(quick: bool) -> dict:
             "drift_data_20_numeric_5_categorical": register_model(
                 _mixed_model(mixed_reference), name="mixed", reference=mixed_reference.assign(label=_mixed_label(mixed_reference)),
                 target="label", registry=registry),
-        }  # fmt: skip
+        }
         for key, card in cards.items():
             predictor = registry.load_predictor(card)
             signature = card.signature
@@ -341,15 +341,15 @@ def assess(result: dict) -> dict:
     strong = [f for f, (kind, _) in SHIFTS.items() if kind == "strong"]
     unshifted = [f for f in features if f not in SHIFTS]
     out["every_strong_shift_flagged"] = {"met": all(flagged[f] for f in strong),
-                                         "missed": [f for f in strong if not flagged[f]]}  # fmt: skip
+                                         "missed": [f for f in strong if not flagged[f]]}
     out["no_unshifted_feature_flagged"] = {"met": not any(flagged[f] for f in unshifted),
-                                           "false_alarms": [f for f in unshifted if flagged[f]]}  # fmt: skip
+                                           "false_alarms": [f for f in unshifted if flagged[f]]}
     if "evidently" in s:
         per_round = [r["evidently"]["steps"]["detect"]["seconds"] / r["modelmon"]["steps"]["account_and_score"]["seconds"]
-                     for r in rounds if "evidently" in r]  # fmt: skip
+                     for r in rounds if "evidently" in r]
         end_to_end = [r["evidently"]["steps"]["detect"]["seconds"]
                       / (r["modelmon"]["steps"]["account_and_score"]["seconds"] + r["modelmon"]["steps"]["profile"]["seconds"])
-                      for r in rounds if "evidently" in r]  # fmt: skip
+                      for r in rounds if "evidently" in r]
         out["30x_faster_than_evidently"] = {
             "met": median(per_round) >= 30,
             "speedup_account_and_score": median(per_round),
@@ -373,11 +373,11 @@ def subtle_explanations(result: dict) -> dict:
         over = [m for m, v in scores.items() if m != method and v >= thresholds[m]]
         reason = (f"verdict by {method} on a {mm['window_rows']:,}-row window (windows above "
                   f"{result['settings']['pvalue_max_rows']:,} rows decide by PSI): {method} {value:.4f} {relation} "
-                  f"{thresholds[method]}")  # fmt: skip
+                  f"{thresholds[method]}")
         if over and not drifted:
             reason += f"; {', '.join(over)} {'is' if len(over) == 1 else 'are'} over {'its' if len(over) == 1 else 'their'} threshold but not the verdict"
         out[feature] = {"kind": kind, "shift": what, "verdict_method": method, "verdict_score": round(value, 4),
-                        "threshold": thresholds[method], "flagged": drifted, "other_scores": others, "reason": reason}  # fmt: skip
+                        "threshold": thresholds[method], "flagged": drifted, "other_scores": others, "reason": reason}
     return out
 
 
@@ -409,18 +409,18 @@ def markdown(result: dict) -> str:
         e = s[tool]
         step = e["steps"]["account_and_score" if tool == "modelmon" else "detect"]
         per_round = [detect_seconds_of(r["evidently"], "evidently") / detect_seconds_of(r[tool], tool)
-                     for r in result["rounds"] if "evidently" in r and tool in r]  # fmt: skip
+                     for r in result["rounds"] if "evidently" in r and tool in r]
         ratio = f"{statistics.median(per_round):.1f}x" if per_round else "n/a"
         lines.append(f"| {LABELS[tool]} | {result['tool_settings'][tool]} | {step['seconds']:.3f} | {step['peak_added_mib']:.0f} | "
-                     f"{step['peak_rss_mib']:.0f} | {e['process_seconds']:.1f} | {ratio} |")  # fmt: skip
+                     f"{step['peak_rss_mib']:.0f} | {e['process_seconds']:.1f} | {ratio} |")
     mm = s["modelmon"]["steps"]
     lines += ["", f"modelmon's parts: profile building at registration (reference DataFrame to profile) "
               f"{mm['profile']['seconds']:.3f} s, peak +{mm['profile']['peak_added_mib']:.0f} MiB; of accounting + scoring, "
               f"DataFrame to FeatureBatch {mm['convert_only']['seconds']:.3f} s, `FeatureAccountant.count` "
               f"{mm['count_only']['seconds']:.3f} s, `DriftMonitor.report` {mm['report_only']['seconds']:.3f} s; the same "
-              f"counting in 64-row batches as a server does it {mm['count_in_64_row_batches']['seconds']:.3f} s."]  # fmt: skip
+              f"counting in 64-row batches as a server does it {mm['count_in_64_row_batches']['seconds']:.3f} s."]
     lines += ["", "Which features each tool flags (planted shifts first; `-` = not flagged):", "",
-              "| feature | planted shift | " + " | ".join(tools) + " |", "|---|---|" + "---|" * len(tools)]  # fmt: skip
+              "| feature | planted shift | " + " | ".join(tools) + " |", "|---|---|" + "---|" * len(tools)]
     ordered = list(SHIFTS) + [f for f in result["features"] if f not in SHIFTS]
     for feature in ordered:
         kind, what = SHIFTS.get(feature, ("none", ""))
@@ -430,11 +430,11 @@ def markdown(result: dict) -> str:
     counts = {t: (sum(s[t]["flagged"][f] for f in SHIFTS), sum(s[t]["flagged"][f] for f in result["features"] if f not in SHIFTS)) for t in tools}
     lines.append("| **total** | 7 shifted / 18 not | " + " | ".join(f"{a}/7, {b}/18" for a, b in counts.values()) + " |")
     lines += ["", "modelmon's verdicts on the planted shifts (defaults):", "",
-              "| feature | shift | verdict | score | other scores | reason |", "|---|---|---|---|---|---|"]  # fmt: skip
+              "| feature | shift | verdict | score | other scores | reason |", "|---|---|---|---|---|---|"]
     for feature, e in result["modelmon_verdicts"].items():
         others = ", ".join(f"{m} {v}" for m, v in e["other_scores"].items())
         lines.append(f"| {feature} | {e['kind']}: {e['shift']} | {'drift' if e['flagged'] else 'no drift'} | "
-                     f"{e['verdict_method']} {e['verdict_score']} | {others} | {e['reason']} |")  # fmt: skip
+                     f"{e['verdict_method']} {e['verdict_score']} | {others} | {e['reason']} |")
     ex = result["exporter"]
     lines += ["", "### Exporter", "",
               f"`ServerMetrics.render()` (the whole `/metrics` body) with {ex['models']} models x {ex['versions_per_model']} "
@@ -449,35 +449,35 @@ def markdown(result: dict) -> str:
               "cells, `count`), which the event loop does every 0.1 s under traffic; "
               "see src/modelmon/monitoring/batch_accounting.py):", "",
               "| model | rows per batch | count us/batch | count us/row/feature | monitoring hook us/batch | of which the queue append | predict as served us/batch | scikit-learn predict_proba us/batch |",
-              "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+              "|---|---|---|---|---|---|---|---|"]
     for key, entry in result["accounting"]["models"].items():
         for rows, x in entry["per_batch"].items():
             served = x.get(f"predict_{entry['served_runtime']}_us_per_batch")
             sk = x.get("predict_sklearn_us_per_batch")
             lines.append(f"| {key} ({entry['features']} features, served with {entry['served_runtime']}) | {rows} | "
                          f"{x['count_us_per_batch']:.1f} | {x['count_us_per_row_per_feature']:.3f} | "
-                         f"{x['monitoring_hook_us_per_batch']:.1f} | {x['request_path_us_per_batch']:.1f} | {served:.1f} | {f'{sk:.1f}' if sk else 'n/a'} |")  # fmt: skip
+                         f"{x['monitoring_hook_us_per_batch']:.1f} | {x['request_path_us_per_batch']:.1f} | {served:.1f} | {f'{sk:.1f}' if sk else 'n/a'} |")
     lines += ["", "Targets (issue 8):", ""]
     a = result["assessment"]
     if "30x_faster_than_evidently" in a:
         x = a["30x_faster_than_evidently"]
         lines.append(f"- >= 30x faster than Evidently's preset: **{'met' if x['met'] else 'NOT met'}** "
                      f"({x['speedup_account_and_score']:.1f}x for accounting + scoring; {x['speedup_including_profile_building']:.1f}x "
-                     f"counting profile building too)")  # fmt: skip
+                     f"counting profile building too)")
     else:
         lines.append("- >= 30x faster than Evidently's preset: not measured (Evidently's venv absent)")
     x = a["every_strong_shift_flagged"]
     lines.append(f"- every strong shift flagged by modelmon's defaults: **{'met' if x['met'] else 'NOT met'}**"
-                 + (f" (missed: {', '.join(x['missed'])})" if x["missed"] else ""))  # fmt: skip
+                 + (f" (missed: {', '.join(x['missed'])})" if x["missed"] else ""))
     x = a["no_unshifted_feature_flagged"]
     lines.append(f"- no unshifted feature flagged: **{'met' if x['met'] else 'NOT met'}**"
-                 + (f" (false alarms: {', '.join(x['false_alarms'])})" if x["false_alarms"] else ""))  # fmt: skip
+                 + (f" (false alarms: {', '.join(x['false_alarms'])})" if x["false_alarms"] else ""))
     lines.append("- subtle shifts' scores and the reason for the verdict: in the verdict table above.")
     x = result["exporter"]
     lines.append(f"- `/metrics` render under 50 ms: **{'met' if x['render_ms_median'] < 50 else 'NOT met'}** "
-                 f"({x['render_ms_median']:.1f} ms median, {x['render_ms_max']:.1f} ms max)")  # fmt: skip
+                 f"({x['render_ms_median']:.1f} ms median, {x['render_ms_max']:.1f} ms max)")
     lines += ["", "Versions: " + ", ".join(f"{k} {v}" for k, v in result["versions"].items() if v) + ".", "",
-              *result["notes"]]  # fmt: skip
+              *result["notes"]]
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -487,7 +487,7 @@ def versions(tools: list[str]) -> dict:
     git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=HERE)
     dirty = subprocess.run(["git", "status", "--porcelain", "--", "../src"], capture_output=True, text=True, cwd=HERE)
     out = {"modelmon": f"{metadata.version('modelmon')} ({git.stdout.strip()}{', src with uncommitted changes' if dirty.stdout.strip() else ''})", "numpy (modelmon, scipy)": np.__version__,
-           "scipy": metadata.version("scipy"), "pandas (modelmon)": pd.__version__}  # fmt: skip
+           "scipy": metadata.version("scipy"), "pandas (modelmon)": pd.__version__}
     for tool in tools:
         if tool in PEER_VENVS:
             out[tool] = venvs.version(PEER_VENVS[tool], tool)
@@ -504,7 +504,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=None)
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--readme", action=argparse.BooleanOptionalAction, default=None,
-                        help="write the README section [default: on for full runs to the default --out]")  # fmt: skip
+                        help="write the README section [default: on for full runs to the default --out]")
     args = parser.parse_args()
     quick = args.quick
     rows = args.rows or (10_000 if quick else 100_000)
@@ -514,7 +514,7 @@ def main() -> None:
     started = time.perf_counter()
 
     wanted = {"none": [], "installed": [p for p in PEER_VENVS if venvs.installed(PEER_VENVS[p])],
-              "all": list(PEER_VENVS)}[peers_mode]  # fmt: skip
+              "all": list(PEER_VENVS)}[peers_mode]
     pythons = {"modelmon": Path(sys.executable), "scipy": Path(sys.executable)}
     for tool in wanted:
         python = venvs.ensure(PEER_VENVS[tool], log=lambda m: print(m, file=sys.stderr))
@@ -546,7 +546,7 @@ def main() -> None:
         "date": time.strftime("%Y-%m-%d"),
         "seconds": round(time.perf_counter() - started, 1),
         "settings": {"rows": rows, "rounds": rounds, "quick": quick, "pvalue_max_rows": DriftSettings().pvalue_max_rows,
-                     "command": "python benchmarks/drift.py" + (" --quick" if quick else "")},  # fmt: skip
+                     "command": "python benchmarks/drift.py" + (" --quick" if quick else "")},
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
         "versions": versions(list(pythons)),
         "features": numeric + categorical,

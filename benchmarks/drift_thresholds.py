@@ -44,7 +44,7 @@ def sample(rng: np.random.Generator, n: int, mean_shift: float = 0.0, share_shif
         rng.lognormal(0, 0.5, n) + mean_shift * 0.6,  # std of lognormal(0, 0.5) is about 0.6
         rng.uniform(0, 1, n) + mean_shift * 0.29,  # std of U(0, 1) is about 0.29
         rng.poisson(4, n) + mean_shift * 2.0,  # std of Poisson(4) is 2
-    ])  # fmt: skip
+    ])
     shares = CATEGORY_SHARES.copy()
     shares[0] -= share_shift
     shares[-1] += share_shift
@@ -66,7 +66,7 @@ def run(window_sizes: list[int], repeats: int, reference_rows: int) -> dict:
     reference = sample(rng, reference_rows)
     scenarios = {"stationary": (0.0, 0.0), "shift 0.1 sd / 2 pts": (0.1, 0.02),
                  "shift 0.25 sd / 5 pts": (0.25, 0.05), "shift 0.5 sd / 10 pts": (0.5, 0.10),
-                 "shift 1 sd / 20 pts": (1.0, 0.20)}  # fmt: skip
+                 "shift 1 sd / 20 pts": (1.0, 0.20)}
     table = {}
     for name, (mean_shift, share_shift) in scenarios.items():
         for size in window_sizes:
@@ -90,7 +90,7 @@ def main() -> None:
     started = time.perf_counter()
     table = run(sizes, repeats, reference_rows)
     result = {"settings": DriftSettings().model_dump(), "repeats": repeats, "reference_rows": reference_rows,
-              "seconds": round(time.perf_counter() - started, 1), "rates": table}  # fmt: skip
+              "seconds": round(time.perf_counter() - started, 1), "rates": table}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))
     print("| scenario | window rows | numeric features flagged | categorical flagged |")

@@ -182,7 +182,7 @@ class Server:
             self.process = subprocess.Popen(
                 self.command, stdout=log, stderr=subprocess.STDOUT, cwd=self.cwd,
                 env={**os.environ, **self.env}, start_new_session=True,
-            )  # fmt: skip
+            )
         deadline = started + ready_timeout
         while True:
             if self.process.poll() is not None:
@@ -237,7 +237,7 @@ def tail(path: Path, lines: int = 15) -> str:
 
 def v2_body(rows: list[list[float]], outputs: list[str] | None = None) -> bytes:
     request = {"inputs": [{"name": "input-0", "shape": [len(rows), len(rows[0])], "datatype": "FP64",
-                           "data": [v for row in rows for v in row]}]}  # fmt: skip
+                           "data": [v for row in rows for v in row]}]}
     if outputs:
         request["outputs"] = [{"name": o} for o in outputs]
     return json.dumps(request).encode()
@@ -264,36 +264,36 @@ def modelmon_server(key: str, label: str, registry: Path, flags: list[str]) -> S
     home = registry.parent / f"home-{key}"
     home.mkdir(exist_ok=True)
     command = [str(MAIN_VENV_BIN / "modelmon"), "serve", "--registry", str(registry), "--port", str(port),
-               "--model", MODEL_NAME, "--drain-seconds", "0", *flags]  # fmt: skip
+               "--model", MODEL_NAME, "--drain-seconds", "0", *flags]
     return Server(key, label, command, f"/v2/models/{MODEL_NAME}/ready", f"/v2/models/{MODEL_NAME}/infer",
-                  v2_body, check_modelmon, env={"MODELMON_HOME": str(home)}, cwd=home, port=port)  # fmt: skip
+                  v2_body, check_modelmon, env={"MODELMON_HOME": str(home)}, cwd=home, port=port)
 
 
 def mlserver_server(key: str, label: str, workdir: Path, parallel_workers: int | None) -> Server:
     port, grpc, metrics = free_port(), free_port(), free_port()
     directory = workdir / key
     setup = [str(venvs.python("mlserver")), str(HERE / "peers" / "serving_setup.py"), "mlserver", str(directory),
-             "--http-port", str(port), "--grpc-port", str(grpc), "--metrics-port", str(metrics)]  # fmt: skip
+             "--http-port", str(port), "--grpc-port", str(grpc), "--metrics-port", str(metrics)]
     if parallel_workers is not None:
         setup += ["--parallel-workers", str(parallel_workers)]
     subprocess.run(setup, check=True, env=venvs.env())
     command = [str(venvs.ROOT / "mlserver" / "bin" / "mlserver"), "start", str(directory)]
     return Server(key, label, command, f"/v2/models/{MODEL_NAME}/ready", f"/v2/models/{MODEL_NAME}/infer",
                   lambda rows: v2_body(rows, ["predict_proba"]), check_mlserver,
-                  env=venvs.PEER_ENV, port=port)  # fmt: skip
+                  env=venvs.PEER_ENV, port=port)
 
 
 def bentoml_server(workdir: Path) -> Server:
     port = free_port()
     directory = workdir / "bentoml"
     subprocess.run([str(venvs.python("bentoml")), str(HERE / "peers" / "serving_setup.py"), "bentoml", str(directory)],
-                   check=True, env=venvs.env())  # fmt: skip
+                   check=True, env=venvs.env())
     command = [str(venvs.ROOT / "bentoml" / "bin" / "bentoml"), "serve", "bentoml_service:BreastCancer",
-               "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
+               "--host", "127.0.0.1", "--port", str(port)]
     env = {**venvs.PEER_ENV, "BENCH_MODEL": str(directory / "model.joblib"), "BENTOML_HOME": str(directory / "home")}
     return Server("bentoml", "BentoML (workers=1)", command, "/readyz", "/predict",
                   lambda rows: json.dumps({"input": rows}).encode(), check_bentoml,
-                  env=env, cwd=HERE / "peers", port=port)  # fmt: skip
+                  env=env, cwd=HERE / "peers", port=port)
 
 
 # -- load -----------------------------------------------------------------------------
@@ -314,14 +314,14 @@ def lua_script(path: Path, body: bytes) -> Path:
     text = body.decode()
     assert "]==]" not in text
     path.write_text('wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
-                    f"wrk.body = [==[{text}]==]\n{LUA_DONE}")  # fmt: skip
+                    f"wrk.body = [==[{text}]==]\n{LUA_DONE}")
     return path
 
 
 def wrk(port: int, path: str, script: Path, connections: int, seconds: float) -> dict:
     """One wrk run (one thread: the load generator shares the 2 cores with the server)."""
     command = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--timeout", "10s",
-               "-s", str(script), f"http://127.0.0.1:{port}{path}"]  # fmt: skip
+               "-s", str(script), f"http://127.0.0.1:{port}{path}"]
     out = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60)
     match = re.search(r"^WRKJSON (.*)$", out.stdout, re.M)
     if not match:
@@ -333,7 +333,7 @@ def wrk(port: int, path: str, script: Path, connections: int, seconds: float) ->
         "p50_ms": raw["p50_us"] / 1000, "p90_ms": raw["p90_us"] / 1000, "p99_ms": raw["p99_us"] / 1000,
         "mean_ms": round(raw["mean_us"] / 1000, 3), "max_ms": raw["max_us"] / 1000,
         "requests": raw["requests"], "errors": errors,
-    }  # fmt: skip
+    }
 
 
 def measure_group(group: dict[str, tuple[Server, int]], workdir: Path, levels: tuple[int, ...], seconds: float,
@@ -353,7 +353,7 @@ def measure_group(group: dict[str, tuple[Server, int]], workdir: Path, levels: t
             server.verify(rows)
             results[key] = {**timing, "idle_memory": memory_of_tree(server.process.pid), "levels": {},
                             "loaded_memory": {"rss_mib": 0.0, "pss_mib": 0.0, "processes": 0},
-                            "load_average_1min": [round(load, 2), round(load, 2)]}  # fmt: skip
+                            "load_average_1min": [round(load, 2), round(load, 2)]}
             scripts[key] = lua_script(workdir / f"{key}-{rows}.lua", server.body_for(ROWS[:rows]))
         if warmup > 0:
             for key, (server, _) in group.items():
@@ -480,11 +480,11 @@ def targets(result: dict) -> dict:
         pss = {k: s[k]["loaded_pss_mib"] for k in [on, *mlservers]}
         out["memory_below_mlserver"] = {
             "target": "modelmon's loaded RSS below every MLServer configuration's", "measured_rss_mib": rss,
-            "measured_pss_mib": pss, "met": all(rss[on] < rss[k] for k in mlservers)}  # fmt: skip
+            "measured_pss_mib": pss, "met": all(rss[on] < rss[k] for k in mlservers)}
     if on in s and off in s:
         per = {c: result["ratios"][f"{on}/{off}"][c]["throughput_ratio"] for c in levels}
         out["monitoring_keeps_90pct"] = {"target": ">= 0.9 at every level", "measured": per,
-                                         "met": all(v >= 0.9 for v in per.values())}  # fmt: skip
+                                         "met": all(v >= 0.9 for v in per.values())}
     if on in s:
         out["ready_under_2s"] = {"target": "< 2.0 s", "measured": s[on]["ready_seconds"], "met": s[on]["ready_seconds"] < 2.0}
     return out
@@ -519,17 +519,17 @@ def markdown(result: dict) -> str:
         for c in levels:
             x = entry["levels"][c]
             lines.append(f"| {result['labels'][key]} | {c} | {x['requests_per_second']:,.0f} | {x['p50_ms']:.2f} | "
-                         f"{x['p90_ms']:.2f} | {x['p99_ms']:.2f} | {x['errors']} |")  # fmt: skip
+                         f"{x['p90_ms']:.2f} | {x['p99_ms']:.2f} | {x['errors']} |")
     lines += ["", "| server | ready s (median; round 1) | first answer s | RSS idle MiB | RSS loaded MiB | PSS loaded MiB | processes |",
-              "|---|---|---|---|---|---|---|"]  # fmt: skip
+              "|---|---|---|---|---|---|---|"]
     for key, entry in s.items():
         lines.append(f"| {result['labels'][key]} | {entry['ready_seconds']:.2f}; {entry['ready_seconds_first_round']:.2f} | {entry['first_answer_seconds']:.2f} | "
                      f"{entry['idle_rss_mib']:.0f} | {entry['loaded_rss_mib']:.0f} | {entry['loaded_pss_mib']:.0f} | "
-                     f"{entry['processes']} |")  # fmt: skip
+                     f"{entry['processes']} |")
     lines += ["", "Ratios (median over rounds of the within-round ratio; throughput: higher is better for the "
               "numerator, p99: lower is better):", "",
               "| ratio | " + " | ".join(f"c={c} requests/s | c={c} p99" for c in levels) + " |",
-              "|---|" + "---|---|" * len(levels)]  # fmt: skip
+              "|---|" + "---|---|" * len(levels)]
     for name, per in result["ratios"].items():
         if any(k in EXTRA_KEYS for k in name.split("/")):
             continue
@@ -541,7 +541,7 @@ def markdown(result: dict) -> str:
              "p99_below_mlserver_every_level": "p99 below MLServer's at every concurrency (both setups)",
              "monitoring_keeps_90pct": "everything on >= 90% of everything off (`--no-monitoring --no-prediction-log`), every concurrency",
              "ready_under_2s": "ready in under 2 s with one model",
-             "memory_below_mlserver": "resident memory (RSS of the process tree, under load) below MLServer's"}  # fmt: skip
+             "memory_below_mlserver": "resident memory (RSS of the process tree, under load) below MLServer's"}
     for key, t in result["targets"].items():
         measured = t.get("measured", t.get("measured_rss_mib"))
         lines.append(f"- {names[key]}: **{'met' if t['met'] else 'NOT met'}** (measured: `{json.dumps(measured)}`)")
@@ -552,7 +552,7 @@ def markdown(result: dict) -> str:
                   f"`--max-batch-size 256 --max-batch-delay-ms 0`) and off (`--no-batching`), and one-row requests "
                   f"with batching off; {b['duration_seconds']:g} s per level, in the same rounds (one-row requests "
                   f"with batching on are the first table).", "",
-                  "| setup | c | requests/s | rows/s | p50 ms | p99 ms |", "|---|---|---|---|---|---|"]  # fmt: skip
+                  "| setup | c | requests/s | rows/s | p50 ms | p99 ms |", "|---|---|---|---|---|---|"]
         for key in EXTRA_KEYS:
             if key not in s:
                 continue
@@ -560,9 +560,9 @@ def markdown(result: dict) -> str:
             for c in (str(x) for x in b["levels"]):
                 x = s[key]["levels"][c]
                 lines.append(f"| {result['labels'][key]} | {c} | {x['requests_per_second']:,.0f} | "
-                             f"{x['requests_per_second'] * rows:,.0f} | {x['p50_ms']:.2f} | {x['p99_ms']:.2f} |")  # fmt: skip
+                             f"{x['requests_per_second'] * rows:,.0f} | {x['p50_ms']:.2f} | {x['p99_ms']:.2f} |")
         lines += ["", "| ratio | " + " | ".join(f"c={c} requests/s | c={c} p99" for c in b["levels"]) + " |",
-                  "|---|" + "---|---|" * len(b["levels"])]  # fmt: skip
+                  "|---|" + "---|---|" * len(b["levels"])]
         for name, per in result["ratios"].items():
             if not any(k in EXTRA_KEYS for k in name.split("/")) or not per:
                 continue
@@ -570,7 +570,7 @@ def markdown(result: dict) -> str:
             cells = " | ".join(f"{per[str(c)]['throughput_ratio']:.2f}x | {per[str(c)]['p99_ratio']:.2f}x" for c in b["levels"])
             lines.append(f"| {result['labels'][a]} / {result['labels'][bb]} | {cells} |")
     lines += ["", "Versions: " + ", ".join(f"{k} {val}" for k, val in v.items() if val) + ".", "",
-              "Servers as started (ports chosen free at run time):", ""]  # fmt: skip
+              "Servers as started (ports chosen free at run time):", ""]
     for key, command in result["commands"].items():
         lines.append(f"- {result['labels'][key]}: `{command}`")
     lines += ["", *result.get("notes", [])]
@@ -605,7 +605,7 @@ def main() -> None:
     parser.add_argument("--no-batching-study", action="store_true")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--readme", action=argparse.BooleanOptionalAction, default=None,
-                        help="write the README section [default: on for full runs to the default --out]")  # fmt: skip
+                        help="write the README section [default: on for full runs to the default --out]")
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the servers on the way out
     quick = args.quick
@@ -622,7 +622,7 @@ def main() -> None:
     ROWS[:] = frame.drop(columns="target").to_numpy().tolist()[:64]
 
     wanted_peers = {"none": [], "installed": [p for p in ("mlserver", "bentoml") if venvs.installed(p)],
-                    "all": ["mlserver", "bentoml"]}[peers_mode]  # fmt: skip
+                    "all": ["mlserver", "bentoml"]}[peers_mode]
     available = [p for p in wanted_peers if venvs.ensure(p, log=lambda m: print(m, file=sys.stderr))]
     started = time.perf_counter()
     workdir = Path(tempfile.mkdtemp(prefix="modelmon-bench-serving-"))
@@ -635,7 +635,7 @@ def main() -> None:
                 "modelmon_nomon": lambda: modelmon_server("modelmon_nomon", "modelmon, everything off", registry, NOTHING_ON),
                 "modelmon_nolog": lambda: modelmon_server("modelmon_nolog", "modelmon, metrics + drift, --no-prediction-log",
                                                           registry, ["--no-prediction-log"]),
-            }  # fmt: skip
+            }
             if quick:
                 f.pop("modelmon_nolog")
             if "mlserver" in available:
@@ -649,7 +649,7 @@ def main() -> None:
             "batch64_on": (lambda: modelmon_server("batch64_on", "modelmon 64 rows, batching on", registry, []), 64),
             "batch64_off": (lambda: modelmon_server("batch64_off", "modelmon 64 rows, --no-batching", registry, ["--no-batching"]), 64),
             "batch1_off": (lambda: modelmon_server("batch1_off", "modelmon 1 row, --no-batching", registry, ["--no-batching"]), 1),
-        }  # fmt: skip
+        }
         batch_levels = (32,) if quick else (1, 32)
         if quick:
             batch.pop("batch1_off", None)
@@ -671,7 +671,7 @@ def main() -> None:
                 continue
             for key in main_group:
                 line = ", ".join(f"c={c}: {x['requests_per_second']:.0f}/s p99 {x['p99_ms']:.1f} ms"
-                                 for c, x in this_round[key]["levels"].items())  # fmt: skip
+                                 for c, x in this_round[key]["levels"].items())
                 print(f"  {labels[key]}: ready {this_round[key]['ready_seconds']:.2f} s; {line}", file=sys.stderr, flush=True)
             if extra_group:
                 print(f"round {r + 1}/{rounds}: batching study", file=sys.stderr, flush=True)
@@ -697,7 +697,7 @@ def main() -> None:
         "date": time.strftime("%Y-%m-%d"),
         "seconds": round(time.perf_counter() - started, 1),
         "settings": {"rounds": rounds, "duration_seconds": duration, "warmup_seconds": warmup, "levels": list(LEVELS),
-                     "quick": quick, "command": "python benchmarks/serving.py" + (" --quick" if quick else "")},  # fmt: skip
+                     "quick": quick, "command": "python benchmarks/serving.py" + (" --quick" if quick else "")},
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
         "load_average_1min": [min(min(x["load_average_1min"]) for r in all_rounds for x in r.values()),
                               max(max(x["load_average_1min"]) for r in all_rounds for x in r.values())],
@@ -755,15 +755,15 @@ def versions(peers: list[str]) -> dict[str, str | None]:
     out = {"modelmon": f"{metadata.version('modelmon')} ({git.stdout.strip()}{', src with uncommitted changes' if dirty.stdout.strip() else ''})",
            "scikit-learn (modelmon)": metadata.version("scikit-learn"),
            "onnxruntime": metadata.version("onnxruntime"), "starlette": metadata.version("starlette"),
-           "uvicorn": metadata.version("uvicorn"), "wrk": match.group(1) if match else None}  # fmt: skip
+           "uvicorn": metadata.version("uvicorn"), "wrk": match.group(1) if match else None}
     if "mlserver" in peers:
         out |= {"mlserver": venvs.version("mlserver", "mlserver"),
                 "mlserver-sklearn": venvs.version("mlserver", "mlserver-sklearn"),
                 "uvloop (MLServer)": venvs.version("mlserver", "uvloop"),
-                "scikit-learn (MLServer)": venvs.version("mlserver", "scikit-learn")}  # fmt: skip
+                "scikit-learn (MLServer)": venvs.version("mlserver", "scikit-learn")}
     if "bentoml" in peers:
         out |= {"bentoml": venvs.version("bentoml", "bentoml"),
-                "scikit-learn (BentoML)": venvs.version("bentoml", "scikit-learn")}  # fmt: skip
+                "scikit-learn (BentoML)": venvs.version("bentoml", "scikit-learn")}
     return out
 
 

@@ -28,7 +28,7 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-from modelmon.stack.processes import free_port, stop_process, wait_for_http  # noqa: E402
+from modelmon.stack.processes import free_port, stop_process, wait_for_http
 
 RESULTS = Path(__file__).parent / "results" / "soak.json"
 CONNECTIONS = 16
@@ -106,7 +106,7 @@ def prediction_log_state(url: str) -> dict[str, float]:
 def server_errors(url: str) -> float:
     text = httpx.get(f"{url}/metrics").text
     return sum(s.value for f in text_string_to_metric_families(text) for s in f.samples
-               if s.name == "modelmon_request_errors_total")  # fmt: skip
+               if s.name == "modelmon_request_errors_total")
 
 
 def main() -> None:
@@ -125,7 +125,7 @@ def main() -> None:
     server = subprocess.Popen(
         [sys.executable, "-m", "modelmon.cli", "serve", "--registry", str(work / "registry"), "--port", str(port)],
         env=env, stdout=subprocess.DEVNULL, stderr=(work / "server.log").open("wb"),
-    )  # fmt: skip
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         wait_for_http(f"{url}/v2/health/ready", 60, server)
@@ -140,7 +140,7 @@ def main() -> None:
         loader = subprocess.Popen(
             ["wrk", "-t2", f"-c{CONNECTIONS}", f"-d{seconds}s", "-s", str(lua_script(work, row, delay_ms)), "--latency", infer],
             stdout=subprocess.PIPE, text=True,
-        )  # fmt: skip
+        )
         started, samples = time.monotonic(), []
         while loader.poll() is None:
             samples.append((round(time.monotonic() - started, 1), round(rss_mib(server.pid), 1)))
@@ -181,7 +181,7 @@ def main() -> None:
     ok_errors = result["http_errors"] == 0 and result["socket_errors"] == 0 and result["server_counted_errors"] == 0
     print(f"max {maximum:.0f} req/s; soak at {rps:.0f} req/s (target {target:.0f}) for {seconds} s")
     print(f"errors: http {result['http_errors']}, socket {result['socket_errors']}, server {result['server_counted_errors']:.0f}"
-          f" -> {'OK' if ok_errors else 'FAIL'}")  # fmt: skip
+          f" -> {'OK' if ok_errors else 'FAIL'}")
     print(f"RSS after warm-up: {first[0]:.1f} -> {last[-1]:.1f} MiB, growth {growth:+.1%} -> {'OK' if growth <= 0.05 else 'FAIL'}")
     print(f"prediction log: {at_end.get('spool_files', 0):.0f} segments waiting when the load ended; every prediction "
           f"stored {caught_up} s later")

@@ -73,9 +73,9 @@ def registry_dir(tmp_path_factory, cancer_model, cancer_frame, shop_model, shop_
     and categorical features, classes bronze/gold/silver)."""
     root = tmp_path_factory.mktemp("registry")
     register_model(cancer_model, name="cancer", reference=cancer_frame, target="target",
-                   validation=cancer_frame, registry=root)  # fmt: skip
+                   validation=cancer_frame, registry=root)
     register_model(shop_model, name="shop", reference=shop_frame, target="segment",
-                   validation=shop_frame, registry=root)  # fmt: skip
+                   validation=shop_frame, registry=root)
     return root
 
 
@@ -105,7 +105,7 @@ def start_server(registry_dir: Path, log_dir: Path, *extra_args: str, home: Path
         # The repository root on the path lets test-only model classes load in the server.
         env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(Path(__file__).parent.parent),
              "MODELMON_HOME": str(home)},
-    )  # fmt: skip
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         wait_for_http(f"{url}/v2/health/ready", timeout=60, process=process)

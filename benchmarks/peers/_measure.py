@@ -53,9 +53,9 @@ class Timed:
         seconds = time.perf_counter() - started
         self.steps[name] = {"seconds": round(seconds, 4), "peak_rss_mib": round(_status("VmHWM"), 1),
                             "rss_before_mib": round(before, 1),
-                            "peak_added_mib": round(_status("VmHWM") - before, 1)}  # fmt: skip
+                            "peak_added_mib": round(_status("VmHWM") - before, 1)}
 
 
 def write(out: Path, timed: Timed, flagged: dict[str, bool], scores: dict, settings: str, **extra) -> None:
     out.write_text(json.dumps({"steps": timed.steps, "flagged": flagged, "scores": scores, "settings": settings, **extra},
-                              indent=1, default=float))  # fmt: skip
+                              indent=1, default=float))

@@ -29,11 +29,11 @@ def main() -> None:
         categories = {columns.index(c): len(levels[c]) for c in args.categorical}
         detector = TabularDrift(encode(reference, levels), p_val=0.05, categories_per_feature=categories)
         prediction = detector.predict(encode(current, levels), drift_type="feature")["data"]
-    flagged = {c: bool(d) for c, d in zip(columns, prediction["is_drift"])}
+    flagged = {c: bool(d) for c, d in zip(columns, prediction["is_drift"], strict=True)}
     scores = {c: {"p_value": float(p), "distance": float(d)}
-              for c, p, d in zip(columns, prediction["p_val"], prediction["distance"])}  # fmt: skip
+              for c, p, d in zip(columns, prediction["p_val"], prediction["distance"], strict=True)}
     write(args.out, timed, flagged, scores, "TabularDrift(p_val=0.05), drift_type='feature'",
-          version=importlib.metadata.version("alibi-detect"))  # fmt: skip
+          version=importlib.metadata.version("alibi-detect"))
 
 
 if __name__ == "__main__":

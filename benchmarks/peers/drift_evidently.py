@@ -37,7 +37,7 @@ def main() -> None:
         scores[column] = {method: value}
         methods[column] = f"{method} {'<' if pvalue else '>='} {threshold}"
     write(args.out, timed, flagged, scores, "DataDriftPreset() defaults", methods=methods,
-          version=importlib.metadata.version("evidently"))  # fmt: skip
+          version=importlib.metadata.version("evidently"))
 
 
 if __name__ == "__main__":

@@ -65,7 +65,7 @@ def main() -> None:
     flagged = {f: bool(report.drifted.get(f, False)) for f in columns}
     write(args.out, timed, flagged, report.scores, "DriftSettings() defaults", verdict_method=report.verdict_method,
           window_rows=report.window_rows, thresholds=settings.thresholds(),
-          version=importlib.metadata.version("modelmon"))  # fmt: skip
+          version=importlib.metadata.version("modelmon"))
 
 
 if __name__ == "__main__":

@@ -32,9 +32,9 @@ def main() -> None:
         flagged[column] = bool(alerts.any())
         shares[column] = float(alerts.mean())
         scores[column] = {"jensen_shannon_max": float(values.max()),
-                          "upper_threshold": float(frame[(column, "jensen_shannon", "upper_threshold")].iloc[0])}  # fmt: skip
+                          "upper_threshold": float(frame[(column, "jensen_shannon", "upper_threshold")].iloc[0])}
     write(args.out, timed, flagged, scores, "UnivariateDriftCalculator defaults (jensen_shannon, ~10 chunks)",
-          alerting_chunk_share=shares, chunks=len(frame), version=importlib.metadata.version("nannyml"))  # fmt: skip
+          alerting_chunk_share=shares, chunks=len(frame), version=importlib.metadata.version("nannyml"))
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ def main() -> None:
             p = float(stats.chi2_contingency(table, correction=False).pvalue)
             flagged[c], scores[c] = p < 0.05, {"chi2_pvalue": p}
     write(args.out, timed, flagged, scores, "ks_2samp / chi2_contingency, p < 0.05",
-          version=importlib.metadata.version("scipy"), numpy=np.__version__)  # fmt: skip
+          version=importlib.metadata.version("scipy"), numpy=np.__version__)
 
 
 if __name__ == "__main__":

@@ -46,7 +46,7 @@ def export_datasets(out: Path) -> None:
             "proba": {"0": None, "1": "y_pred_proba"},  # class 0's is 1 - class 1's
             "classes": [0, 1],
             "features": ["distance_from_office", "salary_range", "gas_price_per_litre", "public_transportation_cost",
-                         "wfh_prev_workday", "workday", "tenure"],  # fmt: skip
+                         "wfh_prev_workday", "workday", "tenure"],
             "frames": (binary_reference, binary_analysis.merge(binary_targets, on="id", validate="one_to_one")),
         },
         "multiclass": {
@@ -54,7 +54,7 @@ def export_datasets(out: Path) -> None:
             "proba": {c: f"y_pred_proba_{c}" for c in ("prepaid_card", "highstreet_card", "upmarket_card")},
             "classes": ["highstreet_card", "prepaid_card", "upmarket_card"],
             "features": ["acq_channel", "app_behavioral_score", "requested_credit_limit", "app_channel",
-                         "credit_bureau_score", "stated_income", "is_customer"],  # fmt: skip
+                         "credit_bureau_score", "stated_income", "is_customer"],
             "frames": (multi_reference, multi_analysis.merge(multi_targets, on="id", validate="one_to_one")),
         },
     }
@@ -80,7 +80,7 @@ def estimate(reference_path: Path, analysis_path: Path, n_classes: int, chunk_si
         estimator = nml.CBPE(
             y_pred_proba=proba, y_pred="y_pred", y_true="y_true", metrics=metrics, chunk_size=chunk_size,
             problem_type="classification_binary" if binary else "classification_multiclass",
-        )  # fmt: skip
+        )
         estimator.fit(reference)
         fitted = time.perf_counter()
         frame = estimator.estimate(analysis.drop(columns=["window"])).filter(period="analysis").to_df()
@@ -94,13 +94,13 @@ def estimate(reference_path: Path, analysis_path: Path, n_classes: int, chunk_si
         if len(inside) != 1 or end + 1 - start != chunk_size:
             raise SystemExit(f"chunk {start}..{end} does not match one window (windows {sorted(inside)})")
         chunk = {"window": int(windows[start]), "start": start, "end": end,
-                 "accuracy": float(row[("accuracy", "value")]), "f1": float(row[("f1", "value")])}  # fmt: skip
+                 "accuracy": float(row[("accuracy", "value")]), "f1": float(row[("f1", "value")])}
         if binary:
             tp, fp, tn, fn = (float(row[(c, "value")]) for c in ("true_positive", "false_positive", "true_negative", "false_negative"))
             chunk |= {"true_positive": tp, "false_positive": fp, "true_negative": tn, "false_negative": fn,
                       # Macro F1 from NannyML's own estimated confusion matrix: the mean of the
                       # positive and the negative class's F1.
-                      "f1_macro": (2 * tp / (2 * tp + fp + fn) + 2 * tn / (2 * tn + fn + fp)) / 2}  # fmt: skip
+                      "f1_macro": (2 * tp / (2 * tp + fp + fn) + 2 * tn / (2 * tn + fn + fp)) / 2}
         else:
             chunk["f1_macro"] = chunk["f1"]
         chunks.append(chunk)
@@ -108,14 +108,14 @@ def estimate(reference_path: Path, analysis_path: Path, n_classes: int, chunk_si
         calibration = {"1": "isotonic" if estimator.needs_calibration else "none"}
     else:
         calibration = {str(k): "none" if type(c).__name__ == "NoopCalibrator" else "isotonic"
-                       for k, c in estimator._calibrators.items()}  # fmt: skip
+                       for k, c in estimator._calibrators.items()}
     out.write_text(json.dumps({
         "version": importlib.metadata.version("nannyml"),
         "settings": "CBPE defaults: isotonic calibration where it lowers ECE (10 stratified splits), chunk_size = window rows",
         "calibration": calibration,
         "seconds": {"fit": round(fitted - started, 3), "estimate": round(finished - fitted, 3)},
         "chunks": chunks,
-    }, indent=2))  # fmt: skip
+    }, indent=2))
 
 
 def main() -> None:

@@ -40,12 +40,12 @@ def main() -> None:
     train(args.directory)
     if args.peer == "mlserver":
         settings = {"host": "127.0.0.1", "http_port": args.http_port, "grpc_port": args.grpc_port,
-                    "metrics_port": args.metrics_port}  # fmt: skip
+                    "metrics_port": args.metrics_port}
         if args.parallel_workers is not None:
             settings["parallel_workers"] = args.parallel_workers
         (args.directory / "settings.json").write_text(json.dumps(settings))
         model_settings = {"name": "bc", "implementation": "mlserver_sklearn.SKLearnModel",
-                          "parameters": {"uri": "./model.joblib", "version": "1"}}  # fmt: skip
+                          "parameters": {"uri": "./model.joblib", "version": "1"}}
         (args.directory / "model-settings.json").write_text(json.dumps(model_settings))
 
 

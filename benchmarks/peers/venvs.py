@@ -62,7 +62,7 @@ def version(name: str, distribution: str) -> str | None:
     out = subprocess.run(
         [str(python(name)), "-c", f"import importlib.metadata as m; print(m.version({distribution!r}))"],
         capture_output=True, text=True,
-    )  # fmt: skip
+    )
     return out.stdout.strip() or None
 
 

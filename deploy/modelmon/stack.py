@@ -71,7 +71,12 @@ def register_demo_model(store: str | None) -> None:
     from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
     import modelmon
-    from modelmon.demo.data import CATEGORICAL_FEATURES, NUMERIC_FEATURES, TARGET, generate_customers
+    from modelmon.demo.data import (
+        CATEGORICAL_FEATURES,
+        NUMERIC_FEATURES,
+        TARGET,
+        generate_customers,
+    )
     from modelmon.tracking.sklearn import fit_epochs
 
     registry = modelmon.Registry()

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
 
-from modelmon.errors import ModelmonError
 from modelmon.alerting.cli import alerts_app, notify_bridge, stack_app
 from modelmon.dashboards.cli import grafana_app, report
+from modelmon.errors import ModelmonError
 from modelmon.tracking.cli import runs_app
 
 app = typer.Typer(
@@ -29,7 +29,7 @@ app.command("report")(report)
 console = Console(stderr=True)
 
 RegistryOption = Annotated[
-    Optional[Path],
+    Path | None,
     typer.Option("--registry", help="Registry directory \\[default: $MODELMON_HOME/registry]."),
 ]
 
@@ -65,16 +65,16 @@ def register(
     name: Annotated[str, typer.Option("--name", help="Model name (letters, digits, . _ -).")],
     model: Annotated[Path, typer.Option("--model", help="A .skops, .onnx, or (with --trust-pickle) .pkl/.joblib file.")],
     registry: RegistryOption = None,
-    reference: Annotated[Optional[Path], typer.Option(help="Training data (CSV or Parquet): feature types and the drift reference.")] = None,
-    target: Annotated[Optional[str], typer.Option(help="The label column in the reference and validation data.")] = None,
-    validation: Annotated[Optional[Path], typer.Option(help="Held-out data (CSV or Parquet) with the target column: the quality baseline.")] = None,
+    reference: Annotated[Path | None, typer.Option(help="Training data (CSV or Parquet): feature types and the drift reference.")] = None,
+    target: Annotated[str | None, typer.Option(help="The label column in the reference and validation data.")] = None,
+    validation: Annotated[Path | None, typer.Option(help="Held-out data (CSV or Parquet) with the target column: the quality baseline.")] = None,
     trust_pickle: Annotated[bool, typer.Option("--trust-pickle", help="Allow a pickle/joblib file. Unpickling runs code: only for files you trust.")] = False,
-    trust_type: Annotated[Optional[list[str]], typer.Option("--trust-type", help="A type a .skops file may build beyond skops' safe defaults (repeatable).")] = None,
+    trust_type: Annotated[list[str] | None, typer.Option("--trust-type", help="A type a .skops file may build beyond skops' safe defaults (repeatable).")] = None,
     onnx: Annotated[bool, typer.Option("--onnx/--no-onnx", help="Convert scikit-learn models to ONNX when the result provably agrees.")] = True,
     numeric_bins: Annotated[int, typer.Option(help="Quantile bins per numeric feature in the reference profile.")] = 10,
     top_categories: Annotated[int, typer.Option(help="Categories kept per categorical feature; the rest count as 'other'.")] = 20,
-    run: Annotated[Optional[int], typer.Option(help="The training run that produced the model: linked to the version, and its final validation metrics are the baseline when --validation is not given.")] = None,
-    store: Annotated[Optional[str], typer.Option(help="The run store holding --run \\[default: $MODELMON_STORE_URL, else $MODELMON_HOME/modelmon.db].")] = None,
+    run: Annotated[int | None, typer.Option(help="The training run that produced the model: linked to the version, and its final validation metrics are the baseline when --validation is not given.")] = None,
+    store: Annotated[str | None, typer.Option(help="The run store holding --run \\[default: $MODELMON_STORE_URL, else $MODELMON_HOME/modelmon.db].")] = None,
 ) -> None:
     """Store a model as the next version of NAME and print its name and version."""
     from pydantic import ValidationError
@@ -89,13 +89,13 @@ def register(
             convert_to_onnx=onnx,
             profile_settings=ProfileSettings(numeric_bins=numeric_bins, top_categories=top_categories),
             run=run, run_store=store,
-        )  # fmt: skip
+        )
     except ModelmonError as exc:
         _fail(exc)
     except ValidationError as exc:
         _fail(ModelmonError(_settings_error(exc)))
     console.print(f"registered [bold]{card.name}[/bold] version [bold]{card.version}[/bold] "
-                  f"({card.flavor}, served with {card.runtime})")  # fmt: skip
+                  f"({card.flavor}, served with {card.runtime})")
     typer.echo(f"{card.name}:{card.version}")
 
 
@@ -111,7 +111,7 @@ def models(registry: RegistryOption = None) -> None:
     for card in reg.cards():
         table.add_row(card.name, str(card.version), card.flavor, card.runtime,
                       str(len(card.signature.features)), str(len(card.signature.classes)),
-                      card.created_at.strftime("%Y-%m-%d %H:%M"))  # fmt: skip
+                      card.created_at.strftime("%Y-%m-%d %H:%M"))
     Console().print(table if table.rows else f"no models in {reg.root}")
 
 
@@ -120,7 +120,7 @@ def serve(
     registry: RegistryOption = None,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
-    model: Annotated[Optional[list[str]], typer.Option("--model", help="NAME or NAME:VERSION to serve (repeatable) \\[default: the latest version of every model].")] = None,
+    model: Annotated[list[str] | None, typer.Option("--model", help="NAME or NAME:VERSION to serve (repeatable) \\[default: the latest version of every model].")] = None,
     max_batch_size: Annotated[int, typer.Option(help="Most rows in one model call.")] = 256,
     max_batch_delay_ms: Annotated[float, typer.Option(help="How long a batch may wait for more rows.")] = 0.0,
     batching: Annotated[bool, typer.Option("--batching/--no-batching", help="Merge concurrent requests into one model call.")] = True,
@@ -129,13 +129,13 @@ def serve(
     max_body_bytes: Annotated[int, typer.Option(help="Largest request body accepted.")] = 16 * 1024 * 1024,
     drain_seconds: Annotated[float, typer.Option(help="On SIGTERM, seconds to report not-ready before closing.")] = 2.0,
     drift_window_seconds: Annotated[float, typer.Option(help="Drift scores cover this much recent time.")] = 3600.0,
-    drift_window_rows: Annotated[Optional[int], typer.Option(help="...or, if set, the most recent stretch with this many rows.")] = None,
+    drift_window_rows: Annotated[int | None, typer.Option(help="...or, if set, the most recent stretch with this many rows.")] = None,
     drift_min_rows: Annotated[int, typer.Option(help="Rows a window needs before drift is scored.")] = 100,
     drift_score_seconds: Annotated[float, typer.Option(help="How often drift scores are recomputed.")] = 5.0,
-    store: Annotated[Optional[str], typer.Option("--store", help="Store for the prediction log and labels: a SQLite path or postgresql+psycopg://... \\[default: $MODELMON_STORE_URL, else $MODELMON_HOME/modelmon.db].")] = None,
+    store: Annotated[str | None, typer.Option("--store", help="Store for the prediction log and labels: a SQLite path or postgresql+psycopg://... \\[default: $MODELMON_STORE_URL, else $MODELMON_HOME/modelmon.db].")] = None,
     prediction_log: Annotated[bool, typer.Option("--prediction-log/--no-prediction-log", help="Log every prediction to the store (needed for ground-truth labels).")] = True,
     log_features: Annotated[float, typer.Option(help="Share of model calls (a request or a batch of them) whose input features are logged too (0 to 1).")] = 0.0,
-    api_token_file: Annotated[Optional[Path], typer.Option(help="File holding the bearer token that write endpoints require \\[default: $MODELMON_API_TOKEN, if set].")] = None,
+    api_token_file: Annotated[Path | None, typer.Option(help="File holding the bearer token that write endpoints require \\[default: $MODELMON_API_TOKEN, if set].")] = None,
     token_for_inference: Annotated[bool, typer.Option("--token-for-inference", help="Require the token for inference too.")] = False,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "warning",
 ) -> None:
@@ -160,7 +160,7 @@ def serve(
             drift = DriftSettings(
                 window_seconds=drift_window_seconds, window_rows=drift_window_rows,
                 min_rows=drift_min_rows, score_seconds=drift_score_seconds,
-            )  # fmt: skip
+            )
         except ValidationError as exc:
             raise ModelmonError(_settings_error(exc, prefix="drift-")) from None
         try:
@@ -172,7 +172,7 @@ def serve(
             inline_predict_ms=inline_predict_ms, monitoring=monitoring, max_body_bytes=max_body_bytes, drain_seconds=drain_seconds, drift=drift,
             store_url=store, prediction_log=log_settings, api_token=_api_token(api_token_file),
             token_for_inference=token_for_inference,
-        )  # fmt: skip
+        )
         if token_for_inference and settings.api_token is None:
             raise ModelmonError("--token-for-inference needs a token: set MODELMON_API_TOKEN or --api-token-file")
     except ModelmonError as exc:
@@ -206,7 +206,7 @@ def feedback(
     except ModelmonError as exc:
         _fail(exc)
     items = [{"id": str(i), "label": v.item() if hasattr(v, "item") else v}
-             for i, v in zip(frame[id_column], frame[label_column], strict=True)]  # fmt: skip
+             for i, v in zip(frame[id_column], frame[label_column], strict=True)]
     totals = {"matched": 0, "duplicate": 0, "unknown": 0}
     with httpx.Client(base_url=url, timeout=60) as client, Progress(console=console) as progress:
         task = progress.add_task("sending labels", total=len(items))
@@ -254,14 +254,14 @@ def rules_export(
         for w in window:
             (out_dir / f"modelmon-{kind}-{w}.test.yml").write_text(rules.dump_yaml(test(rule_file.name, w)))
     console.print(f"wrote recording rules and their tests to {out_dir}; check them with:\n"
-                  f"  promtool check rules {out_dir}/*.rules.yml\n  cd {out_dir} && promtool test rules *.test.yml")  # fmt: skip
+                  f"  promtool check rules {out_dir}/*.rules.yml\n  cd {out_dir} && promtool test rules *.test.yml")
 
 
 @app.command()
 def demo(
     port: Annotated[int, typer.Option(help="Port for the demo server.")] = 8080,
     requests: Annotated[int, typer.Option(help="Requests of traffic to send.")] = 3000,
-    home: Annotated[Optional[Path], typer.Option(help="Where to keep the demo's registry \\[default: $MODELMON_HOME].")] = None,
+    home: Annotated[Path | None, typer.Option(help="Where to keep the demo's registry \\[default: $MODELMON_HOME].")] = None,
 ) -> None:
     """Train, register, serve and monitor a churn model end to end, on embedded defaults."""
     from modelmon.demo.run import run_demo

@@ -132,7 +132,7 @@ class SmtpSink:
                     envelope.mail_from, list(envelope.rcpt_tos), str(message["subject"]),
                     text.get_content().replace("\r\n", "\n") if text else "",
                     html.get_content().replace("\r\n", "\n") if html else "",
-                ))  # fmt: skip
+                ))
                 return "250 OK"
 
         def authenticator(server, session, envelope, mechanism, auth_data):
@@ -152,7 +152,7 @@ class SmtpSink:
             auth_required=True, auth_require_tls=False,
             # Alertmanager speaks LOGIN only to servers that prompt "Username:"; aiosmtpd does not.
             auth_exclude_mechanism=["LOGIN"],
-        )  # fmt: skip
+        )
         self.controller.start()
         return self
 
@@ -200,4 +200,4 @@ def modelmon(*args: str, env: dict[str, str] | None = None, unset: tuple[str, ..
 
     environment = {k: v for k, v in {**os.environ, **(env or {})}.items() if k not in unset}
     return subprocess.run([sys.executable, "-m", "modelmon.cli", *args], capture_output=True, text=True,
-                          env=environment, cwd=cwd, timeout=timeout)  # fmt: skip
+                          env=environment, cwd=cwd, timeout=timeout)

@@ -51,7 +51,7 @@ def test_example_passes_amtool_and_keeps_file_secrets_out(example_export):
     assert hook["http_config"]["authorization"]["credentials_file"] == "/run/secrets/hook_token"
     # Secrets from the environment are substituted (0.25 has no env expansion), and said so.
     assert sorted(example_export.substituted_secrets) == [
-        "channels[2].routing_key", "channels[4].bot_token", "channels[5].webhook_url"]  # fmt: skip
+        "channels[2].routing_key", "channels[4].bot_token", "channels[5].webhook_url"]
     assert stat.S_IMODE(os.stat(config_file).st_mode) == 0o600
     assert EXAMPLE_ENV["APPRISE_URLS"] not in text  # Apprise URLs stay with the bridge
     bridge = receivers["churn-telegram+everything-else"]["webhook_configs"][0]
@@ -70,7 +70,7 @@ def test_a_config_with_only_file_secrets_is_world_readable_and_secret_free(tmp_p
             {"name": "p", "type": "pagerduty", "routing_key_file": str(tmp_path / "pd")},
         ],
         "routing": {"default": ["s", "p"]},
-    })  # fmt: skip
+    })
     result = export(config, tmp_path / "out")
     text = result.alertmanager_config.read_text()
     assert result.substituted_secrets == []
@@ -81,7 +81,7 @@ def test_a_config_with_only_file_secrets_is_world_readable_and_secret_free(tmp_p
 def test_smtp_password_file_with_a_trailing_newline_is_flagged(tmp_path):
     (tmp_path / "pw").write_text("hunter2\n")
     config = parse_config({"smtp": {"smarthost": "mail:25", "from": "a@b.c", "auth_username": "u",
-                                    "auth_password_file": str(tmp_path / "pw")}})  # fmt: skip
+                                    "auth_password_file": str(tmp_path / "pw")}})
     notes = export(config, tmp_path / "out").notes
     assert any("smtp.auth_password" in n and "newline" in n for n in notes)
     (tmp_path / "pw").write_text("hunter2")
@@ -102,11 +102,11 @@ def test_smtp_password_file_with_a_trailing_newline_is_flagged(tmp_path):
         (["severity=info", "alertname=ModelmonTrainingValidationLossPlateau"], "team-slack"),
         (["alertname=SomethingElse"], "team-slack"),  # routing.default
     ],
-)  # fmt: skip
+)
 def test_routes_as_documented(example_export, labels, receivers):
     require("amtool")
     tested = amtool("config", "routes", "test", f"--config.file={example_export.alertmanager_config}",
-                    f"--verify.receivers={receivers}", *labels)  # fmt: skip
+                    f"--verify.receivers={receivers}", *labels)
     assert tested.returncode == 0, tested.stdout + tested.stderr
 
 
@@ -114,13 +114,13 @@ def test_export_command_checks_with_promtool_and_amtool(tmp_path):
     require("amtool", "promtool")
     env = {**EXAMPLE_ENV}
     result = modelmon("alerts", "export", str(tmp_path / "out"), "--config", str(REPO / "examples" / "modelmon.yaml"),
-                      "--check", env=env)  # fmt: skip
+                      "--check", env=env)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "passed: check rules" in result.stderr and "passed: test rules" in result.stderr
     assert "passed: amtool check-config" in result.stderr
     assert "holds secrets (mode 0600): channels[2].routing_key" in " ".join(result.stderr.split())
     unset = cli("alerts", "export", str(tmp_path / "out2"), "--config", str(REPO / "examples" / "modelmon.yaml"),
-                env={**env, "TELEGRAM_BOT_TOKEN": None})  # fmt: skip
+                env={**env, "TELEGRAM_BOT_TOKEN": None})
     assert unset.exit_code == 2
     assert "channels[4].bot_token: environment variable TELEGRAM_BOT_TOKEN is not set" in " ".join(unset.stderr.split())
 
@@ -131,7 +131,7 @@ def alert(name: str, severity: str, start: dt.datetime, **labels: str) -> dict:
         "annotations": {"summary": f"{name} summary", "description": f"{name} description",
                         "value": "0.001", "threshold": "0.01", "runbook_url": f"https://runbooks.example/#{name.lower()}"},
         "startsAt": start.isoformat(),
-    }  # fmt: skip
+    }
 
 
 def test_real_alertmanager_delivers_readable_messages_and_inhibits_symptoms(tmp_path, http_sink: HttpSink):
@@ -157,7 +157,7 @@ def test_real_alertmanager_delivers_readable_messages_and_inhibits_symptoms(tmp_
              "api_url": f"{http_sink.url}/telegram"},
         ],
         "routing": {"default": ["hook", "slack", "discord", "pager", "tg"], "group_wait": "1s", "group_interval": "1s"},
-    })  # fmt: skip
+    })
     try:
         result = export(config, tmp_path / "out")
     finally:
@@ -169,7 +169,7 @@ def test_real_alertmanager_delivers_readable_messages_and_inhibits_symptoms(tmp_
             alert("ModelmonTargetDown", "critical", now, model="shop", version="1", instance="replica-1:8080"),
             alert("ModelmonFeatureDrift", "warning", now, model="shop", version="1", feature="amount", method="psi"),
             alert("ModelmonFeatureDrift", "warning", now, model="churn", version="3", feature="tenure", method="psi"),
-        ])  # fmt: skip
+        ])
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline and len(http_sink.on("/webhook")) < 2:
             time.sleep(0.1)

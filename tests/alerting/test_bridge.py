@@ -23,12 +23,12 @@ DRIFT = {
                "feature": "amount", "method": "psi", "instance": "replica-1:8080"},
     "annotations": {"summary": "Feature amount of model shop has drifted", "description": "PSI is high.",
                     "value": "0.4312", "threshold": "0.2", "runbook_url": "https://runbooks.example/#modelmonfeaturedrift"},
-}  # fmt: skip
+}
 ALERTMANAGER_PAYLOAD = {
     "version": "4", "status": "firing", "receiver": "phones", "groupKey": "{}:{alertname=\"ModelmonFeatureDrift\"}",
     "commonLabels": {"alertname": "ModelmonFeatureDrift", "model": "shop", "version": "1", "severity": "warning"},
     "alerts": [DRIFT, {**DRIFT, "status": "resolved", "labels": {**DRIFT["labels"], "feature": "channel"}}],
-}  # fmt: skip
+}
 GRAFANA_PAYLOAD = {
     "receiver": "everything-else", "status": "firing", "orgId": 1, "state": "alerting", "title": "[FIRING:1] ...",
     "commonLabels": {"alertname": "ModelmonHighErrorRatio", "model": "churn", "grafana_folder": "modelmon"},
@@ -39,7 +39,7 @@ GRAFANA_PAYLOAD = {
                         "runbook_url": "https://runbooks.example/#modelmonhigherrorratio"},
         "values": {"A": 0.125, "C": 1}, "valueString": "[ var='A' value=0.125 ]",
     }],
-}  # fmt: skip
+}
 
 
 def test_message_format():
@@ -85,7 +85,7 @@ def test_bridge_delivers_retries_and_counts(tmp_path, http_sink: HttpSink):
         [sys.executable, "-m", "modelmon.cli", "notify-bridge", "--config", str(config), "--port", str(port),
          "--url", f"json://127.0.0.1:{http_sink.port}/default", "--attempts", "3", "--retry-seconds", "0.2"],
         stdout=(tmp_path / "bridge.log").open("wb"), stderr=subprocess.STDOUT,
-    )  # fmt: skip
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         wait_for_http(f"{url}/-/healthy", timeout=30, process=bridge)

@@ -51,7 +51,7 @@ def error_of(data) -> str:
         ({"channels": [{"name": "s", "type": "sns", "region": "eu-west-1"}]}, "channels[0]: give exactly one of phone_number"),
         ({"prometheus": {"recording_windows": ["1h30m"]}}, "prometheus.recording_windows: '1h30m': a recording window is one"),
     ],
-)  # fmt: skip
+)
 def test_errors_name_the_bad_key(data, expected):
     message = error_of(data)
     assert message.startswith("modelmon.yaml: ")
@@ -65,7 +65,7 @@ def test_secret_references_and_file_spelling(tmp_path, monkeypatch):
             {"name": "p", "type": "pagerduty", "routing_key": "$__env{PD_KEY}"},
             {"name": "w", "type": "webhook", "url": "https://plain.example.com/hook"},
         ]
-    })  # fmt: skip
+    })
     slack, pager, hook = config.channels
     assert slack.webhook_url == SecretRef(source="file", name="/run/secrets/slack")
     assert pager.routing_key == SecretRef(source="env", name="PD_KEY")

@@ -20,8 +20,8 @@ import pytest
 import yaml
 
 from modelmon.alerting.stack import Alertmanager
-from modelmon.stack.prometheus import Prometheus
 from modelmon.stack.processes import free_port, stop_process, wait_for_http
+from modelmon.stack.prometheus import Prometheus
 from tests.alerting.conftest import HttpSink, SmtpSink, modelmon, require
 from tests.conftest import start_server
 
@@ -49,7 +49,7 @@ def send(url: str, rows: list[dict]) -> None:
 
 def amount_alert(alerts: list[dict], status: str) -> dict | None:
     return next((a for a in alerts if a["labels"].get("alertname") == "ModelmonFeatureDrift"
-                 and a["labels"].get("feature") == "amount" and a["status"] == status), None)  # fmt: skip
+                 and a["labels"].get("feature") == "amount" and a["status"] == status), None)
 
 
 def webhook_has(status: str):
@@ -61,7 +61,7 @@ def slack_has(status: str):
     return lambda r: r.path == "/slack" and any(
         f"{word} ModelmonFeatureDrift" in block and "feature: amount" in block
         for a in r.json.get("attachments", []) for block in a.get("text", "").split("\n\n")
-    )  # fmt: skip
+    )
 
 
 def bridge_has(status: str):
@@ -69,19 +69,19 @@ def bridge_has(status: str):
     return lambda r: r.path == "/apprise" and any(
         block.startswith(f"{word} ModelmonFeatureDrift") and "feature: amount" in block
         for block in r.json["message"].split("\n\n")
-    )  # fmt: skip
+    )
 
 
 def mail_has(status: str):
     word = "FIRING" if status == "firing" else "RESOLVED"
     return lambda m: any(block.startswith(f"{word} ModelmonFeatureDrift") and "feature: amount" in block
-                         for block in m.text.split("\n\n"))  # fmt: skip
+                         for block in m.text.split("\n\n"))
 
 
 def received(sink: HttpSink) -> list[str]:
     """What the webhook received, in short (for failure messages)."""
     return [f"{r.json['status']} " + ", ".join(f"{a['labels'].get('alertname')}/{a['labels'].get('feature', '')}={a['status']}"
-                                              for a in r.json["alerts"]) for r in sink.on("/webhook")]  # fmt: skip
+                                              for a in r.json["alerts"]) for r in sink.on("/webhook")]
 
 
 def block(text: str, word: str) -> str:
@@ -115,7 +115,7 @@ def test_drift_alert_fires_and_resolves_by_email_webhook_slack_and_bridge(
                     "group_wait": "1s", "group_interval": "1s", "repeat_interval": "1h", "resolve_timeout": "1m"},
         "builtins": {"override_for": "2s"},
         "bridge": {"url": f"http://127.0.0.1:{bridge_port}", "retry_seconds": 0.5},
-    }  # fmt: skip
+    }
     config_file = tmp_path / "modelmon.yaml"
     config_file.write_text(yaml.safe_dump(config))
     out = tmp_path / "out"
@@ -126,19 +126,19 @@ def test_drift_alert_fires_and_resolves_by_email_webhook_slack_and_bridge(
 
     server = start_server(registry_dir, tmp_path, "--model", "shop", "--drain-seconds", "0",
                           "--drift-window-rows", "200", "--drift-window-seconds", "20",
-                          "--drift-min-rows", "100", "--drift-score-seconds", "0.5")  # fmt: skip
+                          "--drift-min-rows", "100", "--drift-score-seconds", "0.5")
     running: list = []
     bridge = subprocess.Popen(
         [sys.executable, "-m", "modelmon.cli", "notify-bridge", "--config", str(config_file), "--port", str(bridge_port)],
         stdout=(tmp_path / "bridge.log").open("wb"), stderr=subprocess.STDOUT,
-    )  # fmt: skip
+    )
     try:
         alertmanager = Alertmanager.start(am_config, tmp_path / "alertmanager", log_level="debug")
         running.append(alertmanager)
         prometheus = Prometheus.start(
             tmp_path / "prometheus", [f"127.0.0.1:{server.port}"], rule_files=sorted((out / "prometheus").glob("*.rules.yml")),
             alertmanagers=[f"127.0.0.1:{alertmanager.port}"], evaluation_interval="1s",
-        )  # fmt: skip
+        )
         running.append(prometheus)
         wait_for_http(f"http://127.0.0.1:{bridge_port}/-/healthy", timeout=30, process=bridge)
         assert prometheus.wait_for('up{job="modelmon"}', 1, timeout=20) == 1
@@ -171,7 +171,7 @@ def test_drift_alert_fires_and_resolves_by_email_webhook_slack_and_bridge(
         resolved_bridge = http_sink.wait(bridge_has("resolved"), timeout=15)
         resolved_slack = http_sink.wait(slack_has("resolved"), timeout=15)
         notify_log = [line for line in (tmp_path / "alertmanager" / "alertmanager.log").read_text().splitlines()
-                      if "Notify" in line or "level=error" in line or "level=warn" in line]  # fmt: skip
+                      if "Notify" in line or "level=error" in line or "level=warn" in line]
         bridge_metrics = httpx.get(f"http://127.0.0.1:{bridge_port}/metrics").text
     finally:
         for part in reversed(running):

@@ -16,7 +16,7 @@ from tests.alerting.conftest import REPO
 
 SCHEMA = REPO.parent / "shared" / "grafana-schema" / "alerting.jsonschema.json"
 ENV = {"PAGERDUTY_ROUTING_KEY": "pd-secret-value", "TELEGRAM_BOT_TOKEN": "1:tg-secret-value",
-       "DISCORD_WEBHOOK_URL": "https://discord.example/discord-secret-value", "APPRISE_URLS": "json://apprise-secret-value"}  # fmt: skip
+       "DISCORD_WEBHOOK_URL": "https://discord.example/discord-secret-value", "APPRISE_URLS": "json://apprise-secret-value"}
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +85,7 @@ def test_files_follow_the_file_provisioning_format_and_schema(exported, validato
         assert query["model"]["expr"] == prometheus_rules[rule["title"]]["expr"]  # the promtool-tested PromQL
         assert query["relativeTimeRange"]["from"] >= 600
         assert condition["model"] == {"refId": "C", "type": "math", "expression": ANY_VALUE,
-                                      "datasource": {"type": "__expr__", "uid": "__expr__"}}  # fmt: skip
+                                      "datasource": {"type": "__expr__", "uid": "__expr__"}}
         assert rule["for"] == prometheus_rules[rule["title"]]["for"]
         assert rule["labels"] == prometheus_rules[rule["title"]]["labels"]
         annotations = rule["annotations"]

@@ -27,7 +27,7 @@ CUSTOM = [
     {"name": "ManyErrorsToday", "metric": "modelmon_request_errors_total", "aggregation": "increase",
      "by": ["model"], "comparator": ">=", "threshold": 1000, "window": "1h"},
     {"name": "RawCondition", "expr": 'sum(modelmon_inflight_requests) > 100', "for": "1m"},
-]  # fmt: skip
+]
 
 
 def promtool(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -94,7 +94,7 @@ def test_other_thresholds_and_custom_rules_are_proven_too(tmp_path):
             "training_stalled": {"threshold": 300, "for": "1m"},
         },
         "rules": CUSTOM,
-    })  # fmt: skip
+    })
     result = export(config, tmp_path, alertmanager_files=False)
     check_and_test(tmp_path)
     cases = cases_by_alert(tmp_path)
@@ -116,7 +116,7 @@ def test_other_thresholds_and_custom_rules_are_proven_too(tmp_path):
         ("ModelmonLowLabelCoverage", ") < 0.1", ") > 0.1"),           # comparison inverted
         ("ModelmonTrainingLossNaN", "!=", "=="),                      # NaN test lost
     ],
-)  # fmt: skip
+)
 def test_a_broken_rule_fails_its_generated_test(tmp_path, alert, old, new):
     """The generated tests are not vacuous: damage one rule and promtool reports it."""
     require("promtool")
@@ -152,7 +152,7 @@ def test_accuracy_and_macro_f1_from_confusion_cells_equal_scikit_learn(tmp_path)
     parts = builder._confusion("modelmon_confusion_total", "1h")
     accuracy = f"{parts['correct']} / {parts['total']}"
     f1 = (f"avg by (model, version) (2 * ({parts['tp']} or {parts['row']} * 0)"
-          f" / (({parts['row']} + {parts['col']}) > 0))")  # fmt: skip
+          f" / (({parts['row']} + {parts['col']}) > 0))")
     rules = {rule.name: rule.expr for rule in builder.build()}
     assert parts["correct"] in rules["ModelmonAccuracyBelowBaseline"] and parts["tp"] in rules["ModelmonF1BelowBaseline"]
     series = []
@@ -174,7 +174,7 @@ def test_accuracy_and_macro_f1_from_confusion_cells_equal_scikit_learn(tmp_path)
                  "exp_samples": [{"labels": '{model="m", version="1"}', "value": 1}]},
             ],
         }],
-    }  # fmt: skip
+    }
     (tmp_path / "quality.test.yml").write_text(dump_yaml(test))
     tested = promtool("test", "rules", "quality.test.yml", cwd=tmp_path)
     assert tested.returncode == 0, tested.stdout + tested.stderr

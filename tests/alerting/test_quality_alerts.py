@@ -12,8 +12,8 @@ from sklearn.metrics import accuracy_score, f1_score
 
 from modelmon.alerting.config import parse_config
 from modelmon.alerting.export import export
-from modelmon.stack.prometheus import Prometheus
 from modelmon.stack.processes import stop_process
+from modelmon.stack.prometheus import Prometheus
 from tests.alerting.conftest import require
 from tests.conftest import start_server
 
@@ -32,7 +32,7 @@ def test_realized_quality_alerts_fire_with_scikit_learn_values(registry_dir, sho
     result = export(config, tmp_path / "out", alertmanager_files=False)
     server = start_server(registry_dir, tmp_path, "--model", "shop", "--drain-seconds", "0", "--store", str(tmp_path / "store.db"))
     prometheus = Prometheus.start(tmp_path / "prometheus", [f"127.0.0.1:{server.port}"], rule_files=result.rule_files,
-                                  evaluation_interval="1s")  # fmt: skip
+                                  evaluation_interval="1s")
     try:
         assert prometheus.wait_for('up{job="modelmon"}', 1, timeout=20) == 1
         time.sleep(2)  # a scrape with every confusion cell at zero, before the first label
@@ -43,7 +43,7 @@ def test_realized_quality_alerts_fire_with_scikit_learn_values(registry_dir, sho
         # Two in five labels agree with the prediction; the rest name another class.
         labels = [y if i % 5 < 2 else CLASSES[(CLASSES.index(y) + 1) % 3] for i, y in enumerate(predicted)]
         sent = httpx.post(f"{server.url}/v2/models/shop/feedback",
-                          json={"labels": [{"id": p["id"], "label": y} for p, y in zip(predictions, labels, strict=True)]})  # fmt: skip
+                          json={"labels": [{"id": p["id"], "label": y} for p, y in zip(predictions, labels, strict=True)]})
         assert sent.json()["matched"] == 120, sent.text
         deadline = time.monotonic() + 30
         alerts: dict[str, dict] = {}

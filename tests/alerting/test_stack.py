@@ -35,7 +35,7 @@ def test_stack_up_runs_prometheus_and_alertmanager_for_the_server(server, tmp_pa
          "--dir", str(tmp_path), "--prometheus-port", str(prometheus_port),
          "--alertmanager-port", str(alertmanager_port), "--scrape-interval", "1s"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path,
-    )  # fmt: skip
+    )
     prometheus, alertmanager = f"http://127.0.0.1:{prometheus_port}", f"http://127.0.0.1:{alertmanager_port}"
     try:
         wait_for_http(f"{prometheus}/-/ready", timeout=60, process=process)

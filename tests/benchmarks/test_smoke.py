@@ -14,7 +14,7 @@ BENCHMARKS = Path(__file__).parents[2] / "benchmarks"
 def test_drift_thresholds_quick(tmp_path):
     out = tmp_path / "thresholds.json"
     result = subprocess.run([sys.executable, str(BENCHMARKS / "drift_thresholds.py"), "--quick", "--out", str(out)],
-                            capture_output=True, text=True, timeout=120)  # fmt: skip
+                            capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     rates = json.loads(out.read_text())["rates"]
     assert "| stationary | 200 |" in result.stdout

@@ -15,7 +15,7 @@ METRICS = ("accuracy", "f1_macro")
 def test_cbpe_quick(tmp_path):
     out = tmp_path / "cbpe.json"
     result = subprocess.run([sys.executable, str(BENCHMARKS / "cbpe.py"), "--quick", "--out", str(out)],
-                            capture_output=True, text=True, timeout=300)  # fmt: skip
+                            capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(out.read_text())
     assert "| generated binary | 0 |" in result.stdout and "| generated 3-class | 3 |" in result.stdout

@@ -22,13 +22,13 @@ from peers import venvs  # noqa: E402
 def test_drift_quick(tmp_path):
     out = tmp_path / "drift.json"
     result = subprocess.run([sys.executable, str(BENCHMARKS / "drift.py"), "--quick", "--out", str(out)],
-                            capture_output=True, text=True, timeout=540)  # fmt: skip
+                            capture_output=True, text=True, timeout=540)
     assert result.returncode == 0, result.stderr[-3000:]
     data = json.loads(out.read_text())
     summary = data["summary"]
 
     expected = {"modelmon", "scipy"} | {t for t, v in (("evidently", "evidently"), ("nannyml", "nannyml"),
-                                                         ("alibi-detect", "alibi-detect")) if venvs.installed(v)}  # fmt: skip
+                                                         ("alibi-detect", "alibi-detect")) if venvs.installed(v)}
     assert expected <= set(summary)
     for tool, entry in summary.items():
         step = entry["steps"]["account_and_score" if tool == "modelmon" else "detect"]

@@ -29,7 +29,7 @@ def test_serving_quick(tmp_path):
         expected.add("bentoml")
     out = tmp_path / "serving.json"
     result = subprocess.run([sys.executable, str(BENCHMARKS / "serving.py"), "--quick", "--out", str(out)],
-                            capture_output=True, text=True, timeout=540)  # fmt: skip
+                            capture_output=True, text=True, timeout=540)
     assert result.returncode == 0, result.stderr[-3000:]
     data = json.loads(out.read_text())
     summary = data["summary"]

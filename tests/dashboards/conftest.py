@@ -90,9 +90,10 @@ def _training_runs(store_url: str, frame: pd.DataFrame, live_port: int | None) -
     """Two finished runs of SGD epochs (real metrics from log_classification); with
     ``live_port`` a third run stays active, its gauges on that port, its last training loss
     NaN."""
-    import modelmon
     from sklearn.linear_model import SGDClassifier
     from sklearn.preprocessing import StandardScaler
+
+    import modelmon
 
     X = pd.get_dummies(frame.drop(columns="segment"), columns=["channel", "region"]).to_numpy(float)
     X = StandardScaler().fit_transform(X)
@@ -114,7 +115,7 @@ def _training_runs(store_url: str, frame: pd.DataFrame, live_port: int | None) -
     if live_port is None:
         return None
     live = modelmon.start_run(EXPERIMENT, name="diverging", params={"alpha": 10.0}, store=store_url,
-                              live_port=live_port, flush_seconds=0.2)  # fmt: skip
+                              live_port=live_port, flush_seconds=0.2)
     train(live, 10.0, 3)
     live.log_metrics({"loss": math.nan}, step=4, split="train")
     live.flush()
@@ -133,7 +134,7 @@ def stack(registry_dir: Path, shop_frame: pd.DataFrame, tmp_path_factory) -> Ite
         try:
             with ThreadPoolExecutor(2) as pool:  # both replicas start at once
                 starting = [pool.submit(start_server, registry_dir, tmp, "--model", "shop", "--store", store_urls[d],
-                                        "--drain-seconds", "0", "--drift-score-seconds", "0.5") for d in ("sqlite", "postgresql")]  # fmt: skip
+                                        "--drain-seconds", "0", "--drift-score-seconds", "0.5") for d in ("sqlite", "postgresql")]
             servers += [f.result() for f in starting if f.exception() is None]
             for f in starting:
                 if f.exception() is not None:
@@ -164,7 +165,7 @@ def stack(registry_dir: Path, shop_frame: pd.DataFrame, tmp_path_factory) -> Ite
                 ready = (prometheus.query('modelmon:accuracy:1h{model="shop"}')
                          and prometheus.query('ALERTS{alertstate="firing"}')
                          and prometheus.query('ALERTS{alertstate="pending"}')
-                         and len(prometheus.query('modelmon_feature_drift{model="shop", method="psi"}')) >= 8)  # fmt: skip
+                         and len(prometheus.query('modelmon_feature_drift{model="shop", method="psi"}')) >= 8)
                 if ready:
                     break
                 time.sleep(0.5)

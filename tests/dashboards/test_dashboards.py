@@ -20,7 +20,7 @@ from tests.dashboards.conftest import SCHEMA_DIR
 PANEL_SCHEMAS = {
     "timeseries": "timeseries", "stat": "stat", "table": "table", "bargauge": "bargauge", "barchart": "barchart",
     "heatmap": "heatmap", "xychart": "xychart", "state-timeline": "statetimeline",
-}  # fmt: skip
+}
 BUILTINS = {"__interval", "__interval_ms", "__rate_interval", "__range", "__range_s", "__range_ms", "__from", "__to"}
 
 
@@ -155,7 +155,7 @@ def test_sql_target_is_a_cog_dataquery_that_encodes_into_a_panel():
     assert target.to_json() == {
         "refId": "A", "datasource": {"type": "grafana-postgresql-datasource", "uid": "modelmon-postgresql"},
         "rawSql": "SELECT 1", "format": "table", "editorMode": "code", "rawQuery": True,
-    }  # fmt: skip
+    }
     panel = Panel("table", "t", "d", "none", (Sql("SELECT 1", "SELECT 1"),))
     built = grafana.build_panel(panel, "postgresql").build()
     assert built.targets[0] is not None and built.targets[0].to_json()["rawSql"] == "SELECT 1"

@@ -55,16 +55,16 @@ def test_setup_writes_configs_that_promtool_and_amtool_accept_and_the_demo_serve
         [sys.executable, str(STACK), "setup", "--config", str(config), "--store", store,
          "--grafana-config", "/etc/modelmon/grafana", "--sqlite-path", "/var/lib/modelmon/modelmon.db"],
         capture_output=True, text=True, env=env, timeout=300,
-    )  # fmt: skip
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "registered churn version 1" in result.stdout
 
     checked = subprocess.run(["promtool", "check", "config", str(config / "prometheus" / "prometheus.yml")],
-                             capture_output=True, text=True)  # fmt: skip
+                             capture_output=True, text=True)
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert "SUCCESS: 3 rule files found" in checked.stdout  # drift, quality and alert rules
     checked = subprocess.run(["amtool", "check-config", str(config / "alerting" / "alertmanager" / "alertmanager.yml")],
-                             capture_output=True, text=True)  # fmt: skip
+                             capture_output=True, text=True)
     assert checked.returncode == 0, checked.stdout + checked.stderr
 
     grafana = config / "grafana"
@@ -80,7 +80,7 @@ def test_setup_writes_configs_that_promtool_and_amtool_accept_and_the_demo_serve
             [sys.executable, str(STACK), "traffic", "--url", server.url, "--requests", "60", "--rate", "0",
              "--phase-requests", "30", "--seed", "3"],
             capture_output=True, text=True, timeout=120,
-        )  # fmt: skip
+        )
         assert result.returncode == 0, result.stderr[-3000:]
         counts = dict(item.split("=") for item in result.stdout.split())
         assert int(counts["requests"]) == 60 and int(counts["ok"]) >= 50 and int(counts["labels"]) > 0

@@ -21,7 +21,7 @@ def test_export_writes_datasources_provider_and_dashboards(tmp_path):
         "dashboards/modelmon.yaml", "dashboards/modelmon/modelmon-alerts.json", "dashboards/modelmon/modelmon-drift.json",
         "dashboards/modelmon/modelmon-quality.json", "dashboards/modelmon/modelmon-serving.json",
         "dashboards/modelmon/modelmon-training.json", "datasources/modelmon.yaml",
-    ]  # fmt: skip
+    ]
     for path in tmp_path.rglob("*"):
         if path.is_file():
             assert "s3cret" not in path.read_text(), f"the password leaked into {path}"
@@ -58,7 +58,7 @@ def test_a_sqlite_store_gives_sqlite_panels_on_its_path(tmp_path):
 
 def test_export_command(tmp_path):
     command = [sys.executable, "-m", "modelmon.cli", "grafana", "export", str(tmp_path / "out"), "--store", str(tmp_path / "s.db"),
-               "--sql", "postgresql", "--window", "10m"]  # fmt: skip
+               "--sql", "postgresql", "--window", "10m"]
     result = subprocess.run(command, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert "postgresql data source" in result.stderr

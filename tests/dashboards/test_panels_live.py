@@ -10,7 +10,13 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from modelmon.dashboards.catalog import all_dashboards
-from modelmon.dashboards.queries import Source, panel_contexts, resolve_variables, run_query, variable_values
+from modelmon.dashboards.queries import (
+    Source,
+    panel_contexts,
+    resolve_variables,
+    run_query,
+    variable_values,
+)
 from modelmon.dashboards.spec import Dashboard, Panel
 from modelmon.dashboards.templating import Expansion, TimeRange
 

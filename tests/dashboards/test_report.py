@@ -58,7 +58,7 @@ def test_report_command_on_sqlite(stack, tmp_path):
         [sys.executable, "-m", "modelmon.cli", "report", "--out", str(out), "--prometheus", stack.prometheus.url,
          "--store", stack.store_urls["sqlite"], "--range", f"{seconds}s", "--scrape-interval", "1s", "--model", "shop"],
         capture_output=True, text=True,
-    )  # fmt: skip
+    )
     assert result.returncode == 0, result.stderr
     assert re.search(r"wrote .*r\.html: \d+ panels with data, 0 without", " ".join(result.stderr.split())), result.stderr
     html = out.read_text()

@@ -21,7 +21,7 @@ def vector(prom: Prometheus, promql: str, labels: tuple[str, ...]) -> Vector:
     for series in prom.query(promql):
         key = tuple(series["metric"].get(name, "") for name in labels)
         if key in out:
-            raise AssertionError(f"{promql!r}: two series for {dict(zip(labels, key))}")
+            raise AssertionError(f"{promql!r}: two series for {dict(zip(labels, key, strict=True))}")
         out[key] = float(series["value"][1])
     return out
 

@@ -27,7 +27,7 @@ def fuzzed_server(registry_dir, tmp_path_factory):
     token = tmp_path_factory.mktemp("fuzz") / "token"
     token.write_text(TOKEN)
     server = start_server(registry_dir, tmp_path_factory.mktemp("fuzz-logs"), "--api-token-file", str(token),
-                          "--drain-seconds", "0", "--max-body-bytes", "65536")  # fmt: skip
+                          "--drain-seconds", "0", "--max-body-bytes", "65536")
     yield server
     stop_process(server.process)
 
@@ -42,7 +42,7 @@ def test_every_operation_conforms(fuzzed_server):
 
         @given(case=operation.as_strategy())
         @settings(max_examples=EXAMPLES_PER_OPERATION, deadline=None, database=None,
-                  suppress_health_check=list(HealthCheck))  # fmt: skip
+                  suppress_health_check=list(HealthCheck))
         def conforms(case):
             calls.append(operation.label)
             response = case.call_and_validate(

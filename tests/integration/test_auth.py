@@ -18,7 +18,7 @@ def calls(url: str) -> dict[str, tuple[str, dict]]:
         "feedback": (f"{url}/v2/models/shop/feedback", {"labels": [{"id": "nope", "label": "gold"}]}),
         "infer": (f"{url}/v2/models/shop/infer", {"inputs": [
             {"name": k, "shape": [1], "datatype": "BYTES" if isinstance(v, str) else "FP64", "data": [v]}
-            for k, v in ROW.items()]}),  # fmt: skip
+            for k, v in ROW.items()]}),
         "predict": (f"{url}/v1/models/shop:predict", {"instances": [ROW]}),
     }
 

@@ -38,7 +38,7 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
          "--port", str(free_port()), "--requests", "300"],
         env={**os.environ, "MODELMON_HOME": str(home), "COLUMNS": "120"},
         capture_output=True, text=True, timeout=180,
-    )  # fmt: skip
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
     assert "What the clients saw" in out

@@ -100,7 +100,7 @@ def test_labels_join_across_a_restart_and_count_once(registry_dir, shop_frame, t
     with store.read() as connection:
         rows = connection.execute(text(
             "SELECT prediction_id, predicted_label, actual_label, correct FROM labelled_predictions WHERE model = 'shop'"
-        )).all()  # fmt: skip
+        )).all()
     close_store(store_url)
     by_id = {r.prediction_id: r for r in rows}
     assert len(by_id) == 110
@@ -152,7 +152,7 @@ def test_feedback_command_sends_a_file(registry_dir, shop_frame, tmp_path):
         labels = pd.DataFrame({"prediction": ids[:30] + ["nope"], "truth": shop_frame.segment.iloc[:31].tolist()})
         labels.to_parquet(tmp_path / "labels.parquet")
         command = [sys.executable, "-m", "modelmon.cli", "feedback", str(tmp_path / "labels.parquet"), "--model", "shop",
-                   "--url", server.url, "--id-column", "prediction", "--label-column", "truth", "--chunk", "7"]  # fmt: skip
+                   "--url", server.url, "--id-column", "prediction", "--label-column", "truth", "--chunk", "7"]
         result = subprocess.run(command, capture_output=True, text=True)
         assert result.returncode == 0, result.stderr
         assert "matched 30, duplicate 0, unknown id 1" in result.stdout

@@ -86,7 +86,7 @@ def test_prediction_ids_are_unique_across_requests(server):
     ids = set()
     for _ in range(5):
         result = httpx.post(f"{server.url}/v1/models/shop:predict", json={"instances": [
-            {"amount": 1.0, "items": 1, "channel": "web", "region": "north"}] * 4}).json()  # fmt: skip
+            {"amount": 1.0, "items": 1, "channel": "web", "region": "north"}] * 4}).json()
         ids.update(p["id"] for p in result["predictions"])
     assert len(ids) == 20
 
@@ -135,13 +135,13 @@ def test_unknown_path_is_json_404(server):
 
 
 def test_oversized_body_is_413(registry_dir, tmp_path):
-    from tests.conftest import start_server
     from modelmon.stack.processes import stop_process
+    from tests.conftest import start_server
 
     small = start_server(registry_dir, tmp_path, "--max-body-bytes", "2048", "--drain-seconds", "0")
     try:
         huge = json.dumps({"inputs": shop_inputs(amount=[1.0] * 1000, items=[1] * 1000,
-                                                 channel=["web"] * 1000, region=["north"] * 1000)})  # fmt: skip
+                                                 channel=["web"] * 1000, region=["north"] * 1000)})
         response = httpx.post(f"{small.url}/v2/models/shop/infer", content=huge)
         assert response.status_code == 413 and "limit of 2048" in response.json()["error"]
 
@@ -169,7 +169,7 @@ def test_concurrent_callers_with_different_row_counts_each_get_their_rows(server
 
     async def call(client, start, size):
         body = {"inputs": [{"name": "x", "shape": [int(size), 30], "datatype": "FP64",
-                            "data": X[start : start + size].ravel().tolist()}]}  # fmt: skip
+                            "data": X[start : start + size].ravel().tolist()}]}
         response = await client.post(f"{server.url}/v2/models/cancer/infer", json=body)
         assert response.status_code == 200, response.text
         outputs = {o["name"]: o for o in response.json()["outputs"]}

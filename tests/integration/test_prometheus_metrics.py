@@ -69,7 +69,7 @@ def stack(registry_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
     server = start_server(
         registry_dir, tmp_path_factory.mktemp("prom-server"),
         "--drain-seconds", "0", "--max-body-bytes", str(MAX_BODY_BYTES),
-    )  # fmt: skip
+    )
     try:
         prom = Prometheus.start(
             tmp_path_factory.mktemp("prometheus"),
@@ -158,15 +158,15 @@ def cancer_v2_json(rows: list[list[float]]) -> dict[str, Any]:
 def cancer_v2_binary(rows: list[list[float]]) -> tuple[bytes, dict[str, str]]:
     raw = np.asarray(rows, dtype="<f8").tobytes()
     header = json.dumps({"inputs": [{"name": "input", "shape": [len(rows), 30], "datatype": "FP64",
-                                      "parameters": {"binary_data_size": len(raw)}}]}).encode()  # fmt: skip
+                                      "parameters": {"binary_data_size": len(raw)}}]}).encode()
     return header + raw, {"Inference-Header-Content-Length": str(len(header)),
-                          "Content-Type": "application/octet-stream"}  # fmt: skip
+                          "Content-Type": "application/octet-stream"}
 
 
 def shop_v2(rows: list[dict[str, Any]]) -> dict[str, Any]:
     types = {"amount": "FP64", "items": "INT64", "channel": "BYTES", "region": "BYTES"}
     return {"inputs": [{"name": k, "shape": [len(rows)], "datatype": t, "data": [r[k] for r in rows]}
-                       for k, t in types.items()]}  # fmt: skip
+                       for k, t in types.items()]}
 
 
 def records(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -187,21 +187,21 @@ def good_calls(cancer_frame: pd.DataFrame, shop_frame: pd.DataFrame, rng: np.ran
     for n in (1, 3, 8, 17, 40, 2, 5, 1, 11, 6, 1, 25):
         rows = cancer_rows(cancer_frame, rng, n)
         calls.append(Call(f"cancer V2 matrix, {n} rows", "cancer", "infer", "POST", infer_path("cancer"),
-                          200, rows=n, json_body=cancer_v2_json(rows)))  # fmt: skip
+                          200, rows=n, json_body=cancer_v2_json(rows)))
     for n in (4, 64, 1):
         content, headers = cancer_v2_binary(cancer_rows(cancer_frame, rng, n))
         calls.append(Call(f"cancer V2 binary, {n} rows", "cancer", "infer", "POST", infer_path("cancer"),
-                          200, rows=n, content=content, headers=headers))  # fmt: skip
+                          200, rows=n, content=content, headers=headers))
     for n in (1, 2, 9, 4, 1, 15):
         rows = [dict(zip(names, r, strict=True)) for r in cancer_rows(cancer_frame, rng, n)]
         calls.append(Call(f"cancer /v1, {n} rows", "cancer", "predict", "POST", predict_path("cancer"),
-                          200, rows=n, json_body=records(rows)))  # fmt: skip
+                          200, rows=n, json_body=records(rows)))
     for n in (1, 2, 5, 12, 30, 3, 1, 7, 50, 2):
         calls.append(Call(f"shop V2 columns, {n} rows", "shop", "infer", "POST", infer_path("shop"),
-                          200, rows=n, json_body=shop_v2(shop_rows(shop_frame, rng, n))))  # fmt: skip
+                          200, rows=n, json_body=shop_v2(shop_rows(shop_frame, rng, n))))
     for n in (1, 6, 20, 2, 1, 9):
         calls.append(Call(f"shop /v1, {n} rows", "shop", "predict", "POST", predict_path("shop"),
-                          200, rows=n, json_body=records(shop_rows(shop_frame, rng, n))))  # fmt: skip
+                          200, rows=n, json_body=records(shop_rows(shop_frame, rng, n))))
     for _ in range(3):
         calls.append(Call("cancer metadata", "cancer", "metadata", "GET", "/v2/models/cancer", 200))
     for _ in range(2):
@@ -257,7 +257,7 @@ def bad_calls(cancer_frame: pd.DataFrame, shop_frame: pd.DataFrame, rng: np.rand
     assert len(too_big) > MAX_BODY_BYTES  # valid JSON, sent with its Content-Length
     # Chunked, so without a Content-Length: the limit must hold while the body is read.
     chunked = Call("shop /v1 chunked body over the limit", "shop", "predict", "POST", predict_path("shop"),
-                   413, "body_too_large", content=b" " * (MAX_BODY_BYTES + 8192), stream=True)  # fmt: skip
+                   413, "body_too_large", content=b" " * (MAX_BODY_BYTES + 8192), stream=True)
 
     calls = [
         shop_infer("shop V2 without the `region` input", "missing_feature", no_region),
@@ -285,7 +285,7 @@ def bad_calls(cancer_frame: pd.DataFrame, shop_frame: pd.DataFrame, rng: np.rand
              404, "model_not_found", json_body=shop_v2(s_rows)),
         Call("/v1 predict on model `nope`", UNKNOWN_MODEL, "predict", "POST", predict_path("nope"), 404,
              "model_not_found", json_body=records(s_rows)),
-    ]  # fmt: skip
+    ]
     return calls
 
 
@@ -404,7 +404,7 @@ def test_request_series_for_error_codes_exist_before_traffic(before_traffic: Bef
 
 def test_every_request_was_answered_as_intended(traffic: Traffic) -> None:
     wrong = [f"{c.what}: expected {c.expected_code}, got {c.code} ({c.answer[:150]})"
-             for c in traffic.calls if c.code != c.expected_code]  # fmt: skip
+             for c in traffic.calls if c.code != c.expected_code]
     assert not wrong, "\n".join(wrong)
     for call in traffic.calls:
         if call.expected_code == 200 and call.endpoint in ("infer", "predict"):
@@ -450,7 +450,7 @@ def test_batch_size_and_confidence_count_rows(stack: Stack, traffic: Traffic) ->
         assert rows > 0
         for promql in (f'sum(modelmon_batch_size_sum{{model="{model}"}})',
                        f'sum(modelmon_prediction_confidence_count{{model="{model}"}})',
-                       f'sum(modelmon_prediction_confidence_bucket{{model="{model}",le="+Inf"}})'):  # fmt: skip
+                       f'sum(modelmon_prediction_confidence_bucket{{model="{model}",le="+Inf"}})'):
             assert stack.prom.wait_for(promql, rows) == rows, promql
         # One queue wait per request that reached the model.
         calls = sum(1 for c in traffic.answered() if c.model == model and c.labels)
@@ -458,7 +458,7 @@ def test_batch_size_and_confidence_count_rows(stack: Stack, traffic: Traffic) ->
         assert stack.prom.wait_for(promql, calls) == calls, promql
         # Merged batches: at least one model call, never more than one per request.
         batches = wait_until(stack.prom, f'sum(modelmon_batch_size_count{{model="{model}"}})',
-                             lambda v: v is not None and v > 0)  # fmt: skip
+                             lambda v: v is not None and v > 0)
         assert batches is not None and 1 <= batches <= calls, (model, batches, calls)
         top_rows = f'sum(modelmon_batch_size_bucket{{model="{model}",le="+Inf"}})'
         assert stack.prom.scalar(top_rows) == batches
@@ -472,7 +472,7 @@ def test_nothing_left_in_flight(stack: Stack, traffic: Traffic) -> None:
 def test_latency_p99_is_inside_the_buckets(stack: Stack, traffic: Traffic) -> None:
     # DESIGN.md: buckets sized for ML latency, sub-millisecond to tens of seconds.
     bounds = sorted(float(le) for (le,) in vector(
-        stack.prom, "count by (le) (modelmon_request_duration_seconds_bucket)", ("le",)))  # fmt: skip
+        stack.prom, "count by (le) (modelmon_request_duration_seconds_bucket)", ("le",)))
     assert bounds[-1] == math.inf and bounds[0] < 0.001 and bounds[-2] >= 10, bounds
     promql = "histogram_quantile(0.99, sum by (le) (rate(modelmon_request_duration_seconds_bucket[1m])))"
     # Evaluated a few seconds after the traffic, so the 1m window holds it (and a scrape

@@ -22,7 +22,7 @@ def test_a_new_version_is_loaded_and_the_old_unloaded_without_a_restart(tmp_path
 
         index = httpx.post(f"{server.url}/v2/repository/index").json()
         assert {(i["name"], i["version"], i["state"]) for i in index} == {
-            ("shop", "1", "READY"), ("shop", "2", "UNAVAILABLE"), ("cancer", "1", "UNAVAILABLE")}  # fmt: skip
+            ("shop", "1", "READY"), ("shop", "2", "UNAVAILABLE"), ("cancer", "1", "UNAVAILABLE")}
 
         loaded = httpx.post(f"{server.url}/v2/repository/models/shop/load").json()
         assert loaded == {"name": "shop", "version": "2", "loaded": True}

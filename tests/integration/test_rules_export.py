@@ -13,7 +13,7 @@ pytestmark = pytest.mark.slow
 def export(out_dir, *windows):
     args = [a for w in windows for a in ("--window", w)]
     result = subprocess.run([sys.executable, "-m", "modelmon.cli", "rules", "export", str(out_dir), *args],
-                            capture_output=True, text=True)  # fmt: skip
+                            capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     return sorted(out_dir.glob("*.test.yml"))
 
@@ -51,5 +51,5 @@ def test_generated_test_fails_against_a_wrong_rule(tmp_path, kind, record):
 
 def test_bad_window_is_refused_with_a_message(tmp_path):
     result = subprocess.run([sys.executable, "-m", "modelmon.cli", "rules", "export", str(tmp_path), "--window", "soon"],
-                            capture_output=True, text=True)  # fmt: skip
+                            capture_output=True, text=True)
     assert result.returncode == 2 and "Prometheus duration" in result.stderr

@@ -24,7 +24,7 @@ def write_run(url: str, writer: int, barrier: Any) -> int:
 
     barrier.wait(timeout=60)
     with start_run("concurrent", name=f"writer-{writer}", params={"writer": writer},
-                   store=url, flush_seconds=0.01) as run:  # fmt: skip
+                   store=url, flush_seconds=0.01) as run:
         barrier.wait(timeout=60)
         for epoch in range(1, EPOCHS + 1):
             time.sleep(

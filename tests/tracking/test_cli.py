@@ -22,12 +22,12 @@ def two_runs(store_url: str) -> tuple[int, int]:
     ids = []
     for lr, accuracies in ((0.1, [0.6, 0.8, 0.7]), (0.01, [0.5, 0.55, 0.65])):
         with start_run("tuning", name=f"lr-{lr}", params={"lr": lr, "optimizer": "adam"},
-                       store=store_url) as run:  # fmt: skip
+                       store=store_url) as run:
             for epoch, accuracy in enumerate(accuracies, start=1):
                 run.log_metrics({"loss": 1 - accuracy, "accuracy": accuracy + 0.05,
-                                 "f1": accuracy}, step=epoch)  # fmt: skip
+                                 "f1": accuracy}, step=epoch)
                 run.log_metrics({"loss": 1.1 - accuracy, "accuracy": accuracy, "f1": accuracy - 0.05},
-                                step=epoch, split="validation")  # fmt: skip
+                                step=epoch, split="validation")
         ids.append(run.id)
     with start_run("other", store=store_url) as run:
         run.log_metrics({"loss": float("inf")}, step=1)
@@ -78,7 +78,7 @@ def test_compare(store_url: str, two_runs: tuple[int, int]) -> None:
     code, out, _ = runs(store_url, "compare", *map(str, two_runs))
     assert code == 0
     lines = {line.split("│")[1].strip(): [c.strip() for c in line.split("│")[2:4]]
-             for line in out.splitlines() if line.count("│") == 4}  # fmt: skip
+             for line in out.splitlines() if line.count("│") == 4}
     assert lines["param lr"] == ["0.1", "0.01"]
     assert lines["param optimizer"] == ["adam", "adam"]
     # Final value, and the best one with its epoch when it was not the last.
@@ -92,7 +92,7 @@ def test_export_csv_and_json(store_url: str, two_runs: tuple[int, int], tmp_path
     frame = pd.read_csv(io.StringIO(out), keep_default_na=False)
     assert len(frame) == 2 * 3 * 2 * 3 + 1
     row = frame[(frame.run_id == two_runs[1]) & (frame.split == "validation")
-                & (frame.metric == "accuracy") & (frame.step == 3)]  # fmt: skip
+                & (frame.metric == "accuracy") & (frame.step == 3)]
     assert row[["experiment", "run_name", "run_status"]].values.tolist() == [
         ["tuning", "lr-0.01", "finished"]
     ]

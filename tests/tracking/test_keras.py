@@ -6,15 +6,15 @@ import os
 
 os.environ["KERAS_BACKEND"] = "torch"  # before Keras is first imported
 
-import keras  # noqa: E402  (the test extra installs it, and torch)
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import pytest  # noqa: E402
-from sklearn import metrics as skm  # noqa: E402
+import keras
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn import metrics as skm
 
-from modelmon.store import open_store  # noqa: E402
-from modelmon.tracking import records, start_run  # noqa: E402
-from modelmon.tracking.keras import ModelmonCallback  # noqa: E402
+from modelmon.store import open_store
+from modelmon.tracking import records, start_run
+from modelmon.tracking.keras import ModelmonCallback
 
 pytestmark = [
     pytest.mark.slow,
@@ -42,11 +42,11 @@ def test_binary_sigmoid_model(store_url: str, data) -> None:
     X, y, X_val, y_val = data
     keras.utils.set_random_seed(0)
     model = keras.Sequential([keras.Input((X.shape[1],)), keras.layers.Dense(8, activation="relu"),
-                              keras.layers.Dense(1, activation="sigmoid")])  # fmt: skip
+                              keras.layers.Dense(1, activation="sigmoid")])
     model.compile(optimizer="adam", loss="binary_crossentropy", metrics=["accuracy"])
     with start_run("keras", store=store_url) as run:
         history = model.fit(X, y, validation_data=(X_val, y_val), epochs=EPOCHS, batch_size=64,
-                            verbose=0, callbacks=[ModelmonCallback(run, (X_val, y_val))])  # fmt: skip
+                            verbose=0, callbacks=[ModelmonCallback(run, (X_val, y_val))])
 
     train = run_metrics(store_url, run.id, "train")
     assert train.index.tolist() == [1, 2, 3]
@@ -80,7 +80,7 @@ def test_multiclass_softmax_model_with_one_hot_labels_and_names(sqlite_url: str)
     names = ["bronze", "silver", "gold"]
     with start_run("keras", store=sqlite_url) as run:
         model.fit(X[:200], one_hot[:200], epochs=EPOCHS, batch_size=32, verbose=0,
-                  callbacks=[ModelmonCallback(run, (X[200:], one_hot[200:]), labels=names)])  # fmt: skip
+                  callbacks=[ModelmonCallback(run, (X[200:], one_hot[200:]), labels=names)])
     validation = run_metrics(sqlite_url, run.id, "validation")
     predicted = np.asarray(names)[np.argmax(model.predict(X[200:], verbose=0), axis=1)]
     truth = np.asarray(names)[y[200:]]

@@ -38,7 +38,7 @@ def start_pushgateway(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
     process = subprocess.Popen(
         [binary, f"--web.listen-address=127.0.0.1:{port}"],
         stdout=subprocess.DEVNULL, stderr=log.open("wb"), cwd=workdir,
-    )  # fmt: skip
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         wait_for_http(f"{url}/-/ready", timeout=30, process=process)
@@ -105,7 +105,7 @@ def check_live_values(prom: Prometheus, run, *, when: float) -> None:
 def test_gauges_on_the_training_process_port(stack: Stack, sqlite_url: str) -> None:
     started = time.time()
     with start_run("live", store=sqlite_url, live_port=stack.live_port) as run, \
-         start_run("live", store=sqlite_url, live_port=stack.live_port) as other:  # fmt: skip
+         start_run("live", store=sqlite_url, live_port=stack.live_port) as other:
         run.log_metrics({"loss": 0.5}, step=1, split="train")
         run.log_metrics({"accuracy": 0.75}, step=2, split="validation")
         other.log_metrics({"loss": 0.25}, step=7, split="train")

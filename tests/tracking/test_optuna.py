@@ -31,18 +31,18 @@ def test_each_trial_is_a_run_of_the_experiment(store_url: str) -> None:
     store = open_store(store_url)
     runs = records.list_runs(store, "tuning")
     assert [r.name for r in runs] == [f"tune-trial-{i}" for i in range(5)]
-    for trial, run in zip(study.trials, runs):
+    for trial, run in zip(study.trials, runs, strict=True):
         assert run.params == trial.params
         assert run.tags == {"owner": "ml", "optuna_study": "tune",
-                            "optuna_trial": str(trial.number), "optuna_state": trial.state.name}  # fmt: skip
+                            "optuna_trial": str(trial.number), "optuna_state": trial.state.name}
         assert run.started_at <= run.ended_at
         frame = records.metric_frame(store, [run.id], split="validation")
-        curve = dict(zip(frame["step"], frame["value"]))
+        curve = dict(zip(frame["step"], frame["value"], strict=True))
         if trial.state == optuna.trial.TrialState.COMPLETE:
             assert run.status == "finished"
             # The intermediate values form the curve; the objective is its last point.
             assert curve == {1: trial.intermediate_values[1], 2: trial.intermediate_values[2],
-                             3: trial.value}  # fmt: skip
+                             3: trial.value}
         elif trial.state == optuna.trial.TrialState.PRUNED:
             assert run.status == "finished"
             assert curve == {1: trial.intermediate_values[1]}
@@ -56,12 +56,12 @@ def test_each_trial_is_a_run_of_the_experiment(store_url: str) -> None:
 def test_a_multi_objective_study_logs_each_objective(sqlite_url: str) -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(directions=["minimize", "maximize"],
-                                sampler=optuna.samplers.RandomSampler(seed=1))  # fmt: skip
+                                sampler=optuna.samplers.RandomSampler(seed=1))
     study.optimize(lambda t: (t.suggest_float("x", 0, 1), t.suggest_float("y", 0, 1)),
-                   n_trials=2, callbacks=[OptunaCallback("multi", store=sqlite_url, metric="score")])  # fmt: skip
+                   n_trials=2, callbacks=[OptunaCallback("multi", store=sqlite_url, metric="score")])
     store = open_store(sqlite_url)
-    for trial, run in zip(study.trials, records.list_runs(store, "multi")):
+    for trial, run in zip(study.trials, records.list_runs(store, "multi"), strict=True):
         frame = records.metric_frame(store, [run.id])
-        assert dict(zip(frame["metric"], frame["value"])) == pytest.approx(
+        assert dict(zip(frame["metric"], frame["value"], strict=True)) == pytest.approx(
             {"score_0": trial.values[0], "score_1": trial.values[1]}
         )

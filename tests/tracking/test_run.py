@@ -27,7 +27,7 @@ from modelmon.tracking import (
 def test_a_run_records_params_tags_metrics_and_finishes(store_url: str) -> None:
     params = {"lr": np.float32(0.5), "layers": [64, 32], "optimizer": "adam", "decay": float("nan")}
     with modelmon.start_run("churn", name="baseline", params=params, tags={"team": "risk"},
-                            store=store_url, git_commit="abc123") as run:  # fmt: skip
+                            store=store_url, git_commit="abc123") as run:
         assert records.get_run(run.store, run.id).status == "running"
         for epoch in (1, 2):
             run.log_metrics({"loss": 1 / epoch, "accuracy": 0.5 + epoch / 10}, step=epoch)
@@ -48,7 +48,7 @@ def test_a_run_records_params_tags_metrics_and_finishes(store_url: str) -> None:
     got = {(r.split, r.metric, r.step): r.value for r in frame.itertuples()}
     assert got == {("train", "loss", 1): 1.0, ("train", "accuracy", 1): 0.6,
                    ("train", "loss", 2): 0.5, ("train", "accuracy", 2): 0.7,
-                   ("validation", "roc_auc", 2): 0.9}  # fmt: skip
+                   ("validation", "roc_auc", 2): 0.9}
 
 
 def test_an_exception_fails_the_run_with_its_message(store_url: str) -> None:
@@ -93,7 +93,7 @@ def test_log_classification_records_what_sklearn_computes(store_url: str) -> Non
     with start_run("churn", store=store_url) as run:
         returned = run.log_classification("validation", y_true, y_pred, proba, loss=0.41, step=3)
     frame = records.metric_frame(open_store(store_url), [run.id], split="validation")
-    stored = dict(zip(frame["metric"], frame["value"]))
+    stored = dict(zip(frame["metric"], frame["value"], strict=True))
     assert stored == returned
     assert set(frame["step"]) == {3}
     assert stored["f1"] == pytest.approx(skm.f1_score(y_true, y_pred))
@@ -154,7 +154,7 @@ def test_a_run_the_program_never_ended_is_failed_at_exit_with_its_values(sqlite_
         print(run.id)
     """)  # the run is neither ended nor flushed when the interpreter exits
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                            timeout=60, check=True)  # fmt: skip
+                            timeout=60, check=True)
     run_id = int(result.stdout.strip())
     store = open_store(sqlite_url)
     record = records.get_run(store, run_id)

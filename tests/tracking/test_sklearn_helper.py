@@ -50,7 +50,7 @@ def test_every_epoch_logs_both_splits_as_sklearn_computes_them(
     reports: list[EpochReport] = []
     with start_run("sklearn", store=sqlite_url) as run:
         fitted = fit_epochs(model, X, y, run=run, epochs=EPOCHS, validation=(X_val, y_val),
-                            on_epoch=reports.append)  # fmt: skip
+                            on_epoch=reports.append)
     assert fitted is model
     assert [r.epoch for r in reports] == list(range(1, EPOCHS + 1))
     assert all(r.epochs == EPOCHS for r in reports)
@@ -62,7 +62,7 @@ def test_every_epoch_logs_both_splits_as_sklearn_computes_them(
     # The last epoch's values are the returned pipeline's, as sklearn.metrics computes them.
     for split_name, features, labels in (("train", X, y), ("validation", X_val, y_val)):
         last = frame[(frame["split"] == split_name) & (frame["step"] == EPOCHS)]
-        got = dict(zip(last["metric"], last["value"]))
+        got = dict(zip(last["metric"], last["value"], strict=True))
         predicted = model.predict(features)
         assert got["accuracy"] == pytest.approx(skm.accuracy_score(labels, predicted), rel=1e-12)
         assert got["f1"] == pytest.approx(skm.f1_score(labels, predicted), rel=1e-12)
@@ -105,7 +105,7 @@ def test_models_without_probabilities_log_metrics_without_log_loss(
     X, y, X_val, y_val = split(cancer_frame, "target")
     with start_run("sklearn", store=sqlite_url) as run:
         fit_epochs(make_pipeline(StandardScaler(), SGDClassifier(loss="hinge", random_state=0)),
-                   X, y, run=run, epochs=2, validation=(X_val, y_val))  # fmt: skip
+                   X, y, run=run, epochs=2, validation=(X_val, y_val))
     metrics = set(records.metric_frame(open_store(sqlite_url), [run.id])["metric"])
     assert "f1" in metrics and "log_loss" not in metrics
 

@@ -10,7 +10,13 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect, text
 
 from modelmon.store import StoreError, open_store, resolve_store_url
-from modelmon.store.migrate import HEAD_REVISION, current_revision, downgrade, head_revision, upgrade
+from modelmon.store.migrate import (
+    HEAD_REVISION,
+    current_revision,
+    downgrade,
+    head_revision,
+    upgrade,
+)
 from modelmon.store.schema import metadata
 from modelmon.tracking import start_run
 
@@ -94,7 +100,7 @@ def test_head_revision_constant_is_alembics_head(store_url: str) -> None:
 def test_grafana_views(store_url: str) -> None:
     store = open_store(store_url)
     with start_run("views", name="first", params={"lr": 0.1, "optimizer": "adam"},
-                   tags={"team": "risk"}, store=store) as run:  # fmt: skip
+                   tags={"team": "risk"}, store=store) as run:
         run.log_metrics({"loss": 0.9, "accuracy": 0.6}, step=1, split="validation")
         run.log_metrics({"loss": 0.7, "accuracy": 0.8}, step=2, split="validation")
         run.log_metrics({"loss": 0.8, "accuracy": 0.7}, step=3, split="validation")
@@ -104,12 +110,12 @@ def test_grafana_views(store_url: str) -> None:
         curve = connection.execute(text(
             "SELECT step, value FROM training_metrics WHERE run_id = :r AND split = 'validation'"
             " AND metric = 'loss' ORDER BY step"
-        ), {"r": run.id}).all()  # fmt: skip
+        ), {"r": run.id}).all()
         assert [tuple(row) for row in curve] == [(1, 0.9), (2, 0.7), (3, 0.75)]
         nan_row = connection.execute(text(
             "SELECT experiment, run_name, run_status, value, non_finite FROM training_metrics"
             " WHERE run_id = :r AND split = 'train'"
-        ), {"r": run.id}).one()  # fmt: skip
+        ), {"r": run.id}).one()
         assert tuple(nan_row) == ("views", "first", "finished", None, "nan")
 
         final = {
@@ -117,7 +123,7 @@ def test_grafana_views(store_url: str) -> None:
             for row in connection.execute(text(
                 "SELECT * FROM training_final_metrics WHERE run_id = :r AND split = 'validation'"
             ), {"r": run.id})
-        }  # fmt: skip
+        }
         assert (final["loss"].final_step, final["loss"].final_value) == (3, 0.75)
         assert (final["loss"].min_value, final["loss"].max_value, final["loss"].steps) == (
             0.7,
@@ -132,5 +138,5 @@ def test_grafana_views(store_url: str) -> None:
         assert (summary.experiment, summary.status, summary.last_step) == ("views", "finished", 4)
         params = dict(connection.execute(
             text("SELECT key, value FROM run_params WHERE run_id = :r"), {"r": run.id}
-        ).all())  # fmt: skip
+        ).all())
         assert params == {"lr": "0.1", "optimizer": "adam"}

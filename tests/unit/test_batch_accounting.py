@@ -21,7 +21,7 @@ SIGNATURE = Signature(
               FeatureSpec(name="c", dtype="string", categories=["u", "v"], nullable=True)],
     classes=["a", "b", "c"],
     input_layout="columns",
-)  # fmt: skip
+)
 
 
 def make_batch(rng: np.random.Generator, n: int) -> FeatureBatch:

@@ -4,7 +4,14 @@ import numpy as np
 import pytest
 from sklearn.isotonic import IsotonicRegression
 
-from modelmon.quality.calibration import Calibration, apply, calibrate, calibration_error, expected_confusion, fit_maps
+from modelmon.quality.calibration import (
+    Calibration,
+    apply,
+    calibrate,
+    calibration_error,
+    expected_confusion,
+    fit_maps,
+)
 
 
 def overconfident(n=4000, seed=0):

@@ -14,7 +14,7 @@ def binary_request(inputs: list[tuple[str, str, list[int], np.ndarray]], extra: 
     for name, datatype, shape, array in inputs:
         raw = codecs.encode_binary(array, datatype)
         header["inputs"].append({"name": name, "datatype": datatype, "shape": shape,
-                                 "parameters": {"binary_data_size": len(raw)}})  # fmt: skip
+                                 "parameters": {"binary_data_size": len(raw)}})
         blobs.append(raw)
     head = json.dumps(header).encode()
     return head + b"".join(blobs), str(len(head))

@@ -2,6 +2,7 @@
 scipy computations on the same rows, and the edge cases."""
 
 import math
+from itertools import pairwise
 
 import numpy as np
 import pandas as pd
@@ -97,10 +98,10 @@ def test_accounting_equals_an_independent_histogram(reference):
     feed(monitor, make_batch(x[100:], np.full(n - 100, 2.0), np.full(n - 100, np.nan), colors[100:]))
 
     cells = accountant.bins.cell_labels
-    counts = dict(zip(map(tuple, cells), accountant.bins.counts))
+    counts = dict(zip(map(tuple, cells), accountant.bins.counts, strict=True))
     edges = np.concatenate([[-np.inf], profile.numeric[0].edges, [np.inf]])
     present = x[~np.isnan(x)]
-    expected = [((present >= lo) & (present < hi)).sum() for lo, hi in zip(edges[:-1], edges[1:])]
+    expected = [((present >= lo) & (present < hi)).sum() for lo, hi in pairwise(edges)]
     expected[-1] += (present == np.inf).sum()
     assert [counts[("x", b)] for b in profile.numeric[0].bin_labels] == expected
     assert counts[("constant", "(-inf, 3)")] == n and counts[("constant", "[3, +inf)")] == 0
@@ -109,8 +110,8 @@ def test_accounting_equals_an_independent_histogram(reference):
     assert counts[("color", "red")] == (series == "red").sum()
     assert counts[("color", "other")] == series.isin(["teal", "mauve"]).sum()
 
-    missing = dict(zip((c[0] for c in accountant.missing.cell_labels), accountant.missing.counts))
-    unseen = dict(zip((c[0] for c in accountant.unseen.cell_labels), accountant.unseen.counts))
+    missing = dict(zip((c[0] for c in accountant.missing.cell_labels), accountant.missing.counts, strict=True))
+    unseen = dict(zip((c[0] for c in accountant.unseen.cell_labels), accountant.unseen.counts, strict=True))
     assert missing == {"x": 5, "constant": 0, "empty": n, "color": series.isna().sum()}
     # Outside the training range: for x at least -100, 1e9 and inf; every row of `constant`
     # (2 < 3); only the never-seen "mauve" for color ("teal" was seen, just not top-3).

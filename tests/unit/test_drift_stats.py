@@ -13,7 +13,7 @@ from modelmon.monitoring import drift_stats
 def hand_psi(p, q, eps=drift_stats.PSI_SMOOTHING):
     p = [(x + eps) / (1 + eps * len(p)) for x in p]
     q = [(x + eps) / (1 + eps * len(q)) for x in q]
-    return sum((b - a) * math.log(b / a) for a, b in zip(p, q))
+    return sum((b - a) * math.log(b / a) for a, b in zip(p, q, strict=True))
 
 
 def test_psi_hand_worked():

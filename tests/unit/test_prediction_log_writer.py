@@ -20,10 +20,20 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy import select, text
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 
-from modelmon.quality.prediction_log import Chunk, PredictionLog, PredictionLogSettings, prediction_ids
+from modelmon.quality.prediction_log import (
+    Chunk,
+    PredictionLog,
+    PredictionLogSettings,
+    prediction_ids,
+)
 from modelmon.quality.segment_writer import SegmentWriter
 from modelmon.store import Store, close_store, open_store
-from modelmon.store.predictions import PredictionTimestamps, insert_ignoring_duplicates, labels, predictions
+from modelmon.store.predictions import (
+    PredictionTimestamps,
+    insert_ignoring_duplicates,
+    labels,
+    predictions,
+)
 from tests.tracking.conftest import postgres_schema
 
 
@@ -58,7 +68,7 @@ def sample_chunks() -> list[Chunk]:
         Chunk("shop", 4, 1_700_000_002.5, "a", 6, ["1"], np.array([[1e16, -2.5e-05]]), [{}]),
         Chunk("iris", 1, 1_700_000_002.0000004, "a", 7, ["True"], np.array([[0.1, 0.2, 0.7]]), None),
         Chunk("iris", 1, 1_700_000_002.5000005, "a", 8, ["Ünïcode ☃ \"quoted\""], np.array([[1 / 3, 2 / 3, 0.0]]), None),
-    ]  # fmt: skip
+    ]
     t = 1_700_000_003.0
     for i in range(40):
         n = int(rng.integers(1, 4))
@@ -80,14 +90,14 @@ def old_rows(chunks: list[Chunk]) -> list[dict]:
             {"m": chunk.model, "v": chunk.version, "t": chunk.predicted_at, "ids": ids(chunk),
              "y": chunk.labels, "p": chunk.probabilities, "f": chunk.features},
             option=orjson.OPT_SERIALIZE_NUMPY,
-        ))  # fmt: skip
+        ))
         at = datetime.fromtimestamp(line["t"], UTC)
         for i, prediction_id in enumerate(line["ids"]):
             rows.append({
                 "id": prediction_id, "model": line["m"], "version": line["v"], "predicted_at": at,
                 "predicted_label": str(line["y"][i]), "probabilities": line["p"][i],
                 "features": line["f"][i] if line["f"] is not None else None,
-            })  # fmt: skip
+            })
     return rows
 
 
@@ -126,11 +136,11 @@ def raw_rows(store: Store) -> list[tuple]:
     PostgreSQL."""
     if store.dialect == "sqlite":
         sql = ("SELECT rowid, id, model, version, typeof(version), predicted_at, typeof(predicted_at), predicted_label,"
-               " probabilities, typeof(probabilities), features, typeof(features) FROM predictions ORDER BY rowid")  # fmt: skip
+               " probabilities, typeof(probabilities), features, typeof(features) FROM predictions ORDER BY rowid")
         json_columns = (8, 10)
     else:
         sql = ("SELECT id, model, version, predicted_at, predicted_label, probabilities::text, features::text,"
-               " features IS NULL, json_typeof(features) FROM predictions ORDER BY id")  # fmt: skip
+               " features IS NULL, json_typeof(features) FROM predictions ORDER BY id")
         json_columns = (5, 6)
     with store.read() as connection:
         rows = [list(row) for row in connection.exec_driver_sql(sql)]
@@ -162,7 +172,7 @@ def test_writer_stores_what_sqlalchemy_core_stored(two_stores, tmp_path):
             connection.execute(labels.insert(), [
                 {"prediction_id": row.id, "model": row.model, "version": row.version, "label": "gold",
                  "received_at": datetime(2024, 1, 1, tzinfo=UTC)} for row in expected[::2]
-            ])  # fmt: skip
+            ])
     view = text("SELECT * FROM labelled_predictions ORDER BY prediction_id")
     with new.read() as a, old.read() as b:
         assert a.execute(view).all() == b.execute(view).all()
@@ -204,7 +214,7 @@ def test_segments_of_an_earlier_version_are_written(tmp_path):
             {"m": "shop", "v": 2, "t": 1_700_000_000.5, "ids": ["o-1", "o-2"], "y": ["gold", 3],
              "p": [[0.5, 0.5], [2.5e-05, 0.999975]], "f": None},
             {"m": "shop", "v": 2, "t": 1_700_000_001.0, "ids": ["o-3"], "y": ["x"], "p": [[1.0, 0.0]], "f": [{"a": 1}]},
-        ]  # fmt: skip
+        ]
         lines.append(["shop", 2, 1_700_000_001.5, ["o-4"], ["y"], [[0.0, 1.0]], None])  # one request per array line
         segment = tmp_path / "spool" / "p-000000007.jsonl"
         segment.write_bytes(b"".join(orjson.dumps(line) + b"\n" for line in lines) + b'["shop",2,1700000002.0,"o",5')

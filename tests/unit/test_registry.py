@@ -45,7 +45,7 @@ def test_versions_count_up_and_latest_resolves_to_the_highest(tmp_path, cancer_m
 
 def test_onnx_conversion_agrees_with_scikit_learn(tmp_path, shop_model, shop_frame):
     card = register_model(shop_model, name="shop", reference=shop_frame, target="segment",
-                          validation=shop_frame, registry=tmp_path)  # fmt: skip
+                          validation=shop_frame, registry=tmp_path)
     assert card.runtime == "onnx" and card.onnx_check.used
     registry = Registry(tmp_path)
     served = registry.load_predictor(card)
@@ -76,7 +76,7 @@ def test_logistic_regression_is_not_nullable_without_missing_data(tmp_path, canc
 
 def test_baseline_equals_scikit_learn_metrics(tmp_path, shop_model, shop_frame):
     card = register_model(shop_model, name="shop", reference=shop_frame, target="segment",
-                          validation=shop_frame.iloc[:200], registry=tmp_path)  # fmt: skip
+                          validation=shop_frame.iloc[:200], registry=tmp_path)
     y_true = shop_frame.segment.iloc[:200]
     y_pred = shop_model.predict(shop_frame.drop(columns="segment").iloc[:200])
     assert card.baseline["accuracy"] == pytest.approx(accuracy_score(y_true, y_pred))
@@ -88,12 +88,12 @@ def test_skops_file_and_onnx_file_register_from_paths(tmp_path, cancer_model, ca
     skops_path = tmp_path / "m.skops"
     skops.io.dump(cancer_model, skops_path)
     card = register_model(skops_path, name="from-skops", reference=cancer_frame, target="target",
-                          registry=tmp_path / "reg")  # fmt: skip
+                          registry=tmp_path / "reg")
     assert card.flavor == "sklearn"
     onnx_path = tmp_path / "m.onnx"
     onnx_path.write_bytes((tmp_path / "reg" / "from-skops" / "1" / "model.onnx").read_bytes())
     card = register_model(onnx_path, name="from-onnx", reference=cancer_frame, target="target",
-                          registry=tmp_path / "reg")  # fmt: skip
+                          registry=tmp_path / "reg")
     assert card.flavor == "onnx" and card.signature.classes == [0, 1]
     assert card.signature.input_layout == "matrix"
     predictor = Registry(tmp_path / "reg").load_predictor(card)
@@ -175,7 +175,7 @@ def test_a_model_registered_from_a_run_takes_its_baseline_and_links_back(tmp_pat
         run.log_classification("validation", y, shop_model.predict(X), step=1)
         run_id = run.id
     card = register_model(shop_model, name="shop", reference=shop_frame, target="segment", registry=tmp_path / "r",
-                          run=run_id, run_store=store)  # fmt: skip
+                          run=run_id, run_store=store)
     assert card.baseline["accuracy"] == pytest.approx(accuracy_score(y, shop_model.predict(X)))
     assert card.baseline["f1_macro"] == pytest.approx(f1_score(y, shop_model.predict(X), average="macro"))
     from modelmon.store import open_store
@@ -193,7 +193,7 @@ def test_from_frame_gives_text_or_none_for_every_kind_of_text_column(dtype):
     signature = Signature(
         features=[FeatureSpec(name="x", dtype="float64"), FeatureSpec(name="c", dtype="string", categories=["a", "b"], nullable=True)],
         classes=[0, 1], input_layout="columns",
-    )  # fmt: skip
+    )
     frame = pd.DataFrame({"x": [1.0, None, 3.0, 4.0], "c": pd.Series(["a", None, "b", "a"], dtype=dtype)})
     batch = FeatureBatch.from_frame(frame, signature)
     assert batch.categorical[:, 0].tolist() == ["a", None, "b", "a"]
@@ -205,6 +205,6 @@ def test_from_frame_turns_non_text_categories_into_text():
     from modelmon.registry.signature import FeatureSpec, Signature
 
     signature = Signature(features=[FeatureSpec(name="c", dtype="string", categories=["1", "2"], nullable=True)],
-                          classes=[0, 1], input_layout="columns")  # fmt: skip
+                          classes=[0, 1], input_layout="columns")
     frame = pd.DataFrame({"c": pd.Series([1, None, 2], dtype=object)})
     assert FeatureBatch.from_frame(frame, signature).categorical[:, 0].tolist() == ["1", None, "2"]

@@ -31,7 +31,7 @@ def columns(amount=(1.5, 2.0), items=(1, 2), channel=("web", "app"), **extra):
     """Valid columns, each replaceable by values, a whole TensorInput, or DROP."""
     tensors = []
     for name, datatype, value in (("amount", "FP64", amount), ("items", "INT64", items),
-                                  ("channel", "BYTES", channel)):  # fmt: skip
+                                  ("channel", "BYTES", channel)):
         if value is DROP:
             continue
         tensors.append(value if isinstance(value, TensorInput) else TensorInput(name, [len(value)], datatype, list(value)))

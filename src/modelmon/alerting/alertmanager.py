@@ -56,7 +56,7 @@ def _integrations(channel: Any, index: int, config: cfg.AlertingConfig, secrets:
             "headers": {"Subject": '{{ template "modelmon.title" . }}'},
             "html": '{{ template "modelmon.email.html" . }}',
             "text": '{{ template "modelmon.text" . }}',
-        }]}  # fmt: skip
+        }]}
     if isinstance(channel, cfg.SlackChannel):
         entry: dict[str, Any] = {**resolved}
         if channel.webhook_url.source == "file":
@@ -90,12 +90,12 @@ def _integrations(channel: Any, index: int, config: cfg.AlertingConfig, secrets:
             "description": '{{ template "modelmon.title" . }}',
             "severity": '{{ if eq .CommonLabels.severity "info" }}info{{ else if eq .CommonLabels.severity "warning" }}warning{{ else }}critical{{ end }}',
             "links": [{"href": '{{ template "modelmon.runbook" . }}', "text": "runbook"}],
-        }  # fmt: skip
+        }
         return {"pagerduty_configs": [entry]}
     if isinstance(channel, cfg.TelegramChannel):
         entry = {**resolved, "bot_token": secrets.value(channel.bot_token, f"{where}.bot_token"),
                  "chat_id": channel.chat_id, "parse_mode": "HTML",
-                 "message": '{{ template "modelmon.telegram" . }}'}  # fmt: skip
+                 "message": '{{ template "modelmon.telegram" . }}'}
         if channel.api_url:
             entry["api_url"] = channel.api_url
         return {"telegram_configs": [entry]}
@@ -103,14 +103,14 @@ def _integrations(channel: Any, index: int, config: cfg.AlertingConfig, secrets:
         return {"discord_configs": [{
             **resolved, "webhook_url": secrets.value(channel.webhook_url, f"{where}.webhook_url"),
             "title": '{{ template "modelmon.title" . }}', "message": '{{ template "modelmon.text" . }}',
-        }]}  # fmt: skip
+        }]}
     if isinstance(channel, cfg.SnsChannel):
         sigv4: dict[str, str] = {"region": channel.region}
         if channel.access_key is not None and channel.secret_key is not None:
             sigv4["access_key"] = secrets.value(channel.access_key, f"{where}.access_key")
             sigv4["secret_key"] = secrets.value(channel.secret_key, f"{where}.secret_key")
         entry = {**resolved, "sigv4": sigv4, "subject": '{{ template "modelmon.title" . }}',
-                 "message": '{{ template "modelmon.sms" . }}'}  # fmt: skip
+                 "message": '{{ template "modelmon.sms" . }}'}
         entry |= {"phone_number": channel.phone_number} if channel.phone_number else {"topic_arn": channel.topic_arn}
         if channel.api_url:
             entry["api_url"] = channel.api_url

@@ -80,7 +80,7 @@ def format_alert(alert: dict[str, Any]) -> str:
     value, threshold = _value(alert), annotations.get("threshold")
     if value or threshold:
         lines.append("  ".join(part for part in (f"value: {value}" if value else "",
-                                                  f"threshold: {threshold}" if threshold else "") if part))  # fmt: skip
+                                                  f"threshold: {threshold}" if threshold else "") if part))
     if annotations.get("description"):
         lines.append(annotations["description"])
     runbook = annotations.get("runbook_url") or alert.get("dashboardURL") or ""
@@ -118,7 +118,7 @@ def apprise_send(url: str, message: Message) -> bool:
         return False
     kind = apprise.NotifyType.SUCCESS if message.status == "resolved" else {
         "critical": apprise.NotifyType.FAILURE, "warning": apprise.NotifyType.WARNING,
-    }.get(message.severity, apprise.NotifyType.INFO)  # fmt: skip
+    }.get(message.severity, apprise.NotifyType.INFO)
     return bool(notifier.notify(title=message.title, body=message.body, notify_type=kind))
 
 
@@ -166,11 +166,11 @@ class NotifyBridge:
         r = self.registry
         self.payloads = Counter("modelmon_bridge_payloads_total", "Webhook payloads received.", ["source", "outcome"], registry=r)
         self.attempts_total = Counter("modelmon_bridge_delivery_attempts_total", "Delivery attempts to an Apprise URL.",
-                                      ["channel", "outcome"], registry=r)  # fmt: skip
+                                      ["channel", "outcome"], registry=r)
         self.retries = Counter("modelmon_bridge_retries_total", "Deliveries tried again after a failure.", ["channel"], registry=r)
         self.notifications = Counter("modelmon_bridge_notifications_total",
                                      "Messages delivered, or given up after every attempt failed.",
-                                     ["channel", "outcome"], registry=r)  # fmt: skip
+                                     ["channel", "outcome"], registry=r)
         self.queue_depth = Gauge("modelmon_bridge_queue_depth", "Deliveries waiting to be tried.", registry=r)
         for source in SOURCES:
             for outcome in ("accepted", "invalid", "unknown_channel"):
@@ -258,7 +258,7 @@ class NotifyBridge:
             elif delivery.attempt < self.attempts:
                 delay = self.retry_seconds * 2 ** (delivery.attempt - 1)
                 log.warning("delivery to channel %s failed (attempt %d of %d); retrying in %.1f s",
-                            delivery.channel, delivery.attempt, self.attempts, delay)  # fmt: skip
+                            delivery.channel, delivery.attempt, self.attempts, delay)
                 self.retries.labels(delivery.channel).inc()
                 delivery.attempt += 1
                 task = asyncio.create_task(self._retry_later(delivery, delay))

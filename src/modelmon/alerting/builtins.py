@@ -41,7 +41,7 @@ SYMPTOMS = [
     "ModelmonHighErrorRatio", "ModelmonHighLatencyP99", "ModelmonFeatureDrift", "ModelmonDatasetDrift",
     "ModelmonPredictionDrift", "ModelmonAccuracyBelowBaseline", "ModelmonF1BelowBaseline",
     "ModelmonEstimatedAccuracyBelowBaseline", "ModelmonLowLabelCoverage",
-]  # fmt: skip
+]
 DEFAULTS = {  # key: (severity, for)
     "target_down": ("critical", "1m"),
     "error_ratio": ("critical", "5m"),
@@ -103,7 +103,7 @@ class Builder:
         return AlertRule(
             name=name, for_=for_, severity=settings.severity or severity, labels=dict(settings.labels),
             channels=list(settings.channels), runbook_url=f"{self.config.runbook_base_url}#{anchor(name)}", **fields,
-        )  # fmt: skip
+        )
 
     def eval_minutes(self, rule: AlertRule, *windows: str) -> int:
         """When a case is evaluated: after the windows fill and ``for`` has passed."""
@@ -135,7 +135,7 @@ class Builder:
             description="Prometheus cannot scrape the model server $instance (job $job), which serves "
             "model $model version $version: it is down or unreachable (up = $value).",
             value_format=NUMBER, threshold=Threshold.literal("up == 0"),
-        )  # fmt: skip
+        )
         rule.range_seconds = seconds(s.lookback)
         n = self.eval_minutes(rule)
         target = _labels(instance=INSTANCE, job=self.job)
@@ -145,7 +145,7 @@ class Builder:
             Case("target down", [(f"up{{{target}}}", f"1 1 0x{n}"), (f"modelmon_model_info{{{info}}}", f"1 1 _x{n}")],
                  n, [(expected, {"value": "0"})]),
             Case("target up", [(f"up{{{target}}}", f"1x{n}"), (f"modelmon_model_info{{{info}}}", f"1x{n}")], n),
-        ]  # fmt: skip
+        ]
         return rule
 
     def error_ratio(self, s: cfg.ErrorRatio) -> AlertRule:
@@ -162,7 +162,7 @@ class Builder:
             f"rejected over the last {s.window} (threshold $threshold). modelmon_request_errors_total by reason "
             "says why.",
             value_format=PERCENT, threshold=Threshold.literal(PERCENT.expect(s.threshold)),
-        )  # fmt: skip
+        )
         rule.range_seconds = seconds(s.window)
         n = self.eval_minutes(rule, s.window)
         ratio = min(1.0, 2 * s.threshold)
@@ -172,7 +172,7 @@ class Builder:
             Case("errors above the threshold", [(requests_series, f"0+100x{n}"), (errors_series, f"0+{100 * ratio!r}x{n}")],
                  n, [({"model": "shop", "version": "1"}, {"value": PERCENT.expect(ratio)})]),
             Case("no errors", [(requests_series, f"0+100x{n}"), (errors_series, f"0x{n}")], n),
-        ]  # fmt: skip
+        ]
         return rule
 
     def latency_p99(self, s: cfg.LatencyP99) -> AlertRule:
@@ -188,7 +188,7 @@ class Builder:
             description=f"The {label} latency of inference requests to model $model version $version was $value "
             f"over the last {s.window}, above the objective of $threshold.",
             value_format=SECONDS, threshold=Threshold.literal(SECONDS.expect(s.threshold)),
-        )  # fmt: skip
+        )
         rule.range_seconds = seconds(s.window)
         n = self.eval_minutes(rule, s.window)
         bounds = [0.0, *LATENCY_BUCKETS]
@@ -200,14 +200,14 @@ class Builder:
                 count = 60 if le >= LATENCY_BUCKETS[bucket - 1] else 0
                 le_text = "+Inf" if math.isinf(le) else repr(le)
                 out.append((f"modelmon_request_duration_seconds_bucket{{{self.series_labels(endpoint='predict', le=le_text)}}}",
-                            f"0+{count}x{n}"))  # fmt: skip
+                            f"0+{count}x{n}"))
             return out
 
         slow = next((i for i in range(1, len(bounds)) if bounds[i - 1] >= s.threshold), None)
         if slow is not None:
             p = bounds[slow - 1] + (bounds[slow] - bounds[slow - 1]) * q
             rule.cases.append(Case(f"every request in ({bounds[slow - 1]}, {bounds[slow]}]", histogram(slow), n,
-                                   [({"model": "shop", "version": "1"}, {"value": SECONDS.expect(p)})]))  # fmt: skip
+                                   [({"model": "shop", "version": "1"}, {"value": SECONDS.expect(p)})]))
         if LATENCY_BUCKETS[0] * q <= s.threshold:
             rule.cases.append(Case("every request under 0.1 ms", histogram(1), n))
         return rule
@@ -239,7 +239,7 @@ class Builder:
             _query('min(modelmon_feature_drift_threshold{model=%q, version=%q, feature=%q, method=%q})',
                    "model", "version", "feature", "method"),
             "modelmon_feature_drift_threshold",
-        )  # fmt: skip
+        )
         rule = self.rule(
             "feature_drift", "ModelmonFeatureDrift", s, expr=expr,
             summary="Feature $feature of model $model has drifted",
@@ -247,7 +247,7 @@ class Builder:
             "$method = $value against a threshold of $threshold (p-values drift below it, the other scores at "
             "or above it).",
             value_format=NUMBER, threshold=threshold,
-        )  # fmt: skip
+        )
         n = self.eval_minutes(rule)
 
         def scores(rows: int, values: dict[tuple[str, str], float]) -> list[tuple[str, str]]:
@@ -261,11 +261,11 @@ class Builder:
 
         def alert(feature: str, method: str, value: float, threshold: float) -> tuple[dict[str, str], dict[str, str]]:
             return ({"model": "shop", "version": "1", "feature": feature, "method": method},
-                    {"value": NUMBER.expect(value), "threshold": NUMBER.expect(threshold)})  # fmt: skip
+                    {"value": NUMBER.expect(value), "threshold": NUMBER.expect(threshold)})
 
         small, large = min(200, s.pvalue_max_rows), s.pvalue_max_rows + 1000
         drifted = {("amount", "ks"): 0.001, ("amount", "psi"): 0.5, ("channel", "chi2_pvalue"): 0.0001,
-                   ("channel", "psi"): 0.9, ("items", "ks"): 0.4, ("items", "psi"): 0.01}  # fmt: skip
+                   ("channel", "psi"): 0.9, ("items", "ks"): 0.4, ("items", "psi"): 0.01}
         if s.methods == "auto":
             rule.cases = [
                 Case("small window: p-values decide", scores(small, drifted), n,
@@ -276,7 +276,7 @@ class Builder:
                     ("amount", "ks"): 0.3, ("amount", "psi"): 0.5, ("channel", "chi2_pvalue"): 0.2, ("channel", "psi"): 0.9}), n),
                 Case("large window, low p-values but PSI fine", scores(large, {
                     ("amount", "ks"): 0.001, ("amount", "psi"): 0.05, ("channel", "chi2_pvalue"): 0.0001, ("channel", "psi"): 0.1}), n),
-            ]  # fmt: skip
+            ]
         else:
             bad = {"psi": 0.5, "js": 0.5, "wasserstein": 0.5, "ks": 0.001, "chi2_pvalue": 0.001}
             good = {"psi": 0.01, "js": 0.01, "wasserstein": 0.01, "ks": 0.5, "chi2_pvalue": 0.5}
@@ -285,7 +285,7 @@ class Builder:
                 Case("every method drifted", scores(small, {("amount", m): bad[m] for m in s.methods}), n,
                      [alert("amount", m, bad[m], limits[m]) for m in s.methods]),
                 Case("no method drifted", scores(small, {("amount", m): good[m] for m in s.methods}), n),
-            ]  # fmt: skip
+            ]
         return rule
 
     def dataset_drift(self, s: cfg.DatasetDrift) -> AlertRule:
@@ -296,7 +296,7 @@ class Builder:
             description="$value of the monitored features of model $model version $version have drifted from the "
             "training data (threshold $threshold): the inputs as a whole no longer look like the training set.",
             value_format=PERCENT, threshold=Threshold.literal(PERCENT.expect(s.threshold)),
-        )  # fmt: skip
+        )
         n = self.eval_minutes(rule)
         series = f"modelmon_dataset_drift_share{{{self.series_labels()}}}"
         bad, good = (1 + s.threshold) / 2, s.threshold / 2
@@ -304,7 +304,7 @@ class Builder:
             Case("most features drifted", [(series, f"{bad!r}x{n}")], n,
                  [({"model": "shop", "version": "1"}, {"value": PERCENT.expect(bad)})]),
             Case("few features drifted", [(series, f"{good!r}x{n}")], n),
-        ]  # fmt: skip
+        ]
         return rule
 
     def prediction_drift(self, s: cfg.PredictionDrift) -> AlertRule:
@@ -315,7 +315,7 @@ class Builder:
             description="The predicted classes of model $model version $version have shifted from the validation "
             "outputs: PSI $value (threshold $threshold).",
             value_format=NUMBER, threshold=Threshold.literal(NUMBER.expect(s.threshold)),
-        )  # fmt: skip
+        )
         n = self.eval_minutes(rule)
 
         def series(klass: float, confidence: float) -> list[tuple[str, str]]:
@@ -328,7 +328,7 @@ class Builder:
             Case("class shares shifted", series(2 * s.threshold, 0.0), n,
                  [({"model": "shop", "version": "1"}, {"value": NUMBER.expect(2 * s.threshold)})]),
             Case("class shares stable (confidence shift alone does not count)", series(s.threshold / 2, 10 * s.threshold), n),
-        ]  # fmt: skip
+        ]
         return rule
 
     # -- quality -------------------------------------------------------------------------
@@ -354,7 +354,7 @@ class Builder:
 
     def _baseline_threshold(self, metric: str, margin: float) -> Threshold:
         query = _query(f'max(modelmon_baseline_metric{{model=%q, version=%q, metric="{metric}"}})', "model", "version",
-                       fmt="humanizePercentage")  # fmt: skip
+                       fmt="humanizePercentage")
         margin_text = PERCENT.expect(margin)
         return Threshold(f"{query} (baseline) - {margin_text}", f"the {metric} baseline - {margin_text}")
 
@@ -373,7 +373,7 @@ class Builder:
 
         def series(diagonal: int) -> list[tuple[str, str]]:
             out = [(f'modelmon_baseline_metric{{{self.series_labels(metric=m)}}}', f"{baseline!r}x{n}")
-                   for m in ("accuracy", "f1_macro")]  # fmt: skip
+                   for m in ("accuracy", "f1_macro")]
             for actual in ("a", "b"):
                 for predicted in ("a", "b"):
                     count = diagonal if actual == predicted else per_class - diagonal
@@ -386,7 +386,7 @@ class Builder:
                  [({"model": "shop", "version": "1"}, {"value": PERCENT.expect(value),
                    "threshold": f"{PERCENT.expect(baseline)} (baseline) - {PERCENT.expect(margin)}"})], step),
             Case("perfect predictions", series(per_class), n * step, interval=step),
-        ]  # fmt: skip
+        ]
 
     def realized_quality(self, s: cfg.RealizedQuality) -> list[AlertRule]:
         parts = self._confusion("modelmon_confusion_total", s.window)
@@ -402,7 +402,7 @@ class Builder:
                 description=f"The accuracy of model $model version $version on the predictions labelled in the last "
                 f"{s.window} is $value, under its validation baseline by more than the margin (threshold $threshold).",
                 value_format=PERCENT, threshold=self._baseline_threshold("accuracy", s.margin),
-            )  # fmt: skip
+            )
             rule.range_seconds = seconds(s.window)
             self._quality_cases(rule, "modelmon_confusion_total", s.window, s.margin, s.min_labels)
             rules.append(rule)
@@ -419,7 +419,7 @@ class Builder:
                 description=f"The macro F1 of model $model version $version on the predictions labelled in the last "
                 f"{s.window} is $value, under its validation baseline by more than the margin (threshold $threshold).",
                 value_format=PERCENT, threshold=self._baseline_threshold("f1_macro", s.margin),
-            )  # fmt: skip
+            )
             rule.range_seconds = seconds(s.window)
             self._quality_cases(rule, "modelmon_confusion_total", s.window, s.margin, s.min_labels)
             rules.append(rule)
@@ -437,7 +437,7 @@ class Builder:
             f"calibrated probabilities) over the last {s.window} is $value, under its validation baseline by more "
             "than the margin (threshold $threshold).",
             value_format=PERCENT, threshold=self._baseline_threshold("accuracy", s.margin),
-        )  # fmt: skip
+        )
         rule.range_seconds = seconds(s.window)
         self._quality_cases(rule, "modelmon_expected_confusion_total", s.window, s.margin, s.min_rows)
         return rule
@@ -454,7 +454,7 @@ class Builder:
             description=f"Only $value of the predictions of model $model version $version in the last {s.window} "
             "were matched by a ground-truth label (threshold $threshold): live quality is measured on too few rows.",
             value_format=PERCENT, threshold=Threshold.literal(PERCENT.expect(s.threshold)),
-        )  # fmt: skip
+        )
         rule.range_seconds = seconds(s.window)
         step = self._step(s.window)
         n = math.ceil(self.eval_minutes(rule, s.window) / step)
@@ -469,7 +469,7 @@ class Builder:
             Case("few labels", [predictions_series, feedback(low)], n * step,
                  [({"model": "shop", "version": "1"}, {"value": PERCENT.expect(low)})], step),
             Case("enough labels", [predictions_series, feedback(high)], n * step, interval=step),
-        ]  # fmt: skip
+        ]
         if s.require_some_labels:
             rule.cases.append(Case("never labelled (no label pipeline)", [predictions_series, feedback(0.0)], n * step, interval=step))
         return rule
@@ -486,18 +486,18 @@ class Builder:
             description="The $split $metric of training run $run (experiment $experiment) is $value: the run is "
             "diverging and what it trains from here on is not usable.",
             value_format=NUMBER, threshold=Threshold.literal("NaN or infinite"),
-        )  # fmt: skip
+        )
         n = self.eval_minutes(rule) + 3
         labels = _labels(experiment="churn", run="7", split="train", metric=s.metrics[0], instance="trainer:9100", job="training")
         expected = {"experiment": "churn", "run": "7", "split": "train", "metric": s.metrics[0],
-                    "instance": "trainer:9100", "job": "training"}  # fmt: skip
+                    "instance": "trainer:9100", "job": "training"}
         rule.cases = [
             Case("loss became NaN", [(f"modelmon_training_metric{{{labels}}}", "0.9 0.7 " + " ".join(["NaN"] * n))], n,
                  [(expected, {"value": "NaN"})]),
             Case("loss became infinite", [(f"modelmon_training_metric{{{labels}}}", "0.9 0.7 " + " ".join(["+Inf"] * n))], n,
                  [(expected, {"value": "+Inf"})]),
             Case("loss finite", [(f"modelmon_training_metric{{{labels}}}", f"0.9 0.7 0.5x{n}")], n),
-        ]  # fmt: skip
+        ]
         return rule
 
     def training_plateau(self, s: cfg.TrainingPlateau) -> AlertRule:
@@ -515,7 +515,7 @@ class Builder:
             description=f"The {s.split} {s.metric} of training run $run (experiment $experiment) has not improved "
             f"for $value epochs (patience $threshold): stop the run early or change its hyperparameters.",
             value_format=INTEGER, threshold=Threshold.literal(str(s.patience)),
-        )  # fmt: skip
+        )
         rule.range_seconds = 2 * seconds(s.lookback)
         epochs = s.patience + 5
         n = max(self.eval_minutes(rule), epochs + 2)
@@ -529,7 +529,7 @@ class Builder:
             Case("validation loss stuck after epoch 3", [epoch_series, (f"modelmon_training_metric{{{loss_labels}}}", f"1 0.8 0.6 0.5 {worse}")],
                  n, [({"experiment": "churn", "run": "7"}, {"value": str(n - 3)})]),
             Case("validation loss still improving", [epoch_series, (f"modelmon_training_metric{{{loss_labels}}}", improving)], n),
-        ]  # fmt: skip
+        ]
         return rule
 
     def training_stalled(self, s: cfg.TrainingStalled) -> AlertRule:
@@ -540,14 +540,14 @@ class Builder:
             description="Training run $run (experiment $experiment) last reported $value ago (threshold $threshold): "
             "its process hangs, or died with its gauges left on a Pushgateway.",
             value_format=SECONDS, threshold=Threshold.literal(SECONDS.expect(s.threshold)),
-        )  # fmt: skip
+        )
         n = math.ceil(s.threshold / 60) + minutes(rule.for_) + 5
         labels = _labels(experiment="churn", run="7")
         rule.cases = [
             Case("no report since the start", [(f"modelmon_training_last_update_timestamp_seconds{{{labels}}}", f"0x{n}")],
                  n, [({"experiment": "churn", "run": "7"}, {"value": SECONDS.expect(n * 60)})]),
             Case("reporting every minute", [(f"modelmon_training_last_update_timestamp_seconds{{{labels}}}", f"0+60x{n}")], n),
-        ]  # fmt: skip
+        ]
         return rule
 
 

@@ -7,7 +7,7 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 from urllib.parse import urlsplit
 
 import typer
@@ -20,7 +20,7 @@ stack_app = typer.Typer(help="A local Prometheus and Alertmanager for the runnin
 console = Console(stderr=True)
 
 ConfigOption = Annotated[
-    Optional[Path],
+    Path | None,
     typer.Option("--config", "-c", help="modelmon.yaml: channels, routing and rules \\[default: ./modelmon.yaml if present, else the built-in rules alone]."),
 ]
 
@@ -68,7 +68,7 @@ def alerts_export(
             console.print(f"  {path}")
     if result.substituted_secrets:
         console.print(f"[yellow]{result.alertmanager_config} holds secrets[/yellow] (mode 0600): "
-                      f"{', '.join(result.substituted_secrets)} (from the environment, or fields Alertmanager 0.25 cannot read from a file)", soft_wrap=True)  # fmt: skip
+                      f"{', '.join(result.substituted_secrets)} (from the environment, or fields Alertmanager 0.25 cannot read from a file)", soft_wrap=True)
     for note in result.notes:
         console.print(f"[yellow]note:[/yellow] {note}", soft_wrap=True)
     if check and not check_export(result):
@@ -76,7 +76,7 @@ def alerts_export(
     if not check:
         prom_dir = result.rule_files[0].parent
         console.print(f"check them with:\n  promtool check rules {prom_dir}/*.rules.yml\n"
-                      f"  cd {prom_dir} && promtool test rules *.test.yml")  # fmt: skip
+                      f"  cd {prom_dir} && promtool test rules *.test.yml")
         if result.alertmanager_config:
             console.print(f"  amtool check-config {result.alertmanager_config}")
 
@@ -91,7 +91,7 @@ def check_export(result) -> bool:
         console.print("promtool not found: rules not checked (sudo apt-get install prometheus)")
     else:
         for args, cwd in [([promtool, "check", "rules", *map(str, result.rule_files)], None),
-                          ([promtool, "test", "rules", *(p.name for p in result.test_files)], result.test_files[0].parent)]:  # fmt: skip
+                          ([promtool, "test", "rules", *(p.name for p in result.test_files)], result.test_files[0].parent)]:
             passed, output = _run(args, cwd)
             ok &= passed
             console.print(f"{'[green]passed[/green]' if passed else '[red]FAILED[/red]'}: {' '.join(args[1:3])}")
@@ -112,11 +112,11 @@ def check_export(result) -> bool:
 
 def notify_bridge(
     config: ConfigOption = None,
-    url: Annotated[Optional[list[str]], typer.Option("--url", help="Apprise URL for payloads posted to /alertmanager or /grafana without a channel (repeatable).")] = None,
+    url: Annotated[list[str] | None, typer.Option("--url", help="Apprise URL for payloads posted to /alertmanager or /grafana without a channel (repeatable).")] = None,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[Optional[int], typer.Option(help="Port to listen on \\[default: the port of bridge.url in modelmon.yaml, else 9096].")] = None,
-    attempts: Annotated[Optional[int], typer.Option(help="Delivery attempts per message \\[default: bridge.attempts, 5].")] = None,
-    retry_seconds: Annotated[Optional[float], typer.Option(help="First retry delay, doubled each time \\[default: bridge.retry_seconds, 2].")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on \\[default: the port of bridge.url in modelmon.yaml, else 9096].")] = None,
+    attempts: Annotated[int | None, typer.Option(help="Delivery attempts per message \\[default: bridge.attempts, 5].")] = None,
+    retry_seconds: Annotated[float | None, typer.Option(help="First retry delay, doubled each time \\[default: bridge.retry_seconds, 2].")] = None,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "warning",
 ) -> None:
     """Forward Alertmanager and Grafana webhooks to any Apprise URL (SMS, chat, email...)."""
@@ -124,7 +124,13 @@ def notify_bridge(
 
     import uvicorn
 
-    from modelmon.alerting.bridge import DEFAULT_CHANNEL, NotifyBridge, check_urls, split_urls, targets_from_config
+    from modelmon.alerting.bridge import (
+        DEFAULT_CHANNEL,
+        NotifyBridge,
+        check_urls,
+        split_urls,
+        targets_from_config,
+    )
 
     settings = _load(config)
     try:
@@ -145,18 +151,18 @@ def notify_bridge(
         targets,
         attempts=attempts if attempts is not None else settings.bridge.attempts,
         retry_seconds=retry_seconds if retry_seconds is not None else settings.bridge.retry_seconds,
-    )  # fmt: skip
+    )
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     console.print(f"notify-bridge on http://{host}:{port}: channels {', '.join(sorted(targets))} "
-                  f"(POST /alertmanager/<channel> or /grafana/<channel>; metrics at /metrics)")  # fmt: skip
+                  f"(POST /alertmanager/<channel> or /grafana/<channel>; metrics at /metrics)")
     uvicorn.run(bridge.app, host=host, port=port, log_level=log_level)
 
 
 @stack_app.command("up")
 def stack_up(
     config: ConfigOption = None,
-    target: Annotated[Optional[list[str]], typer.Option("--target", help="host:port of a modelmon server to scrape (repeatable).")] = None,
-    directory: Annotated[Optional[Path], typer.Option("--dir", help="Where the configuration and data go \\[default: $MODELMON_HOME/stack].")] = None,
+    target: Annotated[list[str] | None, typer.Option("--target", help="host:port of a modelmon server to scrape (repeatable).")] = None,
+    directory: Annotated[Path | None, typer.Option("--dir", help="Where the configuration and data go \\[default: $MODELMON_HOME/stack].")] = None,
     prometheus_port: Annotated[int, typer.Option(help="Port of Prometheus.")] = 9090,
     alertmanager_port: Annotated[int, typer.Option(help="Port of Alertmanager.")] = 9093,
     scrape_interval: Annotated[str, typer.Option(help="How often Prometheus scrapes and evaluates the rules.")] = "15s",
@@ -167,9 +173,8 @@ def stack_up(
     from modelmon.alerting.config import check_duration
     from modelmon.alerting.export import export
     from modelmon.alerting.stack import ALERTMANAGER_INSTALL_HINT, Alertmanager, alertmanager_binary
-    from modelmon.stack.prometheus import Prometheus
     from modelmon.config import modelmon_home
-    from modelmon.stack.prometheus import INSTALL_HINT, prometheus_binary
+    from modelmon.stack.prometheus import INSTALL_HINT, Prometheus, prometheus_binary
 
     try:
         check_duration(scrape_interval)
@@ -209,10 +214,10 @@ def stack_up(
                 directory / "prometheus", targets, scrape_interval=scrape_interval, port=prometheus_port,
                 rule_files=result.rule_files, alertmanagers=[f"127.0.0.1:{alertmanager.port}"] if alertmanager else [],
                 job=settings.prometheus.job,
-            )  # fmt: skip
+            )
             running.append(prometheus)
             console.print(f"Prometheus    {prometheus.url} scraping {', '.join(targets)} "
-                          f"({len(result.alert_names)} alert rules)")  # fmt: skip
+                          f"({len(result.alert_names)} alert rules)")
         console.print("running; Ctrl-C stops everything")
         stop.wait()
     except (RuntimeError, FileNotFoundError) as exc:

@@ -604,7 +604,7 @@ def format_errors(exc: ValidationError, source: str) -> str:
 
 
 _CHANNEL_TYPES = (EmailChannel, SlackChannel, WebhookChannel, PagerDutyChannel, TelegramChannel, DiscordChannel,
-                  SnsChannel, AppriseChannel)  # fmt: skip
+                  SnsChannel, AppriseChannel)
 _CHANNEL_TAGS = {c.model_fields["type"].annotation.__args__[0] for c in _CHANNEL_TYPES}
 
 

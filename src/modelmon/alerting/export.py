@@ -71,7 +71,7 @@ def export(config: cfg.AlertingConfig, out_dir: Path | str, *, alertmanager_file
         result.notes.extend(secrets.notes)
         am_dir = out / ALERTMANAGER_DIR
         result.alertmanager_config = _write(am_dir / alertmanager.CONFIG_FILE, prom.dump_yaml(content),
-                                            private=bool(secrets.substituted))  # fmt: skip
+                                            private=bool(secrets.substituted))
         _write(am_dir / alertmanager.TEMPLATE_FILE, alertmanager.template_text())
     files, notes = grafana.provisioning(config, rules)
     result.notes.extend(notes)

@@ -60,7 +60,7 @@ def _integration(channel: Any, config: cfg.AlertingConfig) -> tuple[str, dict[st
         return "pagerduty", {"integrationKey": _secret(channel.routing_key), "summary": message["title"]}
     if isinstance(channel, cfg.TelegramChannel):
         return "telegram", {"bottoken": _secret(channel.bot_token), "chatid": str(channel.chat_id),
-                            "message": message["message"]}  # fmt: skip
+                            "message": message["message"]}
     if isinstance(channel, cfg.DiscordChannel):
         return "discord", {"url": _secret(channel.webhook_url), **message}
     if isinstance(channel, cfg.AppriseChannel):
@@ -76,7 +76,7 @@ def contact_points(config: cfg.AlertingConfig, channel_sets: list[list[str]]) ->
         made = _integration(channel, config)
         if made is None:
             notes.append(f"channel {channel.name} ({channel.type}): Grafana has no such contact point type; "
-                         "give Grafana an apprise channel (sns://...) through modelmon notify-bridge instead")  # fmt: skip
+                         "give Grafana an apprise channel (sns://...) through modelmon notify-bridge instead")
         else:
             integrations[channel.name] = made
     points = []
@@ -93,7 +93,7 @@ def contact_points(config: cfg.AlertingConfig, channel_sets: list[list[str]]) ->
             receivers.append({
                 "uid": _uid(f"modelmon-{name}-{channel}"), "type": kind, "settings": settings,
                 "disableResolveMessage": not config.channel(channel).send_resolved,
-            })  # fmt: skip
+            })
         points.append({"orgId": config.grafana.org_id, "name": name, "receivers": receivers})
     return {"apiVersion": 1, "contactPoints": points}, notes
 
@@ -169,7 +169,7 @@ def rule_groups(config: cfg.AlertingConfig, rules: list[AlertRule]) -> dict[str,
             "annotations": rule.annotations("grafana"),
             "labels": rule.alert_labels(),
             "isPaused": False,
-        })  # fmt: skip
+        })
     group = {"orgId": g.org_id, "name": "modelmon", "folder": g.folder, "interval": g.interval, "rules": grafana_rules}
     return {"apiVersion": 1, "groups": [group]}
 

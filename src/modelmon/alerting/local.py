@@ -144,7 +144,7 @@ class LocalAlerting:
         data["channels"] = [{"name": SINK_CHANNEL, "type": "webhook", "url": sink_url}]
         data["routing"] = {**data.get("routing", {}), "default": [SINK_CHANNEL], "severity": {}, "models": {},
                            "group_wait": self.group_wait, "group_interval": self.group_interval,
-                           "repeat_interval": "1h", "resolve_timeout": "1m"}  # fmt: skip
+                           "repeat_interval": "1h", "resolve_timeout": "1m"}
         data.pop("smtp", None)
         builtins = data.setdefault("builtins", {})
         builtins["override_for"] = self.for_
@@ -172,7 +172,7 @@ class LocalAlerting:
     def start_prometheus(
         self, targets: list[str], *, scrape_interval: str = "1s", evaluation_interval: str = "1s",
         extra_rule_files: list[Path] | None = None, port: int | None = None,
-    ) -> Prometheus:  # fmt: skip
+    ) -> Prometheus:
         """A fresh Prometheus scraping ``targets`` with the alert and drift rules, sending to
         this Alertmanager; stopped with the rest."""
         assert self.exported is not None and self.alertmanager is not None, "use LocalAlerting as a context manager"
@@ -181,7 +181,7 @@ class LocalAlerting:
             rule_files=[*self.exported.rule_files, *(extra_rule_files or [])],
             alertmanagers=[f"127.0.0.1:{self.alertmanager.port}"], evaluation_interval=evaluation_interval,
             job=self.settings.prometheus.job, fresh=True,
-        )  # fmt: skip
+        )
         return self.prometheus
 
     @property

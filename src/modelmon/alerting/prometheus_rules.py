@@ -50,7 +50,7 @@ def custom_rule(rule: cfg.CustomRule, config: cfg.AlertingConfig) -> AlertRule:
         summary=summary, description=description, value_format=NUMBER, threshold=threshold,
         runbook_url=runbook, labels=dict(rule.labels), channels=list(rule.channels), builtin=False,
         range_seconds=cfg.duration_seconds(rule.window),
-    )  # fmt: skip
+    )
     if rule.expr is None and not rule.summary and not rule.description:
         out.cases = custom_cases(rule, out)
     return out
@@ -101,7 +101,7 @@ def custom_cases(rule: cfg.CustomRule, compiled: AlertRule) -> list[Case]:
     bad, good = {
         ">": (t + step, t - step), ">=": (t + step, t - step), "<": (t - step, t + step),
         "<=": (t - step, t + step), "==": (t, t + step), "!=": (t + step, t),
-    }[rule.comparator]  # fmt: skip
+    }[rule.comparator]
     if rule.comparator in ("==", "!=") and rule.aggregation in ("rate", "increase", "avg"):
         return []
     window_minutes = minutes(rule.window)
@@ -176,13 +176,13 @@ def rules_tests(config: cfg.AlertingConfig) -> dict[str, dict[str, Any]]:
                 exp_alerts.append({
                     "exp_labels": {**rule.alert_labels(), **labels},
                     "exp_annotations": rule.annotations("expect", {**labels, **values}),
-                })  # fmt: skip
+                })
             tests.setdefault(case.interval, []).append({
                 "name": f"{rule.name}: {case.name}",
                 "interval": f"{case.interval}m",
                 "input_series": [{"series": s, "values": v} for s, v in case.series],
                 "alert_rule_test": [{"eval_time": f"{case.eval_minutes}m", "alertname": rule.name, "exp_alerts": exp_alerts}],
-            })  # fmt: skip
+            })
     files = {}
     for interval, cases in sorted(tests.items()):
         name = TEST_FILE if interval == 1 else LONG_TEST_FILE

@@ -39,7 +39,7 @@ class Alertmanager(LoopbackService):
         workdir.mkdir(parents=True, exist_ok=True)
         port = port or free_port()
         command = [binary, f"--config.file={config_file}", f"--storage.path={workdir / 'data'}",
-                   f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address=", f"--log.level={log_level}"]  # fmt: skip
+                   f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address=", f"--log.level={log_level}"]
         return cls.launch("alertmanager", command, workdir, port)
 
     def alerts(self) -> list[dict[str, Any]]:

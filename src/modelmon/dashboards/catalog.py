@@ -31,13 +31,13 @@ def _model_variables(feature: bool = False, window: bool = False) -> tuple[Varia
         Variable("version", "Version", "Model versions to show.", "query",
                  query='label_values(modelmon_model_info{model="$model"}, version)',
                  multi=True, include_all=True, all_value=".*", default="All"),
-    ]  # fmt: skip
+    ]
     if feature:
         variables.append(
             Variable("feature", "Feature", "Input features to show (from the reference profile).", "query",
                      query='label_values(modelmon_reference_bin_ratio{model="$model"}, feature)',
                      multi=True, include_all=True, all_value=".*", default="All")
-        )  # fmt: skip
+        )
     if window:
         variables.append(_window_variable())
     return tuple(variables)
@@ -48,7 +48,7 @@ def _window_variable() -> Variable:
         "window", "Rules window",
         "The window the recording rules were exported with (modelmon rules export --window).",
         "custom", options=("1h", "30m", "10m", "6h", "1d"), default="1h",
-    )  # fmt: skip
+    )
 
 
 def _quantiles(metric: str, extra: str = "", what: str = "") -> tuple[Prom, ...]:
@@ -79,7 +79,7 @@ def serving() -> Dashboard:
               width=6, height=5),
         Panel("stat", "In flight", "Requests in progress now (all versions of the model).", "short",
               (Prom('sum(modelmon_inflight_requests{model="$model"})'),), width=6, height=5),
-    ))  # fmt: skip
+    ))
     traffic = Row("Traffic and errors", (
         Panel("timeseries", "Requests per second by version and endpoint", "modelmon_requests_total per version and endpoint (infer = V2, predict = records).",
               "reqps", (Prom(f"sum by (version, endpoint) (rate({requests}[$__rate_interval]))", "v{{version}} {{endpoint}}"),), width=8),
@@ -88,7 +88,7 @@ def serving() -> Dashboard:
         Panel("timeseries", "Error ratio by reason", "Errors per second of each reason as a share of all requests; reasons with no errors are left out.",
               "percentunit", (Prom(f"(sum by (reason) (rate({errors}[$__rate_interval])) / on () group_left () sum(rate({requests}[$__rate_interval]))) > 0",
                                    "{{reason}}"),), width=8),
-    ))  # fmt: skip
+    ))
     latency = Row("Latency", (
         Panel("timeseries", "Request latency (p50, p95, p99)", "Whole request on the inference endpoints, body read to response, per version.",
               "s", _quantiles("modelmon_request_duration_seconds", PREDICTION_ENDPOINTS), width=8),
@@ -96,7 +96,7 @@ def serving() -> Dashboard:
               "s", _quantiles("modelmon_queue_duration_seconds"), width=8),
         Panel("timeseries", "Inference per batch (p50, p95, p99)", "Model call per batch, per version.",
               "s", _quantiles("modelmon_inference_duration_seconds"), width=8),
-    ))  # fmt: skip
+    ))
     batching = Row("Batching and load", (
         Panel("timeseries", "Batch size", "Rows per model call: the mean and the 95th percentile, per version.", "short", (
             Prom(f"sum by (version) (rate(modelmon_batch_size_sum{{{SEL}}}[$__rate_interval])) / sum by (version) (rate(modelmon_batch_size_count{{{SEL}}}[$__rate_interval]))",
@@ -112,12 +112,12 @@ def serving() -> Dashboard:
         Panel("table", "Loaded versions", "Model versions loaded by each replica, with the runtime that serves them (modelmon_model_info).",
               "none", (Prom('modelmon_model_info{model="$model"}', instant=True, format="table"),), width=24, height=6,
               transformations=({"id": "organize", "options": {"excludeByName": {"Time": True, "Value": True, "__name__": True}}},)),
-    ))  # fmt: skip
+    ))
     return Dashboard(
         SERVING_UID, "modelmon / Serving",
         "Throughput, errors, latency and batching of a served model, per version.",
         _model_variables(), (overview, traffic, latency, batching),
-    )  # fmt: skip
+    )
 
 
 # -- 2. Drift and data quality ----------------------------------------------------------------
@@ -137,7 +137,7 @@ def drift() -> Dashboard:
         Panel("stat", "Prediction drift (classes, PSI)", "PSI of the predicted classes against the model's predictions on the validation data.",
               "none", (Prom(f'max(modelmon_prediction_drift{{{SEL}, output="class", method="psi"}})'),), width=6, height=5, decimals=3,
               thresholds=GOOD_RED),
-    ))  # fmt: skip
+    ))
     scores = Row("Drift per feature", (
         Panel("timeseries", "Fleet PSI per feature against the threshold", "Population stability index of each feature over the window, pooled over all replicas (recording rule modelmon:feature_drift_psi:$window). The red line is the drift threshold, 0.2.",
               "none", (Prom(f"modelmon:feature_drift_psi:$window{{{feature_sel}}}", "{{feature}}"),), width=12,
@@ -153,7 +153,7 @@ def drift() -> Dashboard:
         Panel("bargauge", "Features drifting most now", "The ten features with the highest fleet PSI over the window, now.",
               "none", (Prom(f"sort_desc(topk(10, max by (feature) (modelmon:feature_drift_psi:$window{{{SEL}}})))", "{{feature}}", instant=True),),
               width=12, decimals=3, min=0, thresholds=(Threshold(None, "green"), Threshold(0.1, "orange"), Threshold(0.2, "red"))),
-    ))  # fmt: skip
+    ))
     window_rows = f'modelmon:feature_bin_window_rows:$window{{{SEL}, feature="$feature"}}'
     bins = Row("Distribution per feature", (
         Panel("barchart", "Live against reference shares: $feature", "Share of each bin of the feature over the window (all replicas and selected versions pooled) beside the training data's share of the same bin.",
@@ -166,7 +166,7 @@ def drift() -> Dashboard:
                   {"id": "organize", "options": {"excludeByName": {"Time": True, "Time 1": True, "Time 2": True},
                                                  "renameByName": {"Value #A": "live", "Value #B": "reference"}}},
               )),
-    ))  # fmt: skip
+    ))
     quality = Row("Data quality", (
         Panel("timeseries", "Missing values", "Missing values of each feature as a share of the rows predicted.", "percentunit",
               (Prom(f"sum by (model, version, feature) (rate(modelmon_feature_missing_total{{{feature_sel}}}[$__rate_interval])) / on (model, version) group_left () {rows_per_second}",
@@ -174,7 +174,7 @@ def drift() -> Dashboard:
         Panel("timeseries", "Unseen values", "Values never seen in training (a new category, or a number outside the training range) as a share of the rows predicted.",
               "percentunit", (Prom(f"sum by (model, version, feature) (rate(modelmon_feature_unseen_total{{{feature_sel}}}[$__rate_interval])) / on (model, version) group_left () {rows_per_second}",
                                    "{{feature}} v{{version}}"),), width=12, min=0),
-    ))  # fmt: skip
+    ))
     predictions = f"modelmon_predictions_total{{{SEL}}}"
     outputs = Row("Predictions", (
         Panel("barchart", "Predicted class shares against the validation data", "Share of each predicted class over the dashboard's time range beside its share on the validation data (modelmon_reference_class_ratio).",
@@ -196,18 +196,18 @@ def drift() -> Dashboard:
         Panel("heatmap", "Confidence distribution", "Rows per top-class probability bucket over time (modelmon_prediction_confidence).", "short",
               (Prom(f"sum by (le) (increase(modelmon_prediction_confidence_bucket{{{SEL}}}[$__rate_interval]))", "{{le}}", format="heatmap"),),
               width=24),
-    ))  # fmt: skip
+    ))
     variables = (
         *_model_variables(feature=True),
         Variable("method", "Method", "Drift method of the per-replica panel.", "custom",
                  options=("psi", "js", "wasserstein", "ks", "chi2_pvalue"), default="psi"),
         _window_variable(),
-    )  # fmt: skip
+    )
     return Dashboard(
         DRIFT_UID, "modelmon / Data drift and quality",
         "Live inputs and predictions against the training data: drift per feature, bin shares, missing and unseen values.",
         variables, (overview, scores, bins, quality, outputs),
-    )  # fmt: skip
+    )
 
 
 # -- 3. Model quality -------------------------------------------------------------------------
@@ -253,7 +253,7 @@ def quality() -> Dashboard:
               "percentunit", (Prom(f"modelmon:estimated_accuracy:$window{{{SEL}}}", "v{{version}}"),), width=6, height=5, decimals=3),
         Panel("stat", "Label coverage", "Labels matched as a share of the predictions made in the window (modelmon:label_coverage:$window).",
               "percentunit", (Prom(f"modelmon:label_coverage:$window{{{SEL}}}", "v{{version}}"),), width=6, height=5, decimals=3),
-    ))  # fmt: skip
+    ))
     realized = Row("Realized quality against the validation baseline", (
         Panel("timeseries", "Accuracy", "Realized accuracy from labels and the CBPE estimate, over the window, against the validation baseline.",
               "percentunit", _realized_vs_baseline("accuracy", "accuracy", "estimated_accuracy"), width=12),
@@ -268,7 +268,7 @@ def quality() -> Dashboard:
               ), width=12),
         Panel("timeseries", "F1 per class", "Realized F1 of each class over the window (modelmon:f1:$window).", "percentunit",
               (Prom(f"modelmon:f1:$window{{{SEL}}}", "{{class}} v{{version}}"),), width=12),
-    ))  # fmt: skip
+    ))
     estimated = Row("Estimated against realized", (
         Panel("timeseries", "Estimate minus realized", "CBPE estimate minus the realized value, for accuracy and macro F1: how far the label-free estimate is off where labels exist.",
               "percentunit", (
@@ -279,7 +279,7 @@ def quality() -> Dashboard:
             Prom(f"modelmon:estimated_precision:$window{{{SEL}}}", "precision {{class}} v{{version}}"),
             Prom(f"modelmon:estimated_recall:$window{{{SEL}}}", "recall {{class}} v{{version}}"),
         ), width=12),
-    ))  # fmt: skip
+    ))
     labels = Row("Confusion matrix and labels", (
         Panel("table", "Confusion matrix", "Labelled predictions in the window by actual class (rows) and predicted class (columns), all replicas.",
               "short", (Prom(f"sum by (actual, predicted) (modelmon:confusion_window:$window{{{SEL}}})", instant=True, format="table"),),
@@ -296,12 +296,12 @@ def quality() -> Dashboard:
               "percentunit", (Sql(LABELLED_PG, LABELLED_SQLITE, format="time_series"),), width=12, min=0, max=1),
         Panel("table", "Labelled predictions per version", "From the prediction log: labelled predictions made in the time range, per version, with their accuracy.",
               "none", (Sql(LABELLED_TABLE, LABELLED_TABLE),), width=24, height=6),
-    ))  # fmt: skip
+    ))
     return Dashboard(
         QUALITY_UID, "modelmon / Model quality",
         "Live quality from ground-truth labels and CBPE estimates, against the validation baseline.",
         _model_variables(window=True), (overview, realized, estimated, labels),
-    )  # fmt: skip
+    )
 
 
 # -- 4. Training ------------------------------------------------------------------------------
@@ -365,7 +365,7 @@ def training() -> Dashboard:
             ("Recall ($average)", "Recall", "percentunit", _metric_name("recall"), 8),
             ("F1 ($average)", "F1", "percentunit", _metric_name("f1"), 8),
         )
-    ))  # fmt: skip
+    ))
     runs = Row("Runs", (
         Panel("table", "Runs compared", "Final validation metrics of the chosen runs, and the best value each reached (SQL view training_final_metrics).",
               "none", (Sql(RUNS_COMPARED, RUNS_COMPARED),), width=24, height=7, decimals=4),
@@ -376,7 +376,7 @@ def training() -> Dashboard:
               "none", (Sql(RUNS_TABLE, RUNS_TABLE),), width=12, height=7),
         Panel("timeseries", "$metric over time", "The chosen metric of the chosen runs by the time it was logged, both splits.", "none",
               (Sql(OVER_TIME_PG, OVER_TIME_SQLITE, format="time_series"),), width=24),
-    ))  # fmt: skip
+    ))
     live = Row("Live runs (Prometheus)", (
         Panel("timeseries", "Live $metric", "The latest value of the metric in runs that are active now (modelmon_training_metric), both splits.",
               "none", (Prom('modelmon_training_metric{experiment="$experiment", metric="$metric"}', "run {{run}} {{split}}"),), width=8),
@@ -384,7 +384,7 @@ def training() -> Dashboard:
               (Prom('modelmon_training_epoch{experiment="$experiment"}', "run {{run}}"),), width=8),
         Panel("timeseries", "Time since the last report", "Seconds since each active run last logged; a run that stalls keeps climbing.", "s",
               (Prom('time() - modelmon_training_last_update_timestamp_seconds{experiment="$experiment"}', "run {{run}}"),), width=8),
-    ))  # fmt: skip
+    ))
     variables = (
         Variable("experiment", "Experiment", "An experiment in the run store.", "query", source="sql",
                  query=Sql("SELECT DISTINCT experiment FROM training_runs ORDER BY experiment",
@@ -397,12 +397,12 @@ def training() -> Dashboard:
                  "custom", options=("macro", "weighted", "binary"), default="macro"),
         Variable("metric", "Metric", "The metric of the over-time and live panels.", "custom",
                  options=("loss", "accuracy", "f1_macro", "precision_macro", "recall_macro", "f1", "log_loss"), default="loss"),
-    )  # fmt: skip
+    )
     return Dashboard(
         TRAINING_UID, "modelmon / Training",
         "Training runs from the run store: learning curves, runs compared, parameters; and active runs live from Prometheus.",
         variables, (curves, runs, live), time_from="now-7d",
-    )  # fmt: skip
+    )
 
 
 # -- 5. Alerts --------------------------------------------------------------------------------
@@ -422,19 +422,19 @@ def alerts() -> Dashboard:
         Panel("table", "Pending alerts", "Alerts pending now, with their labels.", "none",
               (Prom('ALERTS{alertstate="pending"}', instant=True, format="table"),), width=24, height=5,
               transformations=({"id": "organize", "options": {"excludeByName": {"Time": True, "Value": True, "__name__": True}}},)),
-    ))  # fmt: skip
+    ))
     history = Row("History", (
         Panel("state-timeline", "Alert history", "State of each alert over the time range: pending, then firing.", "none",
               (Prom('max by (alertname) ((ALERTS{alertstate="firing"} * 2) or ALERTS{alertstate="pending"})', "{{alertname}}"),),
               width=24, height=9, states=((1, "pending", "orange"), (2, "firing", "red"))),
         Panel("timeseries", "Firing alerts by severity", "Number of alerts firing, by their severity label.", "short",
               (Prom('count by (severity) (ALERTS{alertstate="firing"})', "{{severity}}"),), width=24),
-    ))  # fmt: skip
+    ))
     return Dashboard(
         ALERTS_UID, "modelmon / Alerts",
         "Alerts of the Prometheus rules (modelmon alerts export): firing and pending now, and their history.",
         (), (overview, history),
-    )  # fmt: skip
+    )
 
 
 def all_dashboards() -> list[Dashboard]:

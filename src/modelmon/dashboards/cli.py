@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -20,7 +20,7 @@ def _fail(message: str) -> None:
 
 
 StoreOption = Annotated[
-    Optional[str],
+    str | None,
     typer.Option("--store", help="The store the server and training write: a SQLite path or postgresql+psycopg://... [default: $MODELMON_STORE_URL, else $MODELMON_HOME/modelmon.db]."),
 ]
 
@@ -30,8 +30,8 @@ def export(
     out_dir: Annotated[Path, typer.Argument(help="Directory to write datasources/ and dashboards/ into (mount it as /etc/grafana/provisioning).")],
     store: StoreOption = None,
     prometheus_url: Annotated[str, typer.Option(help="Prometheus as Grafana reaches it.")] = "http://localhost:9090",
-    sql: Annotated[Optional[str], typer.Option(help="Which data source the SQL panels query: postgresql or sqlite [default: the store's].")] = None,
-    sqlite_path: Annotated[Optional[str], typer.Option(help="The SQLite store's path as Grafana sees it [default: the store's own path].")] = None,
+    sql: Annotated[str | None, typer.Option(help="Which data source the SQL panels query: postgresql or sqlite [default: the store's].")] = None,
+    sqlite_path: Annotated[str | None, typer.Option(help="The SQLite store's path as Grafana sees it [default: the store's own path].")] = None,
     window: Annotated[str, typer.Option(help="Window of the recording rules (modelmon rules export --window): the dashboards' default.")] = "1h",
     scrape_interval: Annotated[str, typer.Option(help="Prometheus's scrape interval: the panels' minimum interval.")] = "15s",
     dashboards_path: Annotated[str, typer.Option(help="Where Grafana finds the dashboards' JSON.")] = "/etc/grafana/provisioning/dashboards/modelmon",
@@ -46,7 +46,7 @@ def export(
         result = write_provisioning(
             out_dir, store_url=store, prometheus_url=prometheus_url, dialect=sql, sqlite_path=sqlite_path,  # type: ignore[arg-type]
             window=window, scrape_interval=scrape_interval, dashboards_path=dashboards_path,
-        )  # fmt: skip
+        )
     except ModelmonError as exc:
         _fail(exc.message)
     console.print(f"wrote Grafana provisioning to {out_dir} (SQL panels on the {result.dialect} data source):")
@@ -55,16 +55,16 @@ def export(
     for note in result.notes:
         console.print(f"[yellow]note:[/yellow] {note}", soft_wrap=True)
     console.print("mount it as /etc/grafana/provisioning; Grafana reads the PostgreSQL password from "
-                  "$MODELMON_GRAFANA_POSTGRES_PASSWORD and needs the frser-sqlite-datasource plugin for SQLite.")  # fmt: skip
+                  "$MODELMON_GRAFANA_POSTGRES_PASSWORD and needs the frser-sqlite-datasource plugin for SQLite.")
 
 
 def report(
     out: Annotated[Path, typer.Option("--out", help="The HTML file to write.")] = Path("report.html"),
-    prometheus: Annotated[Optional[str], typer.Option("--prometheus", help="Prometheus URL (serving, drift, quality, alerts, live training).")] = None,
-    store: Annotated[Optional[str], typer.Option("--store", help="The store (training runs, prediction log): a SQLite path or postgresql+psycopg://...")] = None,
-    range_: Annotated[Optional[str], typer.Option("--range", help="Time range of every section, e.g. 1h or 2d [default: each dashboard's own: 6h, training 7d].")] = None,
-    model: Annotated[Optional[str], typer.Option(help="The model to report on [default: the first served].")] = None,
-    experiment: Annotated[Optional[str], typer.Option(help="The training experiment [default: the first in the store].")] = None,
+    prometheus: Annotated[str | None, typer.Option("--prometheus", help="Prometheus URL (serving, drift, quality, alerts, live training).")] = None,
+    store: Annotated[str | None, typer.Option("--store", help="The store (training runs, prediction log): a SQLite path or postgresql+psycopg://...")] = None,
+    range_: Annotated[str | None, typer.Option("--range", help="Time range of every section, e.g. 1h or 2d [default: each dashboard's own: 6h, training 7d].")] = None,
+    model: Annotated[str | None, typer.Option(help="The model to report on [default: the first served].")] = None,
+    experiment: Annotated[str | None, typer.Option(help="The training experiment [default: the first in the store].")] = None,
     window: Annotated[str, typer.Option(help="Window of the recording rules (modelmon rules export --window).")] = "1h",
     scrape_interval: Annotated[str, typer.Option(help="Prometheus's scrape interval.")] = "15s",
 ) -> None:
@@ -79,7 +79,7 @@ def report(
         _fail(str(exc))
     try:
         summary = write_report(out, prometheus, store, range_seconds=range_seconds, model=model, experiment=experiment,
-                               window=window, scrape_interval=scrape)  # fmt: skip
+                               window=window, scrape_interval=scrape)
     except ModelmonError as exc:
         _fail(exc.message)
     for note in summary.notes:

@@ -190,7 +190,7 @@ def write_provisioning(
 
     header = "# Written by `modelmon grafana export`; regenerate rather than edit.\n"
     write(out / "datasources" / "modelmon.yaml",
-          header + yaml.safe_dump(datasources(prometheus_url, store, scrape_interval), sort_keys=False))  # fmt: skip
+          header + yaml.safe_dump(datasources(prometheus_url, store, scrape_interval), sort_keys=False))
     write(out / "dashboards" / "modelmon.yaml", header + yaml.safe_dump(dashboard_provider(dashboards_path), sort_keys=False))
     for uid, model in grafana.dashboards_json(store.dialect, window=window).items():
         write(out / "dashboards" / "modelmon" / f"{uid}.json", json.dumps(model, indent=2) + "\n")

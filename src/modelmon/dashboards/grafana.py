@@ -19,7 +19,16 @@ from typing import Any
 
 with warnings.catch_warnings():  # the SDK's module-level notes that it prefers its v2 dashboards
     warnings.simplefilter("ignore", DeprecationWarning)
-    from grafana_foundation_sdk.builders import barchart, bargauge, heatmap, stat, statetimeline, table, timeseries, xychart
+    from grafana_foundation_sdk.builders import (
+        barchart,
+        bargauge,
+        heatmap,
+        stat,
+        statetimeline,
+        table,
+        timeseries,
+        xychart,
+    )
     from grafana_foundation_sdk.builders import common as common_builders
     from grafana_foundation_sdk.builders import dashboard as db
     from grafana_foundation_sdk.builders import prometheus as prom_builders
@@ -71,7 +80,7 @@ class SqlTarget(cogvariants.Dataquery):
                 queryText=self.sql, rawQueryText=self.sql,
                 queryType="time series" if self.format == "time_series" else "table",
                 timeColumns=["time"] if self.format == "time_series" else [],
-            )  # fmt: skip
+            )
         return payload
 
 
@@ -113,7 +122,7 @@ def _reduce(calc: str = "lastNotNull") -> common_builders.ReduceDataOptions:
     return common_builders.ReduceDataOptions().calcs([calc]).values(False)
 
 
-def _panel_builder(panel: spec.Panel) -> Any:  # noqa: C901 - one branch per panel type
+def _panel_builder(panel: spec.Panel) -> Any:
     kind = panel.kind
     if kind == "timeseries":
         b = timeseries.Panel().legend(_legend()).tooltip(_tooltip()).line_width(1).fill_opacity(10)
@@ -123,12 +132,12 @@ def _panel_builder(panel: spec.Panel) -> Any:  # noqa: C901 - one branch per pan
         return b
     if kind == "stat":
         return (stat.Panel().reduce_options(_reduce()).graph_mode(common.BigValueGraphMode.AREA)
-                .color_mode(common.BigValueColorMode.VALUE).text_mode(common.BigValueTextMode.AUTO))  # fmt: skip
+                .color_mode(common.BigValueColorMode.VALUE).text_mode(common.BigValueTextMode.AUTO))
     if kind == "table":
         return table.Panel().cell_height(common.TableCellHeight.SM).show_header(True)
     if kind == "bargauge":
         return (bargauge.Panel().reduce_options(_reduce()).display_mode(common.BarGaugeDisplayMode.GRADIENT)
-                .orientation(common.VizOrientation.HORIZONTAL).show_unfilled(True))  # fmt: skip
+                .orientation(common.VizOrientation.HORIZONTAL).show_unfilled(True))
     if kind == "barchart":
         b = barchart.Panel().legend(_legend()).tooltip(_tooltip()).orientation(common.VizOrientation.AUTO)
         b = b.show_value(common.VisibilityMode.NEVER).stacking(common.StackingMode.NONE).fill_opacity(80)
@@ -136,7 +145,7 @@ def _panel_builder(panel: spec.Panel) -> Any:  # noqa: C901 - one branch per pan
         return b.x_field(panel.x_field) if panel.x_field else b
     if kind == "heatmap":
         return (heatmap.Panel().calculate(False).cell_gap(1)
-                .color(_heatmap_color()).y_axis(_heatmap_axis()).show_legend().tooltip(_heatmap_tooltip()))  # fmt: skip
+                .color(_heatmap_color()).y_axis(_heatmap_axis()).show_legend().tooltip(_heatmap_tooltip()))
     if kind == "xychart":
         b = xychart.Panel().legend(_legend()).tooltip(_tooltip()).mapping(xy_models.SeriesMapping.AUTO)
         series = xychart.XYSeriesConfig().x(_field_matcher(panel.x_field or "step"))
@@ -146,7 +155,7 @@ def _panel_builder(panel: spec.Panel) -> Any:  # noqa: C901 - one branch per pan
         b = b.row_height(0.8).merge_values(True)
         if panel.states:
             b = b.mappings([dm.ValueMap(options={str(value): dm.ValueMappingResult(text=text, color=color)
-                                                 for value, text, color in panel.states})])  # fmt: skip
+                                                 for value, text, color in panel.states})])
         return b
     raise ValueError(f"unknown panel kind {kind!r}")
 
@@ -157,7 +166,7 @@ def _field_matcher(name: str) -> Any:
 
 def _heatmap_color() -> Any:
     return (heatmap.HeatmapColorOptions().mode(heatmap_models.HeatmapColorMode.SCHEME).scheme("Oranges")
-            .scale(heatmap_models.HeatmapColorScale.EXPONENTIAL).exponent(0.5).steps(64).reverse(False).fill("dark-orange"))  # fmt: skip
+            .scale(heatmap_models.HeatmapColorScale.EXPONENTIAL).exponent(0.5).steps(64).reverse(False).fill("dark-orange"))
 
 
 def _heatmap_axis() -> Any:
@@ -206,7 +215,7 @@ def build_variable(variable: spec.Variable, dialect: Dialect) -> Any:
     if variable.default is not None:
         value = "$__all" if variable.default == "All" else variable.default
         current = dm.VariableOption(selected=True, text=[variable.default] if variable.multi else variable.default,
-                                    value=[value] if variable.multi else value)  # fmt: skip
+                                    value=[value] if variable.multi else value)
         b = b.current(current)
     return b
 
@@ -224,7 +233,7 @@ def build_dashboard(dashboard: spec.Dashboard, dialect: Dialect = "postgresql") 
             .annotation(db.AnnotationQuery().name("Annotations & Alerts").enable(True).hide(True)
                         .icon_color("rgba(0, 211, 255, 1)").type("dashboard").built_in(1)
                         .datasource(common.DataSourceRef(type_val="grafana", uid="-- Grafana --")))
-        )  # fmt: skip
+        )
         for variable in dashboard.variables:
             b = b.with_variable(build_variable(variable, dialect))
         for row in dashboard.rows:

@@ -18,7 +18,13 @@ import httpx
 
 from modelmon.dashboards import spec
 from modelmon.dashboards.spec import Dialect
-from modelmon.dashboards.templating import Expansion, Selection, TimeRange, expand_promql, expand_sql
+from modelmon.dashboards.templating import (
+    Expansion,
+    Selection,
+    TimeRange,
+    expand_promql,
+    expand_sql,
+)
 from modelmon.errors import ModelmonError
 
 LABEL_VALUES = re.compile(r"^\s*label_values\(\s*(?:(?P<match>.+?)\s*,\s*)?(?P<label>\w+)\s*\)\s*$")
@@ -111,7 +117,7 @@ class Source:
     def prom_range(self, expr: str, tr: TimeRange, step: float) -> list[dict[str, Any]]:
         data = self._prometheus("/api/v1/query_range", {
             "query": expr, "start": tr.start.timestamp(), "end": tr.end.timestamp(), "step": step,
-        })  # fmt: skip
+        })
         return data["result"]
 
     def prom_instant(self, expr: str, at: datetime) -> list[dict[str, Any]]:
@@ -219,7 +225,7 @@ def run_query(query: spec.Query, source: Source, context: Expansion) -> Result:
                 labels = item["metric"]
                 value = float(item["value"][1])
                 result.series.append(Series(legend_name(query.legend, labels, _series_name(labels)), labels,
-                                            [float(item["value"][0])], [value]))  # fmt: skip
+                                            [float(item["value"][0])], [value]))
                 rows.append((*(labels.get(k, "") for k in label_names), value))
             result.table = Table([*label_names, "Value"], rows)
         else:

@@ -17,6 +17,7 @@ import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,7 @@ from modelmon.dashboards.queries import (
     resolve_variables,
     run_query,
 )
-from modelmon.dashboards.templating import Expansion, TimeRange, TemplateError, parse_duration
+from modelmon.dashboards.templating import Expansion, TemplateError, TimeRange, parse_duration
 from modelmon.errors import ModelmonError
 
 COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
@@ -156,12 +157,12 @@ def _timeseries(panel: spec.Panel, results: list[Result]) -> str | None:
         times = [datetime.fromtimestamp(t, UTC) for t in s.times]
         style = "--" if s.name.startswith(("threshold", "validation baseline", "baseline")) else "-"
         ax.plot(times, s.values, style, label=s.name, color=COLORS[i % len(COLORS)], linewidth=1.4,
-                marker="o" if len(s.values) < 3 else None, markersize=3)  # fmt: skip
+                marker="o" if len(s.values) < 3 else None, markersize=3)
     if panel.show_thresholds:
         for t in panel.thresholds:
             if t.value is not None:
                 ax.axhline(t.value, color=t.color if t.color != "green" else "#2ca02c", linestyle=":", linewidth=1.2,
-                           label=f"threshold {t.value:g}")  # fmt: skip
+                           label=f"threshold {t.value:g}")
     if panel.min is not None:
         ax.set_ylim(bottom=panel.min)
     if panel.max is not None:
@@ -201,7 +202,7 @@ def _xy(panel: spec.Panel, results: list[Result]) -> str | None:
         run, split = name.rsplit(" ", 1) if " " in name else (name, "")
         color = COLORS[runs.index(run) % len(COLORS)]
         ax.plot([p[0] for p in points], [p[1] for p in points], "--" if split == "train" else "-", color=color,
-                marker="o", markersize=3, linewidth=1.4, label=name)  # fmt: skip
+                marker="o", markersize=3, linewidth=1.4, label=name)
     ax.set_xlabel(panel.x_field or "step")
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.yaxis.set_major_formatter(_axis_formatter(panel.unit))
@@ -242,7 +243,7 @@ def _barchart(panel: spec.Panel, results: list[Result]) -> str | None:
     x = np.arange(len(categories))
     for i, name in enumerate(names):
         ax.bar(x + (i - (len(names) - 1) / 2) * width, [joined[c].get(name, 0.0) for c in categories], width,
-               label=name, color=COLORS[i % len(COLORS)])  # fmt: skip
+               label=name, color=COLORS[i % len(COLORS)])
     ax.set_xticks(x, categories, rotation=30 if len(categories) > 4 else 0, ha="right" if len(categories) > 4 else "center", fontsize=8)
     ax.yaxis.set_major_formatter(_axis_formatter(panel.unit))
     _legend(ax, len(names))
@@ -305,7 +306,7 @@ def _state_timeline(panel: spec.Panel, results: list[Result]) -> str | None:
         return None
     colors = {value: {"orange": "#ff7f0e", "red": "#d62728"}.get(color, color) for value, _, color in panel.states}
     fig, ax = _figure(0.4 * len(series) + 1.0)
-    step = min((b - a for s in series for a, b in zip(s.times, s.times[1:], strict=False)), default=1.0)
+    step = min((b - a for s in series for a, b in pairwise(s.times)), default=1.0)
     for y, s in enumerate(series):
         for t, v in zip(s.times, s.values, strict=True):
             if math.isfinite(v) and int(v) in colors:
@@ -317,7 +318,7 @@ def _state_timeline(panel: spec.Panel, results: list[Result]) -> str | None:
     from matplotlib.patches import Patch
 
     ax.legend(handles=[Patch(color=colors[v], label=text) for v, text, _ in panel.states], loc="upper left",
-              bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)  # fmt: skip
+              bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
     return _png(fig, right=0.85, left=left)
 
 
@@ -380,7 +381,7 @@ def _stats(panel: spec.Panel, results: list[Result]) -> str | None:
 CHARTS = {
     "timeseries": _timeseries, "xychart": _xy, "barchart": _barchart, "bargauge": _bargauge,
     "heatmap": _heatmap, "state-timeline": _state_timeline,
-}  # fmt: skip
+}
 
 
 def render_panel(panel: spec.Panel, results: list[Result]) -> str | None:
@@ -487,7 +488,7 @@ def write_report(
             f"{name} = {'All' if s.all and len(s.values) > 1 else ', '.join(s.values)}" for name, s in context.variables.items()
         )
         parts = [heading, f"<p class='desc'>{html.escape(dashboard.description)}<br>{html.escape(variables)}; "
-                          f"{html.escape(_range_text(context.time_range))}</p>"]  # fmt: skip
+                          f"{html.escape(_range_text(context.time_range))}</p>"]
         for row in dashboard.rows:
             parts.append(f"<h3>{html.escape(_interpolate_text(row.title, context))}</h3>")
             for panel in row.panels:
@@ -511,7 +512,7 @@ def write_report(
         ("Prometheus", prometheus_url or "not given"),
         ("store", _safe_url(store_url) if store_url else "not given"),
         ("panels", f"{summary.drawn} with data, {len(summary.empty)} without"),
-    ))  # fmt: skip
+    ))
     document = (
         f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
         f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1><table class='meta'>{meta}</table>"
@@ -544,4 +545,4 @@ def _panel_html(title: str, panel: spec.Panel, body: str | None, results: list[R
         f"<pre>{html.escape(q.expr if isinstance(q, spec.Prom) else q.postgresql)}</pre>" for q in panel.queries
     )
     return (f"<div class='panel'><h4>{html.escape(title)}</h4><p class='desc'>{html.escape(description or panel.description)}</p>"
-            f"{body}<details><summary>queries</summary>{queries}</details></div>")  # fmt: skip
+            f"{body}<details><summary>queries</summary>{queries}</details></div>")

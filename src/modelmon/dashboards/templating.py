@@ -38,7 +38,7 @@ DEFAULT_MAX_POINTS = 1000
 ROUND_INTERVALS = (
     0.001, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 15, 20, 30, 60, 120, 300, 600, 900, 1200,
     1800, 3600, 7200, 10800, 21600, 43200, 86400, 604800, 2592000, 31536000,
-)  # fmt: skip
+)
 UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
 VARIABLE = re.compile(r"\$\{(\w+)(?::(\w+))?\}|\$(\w+)")
 MACRO = re.compile(r"\$(__\w+)\(([^)]*)\)")
@@ -236,7 +236,7 @@ def expand_macros(sql: str, context: Expansion, dialect: Dialect) -> str:
                 raise TemplateError("$__timeFilter takes one column")
             column = args[0]
             return (f"CAST(CASE WHEN typeof({column}) = 'integer' THEN {column} ELSE strftime(\"%s\", {column}) END AS INTEGER)"
-                    f" BETWEEN {int(tr.start.timestamp())} AND {int(tr.end.timestamp())}")  # fmt: skip
+                    f" BETWEEN {int(tr.start.timestamp())} AND {int(tr.end.timestamp())}")
         if name == "__unixEpochGroupSeconds":
             if len(args) not in (2, 3):
                 raise TemplateError("$__unixEpochGroupSeconds takes a column and an interval in seconds")

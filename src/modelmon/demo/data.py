@@ -56,7 +56,7 @@ CATEGORICAL_FEATURES = ["contract", "internet_service", "payment_method", "regio
 COLUMNS = [
     "tenure_months", "contract", "internet_service", "monthly_charges", "total_charges",
     "support_calls", "age", "payment_method", "region", TARGET,
-]  # fmt: skip
+]
 
 CONTRACTS = np.array(["month-to-month", "one-year", "two-year"])
 INTERNET = np.array(["fiber optic", "dsl", "none"])

@@ -42,14 +42,14 @@ from modelmon.monitoring.drift import DriftSettings
 from modelmon.monitoring.rules import drift_rules, dump_yaml
 from modelmon.quality.prediction_log import PredictionLogSettings
 from modelmon.quality.rules import quality_rule_group
-from modelmon.tracking import Run, start_run
-from modelmon.tracking.records import metric_frame
-from modelmon.tracking.sklearn import EpochReport, fit_epochs
 from modelmon.serving.app import ModelServer
 from modelmon.serving.server import DrainingServer, build_server
 from modelmon.serving.settings import ServingSettings
 from modelmon.stack.processes import free_port
 from modelmon.stack.prometheus import INSTALL_HINT, Prometheus, prometheus_binary
+from modelmon.tracking import Run, start_run
+from modelmon.tracking.records import metric_frame
+from modelmon.tracking.sklearn import EpochReport, fit_epochs
 
 MODEL = "churn"
 HOST = "127.0.0.1"
@@ -139,7 +139,7 @@ def train_and_register(registry_dir: Path, console: Console) -> ModelCard:
     params = {"model": "LogisticRegression", "epochs": TRAINING_EPOCHS, "train_rows": len(train)}
     with start_run("churn-demo", params=params, tags={"source": "modelmon demo"}, store=store) as run:
         with Progress(TextColumn("    training"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
-                      console=console) as progress:  # fmt: skip
+                      console=console) as progress:
             task = progress.add_task("", total=TRAINING_EPOCHS)
 
             def on_epoch(report: EpochReport) -> None:
@@ -148,10 +148,10 @@ def train_and_register(registry_dir: Path, console: Console) -> ModelCard:
 
             fit_epochs(pipeline, train.drop(columns=TARGET), train[TARGET], run=run, epochs=TRAINING_EPOCHS,
                        validation=(validation.drop(columns=TARGET), validation[TARGET]), positive="yes",
-                       on_epoch=on_epoch)  # fmt: skip
+                       on_epoch=on_epoch)
         print_epochs(console, run)
         card = register_model(pipeline, name=MODEL, reference=train, target=TARGET,
-                              validation=validation, registry=registry_dir, run=run)  # fmt: skip
+                              validation=validation, registry=registry_dir, run=run)
     baseline = card.baseline or {}
     console.print(f"[bold]2. Register[/bold]  {card.name} version {card.version} in {registry_dir}, from run {run.id}")
     console.print(
@@ -256,7 +256,7 @@ def print_alert(console: Console, alerting: LocalAlerting | None) -> None:
     """The drift alert, as the local sink received it from Alertmanager."""
     if alerting is None:
         console.print("[bold]Alerts[/bold]      Alertmanager is not installed: "
-                      "apt-get install --no-install-recommends prometheus-alertmanager")  # fmt: skip
+                      "apt-get install --no-install-recommends prometheus-alertmanager")
         return
     note = alerting.wait_for("ModelmonFeatureDrift", timeout=60)
     if note is None:
@@ -295,7 +295,7 @@ def report_monitoring(console: Console, prometheus: Prometheus | None) -> None:
     traffic; without Prometheus, say how to get it."""
     if prometheus is None:
         console.print("[bold]4. Monitor[/bold]   [yellow]no Prometheus found[/yellow], so nothing "
-                      "scrapes the server;")  # fmt: skip
+                      "scrapes the server;")
         console.print(f"             {INSTALL_HINT}", soft_wrap=True)
         return
     prometheus.wait_for('sum(up{job="modelmon"})', 1, timeout=SCRAPE_TIMEOUT)
@@ -434,11 +434,11 @@ async def send_traffic(url: str, plan: list[PlannedRequest], console: Console, t
     shifted = bool(plan) and plan[0].shifted
     step, phase = ("6. Drift", "drifted customers") if shifted else ("5. Traffic", "customers like the training data")
     console.print(f"[bold]{step:<11}[/bold] {len(plan):,} requests of {phase}, from {CONCURRENCY} "
-                  "concurrent clients (70% V2, 25% V1, 5% bad)")  # fmt: skip
+                  "concurrent clients (70% V2, 25% V1, 5% bad)")
     pending = iter(plan)
     limits = httpx.Limits(max_connections=CONCURRENCY)
     progress = Progress(TextColumn("    sending"), BarColumn(), MofNCompleteColumn(),
-                        TimeElapsedColumn(), console=console)  # fmt: skip
+                        TimeElapsedColumn(), console=console)
     started = time.perf_counter()
     async with httpx.AsyncClient(base_url=url, timeout=30.0, limits=limits) as client:
         with progress:
@@ -500,9 +500,9 @@ def print_traffic(console: Console, traffic: Traffic) -> None:
     table.add_row("requests sent", f"{traffic.sent:,} in {traffic.seconds:.1f} s ({rate:,.0f} per second)")
     table.add_row("answered", f"{ok:,} of {good:,} valid requests")
     table.add_row("rejected", f"{traffic.sent - ok:,} (status {rejected}); "
-                  f"{traffic.bad_rejected} of the {traffic.bad_sent} bad requests got a 4xx")  # fmt: skip
+                  f"{traffic.bad_rejected} of the {traffic.bad_sent} bad requests got a 4xx")
     table.add_row("latency", f"p50 {p50:.1f} ms, p95 {p95:.1f} ms, p99 {p99:.1f} ms "
-                  "(answered requests, client side)")  # fmt: skip
+                  "(answered requests, client side)")
     table.add_row("rows predicted", f"{traffic.rows:,} ({traffic.rows / max(ok, 1):.1f} per request)")
     for shifted, title in ((False, "before drift"), (True, "after drift")):
         counts = traffic.predicted[shifted]
@@ -521,7 +521,7 @@ def print_prometheus(console: Console, prometheus: Prometheus, traffic: Traffic)
     )
     if seen != traffic.sent:
         console.print(f"[yellow]Prometheus had counted {seen} of {traffic.sent} requests after "
-                      f"{SCRAPE_TIMEOUT:.0f} s; the figures below are partial[/yellow]")  # fmt: skip
+                      f"{SCRAPE_TIMEOUT:.0f} s; the figures below are partial[/yellow]")
     console.print("[bold]Read back from Prometheus[/bold] (counts since the server started)")
     for figure, promql in (
         ("requests by code", f"sum by (code) (modelmon_requests_total{inference}) > 0"),
@@ -531,14 +531,14 @@ def print_prometheus(console: Console, prometheus: Prometheus, traffic: Traffic)
         counts = Counter({
             ",".join(series["metric"].values()): int(float(series["value"][1]))
             for series in prometheus.query(promql)
-        })  # fmt: skip
+        })
         show_figure(console, figure, format_counts(counts), promql)
 
     promql = ("histogram_quantile(0.99, sum by (le) "
-              f"(modelmon_request_duration_seconds_bucket{inference}))")  # fmt: skip
+              f"(modelmon_request_duration_seconds_bucket{inference}))")
     p99 = prometheus.scalar(promql)
     show_figure(console, "p99 latency (server)",
-                "no data" if p99 is None else f"{p99 * 1000:.1f} ms", promql)  # fmt: skip
+                "no data" if p99 is None else f"{p99 * 1000:.1f} ms", promql)
 
     promql = f"sum(modelmon_batch_size_sum{selector}) / sum(modelmon_batch_size_count{selector})"
     per_call = prometheus.scalar(promql)
@@ -588,7 +588,7 @@ def send_labels(url: str, outcomes: list[tuple[str, str]], console: Console) -> 
             items = [{"id": i, "label": y} for i, y in chosen[start : start + 1000]]
             matched += client.post(f"/v2/models/{MODEL}/feedback", json={"labels": items}).json()["matched"]
     console.print(f"    labels      {matched:,} of {len(outcomes):,} predictions got their true label back "
-                  f"({LABEL_SHARE:.0%}, {LABEL_DELAY_SECONDS:.0f} s later)")  # fmt: skip
+                  f"({LABEL_SHARE:.0%}, {LABEL_DELAY_SECONDS:.0f} s later)")
 
 
 def quality_counters(url: str) -> dict[str, np.ndarray]:
@@ -627,11 +627,11 @@ def print_quality(console: Console, card: ModelCard, phases: list[dict[str, dict
     for column in ("phase", "labelled", "accuracy", "est. acc.", "macro F1", "est. F1"):
         table.add_column(column, justify="left" if column == "phase" else "right")
     table.add_row("baseline", f"{baseline.get('rows', 0):,.0f}", f"{baseline.get('accuracy', float('nan')):.3f}",
-                  "", f"{baseline.get('f1_macro', float('nan')):.3f}", "")  # fmt: skip
+                  "", f"{baseline.get('f1_macro', float('nan')):.3f}", "")
     for name, phase in zip(("before drift", "after drift"), phases, strict=True):
         realized, estimated = phase["realized"], phase["estimated"]
         table.add_row(name, f"{realized['rows']:,.0f}", f"{realized['accuracy']:.3f}", f"{estimated['accuracy']:.3f}",
-                      f"{realized['f1_macro']:.3f}", f"{estimated['f1_macro']:.3f}")  # fmt: skip
+                      f"{realized['f1_macro']:.3f}", f"{estimated['f1_macro']:.3f}")
     console.print(table)
     console.print("  baseline: validation data at registration; accuracy and F1: from the labels")
     console.print("  sent back; est.: from calibrated probabilities alone, before any label arrives")
@@ -702,12 +702,12 @@ def write_dashboards(console: Console, home: Path, prometheus: Prometheus | None
         return
     try:
         report = write_report(home / "report.html", prometheus.url, store, range_seconds=seconds + 60, model=MODEL,
-                              experiment="churn-demo", window=RULES_WINDOW, scrape_interval=1.0)  # fmt: skip
+                              experiment="churn-demo", window=RULES_WINDOW, scrape_interval=1.0)
     except ModelmonError as exc:
         console.print(f"            no HTML report: {exc.message}")
         return
     console.print(f"            report for readers without Grafana: {home / 'report.html'} "
-                  f"({report.drawn} of {len(report.panels)} panels with data)")  # fmt: skip
+                  f"({report.drawn} of {len(report.panels)} panels with data)")
 
 
 def print_epilogue(console: Console, home: Path, card: ModelCard, port: int, seconds: float) -> None:

@@ -11,7 +11,6 @@ from modelmon.monitoring.array_metrics import ArrayCounter
 from modelmon.monitoring.profile import OTHER, ReferenceProfile
 from modelmon.registry.signature import FeatureBatch, Signature
 
-
 #: From this many rows a batch is counted feature by feature (``_count_columns``).
 LARGE_BATCH_ROWS = 2048
 

@@ -31,7 +31,7 @@ FAMILIES = {
                                      ["model", "version"]),
     "modelmon_prediction_drift": ("Drift of the model's outputs against its validation outputs.",
                                   ["model", "version", "output", "method"]),
-}  # fmt: skip
+}
 
 
 class DriftExporter:

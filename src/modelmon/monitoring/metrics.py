@@ -30,7 +30,7 @@ prometheus_client.disable_created_metrics()
 LATENCY_BUCKETS = (
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
     0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
-)  # fmt: skip
+)
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192)
 CONFIDENCE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
 
@@ -71,44 +71,44 @@ class ServerMetrics:
         self.requests = Counter(
             "modelmon_requests", "HTTP requests answered.",
             ["model", "version", "endpoint", "code"], registry=r,
-        )  # fmt: skip
+        )
         self.request_duration = Histogram(
             "modelmon_request_duration_seconds", "Whole request, from body read to response.",
             ["model", "version", "endpoint"], buckets=LATENCY_BUCKETS, registry=r,
-        )  # fmt: skip
+        )
         self.request_errors = Counter(
             "modelmon_request_errors", "Rejected or failed requests, by reason.",
             ["model", "version", "reason"], registry=r,
-        )  # fmt: skip
+        )
         self.inflight = Gauge(
             "modelmon_inflight_requests", "Requests in progress.", ["model"], registry=r
         )
         self.model_info = Gauge(
             "modelmon_model_info", "Loaded model versions (always 1).",
             ["model", "version", "flavor"], registry=r,
-        )  # fmt: skip
+        )
         self.baseline_metric = Gauge(
             "modelmon_baseline_metric", "Validation metrics recorded at registration.",
             ["model", "version", "metric"], registry=r,
-        )  # fmt: skip
+        )
         self.feedback = Counter(
             "modelmon_feedback", "Ground-truth labels received, by outcome.",
             ["model", "version", "outcome"], registry=r,
-        )  # fmt: skip
+        )
         self.label_delay = Histogram(
             "modelmon_label_delay_seconds", "Time from a prediction to its label.",
             ["model", "version"], buckets=LABEL_DELAY_BUCKETS, registry=r,
-        )  # fmt: skip
+        )
         self.arrays = ArrayMetrics()
         self.confusion_family = self.arrays.family(
             "modelmon_confusion", "Labelled predictions, by cell.", "counter",
             ["model", "version", "actual", "predicted"],
-        )  # fmt: skip
+        )
         self.expected_confusion_family = self.arrays.family(
             "modelmon_expected_confusion",
             "Expected cells from calibrated probabilities (label-free estimate).", "counter",
             ["model", "version", "actual", "predicted"],
-        )  # fmt: skip
+        )
         self.predictions_family = self.arrays.family(
             "modelmon_predictions", "Predicted rows per class.", "counter", ["model", "version", "class"]
         )
@@ -128,11 +128,11 @@ class ServerMetrics:
         self.bin_family = self.arrays.family(
             "modelmon_feature_bin", "Live rows per reference bin of each feature.", "counter",
             ["model", "version", "feature", "bin"],
-        )  # fmt: skip
+        )
         self.reference_bin_family = self.arrays.family(
             "modelmon_reference_bin_ratio", "The training data's share of each bin.", "gauge",
             ["model", "version", "feature", "bin"],
-        )  # fmt: skip
+        )
         self.missing_family = self.arrays.family(
             "modelmon_feature_missing", "Missing values per feature.", "counter", ["model", "version", "feature"]
         )
@@ -140,11 +140,11 @@ class ServerMetrics:
             "modelmon_feature_unseen",
             "Values never seen in training: a new category, or a number outside the training range.",
             "counter", ["model", "version", "feature"],
-        )  # fmt: skip
+        )
         self.reference_class_family = self.arrays.family(
             "modelmon_reference_class_ratio", "Class shares of the model's predictions on the validation data.",
             "gauge", ["model", "version", "class"],
-        )  # fmt: skip
+        )
         self.drift = DriftExporter()
         self._bound: dict[tuple[str, str], tuple[ModelMetrics, str, list[str]]] = {}
         #: Per model version: counts queued work into the arrays (see ``render``).

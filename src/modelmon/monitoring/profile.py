@@ -12,6 +12,7 @@ drawn with a fixed seed).
 
 from __future__ import annotations
 
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -79,7 +80,7 @@ def interval_labels(edges: np.ndarray) -> list[str]:
         text = [f"{e:.{digits}g}" for e in edges]
         if len(set(text)) == len(text):
             break
-    return [f"(-inf, {text[0]})"] + [f"[{a}, {b})" for a, b in zip(text, text[1:])] + [f"[{text[-1]}, +inf)"]
+    return [f"(-inf, {text[0]})"] + [f"[{a}, {b})" for a, b in pairwise(text)] + [f"[{text[-1]}, +inf)"]
 
 
 def numeric_profile(name: str, values: np.ndarray, bins: int) -> NumericProfile:
@@ -96,14 +97,14 @@ def numeric_profile(name: str, values: np.ndarray, bins: int) -> NumericProfile:
         name=name, edges=edges.tolist(), bin_labels=interval_labels(edges), shares=shares.tolist(),
         count=int(present.size), missing_share=float(1 - present.size / max(len(values), 1)),
         mean=stats[0], std=stats[1], min=stats[2], max=stats[3],
-    )  # fmt: skip
+    )
 
 
 def categorical_profile(name: str, values: np.ndarray, top: int) -> CategoricalProfile:
     present = [v for v in values.tolist() if v is not None]
     levels, counts = np.unique(np.array(present, dtype=str), return_counts=True) if present else ([], [])
     # Most frequent first; ties by name, so the profile does not depend on row order.
-    order = sorted(zip(levels, counts), key=lambda lc: (-lc[1], lc[0]))
+    order = sorted(zip(levels, counts, strict=True), key=lambda lc: (-lc[1], lc[0]))
     kept = [str(level) for level, _ in order if level != OTHER][:top]
     kept_counts = {str(level): int(count) for level, count in order}
     shares = [kept_counts[c] / len(present) for c in kept] if present else [0.0] * len(kept)
@@ -111,7 +112,7 @@ def categorical_profile(name: str, values: np.ndarray, top: int) -> CategoricalP
     return CategoricalProfile(
         name=name, categories=kept, bin_labels=[*kept, OTHER], shares=[*shares, max(other_share, 0.0)],
         count=len(present), missing_share=float(1 - len(present) / max(len(values), 1)),
-    )  # fmt: skip
+    )
 
 
 def prediction_profile(proba: np.ndarray, confidence_bounds: tuple[float, ...]) -> PredictionProfile:
@@ -150,7 +151,7 @@ def build_profile(
     profile = ReferenceProfile(
         rows=reference.n_rows, settings=settings, numeric=numeric, categorical=categorical,
         prediction=prediction, sample_file=SAMPLE_FILE,
-    )  # fmt: skip
+    )
     return profile, sample
 
 

@@ -103,7 +103,7 @@ def drift_rules_test(rule_file: str, window: str = "1h") -> dict[str, Any]:
     # Cumulative counts per replica at t=0 and at t=window: the window holds their change.
     replica_a = {"b0": (10, 40), "b1": (5, 25), "b2": (0, 15)}
     replica_b = {"b0": (0, 10), "b1": (0, 0), "b2": (7, 27)}
-    pooled = np.array([(a[1] - a[0]) + (b[1] - b[0]) for a, b in zip(replica_a.values(), replica_b.values())], float)
+    pooled = np.array([(a[1] - a[0]) + (b[1] - b[0]) for a, b in zip(replica_a.values(), replica_b.values(), strict=True)], float)
     labels = 'model="m", version="1", feature="f"'
     minutes = int(pd_minutes(w))
     series = []
@@ -112,12 +112,12 @@ def drift_rules_test(rule_file: str, window: str = "1h") -> dict[str, Any]:
             series.append({
                 "series": f'modelmon_feature_bin_total{{{labels}, bin="{bin_name}", instance="{instance}"}}',
                 "values": f"{start}+0x{minutes - 1} {end}",
-            })  # fmt: skip
+            })
             share = reference[int(bin_name[1])]
             series.append({
                 "series": f'modelmon_reference_bin_ratio{{{labels}, bin="{bin_name}", instance="{instance}"}}',
                 "values": f"{share}+0x{minutes}",
-            })  # fmt: skip
+            })
     expected_psi = drift_stats.psi(reference, pooled)
     expected_js = drift_stats.js_distance(reference, pooled)
     at = f"{minutes}m"

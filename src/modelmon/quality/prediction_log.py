@@ -116,7 +116,7 @@ class PredictionLog:
             [chunk.model, chunk.version, chunk.predicted_at, chunk.id_prefix, chunk.first_id, chunk.labels,
              chunk.probabilities, chunk.features],
             option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_APPEND_NEWLINE,
-        )  # fmt: skip
+        )
         try:
             with self._segment_lock:
                 if self._fd is None:
@@ -198,7 +198,7 @@ class PredictionLog:
             sys.executable, "-m", "modelmon.quality.segment_writer", "--spool", str(self.directory),
             "--prefix", self.prefix, "--batch-rows", str(self.settings.batch_rows),
             "--retry-seconds", str(self.settings.retry_seconds), "--period", str(self._tick),
-        ]  # fmt: skip
+        ]
         env = {**os.environ, STORE_URL_ENV: self.store.url.render_as_string(hide_password=False)}
         self._writer = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
         self._reports = threading.Thread(target=self._read_reports, args=(self._writer,), name="prediction-log-reports", daemon=True)

@@ -94,7 +94,7 @@ def quality_rules_test(rule_file: str, window: str = "1h", seed: int = 0) -> dic
     for instance in (0, 1):
         for klass in classes:
             series.append({"series": f'modelmon_predictions_total{{{labels}, class="{klass}", instance="r{instance}"}}',
-                           "values": f"0+1x{minutes}"})  # fmt: skip
+                           "values": f"0+1x{minutes}"})
         for actual in classes:
             for predicted in classes:
                 n = int(((y_true == actual) & (y_pred == predicted) & (replica == instance)).sum())
@@ -102,13 +102,13 @@ def quality_rules_test(rule_file: str, window: str = "1h", seed: int = 0) -> dic
                 series.append({
                     "series": f'modelmon_confusion_total{{{labels}, actual="{actual}", predicted="{predicted}", instance="r{instance}"}}',
                     "values": f"{start}+0x{minutes - 1} {start + n}",
-                })  # fmt: skip
+                })
     at = f"{minutes}m"
     f1_per_class = f1_score(y_true, y_pred, labels=classes, average=None, zero_division=0)
 
     def close(expr: str, value: float, extra: str = "") -> dict[str, Any]:
         return {"expr": f"abs({expr} - {value!r}) < bool 1e-9", "eval_time": at,
-                "exp_samples": [{"labels": f"{{{labels}{extra}}}", "value": 1}]}  # fmt: skip
+                "exp_samples": [{"labels": f"{{{labels}{extra}}}", "value": 1}]}
 
     tests = [
         close(f"modelmon:accuracy:{w}", float(accuracy_score(y_true, y_pred))),
@@ -116,4 +116,4 @@ def quality_rules_test(rule_file: str, window: str = "1h", seed: int = 0) -> dic
     ]
     tests += [close(f'modelmon:f1:{w}{{class="{k}"}}', float(v), f', class="{k}"') for k, v in zip(classes, f1_per_class, strict=True)]
     return {"rule_files": [rule_file], "evaluation_interval": "1m",
-            "tests": [{"interval": "1m", "input_series": series, "promql_expr_test": tests}]}  # fmt: skip
+            "tests": [{"interval": "1m", "input_series": series, "promql_expr_test": tests}]}

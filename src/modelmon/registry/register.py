@@ -25,6 +25,7 @@ from modelmon.monitoring.profile import (
     prediction_profile,
     save_sample,
 )
+from modelmon.quality.calibration import calibrate
 from modelmon.registry.artifacts import (
     ONNX_SUFFIX,
     PICKLE_SUFFIXES,
@@ -33,7 +34,6 @@ from modelmon.registry.artifacts import (
     load_model_file,
     sha256_of,
 )
-from modelmon.quality.calibration import calibrate
 from modelmon.registry.card import ArtifactInfo, ModelCard
 from modelmon.registry.data import DataArg, read_table
 from modelmon.registry.onnx_export import export_to_onnx

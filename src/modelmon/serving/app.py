@@ -42,11 +42,11 @@ from modelmon.quality.feedback import FeedbackJoiner, count_matched, parse_feedb
 from modelmon.quality.prediction_log import PredictionLog
 from modelmon.quality.recent import RecentPredictions
 from modelmon.registry.store import Registry
-from modelmon.store import open_store
 from modelmon.serving import codecs
 from modelmon.serving.openapi import openapi_document
 from modelmon.serving.runtime import PREDICTION_IDS, ModelRuntime
 from modelmon.serving.settings import ServingSettings
+from modelmon.store import open_store
 
 JSON = "application/json"
 OUTPUT_NAMES = ("label", "probabilities", "prediction_id")
@@ -364,12 +364,12 @@ def model_metadata(runtime: ModelRuntime) -> dict[str, Any]:
     """V2 model metadata: one input per feature, as a client should send them."""
     signature = runtime.card.signature
     v2_types = {"float64": "FP64", "float32": "FP32", "int64": "INT64", "int32": "INT32",
-                "bool": "BOOL", "string": "BYTES"}  # fmt: skip
+                "bool": "BOOL", "string": "BYTES"}
     inputs = [
         {"name": f.name, "datatype": v2_types[f.dtype], "shape": [-1],
          "parameters": {"nullable": f.nullable, **({"categories": f.categories} if f.categories else {})}}
         for f in signature.features
-    ]  # fmt: skip
+    ]
     classes = runtime.classes
     label_type = "BYTES" if classes.dtype.kind in "OUS" else "BOOL" if classes.dtype.kind == "b" else "INT64"
     return {
@@ -382,14 +382,14 @@ def model_metadata(runtime: ModelRuntime) -> dict[str, Any]:
             {"name": "probabilities", "datatype": "FP64", "shape": [-1, len(classes)],
              "parameters": {"classes": classes.tolist()}},
             {"name": "prediction_id", "datatype": "BYTES", "shape": [-1]},
-        ],  # fmt: skip
+        ],
     }
 
 
 def create_app(server: ModelServer) -> InferenceFastPath:
     async def server_metadata(request: Request) -> Response:
         return json_response({"name": "modelmon", "version": modelmon.__version__,
-                              "extensions": ["binary_tensor_data"]})  # fmt: skip
+                              "extensions": ["binary_tensor_data"]})
 
     async def live(request: Request) -> Response:
         return json_response({"live": True})
@@ -412,7 +412,7 @@ def create_app(server: ModelServer) -> InferenceFastPath:
         document = openapi_document(
             server.settings.token_for_inference, server.settings.api_token is not None, served,
             server.registry.model_names(),
-        )  # fmt: skip
+        )
         return json_response(document)
 
     async def metrics(request: Request) -> Response:

@@ -170,7 +170,7 @@ def openapi_document(
         "security": inference_security,
         "responses": {
             "200": {"description": "Outputs label, probabilities and prediction_id.",
-                    "content": {JSON: {"schema": _ref("InferResponse")}, "application/octet-stream": {}}},  # fmt: skip
+                    "content": {JSON: {"schema": _ref("InferResponse")}, "application/octet-stream": {}}},
             **ERROR_RESPONSES,
         },
     }
@@ -188,12 +188,12 @@ def openapi_document(
     metadata = {"summary": "Model metadata", "responses": {"200": _json(_ref("ModelMetadata"), "Inputs and outputs."), "404": ERROR_RESPONSES["404"]}}
     ready = {"summary": "Model readiness", "responses": {
         "200": _json({"type": "object"}, "Ready."), "404": ERROR_RESPONSES["404"],
-        "503": _json(_ref("Error"), "Not ready.")}}  # fmt: skip
+        "503": _json(_ref("Error"), "Not ready.")}}
     paths: dict[str, Any] = {
         "/v2": {"get": {"summary": "Server metadata", "responses": {"200": _json({"type": "object"}, "Name, version, extensions.")}}},
         "/v2/health/live": {"get": {"summary": "Liveness", "responses": {"200": _json({"type": "object"}, "Live.")}}},
         "/v2/health/ready": {"get": {"summary": "Readiness", "responses": {
-            "200": _json({"type": "object"}, "Ready."), "503": _json({"type": "object"}, "Loading or draining.")}}},  # fmt: skip
+            "200": _json({"type": "object"}, "Ready."), "503": _json({"type": "object"}, "Loading or draining.")}}},
         "/v2/models": {"get": {"summary": "Served models", "responses": {"200": _json({"type": "object"}, "Names and versions.")}}},
         **_model_paths("", metadata, "get"),
         **_model_paths("/ready", ready, "get"),
@@ -205,7 +205,7 @@ def openapi_document(
             "security": inference_security,
             "requestBody": {"required": True, "content": {JSON: {"schema": _ref("RecordsRequest")}}},
             "responses": {"200": _json(_ref("RecordsResponse"), "One prediction per instance."), **ERROR_RESPONSES},
-        }},  # fmt: skip
+        }},
         "/v2/repository/index": {"post": {"summary": "Registered versions and whether each is served",
             "responses": {"200": _json({"type": "array", "items": {"type": "object"}}, "name, version, state.")}}},
         "/v2/repository/models/{name}/load": {"post": {
@@ -224,13 +224,13 @@ def openapi_document(
             "responses": {"200": _json({"type": "object"}, "Unloaded versions."), **ERROR_RESPONSES},
         }},
         "/metrics": {"get": {"summary": "Prometheus exposition", "responses": {
-            "200": {"description": "Text format 0.0.4.", "content": {"text/plain": {}}}}}},  # fmt: skip
+            "200": {"description": "Text format 0.0.4.", "content": {"text/plain": {}}}}}},
         "/openapi.json": {"get": {"summary": "This document", "responses": {"200": _json({"type": "object"}, "OpenAPI 3.")}}},
     }
     return {
         "openapi": "3.0.3",
         "info": {"title": "modelmon", "version": modelmon.__version__,
-                 "description": "Open Inference Protocol (V2) serving with monitoring."},  # fmt: skip
+                 "description": "Open Inference Protocol (V2) serving with monitoring."},
         "paths": paths,
         "components": {"schemas": SCHEMAS, "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
     }

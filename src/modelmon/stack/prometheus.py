@@ -76,7 +76,7 @@ class Prometheus(LoopbackService):
         config.write_text(yaml.safe_dump(content, sort_keys=False))
         port = port or free_port()
         command = [binary, f"--config.file={config}", f"--storage.tsdb.path={workdir / 'data'}",
-                   f"--web.listen-address=127.0.0.1:{port}", "--web.enable-lifecycle"]  # fmt: skip
+                   f"--web.listen-address=127.0.0.1:{port}", "--web.enable-lifecycle"]
         return cls.launch("prometheus", command, workdir, port)
 
     def query(self, promql: str) -> list[dict[str, Any]]:

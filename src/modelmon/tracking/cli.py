@@ -8,7 +8,7 @@ import sys
 from datetime import UTC, datetime
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, NoReturn, Optional
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 from rich.console import Console
@@ -28,16 +28,16 @@ runs_app = typer.Typer(
 console = Console(stderr=True)
 
 StoreOption = Annotated[
-    Optional[str],
+    str | None,
     typer.Option(
         "--store", envvar=STORE_URL_ENV, show_envvar=True,
         help="Run store: postgresql+psycopg://... or a SQLite file \\[default: $MODELMON_HOME/modelmon.db].",
     ),
-]  # fmt: skip
+]
 MetricOption = Annotated[
-    Optional[list[str]],
+    list[str] | None,
     typer.Option("--metric", "-m", help="Metric to show (repeatable) \\[default: loss, accuracy, precision, recall, F1]."),
-]  # fmt: skip
+]
 AllOption = Annotated[bool, typer.Option("--all", help="Show every logged metric.")]
 RunIds = Annotated[
     list[int], typer.Argument(help="Run ids (see `modelmon runs list`).", show_default=False)
@@ -108,7 +108,7 @@ def _split_label(split: str) -> str:
 @runs_app.command("list")
 def list_runs(
     experiment: Annotated[
-        Optional[str], typer.Option("--experiment", "-e", help="Only runs of this experiment.")
+        str | None, typer.Option("--experiment", "-e", help="Only runs of this experiment.")
     ] = None,
     store: StoreOption = None,
 ) -> None:
@@ -125,7 +125,7 @@ def list_runs(
     shown = [*FAMILIES["loss"], *FAMILIES["accuracy"], *FAMILIES["f1"]]
     final = final_and_best(records.metric_frame(opened, [r.id for r in runs], "validation", shown))
     table = Table("id", "experiment", "name", "status", "started", "duration", "epochs",
-                  "val loss", "val accuracy", "val F1", "model", title=f"runs in {opened.display_url}")  # fmt: skip
+                  "val loss", "val accuracy", "val F1", "model", title=f"runs in {opened.display_url}")
     for run in runs:
         values = final[final["run_id"] == run.id].set_index("metric")["final"]
         picked = [headline_metrics(values.index, [family]) for family in ("loss", "accuracy", "f1")]
@@ -134,7 +134,7 @@ def list_runs(
             str(run.id), run.experiment, run.name or "", _status(run.status),
             f"{run.started_at.astimezone():%m-%d %H:%M}", _duration(run),
             "" if run.last_step is None else str(run.last_step), *cells, _model(run),
-        )  # fmt: skip
+        )
     Console().print(table)
 
 
@@ -253,14 +253,14 @@ def export_runs(
         ExportFormat, typer.Option("--format", "-f", help="Output format.")
     ] = ExportFormat.csv,
     out: Annotated[
-        Optional[Path],
+        Path | None,
         typer.Option("--out", "-o", help="File to write \\[default: standard output]."),
     ] = None,
     experiment: Annotated[
-        Optional[str], typer.Option("--experiment", "-e", help="Only runs of this experiment.")
+        str | None, typer.Option("--experiment", "-e", help="Only runs of this experiment.")
     ] = None,
     run_id: Annotated[
-        Optional[list[int]], typer.Option("--run", help="Only this run (repeatable).")
+        list[int] | None, typer.Option("--run", help="Only this run (repeatable).")
     ] = None,
     store: StoreOption = None,
 ) -> None:
@@ -298,7 +298,7 @@ def export_runs(
 @runs_app.command("plot")
 def plot(
     run_ids: RunIds,
-    out: Annotated[Path, typer.Option("--out", "-o", help="PNG file to write.")] = Path("curves.png"),  # fmt: skip
+    out: Annotated[Path, typer.Option("--out", "-o", help="PNG file to write.")] = Path("curves.png"),
     store: StoreOption = None,
 ) -> None:
     """Plot loss, accuracy and F1 per epoch of one or more runs, training (dashed) against

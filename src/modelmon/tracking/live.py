@@ -79,15 +79,15 @@ class LiveCollector(Collector):
         metric = GaugeMetricFamily(
             TRAINING_METRIC, "Latest value of a metric in a live training run.",
             labels=["experiment", "run", "split", "metric"],
-        )  # fmt: skip
+        )
         epoch = GaugeMetricFamily(
             TRAINING_EPOCH, "Epoch (step) a live training run has reached.",
             labels=["experiment", "run"],
-        )  # fmt: skip
+        )
         updated = GaugeMetricFamily(
             TRAINING_LAST_UPDATE, "When a live training run last reported (Unix time).",
             labels=["experiment", "run"],
-        )  # fmt: skip
+        )
         with self._lock:
             active = list(self._runs.values())
         for run in active:
@@ -149,7 +149,7 @@ class Pusher:
                 return
             try:
                 push_to_gateway(self.url, job=PUSH_JOB, registry=self._registry,
-                                grouping_key=self.grouping_key, timeout=10)  # fmt: skip
+                                grouping_key=self.grouping_key, timeout=10)
                 self._pushed_version = version
             except OSError as exc:
                 log.warning("could not push training metrics to %s: %s", self.url, exc)
@@ -158,6 +158,6 @@ class Pusher:
         with self._lock:
             try:
                 delete_from_gateway(self.url, job=PUSH_JOB, grouping_key=self.grouping_key,
-                                    timeout=10)  # fmt: skip
+                                    timeout=10)
             except OSError as exc:
                 log.warning("could not delete training metrics from %s: %s", self.url, exc)

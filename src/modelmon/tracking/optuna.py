@@ -57,7 +57,7 @@ class OptunaCallback:
             status="failed" if failed else "finished",
             ended_at=_utc(trial.datetime_complete) or datetime.now(UTC),
             error=_fail_reason(trial) if failed else None,
-        )  # fmt: skip
+        )
         records.insert_metric_values(self.store, self._rows(run_id, trial))
         return run_id
 
@@ -72,13 +72,13 @@ class OptunaCallback:
             names = (
                 [self.metric] if len(trial.values) == 1
                 else [f"{self.metric}_{i}" for i in range(len(trial.values))]
-            )  # fmt: skip
-            points += [(name, last, float(v)) for name, v in zip(names, trial.values)]
+            )
+            points += [(name, last, float(v)) for name, v in zip(names, trial.values, strict=True)]
         rows = []
         for name, step, value in points:
             stored, flag = records.flag_value(value)
             rows.append({"run_id": run_id, "split": self.split, "name": name, "step": step,
-                         "value": stored, "non_finite": flag, "logged_at": now})  # fmt: skip
+                         "value": stored, "non_finite": flag, "logged_at": now})
         return rows
 
 

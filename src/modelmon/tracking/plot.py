@@ -31,7 +31,7 @@ def plot_runs(runs: list[RunRecord], frame: pd.DataFrame, out: Path) -> Path:
     axes = figure.subplots(1, len(PANELS))
     palette = [f"C{i}" for i in range(10)]
     legend: dict[str, object] = {}  # one legend for the figure: label -> line
-    for panel, ax in zip(PANELS, axes):
+    for panel, ax in zip(PANELS, axes, strict=True):
         ax.set_title(TITLES[panel])
         ax.set_xlabel("epoch")
         ax.grid(True, alpha=0.3)
@@ -50,7 +50,7 @@ def plot_runs(runs: list[RunRecord], frame: pd.DataFrame, out: Path) -> Path:
                 curve = curve.sort_values("step")
                 label = f"{run.label} {split}"
                 (line,) = ax.plot(curve["step"], curve["value"], style, color=palette[i % len(palette)],
-                                  marker="o", markersize=3, label=label)  # fmt: skip
+                                  marker="o", markersize=3, label=label)
                 legend.setdefault(label, line)
         if names:
             ax.set_ylabel(" / ".join(sorted(set(names))))
@@ -60,7 +60,7 @@ def plot_runs(runs: list[RunRecord], frame: pd.DataFrame, out: Path) -> Path:
         labels = ", ".join(r.label for r in runs)
         raise TrackingError(f"{labels}: no loss, accuracy or F1 values logged to plot")
     figure.legend(list(legend.values()), list(legend), loc="outside lower center",
-                  ncols=min(len(legend), 4), fontsize="small")  # fmt: skip
+                  ncols=min(len(legend), 4), fontsize="small")
     figure.suptitle(", ".join(f"{r.label} ({r.experiment})" for r in runs))
     out.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(out, dpi=110)

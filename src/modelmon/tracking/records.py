@@ -124,7 +124,7 @@ def create_run(
                 experiment_id=experiment_id, name=name, status=status, started_at=started_at,
                 ended_at=ended_at, params=params, git_commit=git_commit, error=error,
             )
-        )  # fmt: skip
+        )
         run_id = int(result.inserted_primary_key[0])
         if name is None:  # every run has a name, for charts and tables that label by it
             connection.execute(
@@ -184,7 +184,7 @@ def _record(row: Any, tags: dict[str, str]) -> RunRecord:
         started_at=utc(row.started_at), ended_at=utc(row.ended_at), params=dict(row.params),
         tags=tags, git_commit=row.git_commit, error=row.error, model_name=row.model_name,
         model_version=row.model_version, last_step=row.last_step,
-    )  # fmt: skip
+    )
 
 
 def _tags(connection: Any, run_ids: list[int]) -> dict[int, dict[str, str]]:
@@ -231,7 +231,7 @@ def metric_frame(
     query = select(
         view.run_id, view.split, view.metric, view.step, view.value, view.non_finite,
         view.logged_at,
-    ).order_by(view.run_id, view.split, view.metric, view.step)  # fmt: skip
+    ).order_by(view.run_id, view.split, view.metric, view.step)
     if run_ids is not None:
         query = query.where(view.run_id.in_(list(run_ids)))
     if split is not None:
@@ -247,7 +247,7 @@ def metric_frame(
             for r in rows
         ],
         columns=METRIC_COLUMNS,
-    ).astype({"value": float})  # fmt: skip
+    ).astype({"value": float})
 
 
 def flag_value(value: float) -> tuple[float | None, str | None]:

@@ -46,7 +46,7 @@ class Run:
     def __init__(
         self, store: Store, run_id: int, experiment: str, name: str,
         settings: TrackingSettings,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.store = store
         self.id = run_id
         self.experiment = experiment
@@ -63,7 +63,7 @@ class Run:
             store, flush_seconds=settings.flush_seconds, max_rows=settings.max_buffered_rows,
             after_flush=self._pusher.push if self._pusher else None,
             name=f"modelmon-run-{run_id}",
-        )  # fmt: skip
+        )
         _active.add(self)
 
     def __repr__(self) -> str:
@@ -98,7 +98,7 @@ class Run:
                 self._warn_non_finite(split, name, flag, step)
             values[name] = value
             rows.append({"run_id": self.id, "split": split, "name": name, "step": step,
-                         "value": stored, "non_finite": flag, "logged_at": now})  # fmt: skip
+                         "value": stored, "non_finite": flag, "logged_at": now})
         with self._lock:
             self._step = step if self._step is None else max(self._step, step)
         self._writer.add(rows)
@@ -177,7 +177,7 @@ class Run:
         if (split, name) not in self._flagged:
             self._flagged.add((split, name))
             log.warning("run %s: %s %s is %s at step %s (recorded and flagged)",
-                        self.id, split, name, flag, step)  # fmt: skip
+                        self.id, split, name, flag, step)
 
 
 def start_run(
@@ -205,7 +205,7 @@ def start_run(
             store=None if store is None or isinstance(store, Store) else str(store),
             live_port=live_port,
             pushgateway=pushgateway, flush_seconds=flush_seconds,
-        )  # fmt: skip
+        )
     except ValidationError as exc:
         raise TrackingError(f"invalid tracking settings: {exc}") from None
     experiment = _checked_text(experiment, "experiment", MAX_NAME_LENGTH)
@@ -216,7 +216,7 @@ def start_run(
         opened, experiment=experiment, name=name, params=dict(params or {}),
         tags=dict(tags or {}), git_commit=git_commit or head_commit(),
         started_at=datetime.now(UTC),
-    )  # fmt: skip
+    )
     return Run(opened, run_id, experiment, name or records.default_run_name(run_id), settings)
 
 
@@ -235,7 +235,7 @@ def head_commit() -> str | None:
 def _checked_text(value: Any, what: str, max_length: int) -> str:
     if not isinstance(value, str) or not value or len(value) > max_length:
         raise TrackingError(f"{what} must be a non-empty string of at most {max_length} "
-                            f"characters, got {value!r}")  # fmt: skip
+                            f"characters, got {value!r}")
     return value
 
 

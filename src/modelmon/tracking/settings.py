@@ -26,7 +26,7 @@ class TrackingSettings(BaseModel):
     live_port: int | None = Field(
         None, ge=0, le=65535,
         description="Serve the live training gauges on this port of the training process.",
-    )  # fmt: skip
+    )
     live_address: str = Field("127.0.0.1", description="Address the live gauges listen on.")
     pushgateway: str | None = Field(
         None, description="Push the live training gauges to this Pushgateway URL instead."

@@ -56,7 +56,7 @@ def final_and_best(frame: pd.DataFrame) -> pd.DataFrame:
             "final": group["value"].iloc[-1], "final_step": group["step"].iloc[-1],
             "best": None if best is None else best["value"],
             "best_step": None if best is None else best["step"], "steps": len(group),
-        })  # fmt: skip
+        })
     return pd.DataFrame(
         rows,
         columns=["run_id", "split", "metric", "final", "final_step", "best", "best_step", "steps"],

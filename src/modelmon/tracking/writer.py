@@ -80,4 +80,4 @@ class BatchWriter:
                 self.flush()
             except Exception as exc:
                 log.warning("could not write metric values to %s (will retry): %s",
-                            self._store.display_url, exc)  # fmt: skip
+                            self._store.display_url, exc)
