@@ -453,8 +453,7 @@ def ratios(rounds: list[dict], numerator: str, denominator: str, levels: tuple[i
     both = [r for r in rounds if numerator in r and denominator in r]
     if not both:
         return out
-    for c in levels:
-        c = str(c)
+    for c in map(str, levels):
         rps = [r[numerator]["levels"][c]["requests_per_second"] / r[denominator]["levels"][c]["requests_per_second"] for r in both]
         p99 = [r[numerator]["levels"][c]["p99_ms"] / r[denominator]["levels"][c]["p99_ms"] for r in both]
         out[c] = {"throughput_ratio": median(rps), "p99_ratio": median(p99), "per_round_throughput_ratio": [round(x, 3) for x in rps]}

@@ -61,8 +61,8 @@ def export_datasets(out: Path) -> None:
     manifest = {}
     for name, spec in specs.items():
         reference, analysis = spec.pop("frames")
-        for period, frame in (("reference", reference), ("analysis", analysis)):
-            frame = frame.drop(columns=[c for c in ("timestamp", "period") if c in frame])
+        for period, raw in (("reference", reference), ("analysis", analysis)):
+            frame = raw.drop(columns=[c for c in ("timestamp", "period") if c in raw])
             frame.to_parquet(out / f"{name}_{period}.parquet", index=False)
         manifest[name] = {**spec, "rows": {"reference": len(reference), "analysis": len(analysis)}}
     manifest["nannyml_version"] = importlib.metadata.version("nannyml")

@@ -165,7 +165,7 @@ def test_drift_alert_fires_and_resolves_by_email_webhook_slack_and_bridge(
             f"no resolved drift notification at the webhook; received: {received(http_sink)}; "
             f"Prometheus ALERTS: {[(a['metric'].get('alertname'), a['metric'].get('feature'), a['metric'].get('alertstate')) for a in prometheus.query('ALERTS')]}; "
             f"Alertmanager: {[(a['labels'].get('alertname'), a['labels'].get('feature'), a['status']['state'], a.get('endsAt')) for a in alertmanager.alerts()]}; "
-            f"server: {[l for l in httpx.get(server.url + '/metrics').text.splitlines() if l.startswith('modelmon_feature_drift{')]}"
+            f"server: {[line for line in httpx.get(server.url + '/metrics').text.splitlines() if line.startswith('modelmon_feature_drift{')]}"
         )
         resolved_mail = smtp_sink.wait(mail_has("resolved"), timeout=30)
         resolved_bridge = http_sink.wait(bridge_has("resolved"), timeout=15)

@@ -24,7 +24,9 @@ def _images(html: str) -> list[bytes]:
     return [base64.b64decode(m) for m in PNG.findall(html)]
 
 
-def _check_report(html: str) -> list[bytes]:
+def _check_report(html: str, title: str = "modelmon report") -> list[bytes]:
+    # The document's title is the one asked for, not the last panel's.
+    assert f"<title>{title}</title>" in html and f"<h1>{title}</h1>" in html
     # Self-contained: no scripts, no style sheets or images from elsewhere.
     assert "<script" not in html and "<link" not in html
     assert not re.search(r"(src|href)=['\"]https?:", html)

@@ -61,7 +61,7 @@ def test_labels_join_across_a_restart_and_count_once(registry_dir, shop_frame, t
         body = send_labels(server.url, first).json()
         assert body["matched"] == 50 and body["duplicate"] == 0 and body["unknown"] == 0
         # Sent again, plus two unknown ids: nothing counted twice, unknown ids reported.
-        body = send_labels(server.url, first[:5] + [("no-such-id", "gold"), ("other-1", "bronze")]).json()
+        body = send_labels(server.url, [*first[:5], ("no-such-id", "gold"), ("other-1", "bronze")]).json()
         assert (body["matched"], body["duplicate"], body["unknown"]) == (0, 5, 2)
         assert body["unknown_ids"] == ["no-such-id", "other-1"]
         # An invalid label rejects the request and names it.
@@ -149,7 +149,7 @@ def test_feedback_command_sends_a_file(registry_dir, shop_frame, tmp_path):
     server = start_server(registry_dir, tmp_path, "--drain-seconds", "0")
     try:
         ids, _ = predict(server.url, shop_frame.drop(columns="segment").iloc[:40])
-        labels = pd.DataFrame({"prediction": ids[:30] + ["nope"], "truth": shop_frame.segment.iloc[:31].tolist()})
+        labels = pd.DataFrame({"prediction": [*ids[:30], "nope"], "truth": shop_frame.segment.iloc[:31].tolist()})
         labels.to_parquet(tmp_path / "labels.parquet")
         command = [sys.executable, "-m", "modelmon.cli", "feedback", str(tmp_path / "labels.parquet"), "--model", "shop",
                    "--url", server.url, "--id-column", "prediction", "--label-column", "truth", "--chunk", "7"]

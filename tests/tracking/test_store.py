@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -52,7 +53,7 @@ def test_sqlite_store_uses_wal_and_a_busy_timeout(sqlite_url: str) -> None:
 
 def test_unreachable_postgres_is_named() -> None:
     with pytest.raises(
-        StoreError, match="cannot open the store postgresql\\+psycopg://nobody@127.0.0.1:1/x"
+        StoreError, match=re.escape("cannot open the store postgresql+psycopg://nobody@127.0.0.1:1/x")
     ):
         open_store("postgresql://nobody@127.0.0.1:1/x")
 

@@ -27,7 +27,7 @@ def test_calibration_error_hand_worked():
     # Binary: the positive class's column. Ten rows in ten equal-count bins: one row each,
     # so the error is the mean of |p - y| = (4 x 0.1 + 0.9 + 5 x 0.1) / 10.
     proba = np.array([[0.9, 0.1]] * 5 + [[0.1, 0.9]] * 5)
-    truth = np.array([0, 0, 0, 0, 1] + [1, 1, 1, 1, 1])
+    truth = np.array([0, 0, 0, 0, 1, 1, 1, 1, 1, 1])
     assert calibration_error(proba, truth) == pytest.approx(0.18)
 
 

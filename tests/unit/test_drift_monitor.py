@@ -124,7 +124,7 @@ def test_accounting_equals_an_independent_histogram(reference):
 
 def test_window_scores_equal_offline_scipy_on_the_same_rows(reference):
     settings = DriftSettings(min_rows=50, pvalue_max_rows=1000)
-    profile, accountant, monitor = monitor_for(reference, settings)
+    profile, _accountant, monitor = monitor_for(reference, settings)
     rng = np.random.default_rng(2)
     x = rng.normal(10.5, 2, 600)
     colors = rng.choice(["red", "green", "blue"], 600, p=[0.3, 0.4, 0.3]).tolist()

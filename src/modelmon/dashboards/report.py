@@ -496,15 +496,15 @@ def write_report(
                     parts.append(_panel_html(_interpolate_text(panel.title, context), panel, None, [], "no source"))
                     continue
                 for _, ctx in panel_contexts(panel, context):
-                    title = _interpolate_text(panel.title, ctx)
+                    panel_title = _interpolate_text(panel.title, ctx)
                     try:
                         results = [run_query(q, source, ctx) for q in panel.queries]
                         body = render_panel(panel, results)
                         error = None
                     except (QueryError, TemplateError) as exc:
                         results, body, error = [], None, str(exc)
-                    summary.panels.append(PanelOutcome(dashboard.title, title, body is not None, error))
-                    parts.append(_panel_html(title, panel, body, results, error, _interpolate_text(panel.description, ctx)))
+                    summary.panels.append(PanelOutcome(dashboard.title, panel_title, body is not None, error))
+                    parts.append(_panel_html(panel_title, panel, body, results, error, _interpolate_text(panel.description, ctx)))
         sections.append("".join(parts))
     toc = " · ".join(f"<a href='#{d.uid}'>{html.escape(d.title.removeprefix('modelmon / '))}</a>" for d in catalog.all_dashboards())
     meta = "".join(f"<tr><td>{k}</td><td>{html.escape(v)}</td></tr>" for k, v in (

@@ -101,11 +101,11 @@ class Expansion:
         tr = self.time_range
         return {
             "__interval": duration(self.interval),
-            "__interval_ms": str(int(round(self.interval * 1000))),
+            "__interval_ms": str(round(self.interval * 1000)),
             "__rate_interval": duration(self.rate_interval),
             "__range": duration(tr.seconds),
-            "__range_s": str(int(round(tr.seconds))),
-            "__range_ms": str(int(round(tr.seconds * 1000))),
+            "__range_s": str(round(tr.seconds)),
+            "__range_ms": str(round(tr.seconds * 1000)),
             "__from": str(int(tr.start.timestamp() * 1000)),
             "__to": str(int(tr.end.timestamp() * 1000)),
         }
@@ -114,8 +114,8 @@ class Expansion:
 def duration(seconds: float) -> str:
     """A Prometheus/Grafana duration: whole seconds (``90s``), or milliseconds below 1 s."""
     if seconds < 1:
-        return f"{max(1, int(round(seconds * 1000)))}ms"
-    whole = int(math.ceil(seconds - 1e-9))
+        return f"{max(1, round(seconds * 1000))}ms"
+    whole = math.ceil(seconds - 1e-9)
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
         if whole % size == 0:
             return f"{whole // size}{unit}"

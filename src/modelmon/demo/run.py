@@ -412,7 +412,8 @@ def plan_requests(n: int, seed: int = 3) -> list[PlannedRequest]:
     kinds = rng.choice(list(TRAFFIC_MIX), size=n, p=list(TRAFFIC_MIX.values()))
     sizes = rng.integers(1, MAX_ROWS_PER_REQUEST + 1, size=n)
     plan = []
-    for i, (kind, size) in enumerate(zip(kinds.tolist(), sizes.tolist(), strict=True)):
+    for i, (drawn, size) in enumerate(zip(kinds.tolist(), sizes.tolist(), strict=True)):
+        kind = drawn
         shifted = i >= n // 2
         rows = sources[shifted]
         truth: tuple[str, ...] = ()

@@ -142,8 +142,8 @@ class SegmentWriter:
                 n = len(chunk[5])
             else:  # an earlier version's line, listing its ids
                 model, version, t, ids, labels, probabilities, features = chunk
-                line = orjson.dumps([model, version, t, None, None, [str(y) for y in labels], probabilities, features])
-                entry = b'["' + at + b'",' + line + b"," + orjson.dumps(ids) + b"]"
+                upgraded = orjson.dumps([model, version, t, None, None, [str(y) for y in labels], probabilities, features])
+                entry = b'["' + at + b'",' + upgraded + b"," + orjson.dumps(ids) + b"]"
                 n = len(ids)
             if batch_rows and batch_rows + n > self.batch_rows:
                 batches.append([])

@@ -139,8 +139,8 @@ class Store:
     @contextmanager
     def write(self) -> Iterator[Connection]:
         """A transaction that will write: on SQLite it holds the write lock from the start."""
-        with self.engine.connect() as connection:
-            connection = connection.execution_options(**{WRITE_OPTION: True})
+        with self.engine.connect() as plain:
+            connection = plain.execution_options(**{WRITE_OPTION: True})
             with connection.begin():
                 yield connection
 

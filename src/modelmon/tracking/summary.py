@@ -43,8 +43,8 @@ def final_and_best(frame: pd.DataFrame) -> pd.DataFrame:
     the last step), ``best`` and ``best_step`` (lowest for losses, else highest, ignoring
     non-finite values) and ``steps``."""
     rows = []
-    for (run_id, split, metric), group in frame.groupby(["run_id", "split", "metric"], sort=True):
-        group = group.sort_values("step")
+    for (run_id, split, metric), unsorted in frame.groupby(["run_id", "split", "metric"], sort=True):
+        group = unsorted.sort_values("step")
         finite = group[group["value"].abs() < float("inf")]
         best = None
         if not finite.empty:
