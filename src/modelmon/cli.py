@@ -75,6 +75,7 @@ def register(
     top_categories: Annotated[int, typer.Option(help="Categories kept per categorical feature; the rest count as 'other'.")] = 20,
     run: Annotated[int | None, typer.Option(help="The training run that produced the model: linked to the version, and its final validation metrics are the baseline when --validation is not given.")] = None,
     store: Annotated[str | None, typer.Option(help="The run store holding --run \\[default: $MODELMON_STORE_URL, else $MODELMON_HOME/modelmon.db].")] = None,
+    categorical: Annotated[list[str] | None, typer.Option("--categorical", help="A column holding text categories even if its values look like numbers, e.g. codes in a CSV file (repeatable, or comma-separated). Needed only when the model does not record it: encoders' categories and ONNX string inputs already say so.")] = None,
 ) -> None:
     """Store a model as the next version of NAME and print its name and version."""
     from pydantic import ValidationError
@@ -88,7 +89,7 @@ def register(
             registry=registry, trust_pickle=trust_pickle, trusted_types=trust_type or [],
             convert_to_onnx=onnx,
             profile_settings=ProfileSettings(numeric_bins=numeric_bins, top_categories=top_categories),
-            run=run, run_store=store,
+            run=run, run_store=store, categorical=",".join(categorical or []),
         )
     except ModelmonError as exc:
         _fail(exc)

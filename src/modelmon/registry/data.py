@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from pathlib import Path
 
 import pandas as pd
@@ -10,9 +11,21 @@ from modelmon.errors import RegistryError
 
 DataArg = pd.DataFrame | str | Path | None
 
+CSV_SUFFIXES = (".csv", ".txt", ".gz")
+PARQUET_SUFFIXES = (".parquet", ".pq")
 
-def read_table(data: DataArg, what: str) -> pd.DataFrame | None:
-    """``data`` as a DataFrame; ``what`` names the argument in error messages."""
+
+def guesses_types(data: DataArg) -> bool:
+    """Whether ``data`` is a text file, whose column types pandas guesses from the values
+    (a column of codes such as ``19`` and ``5`` comes back as numbers)."""
+    return isinstance(data, (str, Path)) and Path(data).suffix.lower() in CSV_SUFFIXES
+
+
+def read_table(data: DataArg, what: str, text_columns: Collection[str] = ()) -> pd.DataFrame | None:
+    """``data`` as a DataFrame; ``what`` names the argument in error messages.
+
+    ``text_columns`` are read from a CSV file as text, whatever their values look like, so
+    the category ``"07"`` stays ``"07"`` instead of becoming the number 7."""
     if data is None or isinstance(data, pd.DataFrame):
         return data
     path = Path(data)
@@ -20,10 +33,10 @@ def read_table(data: DataArg, what: str) -> pd.DataFrame | None:
         raise RegistryError(f"{what} file {path} does not exist")
     suffix = path.suffix.lower()
     try:
-        if suffix in (".parquet", ".pq"):
+        if suffix in PARQUET_SUFFIXES:
             return pd.read_parquet(path)
-        if suffix in (".csv", ".txt", ".gz"):
-            return pd.read_csv(path)
+        if suffix in CSV_SUFFIXES:
+            return pd.read_csv(path, dtype=dict.fromkeys(text_columns, str) or None)
     except Exception as exc:
         raise RegistryError(f"cannot read {what} file {path}: {exc}") from exc
     raise RegistryError(f"{what} file {path}: expected .csv or .parquet, got {suffix!r}")

@@ -8,6 +8,7 @@ column by column without ever building a DataFrame.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Literal
@@ -126,13 +127,29 @@ class FeatureBatch:
             )
         categorical = np.empty((n, len(signature.categorical_features)), dtype=object)
         for j, spec in enumerate(signature.categorical_features):
-            column = frame[spec.name]
-            if isinstance(column.dtype, pd.StringDtype):  # already text: one conversion
-                categorical[:, j] = column.to_numpy(dtype=object, na_value=None)
-                continue
-            column = column.astype(object)
-            categorical[:, j] = np.where(column.isna(), None, column.astype(str))
+            categorical[:, j] = text_values(frame[spec.name])
         return cls(numeric=numeric, categorical=categorical)
+
+
+def text_values(column: pd.Series) -> np.ndarray:
+    """A column as categories: an object array of ``str``, ``None`` where missing.
+
+    Whole numbers in a float column are written without a decimal point: a column of codes
+    with a missing value is read as floats, and its category is ``"19"``, not ``"19.0"``."""
+    import pandas as pd
+
+    if isinstance(column.dtype, pd.StringDtype):  # already text: one conversion
+        return column.to_numpy(dtype=object, na_value=None)
+    if pd.api.types.is_float_dtype(column.dtype):
+        values = column.to_numpy(dtype=np.float64, na_value=np.nan)
+        present = ~np.isnan(values)
+        kept = values[present]
+        if np.all(np.abs(kept) < 2**53) and np.array_equal(kept, np.round(kept)):
+            out = np.full(len(values), None, dtype=object)
+            out[present] = kept.astype(np.int64).astype(str).astype(object)
+            return out
+    column = column.astype(object)
+    return np.where(column.isna(), None, column.astype(str))
 
 
 def dtype_of_series(series: pd.Series) -> Dtype:
@@ -149,7 +166,13 @@ def dtype_of_series(series: pd.Series) -> Dtype:
     return "string"
 
 
-def feature_specs_from_frame(frame: pd.DataFrame, names: list[str]) -> list[FeatureSpec]:
+def feature_specs_from_frame(
+    frame: pd.DataFrame, names: list[str], text: Collection[str] = ()
+) -> list[FeatureSpec]:
+    """Feature specs typed by the training data; the features in ``text`` are categorical
+    whatever their values look like (the model, or the user, said so)."""
+    import pandas as pd
+
     specs = []
     for name in names:
         if name not in frame.columns:
@@ -157,10 +180,10 @@ def feature_specs_from_frame(frame: pd.DataFrame, names: list[str]) -> list[Feat
                 f"the model expects feature {name!r} but the reference data has no such column"
             )
         column = frame[name]
-        dtype = dtype_of_series(column)
+        dtype = "string" if name in text else dtype_of_series(column)
         categories = None
         if dtype == "string":
-            counts = column.dropna().astype(str).value_counts(sort=True)
+            counts = pd.Series(text_values(column)).dropna().value_counts(sort=True)
             categories = [str(c) for c in counts.index[:MAX_LEVELS_IN_SIGNATURE]]
         specs.append(
             FeatureSpec(
