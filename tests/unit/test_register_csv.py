@@ -27,7 +27,7 @@ from typer.testing import CliRunner
 from modelmon.cli import app
 from modelmon.errors import RegistryError
 from modelmon.registry import FeatureBatch, Registry, register_model
-from modelmon.registry.register import sklearn_signature, sklearn_text_columns
+from modelmon.runtimes.sklearn import SklearnRuntime, sklearn_text_columns
 from modelmon.serving.codecs import decode_infer_request
 from modelmon.serving.validation import RequestValidator
 
@@ -206,7 +206,7 @@ def test_a_dataframe_with_the_codes_as_numbers_registers_too(tmp_path, census, c
 
 
 def test_the_model_types_its_features_without_any_data(tmp_path, census_model):
-    signature = sklearn_signature(census_model, None, None, sklearn_text_columns(census_model))
+    signature = SklearnRuntime.infer_signature(census_model, None, None, sklearn_text_columns(census_model))
     features = {f.name: f for f in signature.features}
     assert features["occupation"].dtype == "string"
     assert sorted(features["occupation"].categories) == sorted(OCCUPATIONS)

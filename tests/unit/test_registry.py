@@ -13,7 +13,7 @@ from sklearn.metrics import accuracy_score, f1_score
 
 from modelmon.errors import ModelNotFoundError, RegistryError
 from modelmon.registry import FeatureBatch, Registry, register_model
-from modelmon.registry.predictors import SklearnPredictor
+from modelmon.runtimes.sklearn import SklearnRuntime
 
 
 def test_pipeline_with_categoricals_gets_a_typed_signature(tmp_path, shop_model, shop_frame):
@@ -157,12 +157,10 @@ def test_csv_and_parquet_reference_files(tmp_path, shop_model, shop_frame):
 def test_sklearn_predictor_on_unnamed_arrays(cancer_frame):
     X = cancer_frame.drop(columns="target").to_numpy()
     model = LogisticRegression(max_iter=10000).fit(X, cancer_frame.target)
-    from modelmon.registry.register import sklearn_signature
-
-    signature = sklearn_signature(model, None, None)
+    signature = SklearnRuntime.infer_signature(model, None, None, {})
     assert signature.input_layout == "matrix" and signature.feature_names[0] == "x0"
     batch = FeatureBatch(numeric=X, categorical=np.empty((len(X), 0), dtype=object))
-    np.testing.assert_array_equal(SklearnPredictor(model, signature).predict_proba(batch), model.predict_proba(X))
+    np.testing.assert_array_equal(SklearnRuntime(model, signature).predict_proba(batch), model.predict_proba(X))
 
 
 def test_a_model_registered_from_a_run_takes_its_baseline_and_links_back(tmp_path, shop_model, shop_frame):

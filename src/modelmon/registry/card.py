@@ -3,40 +3,32 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
-from modelmon.monitoring.profile import ReferenceProfile
-from modelmon.quality.calibration import Calibration
-from modelmon.registry.onnx_export import OnnxCheck
-from modelmon.registry.signature import Signature
+from modelmon.registry.calibration import Calibration
+from modelmon.registry.profile import ReferenceProfile
+from modelmon.runtimes.base import ArtifactInfo, OnnxCheck, runtime_names
+from modelmon.types import Signature
 
 CARD_FILE = "model.json"
 
-
-class ArtifactInfo(BaseModel):
-    path: str = Field(description="File name inside the version directory.")
-    sha256: str
-    format: Literal["skops", "pickle", "onnx"]
-    trusted_types: list[str] = Field(
-        default_factory=list, description="Types beyond skops' defaults that loading may build."
-    )
+__all__ = ["CARD_FILE", "ArtifactInfo", "ModelCard", "OnnxCheck"]
 
 
 class ModelCard(BaseModel):
     schema_version: int = 1
     name: str
     version: int
-    flavor: Literal["sklearn", "onnx"]
+    flavor: str = Field(description="The runtime that registered the model (modelmon.runtimes).")
     created_at: datetime
     description: str = ""
     signature: Signature
     artifact: ArtifactInfo
     serving_artifact: ArtifactInfo | None = Field(
         default=None,
-        description="An ONNX graph converted from a scikit-learn model and proven to agree "
-        "with it; served instead of the original when present.",
+        description="An ONNX graph converted from the model and proven to agree with it; "
+        "served instead of the original when present.",
     )
     onnx_check: OnnxCheck | None = None
     # Slots that the monitoring features fill at registration.
@@ -44,6 +36,15 @@ class ModelCard(BaseModel):
     calibration: Calibration | None = None
     baseline: dict[str, float] | None = None
 
+    @field_validator("flavor")
+    @classmethod
+    def _known_runtime(cls, value: str) -> str:
+        known = runtime_names()
+        if value not in known:
+            raise ValueError(f"unknown runtime {value!r}; this modelmon knows {known}")
+        return value
+
     @property
-    def runtime(self) -> Literal["sklearn", "onnx"]:
-        return "onnx" if self.serving_artifact is not None or self.flavor == "onnx" else "sklearn"
+    def runtime(self) -> str:
+        """The runtime that serves the version: ONNX when a converted graph was kept."""
+        return "onnx" if self.serving_artifact is not None else self.flavor

@@ -3,12 +3,13 @@
 Everything that can be known about a model is worked out here, once, so that serving only
 loads and runs: feature types come from the model where it records them (an encoder's text
 categories, an ONNX graph's string inputs), else from the reference data; whether a feature
-may be missing comes from asking the model, and the fast ONNX graph is kept only if it agrees.
+may be missing comes from asking the model, and a fast ONNX graph is kept only if it agrees.
+What differs between frameworks is the runtime's (``modelmon.runtimes``); nothing here names
+a framework.
 """
 
 from __future__ import annotations
 
-import math
 import shutil
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -20,41 +21,27 @@ import numpy as np
 import pandas as pd
 
 from modelmon.errors import RegistryError
-from modelmon.monitoring.metrics import CONFIDENCE_BUCKETS
-from modelmon.monitoring.profile import (
+from modelmon.registry.calibration import calibrate
+from modelmon.registry.card import ModelCard
+from modelmon.registry.data import DataArg, guesses_types, read_table
+from modelmon.registry.profile import (
+    CONFIDENCE_BUCKETS,
     ProfileSettings,
     ReferenceProfile,
     build_profile,
     prediction_profile,
     save_sample,
 )
-from modelmon.quality.calibration import calibrate
-from modelmon.registry.artifacts import (
-    ONNX_SUFFIX,
-    PICKLE_SUFFIXES,
-    SKOPS_SUFFIX,
-    dump_skops,
-    load_model_file,
-    sha256_of,
-)
-from modelmon.registry.card import ArtifactInfo, ModelCard
-from modelmon.registry.data import DataArg, guesses_types, read_table
-from modelmon.registry.onnx_export import export_to_onnx
-from modelmon.registry.predictors import (
-    OnnxPredictor,
-    Predictor,
-    SklearnPredictor,
-    onnx_class_labels,
-    onnx_session,
-    probability_output,
-)
-from modelmon.registry.signature import (
-    FeatureBatch,
-    FeatureSpec,
-    Signature,
-    feature_specs_from_frame,
-)
 from modelmon.registry.store import Registry, check_model_name
+from modelmon.runtimes.base import (
+    ReadOptions,
+    Runtime,
+    artifact_for,
+    runtime_for_file,
+    runtime_for_object,
+)
+from modelmon.runtimes.features import python_label
+from modelmon.types import FeatureBatch, FeatureSpec, Signature
 
 #: Rows of the registration data used to prove the model runs and to check an ONNX export.
 CHECK_ROWS = 2000
@@ -62,10 +49,6 @@ CHECK_ROWS = 2000
 #: registration data, to name the columns it wanted as text.
 DIAGNOSE_ROWS = 20
 DIAGNOSE_COLUMNS = 100
-
-#: Text columns a model records: name -> its categories (None when not known).
-TextColumns = dict[str, list[str] | None]
-
 
 def register_model(
     model: Any,
@@ -109,13 +92,13 @@ def register_model(
 
     # The model first: what it knows about its inputs decides how CSV files are read.
     source_path = Path(model) if isinstance(model, (str, Path)) else None
-    loaded = (
-        load_model_file(source_path, trust_pickle=trust_pickle, trusted_types=trusted)
-        if source_path is not None
-        else model
-    )
-    flavor = "onnx" if isinstance(loaded, bytes) else "sklearn"
-    text_columns = onnx_text_columns(loaded) if flavor == "onnx" else sklearn_text_columns(loaded)
+    if source_path is not None:
+        runtime = runtime_for_file(source_path)
+        loaded = runtime.read(source_path, ReadOptions(trust_pickle=trust_pickle, trusted_types=trusted))
+    else:
+        runtime = runtime_for_object(model)
+        loaded = model
+    text_columns = runtime.text_columns(loaded)
     for column in named_categorical:
         text_columns.setdefault(column, None)
 
@@ -126,12 +109,8 @@ def register_model(
             f"validation data needs the target column (--target); got target={target!r}"
         )
 
-    if flavor == "onnx":
-        signature = onnx_signature(loaded, reference_frame, target, text_columns)
-        predictor: Predictor = OnnxPredictor(loaded, signature)
-    else:
-        signature = sklearn_signature(loaded, reference_frame, target, text_columns)
-        predictor = SklearnPredictor(loaded, signature)
+    signature = runtime.infer_signature(loaded, reference_frame, target, text_columns)
+    predictor = runtime.wrap(loaded, signature)
     unknown = [c for c in named_categorical if c not in signature.feature_names]
     if unknown:
         raise RegistryError(
@@ -145,7 +124,7 @@ def register_model(
 
     def advice() -> str:
         return failure_advice(
-            loaded if flavor == "sklearn" else None, signature, check_frame,
+            predictor, signature, check_frame,
             reference_given=reference is not None, from_text_file=guesses_types(check_source),
         )
 
@@ -154,15 +133,14 @@ def register_model(
 
     version, directory = registry.allocate_version(name)
     try:
-        artifact = store_artifact(loaded, source_path, directory, flavor)
+        artifact = runtime.save(loaded, source_path, directory)
         serving_artifact, onnx_check = None, None
-        if flavor == "sklearn" and convert_to_onnx:
-            onnx_bytes, onnx_check = export_to_onnx(loaded, signature, check_data)
+        converted = runtime.to_onnx(loaded, signature, check_data) if convert_to_onnx else None
+        if converted is not None:
+            onnx_bytes, onnx_check = converted
             if onnx_bytes is not None:
                 (directory / "model.onnx").write_bytes(onnx_bytes)
-                serving_artifact = ArtifactInfo(
-                    path="model.onnx", sha256=sha256_of(directory / "model.onnx"), format="onnx"
-                )
+                serving_artifact = artifact_for(directory / "model.onnx", "onnx")
         outputs = validation_outputs(predictor, signature, validation_frame, target)
         profile = reference_profile(
             predictor, signature, reference_frame, outputs, profile_settings or ProfileSettings(), directory
@@ -175,7 +153,7 @@ def register_model(
         card = ModelCard(
             name=name,
             version=version,
-            flavor=flavor,
+            flavor=runtime.name,
             created_at=datetime.now(UTC),
             description=description,
             signature=signature,
@@ -197,41 +175,6 @@ def register_model(
     return card
 
 
-def store_artifact(loaded: Any, source: Path | None, directory: Path, flavor: str) -> ArtifactInfo:
-    if flavor == "onnx":
-        path = directory / f"model{ONNX_SUFFIX}"
-        path.write_bytes(loaded)
-        return ArtifactInfo(path=path.name, sha256=sha256_of(path), format="onnx")
-    if source is not None and source.suffix.lower() in PICKLE_SUFFIXES:
-        # Re-save as skops where possible so that serving never unpickles.
-        path = directory / f"model{SKOPS_SUFFIX}"
-        try:
-            trusted = dump_skops(loaded, path)
-            return ArtifactInfo(path=path.name, sha256=sha256_of(path), format="skops", trusted_types=trusted)
-        except RegistryError:
-            path.unlink(missing_ok=True)
-            path = directory / "model.joblib"
-            shutil.copyfile(source, path)
-            return ArtifactInfo(path=path.name, sha256=sha256_of(path), format="pickle")
-    path = directory / f"model{SKOPS_SUFFIX}"
-    trusted = dump_skops(loaded, path)
-    return ArtifactInfo(path=path.name, sha256=sha256_of(path), format="skops", trusted_types=trusted)
-
-
-def _python_label(value: Any) -> str | int | bool:
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, (bool, int, str)):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    return str(value)
-
-
-def _feature_columns(frame: pd.DataFrame, target: str | None) -> list[str]:
-    return [str(c) for c in frame.columns if c != target]
-
-
 def column_list(columns: Iterable[str] | str | None) -> list[str]:
     """Column names from a list (names as given), or one comma-separated string; in order,
     once each."""
@@ -239,223 +182,6 @@ def column_list(columns: Iterable[str] | str | None) -> list[str]:
         return []
     names = columns.split(",") if isinstance(columns, str) else [str(c) for c in columns]
     return list(dict.fromkeys(n.strip() for n in names if n.strip()))
-
-
-# -- What a fitted model records about its input columns ---------------------------------
-
-
-def sklearn_text_columns(estimator: Any) -> TextColumns:
-    """The input columns a fitted scikit-learn model takes as text, with their categories.
-
-    Read from the encoders (``OneHotEncoder``, ``OrdinalEncoder``, ``TargetEncoder``: any
-    step with ``categories_``) and text vectorizers that see the raw columns: directly, or
-    through a Pipeline, a ColumnTransformer's column lists, a FeatureUnion, and steps that
-    map columns one to one (an imputer, a scaler). Only a model trained on a DataFrame names
-    its columns; otherwise nothing is known."""
-    names = getattr(estimator, "feature_names_in_", None)
-    found: TextColumns = {}
-    if names is not None:
-        _collect_text_columns(estimator, [str(n) for n in names], True, found, depth=0)
-    return found
-
-
-def _collect_text_columns(step: Any, columns: list[str], raw: bool, found: TextColumns, depth: int) -> None:
-    """Add to ``found`` the ``columns`` (what ``step`` is fed, in order) that ``step`` takes
-    as text. ``raw``: the values reach ``step`` unchanged, so its categories are theirs."""
-    from sklearn.compose import ColumnTransformer
-    from sklearn.impute import SimpleImputer
-    from sklearn.pipeline import FeatureUnion, Pipeline
-
-    if depth > 20 or not columns or step is None or isinstance(step, str):
-        return
-    own = getattr(step, "feature_names_in_", None)
-    if own is not None:
-        own = [str(n) for n in own]
-        if not set(own) <= set(columns):
-            return  # fed columns made by an earlier step: nothing to say about the inputs
-        columns = own
-    if isinstance(step, Pipeline):
-        for _, sub in step.steps:
-            if sub is None or isinstance(sub, str):
-                continue
-            _collect_text_columns(sub, columns, raw, found, depth + 1)
-            next_columns = _one_to_one_outputs(sub, columns)
-            if next_columns is None:
-                return
-            columns, raw = next_columns, raw and isinstance(sub, SimpleImputer)
-        return
-    if isinstance(step, ColumnTransformer):
-        for _, sub, selection in getattr(step, "transformers_", []):
-            _collect_text_columns(sub, _selected_columns(selection, columns), raw, found, depth + 1)
-        return
-    if isinstance(step, FeatureUnion):
-        for _, sub in step.transformer_list:
-            _collect_text_columns(sub, columns, raw, found, depth + 1)
-        return
-    categories = getattr(step, "categories_", None)
-    if isinstance(categories, list) and len(categories) == len(columns):
-        for column, levels in zip(columns, categories, strict=True):
-            text = _text_levels(levels)
-            if text is not None:
-                found.setdefault(column, text if raw else None)
-    elif hasattr(step, "build_analyzer") and len(columns) == 1:  # CountVectorizer & co.
-        found.setdefault(columns[0], None)
-
-
-def _one_to_one_outputs(step: Any, columns: list[str]) -> list[str] | None:
-    """The columns ``step`` outputs when each is one of its inputs, else None."""
-    try:
-        out = [str(n) for n in step.get_feature_names_out(columns)]
-    except Exception:  # no get_feature_names_out, or it cannot name them
-        return None
-    return out if set(out) <= set(columns) else None
-
-
-def _selected_columns(selection: Any, columns: list[str]) -> list[str]:
-    """A fitted ColumnTransformer's column selection as names among ``columns``."""
-    if isinstance(selection, str):
-        return [selection] if selection in columns else []
-    if isinstance(selection, (int, np.integer)):
-        return [columns[selection]] if -len(columns) <= selection < len(columns) else []
-    if isinstance(selection, slice):
-        if isinstance(selection.start, str) or isinstance(selection.stop, str):
-            start = columns.index(selection.start) if selection.start in columns else 0
-            stop = columns.index(selection.stop) + 1 if selection.stop in columns else len(columns)
-            return columns[start:stop]
-        return columns[selection]
-    try:
-        items = list(selection)
-    except TypeError:
-        return []
-    if items and all(isinstance(i, (bool, np.bool_)) for i in items):
-        return [c for c, keep in zip(columns, items, strict=False) if keep]
-    if all(isinstance(i, (int, np.integer)) for i in items):
-        return [columns[i] for i in items if -len(columns) <= i < len(columns)]
-    return [str(i) for i in items if str(i) in columns]
-
-
-def _text_levels(levels: Any) -> list[str] | None:
-    """An encoder's categories for one column as text, or None when they are not text."""
-    present = [
-        v for v in np.asarray(levels, dtype=object)
-        if v is not None and not (isinstance(v, float) and math.isnan(v))
-    ]
-    if present and all(isinstance(v, str) for v in present):
-        return [str(v) for v in present]
-    return None
-
-
-def onnx_text_columns(model_bytes: bytes) -> TextColumns:
-    """The inputs of an ONNX graph that take strings (one input per feature)."""
-    return {i.name: None for i in onnx_session(model_bytes).get_inputs() if i.type == "tensor(string)"}
-
-
-def sklearn_signature(
-    estimator: Any, reference: pd.DataFrame | None, target: str | None,
-    text_columns: TextColumns | None = None,
-) -> Signature:
-    if not hasattr(estimator, "classes_"):
-        raise RegistryError(
-            f"{type(estimator).__name__} has no classes_: register a fitted classifier"
-        )
-    classes = [_python_label(c) for c in estimator.classes_]
-    names_in = getattr(estimator, "feature_names_in_", None)
-    n_in = getattr(estimator, "n_features_in_", None)
-    layout = "columns" if names_in is not None else "matrix"
-    if names_in is not None:
-        names = [str(n) for n in names_in]
-    elif reference is not None:
-        names = _feature_columns(reference, target)
-    elif n_in is not None:
-        names = [f"x{i}" for i in range(int(n_in))]
-    else:
-        raise RegistryError(
-            "cannot tell the model's features: pass reference data (--reference) with one "
-            "column per feature"
-        )
-    if n_in is not None and len(names) != int(n_in):
-        raise RegistryError(
-            f"the model takes {n_in} features but the reference data has {len(names)} "
-            f"columns besides the target {target!r}: {names[:10]}..."
-        )
-    text_columns = text_columns or {}
-    if reference is not None:
-        specs = feature_specs_from_frame(reference, names, text_columns)
-    else:
-        specs = [_spec_without_data(n, text_columns) for n in names]
-    if layout == "matrix" and any(s.is_categorical for s in specs):
-        raise RegistryError(
-            "the model was trained on an unnamed array that includes text columns; train it "
-            "on a DataFrame so modelmon can pass named columns"
-        )
-    return Signature(features=specs, classes=classes, input_layout=layout)
-
-
-def _spec_without_data(name: str, text_columns: TextColumns) -> FeatureSpec:
-    if name not in text_columns:
-        return FeatureSpec(name=name, dtype="float64")
-    return FeatureSpec(name=name, dtype="string", categories=text_columns[name])
-
-
-def onnx_signature(
-    model_bytes: bytes, reference: pd.DataFrame | None, target: str | None,
-    text_columns: TextColumns | None = None,
-) -> Signature:
-    session = onnx_session(model_bytes)
-    inputs = session.get_inputs()
-    if len(inputs) == 1 and len(inputs[0].shape or []) == 2 and inputs[0].type != "tensor(string)":
-        width = inputs[0].shape[1]
-        if reference is not None:
-            names = _feature_columns(reference, target)
-        elif isinstance(width, int):
-            names = [f"x{i}" for i in range(width)]
-        else:
-            raise RegistryError(
-                "the ONNX input has no fixed width: pass reference data to name the features"
-            )
-        if isinstance(width, int) and len(names) != width:
-            raise RegistryError(
-                f"the ONNX input takes {width} features but the reference data has {len(names)}"
-            )
-        if text_columns:
-            raise RegistryError(
-                f"the ONNX graph takes one numeric matrix, so it cannot take text columns "
-                f"{sorted(text_columns)}"
-            )
-        layout = "matrix"
-        specs = (
-            feature_specs_from_frame(reference, names)
-            if reference is not None
-            else [FeatureSpec(name=n, dtype="float64") for n in names]
-        )
-    else:
-        layout = "columns"
-        names = [i.name for i in inputs]
-        onnx_dtypes = {
-            "tensor(string)": "string",
-            "tensor(int64)": "int64",
-            "tensor(int32)": "int32",
-            "tensor(bool)": "bool",
-            "tensor(double)": "float64",
-        }
-        if reference is not None:
-            specs = feature_specs_from_frame(reference, names, text_columns or {})
-        else:
-            specs = [
-                FeatureSpec(name=i.name, dtype=onnx_dtypes.get(i.type, "float64")) for i in inputs
-            ]
-    classes = onnx_class_labels(model_bytes)
-    if classes is None:
-        probe = Signature(features=specs, classes=[0], input_layout=layout)
-        width = OnnxPredictor(model_bytes, probe).predict_proba(
-            FeatureBatch(
-                numeric=np.zeros((1, len(probe.numeric_features))),
-                categorical=np.full((1, len(probe.categorical_features)), "", dtype=object),
-            )
-        ).shape[1]
-        classes = list(range(width))
-    probability_output(session)  # raises a clear error when there is none
-    return Signature(features=specs, classes=classes, input_layout=layout)
 
 
 def sample_batch(
@@ -479,17 +205,19 @@ def sample_batch(
     )
 
 
-def check_runs(predictor: Predictor, batch: FeatureBatch, advice: Callable[[], str] | None = None) -> None:
+def check_runs(predictor: Runtime, batch: FeatureBatch, advice: Callable[[], str] | None = None) -> None:
     """Raise a clear error unless the model answers ``batch`` with one probability per class;
     ``advice`` says, on failure, what to do about it."""
     try:
-        proba = predictor.predict_proba(batch)
+        proba = _probabilities(predictor, batch)
+    except RegistryError:
+        raise
     except Exception as exc:
         hint = advice() if advice is not None else failure_advice(None, predictor.signature, None)
         raise RegistryError(
             f"the model failed on the registration data: {type(exc).__name__}: {exc}. {hint}"
         ) from exc
-    classes = predictor.signature.classes
+    classes = predictor.signature.class_labels
     if proba.shape != (batch.n_rows, len(classes)):
         raise RegistryError(
             f"predict_proba returned shape {proba.shape}, expected ({batch.n_rows}, {len(classes)})"
@@ -497,7 +225,7 @@ def check_runs(predictor: Predictor, batch: FeatureBatch, advice: Callable[[], s
 
 
 def failure_advice(
-    estimator: Any,
+    predictor: Runtime | None,
     signature: Signature,
     frame: pd.DataFrame | None,
     *,
@@ -522,7 +250,8 @@ def failure_advice(
             "Check that the data's columns have the types the model was trained on"
             + (" (Parquet keeps them; CSV makes pandas guess)." if from_text_file else ".")
         )
-    needed = _columns_wanted_as_text(estimator, signature, frame, candidates) if estimator is not None else None
+    # candidates come from the frame, so it is not None here
+    needed = _columns_wanted_as_text(predictor, signature, frame, candidates) if predictor is not None and frame is not None else None
     if needed:
         options = " ".join(f"--categorical {c}" for c in needed)
         return (
@@ -561,7 +290,7 @@ def _number_columns(signature: Signature, frame: pd.DataFrame | None) -> list[st
 
 
 def _columns_wanted_as_text(
-    estimator: Any, signature: Signature, frame: pd.DataFrame, candidates: list[str]
+    predictor: Runtime, signature: Signature, frame: pd.DataFrame, candidates: list[str]
 ) -> list[str] | None:
     """A smallest set of ``candidates`` the model runs with once they are text (found by
     dropping, one at a time, those it runs without), or None if it does not run even then."""
@@ -574,12 +303,12 @@ def _columns_wanted_as_text(
             FeatureSpec(name=f.name, dtype="string", nullable=True) if f.name in chosen else f
             for f in signature.features
         ]
-        trial = Signature(features=features, classes=signature.classes, input_layout=signature.input_layout)
+        trial = Signature(features=features, task=signature.task, classes=signature.classes, input_layout=signature.input_layout)
         try:
-            proba = SklearnPredictor(estimator, trial).predict_proba(FeatureBatch.from_frame(rows, trial))
+            proba = _probabilities(type(predictor).wrap(predictor.model, trial), FeatureBatch.from_frame(rows, trial))
         except Exception:
             return False
-        return proba.shape == (len(rows), len(signature.classes)) and bool(np.isfinite(proba).all())
+        return proba.shape == (len(rows), len(signature.class_labels)) and bool(np.isfinite(proba).all())
 
     if not runs_with(candidates):
         return None
@@ -590,7 +319,7 @@ def _columns_wanted_as_text(
     return needed
 
 
-def probe_missing_values(predictor: Predictor, signature: Signature, batch: FeatureBatch) -> None:
+def probe_missing_values(predictor: Runtime, signature: Signature, batch: FeatureBatch) -> None:
     """Mark features nullable when the model gives finite answers with them missing.
 
     Asking the model is the only reliable way to know: a HistGradientBoosting model takes
@@ -606,7 +335,7 @@ def probe_missing_values(predictor: Predictor, signature: Signature, batch: Feat
         else:
             probe.categorical[:] = None
         try:
-            accepted = bool(np.isfinite(predictor.predict_proba(probe)).all())
+            accepted = bool(np.isfinite(_scores(predictor.predict(probe))).all())
         except Exception:
             accepted = False
         if accepted:
@@ -626,13 +355,13 @@ class ValidationOutputs:
 
 
 def validation_outputs(
-    predictor: Predictor, signature: Signature, validation: pd.DataFrame | None, target: str | None
+    predictor: Runtime, signature: Signature, validation: pd.DataFrame | None, target: str | None
 ) -> ValidationOutputs | None:
     if validation is None or target is None:
         return None
-    proba = predictor.predict_proba(FeatureBatch.from_frame(validation, signature))
-    classes = [str(c) for c in signature.classes]
-    y_true_text = [str(_python_label(v)) for v in validation[target]]
+    proba = _probabilities(predictor, FeatureBatch.from_frame(validation, signature))
+    classes = [str(c) for c in signature.class_labels]
+    y_true_text = [str(python_label(v)) for v in validation[target]]
     unknown = sorted(set(y_true_text) - set(classes))
     if unknown:
         raise RegistryError(
@@ -662,7 +391,7 @@ def validation_baseline(outputs: ValidationOutputs | None) -> dict[str, float] |
 
 
 def reference_profile(
-    predictor: Predictor,
+    predictor: Runtime,
     signature: Signature,
     reference: pd.DataFrame | None,
     outputs: ValidationOutputs | None,
@@ -674,8 +403,20 @@ def reference_profile(
     if reference is None or len(reference) == 0:
         return None
     batch = FeatureBatch.from_frame(reference, signature)
-    proba = outputs.proba if outputs is not None else predictor.predict_proba(batch)
+    proba = outputs.proba if outputs is not None else _probabilities(predictor, batch)
     prediction = prediction_profile(proba, CONFIDENCE_BUCKETS)
     profile, sample = build_profile(signature, batch, settings, prediction)
     save_sample(directory, sample)
     return profile
+
+
+def _scores(output: Any) -> np.ndarray:
+    """What a model answered, as numbers to check for finiteness."""
+    return output.probabilities if output.probabilities is not None else output.predicted
+
+
+def _probabilities(predictor: Runtime, batch: FeatureBatch) -> np.ndarray:
+    proba = predictor.predict(batch).probabilities
+    if proba is None:
+        raise RegistryError(f"modelmon monitors classifiers with probabilities; {predictor.name} gave none")
+    return proba

@@ -12,9 +12,8 @@ from pathlib import Path
 
 from modelmon.config import default_registry_dir
 from modelmon.errors import ModelNotFoundError, RegistryError
-from modelmon.registry.artifacts import load_pickle, load_skops, sha256_of
-from modelmon.registry.card import CARD_FILE, ArtifactInfo, ModelCard
-from modelmon.registry.predictors import OnnxPredictor, Predictor, SklearnPredictor
+from modelmon.registry.card import CARD_FILE, ModelCard
+from modelmon.runtimes.base import Runtime, runtime_named, verified_path
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
@@ -107,29 +106,10 @@ class Registry:
         os.replace(tmp, path)
         return path
 
-    def load_predictor(self, card: ModelCard) -> Predictor:
-        """The predictor to serve ``card`` with, after checking the artifact is the one
-        that was registered."""
+    def load_predictor(self, card: ModelCard) -> Runtime:
+        """The runtime to serve ``card`` with, after checking the artifact is the one that
+        was registered."""
         directory = self.version_dir(card.name, card.version)
         artifact = card.serving_artifact or card.artifact
-        path = verified_path(directory, artifact)
-        if artifact.format == "onnx":
-            return OnnxPredictor(path.read_bytes(), card.signature)
-        if artifact.format == "skops":
-            estimator = load_skops(path, artifact.trusted_types)
-        else:
-            estimator = load_pickle(path)
-        return SklearnPredictor(estimator, card.signature)
-
-
-def verified_path(directory: Path, artifact: ArtifactInfo) -> Path:
-    path = directory / artifact.path
-    if not path.is_file():
-        raise RegistryError(f"artifact {path} is missing")
-    digest = sha256_of(path)
-    if digest != artifact.sha256:
-        raise RegistryError(
-            f"artifact {path} has sha256 {digest[:16]}... but model.json records "
-            f"{artifact.sha256[:16]}...: the file changed after registration; refusing to load it"
-        )
-    return path
+        runtime = runtime_named(card.runtime)
+        return runtime.load(verified_path(directory, artifact), artifact, card.signature)

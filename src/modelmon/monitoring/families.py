@@ -1,0 +1,88 @@
+"""Every metric family the model server exports: the metric contract, written once.
+
+Names, types and labels are public API (docs/metrics.md): the server's registries, the
+drift exporter and the compilers that write PromQL take them from here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+
+@dataclass(frozen=True, slots=True)
+class Family:
+    name: str  # without the _total suffix of a counter
+    kind: Literal["counter", "gauge", "histogram"]
+    labels: tuple[str, ...]
+    help: str
+
+
+MODEL_VERSION = ("model", "version")
+
+# -- request-level (prometheus_client objects) ------------------------------------------
+REQUESTS = Family("modelmon_requests", "counter", (*MODEL_VERSION, "endpoint", "code"), "HTTP requests answered.")
+REQUEST_DURATION = Family(
+    "modelmon_request_duration_seconds", "histogram", (*MODEL_VERSION, "endpoint"),
+    "Whole request, from body read to response.",
+)
+REQUEST_ERRORS = Family("modelmon_request_errors", "counter", (*MODEL_VERSION, "reason"), "Rejected or failed requests, by reason.")
+INFLIGHT = Family("modelmon_inflight_requests", "gauge", ("model",), "Requests in progress.")
+MODEL_INFO = Family("modelmon_model_info", "gauge", (*MODEL_VERSION, "flavor"), "Loaded model versions (always 1).")
+BASELINE_METRIC = Family("modelmon_baseline_metric", "gauge", (*MODEL_VERSION, "metric"), "Validation metrics recorded at registration.")
+FEEDBACK = Family("modelmon_feedback", "counter", (*MODEL_VERSION, "outcome"), "Ground-truth labels received, by outcome.")
+LABEL_DELAY = Family("modelmon_label_delay_seconds", "histogram", MODEL_VERSION, "Time from a prediction to its label.")
+
+# -- array-backed, counted in bulk (``array_metrics``) ----------------------------------
+CONFUSION = Family("modelmon_confusion", "counter", (*MODEL_VERSION, "actual", "predicted"), "Labelled predictions, by cell.")
+EXPECTED_CONFUSION = Family(
+    "modelmon_expected_confusion", "counter", (*MODEL_VERSION, "actual", "predicted"),
+    "Expected cells from calibrated probabilities (label-free estimate).",
+)
+PREDICTIONS = Family("modelmon_predictions", "counter", (*MODEL_VERSION, "class"), "Predicted rows per class.")
+QUEUE_DURATION = Family("modelmon_queue_duration_seconds", "histogram", MODEL_VERSION, "Time a request's rows waited for their batch.")
+INFERENCE_DURATION = Family("modelmon_inference_duration_seconds", "histogram", MODEL_VERSION, "Model call per batch.")
+BATCH_SIZE = Family("modelmon_batch_size", "histogram", MODEL_VERSION, "Rows per model call.")
+PREDICTION_CONFIDENCE = Family("modelmon_prediction_confidence", "histogram", MODEL_VERSION, "Top-class probability.")
+FEATURE_BIN = Family("modelmon_feature_bin", "counter", (*MODEL_VERSION, "feature", "bin"), "Live rows per reference bin of each feature.")
+REFERENCE_BIN_RATIO = Family("modelmon_reference_bin_ratio", "gauge", (*MODEL_VERSION, "feature", "bin"), "The training data's share of each bin.")
+FEATURE_MISSING = Family("modelmon_feature_missing", "counter", (*MODEL_VERSION, "feature"), "Missing values per feature.")
+FEATURE_UNSEEN = Family(
+    "modelmon_feature_unseen", "counter", (*MODEL_VERSION, "feature"),
+    "Values never seen in training: a new category, or a number outside the training range.",
+)
+REFERENCE_CLASS_RATIO = Family(
+    "modelmon_reference_class_ratio", "gauge", (*MODEL_VERSION, "class"),
+    "Class shares of the model's predictions on the validation data.",
+)
+
+#: The array-backed families, in exposition order.
+ARRAY_FAMILIES = (
+    CONFUSION, EXPECTED_CONFUSION, PREDICTIONS, QUEUE_DURATION, INFERENCE_DURATION, BATCH_SIZE,
+    PREDICTION_CONFIDENCE, FEATURE_BIN, REFERENCE_BIN_RATIO, FEATURE_MISSING, FEATURE_UNSEEN,
+    REFERENCE_CLASS_RATIO,
+)
+
+# -- drift scores, written from each version's latest report (``drift_exporter``) -------
+FEATURE_DRIFT = Family(
+    "modelmon_feature_drift", "gauge", (*MODEL_VERSION, "feature", "method"),
+    "Drift score of the latest window (p-values for ks and chi2_pvalue).",
+)
+FEATURE_DRIFT_THRESHOLD = Family(
+    "modelmon_feature_drift_threshold", "gauge", (*MODEL_VERSION, "feature", "method"),
+    "The threshold in force for each drift score.",
+)
+DRIFT_WINDOW_ROWS = Family("modelmon_drift_window_rows", "gauge", MODEL_VERSION, "Rows in the window the drift scores were computed on.")
+DRIFT_SUFFICIENT_DATA = Family(
+    "modelmon_drift_sufficient_data", "gauge", MODEL_VERSION, "1 when the window holds enough rows for drift scores, else 0."
+)
+DATASET_DRIFT_SHARE = Family(
+    "modelmon_dataset_drift_share", "gauge", MODEL_VERSION, "Share of monitored features drifted by their verdict score."
+)
+PREDICTION_DRIFT = Family(
+    "modelmon_prediction_drift", "gauge", (*MODEL_VERSION, "output", "method"),
+    "Drift of the model's outputs against its validation outputs.",
+)
+
+#: The drift report families, in exposition order.
+DRIFT_FAMILIES = (FEATURE_DRIFT, FEATURE_DRIFT_THRESHOLD, DRIFT_WINDOW_ROWS, DRIFT_SUFFICIENT_DATA, DATASET_DRIFT_SHARE, PREDICTION_DRIFT)

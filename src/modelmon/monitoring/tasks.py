@@ -1,0 +1,139 @@
+"""What monitoring counts of a model's outputs, decided by its task, in one place.
+
+Each task (``types.Task``) has one class here, registered once with the tasks it serves. A
+served version's monitor builds the instance for its signature's task; the instance creates
+its series at zero (``families`` name them), counts each group of model calls, and tells the
+drift scorer which of its arrays are the prediction distribution. Nothing above this module
+asks which task a model has: adding regression is one more class here.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+
+from modelmon.errors import RegistryError
+from modelmon.monitoring import families
+from modelmon.monitoring.array_metrics import ArrayCounter, ArrayHistogram, ArrayMetrics
+from modelmon.registry import calibration
+from modelmon.registry.calibration import Calibration
+from modelmon.registry.profile import ReferenceProfile
+from modelmon.types import ModelOutput, Signature, Task
+
+#: Top-class probability buckets (``modelmon_prediction_confidence``).
+CONFIDENCE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
+
+
+@dataclass(slots=True)
+class PredictionDistribution:
+    """A cumulative count array of the outputs, and the validation data's shares of it:
+    what prediction drift (``modelmon_prediction_drift{output}``) compares."""
+
+    output: str
+    counts: np.ndarray
+    reference_shares: np.ndarray | None
+
+
+class TaskCounts(ABC):
+    """The output-side series of one model version, for its task."""
+
+    tasks: ClassVar[tuple[Task, ...]]
+
+    def __init__(
+        self,
+        arrays: ArrayMetrics,
+        base_labels: list[str],
+        signature: Signature,
+        profile: ReferenceProfile | None,
+        calibration_map: Calibration | None,
+    ) -> None:
+        self.arrays = arrays
+        self.base_labels = base_labels
+        self.signature = signature
+
+    @abstractmethod
+    def count(self, output: ModelOutput) -> None:
+        """Count a group of model calls' outputs (on one thread at a time)."""
+
+    @abstractmethod
+    def distributions(self) -> list[PredictionDistribution]:
+        """The prediction distributions drift is scored on."""
+
+
+_TASKS: dict[Task, type[TaskCounts]] = {}
+
+
+def register_task(cls: type[TaskCounts]) -> type[TaskCounts]:
+    for task in cls.tasks:
+        _TASKS[task] = cls
+    return cls
+
+
+def task_counts_for(task: Task) -> type[TaskCounts]:
+    try:
+        return _TASKS[task]
+    except KeyError:
+        raise RegistryError(f"modelmon does not monitor {task} models yet") from None
+
+
+def supported_tasks() -> list[Task]:
+    return list(_TASKS)
+
+
+def confusion_cells(classes: list[str]) -> list[list[str]]:
+    """(actual, predicted) label pairs, actual-major: cell index = actual * C + predicted."""
+    return [[a, p] for a in classes for p in classes]
+
+
+@register_task
+class ClassificationCounts(TaskCounts):
+    """Predicted rows per class, the top-class probability, and the expected confusion
+    cells of the label-free estimate (CBPE: each row adds its calibrated probabilities to
+    the column of the class it was predicted as)."""
+
+    tasks = (Task.BINARY, Task.MULTICLASS)
+
+    def __init__(
+        self,
+        arrays: ArrayMetrics,
+        base_labels: list[str],
+        signature: Signature,
+        profile: ReferenceProfile | None,
+        calibration_map: Calibration | None,
+    ) -> None:
+        super().__init__(arrays, base_labels, signature, profile, calibration_map)
+        classes = [str(c) for c in signature.class_labels]
+        self.calibration = calibration_map
+        add: Callable = arrays.add
+        self.predictions: ArrayCounter = add(families.PREDICTIONS, ArrayCounter(base_labels, [[c] for c in classes]))
+        self.confidence: ArrayHistogram = add(families.PREDICTION_CONFIDENCE, ArrayHistogram(base_labels, CONFIDENCE_BUCKETS))
+        self.expected_confusion: ArrayCounter = add(
+            families.EXPECTED_CONFUSION, ArrayCounter(base_labels, confusion_cells(classes))
+        )
+        prediction = profile.prediction if profile is not None else None
+        self.reference_class = None if prediction is None else np.array(prediction.class_shares)
+        self.reference_confidence = None if prediction is None else np.array(prediction.confidence_shares)
+        if self.reference_class is not None:
+            ratio = add(families.REFERENCE_CLASS_RATIO, ArrayCounter(base_labels, [[c] for c in classes]))
+            ratio.counts[:] = self.reference_class
+
+    def count(self, output: ModelOutput) -> None:
+        proba = output.probabilities
+        if proba is None:
+            raise TypeError("a classifier's output needs probabilities")
+        top = output.predicted
+        confidence = proba[np.arange(len(top)), top]
+        cells = calibration.expected_confusion(calibration.apply(self.calibration, proba), top)
+        self.expected_confusion.add(cells.ravel())
+        self.predictions.add(np.bincount(top, minlength=len(self.predictions.counts)))
+        self.confidence.observe(confidence)
+
+    def distributions(self) -> list[PredictionDistribution]:
+        return [
+            PredictionDistribution("class", self.predictions.counts, self.reference_class),
+            PredictionDistribution("confidence", self.confidence.bucket_counts, self.reference_confidence),
+        ]
