@@ -153,21 +153,32 @@ class OnnxRuntime(Runtime):
 
     @classmethod
     def recognises(cls, model: Any) -> bool:
-        return isinstance(model, bytes)
+        """Serialized graph bytes, or an ``onnx.ModelProto``."""
+        return isinstance(model, bytes) or type(model).__name__ == "ModelProto"
+
+    @classmethod
+    def as_bytes(cls, model: Any) -> bytes:
+        return model if isinstance(model, bytes) else bytes(model.SerializeToString())
+
+    @classmethod
+    def wrap(cls, model: Any, signature: Signature) -> OnnxRuntime:
+        return cls(cls.as_bytes(model), signature)
 
     @classmethod
     def read(cls, path: Path, options: ReadOptions) -> bytes:
         return path.read_bytes()
 
     @classmethod
-    def text_columns(cls, model: bytes) -> TextColumns:
+    def text_columns(cls, model: Any) -> TextColumns:
         """The inputs that take strings (a graph with one input per feature)."""
-        return {i.name: None for i in onnx_session(model).get_inputs() if i.type == "tensor(string)"}
+        inputs = onnx_session(cls.as_bytes(model)).get_inputs()
+        return {i.name: None for i in inputs if i.type == "tensor(string)"}
 
     @classmethod
     def infer_signature(
-        cls, model: bytes, reference: pd.DataFrame | None, target: str | None, text_columns: TextColumns
+        cls, model: Any, reference: pd.DataFrame | None, target: str | None, text_columns: TextColumns
     ) -> Signature:
+        model = cls.as_bytes(model)
         session = onnx_session(model)
         inputs = session.get_inputs()
         specs: list[FeatureSpec]
@@ -216,9 +227,9 @@ class OnnxRuntime(Runtime):
         return Signature(features=specs, task=Task.for_classes(classes), classes=classes, input_layout=layout)
 
     @classmethod
-    def save(cls, model: bytes, source: Path | None, directory: Path) -> ArtifactInfo:
+    def save(cls, model: Any, source: Path | None, directory: Path) -> ArtifactInfo:
         path = directory / f"model{SUFFIX}"
-        path.write_bytes(model)
+        path.write_bytes(cls.as_bytes(model))
         return artifact_for(path, "onnx")
 
     @classmethod
