@@ -38,8 +38,9 @@ def custom_rule(rule: cfg.CustomRule, config: cfg.AlertingConfig) -> AlertRule:
         default_summary = f"{rule.name} is firing"
         default_description = f"{rule.name} fired: its expression returned $value."
     else:
+        comparator, limit = _condition(rule)
         expr, what = compile_condition(rule), f"the {rule.aggregation} of {rule.metric}"
-        threshold = Threshold.literal(f"{rule.comparator} {NUMBER.expect(rule.threshold)}")
+        threshold = Threshold.literal(f"{comparator} {NUMBER.expect(limit)}")
         where = " ".join(f"{label}=${label}" for label in rule.by if label in _TEXT_LABELS)
         default_summary = f"{rule.name}: {what} is $value"
         default_description = f"{rule.name}{' (' + where + ')' if where else ''}: {what} is $value (condition: $threshold)."
@@ -73,6 +74,13 @@ def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"')
 
 
+def _condition(rule: cfg.CustomRule) -> tuple[cfg.Comparator, float]:
+    """The comparator and threshold of a metric condition (a rule without ``expr``:
+    CustomRule's validation requires both there)."""
+    assert rule.comparator is not None and rule.threshold is not None, f"{rule.name} has an expr, not a condition"
+    return rule.comparator, rule.threshold
+
+
 def compile_condition(rule: cfg.CustomRule) -> str:
     by = ", ".join(rule.by)
     w = rule.window
@@ -94,15 +102,16 @@ def custom_cases(rule: cfg.CustomRule, compiled: AlertRule) -> list[Case]:
     """A violating and a healthy input for a metric condition, where one can be derived."""
     if rule.aggregation in ("count", "quantile"):
         return []
-    t = float(rule.threshold)
+    comparator, limit = _condition(rule)
+    t = float(limit)
     step = abs(t) / 2 if t else 1.0
     # Values well inside and outside the condition: rates come out of float arithmetic,
     # so a value on the boundary itself would be a coin toss.
     bad, good = {
         ">": (t + step, t - step), ">=": (t + step, t - step), "<": (t - step, t + step),
         "<=": (t - step, t + step), "==": (t, t + step), "!=": (t + step, t),
-    }[rule.comparator]
-    if rule.comparator in ("==", "!=") and rule.aggregation in ("rate", "increase", "avg"):
+    }[comparator]
+    if comparator in ("==", "!=") and rule.aggregation in ("rate", "increase", "avg"):
         return []
     window_minutes = minutes(rule.window)
     n = 2 + window_minutes + minutes(compiled.for_) + 2

@@ -139,24 +139,24 @@ def _panel_builder(panel: spec.Panel) -> Any:
         return (bargauge.Panel().reduce_options(_reduce()).display_mode(common.BarGaugeDisplayMode.GRADIENT)
                 .orientation(common.VizOrientation.HORIZONTAL).show_unfilled(True))
     if kind == "barchart":
-        b = barchart.Panel().legend(_legend()).tooltip(_tooltip()).orientation(common.VizOrientation.AUTO)
-        b = b.show_value(common.VisibilityMode.NEVER).stacking(common.StackingMode.NONE).fill_opacity(80)
-        b = b.x_tick_label_rotation(-45)
-        return b.x_field(panel.x_field) if panel.x_field else b
+        bars = barchart.Panel().legend(_legend()).tooltip(_tooltip()).orientation(common.VizOrientation.AUTO)
+        bars = bars.show_value(common.VisibilityMode.NEVER).stacking(common.StackingMode.NONE).fill_opacity(80)
+        bars = bars.x_tick_label_rotation(-45)
+        return bars.x_field(panel.x_field) if panel.x_field else bars
     if kind == "heatmap":
         return (heatmap.Panel().calculate(False).cell_gap(1)
                 .color(_heatmap_color()).y_axis(_heatmap_axis()).show_legend().tooltip(_heatmap_tooltip()))
     if kind == "xychart":
-        b = xychart.Panel().legend(_legend()).tooltip(_tooltip()).mapping(xy_models.SeriesMapping.AUTO)
+        xy = xychart.Panel().legend(_legend()).tooltip(_tooltip()).mapping(xy_models.SeriesMapping.AUTO)
         series = xychart.XYSeriesConfig().x(_field_matcher(panel.x_field or "step"))
-        return b.series([series]).show(xy_models.XYShowMode.POINTS_AND_LINES)
+        return xy.series([series]).show(xy_models.XYShowMode.POINTS_AND_LINES)
     if kind == "state-timeline":
-        b = statetimeline.Panel().legend(_legend()).tooltip(_tooltip()).show_value(common.VisibilityMode.NEVER)
-        b = b.row_height(0.8).merge_values(True)
+        states = statetimeline.Panel().legend(_legend()).tooltip(_tooltip()).show_value(common.VisibilityMode.NEVER)
+        states = states.row_height(0.8).merge_values(True)
         if panel.states:
-            b = b.mappings([dm.ValueMap(options={str(value): dm.ValueMappingResult(text=text, color=color)
-                                                 for value, text, color in panel.states})])
-        return b
+            states = states.mappings([dm.ValueMap(options={str(value): dm.ValueMappingResult(text=text, color=color)
+                                                           for value, text, color in panel.states})])
+        return states
     raise ValueError(f"unknown panel kind {kind!r}")
 
 
@@ -203,12 +203,13 @@ def build_panel(panel: spec.Panel, dialect: Dialect) -> Any:
 
 
 def build_variable(variable: spec.Variable, dialect: Dialect) -> Any:
+    b: db.CustomVariable | db.QueryVariable
     if variable.kind == "custom":
         b = db.CustomVariable(variable.name).values(",".join(variable.options))
     else:
         query = variable.query.text(dialect) if isinstance(variable.query, spec.Sql) else variable.query
-        b = db.QueryVariable(variable.name).query(query).datasource(datasource_ref(variable.source, dialect))
-        b = b.refresh(dm.VariableRefresh.ON_TIME_RANGE_CHANGED).sort(dm.VariableSort.ALPHABETICAL_ASC).definition(query)
+        q = db.QueryVariable(variable.name).query(query).datasource(datasource_ref(variable.source, dialect))
+        b = q.refresh(dm.VariableRefresh.ON_TIME_RANGE_CHANGED).sort(dm.VariableSort.ALPHABETICAL_ASC).definition(query)
     b = b.label(variable.label).description(variable.description).multi(variable.multi).include_all(variable.include_all)
     if variable.all_value is not None:
         b = b.all_value(variable.all_value)

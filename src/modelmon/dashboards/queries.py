@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -26,6 +26,9 @@ from modelmon.dashboards.templating import (
     expand_sql,
 )
 from modelmon.errors import ModelmonError
+
+if TYPE_CHECKING:
+    from modelmon.store import Store
 
 LABEL_VALUES = re.compile(r"^\s*label_values\(\s*(?:(?P<match>.+?)\s*,\s*)?(?P<label>\w+)\s*\)\s*$")
 LEGEND = re.compile(r"\{\{\s*(\w+)\s*\}\}")
@@ -81,14 +84,15 @@ class Source:
     #: The scrape interval of that Prometheus: Grafana's minimum interval.
     scrape_interval: float = 15.0
     timeout: float = 30.0
-    _store: Any = field(default=None, init=False, repr=False)
+    _store: Store | None = field(default=None, init=False, repr=False)
 
     @property
     def dialect(self) -> Dialect:
-        return self.store.dialect if self.store_url else "sqlite"  # type: ignore[return-value]
+        # A store is SQLite or PostgreSQL: resolve_store_url refuses any other.
+        return "postgresql" if self.store_url and self.store.dialect == "postgresql" else "sqlite"
 
     @property
-    def store(self) -> Any:
+    def store(self) -> Store:
         if self._store is None:
             if not self.store_url:
                 raise QueryError("no store given (--store): SQL panels cannot run")
@@ -286,7 +290,7 @@ def panel_contexts(panel: spec.Panel, context: Expansion) -> list[tuple[str | No
     if not panel.repeat:
         return [(None, context)]
     selection = context.variables[panel.repeat]
-    out = []
+    out: list[tuple[str | None, Expansion]] = []
     for value in selection.values:
         variables = {**context.variables, panel.repeat: Selection.single(value)}
         out.append((value, Expansion(context.time_range, variables, context.min_interval, context.max_points)))

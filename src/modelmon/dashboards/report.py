@@ -189,10 +189,10 @@ def _xy(panel: spec.Panel, results: list[Result]) -> str | None:
             continue
         x = table.columns.index(panel.x_field or "step")
         y = table.columns.index("value")
-        name = table.columns.index("series")
+        series = table.columns.index("series")
         for row in table.rows:
             if row[y] is not None:
-                curves[str(row[name])].append((float(row[x]), float(row[y])))
+                curves[str(row[series])].append((float(row[x]), float(row[y])))
     if not curves:
         return None
     fig, ax = _figure()
@@ -210,14 +210,20 @@ def _xy(panel: spec.Panel, results: list[Result]) -> str | None:
     return _png(fig)
 
 
+def _query_name(query: spec.Query, index: int) -> str:
+    """The name of the ``index``-th query's bars: its legend, else its position."""
+    legend = query.legend if isinstance(query, spec.Prom) else ""
+    return legend or f"query {index + 1}"
+
+
 def _categories(results: list[Result], key: str) -> dict[str, dict[str, float]]:
-    """Instant tables joined on ``key``: category -> {query legend: value}."""
+    """Instant tables joined on ``key``: category -> {query name: value}."""
     joined: dict[str, dict[str, float]] = defaultdict(dict)
-    for r in results:
+    for i, r in enumerate(results):
         if not r.table or key not in r.table.columns:
             continue
         k, v = r.table.columns.index(key), r.table.columns.index("Value")
-        name = r.query.legend or "value"
+        name = _query_name(r.query, i)
         for row in r.table.rows:
             joined[str(row[k])][name] = float(row[v])
     return joined
@@ -237,7 +243,7 @@ def _barchart(panel: spec.Panel, results: list[Result]) -> str | None:
     if not joined:
         return None
     categories = sorted(joined, key=_bin_order)
-    names = [q.legend or f"query {i + 1}" for i, q in enumerate(panel.queries)]
+    names = [_query_name(q, i) for i, q in enumerate(panel.queries)]
     fig, ax = _figure()
     width = 0.8 / len(names)
     x = np.arange(len(categories))

@@ -82,6 +82,7 @@ def run_demo(port: int = 8080, requests: int = 3000, home: Path | None = None) -
         console.rule("[bold]modelmon demo[/bold]: a churn model from training to production")
         # Prometheus first: it waits ~5 s before its first scrape, time that training fills.
         alerting = start_alerting(home, running, console)
+        prometheus: Prometheus | None
         if alerting is not None:
             prometheus = alerting.start_prometheus([f"{HOST}:{port}"])
         else:
@@ -172,8 +173,11 @@ def print_epochs(console: Console, run: Run) -> None:
     short = {"train": "train", "validation": "val", "log_loss": "loss", "accuracy": "acc", "f1": "F1"}
     for split, metric in columns:
         table.add_column(f"{short[split]} {short[metric]}", justify="right")
-    values = {(r.split, r.metric, r.step): r.value for r in frame.itertuples()}
-    for step in sorted(frame.step.unique()):
+    values = {
+        (str(split), str(metric), int(step)): float(value)
+        for split, metric, step, value in zip(frame["split"], frame["metric"], frame["step"], frame["value"], strict=True)
+    }
+    for step in sorted({step for _, _, step in values}):
         table.add_row(str(step), *[f"{values.get((split, metric, step), float('nan')):.3f}" for split, metric in columns])
     console.print(table)
 
@@ -262,6 +266,7 @@ def print_alert(console: Console, alerting: LocalAlerting | None) -> None:
     if note is None:
         console.print("[bold]Alerts[/bold]      no drift alert reached the sink within 60 s")
         return
+    assert alerting.alertmanager is not None, "LocalAlerting runs Alertmanager until run_demo's ExitStack closes"
     console.print(f"[bold]Alerts[/bold]      Alertmanager {alerting.alertmanager.url} delivered to the local sink:")
     for line in note.text.splitlines()[:8]:
         console.print(f"    {line}", markup=False)
@@ -662,13 +667,13 @@ def print_drift(console: Console, url: str, prometheus: Prometheus | None) -> No
         table.add_column(column, justify="left" if column in ("feature", "drifted") else "right")
     ranked = sorted(scores.items(), key=lambda item: -item[1].get("psi", 0.0))
     for feature, values in ranked:
-        drifted = values.get("psi", 0.0) >= psi_threshold
+        is_drifted = values.get("psi", 0.0) >= psi_threshold
         table.add_row(
             feature,
             f"{values.get('psi', float('nan')):.3f}",
             f"{values.get('js', float('nan')):.3f}",
             f"{values['wasserstein']:.3f}" if "wasserstein" in values else "",
-            "[red]yes[/red]" if drifted else "no",
+            "[red]yes[/red]" if is_drifted else "no",
             f"{fleet[feature]:.3f}" if feature in fleet else "",
         )
     console.print(table)

@@ -8,7 +8,7 @@ from collections import Counter
 import numpy as np
 
 from modelmon.monitoring.array_metrics import ArrayCounter
-from modelmon.monitoring.profile import OTHER, ReferenceProfile
+from modelmon.monitoring.profile import OTHER, CategoricalProfile, NumericProfile, ReferenceProfile
 from modelmon.registry.signature import FeatureBatch, Signature
 
 #: From this many rows a batch is counted feature by feature (``_count_columns``).
@@ -50,18 +50,19 @@ class FeatureAccountant:
         self.known: list[set[str]] = []
         self.categorical_offsets: list[int] = []
         offset = self.numeric_cells
-        for p in self.categorical:
-            self.category_bins.append({c: k for k, c in enumerate(p.categories)})
-            self.known.append(known_levels.get(p.name, set()) | set(p.categories))
+        for cat in self.categorical:
+            self.category_bins.append({c: k for k, c in enumerate(cat.categories)})
+            self.known.append(known_levels.get(cat.name, set()) | set(cat.categories))
             self.categorical_offsets.append(offset)
-            offset += len(p.bin_labels)
+            offset += len(cat.bin_labels)
 
-        cells = [[p.name, label] for p in (*self.numeric, *self.categorical) for label in p.bin_labels]
+        profiles: list[NumericProfile | CategoricalProfile] = [*self.numeric, *self.categorical]
+        cells = [[p.name, label] for p in profiles for label in p.bin_labels]
         self.bins = ArrayCounter(base_labels, cells)
         self.missing = ArrayCounter(base_labels, [[n] for n in names])
         self.unseen = ArrayCounter(base_labels, [[n] for n in names])
         self.reference_ratio = ArrayCounter(base_labels, cells)
-        self.reference_ratio.counts[:] = [s for p in (*self.numeric, *self.categorical) for s in p.shares]
+        self.reference_ratio.counts[:] = [s for p in profiles for s in p.shares]
 
         self.recent = np.full((recent_rows, len(self.numeric)), np.nan)
         self.recent_next = 0

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import numpy as np
 from prometheus_client.utils import floatToGoString
@@ -56,13 +57,16 @@ class ArrayHistogram:
         self.sum += float(values.sum())
 
 
+_Series = TypeVar("_Series", bound=ArrayCounter | ArrayHistogram)
+
+
 @dataclass
 class _Family:
     name: str
     documentation: str
     kind: str  # counter, gauge or histogram
     labelnames: list[str]
-    series: list = field(default_factory=list)
+    series: list[ArrayCounter | ArrayHistogram] = field(default_factory=list)
 
 
 class ArrayMetrics:
@@ -77,9 +81,10 @@ class ArrayMetrics:
         self.families.setdefault(name, _Family(name, documentation, kind, list(labelnames)))
         return name
 
-    def add(self, family_name: str, series: ArrayCounter | ArrayHistogram):
+    def add(self, family_name: str, series: _Series) -> _Series:
         family = self.families[family_name]
         if family.kind == "histogram":
+            assert isinstance(series, ArrayHistogram), f"{family.name} is a histogram: its series are ArrayHistograms"
             base = series_prefix(f"{family.name}_bucket", family.labelnames, series.base_labels)[:-2]
             series.prefixes = [f'{base},le="{floatToGoString(b)}"}} ' for b in [*series.bounds, float("inf")]]
             series.prefixes += [
@@ -87,6 +92,7 @@ class ArrayMetrics:
                 series_prefix(f"{family.name}_sum", family.labelnames, series.base_labels),
             ]
         else:
+            assert isinstance(series, ArrayCounter), f"{family.name} is a {family.kind}: its series are ArrayCounters"
             name = f"{family.name}_total" if family.kind == "counter" else family.name
             series.prefixes = [
                 series_prefix(name, family.labelnames, [*series.base_labels, *cell]) for cell in series.cell_labels
@@ -106,7 +112,7 @@ class ArrayMetrics:
             name = f"{family.name}_total" if family.kind == "counter" else family.name
             parts.append(family_header(name, family.documentation, family.kind))
             for series in list(family.series):
-                if family.kind == "histogram":
+                if isinstance(series, ArrayHistogram):  # exactly the series of histogram families (``add``)
                     cumulative = np.cumsum(series.bucket_counts).tolist()
                     parts.append(sample_lines(series.prefixes, [*cumulative, cumulative[-1], series.sum]))
                 else:

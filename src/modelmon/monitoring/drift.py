@@ -175,14 +175,14 @@ class DriftMonitor:
                 if small:
                     scores["ks"] = drift_stats.ks_pvalue(reference_values, recent)
             self._decide(report, p.name, scores, "ks" if small and "ks" in scores else "psi")
-        for j, p in enumerate(accountant.categorical):
+        for j, cat in enumerate(accountant.categorical):
             offset = accountant.categorical_offsets[j]
-            counts = bins[offset : offset + len(p.bin_labels)]
-            scores = self._binned(np.asarray(p.shares), counts)
+            counts = bins[offset : offset + len(cat.bin_labels)]
+            scores = self._binned(np.asarray(cat.shares), counts)
             if small and counts.sum() > 0:
-                reference_counts = np.asarray(p.shares) * p.count
+                reference_counts = np.asarray(cat.shares) * cat.count
                 scores["chi2_pvalue"] = drift_stats.chi2_pvalue(reference_counts, counts)
-            self._decide(report, p.name, scores, "chi2_pvalue" if "chi2_pvalue" in scores else "psi")
+            self._decide(report, cat.name, scores, "chi2_pvalue" if "chi2_pvalue" in scores else "psi")
         if self.reference_class is not None and classes.sum() > 0:
             report.prediction["class"] = self._binned(self.reference_class, classes)
         if self.reference_confidence is not None and confidence.sum() > 0:

@@ -102,7 +102,7 @@ def numeric_profile(name: str, values: np.ndarray, bins: int) -> NumericProfile:
 
 def categorical_profile(name: str, values: np.ndarray, top: int) -> CategoricalProfile:
     present = [v for v in values.tolist() if v is not None]
-    levels, counts = np.unique(np.array(present, dtype=str), return_counts=True) if present else ([], [])
+    levels, counts = np.unique(np.array(present, dtype=str), return_counts=True)  # both empty when nothing is present
     # Most frequent first; ties by name, so the profile does not depend on row order.
     order = sorted(zip(levels, counts, strict=True), key=lambda lc: (-lc[1], lc[0]))
     kept = [str(level) for level, _ in order if level != OTHER][:top]

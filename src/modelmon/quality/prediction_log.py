@@ -119,19 +119,20 @@ class PredictionLog:
         )
         try:
             with self._segment_lock:
-                if self._fd is None:
-                    self._open_segment()
-                os.write(self._fd, line)
+                fd = self._fd if self._fd is not None else self._open_segment()
+                os.write(fd, line)
         except OSError:
             logger.exception("prediction log: cannot journal %d rows", len(chunk.labels))
             self.outcomes["dropped"].inc(len(chunk.labels))
 
-    def _open_segment(self) -> None:
+    def _open_segment(self) -> int:
+        """Open the next segment; returns its file descriptor (also ``self._fd``)."""
         self._segment_number += 1
         path = self.directory / f"{self.prefix}-{self._segment_number:09d}{SEGMENT_SUFFIX}.open"
-        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        self._fd = fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         self._segment_opened = time.monotonic()
         self._open_path = path
+        return fd
 
     def _close_segment(self) -> None:
         """Seal the open segment (rename drops ``.open``) so the writer may take it."""

@@ -7,6 +7,7 @@ import time
 import uuid
 from concurrent.futures import Executor
 from dataclasses import dataclass
+from typing import Any, cast
 
 import numpy as np
 
@@ -132,7 +133,8 @@ class ModelRuntime:
             labels = [self.class_labels[i] for i in predicted.tolist()]
             features = None
             if self.feature_sample and random.random() < self.feature_sample:
-                features = batch.to_frame(self.card.signature).to_dict("records")
+                # The frame's columns are the signature's feature names: text.
+                features = cast(list[dict[str, Any]], batch.to_frame(self.card.signature).to_dict("records"))
             self.prediction_log.submit(
                 Chunk(self.name, int(self.version), now, PREDICTION_IDS.prefix, first_id, labels, proba, features)
             )

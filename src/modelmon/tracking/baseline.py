@@ -46,7 +46,9 @@ def run_baseline(
         )
     final = frame.sort_values(["metric", "step"]).groupby("metric").tail(1)
     return {
-        str(row.metric): float(row.value) for row in final.itertuples() if math.isfinite(row.value)
+        str(metric): float(value)
+        for metric, value in zip(final["metric"], final["value"], strict=True)
+        if math.isfinite(value)
     }
 
 

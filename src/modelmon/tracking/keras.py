@@ -76,5 +76,5 @@ class ModelmonCallback(keras.callbacks.Callback):
         truth = np.asarray(targets)
         truth = np.argmax(truth, axis=1) if truth.ndim == 2 and truth.shape[1] > 1 else truth
         return classification_metrics(
-            names[truth.reshape(-1).astype(int)], names[predicted], scores, labels=names
+            names[truth.reshape(-1).astype(int)], names[predicted], scores, labels=list(names)
         )

@@ -8,12 +8,16 @@ matplotlib's object API, so it needs no display and touches no global pyplot sta
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from modelmon.tracking.errors import TrackingError
 from modelmon.tracking.records import RunRecord
 from modelmon.tracking.summary import headline_metrics
+
+if TYPE_CHECKING:
+    from matplotlib.lines import Line2D
 
 PANELS = ("loss", "accuracy", "f1")
 TITLES = {"loss": "Loss", "accuracy": "Accuracy", "f1": "F1"}
@@ -30,7 +34,7 @@ def plot_runs(runs: list[RunRecord], frame: pd.DataFrame, out: Path) -> Path:
     figure = Figure(figsize=(5 * len(PANELS), 4.6), layout="constrained")
     axes = figure.subplots(1, len(PANELS))
     palette = [f"C{i}" for i in range(10)]
-    legend: dict[str, object] = {}  # one legend for the figure: label -> line
+    legend: dict[str, Line2D] = {}  # one legend for the figure: label -> line
     for panel, ax in zip(PANELS, axes, strict=True):
         ax.set_title(TITLES[panel])
         ax.set_xlabel("epoch")

@@ -11,11 +11,11 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import CursorResult, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from modelmon.store import Store
@@ -59,6 +59,10 @@ def default_run_name(run_id: int) -> str:
     return f"run-{run_id}"
 
 
+@overload
+def utc(value: datetime) -> datetime: ...
+@overload
+def utc(value: None) -> None: ...
 def utc(value: datetime | None) -> datetime | None:
     """SQLite returns naive datetimes; the store only ever holds UTC."""
     if value is None or value.tzinfo is not None:
@@ -97,10 +101,18 @@ def ensure_experiment(store: Store, name: str) -> int:
             result = connection.execute(
                 insert(experiments).values(name=name, created_at=datetime.now(UTC))
             )
-            return int(result.inserted_primary_key[0])
+            return _inserted_id(result)
     except IntegrityError:  # another process created it since our read (PostgreSQL)
         with store.read() as connection:
             return int(connection.execute(query).scalar_one())
+
+
+def _inserted_id(result: CursorResult[Any]) -> int:
+    """The primary key of the one row a single-row INSERT wrote (SQLAlchemy types it
+    optional: it is None only for other statements)."""
+    key = result.inserted_primary_key
+    assert key is not None, "a single-row INSERT has a primary key"
+    return int(key[0])
 
 
 def create_run(
@@ -125,7 +137,7 @@ def create_run(
                 ended_at=ended_at, params=params, git_commit=git_commit, error=error,
             )
         )
-        run_id = int(result.inserted_primary_key[0])
+        run_id = _inserted_id(result)
         if name is None:  # every run has a name, for charts and tables that label by it
             connection.execute(
                 update(runs).where(runs.c.id == run_id).values(name=default_run_name(run_id))

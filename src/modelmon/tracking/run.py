@@ -89,7 +89,7 @@ class Run:
         step = self._checked_step(step)
         now = datetime.now(UTC)
         values: dict[str, float] = {}
-        rows = []
+        rows: list[Mapping[str, Any]] = []
         for raw_name, raw_value in metrics.items():
             name = _checked_text(raw_name, "metric name", MAX_NAME_LENGTH)
             value = _number(name, raw_value)

@@ -48,9 +48,9 @@ def final_and_best(frame: pd.DataFrame) -> pd.DataFrame:
         finite = group[group["value"].abs() < float("inf")]
         best = None
         if not finite.empty:
-            best = finite.loc[
-                finite["value"].idxmin() if lower_is_better(metric) else finite["value"].idxmax()
-            ]
+            values = finite["value"].to_numpy()
+            # The first row holding the best value (as idxmin/idxmax would give, by position).
+            best = finite.iloc[int(values.argmin() if lower_is_better(str(metric)) else values.argmax())]
         rows.append({
             "run_id": run_id, "split": split, "metric": metric,
             "final": group["value"].iloc[-1], "final_step": group["step"].iloc[-1],
