@@ -172,7 +172,7 @@ def test_the_onnx_graph_takes_the_codes_as_text_and_agrees(tmp_path, census, csv
     assert card.runtime == "onnx" and card.onnx_check.used, card.onnx_check.reason
     assert card.onnx_check.rows_compared == 150
     registry = Registry(tmp_path / "reg")
-    assert type(registry.load_predictor(card)).__name__ == "OnnxPredictor"
+    assert registry.load_predictor(card).name == "onnx"
     rows = census.iloc[450:]
     np.testing.assert_allclose(served_proba(registry, card, rows), model.predict_proba(rows[columns]), atol=1e-5)
 
