@@ -21,6 +21,17 @@ def metric_value(url: str, name: str, **labels: str) -> float:
     return total
 
 
+def error_counts(url: str, model: str) -> dict[str, float]:
+    """modelmon_request_errors_total of one model by reason, from one scrape."""
+    text = httpx.get(f"{url}/metrics").text
+    return {
+        sample.labels["reason"]: sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "modelmon_request_errors_total" and sample.labels.get("model") == model
+    }
+
+
 def shop_inputs(amount=(12.5, 80.0), items=(1, 3), channel=("web", "app"), region=("north", "east")):
     return [
         {"name": "amount", "shape": [len(amount)], "datatype": "FP64", "data": list(amount)},
@@ -95,7 +106,7 @@ BAD_REQUESTS = [
     # (path, body bytes, expected status, reason label, text the message must contain)
     ("/v2/models/shop/infer", b"{not json", 400, "malformed_request", "not valid JSON"),
     ("/v2/models/shop/infer", json.dumps({"inputs": shop_inputs()[:3]}).encode(), 400, "missing_feature", "region"),
-    ("/v2/models/shop/infer", json.dumps({"inputs": shop_inputs() + [{"name": "zip", "shape": [2], "datatype": "FP32", "data": [1, 2]}]}).encode(), 400, "unknown_feature", "zip"),
+    ("/v2/models/shop/infer", json.dumps({"inputs": [*shop_inputs(), {"name": "zip", "shape": [2], "datatype": "FP32", "data": [1, 2]}]}).encode(), 400, "unknown_feature", "zip"),
     ("/v2/models/shop/infer", json.dumps({"inputs": shop_inputs(amount=("cheap", 1.0))}).encode(), 400, "invalid_value", "amount"),
     ("/v2/models/shop/infer", json.dumps({"inputs": shop_inputs(amount=(float("nan"), 1.0))}).encode(), 400, "missing_value", "amount"),
     ("/v2/models/shop/infer", json.dumps({"inputs": shop_inputs(channel=(1, 2))}).encode(), 400, "invalid_value", "channel"),
@@ -185,3 +196,94 @@ def test_concurrent_callers_with_different_row_counts_each_get_their_rows(server
         np.testing.assert_allclose(proba, expected[start : start + size], atol=1e-5)
     # Every row went through the model exactly once.
     assert metric_value(server.url, "modelmon_batch_size_sum", model="cancer") - rows_before == sizes.sum()
+
+
+def with_input(index: int, **fields) -> list[dict]:
+    """shop_inputs() with fields of one input replaced."""
+    inputs = shop_inputs()
+    inputs[index] = {**inputs[index], **fields}
+    return inputs
+
+
+#: A field of the wrong JSON type, at every depth of a V2 request: (body, text naming it).
+#: Issue 15: some reached the codec and crashed it (500); each must be a 400 naming the
+#: field, counted as malformed_request.
+WRONG_TYPES = [
+    ({"inputs": with_input(0, datatype={})}, "inputs[0].datatype must be a string, got object"),
+    ({"inputs": with_input(2, datatype=["BYTES"])}, "inputs[2].datatype must be a string, got list"),
+    ({"inputs": with_input(1, name=5)}, "inputs[1].name must be a non-empty string, got integer 5"),
+    ({"inputs": with_input(0, shape={"rows": 2})}, "inputs[0].shape must be a list of non-negative integers, got object"),
+    ({"inputs": with_input(0, shape=[True])}, "inputs[0].shape[0] must be a non-negative integer, got boolean true"),
+    ({"inputs": with_input(3, shape=[2, "1"])}, "inputs[3].shape[1] must be a non-negative integer, got string"),
+    ({"inputs": with_input(0, data={"0": 1.0})}, "inputs[0].data must be a list"),
+    ({"inputs": with_input(0, parameters=[1])}, "inputs[0].parameters must be an object, got list"),
+    ({"inputs": with_input(0, parameters={"binary_data_size": "16"})},
+     "inputs[0].parameters.binary_data_size must be a non-negative integer, got string"),
+    ({"inputs": [shop_inputs()[0], "items"]}, "inputs[1] must be an object, got string"),
+    ({"inputs": {"amount": [1.0]}}, "inputs must be a non-empty list, got object"),
+    ({"inputs": shop_inputs(), "id": 7}, "id must be a string, got integer 7"),
+    ({"inputs": shop_inputs(), "parameters": "binary"}, "parameters must be an object, got string"),
+    ({"inputs": shop_inputs(), "parameters": {"binary_data_output": "yes"}},
+     "parameters.binary_data_output must be a boolean, got string"),
+    ({"inputs": shop_inputs(), "outputs": {"name": "label"}}, "outputs must be a list, got object"),
+    ({"inputs": shop_inputs(), "outputs": [7]}, "outputs[0] must be an object, got integer 7"),
+    ({"inputs": shop_inputs(), "outputs": [{"name": {}}]}, "outputs[0].name must be a non-empty string, got object"),
+    ({"inputs": shop_inputs(), "outputs": [{"name": "label", "parameters": [1]}]},
+     "outputs[0].parameters must be an object, got list"),
+    ({"inputs": shop_inputs(), "outputs": [{"name": "label", "parameters": {"binary_data": {}}}]},
+     "outputs[0].parameters.binary_data must be a boolean, got object"),
+]
+
+
+@pytest.mark.parametrize("version_path", ["", "/versions/1"])
+@pytest.mark.parametrize(("body", "text"), WRONG_TYPES)
+def test_a_field_of_the_wrong_type_is_a_400_naming_it(server, body, text, version_path):
+    before = error_counts(server.url, "shop")
+    response = httpx.post(f"{server.url}/v2/models/shop{version_path}/infer", json=body)
+    assert response.status_code == 400, response.text
+    assert text in response.json()["error"]
+    after = error_counts(server.url, "shop")
+    assert after["malformed_request"] == before["malformed_request"] + 1
+    assert after["internal_error"] == before["internal_error"]
+
+
+def huge_number_body(path: str) -> bytes:
+    """An integer JSON allows but no float64 holds (it parsed to a Python int)."""
+    if path.startswith("/v1"):
+        return b'{"instances": [{"amount": 1' + b"0" * 400 + b', "items": 1, "channel": "web", "region": "north"}]}'
+    inputs = json.dumps({"inputs": with_input(0, data=["HUGE", 1.0])}).encode()
+    return inputs.replace(b'"HUGE"', b"1" + b"0" * 400)
+
+
+#: Values inside ``data`` (or a record) that crashed validation: (path, body, reason, text).
+BAD_VALUES = [
+    ("/v2/models/shop/infer", huge_number_body("/v2"), "invalid_value", "'amount': value at row 0 is out of range"),
+    ("/v1/models/shop:predict", huge_number_body("/v1"), "invalid_value", "'amount': value at row 0 is out of range"),
+    # Ragged: two values by the outer list, three inside it.
+    ("/v2/models/shop/infer", json.dumps({"inputs": with_input(2, data=["web", ["app", "store"]])}).encode(),
+     "wrong_shape", "feature 'channel': shape [2] needs 2 values, got 3"),
+]
+
+
+@pytest.mark.parametrize(("path", "body", "reason", "text"), BAD_VALUES)
+def test_bad_values_inside_data_are_a_named_400(server, path, body, reason, text):
+    before = error_counts(server.url, "shop")
+    response = httpx.post(f"{server.url}{path}", content=body, headers={"content-type": "application/json"})
+    assert response.status_code == 400, response.text
+    assert text in response.json()["error"]
+    after = error_counts(server.url, "shop")
+    assert after[reason] == before[reason] + 1 and after["internal_error"] == before["internal_error"]
+
+
+def test_data_nested_deeper_than_the_recursion_limit_is_not_a_crash(server):
+    # JSON parsers take 1024 levels; Python's recursion stops near 1000.
+    deep = b"[" * 950 + b'"web"' + b"]" * 950
+
+    def body(index: int, other: str) -> bytes:
+        payload = json.dumps({"inputs": with_input(index, data=["DEEP", other])}).encode()
+        return payload.replace(b'"DEEP"', deep)
+
+    response = httpx.post(f"{server.url}/v2/models/shop/infer", content=body(2, "app"))
+    assert response.status_code == 200, response.text  # row-major values, however nested
+    response = httpx.post(f"{server.url}/v2/models/shop/infer", content=body(0, "1.0"))
+    assert response.status_code == 400 and "'amount'" in response.json()["error"], response.text

@@ -51,7 +51,9 @@ def test_json_request_with_nan_literal_parses():
         (b"[1, 2]", None, "JSON object"),
         (b'{"inputs": []}', None, "non-empty list"),
         (b'{"inputs": [{"name": "a", "shape": [-1], "datatype": "FP32", "data": []}]}', None, "shape"),
-        (b'{"inputs": [{"name": "a", "shape": [1], "datatype": "FP32", "data": 5}]}', None, "'data' must be a list"),
+        (b'{"inputs": [{"name": "a", "shape": [1], "datatype": "FP32", "data": 5}]}', None, r"inputs\[0\].data must be a list"),
+        (b'{"inputs": [{"name": "a", "shape": [1], "datatype": "FP32", "data": [1]}]}', "1e2", "not an integer"),
+        (b'{"inputs": [{"name": "a", "shape": [1], "datatype": "FP32", "data": [1]}]}', "9" * 5000, "not an integer"),
         (b'{"inputs": [{"name": "a", "shape": [1], "datatype": "FP32", "data": [1]}]}', "999", "exceeds the body"),
         (b'{"inputs": [{"name": "a", "shape": [1], "datatype": "FP32", "parameters": {"binary_data_size": 8}}]}abcd', "json-only", "past the body"),
     ],
@@ -93,3 +95,71 @@ def test_requested_outputs_filter_and_unknown_output_is_rejected():
     assert length is None and json.loads(body)["outputs"][0]["data"] == [1, 0]
     with pytest.raises(InvalidInputError, match="unknown output"):
         codecs.encode_infer_response("m", "1", codecs.InferRequest(id=None, inputs=[], requested_outputs=["x"]), outputs)
+
+
+VALID_INPUT = {"name": "a", "shape": [1], "datatype": "FP32", "data": [1.5]}
+
+
+def decode(payload: dict) -> codecs.InferRequest:
+    return codecs.decode_infer_request(json.dumps(payload).encode(), None)
+
+
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [
+        # issue 15: an unhashable datatype crashed the codec (TypeError, a 500)
+        ({"inputs": [{**VALID_INPUT, "datatype": {}}]}, "inputs[0].datatype must be a string, got object"),
+        ({"inputs": [{**VALID_INPUT, "datatype": ["FP32"]}]}, "inputs[0].datatype must be a string, got list"),
+        ({"inputs": [{**VALID_INPUT, "datatype": 32}]}, "inputs[0].datatype must be a string, got integer 32"),
+        ({"inputs": [VALID_INPUT, {k: v for k, v in VALID_INPUT.items() if k != "datatype"}]},
+         "inputs[1].datatype is missing: it must be a string"),
+        ({"inputs": [{**VALID_INPUT, "name": None}]}, "inputs[0].name must be a non-empty string, got null"),
+        ({"inputs": [{**VALID_INPUT, "name": ""}]}, "inputs[0].name must be a non-empty string, got an empty string"),
+        ({"inputs": [{**VALID_INPUT, "shape": "1"}]}, "inputs[0].shape must be a list of non-negative integers, got string"),
+        ({"inputs": [{**VALID_INPUT, "shape": [1, -2]}]}, "inputs[0].shape[1] must be a non-negative integer, got integer -2"),
+        ({"inputs": [{**VALID_INPUT, "shape": [1.0]}]}, "inputs[0].shape[0] must be a non-negative integer, got number 1.0"),
+        ({"inputs": [{**VALID_INPUT, "shape": [False]}]}, "inputs[0].shape[0] must be a non-negative integer, got boolean false"),
+        ({"inputs": [{**VALID_INPUT, "data": None}]}, "inputs[0].data must be a list"),
+        ({"inputs": [{k: v for k, v in VALID_INPUT.items() if k != "data"}]}, "inputs[0].data is missing"),
+        ({"inputs": [{**VALID_INPUT, "parameters": "binary"}]}, "inputs[0].parameters must be an object, got string"),
+        ({"inputs": [{**VALID_INPUT, "parameters": {"binary_data_size": True}}]},
+         "inputs[0].parameters.binary_data_size must be a non-negative integer, got boolean true"),
+        ({"inputs": [{**VALID_INPUT, "parameters": {"binary_data_size": -4}}]},
+         "inputs[0].parameters.binary_data_size must be a non-negative integer, got integer -4"),
+        ({"inputs": [None]}, "inputs[0] must be an object, got null"),
+        ({"inputs": "a"}, "inputs must be a non-empty list, got string"),
+        ({}, "inputs is missing: it must be a non-empty list"),
+        ({"inputs": [VALID_INPUT], "id": {"n": 1}}, "id must be a string, got object"),
+        ({"inputs": [VALID_INPUT], "parameters": []}, "parameters must be an object, got list"),
+        ({"inputs": [VALID_INPUT], "parameters": {"binary_data_output": 1}},
+         "parameters.binary_data_output must be a boolean, got integer 1"),
+        ({"inputs": [VALID_INPUT], "outputs": "label"}, "outputs must be a list, got string"),
+        ({"inputs": [VALID_INPUT], "outputs": [["label"]]}, "outputs[0] must be an object, got list"),
+        ({"inputs": [VALID_INPUT], "outputs": [{"name": "label"}, {}]}, "outputs[1].name is missing: it must be a non-empty string"),
+        # issue 15: a list here crashed the codec (AttributeError, a 500)
+        ({"inputs": [VALID_INPUT], "outputs": [{"name": "label", "parameters": ["binary_data"]}]},
+         "outputs[0].parameters must be an object, got list"),
+        ({"inputs": [VALID_INPUT], "outputs": [{"name": "label", "parameters": {"binary_data": "true"}}]},
+         "outputs[0].parameters.binary_data must be a boolean, got string"),
+    ],
+)
+def test_every_field_is_type_checked_and_named(payload, message):
+    with pytest.raises(MalformedRequestError) as info:
+        decode(payload)
+    assert message in info.value.message
+    assert info.value.reason == "malformed_request" and info.value.status_code == 400
+
+
+def test_unknown_datatype_string_names_the_field_and_the_input():
+    with pytest.raises(InvalidInputError, match=r"inputs\[0\].datatype: input 'a' has unknown datatype 'FP8'"):
+        decode({"inputs": [{**VALID_INPUT, "datatype": "FP8"}]})
+
+
+def test_optional_fields_may_be_null_or_absent():
+    request = decode({"inputs": [{**VALID_INPUT, "parameters": None}], "id": None, "parameters": None, "outputs": None})
+    assert request.id is None and request.requested_outputs is None and not request.binary_by_default
+    request = decode({"inputs": [{**VALID_INPUT, "parameters": {"binary_data_size": None, "other": [1]}}],
+                      "parameters": {"binary_data_output": False, "priority": {"x": 1}},
+                      "outputs": [{"name": "label", "parameters": {"binary_data": True}}, {"name": "probabilities"}]})
+    assert request.inputs[0].data == [1.5]
+    assert request.requested_outputs == ["label", "probabilities"] and request.binary_outputs == {"label"}

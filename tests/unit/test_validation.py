@@ -137,3 +137,35 @@ def test_bad_records_are_rejected(instances, reason):
 def test_row_limit():
     error = rejected(RequestValidator(SIGNATURE, 1).from_tensors, columns())
     assert "limit is 1" in error.message
+
+
+def nested(value, depth: int):
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize(
+    ("tensors", "reason", "text"),
+    [
+        # Values that crashed validation (500s) instead of being named (issue 15).
+        (columns(amount=(10**400, 2.0)), "invalid_value", "'amount': value at row 0 is out of range"),
+        (columns(channel=TensorInput("channel", [2], "BYTES", ["web", ["app", "web"]])), "wrong_shape",
+         "'channel': shape [2] needs 2 values, got 3"),
+        (columns(amount=TensorInput("amount", [2], "FP64", [nested(1.0, 990), 2.0])), "wrong_shape", "'amount'"),
+    ],
+)
+def test_values_that_used_to_crash_are_named(tensors, reason, text):
+    error = rejected(RequestValidator(SIGNATURE, 100).from_tensors, tensors)
+    assert error.reason == reason and text in error.message
+
+
+def test_deeply_nested_categorical_data_is_flattened_without_recursion():
+    tensors = columns(channel=TensorInput("channel", [2], "BYTES", [nested("web", 990), ["app"]]))
+    batch = RequestValidator(SIGNATURE, 100).from_tensors(tensors)
+    assert batch.categorical.tolist() == [["web"], ["app"]]
+
+
+def test_huge_integer_in_a_record_is_an_invalid_value():
+    error = rejected(RequestValidator(SIGNATURE, 100).from_records, [{"amount": 10**400, "items": 1, "channel": "web"}])
+    assert error.reason == "invalid_value" and "'amount'" in error.message

@@ -434,7 +434,10 @@ def create_app(server: ModelServer) -> InferenceFastPath:
 
     async def not_found(request: Request, exc: Exception) -> Response:
         status = getattr(exc, "status_code", 404)
-        return json_response({"error": f"{request.method} {request.url.path}: {getattr(exc, 'detail', 'not found')}"}, status)
+        response = json_response({"error": f"{request.method} {request.url.path}: {getattr(exc, 'detail', 'not found')}"}, status)
+        # A 405 names the methods the path takes (RFC 9110), as Starlette's own answer does.
+        response.headers.update(getattr(exc, "headers", None) or {})
+        return response
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> Any:

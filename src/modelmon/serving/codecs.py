@@ -83,68 +83,141 @@ def _require(condition: bool, message: str) -> None:
         raise MalformedRequestError(message)
 
 
+_JSON_TYPE_NAMES = {dict: "object", list: "list", str: "string", bool: "boolean", int: "integer",
+                    float: "number", type(None): "null"}
+
+
+def _describe(value: Any) -> str:
+    """What a client sent, for an error message: the JSON type, with the value when it is a
+    short scalar (``-1``, ``true``), never the content of a string or container."""
+    kind = _JSON_TYPE_NAMES.get(type(value), type(value).__name__)
+    if isinstance(value, (bool, int, float)):
+        text = "true" if value is True else "false" if value is False else repr(value)
+        return f"{kind} {text:.30}"
+    if isinstance(value, str) and not value:
+        return "an empty string"
+    return kind
+
+
+#: What ``dict.get`` returns for a required field that is absent (None is JSON null).
+MISSING: Any = object()
+
+
+def field_error(path: str, expected: str, value: Any) -> MalformedRequestError:
+    """``inputs[0].datatype must be a string, got object``: a field missing or of the wrong
+    JSON type, a client mistake counted as ``malformed_request``."""
+    if value is MISSING:
+        return MalformedRequestError(f"{path} is missing: it must be {expected}")
+    return MalformedRequestError(f"{path} must be {expected}, got {_describe(value)}")
+
+
+def _flag(parameters: dict[str, Any], key: str, path: str) -> bool:
+    value = parameters.get(key)
+    if value is None or value is False:
+        return False
+    if value is True:
+        return True
+    raise field_error(f"{path}.{key}", "a boolean", value)
+
+
+def _check_shape(shape: Any, path: str) -> None:
+    if not isinstance(shape, list):
+        raise field_error(path, "a list of non-negative integers", shape)
+    for j, dim in enumerate(shape):
+        # type() rather than isinstance(): true and false are not dimensions.
+        if type(dim) is not int or dim < 0:
+            raise field_error(f"{path}[{j}]", "a non-negative integer", dim)
+
+
 def decode_infer_request(body: bytes, header_length: str | None) -> InferRequest:
+    """The request, every field of it type-checked: a field of the wrong JSON type is a
+    MalformedRequestError naming it by its path (``inputs[0].datatype``), never a crash
+    further on. Checking a field is an isinstance() or two: the fast path stays fast."""
     json_end = len(body)
     if header_length is not None:
-        try:
-            json_end = int(header_length)
-        except ValueError:
-            raise MalformedRequestError("Inference-Header-Content-Length is not an integer") from None
+        header_length = header_length.strip()
+        _require(header_length.isascii() and header_length.isdigit() and len(header_length) < 20,
+                 "Inference-Header-Content-Length is not an integer")
+        json_end = int(header_length)
         _require(0 < json_end <= len(body), "Inference-Header-Content-Length exceeds the body")
     payload = loads(body[:json_end])
-    _require(isinstance(payload, dict), "the request body must be a JSON object")
-    raw_inputs = payload.get("inputs")
-    _require(isinstance(raw_inputs, list) and raw_inputs, "'inputs' must be a non-empty list")
+    if not isinstance(payload, dict):
+        raise field_error("the request body", "a JSON object", payload)
+    raw_inputs = payload.get("inputs", MISSING)
+    if not isinstance(raw_inputs, list):
+        raise field_error("inputs", "a non-empty list", raw_inputs)
+    _require(len(raw_inputs) > 0, "inputs must be a non-empty list, got an empty list")
     request_id = payload.get("id")
-    _require(request_id is None or isinstance(request_id, str), "'id' must be a string")
-    parameters = payload.get("parameters") or {}
-    _require(isinstance(parameters, dict), "'parameters' must be an object")
+    if request_id is not None and not isinstance(request_id, str):
+        raise field_error("id", "a string", request_id)
+    parameters = payload.get("parameters")
+    binary_by_default = False
+    if parameters is not None:
+        if not isinstance(parameters, dict):
+            raise field_error("parameters", "an object", parameters)
+        binary_by_default = _flag(parameters, "binary_data_output", "parameters")
 
     offset = json_end
     inputs = []
     for i, raw in enumerate(raw_inputs):
-        _require(isinstance(raw, dict), f"inputs[{i}] must be an object")
-        name, shape, datatype = raw.get("name"), raw.get("shape"), raw.get("datatype")
-        _require(isinstance(name, str) and name, f"inputs[{i}] needs a 'name' string")
-        _require(
-            isinstance(shape, list) and all(isinstance(d, int) and d >= 0 for d in shape),
-            f"input {name!r}: 'shape' must be a list of non-negative integers",
-        )
+        if not isinstance(raw, dict):
+            raise field_error(f"inputs[{i}]", "an object", raw)
+        name, shape, datatype = raw.get("name", MISSING), raw.get("shape", MISSING), raw.get("datatype", MISSING)
+        if not isinstance(name, str) or not name:
+            raise field_error(f"inputs[{i}].name", "a non-empty string", name)
+        _check_shape(shape, f"inputs[{i}].shape")
+        if not isinstance(datatype, str):
+            raise field_error(f"inputs[{i}].datatype", "a string", datatype)
         if datatype not in V2_NUMPY_TYPES:
             raise InvalidInputError(
-                f"input {name!r}: unknown datatype {datatype!r}; expected one of "
-                f"{sorted(V2_NUMPY_TYPES)}",
+                f"inputs[{i}].datatype: input {name!r} has unknown datatype {datatype!r:.40}; "
+                f"expected one of {sorted(V2_NUMPY_TYPES)}",
                 reason="wrong_datatype",
             )
-        input_parameters = raw.get("parameters") or {}
-        binary_size = input_parameters.get("binary_data_size") if isinstance(input_parameters, dict) else None
+        input_parameters = raw.get("parameters")
+        binary_size = None
+        if input_parameters is not None:
+            if not isinstance(input_parameters, dict):
+                raise field_error(f"inputs[{i}].parameters", "an object", input_parameters)
+            binary_size = input_parameters.get("binary_data_size")
         if binary_size is not None:
-            _require(isinstance(binary_size, int) and binary_size >= 0, f"input {name!r}: bad binary_data_size")
+            if type(binary_size) is not int or binary_size < 0:
+                raise field_error(f"inputs[{i}].parameters.binary_data_size", "a non-negative integer", binary_size)
             _require(offset + binary_size <= len(body), f"input {name!r}: binary data runs past the body")
             data = decode_binary(body[offset : offset + binary_size], datatype, name)
             offset += binary_size
         else:
-            data = raw.get("data")
-            _require(isinstance(data, list), f"input {name!r}: 'data' must be a list")
+            data = raw.get("data", MISSING)
+            if not isinstance(data, list):
+                raise field_error(f"inputs[{i}].data", "a list (or binary data, with parameters.binary_data_size)", data)
         inputs.append(TensorInput(name=name, shape=shape, datatype=datatype, data=data))
     _require(offset == len(body), "the body has bytes after the last binary input")
 
     requested, binary_outputs = None, set()
     raw_outputs = payload.get("outputs")
     if raw_outputs is not None:
-        _require(isinstance(raw_outputs, list), "'outputs' must be a list")
+        if not isinstance(raw_outputs, list):
+            raise field_error("outputs", "a list", raw_outputs)
         requested = []
-        for raw in raw_outputs:
-            _require(isinstance(raw, dict) and isinstance(raw.get("name"), str), "each output needs a 'name'")
-            requested.append(raw["name"])
-            if (raw.get("parameters") or {}).get("binary_data"):
-                binary_outputs.add(raw["name"])
+        for j, raw in enumerate(raw_outputs):
+            if not isinstance(raw, dict):
+                raise field_error(f"outputs[{j}]", "an object", raw)
+            output_name = raw.get("name", MISSING)
+            if not isinstance(output_name, str) or not output_name:
+                raise field_error(f"outputs[{j}].name", "a non-empty string", output_name)
+            requested.append(output_name)
+            output_parameters = raw.get("parameters")
+            if output_parameters is not None:
+                if not isinstance(output_parameters, dict):
+                    raise field_error(f"outputs[{j}].parameters", "an object", output_parameters)
+                if _flag(output_parameters, "binary_data", f"outputs[{j}].parameters"):
+                    binary_outputs.add(output_name)
     return InferRequest(
         id=request_id,
         inputs=inputs,
         requested_outputs=requested,
         binary_outputs=binary_outputs,
-        binary_by_default=bool(parameters.get("binary_data_output")),
+        binary_by_default=binary_by_default,
     )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import modelmon
+from modelmon.quality.feedback import MAX_LABELS_PER_REQUEST
 from modelmon.serving.codecs import V2_NUMPY_TYPES
 
 JSON = "application/json"
@@ -30,6 +31,15 @@ ERROR_RESPONSES = {
     "413": _json(_ref("Error"), "Body over the size limit."),
 }
 
+def _parameters(**known: dict[str, Any]) -> dict[str, Any]:
+    """A V2 ``parameters`` object: the keys the server reads, typed; others are ignored.
+    Optional fields may be null, which the server takes as absent."""
+    return {"type": "object", "nullable": True,
+            "properties": {key: {**schema, "nullable": True} for key, schema in known.items()}}
+
+
+# What codecs.decode_infer_request accepts, no more: every request outside these schemas is
+# a 400 (the schemathesis test sends such requests and checks that).
 SCHEMAS: dict[str, Any] = {
     "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}},
     "TensorInput": {
@@ -39,24 +49,27 @@ SCHEMAS: dict[str, Any] = {
             "name": {"type": "string", "minLength": 1},
             "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
             "datatype": {"type": "string", "enum": sorted(V2_NUMPY_TYPES)},
-            "parameters": {"type": "object"},
+            "parameters": _parameters(binary_data_size={"type": "integer", "minimum": 0}),
             "data": {"type": "array", "description": "Row-major values, flat or nested; omitted with binary data."},
         },
     },
     "RequestedOutput": {
         "type": "object",
         "required": ["name"],
-        "properties": {"name": {"type": "string"}, "parameters": {"type": "object"}},
+        "properties": {"name": {"type": "string", "minLength": 1},
+                       "parameters": _parameters(binary_data={"type": "boolean"})},
     },
     "InferRequest": {
         "type": "object",
         "required": ["inputs"],
         "properties": {
-            "id": {"type": "string"},
-            "parameters": {"type": "object"},
+            "id": {"type": "string", "nullable": True},
+            "parameters": _parameters(binary_data_output={"type": "boolean"}),
             "inputs": {"type": "array", "minItems": 1, "items": _ref("TensorInput")},
-            "outputs": {"type": "array", "items": _ref("RequestedOutput")},
+            "outputs": {"type": "array", "nullable": True, "items": _ref("RequestedOutput")},
         },
+        "example": {"id": "request-1", "inputs": [{"name": "input-0", "shape": [1, 2], "datatype": "FP64",
+                                                   "data": [[0.5, 1.5]]}]},
     },
     "TensorOutput": {
         "type": "object",
@@ -83,6 +96,7 @@ SCHEMAS: dict[str, Any] = {
         "type": "object",
         "required": ["instances"],
         "properties": {"instances": {"type": "array", "items": {"type": "object"}, "minItems": 1}},
+        "example": {"instances": [{"feature_a": 1.5, "feature_b": "web"}]},
     },
     "RecordsResponse": {
         "type": "object",
@@ -100,20 +114,25 @@ SCHEMAS: dict[str, Any] = {
             },
         },
     },
-    "FeedbackRequest": {
-        "type": "object",
-        "required": ["labels"],
-        "properties": {
-            "labels": {
-                "type": "array",
-                "minItems": 1,
-                "items": {
-                    "type": "object",
-                    "required": ["id", "label"],
-                    "properties": {"id": {"type": "string"}, "label": {"oneOf": [{"type": "string"}, {"type": "integer"}]}},
-                },
-            }
+    "FeedbackLabels": {
+        "type": "array",
+        "minItems": 1,
+        # Not maxItems: a request over the body size limit is a 413, which schema checkers
+        # do not take for the rejection of a too-long list.
+        "description": f"At most {MAX_LABELS_PER_REQUEST} labels per request.",
+        "items": {
+            "type": "object",
+            "required": ["id", "label"],
+            "properties": {"id": {"type": "string"}, "label": {"oneOf": [{"type": "string"}, {"type": "integer"}]}},
         },
+    },
+    "FeedbackRequest": {
+        "oneOf": [
+            {"type": "object", "required": ["labels"], "properties": {"labels": _ref("FeedbackLabels")}},
+            _ref("FeedbackLabels"),
+        ],
+        "description": '{"labels": [...]}, or the bare list.',
+        "example": {"labels": [{"id": "<prediction_id from the inference response>", "label": "<class>"}]},
     },
     "FeedbackResponse": {
         "type": "object",
@@ -128,7 +147,9 @@ SCHEMAS: dict[str, Any] = {
     },
     "RepositoryRequest": {
         "type": "object",
-        "properties": {"parameters": {"type": "object", "properties": {"version": {"type": "string"}}}},
+        "properties": {"parameters": {"type": "object", "properties": {"version": {
+            "anyOf": [{"type": "string"}, {"type": "integer"}], "nullable": True,
+            "description": "A version number, or 'latest'; null or absent is the latest."}}}},
     },
     "ModelMetadata": {
         "type": "object",
@@ -206,8 +227,9 @@ def openapi_document(
             "requestBody": {"required": True, "content": {JSON: {"schema": _ref("RecordsRequest")}}},
             "responses": {"200": _json(_ref("RecordsResponse"), "One prediction per instance."), **ERROR_RESPONSES},
         }},
-        "/v2/repository/index": {"post": {"summary": "Registered versions and whether each is served",
-            "responses": {"200": _json({"type": "array", "items": {"type": "object"}}, "name, version, state.")}}},
+        "/v2/repository/index": {method: {"summary": "Registered versions and whether each is served",
+            "responses": {"200": _json({"type": "array", "items": {"type": "object"}}, "name, version, state.")}}
+            for method in ("post", "get")},
         "/v2/repository/models/{name}/load": {"post": {
             "summary": "Serve a registered version (the latest, or parameters.version)",
             "parameters": [{"name": "name", "in": "path", "required": True, "schema": {"type": "string", "enum": registered}}],

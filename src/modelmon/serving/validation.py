@@ -213,9 +213,10 @@ class RequestValidator:
 
 
 def _flat_length(data: list[Any]) -> int:
-    if data and isinstance(data[0], list):
-        return sum(_flat_length(d) if isinstance(d, list) else 1 for d in data)
-    return len(data)
+    """How many values nested (even ragged) data holds."""
+    if not any(isinstance(item, list) for item in data):
+        return len(data)
+    return len(_flatten(data))
 
 
 def _numeric_array(data: Any, name: str) -> np.ndarray:
@@ -235,22 +236,36 @@ def _numeric_array(data: Any, name: str) -> np.ndarray:
         if value is None:
             out[row] = np.nan
         elif isinstance(value, (int, float)):
-            out[row] = value
+            try:
+                out[row] = value
+            except OverflowError:  # an integer beyond float64 (JSON allows any length)
+                raise InvalidInputError(
+                    f"feature {name!r}: value at row {row} is out of range for a number", reason="invalid_value"
+                ) from None
         else:
-            value = value.item() if isinstance(value, np.generic) else value
+            shown = value.item() if isinstance(value, np.generic) else value
             raise InvalidInputError(
-                f"feature {name!r}: non-numeric value {value!r:.50} at row {row}",
+                f"feature {name!r}: non-numeric value {shown!r:.50} at row {row}",
                 reason="invalid_value",
             )
     return out
 
 
 def _flatten(data: Any) -> list[Any]:
+    """The values of nested lists in row-major order. Iterative: JSON may nest a thousand
+    levels deep, deeper than Python's recursion limit leaves room for."""
     if not isinstance(data, list):
         return [data]
     out: list[Any] = []
-    for item in data:
-        out.extend(_flatten(item) if isinstance(item, list) else [item])
+    stack = [iter(data)]
+    while stack:
+        for item in stack[-1]:
+            if isinstance(item, list):
+                stack.append(iter(item))
+                break
+            out.append(item)
+        else:
+            stack.pop()
     return out
 
 
