@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
 
 from modelmon.alerting.cli import alerts_app, notify_bridge, stack_app
+from modelmon.console import Column, FormatOption, OutputFormat, fail, print_listing, say
 from modelmon.dashboards.cli import grafana_app, report
 from modelmon.errors import ModelmonError
 from modelmon.tracking.cli import runs_app
@@ -55,9 +56,8 @@ def _api_token(path: Path | None) -> str | None:
     return os.environ.get("MODELMON_API_TOKEN") or None
 
 
-def _fail(exc: ModelmonError) -> None:
-    console.print(f"[red]error:[/red] {exc.message}")
-    raise typer.Exit(code=2)
+def _fail(exc: ModelmonError) -> NoReturn:
+    fail(exc.message)
 
 
 @app.command()
@@ -100,20 +100,19 @@ def register(
     typer.echo(f"{card.name}:{card.version}")
 
 
-@app.command()
-def models(registry: RegistryOption = None) -> None:
-    """List registered models and their versions."""
-    from rich.table import Table
+MODEL_COLUMNS = tuple(map(Column, ("model", "version", "flavor", "runtime", "features", "classes", "created")))
 
+
+@app.command()
+def models(registry: RegistryOption = None, output_format: FormatOption = OutputFormat.table) -> None:
+    """List registered models and their versions (features and classes: how many)."""
     from modelmon.registry import Registry
 
     reg = Registry(registry)
-    table = Table("model", "version", "flavor", "runtime", "features", "classes", "created")
-    for card in reg.cards():
-        table.add_row(card.name, str(card.version), card.flavor, card.runtime,
-                      str(len(card.signature.features)), str(len(card.signature.classes)),
-                      card.created_at.strftime("%Y-%m-%d %H:%M"))
-    Console().print(table if table.rows else f"no models in {reg.root}")
+    rows = [{"model": card.name, "version": card.version, "flavor": card.flavor, "runtime": card.runtime,
+             "features": len(card.signature.features), "classes": len(card.signature.classes),
+             "created": card.created_at} for card in reg.cards()]
+    print_listing(MODEL_COLUMNS, rows, output_format, empty=f"no models in {reg.root}")
 
 
 @app.command()
@@ -180,7 +179,7 @@ def serve(
         _fail(exc)
     except ValidationError as exc:
         _fail(ModelmonError(_settings_error(exc)))
-    console.print(f"serving on http://{host}:{port} (metrics at /metrics)")
+    say(f"serving on http://{host}:{port} (metrics at /metrics)")
     run_server(ModelServer(reg, refs, settings), host, port, log_level)
 
 
@@ -254,8 +253,8 @@ def rules_export(
         rule_file.write_text(rules.dump_yaml({"groups": [group(w) for w in window]}))
         for w in window:
             (out_dir / f"modelmon-{kind}-{w}.test.yml").write_text(rules.dump_yaml(test(rule_file.name, w)))
-    console.print(f"wrote recording rules and their tests to {out_dir}; check them with:\n"
-                  f"  promtool check rules {out_dir}/*.rules.yml\n  cd {out_dir} && promtool test rules *.test.yml")
+    say(f"wrote recording rules and their tests to {out_dir}; check them with:\n"
+        f"  promtool check rules {out_dir}/*.rules.yml\n  cd {out_dir} && promtool test rules *.test.yml")
 
 
 @app.command()

@@ -7,17 +7,16 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 from urllib.parse import urlsplit
 
 import typer
-from rich.console import Console
 
+from modelmon.console import fail, say
 from modelmon.errors import ModelmonError
 
 alerts_app = typer.Typer(help="Alerting: export Prometheus rules, Alertmanager and Grafana alerting configuration.", no_args_is_help=True)
 stack_app = typer.Typer(help="A local Prometheus and Alertmanager for the running server.", no_args_is_help=True)
-console = Console(stderr=True)
 
 ConfigOption = Annotated[
     Path | None,
@@ -25,9 +24,8 @@ ConfigOption = Annotated[
 ]
 
 
-def _fail(message: str) -> None:
-    console.print(f"[red]error:[/red] {message}", soft_wrap=True)
-    raise typer.Exit(code=2)
+def _fail(message: str) -> NoReturn:
+    fail(message)
 
 
 def _load(path: Path | None):
@@ -62,23 +60,23 @@ def alerts_export(
         result = export(settings, out_dir, alertmanager_files=alertmanager)
     except ModelmonError as exc:
         _fail(exc.message)
-    console.print(f"wrote {len(result.alert_names)} alert rules to {out_dir}:")
+    say(f"wrote {len(result.alert_names)} alert rules to {out_dir}:")
     for path in [*result.rule_files, *result.test_files, result.alertmanager_config, *result.grafana_files]:
         if path is not None:
-            console.print(f"  {path}")
+            say(f"  {path}")
     if result.substituted_secrets:
-        console.print(f"[yellow]{result.alertmanager_config} holds secrets[/yellow] (mode 0600): "
-                      f"{', '.join(result.substituted_secrets)} (from the environment, or fields Alertmanager 0.25 cannot read from a file)", soft_wrap=True)
+        say((f"{result.alertmanager_config} holds secrets", "yellow"), " (mode 0600): "
+            f"{', '.join(result.substituted_secrets)} (from the environment, or fields Alertmanager 0.25 cannot read from a file)")
     for note in result.notes:
-        console.print(f"[yellow]note:[/yellow] {note}", soft_wrap=True)
+        say(("note:", "yellow"), f" {note}")
     if check and not check_export(result):
         raise typer.Exit(code=1)
     if not check:
         prom_dir = result.rule_files[0].parent
-        console.print(f"check them with:\n  promtool check rules {prom_dir}/*.rules.yml\n"
-                      f"  cd {prom_dir} && promtool test rules *.test.yml")
+        say(f"check them with:\n  promtool check rules {prom_dir}/*.rules.yml\n"
+            f"  cd {prom_dir} && promtool test rules *.test.yml")
         if result.alertmanager_config:
-            console.print(f"  amtool check-config {result.alertmanager_config}")
+            say(f"  amtool check-config {result.alertmanager_config}")
 
 
 def check_export(result) -> bool:
@@ -88,26 +86,30 @@ def check_export(result) -> bool:
     ok = True
     promtool = shutil.which("promtool")
     if promtool is None:
-        console.print("promtool not found: rules not checked (sudo apt-get install prometheus)")
+        say("promtool not found: rules not checked (sudo apt-get install prometheus)")
     else:
         for args, cwd in [([promtool, "check", "rules", *map(str, result.rule_files)], None),
                           ([promtool, "test", "rules", *(p.name for p in result.test_files)], result.test_files[0].parent)]:
             passed, output = _run(args, cwd)
             ok &= passed
-            console.print(f"{'[green]passed[/green]' if passed else '[red]FAILED[/red]'}: {' '.join(args[1:3])}")
+            say(_verdict(passed), f": {' '.join(args[1:3])}")
             if not passed:
-                console.print(output, markup=False)
+                say(output)
     if result.alertmanager_config is not None:
         amtool = shutil.which("amtool")
         if amtool is None:
-            console.print("amtool not found: Alertmanager config not checked (sudo apt-get install prometheus-alertmanager)")
+            say("amtool not found: Alertmanager config not checked (sudo apt-get install prometheus-alertmanager)")
         else:
             passed, output = _run([amtool, "check-config", str(result.alertmanager_config)])
             ok &= passed
-            console.print(f"{'[green]passed[/green]' if passed else '[red]FAILED[/red]'}: amtool check-config")
+            say(_verdict(passed), ": amtool check-config")
             if not passed:
-                console.print(output, markup=False)
+                say(output)
     return ok
+
+
+def _verdict(passed: bool) -> tuple[str, str]:
+    return ("passed", "green") if passed else ("FAILED", "red")
 
 
 def notify_bridge(
@@ -153,8 +155,8 @@ def notify_bridge(
         retry_seconds=retry_seconds if retry_seconds is not None else settings.bridge.retry_seconds,
     )
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    console.print(f"notify-bridge on http://{host}:{port}: channels {', '.join(sorted(targets))} "
-                  f"(POST /alertmanager/<channel> or /grafana/<channel>; metrics at /metrics)")
+    say(f"notify-bridge on http://{host}:{port}: channels {', '.join(sorted(targets))} "
+        f"(POST /alertmanager/<channel> or /grafana/<channel>; metrics at /metrics)")
     uvicorn.run(bridge.app, host=host, port=port, log_level=log_level)
 
 
@@ -184,9 +186,9 @@ def stack_up(
     targets = target or ["127.0.0.1:8080"]
     have_prometheus, have_alertmanager = prometheus_binary() is not None, alertmanager_binary() is not None
     if not have_prometheus:
-        console.print(f"Prometheus is not installed; {INSTALL_HINT}", soft_wrap=True)
+        say(f"Prometheus is not installed; {INSTALL_HINT}")
     if not have_alertmanager:
-        console.print(f"Alertmanager is not installed; {ALERTMANAGER_INSTALL_HINT}", soft_wrap=True)
+        say(f"Alertmanager is not installed; {ALERTMANAGER_INSTALL_HINT}")
     if not (have_prometheus or have_alertmanager):
         raise typer.Exit(code=1)
     directory = directory or modelmon_home() / "stack"
@@ -204,11 +206,11 @@ def stack_up(
         if have_alertmanager:
             alertmanager = Alertmanager.start(result.alertmanager_config, directory / "alertmanager", port=alertmanager_port)
             running.append(alertmanager)
-            console.print(f"Alertmanager  {alertmanager.url}")
+            say(f"Alertmanager  {alertmanager.url}")
         if bridge and have_alertmanager and any(c.type == "apprise" for c in settings.channels):
             process = _start_bridge(config, settings, directory)
             running.append(process)
-            console.print(f"notify-bridge {settings.bridge.url}")
+            say(f"notify-bridge {settings.bridge.url}")
         if have_prometheus:
             prometheus = Prometheus.start(
                 directory / "prometheus", targets, scrape_interval=scrape_interval, port=prometheus_port,
@@ -216,13 +218,12 @@ def stack_up(
                 job=settings.prometheus.job,
             )
             running.append(prometheus)
-            console.print(f"Prometheus    {prometheus.url} scraping {', '.join(targets)} "
-                          f"({len(result.alert_names)} alert rules)")
-        console.print("running; Ctrl-C stops everything")
+            say(f"Prometheus    {prometheus.url} scraping {', '.join(targets)} "
+                f"({len(result.alert_names)} alert rules)")
+        say("running; Ctrl-C stops everything")
         stop.wait()
     except (RuntimeError, FileNotFoundError) as exc:
-        console.print(f"[red]error:[/red] {exc}", soft_wrap=True)
-        raise typer.Exit(code=1) from None
+        fail(str(exc), code=1)
     finally:
         for item in reversed(running):
             if isinstance(item, subprocess.Popen):
@@ -231,7 +232,7 @@ def stack_up(
                 stop_process(item)
             else:
                 item.stop()
-    console.print("stopped")
+    say("stopped")
 
 
 def _start_bridge(config: Path | None, settings, directory: Path) -> subprocess.Popen[bytes]:

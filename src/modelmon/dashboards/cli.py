@@ -3,25 +3,23 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
-from rich.console import Console
 
+from modelmon.console import fail, say
 from modelmon.errors import ModelmonError
 
 grafana_app = typer.Typer(help="Grafana dashboards and provisioning.", no_args_is_help=True)
-console = Console(stderr=True)
 
 
-def _fail(message: str) -> None:
-    console.print(f"[red]error:[/red] {message}", soft_wrap=True)
-    raise typer.Exit(code=2)
+def _fail(message: str) -> NoReturn:
+    fail(message)
 
 
 StoreOption = Annotated[
     str | None,
-    typer.Option("--store", help="The store the server and training write: a SQLite path or postgresql+psycopg://... [default: $MODELMON_STORE_URL, else $MODELMON_HOME/modelmon.db]."),
+    typer.Option("--store", help="The store the server and training write: a SQLite path or postgresql+psycopg://... \\[default: $MODELMON_STORE_URL, else $MODELMON_HOME/modelmon.db]."),
 ]
 
 
@@ -30,8 +28,8 @@ def export(
     out_dir: Annotated[Path, typer.Argument(help="Directory to write datasources/ and dashboards/ into (mount it as /etc/grafana/provisioning).")],
     store: StoreOption = None,
     prometheus_url: Annotated[str, typer.Option(help="Prometheus as Grafana reaches it.")] = "http://localhost:9090",
-    sql: Annotated[str | None, typer.Option(help="Which data source the SQL panels query: postgresql or sqlite [default: the store's].")] = None,
-    sqlite_path: Annotated[str | None, typer.Option(help="The SQLite store's path as Grafana sees it [default: the store's own path].")] = None,
+    sql: Annotated[str | None, typer.Option(help="Which data source the SQL panels query: postgresql or sqlite \\[default: the store's].")] = None,
+    sqlite_path: Annotated[str | None, typer.Option(help="The SQLite store's path as Grafana sees it \\[default: the store's own path].")] = None,
     window: Annotated[str, typer.Option(help="Window of the recording rules (modelmon rules export --window): the dashboards' default.")] = "1h",
     scrape_interval: Annotated[str, typer.Option(help="Prometheus's scrape interval: the panels' minimum interval.")] = "15s",
     dashboards_path: Annotated[str, typer.Option(help="Where Grafana finds the dashboards' JSON.")] = "/etc/grafana/provisioning/dashboards/modelmon",
@@ -49,22 +47,22 @@ def export(
         )
     except ModelmonError as exc:
         _fail(exc.message)
-    console.print(f"wrote Grafana provisioning to {out_dir} (SQL panels on the {result.dialect} data source):")
+    say(f"wrote Grafana provisioning to {out_dir} (SQL panels on the {result.dialect} data source):")
     for path in result.files:
-        console.print(f"  {path}")
+        say(f"  {path}")
     for note in result.notes:
-        console.print(f"[yellow]note:[/yellow] {note}", soft_wrap=True)
-    console.print("mount it as /etc/grafana/provisioning; Grafana reads the PostgreSQL password from "
-                  "$MODELMON_GRAFANA_POSTGRES_PASSWORD and needs the frser-sqlite-datasource plugin for SQLite.")
+        say(("note:", "yellow"), f" {note}")
+    say("mount it as /etc/grafana/provisioning; Grafana reads the PostgreSQL password from "
+        "$MODELMON_GRAFANA_POSTGRES_PASSWORD and needs the frser-sqlite-datasource plugin for SQLite.")
 
 
 def report(
     out: Annotated[Path, typer.Option("--out", help="The HTML file to write.")] = Path("report.html"),
     prometheus: Annotated[str | None, typer.Option("--prometheus", help="Prometheus URL (serving, drift, quality, alerts, live training).")] = None,
     store: Annotated[str | None, typer.Option("--store", help="The store (training runs, prediction log): a SQLite path or postgresql+psycopg://...")] = None,
-    range_: Annotated[str | None, typer.Option("--range", help="Time range of every section, e.g. 1h or 2d [default: each dashboard's own: 6h, training 7d].")] = None,
-    model: Annotated[str | None, typer.Option(help="The model to report on [default: the first served].")] = None,
-    experiment: Annotated[str | None, typer.Option(help="The training experiment [default: the first in the store].")] = None,
+    range_: Annotated[str | None, typer.Option("--range", help="Time range of every section, e.g. 1h or 2d \\[default: each dashboard's own: 6h, training 7d].")] = None,
+    model: Annotated[str | None, typer.Option(help="The model to report on \\[default: the first served].")] = None,
+    experiment: Annotated[str | None, typer.Option(help="The training experiment \\[default: the first in the store].")] = None,
     window: Annotated[str, typer.Option(help="Window of the recording rules (modelmon rules export --window).")] = "1h",
     scrape_interval: Annotated[str, typer.Option(help="Prometheus's scrape interval.")] = "15s",
 ) -> None:
@@ -83,5 +81,5 @@ def report(
     except ModelmonError as exc:
         _fail(exc.message)
     for note in summary.notes:
-        console.print(f"[yellow]note:[/yellow] {note}", soft_wrap=True)
-    console.print(f"wrote {out}: {summary.drawn} panels with data, {len(summary.empty)} without")
+        say(("note:", "yellow"), f" {note}")
+    say(f"wrote {out}: {summary.drawn} panels with data, {len(summary.empty)} without")

@@ -6,14 +6,25 @@ import json
 import math
 import sys
 from datetime import UTC, datetime
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
+from modelmon.console import (
+    Column,
+    FormatOption,
+    OutputFormat,
+    Part,
+    add_row,
+    fail,
+    new_table,
+    print_listing,
+    print_table,
+    say,
+    text,
+)
 from modelmon.errors import ModelmonError
 from modelmon.store import STORE_URL_ENV, Store, open_store
 
@@ -25,7 +36,6 @@ if TYPE_CHECKING:  # imported in the commands: pandas costs every `modelmon` com
 runs_app = typer.Typer(
     help="Training runs: list, show, compare, export, plot.", no_args_is_help=True
 )
-console = Console(stderr=True)
 
 StoreOption = Annotated[
     str | None,
@@ -44,14 +54,13 @@ RunIds = Annotated[
 ]
 
 
-class ExportFormat(str, Enum):
+class ExportFormat(StrEnum):
     csv = "csv"
     json = "json"
 
 
 def _fail(exc: ModelmonError) -> NoReturn:
-    console.print(f"[red]error:[/red] {exc.message}")
-    raise typer.Exit(code=2)
+    fail(exc.message)
 
 
 def _open(store: str | None) -> Store:
@@ -70,13 +79,18 @@ def _runs(store: Store, run_ids: list[int]) -> list[RunRecord]:
         _fail(exc)
 
 
-def _number(value: float) -> str:
+def _number(value: float | None) -> Part:
     """A metric value for a table; non-finite ones in red, as they are flagged in the store."""
-    return f"{value:.4g}" if math.isfinite(value) else f"[red]{value}[/red]"
+    if value is None:
+        return ""
+    return f"{value:.4g}" if math.isfinite(value) else (str(value), "red")
 
 
-def _duration(run: RunRecord) -> str:
-    seconds = ((run.ended_at or datetime.now(UTC)) - run.started_at).total_seconds()
+def _seconds(run: RunRecord) -> float:
+    return round(((run.ended_at or datetime.now(UTC)) - run.started_at).total_seconds(), 3)
+
+
+def _duration(seconds: float) -> str:
     if seconds < 60:
         return f"{seconds:.1f}s"
     minutes, seconds = divmod(int(seconds), 60)
@@ -84,13 +98,12 @@ def _duration(run: RunRecord) -> str:
     return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{seconds:02d}s"
 
 
-def _status(status: str) -> str:
-    colour = {"running": "yellow", "finished": "green", "failed": "red"}[status]
-    return f"[{colour}]{status}[/{colour}]"
+def _status(status: str) -> Part:
+    return status, {"running": "yellow", "finished": "green", "failed": "red"}.get(status)
 
 
-def _model(run: RunRecord) -> str:
-    return f"{run.model_name}:{run.model_version}" if run.model_name else ""
+def _model(run: RunRecord) -> str | None:
+    return f"{run.model_name}:{run.model_version}" if run.model_name else None
 
 
 def _chosen_metrics(frame: pd.DataFrame, metric: list[str] | None, all_: bool) -> list[str]:
@@ -105,11 +118,27 @@ def _split_label(split: str) -> str:
     return "val" if split == "validation" else split
 
 
+LIST_COLUMNS = (
+    Column("id"),
+    Column("experiment"),
+    Column("name"),
+    Column("status", cell=_status),
+    Column("started", cell=lambda v: f"{v.astimezone():%m-%d %H:%M}"),
+    Column("duration_seconds", "duration", cell=_duration),
+    Column("epochs"),
+    Column("val_loss", "val loss", cell=_number),
+    Column("val_accuracy", "val accuracy", cell=_number),
+    Column("val_f1", "val F1", cell=_number),
+    Column("model"),
+)
+
+
 @runs_app.command("list")
 def list_runs(
     experiment: Annotated[
         str | None, typer.Option("--experiment", "-e", help="Only runs of this experiment.")
     ] = None,
+    output_format: FormatOption = OutputFormat.table,
     store: StoreOption = None,
 ) -> None:
     """List runs with their status, epochs, final validation metrics and model."""
@@ -118,24 +147,23 @@ def list_runs(
 
     opened = _open(store)
     runs = records.list_runs(opened, experiment)
-    if not runs:
-        where = f" of experiment {experiment!r}" if experiment else ""
-        console.print(f"no runs{where} in {opened.display_url}")
-        return
-    shown = [*FAMILIES["loss"], *FAMILIES["accuracy"], *FAMILIES["f1"]]
-    final = final_and_best(records.metric_frame(opened, [r.id for r in runs], "validation", shown))
-    table = Table("id", "experiment", "name", "status", "started", "duration", "epochs",
-                  "val loss", "val accuracy", "val F1", "model", title=f"runs in {opened.display_url}")
+    rows: list[dict[str, Any]] = []
+    if runs:
+        shown = [*FAMILIES["loss"], *FAMILIES["accuracy"], *FAMILIES["f1"]]
+        final = final_and_best(records.metric_frame(opened, [r.id for r in runs], "validation", shown))
     for run in runs:
         values = final[final["run_id"] == run.id].set_index("metric")["final"]
         picked = [headline_metrics(values.index, [family]) for family in ("loss", "accuracy", "f1")]
-        cells = [_number(values[p[0]]) if p else "" for p in picked]
-        table.add_row(
-            str(run.id), run.experiment, run.name or "", _status(run.status),
-            f"{run.started_at.astimezone():%m-%d %H:%M}", _duration(run),
-            "" if run.last_step is None else str(run.last_step), *cells, _model(run),
-        )
-    Console().print(table)
+        rows.append({
+            "id": run.id, "experiment": run.experiment, "name": run.name, "status": run.status,
+            "started": run.started_at, "duration_seconds": _seconds(run), "epochs": run.last_step,
+            **{key: float(values[p[0]]) if p else None
+               for key, p in zip(("val_loss", "val_accuracy", "val_f1"), picked, strict=True)},
+            "model": _model(run),
+        })
+    where = f" of experiment {experiment!r}" if experiment else ""
+    print_listing(LIST_COLUMNS, rows, output_format, title=f"runs in {opened.display_url}",
+                  empty=f"no runs{where} in {opened.display_url}")
 
 
 @runs_app.command("show")
@@ -145,6 +173,11 @@ def show_run(
     ],
     metric: MetricOption = None,
     all_: AllOption = False,
+    output_format: Annotated[OutputFormat, typer.Option(
+        "--format", "-f", case_sensitive=False,
+        help="table: the run's facts and its metrics per epoch; csv or json: one row per "
+        "epoch, a column per split and metric (the facts are in `runs compare RUN --format json`).",
+    )] = OutputFormat.table,
     store: StoreOption = None,
 ) -> None:
     """Show a run: its params, tags, outcome, and a table of its metrics per epoch."""
@@ -153,45 +186,53 @@ def show_run(
 
     opened = _open(store)
     (run,) = _runs(opened, [run_id])
-    out = Console()
-    facts = Table.grid(padding=(0, 2))
-    facts.add_row("run", f"{run.id}" + (f" ({run.name})" if run.name else ""))
-    facts.add_row("experiment", run.experiment)
-    facts.add_row("status", _status(run.status) + (f": {run.error}" if run.error else ""))
-    facts.add_row(
-        "started", f"{run.started_at.astimezone():%Y-%m-%d %H:%M:%S}, ran {_duration(run)}"
-    )
-    for label, value in (("git commit", run.git_commit), ("model", _model(run))):
-        if value:
-            facts.add_row(label, value)
-    for label, mapping in (("params", run.params), ("tags", run.tags)):
-        if mapping:
-            facts.add_row(
-                label, ", ".join(f"{k}={records.param_text(v)}" for k, v in sorted(mapping.items()))
-            )
-    out.print(facts)
+    if output_format is OutputFormat.table:
+        facts = new_table(Column("fact"), Column("value"), grid=True)
+        add_row(facts, "run", f"{run.id}" + (f" ({run.name})" if run.name else ""))
+        add_row(facts, "experiment", run.experiment)
+        add_row(facts, "status", text(_status(run.status), f": {run.error}" if run.error else ""))
+        add_row(facts, "started",
+                f"{run.started_at.astimezone():%Y-%m-%d %H:%M:%S}, ran {_duration(_seconds(run))}")
+        for label, value in (("git commit", run.git_commit), ("model", _model(run))):
+            if value:
+                add_row(facts, label, value)
+        for label, mapping in (("params", run.params), ("tags", run.tags)):
+            if mapping:
+                add_row(facts, label,
+                        ", ".join(f"{k}={records.param_text(v)}" for k, v in sorted(mapping.items())))
+        print_table(facts)
     frame = records.metric_frame(opened, [run.id])
-    if frame.empty:
-        out.print("no metrics logged")
-        return
-    metrics = _chosen_metrics(frame, metric, all_)
+    metrics = [] if frame.empty else _chosen_metrics(frame, metric, all_)
+    shown = [m for m in metrics if m in set(frame["metric"])]
     splits = ordered_splits(frame["split"].unique())
-    frame["cell"] = [_number(v) for v in frame["value"]]
-    wide = frame.pivot(index="step", columns=["metric", "split"], values="cell").fillna("—")
-    shown = [m for m in metrics if m in wide.columns.get_level_values("metric")]
-    if not shown:
-        out.print(f"none of {metrics} was logged; logged: {sorted(frame['metric'].unique())}")
-        return
-    # One column per metric, its splits side by side in each cell ("train / val").
-    per_metric = {m: [s for s in splits if (m, s) in wide.columns] for m in shown}
-    table = Table("epoch", title="per epoch")
-    for m in shown:
-        table.add_column(
-            f"{m}\n{' / '.join(_split_label(s) for s in per_metric[m])}", justify="right"
-        )
-    for step, row in wide.iterrows():
-        table.add_row(str(step), *(" / ".join(row[(m, s)] for s in per_metric[m]) for m in shown))
-    out.print(table)
+    # Splits of each metric, in order; in the table they share a cell ("train / val").
+    logged = set(zip(frame["metric"], frame["split"], strict=True))
+    per_metric = {m: [s for s in splits if (m, s) in logged] for m in shown}
+    by_step: dict[int, dict[str, Any]] = {}
+    for step, name, split, value in zip(frame["step"], frame["metric"], frame["split"], frame["value"], strict=True):
+        if name in per_metric:
+            by_step.setdefault(int(step), {"epoch": int(step)})[f"{split}_{name}"] = float(value)
+    rows = [by_step[step] for step in sorted(by_step)]
+    columns = [Column("epoch"), *(Column(f"{s}_{m}") for m in shown for s in per_metric[m])]
+    table = new_table(Column("epoch"), *(
+        Column(m, f"{m}\n{' / '.join(_split_label(s) for s in per_metric[m])}", justify="right")
+        for m in shown
+    ))
+    for row in rows:
+        add_row(table, str(row["epoch"]), *(_joined([row.get(f"{s}_{m}") for s in per_metric[m]])
+                                            for m in shown))
+    empty = ("no metrics logged" if frame.empty else
+             f"none of {metrics} was logged; logged: {sorted(frame['metric'].unique())}")
+    print_listing(columns, rows, output_format, title="per epoch", table=table, empty=empty)
+
+
+def _joined(values: list[float | None]) -> Part:
+    """Values of one metric in several splits as one cell: "0.2 / 0.3"."""
+    parts: list[Part] = []
+    for i, value in enumerate(values):
+        parts += [" / "] if i else []
+        parts.append("—" if value is None else _number(value))
+    return text(*parts)
 
 
 @runs_app.command("compare")
@@ -199,6 +240,12 @@ def compare_runs(
     run_ids: RunIds,
     metric: MetricOption = None,
     all_: AllOption = False,
+    output_format: Annotated[OutputFormat, typer.Option(
+        "--format", "-f", case_sensitive=False,
+        help="table: runs side by side; csv or json: one row per run with its params "
+        "(param_NAME) and each metric's final value, best value and best epoch "
+        "(SPLIT_METRIC, SPLIT_METRIC_best, SPLIT_METRIC_best_epoch).",
+    )] = OutputFormat.table,
     store: StoreOption = None,
 ) -> None:
     """Compare runs side by side: params (differences in bold), then each metric's final
@@ -208,19 +255,26 @@ def compare_runs(
 
     opened = _open(store)
     runs = _runs(opened, run_ids)
-    table = Table(
-        "", *(f"{r.id}" + (f" {r.name}" if r.name else "") for r in runs), title="runs compared"
-    )
-    table.add_row("experiment", *(r.experiment for r in runs))
-    table.add_row("status", *(_status(r.status) for r in runs))
-    table.add_row("epochs", *("" if r.last_step is None else str(r.last_step) for r in runs))
+    rows: list[dict[str, Any]] = [
+        {"id": r.id, "name": r.name, "experiment": r.experiment, "status": r.status,
+         "epochs": r.last_step, "model": _model(r)}
+        for r in runs
+    ]
+    columns = [Column(key) for key in rows[0]]
+    table = new_table(Column(""), *(Column(str(r.id), f"{r.id}" + (f" {r.name}" if r.name else ""))
+                                    for r in runs))
+    add_row(table, "experiment", *(r.experiment for r in runs))
+    add_row(table, "status", *(_status(r.status) for r in runs))
+    add_row(table, "epochs", *("" if r.last_step is None else str(r.last_step) for r in runs))
     if any(r.model_name for r in runs):
-        table.add_row("model", *(_model(r) for r in runs))
+        add_row(table, "model", *(_model(r) for r in runs))
     table.add_section()
     for key in sorted({k for r in runs for k in r.params}):
+        columns.append(Column(f"param_{key}"))
+        for row, r in zip(rows, runs, strict=True):
+            row[f"param_{key}"] = r.params.get(key)
         values = [records.param_text(r.params[key]) if key in r.params else "—" for r in runs]
-        style = "bold" if len(set(values)) > 1 else None
-        table.add_row(f"param {key}", *values, style=style)
+        add_row(table, f"param {key}", *values, style="bold" if len(set(values)) > 1 else None)
     frame = records.metric_frame(opened, [r.id for r in runs])
     if not frame.empty:
         summary = final_and_best(frame).set_index(["run_id", "split", "metric"])
@@ -228,23 +282,39 @@ def compare_runs(
         table.add_section()
         for split in ordered_splits(frame["split"].unique()):
             for name in metrics:
-                cells = [_final_best(summary, r.id, split, name) for r in runs]
-                if any(cells):
-                    table.add_row(f"{_split_label(split)} {name}", *cells)
-    Console().print(table)
+                found = [_final_best(summary, r.id, split, name) for r in runs]
+                if not any(found):
+                    continue
+                key = f"{split}_{name}"
+                columns += [Column(key), Column(f"{key}_best"), Column(f"{key}_best_epoch")]
+                for row, final_best in zip(rows, found, strict=True):
+                    row[key], row[f"{key}_best"], row[f"{key}_best_epoch"] = final_best or (None, None, None)
+                add_row(table, f"{_split_label(split)} {name}", *(_final_best_cell(v) for v in found))
+    print_listing(columns, rows, output_format, title="runs compared", table=table)
 
 
-def _final_best(summary: pd.DataFrame, run_id: int, split: str, metric: str) -> str:
+def _final_best(summary: pd.DataFrame, run_id: int, split: str,
+                metric: str) -> tuple[float, float | None, int | None] | None:
+    """A run's final value of a metric, its best and the epoch of the best; None if not logged."""
     import pandas as pd
 
     key = (run_id, split, metric)
     if key not in summary.index:
-        return ""
+        return None
     row = summary.loc[key]
-    text = _number(row["final"])
-    if not pd.isna(row["best"]) and row["best"] != row["final"]:
-        text += f" (best {_number(row['best'])} @{int(row['best_step'])})"
-    return text
+    if pd.isna(row["best"]):
+        return float(row["final"]), None, None
+    return float(row["final"]), float(row["best"]), int(row["best_step"])
+
+
+def _final_best_cell(values: tuple[float, float | None, int | None] | None) -> Part:
+    """"0.7 (best 0.8 @2)", or the final value alone when it is the best."""
+    if values is None:
+        return ""
+    final, best, step = values
+    if best is None or best == final:
+        return text(_number(final))
+    return text(_number(final), " (best ", _number(best), f" @{step})")
 
 
 @runs_app.command("export")
@@ -292,7 +362,7 @@ def export_runs(
         sys.stdout.write(text)
     else:
         out.write_text(text)
-        console.print(f"wrote {len(frame)} values of {len(runs)} runs to {out}")
+        say(f"wrote {len(frame)} values of {len(runs)} runs to {out}")
 
 
 @runs_app.command("plot")
@@ -312,4 +382,4 @@ def plot(
         plot_runs(runs, records.metric_frame(opened, run_ids), out)
     except ModelmonError as exc:
         _fail(exc)
-    console.print(f"wrote {out}")
+    say(f"wrote {out}")
