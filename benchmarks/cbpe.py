@@ -321,7 +321,7 @@ def infer(client: httpx.Client, model: str, signature: Any, frame: pd.DataFrame)
 
 
 def serve_windows(client: httpx.Client, case: Case, card: Any) -> list[dict[str, Any]]:
-    from modelmon.quality.calibration import apply, expected_confusion
+    from modelmon.registry.calibration import apply, expected_confusion
 
     classes = [str(c) for c in card.signature.classes]
     features = [f.name for f in card.signature.features]
@@ -412,7 +412,7 @@ def run_nannyml(python: Path, jobs: list[Path]) -> list[dict[str, Any]]:
 
 
 def calibration_diagnostics(case: Case, card: Any, served: list[dict]) -> dict[str, Any]:
-    """Offline, with modelmon's own functions (``modelmon.quality.calibration``), on the same
+    """Offline, with modelmon's own functions (``modelmon.registry.calibration``), on the same
     validation rows and the same served probabilities (the server's counters equal this
     computation, see ``server_vs_offline_max_abs``):
 
@@ -423,7 +423,7 @@ def calibration_diagnostics(case: Case, card: Any, served: list[dict]) -> dict[s
       (``calibration_error``) pooled over 10 stratified 90/10 splits, NannyML's scheme."""
     from sklearn.model_selection import StratifiedShuffleSplit
 
-    from modelmon.quality.calibration import (
+    from modelmon.registry.calibration import (
         METHODS,
         Calibration,
         apply,

@@ -133,11 +133,10 @@ def run_tool(tool: str, python: Path, directory: Path, numeric: list[str], categ
 def exporter_render(models: int = 2, versions: int = 3, features: int = 50, bins: int = 10, repeats: int = 30) -> dict:
     """``ServerMetrics.render()`` with every series of ``models x versions`` versions of a
     ``features``-feature model with ``bins`` bins each, after traffic and a drift refresh."""
-    from modelmon.monitoring.batch_accounting import BatchAccounting
-    from modelmon.monitoring.drift import DriftSettings
     from modelmon.monitoring.metrics import ServerMetrics
-    from modelmon.monitoring.profile import ProfileSettings, build_profile
-    from modelmon.registry.signature import FeatureBatch, FeatureSpec, Signature
+    from modelmon.monitoring.monitor import VersionMonitor
+    from modelmon.registry.profile import ProfileSettings, build_profile
+    from modelmon.types import FeatureBatch, FeatureSpec, ModelOutput, Signature
 
     rng = np.random.default_rng(1)
     signature = Signature(features=[FeatureSpec(name=f"feature_{i:02d}", dtype="float64") for i in range(features)],
@@ -147,17 +146,14 @@ def exporter_render(models: int = 2, versions: int = 3, features: int = 50, bins
     metrics = ServerMetrics()
     for m in range(models):
         for v in range(1, versions + 1):
-            bound = metrics.bind(f"model_{m}", str(v), "onnx", ["0", "1"])
-            monitor = metrics.bind_drift(bound, signature, profile, sample, DriftSettings())
-            accounting = BatchAccounting(bound, monitor, None)
-            metrics.flushers[(f"model_{m}", str(v))] = accounting.flush
-            monitor.before_report = accounting.flush
+            version = VersionMonitor(metrics, model=f"model_{m}", version=str(v), flavor="onnx", signature=signature,
+                                     profile=profile, reference_sample=sample)
             for _ in range(20):
                 batch = FeatureBatch(numeric=rng.normal(0.1, 1, size=(64, features)), categorical=np.empty((64, 0), dtype=object))
                 proba = rng.uniform(size=64)
-                accounting.add(batch, 0.001, np.column_stack([proba, 1 - proba]))
-                bound.observe_request("infer", 200, 0.002)
-            monitor.refresh()
+                version.observe(batch, 0.001, ModelOutput.from_probabilities(np.column_stack([proba, 1 - proba])), [0.0])
+                version.metrics.observe_request("infer", 200, 0.002)
+            version.score()
     body = metrics.render()
     series = sum(1 for line in body.decode().splitlines() if line and not line.startswith("#"))
     times = []
@@ -206,10 +202,10 @@ def accounting_cost(quick: bool) -> dict:
     from sklearn.linear_model import LogisticRegression
 
     from modelmon.monitoring.batch_accounting import BatchAccounting
-    from modelmon.monitoring.drift import DriftSettings
     from modelmon.monitoring.metrics import ServerMetrics
+    from modelmon.monitoring.monitor import VersionMonitor
     from modelmon.registry import Registry, register_model
-    from modelmon.registry.signature import FeatureBatch
+    from modelmon.types import FeatureBatch
 
     target = 0.05 if quick else 0.3
     frame = load_breast_cancer(as_frame=True).frame
@@ -234,16 +230,16 @@ def accounting_cost(quick: bool) -> dict:
             data = frame if key.startswith("breast") else mixed_reference
             full = FeatureBatch.from_frame(data, signature)
             metrics = ServerMetrics()
-            bound = metrics.bind(card.name, "1", card.flavor, [str(c) for c in signature.classes])
-            from modelmon.monitoring.profile import load_sample
+            from modelmon.registry.profile import load_sample
 
             sample = load_sample(registry.version_dir(card.name, card.version), card.reference_profile)
-            monitor = metrics.bind_drift(bound, signature, card.reference_profile, sample, DriftSettings())
-            accounting = BatchAccounting(bound, monitor, card.calibration)
+            version = VersionMonitor(metrics, model=card.name, version="1", flavor=card.flavor, signature=signature,
+                                     profile=card.reference_profile, calibration=card.calibration, reference_sample=sample)
+            monitor, accounting = version.drift, version.accounting
             entry = {"features": len(signature.features), "served_runtime": card.runtime, "per_batch": {}}
             for rows in out["batch_sizes"]:
                 batch = FeatureBatch(full.numeric[:rows], full.categorical[:rows])
-                proba = predictor.predict_proba(batch)
+                proba = predictor.predict(batch)
 
                 def count() -> None:
                     monitor.accountant.count(batch)  # noqa: B023 - timed within this iteration
@@ -257,7 +253,7 @@ def accounting_cost(quick: bool) -> dict:
 
                 count_s = per_call_seconds(count, target)
                 hook_s = per_call_seconds(hook, target) / calls_per_group
-                queue_only = BatchAccounting(bound, monitor, card.calibration, max_pending_rows=2**62, flush_seconds=float("inf"))
+                queue_only = BatchAccounting(version.metrics, version.task, monitor, max_pending_rows=2**62, flush_seconds=float("inf"))
 
                 def append() -> None:  # the queue append alone; the queue emptied now and then, uncounted
                     queue_only.add(batch, 0.001, proba)  # noqa: B023 - timed within this iteration
@@ -265,7 +261,7 @@ def accounting_cost(quick: bool) -> dict:
                         queue_only._pending.clear()  # noqa: B023 - timed within this iteration
 
                 add_s = per_call_seconds(append, target)
-                predict_s = per_call_seconds(lambda: predictor.predict_proba(batch), target)  # noqa: B023 - timed within this iteration
+                predict_s = per_call_seconds(lambda: predictor.predict(batch), target)  # noqa: B023 - timed within this iteration
                 features = len(signature.features)
                 entry["per_batch"][str(rows)] = {
                     "count_us_per_batch": round(count_s * 1e6, 2),

@@ -20,7 +20,7 @@ import numpy as np
 
 from modelmon.monitoring.accounting import FeatureAccountant
 from modelmon.monitoring.drift import DriftMonitor, DriftSettings
-from modelmon.monitoring.profile import ProfileSettings, build_profile
+from modelmon.registry.profile import ProfileSettings, build_profile
 from modelmon.registry.signature import FeatureBatch, FeatureSpec, Signature
 
 RESULTS = Path(__file__).parent / "results" / "drift_thresholds.json"
@@ -55,7 +55,7 @@ def sample(rng: np.random.Generator, n: int, mean_shift: float = 0.0, share_shif
 def verdicts(reference: FeatureBatch, window: FeatureBatch) -> dict[str, bool]:
     profile, reference_sample = build_profile(SIGNATURE, reference, ProfileSettings(), None)
     accountant = FeatureAccountant(SIGNATURE, profile, ["bench", "1"], recent_rows=2000, max_features=100)
-    monitor = DriftMonitor(accountant, reference_sample, np.zeros(2), np.zeros(13), None, None, DriftSettings(min_rows=50))
+    monitor = DriftMonitor(accountant, reference_sample, [], DriftSettings(min_rows=50))
     monitor.record(window.n_rows)
     accountant.count(window)
     return monitor.report().drifted

@@ -21,7 +21,7 @@ from _measure import Timed, arguments, write
 
 from modelmon.monitoring.accounting import FeatureAccountant
 from modelmon.monitoring.drift import DriftMonitor, DriftSettings
-from modelmon.monitoring.profile import ProfileSettings, build_profile
+from modelmon.registry.profile import ProfileSettings, build_profile
 from modelmon.registry.signature import FeatureBatch, Signature, feature_specs_from_frame
 
 
@@ -38,7 +38,7 @@ def main() -> None:
 
     def monitor() -> DriftMonitor:
         accountant = FeatureAccountant(signature, profile, ["bench", "1"], settings.recent_rows, settings.max_features)
-        return DriftMonitor(accountant, sample, np.zeros(2), np.zeros(13), None, None, settings)
+        return DriftMonitor(accountant, sample, [], settings)
 
     drift = monitor()
     with timed.step("account_and_score"):

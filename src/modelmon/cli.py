@@ -80,8 +80,8 @@ def register(
     """Store a model as the next version of NAME and print its name and version."""
     from pydantic import ValidationError
 
-    from modelmon.monitoring.profile import ProfileSettings
     from modelmon.registry import register_model
+    from modelmon.registry.profile import ProfileSettings
 
     try:
         card = register_model(

@@ -111,7 +111,7 @@ def test_labels_join_across_a_restart_and_count_once(registry_dir, shop_frame, t
 
 
 def test_expected_confusion_equals_a_direct_computation(registry, registry_dir, shop_model, shop_frame, tmp_path):
-    from modelmon.quality.calibration import apply, expected_confusion
+    from modelmon.registry.calibration import apply, expected_confusion
 
     server = start_server(registry_dir, tmp_path, "--drain-seconds", "0")
     try:

@@ -5,7 +5,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.parser import text_string_to_metric_families
 
 from modelmon.monitoring.array_metrics import ArrayCounter, ArrayHistogram, ArrayMetrics
-from modelmon.monitoring.metrics import CONFIDENCE_BUCKETS
+from modelmon.monitoring.families import Family
+from modelmon.registry.profile import CONFIDENCE_BUCKETS
 
 
 def parse(text: str) -> dict[tuple, float]:
@@ -27,7 +28,7 @@ def test_array_histogram_renders_like_prometheus_client():
         reference.labels('m"1').observe(float(v))
 
     arrays = ArrayMetrics()
-    histogram = arrays.add(arrays.family("conf", "doc", "histogram", ["model"]), ArrayHistogram(['m"1'], CONFIDENCE_BUCKETS))
+    histogram = arrays.add(arrays.family(Family("conf", "histogram", ("model",), "doc")), ArrayHistogram(['m"1'], CONFIDENCE_BUCKETS))
     histogram.observe(values[:100])
     histogram.observe(values[100:])
 
@@ -43,7 +44,7 @@ def test_array_counter_renders_like_prometheus_client_with_escaping():
     reference_registry = CollectorRegistry()
     reference = Counter("preds", "doc \\ with backslash", ["model", "class"], registry=reference_registry)
     arrays = ArrayMetrics()
-    counter = arrays.add(arrays.family("preds", "doc \\ with backslash", "counter", ["model", "class"]), ArrayCounter(["m"], cells))
+    counter = arrays.add(arrays.family(Family("preds", "counter", ("model", "class"), "doc \\ with backslash")), ArrayCounter(["m"], cells))
     increments = np.array([3, 0, 1, 2])
     counter.add(increments)
     for (cell,), n in zip(cells, increments, strict=True):
@@ -53,7 +54,7 @@ def test_array_counter_renders_like_prometheus_client_with_escaping():
 
 def test_every_cell_exists_from_zero_and_a_version_can_be_removed():
     arrays = ArrayMetrics()
-    family = arrays.family("preds", "doc", "counter", ["model", "version", "class"])
+    family = arrays.family(Family("preds", "counter", ("model", "version", "class"), "doc"))
     counter = arrays.add(family, ArrayCounter(["m", "1"], [["a"], ["b"], ["c"]]))
     assert parse(arrays.render()) == {
         ("preds_total", (("class", c), ("model", "m"), ("version", "1"))): 0.0 for c in "abc"
@@ -68,7 +69,7 @@ def test_every_cell_exists_from_zero_and_a_version_can_be_removed():
 
 def test_gauge_family_type():
     arrays = ArrayMetrics()
-    gauge = arrays.add(arrays.family("ratio", "doc", "gauge", ["f"]), ArrayCounter([], [["x"]]))
+    gauge = arrays.add(arrays.family(Family("ratio", "gauge", ("f",), "doc")), ArrayCounter([], [["x"]]))
     gauge.counts[:] = 0.25
     (family,) = text_string_to_metric_families(arrays.render())
     assert family.type == "gauge" and family.samples[0].value == 0.25
@@ -91,7 +92,7 @@ def test_values_of_every_kind_read_back_as_written():
 
 def test_unchanged_series_reuse_their_text_and_changed_ones_are_rewritten():
     arrays = ArrayMetrics()
-    counter = arrays.add(arrays.family("rows", "doc", "counter", ["model", "cell"]), ArrayCounter(["m"], [["a"], ["b"]]))
+    counter = arrays.add(arrays.family(Family("rows", "counter", ("model", "cell"), "doc")), ArrayCounter(["m"], [["a"], ["b"]]))
     first = arrays.render()
     cached = counter.rendered
     assert arrays.render() == first and counter.rendered is cached  # nothing changed: not written again

@@ -7,13 +7,13 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from modelmon.registry.signature import FeatureBatch
 from modelmon.serving.batching import AdaptiveBatcher
+from modelmon.types import FeatureBatch, ModelOutput
 
 
-def echo_predict(batch: FeatureBatch) -> np.ndarray:
+def echo_predict(batch: FeatureBatch) -> ModelOutput:
     """'Probabilities' that are the rows themselves, so each caller can check its rows."""
-    return batch.numeric.copy()
+    return ModelOutput.from_probabilities(batch.numeric.copy())
 
 
 def rows(caller: int, n: int) -> FeatureBatch:
@@ -30,7 +30,7 @@ class Numbering:
         self.calls: dict[int, np.ndarray] = {}
         self.waits: list[int] = []  # per call, how many requests' waits it reported
 
-    def __call__(self, batch: FeatureBatch, seconds: float, proba: np.ndarray, waits: list[float]) -> int:
+    def __call__(self, batch: FeatureBatch, seconds: float, output: ModelOutput, waits: list[float]) -> int:
         assert len(waits) >= 1 and all(w >= 0 for w in waits)  # one per request merged into the call
         self.waits.append(len(waits))
         first, self.next = self.next, self.next + batch.n_rows
@@ -63,7 +63,7 @@ def run_callers(batcher: AdaptiveBatcher, sizes: list[int]) -> list[np.ndarray]:
             numbered = np.array([batcher.observe.row(answer.first_row + k) for k in range(n)])
             np.testing.assert_array_equal(numbered, rows(caller, n).numeric)
         assert sum(batcher.observe.waits) == len(sizes)  # every request's wait, reported once
-    return [answer.probabilities for answer in answers]
+    return [answer.output.probabilities for answer in answers]
 
 
 @pytest.fixture
@@ -111,7 +111,7 @@ def test_batching_off_calls_the_model_per_request(executor):
 def test_a_model_failure_reaches_every_caller_and_the_batcher_survives(executor):
     calls = {"n": 0}
 
-    def flaky(batch: FeatureBatch) -> np.ndarray:
+    def flaky(batch: FeatureBatch) -> ModelOutput:
         calls["n"] += 1
         if calls["n"] == 1:
             raise RuntimeError("boom")
@@ -127,9 +127,9 @@ def test_a_model_failure_reaches_every_caller_and_the_batcher_survives(executor)
         await batcher.stop()
         return first, second
 
-    first, (proba, first_row) = asyncio.run(main())
+    first, (output, first_row) = asyncio.run(main())
     assert isinstance(first[0], RuntimeError)
-    np.testing.assert_array_equal(proba, rows(1, 2).numeric)
+    np.testing.assert_array_equal(output.probabilities, rows(1, 2).numeric)
     assert first_row == 1000  # the failed call numbered no rows
 
 
@@ -150,10 +150,10 @@ def test_cheap_calls_run_on_the_event_loop_and_slow_ones_in_a_thread(executor, i
 
     threads: list[int] = []
 
-    def predict(batch: FeatureBatch) -> np.ndarray:
+    def predict(batch: FeatureBatch) -> ModelOutput:
         threads.append(threading.get_ident())
         time.sleep(sleep_s)
-        return batch.numeric.copy()
+        return ModelOutput.from_probabilities(batch.numeric.copy())
 
     batcher = AdaptiveBatcher(predict, executor, None, inline_below_ms=inline_below_ms)
 
@@ -161,8 +161,8 @@ def test_cheap_calls_run_on_the_event_loop_and_slow_ones_in_a_thread(executor, i
         batcher.start()
         try:
             for i in range(5):  # one at a time: five model calls
-                proba, _ = await batcher.submit(rows(i, 2))
-                np.testing.assert_array_equal(proba, rows(i, 2).numeric)
+                output, _ = await batcher.submit(rows(i, 2))
+                np.testing.assert_array_equal(output.probabilities, rows(i, 2).numeric)
         finally:
             await batcher.stop()
         return threading.get_ident()
@@ -194,12 +194,12 @@ def test_a_slow_handoff_to_the_thread_pool_does_not_count_as_a_slow_model():
     threads: list[int] = []
     calls = {"n": 0}
 
-    def predict(batch: FeatureBatch) -> np.ndarray:
+    def predict(batch: FeatureBatch) -> ModelOutput:
         threads.append(threading.get_ident())
         calls["n"] += 1
         if calls["n"] == 3:
             time.sleep(0.02)  # one stalled call on the loop
-        return batch.numeric.copy()
+        return ModelOutput.from_probabilities(batch.numeric.copy())
 
     batcher = AdaptiveBatcher(predict, SlowHandoff(), None, inline_below_ms=5.0)
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from sklearn.isotonic import IsotonicRegression
 
-from modelmon.quality.calibration import (
+from modelmon.registry.calibration import (
     Calibration,
     apply,
     calibrate,

@@ -12,7 +12,7 @@ from scipy import stats
 from modelmon.monitoring import drift_stats
 from modelmon.monitoring.accounting import FeatureAccountant
 from modelmon.monitoring.drift import DriftMonitor, DriftSettings
-from modelmon.monitoring.profile import ProfileSettings, build_profile, interval_labels
+from modelmon.registry.profile import ProfileSettings, build_profile, interval_labels
 from modelmon.registry.signature import FeatureBatch, FeatureSpec, Signature
 
 SIGNATURE = Signature(
@@ -44,7 +44,7 @@ def monitor_for(reference, settings=None, clock=None, top=3):
     profile, sample = build_profile(SIGNATURE, reference, ProfileSettings(top_categories=top), None)
     accountant = FeatureAccountant(SIGNATURE, profile, ["m", "1"], recent_rows=4000, max_features=100)
     kwargs = {"clock": clock} if clock else {}
-    monitor = DriftMonitor(accountant, sample, np.zeros(2), np.zeros(13), None, None, settings or DriftSettings(), **kwargs)
+    monitor = DriftMonitor(accountant, sample, [], settings or DriftSettings(), **kwargs)
     return profile, accountant, monitor
 
 
@@ -209,23 +209,28 @@ def test_row_window_takes_the_newest_stretch_with_enough_rows(reference):
 
 
 def test_prediction_drift_compares_window_outputs_with_the_validation_outputs(reference):
-    from modelmon.monitoring.metrics import CONFIDENCE_BUCKETS, ServerMetrics
-    from modelmon.monitoring.profile import prediction_profile
+    from modelmon.monitoring.metrics import ServerMetrics
+    from modelmon.monitoring.monitor import MonitorSettings, VersionMonitor
+    from modelmon.registry.profile import CONFIDENCE_BUCKETS, prediction_profile
+    from modelmon.types import ModelOutput
 
     rng = np.random.default_rng(4)
     validation_proba = rng.dirichlet([4, 1], 2000)  # mostly class "a"
     prediction = prediction_profile(validation_proba, CONFIDENCE_BUCKETS)
     profile, sample = build_profile(SIGNATURE, reference, ProfileSettings(), prediction)
     server = ServerMetrics()
-    bound = server.bind("m", "1", "sklearn", ["a", "b"])
-    monitor = server.bind_drift(bound, SIGNATURE, profile, sample, DriftSettings(min_rows=10))
+    version = VersionMonitor(
+        server, model="m", version="1", flavor="sklearn", signature=SIGNATURE, profile=profile,
+        reference_sample=sample, settings=MonitorSettings(drift=DriftSettings(min_rows=10)),
+    )
+    monitor = version.drift
 
     live_proba = rng.dirichlet([1, 3], 500)  # mostly class "b": the outputs drifted
     top = live_proba.argmax(axis=1)
     confidence = live_proba.max(axis=1)
     with monitor.lock:
         monitor.record(500)
-        bound.observe_predictions(top, confidence)
+        version.task.count(ModelOutput.from_probabilities(live_proba))
         monitor.accountant.count(make_batch(rng.normal(10, 2, 500), [3.0] * 500, [np.nan] * 500, ["red"] * 500))
     report = monitor.report()
     live_classes = np.bincount(top, minlength=2)

@@ -11,7 +11,7 @@ ENTRY_MODULES = [
     "modelmon.cli",
     "modelmon.serving.app",
     "modelmon.monitoring.drift",
-    "modelmon.monitoring.profile",
+    "modelmon.registry.profile",
     "modelmon.registry.card",
     "modelmon.registry.signature",
     "modelmon.quality.feedback",

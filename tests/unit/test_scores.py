@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
 
-from modelmon.quality.scores import scores_from_confusion
+from modelmon.monitoring.scores import scores_from_confusion
 
 
 @pytest.mark.parametrize("seed", range(4))

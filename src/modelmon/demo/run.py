@@ -614,7 +614,7 @@ def quality_counters(url: str) -> dict[str, np.ndarray]:
 
 
 def phase_quality(before: dict[str, np.ndarray], after: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
-    from modelmon.quality.scores import scores_from_confusion
+    from modelmon.monitoring.scores import scores_from_confusion
 
     return {
         "realized": scores_from_confusion(after["modelmon_confusion_total"] - before["modelmon_confusion_total"]),

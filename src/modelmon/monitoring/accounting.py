@@ -7,9 +7,11 @@ from collections import Counter
 
 import numpy as np
 
+from modelmon.monitoring import families
 from modelmon.monitoring.array_metrics import ArrayCounter
-from modelmon.monitoring.profile import OTHER, CategoricalProfile, NumericProfile, ReferenceProfile
-from modelmon.registry.signature import FeatureBatch, Signature
+from modelmon.monitoring.families import Family
+from modelmon.registry.profile import OTHER, CategoricalProfile, NumericProfile, ReferenceProfile
+from modelmon.types import FeatureBatch, Signature
 
 #: From this many rows a batch is counted feature by feature (``_count_columns``).
 LARGE_BATCH_ROWS = 2048
@@ -67,6 +69,15 @@ class FeatureAccountant:
         self.recent = np.full((recent_rows, len(self.numeric)), np.nan)
         self.recent_next = 0
         self.recent_filled = 0
+
+    def series(self) -> list[tuple[Family, ArrayCounter]]:
+        """The array series this accountant writes, with their families."""
+        return [
+            (families.FEATURE_BIN, self.bins),
+            (families.REFERENCE_BIN_RATIO, self.reference_ratio),
+            (families.FEATURE_MISSING, self.missing),
+            (families.FEATURE_UNSEEN, self.unseen),
+        ]
 
     def count(self, batch: FeatureBatch) -> None:
         bin_counts = np.zeros(len(self.bins.counts))

@@ -21,6 +21,7 @@ import numpy as np
 from prometheus_client.utils import floatToGoString
 
 from modelmon.monitoring.exposition import family_header, sample_lines, series_prefix
+from modelmon.monitoring.families import Family
 
 
 class ArrayCounter:
@@ -75,14 +76,14 @@ class ArrayMetrics:
     def __init__(self) -> None:
         self.families: dict[str, _Family] = {}
 
-    def family(self, name: str, documentation: str, kind: str, labelnames: Sequence[str]) -> str:
-        if kind not in ("counter", "gauge", "histogram"):
-            raise ValueError(f"unknown metric kind {kind!r}")
-        self.families.setdefault(name, _Family(name, documentation, kind, list(labelnames)))
-        return name
+    def family(self, family: Family) -> Family:
+        """Declare a family (families render in the order they are declared)."""
+        self.families.setdefault(family.name, _Family(family.name, family.help, family.kind, list(family.labels)))
+        return family
 
-    def add(self, family_name: str, series: _Series) -> _Series:
-        family = self.families[family_name]
+    def add(self, declared: Family, series: _Series) -> _Series:
+        """Add one version's series to a declared family; it renders from now on."""
+        family = self.families[declared.name]
         if family.kind == "histogram":
             assert isinstance(series, ArrayHistogram), f"{family.name} is a histogram: its series are ArrayHistograms"
             base = series_prefix(f"{family.name}_bucket", family.labelnames, series.base_labels)[:-2]

@@ -12,7 +12,7 @@ benchmark, against under 1% on the loop), as every numpy call that releases the 
 it back and forth.
 
 Anything that reads the counts counts the queue first: a scrape (``ServerMetrics.render``)
-and a drift score (``DriftMonitor.report``), so counts are exact whenever they are seen. An
+and a drift score (``VersionMonitor.score``), so counts are exact whenever they are seen. An
 idle server's last calls are counted by the drift scorer's thread (``drift_exporter``) within
 ``IDLE_FLUSH_SECONDS``; a counted group's rows are dated, for drift windows, when counted.
 """
@@ -27,13 +27,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from modelmon.quality import calibration
-from modelmon.registry.signature import FeatureBatch
+from modelmon.types import FeatureBatch, ModelOutput
 
-if TYPE_CHECKING:  # metrics imports the drift exporter, which imports this module
+if TYPE_CHECKING:  # the monitor builds this from the metrics' and task's series
     from modelmon.monitoring.drift import DriftMonitor
     from modelmon.monitoring.metrics import ModelMetrics
-    from modelmon.quality.calibration import Calibration
+    from modelmon.monitoring.tasks import TaskCounts
 
 #: How often the event loop counts the queue under traffic.
 FLUSH_SECONDS = 0.1
@@ -47,27 +46,27 @@ class BatchAccounting:
     def __init__(
         self,
         metrics: ModelMetrics,
+        task: TaskCounts,
         drift: DriftMonitor | None,
-        calibration_map: Calibration | None,
         max_pending_rows: int = MAX_PENDING_ROWS,
         flush_seconds: float = FLUSH_SECONDS,
     ) -> None:
         self.metrics = metrics
+        self.task = task
         self.drift = drift
-        self.calibration = calibration_map
         self.max_pending_rows = max_pending_rows
         self.flush_seconds = flush_seconds
-        self._pending: list[tuple[FeatureBatch, float, np.ndarray, Sequence[float]]] = []
+        self._pending: list[tuple[FeatureBatch, float, ModelOutput, Sequence[float]]] = []
         self._pending_rows = 0
         self._queue_lock = threading.Lock()  # the pending list: held for an append or a swap
         self._flush_lock = threading.Lock()  # one flush at a time, so groups count in order
         self._flushed_at = time.monotonic()
 
-    def add(self, batch: FeatureBatch, seconds: float, proba: np.ndarray, waits: Sequence[float] = ()) -> None:
-        """One model call's rows, duration and probabilities, and how long each of its
-        requests waited for it (on the event loop)."""
+    def add(self, batch: FeatureBatch, seconds: float, output: ModelOutput, waits: Sequence[float] = ()) -> None:
+        """One model call's rows, duration and outputs, and how long each of its requests
+        waited for it (on the event loop)."""
         with self._queue_lock:
-            self._pending.append((batch, seconds, proba, waits))
+            self._pending.append((batch, seconds, output, waits))
             self._pending_rows += batch.n_rows
             rows = self._pending_rows
         if rows >= self.max_pending_rows or time.monotonic() - self._flushed_at >= self.flush_seconds:
@@ -87,21 +86,16 @@ class BatchAccounting:
                 pending, self._pending, self._pending_rows = self._pending, [], 0
             if not pending:
                 return
-            batches, seconds, probas, waits = zip(*pending, strict=True)
+            batches, seconds, outputs, waits = zip(*pending, strict=True)
             self.metrics.batch_size.observe(np.array([b.n_rows for b in batches], dtype=np.float64))
             self.metrics.inference_duration.observe(np.array(seconds))
             self.metrics.queue_duration.observe(np.fromiter(itertools.chain.from_iterable(waits), np.float64))
-            batch = FeatureBatch.concat(list(batches))
-            proba = probas[0] if len(probas) == 1 else np.concatenate(probas)
-            top = proba.argmax(axis=1)
-            confidence = proba[np.arange(len(top)), top]
-            if self.metrics.expected_confusion is not None:
-                cells = calibration.expected_confusion(calibration.apply(self.calibration, proba), top)
-                self.metrics.expected_confusion.add(cells.ravel())
+            output = ModelOutput.concat(list(outputs))
             if self.drift is None:
-                self.metrics.observe_predictions(top, confidence)
+                self.task.count(output)
                 return
+            batch = FeatureBatch.concat(list(batches))
             with self.drift.lock:  # a drift score sees a group's counts all or not at all
                 self.drift.record(batch.n_rows)
-                self.metrics.observe_predictions(top, confidence)
+                self.task.count(output)
                 self.drift.accountant.count(batch)

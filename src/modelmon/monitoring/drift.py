@@ -25,7 +25,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -33,6 +33,7 @@ from pydantic import BaseModel, Field
 
 from modelmon.monitoring import drift_stats
 from modelmon.monitoring.accounting import FeatureAccountant
+from modelmon.monitoring.tasks import PredictionDistribution
 
 NAN = float("nan")
 
@@ -93,18 +94,16 @@ class DriftReport:
 
 
 class DriftMonitor:
-    """Windowed drift scores for one model version."""
+    """Windowed drift scores for one model version: its features' bins (``accountant``) and
+    its task's prediction distributions, compared with the reference's."""
 
     def __init__(
         self,
         accountant: FeatureAccountant,
         reference_sample: dict[str, np.ndarray],
-        class_counts: np.ndarray,
-        confidence_counts: np.ndarray,
-        reference_class_shares: list[float] | None,
-        reference_confidence_shares: list[float] | None,
+        distributions: Sequence[PredictionDistribution],
         settings: DriftSettings,
-        clock=time.monotonic,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.accountant = accountant
         self.sample = reference_sample
@@ -112,15 +111,10 @@ class DriftMonitor:
         self.clock = clock
         self.lock = threading.Lock()
         self.rows = np.zeros(1)
+        self.distributions = list(distributions)
         # Live arrays whose windowed values the scores need; all cumulative.
-        self.tracked = [accountant.bins.counts, class_counts, confidence_counts, self.rows]
-        self.reference_class = None if reference_class_shares is None else np.array(reference_class_shares)
-        self.reference_confidence = None if reference_confidence_shares is None else np.array(reference_confidence_shares)
+        self.tracked = [accountant.bins.counts, *(d.counts for d in self.distributions), self.rows]
         self.latest: DriftReport | None = None
-        #: Counts work queued for bulk counting (``batch_accounting``) before a score reads.
-        self.before_report: Callable[[], None] | None = None
-        #: Counts what an idle server left queued; the scorer's thread calls it every second.
-        self.idle_flush: Callable[[], None] | None = None
         self.snapshots: deque[tuple[float, list[np.ndarray]]] = deque()
         self.snapshots.append((clock(), [np.zeros_like(a) for a in self.tracked]))
 
@@ -154,10 +148,10 @@ class DriftMonitor:
         return self.latest
 
     def report(self) -> DriftReport:
-        if self.before_report is not None:
-            self.before_report()
+        """Scores of the current window, as counted so far (``VersionMonitor.score`` counts
+        the queued work first)."""
         with self.lock:
-            bins, classes, confidence, rows = self._window()
+            bins, *outputs, rows = self._window()
         window_rows = int(rows[0])
         report = DriftReport(window_rows=window_rows, sufficient=window_rows >= self.settings.min_rows)
         if not report.sufficient:
@@ -183,10 +177,9 @@ class DriftMonitor:
                 reference_counts = np.asarray(cat.shares) * cat.count
                 scores["chi2_pvalue"] = drift_stats.chi2_pvalue(reference_counts, counts)
             self._decide(report, cat.name, scores, "chi2_pvalue" if "chi2_pvalue" in scores else "psi")
-        if self.reference_class is not None and classes.sum() > 0:
-            report.prediction["class"] = self._binned(self.reference_class, classes)
-        if self.reference_confidence is not None and confidence.sum() > 0:
-            report.prediction["confidence"] = self._binned(self.reference_confidence, confidence)
+        for distribution, counts in zip(self.distributions, outputs, strict=True):
+            if distribution.reference_shares is not None and counts.sum() > 0:
+                report.prediction[distribution.output] = self._binned(distribution.reference_shares, counts)
         return report
 
     @staticmethod

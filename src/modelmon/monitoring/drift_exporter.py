@@ -12,41 +12,33 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from typing import TYPE_CHECKING
 
+from modelmon.monitoring import families
 from modelmon.monitoring.batch_accounting import IDLE_FLUSH_SECONDS
 from modelmon.monitoring.drift import DriftMonitor, DriftReport
 from modelmon.monitoring.exposition import family_header, sample_lines, series_prefix
 
+if TYPE_CHECKING:  # the monitors own their drift; this module only schedules and writes
+    from modelmon.monitoring.monitor import VersionMonitor
+
 logger = logging.getLogger("modelmon.monitoring")
 
-FAMILIES = {
-    "modelmon_feature_drift": ("Drift score of the latest window (p-values for ks and chi2_pvalue).",
-                               ["model", "version", "feature", "method"]),
-    "modelmon_feature_drift_threshold": ("The threshold in force for each drift score.",
-                                         ["model", "version", "feature", "method"]),
-    "modelmon_drift_window_rows": ("Rows in the window the drift scores were computed on.", ["model", "version"]),
-    "modelmon_drift_sufficient_data": ("1 when the window holds enough rows for drift scores, else 0.",
-                                       ["model", "version"]),
-    "modelmon_dataset_drift_share": ("Share of monitored features drifted by their verdict score.",
-                                     ["model", "version"]),
-    "modelmon_prediction_drift": ("Drift of the model's outputs against its validation outputs.",
-                                  ["model", "version", "output", "method"]),
-}
+FAMILIES = {f.name: (f.help, list(f.labels)) for f in families.DRIFT_FAMILIES}
 
 
 class DriftExporter:
-    def __init__(self) -> None:
-        self.monitors: dict[tuple[str, str], DriftMonitor] = {}
+    """Scores every served version's drift on a timer, and writes the latest reports out."""
+
+    def __init__(self, monitors: dict[tuple[str, str], VersionMonitor]) -> None:
+        self.monitors = monitors  # the server's, kept up to date by it
         self._prefixes: dict[tuple[str, ...], str] = {}
         self._rendered: dict[tuple[str, str], tuple[DriftReport, dict[str, str]]] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def add(self, model: str, version: str, monitor: DriftMonitor) -> None:
-        self.monitors[(model, version)] = monitor
-
-    def remove(self, model: str, version: str) -> None:
-        self.monitors.pop((model, version), None)
+    def forget(self, model: str, version: str) -> None:
+        """Drop the written-out text of a version that is no longer served."""
         self._rendered.pop((model, version), None)
 
     def start(self, interval: float) -> None:
@@ -71,9 +63,9 @@ class DriftExporter:
             for monitor in list(self.monitors.values()):
                 try:
                     if score:
-                        monitor.refresh()  # counts the queued work first
-                    elif monitor.idle_flush is not None:
-                        monitor.idle_flush()
+                        monitor.score()  # counts the queued work first
+                    else:
+                        monitor.flush_if_idle()
                 except Exception:  # a scoring bug must not stop scoring for the others
                     logger.exception("drift scoring failed")
 
@@ -88,8 +80,13 @@ class DriftExporter:
         """Every version's latest report. A report's lines are written once and reused by
         every scrape until the next score replaces it (every ``score_seconds``)."""
         texts: dict[str, list[str]] = {name: [] for name in FAMILIES}
-        for (model, version), monitor in list(self.monitors.items()):
-            report: DriftReport = monitor.latest or monitor.refresh()
+        for (model, version), version_monitor in list(self.monitors.items()):
+            monitor = version_monitor.drift
+            if monitor is None:
+                continue
+            if monitor.latest is None:  # not scored yet: count what is queued first
+                version_monitor.flush()
+            report = monitor.latest or monitor.refresh()
             cached = self._rendered.get((model, version))
             if cached is None or cached[0] is not report:
                 cached = self._rendered[(model, version)] = (report, self._report_lines(model, version, monitor, report))

@@ -1,4 +1,4 @@
-"""The serving and prediction metrics of the contract in DESIGN.md.
+"""The serving and prediction metrics of the contract (docs/metrics.md).
 
 Each server owns one ``CollectorRegistry`` (no global state, so tests and benchmarks can
 run several servers in one process). Label children are bound once when a model version
@@ -7,20 +7,20 @@ loads: ``.labels()`` per request costs five times an ``inc()``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import prometheus_client
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from modelmon.errors import ERROR_REASONS
-from modelmon.monitoring.accounting import FeatureAccountant
+from modelmon.monitoring import families
 from modelmon.monitoring.array_metrics import ArrayCounter, ArrayHistogram, ArrayMetrics
-from modelmon.monitoring.drift import DriftMonitor, DriftSettings
 from modelmon.monitoring.drift_exporter import DriftExporter
-from modelmon.monitoring.profile import ReferenceProfile
-from modelmon.registry.signature import Signature
+from modelmon.monitoring.tasks import confusion_cells
+
+if TYPE_CHECKING:  # a monitor is built on the server's families: it imports this module
+    from modelmon.monitoring.monitor import VersionMonitor
 
 # `_created` series double the exposition and confuse `increase()` users; the contract has none.
 prometheus_client.disable_created_metrics()
@@ -32,7 +32,6 @@ LATENCY_BUCKETS = (
     0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
 )
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192)
-CONFIDENCE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
 
 #: Model label for requests naming a model that is not served: request paths must never
 #: become label values.
@@ -55,101 +54,47 @@ FEEDBACK_OUTCOMES = ("matched", "duplicate", "unknown_id")
 
 
 class ServerMetrics:
-    """Every metric family of one server."""
+    """Every metric family of one server, and the monitors of the versions it serves.
+
+    Request-level families are prometheus_client objects; the per-version monitors
+    (``monitor.VersionMonitor``) add their array-backed series and drift reports when they
+    are registered and take them away when they are removed, each as one unit."""
 
     def render(self) -> bytes:
         """The whole exposition: prometheus_client's families, then the array-backed and
-        drift families, which render themselves (see ``exposition``). Work queued for bulk
-        counting (``batch_accounting``) is counted first, so the counts are exact."""
-        for flush in list(self.flushers.values()):
-            flush()
+        drift families, which render themselves (see ``exposition``). Every monitor counts
+        its queued work first (``batch_accounting``), so the counts are exact."""
+        for monitor in list(self.monitors.values()):
+            monitor.flush()
         return generate_latest(self.registry) + self.arrays.render().encode() + self.drift.render().encode()
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         r = self.registry
-        self.requests = Counter(
-            "modelmon_requests", "HTTP requests answered.",
-            ["model", "version", "endpoint", "code"], registry=r,
-        )
-        self.request_duration = Histogram(
-            "modelmon_request_duration_seconds", "Whole request, from body read to response.",
-            ["model", "version", "endpoint"], buckets=LATENCY_BUCKETS, registry=r,
-        )
-        self.request_errors = Counter(
-            "modelmon_request_errors", "Rejected or failed requests, by reason.",
-            ["model", "version", "reason"], registry=r,
-        )
-        self.inflight = Gauge(
-            "modelmon_inflight_requests", "Requests in progress.", ["model"], registry=r
-        )
-        self.model_info = Gauge(
-            "modelmon_model_info", "Loaded model versions (always 1).",
-            ["model", "version", "flavor"], registry=r,
-        )
-        self.baseline_metric = Gauge(
-            "modelmon_baseline_metric", "Validation metrics recorded at registration.",
-            ["model", "version", "metric"], registry=r,
-        )
-        self.feedback = Counter(
-            "modelmon_feedback", "Ground-truth labels received, by outcome.",
-            ["model", "version", "outcome"], registry=r,
-        )
-        self.label_delay = Histogram(
-            "modelmon_label_delay_seconds", "Time from a prediction to its label.",
-            ["model", "version"], buckets=LABEL_DELAY_BUCKETS, registry=r,
-        )
+
+        def labelled(family: families.Family) -> dict[str, Any]:
+            return {"name": family.name, "documentation": family.help, "labelnames": family.labels, "registry": r}
+
+        self.requests = Counter(**labelled(families.REQUESTS))
+        self.request_duration = Histogram(**labelled(families.REQUEST_DURATION), buckets=LATENCY_BUCKETS)
+        self.request_errors = Counter(**labelled(families.REQUEST_ERRORS))
+        self.inflight = Gauge(**labelled(families.INFLIGHT))
+        self.model_info = Gauge(**labelled(families.MODEL_INFO))
+        self.baseline_metric = Gauge(**labelled(families.BASELINE_METRIC))
+        self.feedback = Counter(**labelled(families.FEEDBACK))
+        self.label_delay = Histogram(**labelled(families.LABEL_DELAY), buckets=LABEL_DELAY_BUCKETS)
         self.arrays = ArrayMetrics()
-        self.confusion_family = self.arrays.family(
-            "modelmon_confusion", "Labelled predictions, by cell.", "counter",
-            ["model", "version", "actual", "predicted"],
-        )
-        self.expected_confusion_family = self.arrays.family(
-            "modelmon_expected_confusion",
-            "Expected cells from calibrated probabilities (label-free estimate).", "counter",
-            ["model", "version", "actual", "predicted"],
-        )
-        self.predictions_family = self.arrays.family(
-            "modelmon_predictions", "Predicted rows per class.", "counter", ["model", "version", "class"]
-        )
-        # Observed in bulk with the rest of the monitoring work (``batch_accounting``).
-        self.queue_duration_family = self.arrays.family(
-            "modelmon_queue_duration_seconds", "Time a request's rows waited for their batch.", "histogram", ["model", "version"]
-        )
-        self.inference_duration_family = self.arrays.family(
-            "modelmon_inference_duration_seconds", "Model call per batch.", "histogram", ["model", "version"]
-        )
-        self.batch_size_family = self.arrays.family(
-            "modelmon_batch_size", "Rows per model call.", "histogram", ["model", "version"]
-        )
-        self.confidence_family = self.arrays.family(
-            "modelmon_prediction_confidence", "Top-class probability.", "histogram", ["model", "version"]
-        )
-        self.bin_family = self.arrays.family(
-            "modelmon_feature_bin", "Live rows per reference bin of each feature.", "counter",
-            ["model", "version", "feature", "bin"],
-        )
-        self.reference_bin_family = self.arrays.family(
-            "modelmon_reference_bin_ratio", "The training data's share of each bin.", "gauge",
-            ["model", "version", "feature", "bin"],
-        )
-        self.missing_family = self.arrays.family(
-            "modelmon_feature_missing", "Missing values per feature.", "counter", ["model", "version", "feature"]
-        )
-        self.unseen_family = self.arrays.family(
-            "modelmon_feature_unseen",
-            "Values never seen in training: a new category, or a number outside the training range.",
-            "counter", ["model", "version", "feature"],
-        )
-        self.reference_class_family = self.arrays.family(
-            "modelmon_reference_class_ratio", "Class shares of the model's predictions on the validation data.",
-            "gauge", ["model", "version", "class"],
-        )
-        self.drift = DriftExporter()
+        for family in families.ARRAY_FAMILIES:
+            self.arrays.family(family)
+        #: The served versions' monitors, by (model, version); the drift exporter scores
+        #: and writes out these.
+        self.monitors: dict[tuple[str, str], VersionMonitor] = {}
+        self.drift = DriftExporter(self.monitors)
         self._bound: dict[tuple[str, str], tuple[ModelMetrics, str, list[str]]] = {}
-        #: Per model version: counts queued work into the arrays (see ``render``).
-        self.flushers: dict[tuple[str, str], Callable[[], None]] = {}
         self.unknown_model = self.bind_unknown_model()
+
+    def add_monitor(self, monitor: VersionMonitor) -> None:
+        self.monitors[monitor.key] = monitor
 
     def bind(
         self,
@@ -159,7 +104,8 @@ class ServerMetrics:
         classes: list[str],
         baseline: dict[str, float] | None = None,
     ) -> ModelMetrics:
-        """Create every series of one model version at zero and return its bound children."""
+        """Create the request-level series of one model version at zero (and the label-side
+        ones for ``classes``), and return its bound children."""
         self.model_info.labels(model, version, flavor).set(1)
         for metric, value in (baseline or {}).items():
             self.baseline_metric.labels(model, version, metric).set(value)
@@ -171,16 +117,13 @@ class ServerMetrics:
             inflight=self.inflight.labels(model),
             errors={reason: self.request_errors.labels(*base, reason) for reason in ERROR_REASONS},
             durations={e: self.request_duration.labels(*base, e) for e in ENDPOINTS},
-            queue_duration=self.arrays.add(self.queue_duration_family, ArrayHistogram(base, LATENCY_BUCKETS)),
-            inference_duration=self.arrays.add(self.inference_duration_family, ArrayHistogram(base, LATENCY_BUCKETS)),
-            batch_size=self.arrays.add(self.batch_size_family, ArrayHistogram(base, BATCH_SIZE_BUCKETS)),
-            predictions=self.arrays.add(self.predictions_family, ArrayCounter(base, [[str(c)] for c in classes])),
-            confidence=self.arrays.add(self.confidence_family, ArrayHistogram(base, CONFIDENCE_BUCKETS)),
+            queue_duration=self.arrays.add(families.QUEUE_DURATION, ArrayHistogram(base, LATENCY_BUCKETS)),
+            inference_duration=self.arrays.add(families.INFERENCE_DURATION, ArrayHistogram(base, LATENCY_BUCKETS)),
+            batch_size=self.arrays.add(families.BATCH_SIZE, ArrayHistogram(base, BATCH_SIZE_BUCKETS)),
         )
         bound.create_request_series(MODEL_STATUS_CODES)
         self._bound[(model, version)] = (bound, flavor, sorted(baseline or {}))
         bound.quality = self.bind_quality(model, version, classes)
-        bound.expected_confusion = self.arrays.add(self.expected_confusion_family, ArrayCounter(base, confusion_cells(classes)))
         return bound
 
     def bind_quality(self, model: str, version: str, classes: list[str]) -> QualityMetrics:
@@ -188,15 +131,16 @@ class ServerMetrics:
         when a label arrives for one of its predictions (from the store)."""
         base = [model, version]
         return QualityMetrics(
-            confusion=self.arrays.add(self.confusion_family, ArrayCounter(base, confusion_cells(classes))),
+            confusion=self.arrays.add(families.CONFUSION, ArrayCounter(base, confusion_cells(classes))),
             feedback={o: self.feedback.labels(*base, o) for o in FEEDBACK_OUTCOMES},
             label_delay=self.label_delay.labels(*base),
         )
 
     def unbind(self, model: str, version: str) -> None:
-        """Remove every series of an unloaded version, so /metrics shows only what is served."""
+        """Remove every series of an unloaded version, its monitor's included, so /metrics
+        shows only what is served."""
         bound, flavor, baseline = self._bound.pop((model, version))
-        self.flushers.pop((model, version), None)
+        self.monitors.pop((model, version), None)
         base = (model, version)
         for endpoint, code in bound._requests:
             self.requests.remove(*base, endpoint, str(code))
@@ -211,7 +155,7 @@ class ServerMetrics:
             self.baseline_metric.remove(*base, metric)
         self.model_info.remove(*base, flavor)
         self.arrays.remove_series(list(base))
-        self.drift.remove(model, version)
+        self.drift.forget(model, version)
 
     def bind_unknown_model(self) -> RequestMetrics:
         """Requests naming a model or version that is not served: only their count, their
@@ -226,43 +170,6 @@ class ServerMetrics:
         )
         bound.create_request_series({e: (404,) for e in ENDPOINTS})
         return bound
-
-    def bind_drift(
-        self,
-        bound: ModelMetrics,
-        signature: Signature,
-        profile: ReferenceProfile,
-        sample: dict[str, np.ndarray],
-        settings: DriftSettings,
-    ) -> DriftMonitor:
-        """Feature accounting and windowed drift scores for one model version."""
-        base = [bound.model, bound.version]
-        accountant = FeatureAccountant(signature, profile, base, settings.recent_rows, settings.max_features)
-        self.arrays.add(self.bin_family, accountant.bins)
-        self.arrays.add(self.reference_bin_family, accountant.reference_ratio)
-        self.arrays.add(self.missing_family, accountant.missing)
-        self.arrays.add(self.unseen_family, accountant.unseen)
-        prediction = profile.prediction
-        if prediction is not None:
-            ratio = ArrayCounter(base, [[str(c)] for c in signature.classes])
-            ratio.counts[:] = prediction.class_shares
-            self.arrays.add(self.reference_class_family, ratio)
-        monitor = DriftMonitor(
-            accountant,
-            sample,
-            bound.predictions.counts,
-            bound.confidence.bucket_counts,
-            prediction.class_shares if prediction else None,
-            prediction.confidence_shares if prediction else None,
-            settings,
-        )
-        self.drift.add(bound.model, bound.version, monitor)
-        return monitor
-
-
-def confusion_cells(classes: list[str]) -> list[list[str]]:
-    """(actual, predicted) label pairs, actual-major: cell index = actual * C + predicted."""
-    return [[a, p] for a in classes for p in classes]
 
 
 @dataclass(slots=True)
@@ -307,18 +214,10 @@ class RequestMetrics:
 
 @dataclass(slots=True, kw_only=True)
 class ModelMetrics(RequestMetrics):
-    """The children of one served model version, bound once at load."""
+    """The request-level children of one served model version, bound once at load."""
 
     inflight: Gauge
     queue_duration: ArrayHistogram
     inference_duration: ArrayHistogram
     batch_size: ArrayHistogram
-    predictions: ArrayCounter
-    confidence: ArrayHistogram
     quality: QualityMetrics | None = None
-    expected_confusion: ArrayCounter | None = None
-
-    def observe_predictions(self, top_class: np.ndarray, confidence: np.ndarray) -> None:
-        """Count predicted rows: ``top_class`` is each row's predicted class index."""
-        self.predictions.add(np.bincount(top_class, minlength=len(self.predictions.counts)))
-        self.confidence.observe(confidence)

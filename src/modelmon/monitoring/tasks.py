@@ -21,11 +21,8 @@ from modelmon.monitoring import families
 from modelmon.monitoring.array_metrics import ArrayCounter, ArrayHistogram, ArrayMetrics
 from modelmon.registry import calibration
 from modelmon.registry.calibration import Calibration
-from modelmon.registry.profile import ReferenceProfile
+from modelmon.registry.profile import CONFIDENCE_BUCKETS, ReferenceProfile
 from modelmon.types import ModelOutput, Signature, Task
-
-#: Top-class probability buckets (``modelmon_prediction_confidence``).
-CONFIDENCE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
 
 
 @dataclass(slots=True)

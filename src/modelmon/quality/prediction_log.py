@@ -67,7 +67,7 @@ class Chunk:
     id_prefix: str
     first_id: int
     labels: list[str]  # predicted class labels, as text
-    probabilities: np.ndarray
+    probabilities: np.ndarray | None  # a classifier's [N, C]; None for a model without them
     features: list[dict[str, Any]] | None
 
 

@@ -37,10 +37,10 @@ from modelmon.errors import (
     UnauthorizedError,
 )
 from modelmon.monitoring.metrics import QualityMetrics, RequestMetrics, ServerMetrics
-from modelmon.monitoring.profile import load_sample
 from modelmon.quality.feedback import FeedbackJoiner, count_matched, parse_feedback
 from modelmon.quality.prediction_log import PredictionLog
 from modelmon.quality.recent import RecentPredictions
+from modelmon.registry.profile import load_sample
 from modelmon.registry.store import Registry
 from modelmon.serving import codecs
 from modelmon.serving.openapi import openapi_document

@@ -28,25 +28,23 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import NamedTuple
 
-import numpy as np
-
-from modelmon.registry.signature import FeatureBatch
+from modelmon.types import FeatureBatch, ModelOutput
 
 #: Model calls whose times decide whether calls run inline (see the module's docstring).
 TIMING_WINDOW = 16
 
-#: Called on the event loop with each model call's rows, its seconds, its probabilities and
+#: Called on the event loop with each model call's rows, its seconds, its outputs and
 #: how long each of its requests waited for it, before any of them is answered. It returns
 #: the number it gave the call's first row (the runtime numbers rows consecutively:
 #: prediction ids), so that each caller learns the number of its own first row. Everything
 #: done once per model call belongs here.
-BatchObserver = Callable[[FeatureBatch, float, np.ndarray, list[float]], int]
+BatchObserver = Callable[[FeatureBatch, float, ModelOutput, list[float]], int]
 
 
 class Answer(NamedTuple):
     """One caller's share of a model call."""
 
-    probabilities: np.ndarray  # its rows only
+    output: ModelOutput  # its rows only
     first_row: int  # the observer's number for its first row (0-based in the call without one)
 
 
@@ -60,7 +58,7 @@ class _Pending:
 class AdaptiveBatcher:
     def __init__(
         self,
-        predict: Callable[[FeatureBatch], np.ndarray],
+        predict: Callable[[FeatureBatch], ModelOutput],
         executor: Executor,
         observe: BatchObserver | None,
         max_batch_size: int = 256,
@@ -102,11 +100,11 @@ class AdaptiveBatcher:
         self._worker = None
 
     async def submit(self, batch: FeatureBatch) -> Answer:
-        """Probabilities for ``batch``'s rows, and their row number."""
+        """The model's outputs for ``batch``'s rows, and their row number."""
         enqueued = time.perf_counter()
         if not self.enabled:
-            proba, first_row = await self._call([batch], [0.0])
-            return Answer(proba, first_row)
+            output, first_row = await self._call([batch], [0.0])
+            return Answer(output, first_row)
         if self._worker is None:
             self.start()
         future = asyncio.get_running_loop().create_future()
@@ -118,24 +116,24 @@ class AdaptiveBatcher:
         """The fastest recent model call (None before the first)."""
         return min(self._call_seconds) if self._call_seconds else None
 
-    async def _call(self, batches: list[FeatureBatch], waits: list[float]) -> tuple[np.ndarray, int]:
-        """The merged batches' probabilities, and the observer's number for its first row."""
+    async def _call(self, batches: list[FeatureBatch], waits: list[float]) -> tuple[ModelOutput, int]:
+        """The merged batches' outputs, and the observer's number for its first row."""
         merged = FeatureBatch.concat(batches)
         started = time.perf_counter()
         typical = self.typical_seconds
         if typical is not None and typical < self.inline_below:
-            proba = self.predict(merged)
+            output = self.predict(merged)
             self._call_seconds.append(time.perf_counter() - started)
         else:  # slow, or not measured yet
-            proba, call_seconds = await asyncio.get_running_loop().run_in_executor(self.executor, self._timed_predict, merged)
+            output, call_seconds = await asyncio.get_running_loop().run_in_executor(self.executor, self._timed_predict, merged)
             self._call_seconds.append(call_seconds)
-        first_row = self.observe(merged, time.perf_counter() - started, proba, waits) if self.observe is not None else 0
-        return proba, first_row
+        first_row = self.observe(merged, time.perf_counter() - started, output, waits) if self.observe is not None else 0
+        return output, first_row
 
-    def _timed_predict(self, batch: FeatureBatch) -> tuple[np.ndarray, float]:
+    def _timed_predict(self, batch: FeatureBatch) -> tuple[ModelOutput, float]:
         started = time.perf_counter()
-        proba = self.predict(batch)
-        return proba, time.perf_counter() - started
+        output = self.predict(batch)
+        return output, time.perf_counter() - started
 
     async def _gather(self) -> list[_Pending]:
         first = self._carry or await self._queue.get()
@@ -165,7 +163,7 @@ class AdaptiveBatcher:
             items = await self._gather()
             started = time.perf_counter()
             try:
-                proba, first_row = await self._call([i.batch for i in items], [started - i.enqueued for i in items])
+                output, first_row = await self._call([i.batch for i in items], [started - i.enqueued for i in items])
             except Exception as exc:  # the model failed: every caller in the batch hears of it
                 for item in items:
                     if not item.future.done():
@@ -175,5 +173,5 @@ class AdaptiveBatcher:
             for item in items:
                 rows = item.batch.n_rows
                 if not item.future.done():  # a caller that disconnected has cancelled it
-                    item.future.set_result(Answer(proba[offset : offset + rows], first_row + offset))
+                    item.future.set_result(Answer(output.rows(offset, offset + rows), first_row + offset))
                 offset += rows

@@ -12,17 +12,16 @@ from typing import Any, cast
 import numpy as np
 
 from modelmon.errors import InferenceError
-from modelmon.monitoring.batch_accounting import BatchAccounting
-from modelmon.monitoring.drift import DriftMonitor
 from modelmon.monitoring.metrics import ModelMetrics, ServerMetrics
+from modelmon.monitoring.monitor import MonitorSettings, VersionMonitor
 from modelmon.quality.prediction_log import Chunk, PredictionLog, prediction_ids
 from modelmon.quality.recent import RecentPredictions
 from modelmon.registry.card import ModelCard
-from modelmon.registry.predictors import Predictor
-from modelmon.registry.signature import FeatureBatch
+from modelmon.runtimes.base import Runtime
 from modelmon.serving.batching import AdaptiveBatcher
 from modelmon.serving.settings import ServingSettings
 from modelmon.serving.validation import RequestValidator
+from modelmon.types import FeatureBatch, ModelOutput
 
 
 class PredictionIds:
@@ -49,14 +48,16 @@ PREDICTION_IDS = PredictionIds()
 class Prediction:
     ids: list[str]
     labels: np.ndarray  # class labels, one per row
-    probabilities: np.ndarray  # [N, C]
+    probabilities: np.ndarray | None  # [N, C] for a classifier
 
 
 class ModelRuntime:
+    """One served model version: its runtime (the model), batcher, validator and monitor."""
+
     def __init__(
         self,
         card: ModelCard,
-        predictor: Predictor,
+        predictor: Runtime,
         metrics: ServerMetrics,
         executor: Executor,
         settings: ServingSettings,
@@ -67,36 +68,30 @@ class ModelRuntime:
         self.card = card
         self.name = card.name
         self.version = str(card.version)
-        self.classes = np.asarray(card.signature.classes)
+        self.classes = np.asarray(card.signature.class_labels)
         self.predictor = predictor
         self.monitoring = settings.monitoring
-        self.metrics: ModelMetrics = metrics.bind(
-            card.name,
-            self.version,
-            card.flavor,
-            [str(c) for c in card.signature.classes],
+        self.monitor = VersionMonitor(
+            metrics,
+            model=card.name,
+            version=self.version,
+            flavor=card.flavor,
+            signature=card.signature,
             baseline=card.baseline,
+            profile=card.reference_profile,
+            calibration=card.calibration,
+            reference_sample=reference_sample,
+            settings=MonitorSettings(enabled=settings.monitoring, drift=settings.drift),
         )
-        self.class_labels = [str(c) for c in card.signature.classes]
+        self.metrics: ModelMetrics = self.monitor.metrics
+        self.class_labels = [str(c) for c in card.signature.class_labels]
         self.prediction_log = prediction_log
         self.feature_sample = settings.prediction_log.feature_sample
         self.recent = recent
         self.recent_source = recent.source(card.name, card.version, self.class_labels) if recent is not None else 0
-        self.drift: DriftMonitor | None = None
-        if self.monitoring and card.reference_profile is not None:
-            self.drift = metrics.bind_drift(
-                self.metrics, card.signature, card.reference_profile, reference_sample or {}, settings.drift
-            )
-        self.accounting: BatchAccounting | None = None
-        if self.monitoring:
-            self.accounting = BatchAccounting(self.metrics, self.drift, card.calibration)
-            metrics.flushers[(card.name, self.version)] = self.accounting.flush
-            if self.drift is not None:
-                self.drift.before_report = self.accounting.flush
-                self.drift.idle_flush = self.accounting.flush_if_idle
         self.validator = RequestValidator(card.signature, settings.max_rows_per_request)
         self.batcher = AdaptiveBatcher(
-            predictor.predict_proba,
+            predictor.predict,
             executor,
             self._on_model_call,
             max_batch_size=settings.max_batch_size,
@@ -112,20 +107,19 @@ class ModelRuntime:
             raise InferenceError(
                 f"model {self.name} version {self.version} failed: {type(exc).__name__}: {exc}"
             ) from exc
-        proba = answer.probabilities
+        output = answer.output
         ids = PREDICTION_IDS.format(answer.first_row, batch.n_rows)
-        return Prediction(ids=ids, labels=self.classes[proba.argmax(axis=1)], probabilities=proba)
+        return Prediction(ids=ids, labels=self.classes[output.predicted], probabilities=output.probabilities)
 
-    def _on_model_call(self, batch: FeatureBatch, seconds: float, proba: np.ndarray, waits: list[float]) -> int:
+    def _on_model_call(self, batch: FeatureBatch, seconds: float, output: ModelOutput, waits: list[float]) -> int:
         """Once per model call, before its requests are answered: queue its monitoring work,
         give its rows their prediction ids, remember them for labels and journal them in one
         prediction log line. Returns the first row's id counter."""
-        if self.accounting is not None:
-            self.accounting.add(batch, seconds, proba, waits)
+        self.monitor.observe(batch, seconds, output, waits)
         first_id = PREDICTION_IDS.reserve(batch.n_rows)
         if self.recent is None and self.prediction_log is None:
             return first_id
-        predicted = proba.argmax(axis=1)
+        predicted = output.predicted
         now = time.time()
         if self.recent is not None:
             self.recent.add(self.recent_source, first_id, predicted, now)
@@ -136,6 +130,6 @@ class ModelRuntime:
                 # The frame's columns are the signature's feature names: text.
                 features = cast(list[dict[str, Any]], batch.to_frame(self.card.signature).to_dict("records"))
             self.prediction_log.submit(
-                Chunk(self.name, int(self.version), now, PREDICTION_IDS.prefix, first_id, labels, proba, features)
+                Chunk(self.name, int(self.version), now, PREDICTION_IDS.prefix, first_id, labels, output.probabilities, features)
             )
         return first_id
