@@ -1,0 +1,312 @@
+"""Checks 4-8 against one live server holding every case: the V2 and records round trips,
+bad inputs, the monitoring counts, the prediction log and the join of labels."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections import Counter
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tests.conformance.cases import for_every_case
+from tests.conformance.support import (
+    Scrape,
+    assert_labels_agree,
+    increase,
+    records,
+    tolerance,
+    v2_datatype,
+    v2_inputs,
+)
+
+pytestmark = pytest.mark.slow
+
+#: Seconds the prediction log may take to reach the store (segments seal every 0.5 s).
+LOG_TIMEOUT = 30.0
+
+
+def infer(live, name: str, frame: pd.DataFrame, features: list[str]) -> dict[str, Any]:
+    """A V2 inference with one input per feature; the outputs by name."""
+    response = live.post(f"/v2/models/{name}/infer", json={"inputs": v2_inputs(frame, features)})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["model_name"] == name and body["model_version"] == "1"
+    return {o["name"]: o for o in body["outputs"]}
+
+
+def probabilities_of(output: dict[str, Any]) -> np.ndarray:
+    return np.array(output["data"], dtype=np.float64).reshape(output["shape"])
+
+
+# -- check 4: Open Inference Protocol ----------------------------------------------------
+
+
+@for_every_case
+def test_v2_metadata_describes_the_signature(case, conformance, live):
+    import httpx
+
+    entry = conformance[case]
+    card = entry.card
+    meta = httpx.get(f"{live.url}/v2/models/{case.id}", timeout=30).json()
+    assert [i["name"] for i in meta["inputs"]] == entry.built.features
+    assert [i["datatype"] for i in meta["inputs"]] == [v2_datatype(entry.built.train[f]) for f in entry.built.features]
+    outputs = {o["name"]: o for o in meta["outputs"]}
+    assert outputs["probabilities"]["parameters"]["classes"] == entry.built.classes
+    assert meta["platform"] == f"modelmon-{card.runtime}"
+    info = Scrape(live.url).values("modelmon_model_info", case.id, by=("flavor",))
+    assert info == Counter({case.runtime: 1.0})
+
+
+@for_every_case
+def test_v2_infer_round_trip(case, conformance, live):
+    """Check 4: FP64 / INT64 / BYTES inputs, one per feature, give the framework's
+    probabilities and labels, and one prediction id per row."""
+    entry = conformance[case]
+    validation, classes = entry.built.validation, entry.built.classes
+    outputs = infer(live, case.id, validation, entry.built.features)
+    proba = probabilities_of(outputs["probabilities"])
+    expected = entry.built.predict(validation)
+    atol = tolerance(entry.card)
+    np.testing.assert_allclose(proba, expected, rtol=0, atol=atol)
+    assert outputs["label"]["datatype"] == ("BYTES" if isinstance(classes[0], str) else "INT64")
+    assert_labels_agree(outputs["label"]["data"], proba, expected, classes, atol)
+    ids = outputs["prediction_id"]["data"]
+    assert len(ids) == len(set(ids)) == len(validation)
+
+
+@pytest.fixture(scope="session")
+def triton_client(live):
+    import tritonclient.http as triton
+
+    client = triton.InferenceServerClient(url=f"127.0.0.1:{live.server.port}")
+    yield client
+    client.close()
+
+
+@for_every_case
+@pytest.mark.parametrize("binary", [True, False], ids=["binary", "json"])
+def test_tritonclient_round_trip(case, conformance, live, triton_client, binary):
+    """Check 4 through tritonclient's HTTP client, unchanged: binary tensor data and JSON."""
+    import tritonclient.http as triton
+
+    entry = conformance[case]
+    rows = entry.built.validation.iloc[:32]
+    tensors = []
+    for name in entry.built.features:
+        datatype = v2_datatype(rows[name])
+        values = rows[name].to_numpy(dtype=object if datatype == "BYTES" else None)
+        tensor = triton.InferInput(name, [len(rows)], datatype)
+        tensor.set_data_from_numpy(values, binary_data=binary)
+        tensors.append(tensor)
+    requested = [triton.InferRequestedOutput(n, binary_data=binary) for n in ("label", "probabilities", "prediction_id")]
+    result = triton_client.infer(case.id, tensors, outputs=requested, request_id="conformance")
+    assert result.get_response()["id"] == "conformance"
+    proba = result.as_numpy("probabilities").reshape(len(rows), -1)
+    expected = entry.built.predict(rows)
+    atol = tolerance(entry.card)
+    np.testing.assert_allclose(proba, expected, rtol=0, atol=atol)
+    # BYTES come back as bytes from binary data, as str from JSON; numbers as numpy scalars.
+    labels = [v.decode() if isinstance(v, bytes) else v if isinstance(v, str) else v.item()
+              for v in result.as_numpy("label")]
+    assert_labels_agree(labels, proba, expected, entry.built.classes, atol)
+    assert result.as_numpy("prediction_id").shape == (len(rows),)
+
+
+# -- check 5: the records endpoint -------------------------------------------------------
+
+
+@for_every_case
+def test_records_round_trip(case, conformance, live):
+    """Check 5: ``/v1/models/<name>:predict`` with one object per row."""
+    entry = conformance[case]
+    rows, classes = entry.built.validation.iloc[:40], entry.built.classes
+    response = live.post(f"/v1/models/{case.id}:predict", json={"instances": records(rows, entry.built.features)})
+    assert response.status_code == 200, response.text
+    predictions = response.json()["predictions"]
+    assert all(list(p["probabilities"]) == [str(c) for c in classes] for p in predictions)
+    proba = np.array([list(p["probabilities"].values()) for p in predictions])
+    expected = entry.built.predict(rows)
+    atol = tolerance(entry.card)
+    np.testing.assert_allclose(proba, expected, rtol=0, atol=atol)
+    assert_labels_agree([p["label"] for p in predictions], proba, expected, classes, atol)
+    assert len({p["id"] for p in predictions}) == len(rows)
+
+
+# -- check 6: bad inputs -----------------------------------------------------------------
+
+
+def first_numeric(entry) -> str:
+    return next(s.name for s in entry.card.signature.features if not s.is_categorical)
+
+
+def missing_feature(entry, rows):
+    inputs = v2_inputs(rows, entry.built.features)
+    dropped = inputs.pop(len(inputs) // 2)["name"]
+    return f"/v2/models/{entry.case.id}/infer", json.dumps({"inputs": inputs}).encode(), dropped
+
+
+def wrong_datatype(entry, rows):
+    name = first_numeric(entry)
+    inputs = v2_inputs(rows, entry.built.features)
+    for tensor in inputs:
+        if tensor["name"] == name:
+            tensor.update(datatype="BYTES", data=[str(v) for v in tensor["data"]])
+    return f"/v2/models/{entry.case.id}/infer", json.dumps({"inputs": inputs}).encode(), name
+
+
+def string_for_a_number(entry, rows):
+    name = first_numeric(entry)
+    inputs = v2_inputs(rows, entry.built.features)
+    for tensor in inputs:
+        if tensor["name"] == name:
+            tensor["data"][-1] = "twelve"
+    return f"/v2/models/{entry.case.id}/infer", json.dumps({"inputs": inputs}).encode(), name
+
+
+def unparseable_body(entry, rows):
+    return f"/v2/models/{entry.case.id}/infer", b'{"inputs": [', "not valid JSON"
+
+
+def malformed_field(entry, rows):
+    inputs = v2_inputs(rows, entry.built.features)
+    inputs[0]["shape"] = "rows"
+    return f"/v2/models/{entry.case.id}/infer", json.dumps({"inputs": inputs}).encode(), "inputs[0].shape"
+
+
+def record_without_a_feature(entry, rows):
+    instances = records(rows, entry.built.features)
+    name = entry.built.features[-1]
+    del instances[1][name]
+    return f"/v1/models/{entry.case.id}:predict", json.dumps({"instances": instances}).encode(), name
+
+
+#: (what is wrong, the request, the reason it is counted under); each request's message
+#: must name the field (or, for a body that is not JSON, say so).
+BAD_INPUTS = [
+    ("missing-feature", missing_feature, "missing_feature"),
+    ("wrong-datatype", wrong_datatype, "wrong_datatype"),
+    ("string-for-a-number", string_for_a_number, "invalid_value"),
+    ("unparseable-body", unparseable_body, "malformed_request"),
+    ("malformed-field", malformed_field, "malformed_request"),
+    ("record-without-a-feature", record_without_a_feature, "missing_feature"),
+]
+
+
+@for_every_case
+@pytest.mark.parametrize(("make", "reason"), [pytest.param(m, r, id=i) for i, m, r in BAD_INPUTS])
+def test_bad_input_is_a_4xx_naming_the_field_and_counted(case, conformance, live, make, reason):
+    """Check 6: a 4xx whose message names the field, counted for the model under its reason
+    (and nothing counted as an internal error)."""
+    entry = conformance[case]
+    path, body, named = make(entry, entry.built.validation.iloc[:3])
+    before = Scrape(live.url).values("modelmon_request_errors_total", case.id, by=("reason",))
+    response = live.post(path, content=body, headers={"content-type": "application/json"})
+    assert 400 <= response.status_code < 500, response.text
+    assert named in response.json()["error"]
+    after = Scrape(live.url).values("modelmon_request_errors_total", case.id, by=("reason",))
+    assert increase(after, before) == Counter({reason: 1.0})
+
+
+# -- check 7: monitoring counts ----------------------------------------------------------
+
+
+@for_every_case
+def test_monitoring_counts_every_row(case, conformance, live):
+    """Check 7: after N rows, the prediction counters grew by the returned labels' counts
+    per class (N in all), and one feature's bins by N."""
+    entry = conformance[case]
+    rows = entry.built.validation.iloc[:70]
+    feature = entry.card.signature.features[0].name
+    before = Scrape(live.url)
+    labels = []
+    for start in range(0, len(rows), 25):  # several requests, several model calls
+        labels += infer(live, case.id, rows.iloc[start : start + 25], entry.built.features)["label"]["data"]
+    after = Scrape(live.url)
+    predicted = increase(*(s.values("modelmon_predictions_total", case.id, by=("class",)) for s in (after, before)))
+    assert predicted == Counter(str(label) for label in labels)
+    assert sum(predicted.values()) == len(rows)
+    bins = increase(*(s.values("modelmon_feature_bin_total", case.id, by=("bin",), feature=feature) for s in (after, before)))
+    assert sum(bins.values()) == len(rows)
+
+
+# -- check 8: the prediction log and the join of labels ----------------------------------
+
+
+def logged_predictions(live, model: str, ids: list[str]) -> dict[str, tuple[str, list[float]]]:
+    """The store's rows for ``ids``, once all have arrived (the log writes them in the
+    background)."""
+    deadline = time.monotonic() + LOG_TIMEOUT
+    found: dict[str, tuple[str, list[float]]] = {}
+    while time.monotonic() < deadline:
+        if live.store.exists():
+            connection = sqlite3.connect(f"file:{live.store}?mode=ro", uri=True, timeout=10)
+            try:
+                rows = connection.execute(
+                    "SELECT id, predicted_label, probabilities FROM predictions WHERE model = ? AND version = 1",
+                    (model,),
+                ).fetchall()
+            except sqlite3.OperationalError:  # not migrated yet
+                rows = []
+            finally:
+                connection.close()
+            wanted = set(ids)
+            found = {i: (label, json.loads(p)) for i, label, p in rows if i in wanted}
+            if len(found) == len(ids):
+                return found
+        time.sleep(0.25)
+    raise AssertionError(f"{len(ids) - len(found)} of {len(ids)} predictions not in the store after {LOG_TIMEOUT}s")
+
+
+@for_every_case
+def test_prediction_log_holds_what_was_answered(case, conformance, live):
+    """Check 8: every answered row reaches the store with its label and probabilities."""
+    entry = conformance[case]
+    outputs = infer(live, case.id, entry.built.validation.iloc[:20], entry.built.features)
+    ids, labels = outputs["prediction_id"]["data"], outputs["label"]["data"]
+    proba = probabilities_of(outputs["probabilities"])
+    logged = logged_predictions(live, case.id, ids)
+    assert [logged[i][0] for i in ids] == [str(label) for label in labels]
+    np.testing.assert_allclose(np.array([logged[i][1] for i in ids]), proba, rtol=0, atol=1e-12)
+
+
+@for_every_case
+def test_feedback_joins_each_label_once(case, conformance, live):
+    """Check 8: labels for returned prediction ids are matched and counted in the confusion
+    cells of (actual, predicted); the same labels sent again are duplicates."""
+    entry = conformance[case]
+    rows = entry.built.validation.iloc[40:100]
+    outputs = infer(live, case.id, rows, entry.built.features)
+    ids, predicted = outputs["prediction_id"]["data"], outputs["label"]["data"]
+    truth = rows[entry.built.target].tolist()
+    body = {"labels": [{"id": i, "label": y} for i, y in zip(ids, truth, strict=True)]}
+
+    before = Scrape(live.url)
+    response = live.post(f"/v2/models/{case.id}/feedback", json=body)
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert (answer["matched"], answer["duplicate"], answer["unknown"]) == (len(ids), 0, 0)
+    after = Scrape(live.url)
+
+    def outcomes(scrape):
+        return scrape.values("modelmon_feedback_total", case.id, by=("outcome",))
+
+    def cells(scrape):
+        return scrape.values("modelmon_confusion_total", case.id, by=("actual", "predicted"))
+
+    assert increase(outcomes(after), outcomes(before)) == Counter({"matched": len(ids)})
+    confusion = increase(cells(after), cells(before))
+    assert sum(confusion.values()) == len(ids)
+    assert confusion == Counter((str(y), str(p)) for y, p in zip(truth, predicted, strict=True))
+
+    response = live.post(f"/v2/models/{case.id}/feedback", json=body)
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert (answer["matched"], answer["duplicate"], answer["unknown"]) == (0, len(ids), 0)
+    again = Scrape(live.url)
+    assert increase(outcomes(again), outcomes(after)) == Counter({"duplicate": len(ids)})
+    assert cells(again) == cells(after)
