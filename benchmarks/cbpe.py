@@ -8,7 +8,7 @@ child process on a free loopback port, each window's rows are sent over the Open
 Protocol, and ``modelmon_expected_confusion_total`` is read from /metrics before and after the
 window: the difference is that window's expected confusion matrix, from which accuracy =
 trace / total and macro F1 = mean over classes of 2 E[TP_k] / (E[predicted_k] + E[actual_k])
-(the recording rules' definitions, ``modelmon.quality.rules``). Realized values are
+(the recording rules' definitions, ``modelmon.rules.quality``). Realized values are
 scikit-learn's on the known labels and the server's predictions. NannyML 0.13.1's CBPE runs
 in its own venv (``benchmarks/.peers/nannyml``, built on first use by ``peers/venvs.py``) on
 the same windows and the same probabilities: fitted on the validation rows with the model's

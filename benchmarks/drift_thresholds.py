@@ -21,7 +21,7 @@ import numpy as np
 from modelmon.monitoring.accounting import FeatureAccountant
 from modelmon.monitoring.drift import DriftMonitor, DriftSettings
 from modelmon.registry.profile import ProfileSettings, build_profile
-from modelmon.registry.signature import FeatureBatch, FeatureSpec, Signature
+from modelmon.types import FeatureBatch, FeatureSpec, Signature
 
 RESULTS = Path(__file__).parent / "results" / "drift_thresholds.json"
 NUMERIC = ["normal", "lognormal", "uniform", "counts"]

@@ -22,7 +22,7 @@ from _measure import Timed, arguments, write
 from modelmon.monitoring.accounting import FeatureAccountant
 from modelmon.monitoring.drift import DriftMonitor, DriftSettings
 from modelmon.registry.profile import ProfileSettings, build_profile
-from modelmon.registry.signature import FeatureBatch, Signature, feature_specs_from_frame
+from modelmon.types import FeatureBatch, Signature, feature_specs_from_frame
 
 
 def main() -> None:

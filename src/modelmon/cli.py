@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -37,7 +37,7 @@ RegistryOption = Annotated[
 
 def _settings_error(exc: Exception, prefix: str = "") -> str:
     """A pydantic error as one line per bad setting, named as the option is."""
-    errors = getattr(exc, "errors", lambda: [])()
+    errors: list[dict[str, Any]] = getattr(exc, "errors", lambda: [])()
     return "; ".join(f"--{prefix}{str(e['loc'][-1]).replace('_', '-')}: {e['msg']}" for e in errors) or str(exc)
 
 
@@ -110,7 +110,7 @@ def models(registry: RegistryOption = None, output_format: FormatOption = Output
 
     reg = Registry(registry)
     rows = [{"model": card.name, "version": card.version, "flavor": card.flavor, "runtime": card.runtime,
-             "features": len(card.signature.features), "classes": len(card.signature.classes),
+             "features": len(card.signature.features), "classes": len(card.signature.class_labels),
              "created": card.created_at} for card in reg.cards()]
     print_listing(MODEL_COLUMNS, rows, output_format, empty=f"no models in {reg.root}")
 
@@ -143,9 +143,9 @@ def serve(
     from pydantic import ValidationError
 
     from modelmon.monitoring.drift import DriftSettings
-    from modelmon.quality.prediction_log import PredictionLogSettings
     from modelmon.registry import Registry, parse_model_ref
     from modelmon.serving.app import ModelServer
+    from modelmon.serving.prediction_log import PredictionLogSettings
     from modelmon.serving.server import serve as run_server
     from modelmon.serving.settings import ServingSettings
 
@@ -200,6 +200,7 @@ def feedback(
 
     try:
         frame = read_table(file, "labels")
+        assert frame is not None  # read_table returns None only for no data, and a file was given
         missing = [c for c in (id_column, label_column) if c not in frame.columns]
         if missing:
             raise ModelmonError(f"{file} has no column {missing}; its columns are {list(frame.columns)}")
@@ -235,8 +236,8 @@ def rules_export(
 ) -> None:
     """Write recording rules (fleet drift per feature; realized and estimated quality) and
     the promtool tests that prove them."""
-    from modelmon.monitoring import rules
-    from modelmon.quality import rules as quality_rules
+    from modelmon.rules import drift as rules
+    from modelmon.rules import quality as quality_rules
 
     kinds = {
         "drift": (rules.drift_rule_group, rules.drift_rules_test),

@@ -129,8 +129,9 @@ def onnx_writer(graph: Any) -> Callable[[Path], Path]:
     return write
 
 
-def to_onnx(estimator: Any, initial_types: list[tuple[str, Any]], zipmap: bool) -> Any:
-    """An ``onnx.ModelProto`` made by skl2onnx (the way users make ONNX from scikit-learn)."""
+def to_onnx(estimator: Any, initial_types: list[tuple[str, Any]], zipmap: bool | None) -> Any:
+    """An ``onnx.ModelProto`` made by skl2onnx (the way users make ONNX from scikit-learn);
+    ``zipmap`` None for a regressor, which has no such option."""
     import warnings
 
     from skl2onnx import to_onnx as convert
@@ -138,7 +139,8 @@ def to_onnx(estimator: Any, initial_types: list[tuple[str, Any]], zipmap: bool) 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return convert(
-            estimator, initial_types=initial_types, options={"zipmap": zipmap}, target_opset=TARGET_OPSET
+            estimator, initial_types=initial_types, options=None if zipmap is None else {"zipmap": zipmap},
+            target_opset=TARGET_OPSET,
         )
 
 
@@ -282,7 +284,7 @@ def onnx_regression() -> Built:
     train, validation = split(numeric_data(6), drop=("churned",))
     features = [c for c in train.columns if c != "spend"]
     estimator = Ridge().fit(train[features].to_numpy(np.float32), train.spend)
-    graph = to_onnx(estimator, [("input", FloatTensorType([None, len(features)]))], zipmap=False)
+    graph = to_onnx(estimator, [("input", FloatTensorType([None, len(features)]))], zipmap=None)
     session = onnxruntime_session(graph)
 
     def predict(frame: pd.DataFrame) -> np.ndarray:

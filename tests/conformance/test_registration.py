@@ -90,21 +90,7 @@ def test_registered_artifact_agrees_with_the_framework(case, conformance):
     np.testing.assert_array_equal(output.predicted, output.probabilities.argmax(axis=1))
 
 
-#: Pending rows whose refusal does not happen yet: modelmon bugs, one line each.
-REFUSAL_BUGS = {
-    "onnx-regression": "an ONNX regressor's [N, 1] output is taken for probabilities: it registers "
-    "as a 'multiclass' model with the one class [0] instead of being refused",
-}
-
-
-@pytest.mark.parametrize(
-    "case",
-    [
-        pytest.param(case, id=case.id, marks=[pytest.mark.xfail(strict=True, reason=REFUSAL_BUGS[case.id])]
-                     if case.id in REFUSAL_BUGS else [])
-        for case in PENDING_CASES
-    ],
-)
+@pytest.mark.parametrize("case", [pytest.param(case, id=case.id) for case in PENDING_CASES])
 def test_a_pending_task_is_refused_at_registration(case, tmp_path):
     """Until a row's task is implemented, registering such a model must fail with a clear
     error rather than register something that serves wrong answers."""

@@ -167,8 +167,8 @@ def test_fleet_quality_rules_on_a_live_prometheus(registry_dir, shop_frame, tmp_
     equal scikit-learn's accuracy and macro F1 on the labels sent."""
     from sklearn.metrics import f1_score
 
-    from modelmon.monitoring.rules import dump_yaml
-    from modelmon.quality.rules import quality_rule_group
+    from modelmon.rules.drift import dump_yaml
+    from modelmon.rules.quality import quality_rule_group
     from modelmon.stack.prometheus import Prometheus
 
     server = start_server(registry_dir, tmp_path, "--drain-seconds", "0")

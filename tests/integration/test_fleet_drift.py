@@ -16,8 +16,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from scipy.spatial.distance import jensenshannon
 
-from modelmon.monitoring.rules import drift_rules, dump_yaml
 from modelmon.registry.profile import OTHER
+from modelmon.rules.drift import drift_rules, dump_yaml
 from modelmon.stack.processes import stop_process
 from modelmon.stack.prometheus import Prometheus
 from tests.conftest import start_server

@@ -13,7 +13,7 @@ from modelmon.monitoring import drift_stats
 from modelmon.monitoring.accounting import FeatureAccountant
 from modelmon.monitoring.drift import DriftMonitor, DriftSettings
 from modelmon.registry.profile import ProfileSettings, build_profile, interval_labels
-from modelmon.registry.signature import FeatureBatch, FeatureSpec, Signature
+from modelmon.types import FeatureBatch, FeatureSpec, Signature
 
 SIGNATURE = Signature(
     features=[

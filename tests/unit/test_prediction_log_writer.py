@@ -20,13 +20,13 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy import select, text
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 
-from modelmon.quality.prediction_log import (
+from modelmon.serving.prediction_log import (
     Chunk,
     PredictionLog,
     PredictionLogSettings,
     prediction_ids,
 )
-from modelmon.quality.segment_writer import SegmentWriter
+from modelmon.serving.segment_writer import SegmentWriter
 from modelmon.store import Store, close_store, open_store
 from modelmon.store.predictions import (
     PredictionTimestamps,

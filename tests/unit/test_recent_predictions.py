@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from modelmon.quality.recent import PredictionRecord, RecentPredictions
+from modelmon.serving.recent import PredictionRecord, RecentPredictions
 
 
 def test_matches_a_dict_of_the_last_capacity_predictions() -> None:

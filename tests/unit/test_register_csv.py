@@ -299,7 +299,7 @@ def test_text_columns_found_through_selectors_indices_and_ordinal_encoders(censu
 
 
 def test_whole_number_floats_become_integer_text():
-    from modelmon.registry.signature import FeatureSpec, Signature
+    from modelmon.types import FeatureSpec, Signature
 
     signature = Signature(features=[FeatureSpec(name="c", dtype="string", nullable=True)],
                           classes=[0, 1], input_layout="columns")

@@ -186,7 +186,7 @@ def test_a_model_registered_from_a_run_takes_its_baseline_and_links_back(tmp_pat
 def test_from_frame_gives_text_or_none_for_every_kind_of_text_column(dtype):
     """Arrow-backed strings (pandas 3's default), StringDtype, object and category columns
     all become Python str, with None for every missing value."""
-    from modelmon.registry.signature import FeatureSpec, Signature
+    from modelmon.types import FeatureSpec, Signature
 
     signature = Signature(
         features=[FeatureSpec(name="x", dtype="float64"), FeatureSpec(name="c", dtype="string", categories=["a", "b"], nullable=True)],
@@ -200,7 +200,7 @@ def test_from_frame_gives_text_or_none_for_every_kind_of_text_column(dtype):
 
 
 def test_from_frame_turns_non_text_categories_into_text():
-    from modelmon.registry.signature import FeatureSpec, Signature
+    from modelmon.types import FeatureSpec, Signature
 
     signature = Signature(features=[FeatureSpec(name="c", dtype="string", categories=["1", "2"], nullable=True)],
                           classes=[0, 1], input_layout="columns")

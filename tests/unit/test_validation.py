@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 from modelmon.errors import InvalidInputError
-from modelmon.registry.signature import FeatureSpec, Signature
 from modelmon.serving.codecs import TensorInput
 from modelmon.serving.validation import RequestValidator
+from modelmon.types import FeatureSpec, Signature
 
 SIGNATURE = Signature(
     features=[

@@ -2,7 +2,7 @@
 
 ``alert_rules(config)`` is every enabled built-in rule plus the custom ones. The rule file
 (``modelmon-alerts.rules.yml``) holds them in one group, next to the fleet drift recording
-rules of ``modelmon.monitoring.rules``; the test file runs every built-in rule on a
+rules of ``modelmon.rules.drift``; the test file runs every built-in rule on a
 violating input (it must fire, with the exact labels and text) and on a healthy one (it
 must stay quiet).
 """
@@ -16,7 +16,7 @@ import yaml
 from modelmon.alerting import config as cfg
 from modelmon.alerting.builtins import builtin_rules, minutes
 from modelmon.alerting.model import NUMBER, AlertRule, Case, Threshold
-from modelmon.monitoring import rules as drift_rules
+from modelmon.rules import drift as drift_rules
 
 GROUP = "modelmon-alerts"
 RULE_FILE = "modelmon-alerts.rules.yml"
@@ -161,7 +161,7 @@ def rule_group(rules: list[AlertRule], config: cfg.AlertingConfig) -> dict[str, 
 def rule_files(config: cfg.AlertingConfig) -> dict[str, dict[str, Any]]:
     """File name -> content: the alerting rules, and the fleet drift and quality recording
     rules (the same files as ``modelmon rules export``) for dashboards and custom rules."""
-    from modelmon.quality import rules as quality_rules
+    from modelmon.rules import quality as quality_rules
 
     rules = alert_rules(config)
     windows = config.prometheus.recording_windows

@@ -172,7 +172,7 @@ def write_provisioning(
     export --window``). ``dashboards_path`` is where Grafana finds the dashboards' JSON (the
     provider's path): ``OUT_DIR/dashboards/modelmon`` once OUT_DIR is mounted as
     ``/etc/grafana/provisioning``."""
-    from modelmon.monitoring.rules import check_window
+    from modelmon.rules.drift import check_window
 
     try:
         check_window(window)

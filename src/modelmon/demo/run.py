@@ -39,10 +39,10 @@ from modelmon.config import modelmon_home
 from modelmon.demo.data import CATEGORICAL_FEATURES, NUMERIC_FEATURES, TARGET, generate_customers
 from modelmon.errors import ModelmonError
 from modelmon.monitoring.drift import DriftSettings
-from modelmon.monitoring.rules import drift_rules, dump_yaml
-from modelmon.quality.prediction_log import PredictionLogSettings
-from modelmon.quality.rules import quality_rule_group
+from modelmon.rules.drift import drift_rules, dump_yaml
+from modelmon.rules.quality import quality_rule_group
 from modelmon.serving.app import ModelServer
+from modelmon.serving.prediction_log import PredictionLogSettings
 from modelmon.serving.server import DrainingServer, build_server
 from modelmon.serving.settings import ServingSettings
 from modelmon.stack.processes import free_port

@@ -1,8 +1,7 @@
 """The model registry: versioned artifacts with their signature and baselines.
 
-Names are resolved on first use, so that importing one module of the package (the
-signature, say, from the monitoring code) does not import all of it: the card imports the
-monitoring profile, which imports the signature.
+Names are resolved on first use, so that importing the registry's store (as ``modelmon
+serve`` does) does not import registration, and with it pandas and scikit-learn.
 """
 
 from __future__ import annotations
@@ -24,13 +23,13 @@ __all__ = [
 if TYPE_CHECKING:
     from modelmon.registry.card import ModelCard
     from modelmon.registry.register import register_model
-    from modelmon.registry.signature import FeatureBatch, FeatureSpec, Signature
     from modelmon.registry.store import Registry, parse_model_ref
+    from modelmon.types import FeatureBatch, FeatureSpec, Signature
 
 _LAZY = {
-    "FeatureBatch": "modelmon.registry.signature",
-    "FeatureSpec": "modelmon.registry.signature",
-    "Signature": "modelmon.registry.signature",
+    "FeatureBatch": "modelmon.types",
+    "FeatureSpec": "modelmon.types",
+    "Signature": "modelmon.types",
     "ModelCard": "modelmon.registry.card",
     "Registry": "modelmon.registry.store",
     "parse_model_ref": "modelmon.registry.store",

@@ -136,6 +136,9 @@ class OnnxRuntime(Runtime):
             column = source[:, index : index + 1]
             if is_categorical:
                 column = np.where(column == None, "", column)  # noqa: E711 - elementwise
+            elif dtype not in (np.float32, np.float64) and np.isnan(column).any():
+                # An integer or boolean input has no missing value: NaN would be cast to garbage.
+                raise ValueError(f"the graph's {name!r} input cannot take a missing value")
             feeds[name] = column.astype(dtype)
         return feeds
 
@@ -224,6 +227,11 @@ class OnnxRuntime(Runtime):
                 )
             ).shape[1]
             classes = list(range(width))
+        if len(classes) < 2:
+            raise RegistryError(
+                f"the ONNX graph's output has {len(classes)} column: modelmon serves classifiers "
+                "with a probability per class (regression models are not supported yet)"
+            )
         return Signature(features=specs, task=Task.for_classes(classes), classes=classes, input_layout=layout)
 
     @classmethod

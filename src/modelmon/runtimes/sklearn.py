@@ -114,8 +114,14 @@ class SklearnRuntime(Runtime):
 
     @classmethod
     def recognises(cls, model: Any) -> bool:
-        return type(model).__module__.split(".")[0] in ("sklearn", "imblearn") or (
-            hasattr(model, "fit") and hasattr(model, "get_params") and hasattr(model, "predict")
+        """A scikit-learn estimator, or an object that follows its API (fit, get_params, and
+        predict or predict_proba), as third-party estimators do."""
+        from sklearn.base import BaseEstimator
+
+        if isinstance(model, BaseEstimator):
+            return True
+        return hasattr(model, "fit") and hasattr(model, "get_params") and (
+            hasattr(model, "predict_proba") or hasattr(model, "predict")
         )
 
     @classmethod

@@ -17,7 +17,6 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import Any
 
-import numpy as np
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -37,19 +36,18 @@ from modelmon.errors import (
     UnauthorizedError,
 )
 from modelmon.monitoring.metrics import QualityMetrics, RequestMetrics, ServerMetrics
-from modelmon.quality.feedback import FeedbackJoiner, count_matched, parse_feedback
-from modelmon.quality.prediction_log import PredictionLog
-from modelmon.quality.recent import RecentPredictions
 from modelmon.registry.profile import load_sample
 from modelmon.registry.store import Registry
 from modelmon.serving import codecs
+from modelmon.serving.feedback import FeedbackJoiner, count_matched, parse_feedback
 from modelmon.serving.openapi import openapi_document
+from modelmon.serving.prediction_log import PredictionLog
+from modelmon.serving.recent import RecentPredictions
 from modelmon.serving.runtime import PREDICTION_IDS, ModelRuntime
 from modelmon.serving.settings import ServingSettings
 from modelmon.store import open_store
 
 JSON = "application/json"
-OUTPUT_NAMES = ("label", "probabilities", "prediction_id")
 #: Endpoints that need the API token, without and with --token-for-inference.
 PROTECTED_ENDPOINTS = {
     False: frozenset({"feedback", "repository"}),
@@ -110,7 +108,7 @@ class ModelServer:
                 card = self.registry.card(model, version)
             except ModelmonError:
                 return None
-            classes = [str(c) for c in card.signature.classes]
+            classes = [str(c) for c in card.signature.class_labels]
             self._quality[key] = (self.metrics.bind_quality(model, str(version), classes), classes)
         return self._quality[key]
 
@@ -265,19 +263,12 @@ class ModelServer:
     async def infer(self, request: Request, runtime: ModelRuntime) -> Response:
         body = await self.read_body(request)
         infer_request = codecs.decode_infer_request(body, request.headers.get(codecs.HEADER_LENGTH))
-        codecs.check_requested_outputs(infer_request, OUTPUT_NAMES)  # before the model runs
+        codecs.check_requested_outputs(infer_request, runtime.outputs.names)  # before the model runs
         batch = runtime.validator.from_tensors(infer_request.inputs)
         if infer_request.id is None:
             infer_request.id = codecs.new_request_id()
         prediction = await runtime.predict(batch)
-        label_datatype = "BYTES" if runtime.classes.dtype.kind in "OUS" else "INT64"
-        if runtime.classes.dtype.kind == "b":
-            label_datatype = "BOOL"
-        outputs = [
-            codecs.TensorOutput("label", label_datatype, prediction.labels),
-            codecs.TensorOutput("probabilities", "FP64", prediction.probabilities),
-            codecs.TensorOutput("prediction_id", "BYTES", np.array(prediction.ids, dtype=object)),
-        ]
+        outputs = runtime.outputs.tensors(prediction.output, prediction.ids)
         content, header_length = codecs.encode_infer_response(
             runtime.name, runtime.version, infer_request, outputs
         )
@@ -295,12 +286,7 @@ class ModelServer:
             raise MalformedRequestError('expected {"instances": [{"feature": value, ...}, ...]}')
         batch = runtime.validator.from_records(payload["instances"])
         prediction = await runtime.predict(batch)
-        class_names = [str(c) for c in runtime.classes.tolist()]
-        labels = prediction.labels.tolist()
-        predictions = [
-            {"id": pid, "label": label, "probabilities": dict(zip(class_names, row, strict=True))}
-            for pid, label, row in zip(prediction.ids, labels, prediction.probabilities.tolist(), strict=True)
-        ]
+        predictions = runtime.outputs.records(prediction.output, prediction.ids)
         return json_response({"model_name": runtime.name, "model_version": runtime.version, "predictions": predictions})
 
     async def repository(self, request: Request) -> Response:
@@ -370,19 +356,12 @@ def model_metadata(runtime: ModelRuntime) -> dict[str, Any]:
          "parameters": {"nullable": f.nullable, **({"categories": f.categories} if f.categories else {})}}
         for f in signature.features
     ]
-    classes = runtime.classes
-    label_type = "BYTES" if classes.dtype.kind in "OUS" else "BOOL" if classes.dtype.kind == "b" else "INT64"
     return {
         "name": runtime.name,
         "versions": [runtime.version],
         "platform": f"modelmon-{runtime.card.runtime}",
         "inputs": inputs,
-        "outputs": [
-            {"name": "label", "datatype": label_type, "shape": [-1]},
-            {"name": "probabilities", "datatype": "FP64", "shape": [-1, len(classes)],
-             "parameters": {"classes": classes.tolist()}},
-            {"name": "prediction_id", "datatype": "BYTES", "shape": [-1]},
-        ],
+        "outputs": runtime.outputs.metadata(),
     }
 
 

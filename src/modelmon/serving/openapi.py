@@ -10,8 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 import modelmon
-from modelmon.quality.feedback import MAX_LABELS_PER_REQUEST
 from modelmon.serving.codecs import V2_NUMPY_TYPES
+from modelmon.serving.feedback import MAX_LABELS_PER_REQUEST
 
 JSON = "application/json"
 
@@ -183,8 +183,9 @@ def openapi_document(
             },
         }
 
-    write_security = [{"bearer": []}] if token_configured else []
-    inference_security = [{"bearer": []}] if token_configured and token_for_inference else []
+    bearer: list[dict[str, list[str]]] = [{"bearer": []}]
+    write_security = bearer if token_configured else []
+    inference_security = bearer if token_configured and token_for_inference else []
     infer = {
         "summary": "Open Inference Protocol (V2) inference",
         "requestBody": {"required": True, "content": {JSON: {"schema": _ref("InferRequest")}}},

@@ -14,11 +14,12 @@ import numpy as np
 from modelmon.errors import InferenceError
 from modelmon.monitoring.metrics import ModelMetrics, ServerMetrics
 from modelmon.monitoring.monitor import MonitorSettings, VersionMonitor
-from modelmon.quality.prediction_log import Chunk, PredictionLog, prediction_ids
-from modelmon.quality.recent import RecentPredictions
 from modelmon.registry.card import ModelCard
 from modelmon.runtimes.base import Runtime
 from modelmon.serving.batching import AdaptiveBatcher
+from modelmon.serving.outputs import outputs_for
+from modelmon.serving.prediction_log import Chunk, PredictionLog, prediction_ids
+from modelmon.serving.recent import RecentPredictions
 from modelmon.serving.settings import ServingSettings
 from modelmon.serving.validation import RequestValidator
 from modelmon.types import FeatureBatch, ModelOutput
@@ -47,8 +48,7 @@ PREDICTION_IDS = PredictionIds()
 @dataclass(slots=True)
 class Prediction:
     ids: list[str]
-    labels: np.ndarray  # class labels, one per row
-    probabilities: np.ndarray | None  # [N, C] for a classifier
+    output: ModelOutput
 
 
 class ModelRuntime:
@@ -68,7 +68,7 @@ class ModelRuntime:
         self.card = card
         self.name = card.name
         self.version = str(card.version)
-        self.classes = np.asarray(card.signature.class_labels)
+        self.outputs = outputs_for(card.signature)
         self.predictor = predictor
         self.monitoring = settings.monitoring
         self.monitor = VersionMonitor(
@@ -107,9 +107,8 @@ class ModelRuntime:
             raise InferenceError(
                 f"model {self.name} version {self.version} failed: {type(exc).__name__}: {exc}"
             ) from exc
-        output = answer.output
         ids = PREDICTION_IDS.format(answer.first_row, batch.n_rows)
-        return Prediction(ids=ids, labels=self.classes[output.predicted], probabilities=output.probabilities)
+        return Prediction(ids=ids, output=answer.output)
 
     def _on_model_call(self, batch: FeatureBatch, seconds: float, output: ModelOutput, waits: list[float]) -> int:
         """Once per model call, before its requests are answered: queue its monitoring work,

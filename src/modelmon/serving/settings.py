@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import BaseModel, Field, SecretStr
 
 from modelmon.monitoring.drift import DriftSettings
-from modelmon.quality.prediction_log import PredictionLogSettings
+from modelmon.serving.prediction_log import PredictionLogSettings
 
 
 class ServingSettings(BaseModel):

@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 
 from modelmon.errors import InvalidInputError
-from modelmon.registry.signature import FeatureBatch, FeatureSpec, Signature
 from modelmon.serving.codecs import NUMERIC_DATATYPES, TensorInput
+from modelmon.types import FeatureBatch, FeatureSpec, Signature
 
 
 class RequestValidator:

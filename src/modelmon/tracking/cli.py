@@ -301,7 +301,7 @@ def _final_best(summary: pd.DataFrame, run_id: int, split: str,
     key = (run_id, split, metric)
     if key not in summary.index:
         return None
-    row = summary.loc[key]
+    row = summary.xs(key)  # one row of the (run, split, metric) index
     if pd.isna(row["best"]):
         return float(row["final"]), None, None
     return float(row["final"]), float(row["best"]), int(row["best_step"])

@@ -1,6 +1,6 @@
 """The prediction log's writer: inserts sealed journal segments into the store, then deletes
 them. ``PredictionLog`` runs it in a child process of the server,
-``python -m modelmon.quality.segment_writer``.
+``python -m modelmon.serving.segment_writer``.
 
 Why a process and not a thread: measured in the serving benchmark (one-row requests,
 concurrency 8, 2 cores), the same writer in a thread cost about 4% of the server's
@@ -38,7 +38,7 @@ import orjson
 from modelmon.store.engine import Store, create_store_engine, resolve_store_url
 from modelmon.store.predictions import PredictionTimestamps, insert_journal_lines
 
-logger = logging.getLogger("modelmon.quality")
+logger = logging.getLogger("modelmon.serving")
 
 SEGMENT_SUFFIX = ".jsonl"
 #: Added to the writer process's nice value: serving comes first on a busy machine.

@@ -39,10 +39,10 @@ import orjson
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from pydantic import BaseModel, Field
 
-from modelmon.quality.segment_writer import SEGMENT_SUFFIX, sealed_segments
+from modelmon.serving.segment_writer import SEGMENT_SUFFIX, sealed_segments
 from modelmon.store import STORE_URL_ENV, Store
 
-logger = logging.getLogger("modelmon.quality")
+logger = logging.getLogger("modelmon.serving")
 
 OUTCOMES = ("written", "spooled", "replayed", "dropped")
 
@@ -196,7 +196,7 @@ class PredictionLog:
 
     def _start_writer(self) -> None:
         command = [
-            sys.executable, "-m", "modelmon.quality.segment_writer", "--spool", str(self.directory),
+            sys.executable, "-m", "modelmon.serving.segment_writer", "--spool", str(self.directory),
             "--prefix", self.prefix, "--batch-rows", str(self.settings.batch_rows),
             "--retry-seconds", str(self.settings.retry_seconds), "--period", str(self._tick),
         ]

@@ -3,7 +3,7 @@ calibrated probabilities, CBPE), over a window.
 
 Both read a confusion matrix kept as counters, ``modelmon_confusion_total`` and
 ``modelmon_expected_confusion_total`` {model, version, actual, predicted}, summed over
-replicas with exact windowed differences (see ``modelmon.monitoring.rules``). The metrics
+replicas with exact windowed differences (see ``modelmon.rules.drift``). The metrics
 follow scikit-learn's definitions: per-class F1 is 2 TP / (predicted + actual), and the
 macro average is over the classes that occur as actual or predicted in the window
 (``f1_score(average="macro")`` on the same labels). PromQL cannot compare two label values,
@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from modelmon.monitoring.rules import check_window, pd_minutes, windowed
+from modelmon.rules.drift import check_window, pd_minutes, windowed
 
 BY_VERSION = "model, version"
 BY_CELL = "model, version, actual, predicted"

@@ -20,7 +20,7 @@ from sqlalchemy import select
 
 from modelmon.errors import InvalidInputError, MalformedRequestError, StoreUnavailableError
 from modelmon.monitoring.metrics import QualityMetrics
-from modelmon.quality.recent import PredictionRecord, RecentPredictions
+from modelmon.serving.recent import PredictionRecord, RecentPredictions
 from modelmon.store import Store
 from modelmon.store.predictions import insert_ignoring_duplicates, labels, predictions
 

@@ -1,1 +1,0 @@
-"""Live model quality: the prediction log, ground-truth labels, and label-free estimates."""

@@ -1,0 +1,2 @@
+"""Compilers of Prometheus recording rules: fleet drift (``drift``) and live quality
+(``quality``) from the counters every replica exports, with promtool tests."""
