@@ -8,7 +8,13 @@ modelmon, so it always matches the server's version:
     DIR/prometheus/rules/*.rules.yml        recording rules (modelmon rules export)
     DIR/alerting/prometheus/*.rules.yml     alert rules (modelmon alerts export)
     DIR/alerting/alertmanager/              Alertmanager configuration and templates
+    DIR/alerting/modelmon.yaml              the alerting config as exported, for notify-bridge
     DIR/grafana/                            Grafana provisioning (modelmon grafana export)
+
+With ``--bridge-token-file PATH`` it also writes notify-bridge's token there (the value of
+$MODELMON_BRIDGE_TOKEN, else a random one kept across runs) and exports with ``bridge.url``
+and ``bridge.token_file`` set for the compose network, unless modelmon.yaml sets its own:
+Alertmanager and Grafana then send the token the bridge requires.
 
 and, when the registry holds no model yet, trains the demo's churn model epoch by epoch in
 a tracked run (the training dashboard's data) and registers it from that run.
@@ -24,9 +30,11 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import secrets
 import shutil
 import time
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 PROMETHEUS_YML = HERE.parent / "prometheus" / "prometheus.yml"
@@ -44,15 +52,23 @@ def _modelmon(*args: str) -> None:
 
 
 def setup(config: Path, store: str | None, prometheus_url: str, grafana_config: str, sqlite_path: str | None,
-          alerting_config: Path | None, skip_model: bool) -> None:  # fmt: skip
+          alerting_config: Path | None, skip_model: bool, bridge_url: str = "http://notify-bridge:9096",
+          bridge_token_file: Path | None = None) -> None:  # fmt: skip
     from modelmon.dashboards import write_provisioning
 
     (config / "prometheus").mkdir(parents=True, exist_ok=True)
     shutil.copyfile(PROMETHEUS_YML, config / "prometheus" / "prometheus.yml")
     _modelmon("rules", "export", str(config / "prometheus" / "rules"), "--window", "1h")
     alerts = ["alerts", "export", str(config / "alerting")]
-    if alerting_config is not None and alerting_config.exists():
-        alerts += ["--config", str(alerting_config)]
+    source = alerting_config if alerting_config is not None and alerting_config.exists() else None
+    if bridge_token_file is not None:
+        write_bridge_token(bridge_token_file)
+        merged = config / "alerting" / "modelmon.yaml"
+        merged.parent.mkdir(parents=True, exist_ok=True)
+        merged.write_text(yaml_dump(with_bridge(read_yaml(source), bridge_url, bridge_token_file.absolute())))
+        alerts += ["--config", str(merged)]
+    elif source is not None:
+        alerts += ["--config", str(source)]
     _modelmon(*alerts)
     # `modelmon alerts export` also writes the drift recording rules, already in rules/.
     (config / "alerting" / "prometheus" / "modelmon-drift.rules.yml").unlink(missing_ok=True)
@@ -62,6 +78,45 @@ def setup(config: Path, store: str | None, prometheus_url: str, grafana_config: 
         (config / "grafana" / empty).mkdir(exist_ok=True)
     if not skip_model:
         register_demo_model(store)
+
+
+def write_bridge_token(path: Path) -> None:
+    """notify-bridge's token: $MODELMON_BRIDGE_TOKEN, else the one already there, else a new
+    random one. Never printed. Readable by all (0644): Alertmanager (nobody) and Grafana
+    (uid 472) read it too, and only the services that use it mount its volume."""
+    token = os.environ.get("MODELMON_BRIDGE_TOKEN", "").strip()
+    existing = path.read_text().strip() if path.exists() else ""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if token and token != existing:
+        path.write_text(token)
+        print(f"notify-bridge token: from $MODELMON_BRIDGE_TOKEN, written to {path}")
+    elif not token and not existing:
+        path.write_text(secrets.token_urlsafe(32))
+        print(f"notify-bridge token: generated in {path} (kept across runs)")
+    os.chmod(path, 0o644)
+
+
+def read_yaml(path: Path | None) -> dict[str, Any]:
+    import yaml
+
+    data = yaml.safe_load(path.read_text()) if path is not None else None
+    return data if isinstance(data, dict) else {}
+
+
+def yaml_dump(data: dict[str, Any]) -> str:
+    import yaml
+
+    return yaml.safe_dump(data, sort_keys=False)
+
+
+def with_bridge(data: dict[str, Any], url: str, token_file: Path) -> dict[str, Any]:
+    """modelmon.yaml with notify-bridge reached on the compose network with the token, unless
+    it says otherwise (``bridge.url``, ``bridge.token`` or ``bridge.token_file``)."""
+    bridge = dict(data.get("bridge") or {})
+    bridge.setdefault("url", url)
+    if "token" not in bridge and "token_file" not in bridge:
+        bridge["token_file"] = str(token_file)
+    return {**data, "bridge": bridge}
 
 
 def register_demo_model(store: str | None) -> None:
@@ -153,6 +208,9 @@ def main(argv: list[str] | None = None) -> None:
     s.add_argument("--sqlite-path", default=None, help="the SQLite store as Grafana sees it")
     s.add_argument("--alerting-config", type=Path, default=HERE.parent / "modelmon.yaml", help="channels and rules for modelmon alerts export")
     s.add_argument("--skip-model", action="store_true")
+    s.add_argument("--bridge-url", default="http://notify-bridge:9096", help="notify-bridge as Alertmanager and Grafana reach it")
+    s.add_argument("--bridge-token-file", type=Path, default=None,
+                   help="write notify-bridge's token here and have the export send it (see docker-compose.yml)")
     t = commands.add_parser("traffic", help="send demo traffic and labels")
     t.add_argument("--url", default="http://modelmon:8080")
     t.add_argument("--requests", type=int, default=0, help="stop after this many requests (0: no limit)")
@@ -162,7 +220,8 @@ def main(argv: list[str] | None = None) -> None:
     t.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     if args.command == "setup":
-        setup(args.config, args.store, args.prometheus_url, args.grafana_config, args.sqlite_path, args.alerting_config, args.skip_model)
+        setup(args.config, args.store, args.prometheus_url, args.grafana_config, args.sqlite_path, args.alerting_config,
+              args.skip_model, args.bridge_url, args.bridge_token_file)
     else:
         traffic(args.url, args.requests, args.hours, args.rate, args.phase_requests, args.seed)
 

@@ -7,8 +7,9 @@ channels becomes one receiver holding all their integrations (named ``a+b``).
 
 Secrets: where Alertmanager 0.25 reads a secret from a file (``smtp_auth_password_file``,
 Slack ``api_url_file``, PagerDuty ``routing_key_file``, a webhook's bearer
-``credentials_file``), a ``$__file{...}`` reference is written as that file's path and the
-secret never enters the generated file. The other secrets (``$__env{...}`` references, and
+``credentials_file``, also used for notify-bridge's token on ``apprise`` channels), a
+``$__file{...}`` reference is written as that file's path and the secret never enters the
+generated file. The other secrets (``$__env{...}`` references, and
 the fields 0.25 cannot read from a file: Telegram's bot token, Discord's webhook URL, SNS
 keys, a secret webhook URL) are substituted at export: the file is then written readable
 by its owner only, and the export says which secrets it holds.
@@ -71,12 +72,7 @@ def _integrations(channel: Any, index: int, config: cfg.AlertingConfig, secrets:
         url = channel.url if isinstance(channel.url, str) else secrets.value(channel.url, f"{where}.url")
         entry = {**resolved, "url": url, "max_alerts": channel.max_alerts}
         if channel.bearer_token is not None:
-            auth: dict[str, str] = {"type": "Bearer"}
-            if channel.bearer_token.source == "file":
-                auth["credentials_file"] = channel.bearer_token.name
-            else:
-                auth["credentials"] = secrets.value(channel.bearer_token, f"{where}.bearer_token")
-            entry["http_config"] = {"authorization": auth}
+            entry["http_config"] = _bearer(channel.bearer_token, f"{where}.bearer_token", secrets)
         return {"webhook_configs": [entry]}
     if isinstance(channel, cfg.PagerDutyChannel):
         entry = {**resolved}
@@ -116,8 +112,23 @@ def _integrations(channel: Any, index: int, config: cfg.AlertingConfig, secrets:
             entry["api_url"] = channel.api_url
         return {"sns_configs": [entry]}
     if isinstance(channel, cfg.AppriseChannel):
-        return {"webhook_configs": [{**resolved, "url": f"{config.bridge.url.rstrip('/')}/alertmanager/{channel.name}"}]}
+        entry = {**resolved, "url": f"{config.bridge.url.rstrip('/')}/alertmanager/{channel.name}",
+                 "max_alerts": config.bridge.sender_max_alerts()}
+        if config.bridge.token is not None:  # the bridge's token, from the same file or variable
+            entry["http_config"] = _bearer(config.bridge.token, "bridge.token", secrets)
+        return {"webhook_configs": [entry]}
     raise TypeError(f"unknown channel type {type(channel).__name__}")
+
+
+def _bearer(token: cfg.SecretRef, where: str, secrets: Secrets) -> dict[str, Any]:
+    """``http_config`` sending ``token`` as a bearer token: read by Alertmanager from its
+    file (``credentials_file``), or substituted when it comes from the environment."""
+    auth: dict[str, str] = {"type": "Bearer"}
+    if token.source == "file":
+        auth["credentials_file"] = token.name
+    else:
+        auth["credentials"] = secrets.value(token, where)
+    return {"authorization": auth}
 
 
 def _global(config: cfg.AlertingConfig, secrets: Secrets) -> dict[str, Any]:

@@ -35,6 +35,7 @@ NAMES = {
     "training_nan_loss": ["ModelmonTrainingLossNaN"],
     "training_plateau": ["ModelmonTrainingValidationLossPlateau"],
     "training_stalled": ["ModelmonTrainingRunStalled"],
+    "bridge_dropped": ["ModelmonNotifyBridgeDropping"],
 }
 #: Alerts about a model's behaviour, held back while that model's target is down.
 SYMPTOMS = [
@@ -55,6 +56,7 @@ DEFAULTS = {  # key: (severity, for)
     "training_nan_loss": ("critical", "0s"),
     "training_plateau": ("info", "0s"),
     "training_stalled": ("warning", "5m"),
+    "bridge_dropped": ("critical", "0s"),
 }
 
 
@@ -547,6 +549,30 @@ class Builder:
             Case("no report since the start", [(f"modelmon_training_last_update_timestamp_seconds{{{labels}}}", f"0x{n}")],
                  n, [({"experiment": "churn", "run": "7"}, {"value": SECONDS.expect(n * 60)})]),
             Case("reporting every minute", [(f"modelmon_training_last_update_timestamp_seconds{{{labels}}}", f"0+60x{n}")], n),
+        ]
+        return rule
+
+    # -- notify-bridge ------------------------------------------------------------------
+
+    def bridge_dropped(self, s: cfg.BridgeDropped) -> AlertRule:
+        rule = self.rule(
+            "bridge_dropped", "ModelmonNotifyBridgeDropping", s,
+            expr=f"sum by (instance, job, channel) (increase(modelmon_bridge_dropped_total[{s.window}])) > 0",
+            summary="notify-bridge $instance dropped $value notifications",
+            description=f"notify-bridge $instance (job $job) dropped $value deliveries in the last {s.window} "
+            "because its delivery queue (bridge.queue_size) was full: people on the channel named by this "
+            "alert's channel label were not told about those alerts.",
+            value_format=NUMBER, threshold=Threshold.literal("any dropped delivery"),
+        )
+        rule.range_seconds = seconds(s.window)
+        n = self.eval_minutes(rule, s.window)
+        labels = _labels(instance="notify-bridge:9096", job="notify-bridge", channel="phones")
+        expected = {"instance": "notify-bridge:9096", "job": "notify-bridge", "channel": "phones"}
+        per_minute = 5
+        rule.cases = [
+            Case("deliveries dropped every minute", [(f"modelmon_bridge_dropped_total{{{labels}}}", f"0+{per_minute}x{n}")], n,
+                 [(expected, {"value": NUMBER.expect(per_minute * minutes(s.window))})]),
+            Case("nothing dropped", [(f"modelmon_bridge_dropped_total{{{labels}}}", f"0x{n}")], n),
         ]
         return rule
 

@@ -119,16 +119,18 @@ def notify_bridge(
     port: Annotated[int | None, typer.Option(help="Port to listen on \\[default: the port of bridge.url in modelmon.yaml, else 9096].")] = None,
     attempts: Annotated[int | None, typer.Option(help="Delivery attempts per message \\[default: bridge.attempts, 5].")] = None,
     retry_seconds: Annotated[float | None, typer.Option(help="First retry delay, doubled each time \\[default: bridge.retry_seconds, 2].")] = None,
+    token_file: Annotated[Path | None, typer.Option(help="File holding the bearer token every webhook must carry \\[default: bridge.token in modelmon.yaml, else $MODELMON_BRIDGE_TOKEN]; without a token the bridge listens on loopback only.")] = None,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "warning",
 ) -> None:
-    """Forward Alertmanager and Grafana webhooks to any Apprise URL (SMS, chat, email...)."""
+    """Forward Alertmanager and Grafana webhooks to any Apprise URL (SMS, chat, email...),
+    with a bearer token, bounded queues and a rate limit per channel (docs/alerting.md)."""
     import logging
 
     import uvicorn
 
     from modelmon.alerting.bridge import (
         DEFAULT_CHANNEL,
-        NotifyBridge,
+        bridge_from_config,
         check_urls,
         split_urls,
         targets_from_config,
@@ -149,14 +151,15 @@ def notify_bridge(
     if retry_seconds is not None and retry_seconds <= 0:
         _fail("--retry-seconds: must be more than 0")
     port = port if port is not None else (urlsplit(settings.bridge.url).port or 9096)
-    bridge = NotifyBridge(
-        targets,
-        attempts=attempts if attempts is not None else settings.bridge.attempts,
-        retry_seconds=retry_seconds if retry_seconds is not None else settings.bridge.retry_seconds,
-    )
+    try:
+        bridge, token_source = bridge_from_config(settings, targets, host=host, token_file=token_file,
+                                                  attempts=attempts, retry_seconds=retry_seconds)
+    except ModelmonError as exc:
+        _fail(exc.message)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     say(f"notify-bridge on http://{host}:{port}: channels {', '.join(sorted(targets))} "
-        f"(POST /alertmanager/<channel> or /grafana/<channel>; metrics at /metrics)")
+        f"(POST /alertmanager/<channel> or /grafana/<channel>; metrics at /metrics); "
+        f"token: {token_source if token_source != 'none' else 'none (loopback only)'}")
     uvicorn.run(bridge.app, host=host, port=port, log_level=log_level)
 
 

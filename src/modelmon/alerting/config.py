@@ -107,6 +107,21 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
 
+class RateLimit(_Strict):
+    """At most ``messages`` messages to one notify-bridge channel in any ``per``; what is held
+    back is merged into one digest, sent when the window allows."""
+
+    messages: int = Field(ge=1, description="Most messages in any window.")
+    per: Duration = Field(description="The window, e.g. 10m.")
+
+    @field_validator("per")
+    @classmethod
+    def _per(cls, value: str) -> str:
+        if duration_seconds(value) <= 0:
+            raise ValueError(f"{value!r}: the window must be longer than 0s")
+        return value
+
+
 class _Channel(_Strict):
     name: str
     send_resolved: bool = Field(True, description="Also notify when the alert resolves.")
@@ -228,6 +243,7 @@ class AppriseChannel(_Channel):
     type: Literal["apprise"]
     SECRET_FIELDS: ClassVar[tuple[str, ...]] = ("urls",)
     urls: Secret
+    rate_limit: RateLimit | None = Field(None, description="Messages per window to this channel [default: bridge.rate_limit].")
 
 
 Channel = Annotated[
@@ -389,6 +405,15 @@ class TrainingStalled(_RuleCommon):
     threshold: float = Field(900, gt=0, description="Seconds since the run last reported.")
 
 
+class BridgeDropped(_RuleCommon):
+    window: Duration = Field("10m", description="How long the alert fires after notify-bridge dropped a delivery.")
+
+    @field_validator("window")
+    @classmethod
+    def _window(cls, value: str) -> str:
+        return check_duration(value)
+
+
 class Builtins(_Strict):
     """The built-in rules, each on by default; every field can be overridden."""
 
@@ -405,6 +430,7 @@ class Builtins(_Strict):
     training_nan_loss: TrainingLossNaN = Field(default_factory=TrainingLossNaN)
     training_plateau: TrainingPlateau = Field(default_factory=TrainingPlateau)
     training_stalled: TrainingStalled = Field(default_factory=TrainingStalled)
+    bridge_dropped: BridgeDropped = Field(default_factory=BridgeDropped)
 
     @field_validator("override_for")
     @classmethod
@@ -505,10 +531,56 @@ class GrafanaSettings(_Strict):
     org_id: int = 1
 
 
+#: notify-bridge's default rate limit per channel: safe for SMS (at most 30 texts an hour).
+DEFAULT_BRIDGE_RATE_LIMIT = {"messages": 5, "per": "10m"}
+
+
 class BridgeSettings(_Strict):
+    """``modelmon notify-bridge``: where it is reached, its token, its bounds and rate limits."""
+
     url: str = Field("http://127.0.0.1:9096", description="Where Alertmanager and Grafana reach `modelmon notify-bridge`.")
     attempts: int = Field(5, ge=1, description="Delivery attempts per message.")
     retry_seconds: float = Field(2.0, gt=0, description="First retry delay; doubles on every attempt.")
+    token: Secret | None = Field(
+        None, description="Bearer token the bridge requires, and Alertmanager and Grafana send (a secret; token_file: path)."
+    )
+    max_body_bytes: int = Field(1_048_576, ge=1024, description="Largest webhook body accepted (413 above).")
+    queue_size: int = Field(1000, ge=1, description="Most deliveries a channel holds (waiting, being sent or waiting to retry); more are dropped.")
+    max_alerts: int = Field(20, ge=1, description="Alerts spelled out in one message; the rest are summarised.")
+    rate_limit: RateLimit = Field(
+        default_factory=lambda: RateLimit(**DEFAULT_BRIDGE_RATE_LIMIT),
+        description="Messages per window to each apprise channel (a channel's own rate_limit overrides it).",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _file_spelling(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "token_file" in data:
+            data = dict(data)
+            if "token" in data:
+                raise ValueError("give either token or token_file, not both")
+            data["token"] = f"$__file{{{data.pop('token_file')}}}"
+        return data
+
+    @field_validator("token", mode="before")
+    @classmethod
+    def _secret(cls, value: Any) -> Any:
+        return None if value is None else SecretRef.parse(value)
+
+    def sender_max_alerts(self) -> int:
+        """``max_alerts`` of Alertmanager's and Grafana's webhooks to the bridge, so their
+        payloads stay under ``max_body_bytes`` (4 KiB an alert); the bridge's message says
+        how many alerts the sender left out."""
+        return max(1, self.max_body_bytes // 4096)
+
+    def resolve_token(self) -> str | None:
+        """The token, read now (None when none is configured); an empty one is an error."""
+        if self.token is None:
+            return None
+        value = self.token.resolve("bridge.token")
+        if not value:
+            raise AlertingConfigError(f"bridge.token: {self.token} is empty")
+        return value
 
 
 class AlertingConfig(_Strict):

@@ -73,6 +73,9 @@ def export(config: cfg.AlertingConfig, out_dir: Path | str, *, alertmanager_file
         result.alertmanager_config = _write(am_dir / alertmanager.CONFIG_FILE, prom.dump_yaml(content),
                                             private=bool(secrets.substituted))
         _write(am_dir / alertmanager.TEMPLATE_FILE, alertmanager.template_text())
+    if config.bridge.token is None and any(isinstance(c, cfg.AppriseChannel) for c in config.channels):
+        result.notes.append("bridge.token is not set: Alertmanager and Grafana reach notify-bridge without a token, "
+                            "so the bridge listens on loopback only (set bridge.token_file; docs/alerting.md)")
     files, notes = grafana.provisioning(config, rules)
     result.notes.extend(notes)
     for name, content in files.items():

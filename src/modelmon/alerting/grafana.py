@@ -64,7 +64,11 @@ def _integration(channel: Any, config: cfg.AlertingConfig) -> tuple[str, dict[st
     if isinstance(channel, cfg.DiscordChannel):
         return "discord", {"url": _secret(channel.webhook_url), **message}
     if isinstance(channel, cfg.AppriseChannel):
-        return "webhook", {"url": f"{config.bridge.url.rstrip('/')}/grafana/{channel.name}", "httpMethod": "POST"}
+        settings = {"url": f"{config.bridge.url.rstrip('/')}/grafana/{channel.name}", "httpMethod": "POST",
+                    "maxAlerts": str(config.bridge.sender_max_alerts())}
+        if config.bridge.token is not None:  # the bridge's token, expanded by Grafana from its file or variable
+            settings |= {"authorization_scheme": "Bearer", "authorization_credentials": _secret(config.bridge.token)}
+        return "webhook", settings
     return None  # SNS: not among Grafana's provisioned integration types; use an apprise channel (sns://)
 
 
