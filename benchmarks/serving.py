@@ -40,6 +40,7 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 from peers import venvs  # noqa: E402
 
@@ -256,17 +257,27 @@ def check_bentoml(answer, rows: int) -> bool:
     return np.asarray(answer).shape == (rows, 2)
 
 
-def modelmon_server(key: str, label: str, registry: Path, flags: list[str]) -> Server:
+def modelmon_server(key: str, label: str, registry: Path, flags: list[str], source: Path | None = None) -> Server:
     """``modelmon serve`` with its own MODELMON_HOME (the default SQLite store of the prediction
     log and its spool), kept across rounds: the first round's start creates the store, later
-    ones restart on it."""
+    ones restart on it. ``source``: another checkout's ``src`` to serve with (``--baseline``),
+    in this venv."""
     port = free_port()
     home = registry.parent / f"home-{key}"
     home.mkdir(exist_ok=True)
-    command = [str(MAIN_VENV_BIN / "modelmon"), "serve", "--registry", str(registry), "--port", str(port),
-               "--model", MODEL_NAME, "--drain-seconds", "0", *flags]
+    command = [str(MAIN_VENV_BIN / "python"), "-m", "modelmon.cli", "serve", "--registry", str(registry),
+               "--port", str(port), "--model", MODEL_NAME, "--drain-seconds", "0", *flags]
+    env = {"MODELMON_HOME": str(home)} | ({"PYTHONPATH": str(source)} if source is not None else {})
     return Server(key, label, command, f"/v2/models/{MODEL_NAME}/ready", f"/v2/models/{MODEL_NAME}/infer",
-                  v2_body, check_modelmon, env={"MODELMON_HOME": str(home)}, cwd=home, port=port)
+                  v2_body, check_modelmon, env=env, cwd=home, port=port)
+
+
+def baseline_source(revision: str, workdir: Path) -> Path:
+    """A checkout of ``revision`` (``--baseline``), whose ``src`` a server can run from."""
+    tree = workdir / f"baseline-{revision}"
+    subprocess.run(["git", "worktree", "add", "--detach", str(tree), revision], cwd=ROOT, check=True,
+                   capture_output=True)
+    return tree / "src"
 
 
 def mlserver_server(key: str, label: str, workdir: Path, parallel_workers: int | None) -> Server:
@@ -602,6 +613,8 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=None, help="seconds per concurrency level")
     parser.add_argument("--batch-duration", type=float, default=None, help="seconds per level in the batching study")
     parser.add_argument("--no-batching-study", action="store_true")
+    parser.add_argument("--baseline", default=None, metavar="REV",
+                        help="also serve with the code of git revision REV (a worktree), everything on, side by side")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--readme", action=argparse.BooleanOptionalAction, default=None,
                         help="write the README section [default: on for full runs to the default --out]")
@@ -627,6 +640,7 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="modelmon-bench-serving-"))
     try:
         registry = prepare_modelmon(workdir)
+        baseline = baseline_source(args.baseline, workdir) if args.baseline else None
 
         def factories() -> dict[str, object]:
             f = {
@@ -637,6 +651,9 @@ def main() -> None:
             }
             if quick:
                 f.pop("modelmon_nolog")
+            if baseline is not None:
+                f["modelmon_baseline"] = lambda: modelmon_server(
+                    "modelmon_baseline", f"modelmon at {args.baseline}, everything on", registry, [], baseline)
             if "mlserver" in available:
                 f["mlserver_pw0"] = lambda: mlserver_server("mlserver_pw0", "MLServer parallel_workers=0", workdir, 0)
                 f["mlserver_default"] = lambda: mlserver_server("mlserver_default", "MLServer default (parallel_workers=1)", workdir, None)
@@ -684,12 +701,15 @@ def main() -> None:
             sys.exit("no round completed: " + "; ".join(failures))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+        if args.baseline:
+            subprocess.run(["git", "worktree", "prune"], cwd=ROOT, check=False)
 
     keys = [k for k in labels]
     extra = [k for k in keys if k in batch]
     summary = summarise(all_rounds, [k for k in keys if k not in extra], LEVELS)
     summary |= summarise(all_rounds, extra, batch_levels)
-    ratio_pairs = [("modelmon", "modelmon_nomon"), ("modelmon", "modelmon_nolog"), ("modelmon_nolog", "modelmon_nomon")]
+    ratio_pairs = [("modelmon", "modelmon_nomon"), ("modelmon", "modelmon_nolog"), ("modelmon_nolog", "modelmon_nomon"),
+                   ("modelmon", "modelmon_baseline")]
     ratio_pairs += [(a, b) for a in ("modelmon", "modelmon_nomon") for b in ("mlserver_default", "mlserver_pw0", "bentoml")]
     ratio_pairs = [(a, b) for a, b in ratio_pairs if a in summary and b in summary]
     result = {
