@@ -23,21 +23,16 @@ import itertools
 import threading
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import numpy as np
 
+from modelmon.monitoring.drift import DriftMonitor
+from modelmon.monitoring.metrics import ModelMetrics
+from modelmon.monitoring.tasks import TaskCounts
 from modelmon.types import FeatureBatch, ModelOutput
-
-if TYPE_CHECKING:  # the monitor builds this from the metrics' and task's series
-    from modelmon.monitoring.drift import DriftMonitor
-    from modelmon.monitoring.metrics import ModelMetrics
-    from modelmon.monitoring.tasks import TaskCounts
 
 #: How often the event loop counts the queue under traffic.
 FLUSH_SECONDS = 0.1
-#: How often the drift scorer's thread counts what an idle server left queued.
-IDLE_FLUSH_SECONDS = 1.0
 #: Counted at once however recent the last count: a burst of large batches.
 MAX_PENDING_ROWS = 8192
 
@@ -72,10 +67,10 @@ class BatchAccounting:
         if rows >= self.max_pending_rows or time.monotonic() - self._flushed_at >= self.flush_seconds:
             self.flush()
 
-    def flush_if_idle(self) -> None:
-        """Count what is queued if the event loop has not for ``IDLE_FLUSH_SECONDS`` (the
-        drift scorer's thread calls this every second)."""
-        if time.monotonic() - self._flushed_at >= IDLE_FLUSH_SECONDS:
+    def flush_if_idle(self, idle_seconds: float) -> None:
+        """Count what is queued if the event loop has not for ``idle_seconds`` (the drift
+        scorer's thread calls this every second)."""
+        if time.monotonic() - self._flushed_at >= idle_seconds:
             self.flush()
 
     def flush(self) -> None:

@@ -12,15 +12,27 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from modelmon.monitoring import families
-from modelmon.monitoring.batch_accounting import IDLE_FLUSH_SECONDS
 from modelmon.monitoring.drift import DriftMonitor, DriftReport
 from modelmon.monitoring.exposition import family_header, sample_lines, series_prefix
 
-if TYPE_CHECKING:  # the monitors own their drift; this module only schedules and writes
-    from modelmon.monitoring.monitor import VersionMonitor
+#: How often the scorer's thread counts what an idle server left queued.
+IDLE_FLUSH_SECONDS = 1.0
+
+
+class Scored(Protocol):
+    """What the scorer needs of a version's monitor (``monitor.VersionMonitor``)."""
+
+    @property
+    def drift(self) -> DriftMonitor | None: ...
+
+    def flush(self) -> None: ...
+
+    def flush_if_idle(self, idle_seconds: float) -> None: ...
+
+    def score(self) -> DriftReport | None: ...
 
 logger = logging.getLogger("modelmon.monitoring")
 
@@ -30,7 +42,7 @@ FAMILIES = {f.name: (f.help, list(f.labels)) for f in families.DRIFT_FAMILIES}
 class DriftExporter:
     """Scores every served version's drift on a timer, and writes the latest reports out."""
 
-    def __init__(self, monitors: dict[tuple[str, str], VersionMonitor]) -> None:
+    def __init__(self, monitors: dict[tuple[str, str], Scored]) -> None:
         self.monitors = monitors  # the server's, kept up to date by it
         self._prefixes: dict[tuple[str, ...], str] = {}
         self._rendered: dict[tuple[str, str], tuple[DriftReport, dict[str, str]]] = {}
@@ -65,7 +77,7 @@ class DriftExporter:
                     if score:
                         monitor.score()  # counts the queued work first
                     else:
-                        monitor.flush_if_idle()
+                        monitor.flush_if_idle(IDLE_FLUSH_SECONDS)
                 except Exception:  # a scoring bug must not stop scoring for the others
                     logger.exception("drift scoring failed")
 

@@ -8,7 +8,7 @@ loads: ``.labels()`` per request costs five times an ``inc()``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import prometheus_client
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -16,11 +16,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from modelmon.errors import ERROR_REASONS
 from modelmon.monitoring import families
 from modelmon.monitoring.array_metrics import ArrayCounter, ArrayHistogram, ArrayMetrics
-from modelmon.monitoring.drift_exporter import DriftExporter
+from modelmon.monitoring.drift_exporter import DriftExporter, Scored
 from modelmon.monitoring.tasks import confusion_cells
-
-if TYPE_CHECKING:  # a monitor is built on the server's families: it imports this module
-    from modelmon.monitoring.monitor import VersionMonitor
 
 # `_created` series double the exposition and confuse `increase()` users; the contract has none.
 prometheus_client.disable_created_metrics()
@@ -88,13 +85,13 @@ class ServerMetrics:
             self.arrays.family(family)
         #: The served versions' monitors, by (model, version); the drift exporter scores
         #: and writes out these.
-        self.monitors: dict[tuple[str, str], VersionMonitor] = {}
+        self.monitors: dict[tuple[str, str], Scored] = {}
         self.drift = DriftExporter(self.monitors)
         self._bound: dict[tuple[str, str], tuple[ModelMetrics, str, list[str]]] = {}
         self.unknown_model = self.bind_unknown_model()
 
-    def add_monitor(self, monitor: VersionMonitor) -> None:
-        self.monitors[monitor.key] = monitor
+    def add_monitor(self, key: tuple[str, str], monitor: Scored) -> None:
+        self.monitors[key] = monitor
 
     def bind(
         self,

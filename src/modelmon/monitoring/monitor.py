@@ -66,7 +66,7 @@ class VersionMonitor:
                     server.arrays.add(family, series)
                 self.drift = DriftMonitor(accountant, reference_sample or {}, self.task.distributions(), settings.drift)
             self.accounting = BatchAccounting(self.metrics, self.task, self.drift)
-        server.add_monitor(self)
+        server.add_monitor(self.key, self)
 
     def observe(self, batch: FeatureBatch, seconds: float, output: ModelOutput, waits: list[float]) -> None:
         """One model call, queued for counting (the request path: a list append)."""
@@ -78,9 +78,9 @@ class VersionMonitor:
         if self.accounting is not None:
             self.accounting.flush()
 
-    def flush_if_idle(self) -> None:
+    def flush_if_idle(self, idle_seconds: float) -> None:
         if self.accounting is not None:
-            self.accounting.flush_if_idle()
+            self.accounting.flush_if_idle(idle_seconds)
 
     def score(self) -> DriftReport | None:
         """Count what is queued, then score drift over the window and keep the report for

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import pkgutil
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,6 +69,9 @@ class Runtime(ABC):
     suffixes: ClassVar[tuple[str, ...]] = ()
     #: The pip extra that installs the framework, named in the error when it is missing.
     extra: ClassVar[str | None] = None
+    #: Recognises objects by their API rather than their type (scikit-learn's duck typing):
+    #: asked last, so that a framework's own runtime wins for its estimators.
+    generic: ClassVar[bool] = False
 
     def __init__(self, model: Any, signature: Signature) -> None:
         self.model = model
@@ -146,9 +150,9 @@ class Runtime(ABC):
 
 
 _RUNTIMES: dict[str, type[Runtime]] = {}
-#: The modules that define the built-in runtimes, imported on first use of the registry,
-#: in the order they are asked to recognise a model (the most specific first).
-BUILTIN_MODULES = ("modelmon.runtimes.onnx", "modelmon.runtimes.sklearn")
+#: Modules of this package that are not runtimes.
+_NOT_RUNTIMES = frozenset({"base", "features"})
+_loaded = False
 
 
 def register_runtime(cls: type[Runtime]) -> type[Runtime]:
@@ -160,8 +164,21 @@ def register_runtime(cls: type[Runtime]) -> type[Runtime]:
 
 
 def _load_builtins() -> None:
-    for module in BUILTIN_MODULES:
-        importlib.import_module(module)
+    """Import every runtime module of this package once: adding a runtime is adding its
+    module. A module whose framework is not installed still imports (frameworks are
+    imported where used), so every runtime is known and can say which extra it needs."""
+    global _loaded
+    if _loaded:
+        return
+    package = importlib.import_module(__package__ or "modelmon.runtimes")
+    for module in pkgutil.iter_modules(package.__path__):
+        if module.name not in _NOT_RUNTIMES:
+            importlib.import_module(f"{package.__name__}.{module.name}")
+    _loaded = True
+
+
+def _in_asking_order() -> list[type[Runtime]]:
+    return sorted(_RUNTIMES.values(), key=lambda cls: (cls.generic, cls.name))
 
 
 def runtime_names() -> list[str]:
@@ -181,7 +198,7 @@ def runtime_for_file(path: Path) -> type[Runtime]:
     _load_builtins()
     if not path.exists():
         raise RegistryError(f"model file {path} does not exist")
-    for cls in _RUNTIMES.values():
+    for cls in _in_asking_order():
         if cls.reads(path):
             return cls
     known = sorted({s for cls in _RUNTIMES.values() for s in cls.suffixes})
@@ -193,7 +210,7 @@ def runtime_for_file(path: Path) -> type[Runtime]:
 
 def runtime_for_object(model: Any) -> type[Runtime]:
     _load_builtins()
-    for cls in _RUNTIMES.values():
+    for cls in _in_asking_order():
         if cls.recognises(model):
             return cls
     raise RegistryError(

@@ -93,6 +93,7 @@ class SklearnRuntime(Runtime):
 
     name = "sklearn"
     suffixes = (SKOPS_SUFFIX, *PICKLE_SUFFIXES)
+    generic = True
 
     def __init__(self, model: Any, signature: Signature) -> None:
         if not hasattr(model, "predict_proba"):
