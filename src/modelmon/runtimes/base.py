@@ -40,6 +40,11 @@ class ArtifactInfo(BaseModel):
     trusted_types: list[str] = Field(
         default_factory=list, description="Types beyond skops' defaults that loading may build."
     )
+    options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="What the runtime decided at registration and needs again to load and run "
+        "the file (for example whether a network's outputs are logits).",
+    )
 
 
 class OnnxCheck(BaseModel):
