@@ -13,11 +13,14 @@ generated file. The other secrets (``$__env{...}`` references, and
 the fields 0.25 cannot read from a file: Telegram's bot token, Discord's webhook URL, SNS
 keys, a secret webhook URL) are substituted at export: the file is then written readable
 by its owner only, and the export says which secrets it holds.
+
+Each channel class of ``config.py`` writes its own receiver entry
+(``alertmanager_integration``); this module routes, groups channels into receivers and
+writes the global settings.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,107 +34,11 @@ TEMPLATE_FILE = "modelmon.tmpl"
 NULL_RECEIVER = "modelmon-none"
 
 
-@dataclass
-class Secrets:
-    """Which secrets an export wrote into a file (by config key), so it can say so."""
-
-    substituted: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-
-    def value(self, ref: cfg.SecretRef, where: str) -> str:
-        self.substituted.append(where)
-        return ref.resolve(where)
-
-
 def receiver_name(channels: list[str]) -> str:
     return "+".join(channels) if channels else NULL_RECEIVER
 
 
-def _integrations(channel: Any, index: int, config: cfg.AlertingConfig, secrets: Secrets) -> dict[str, list[dict]]:
-    """The receiver entries of one channel."""
-    where = f"channels[{index}]"
-    resolved = {"send_resolved": channel.send_resolved}
-    if isinstance(channel, cfg.EmailChannel):
-        return {"email_configs": [{
-            **resolved, "to": ", ".join(channel.to),
-            "headers": {"Subject": '{{ template "modelmon.title" . }}'},
-            "html": '{{ template "modelmon.email.html" . }}',
-            "text": '{{ template "modelmon.text" . }}',
-        }]}
-    if isinstance(channel, cfg.SlackChannel):
-        entry: dict[str, Any] = {**resolved}
-        if channel.webhook_url.source == "file":
-            entry["api_url_file"] = channel.webhook_url.name
-        else:
-            entry["api_url"] = secrets.value(channel.webhook_url, f"{where}.webhook_url")
-        if channel.channel:
-            entry["channel"] = channel.channel
-        entry |= {"title": '{{ template "modelmon.title" . }}', "text": '{{ template "modelmon.text" . }}'}
-        return {"slack_configs": [entry]}
-    if isinstance(channel, cfg.WebhookChannel):
-        url = channel.url if isinstance(channel.url, str) else secrets.value(channel.url, f"{where}.url")
-        entry = {**resolved, "url": url, "max_alerts": channel.max_alerts}
-        if channel.bearer_token is not None:
-            entry["http_config"] = _bearer(channel.bearer_token, f"{where}.bearer_token", secrets)
-        return {"webhook_configs": [entry]}
-    if isinstance(channel, cfg.PagerDutyChannel):
-        entry = {**resolved}
-        if channel.routing_key.source == "file":
-            entry["routing_key_file"] = channel.routing_key.name
-        else:
-            entry["routing_key"] = secrets.value(channel.routing_key, f"{where}.routing_key")
-        if channel.url:
-            entry["url"] = channel.url
-        entry |= {
-            "description": '{{ template "modelmon.title" . }}',
-            "severity": '{{ if eq .CommonLabels.severity "info" }}info{{ else if eq .CommonLabels.severity "warning" }}warning{{ else }}critical{{ end }}',
-            "links": [{"href": '{{ template "modelmon.runbook" . }}', "text": "runbook"}],
-        }
-        return {"pagerduty_configs": [entry]}
-    if isinstance(channel, cfg.TelegramChannel):
-        entry = {**resolved, "bot_token": secrets.value(channel.bot_token, f"{where}.bot_token"),
-                 "chat_id": channel.chat_id, "parse_mode": "HTML",
-                 "message": '{{ template "modelmon.telegram" . }}'}
-        if channel.api_url:
-            entry["api_url"] = channel.api_url
-        return {"telegram_configs": [entry]}
-    if isinstance(channel, cfg.DiscordChannel):
-        return {"discord_configs": [{
-            **resolved, "webhook_url": secrets.value(channel.webhook_url, f"{where}.webhook_url"),
-            "title": '{{ template "modelmon.title" . }}', "message": '{{ template "modelmon.text" . }}',
-        }]}
-    if isinstance(channel, cfg.SnsChannel):
-        sigv4: dict[str, str] = {"region": channel.region}
-        if channel.access_key is not None and channel.secret_key is not None:
-            sigv4["access_key"] = secrets.value(channel.access_key, f"{where}.access_key")
-            sigv4["secret_key"] = secrets.value(channel.secret_key, f"{where}.secret_key")
-        entry = {**resolved, "sigv4": sigv4, "subject": '{{ template "modelmon.title" . }}',
-                 "message": '{{ template "modelmon.sms" . }}'}
-        entry |= {"phone_number": channel.phone_number} if channel.phone_number else {"topic_arn": channel.topic_arn}
-        if channel.api_url:
-            entry["api_url"] = channel.api_url
-        return {"sns_configs": [entry]}
-    if isinstance(channel, cfg.AppriseChannel):
-        entry = {**resolved, "url": f"{config.bridge.url.rstrip('/')}/alertmanager/{channel.name}",
-                 "max_alerts": config.bridge.sender_max_alerts()}
-        if config.bridge.token is not None:  # the bridge's token, from the same file or variable
-            entry["http_config"] = _bearer(config.bridge.token, "bridge.token", secrets)
-        return {"webhook_configs": [entry]}
-    raise TypeError(f"unknown channel type {type(channel).__name__}")
-
-
-def _bearer(token: cfg.SecretRef, where: str, secrets: Secrets) -> dict[str, Any]:
-    """``http_config`` sending ``token`` as a bearer token: read by Alertmanager from its
-    file (``credentials_file``), or substituted when it comes from the environment."""
-    auth: dict[str, str] = {"type": "Bearer"}
-    if token.source == "file":
-        auth["credentials_file"] = token.name
-    else:
-        auth["credentials"] = secrets.value(token, where)
-    return {"authorization": auth}
-
-
-def _global(config: cfg.AlertingConfig, secrets: Secrets) -> dict[str, Any]:
+def _global(config: cfg.AlertingConfig, secrets: cfg.Secrets) -> dict[str, Any]:
     out: dict[str, Any] = {"resolve_timeout": config.routing.resolve_timeout}
     smtp = config.smtp
     if smtp is not None:
@@ -149,7 +56,7 @@ def _global(config: cfg.AlertingConfig, secrets: Secrets) -> dict[str, Any]:
     return out
 
 
-def _check_verbatim(path: str, where: str, secrets: Secrets) -> None:
+def _check_verbatim(path: str, where: str, secrets: cfg.Secrets) -> None:
     """Alertmanager 0.25 reads smtp_auth_password_file as it is, trailing newline included
     (the other *_file secrets are trimmed): warn when the file ends in whitespace."""
     try:
@@ -167,9 +74,9 @@ def _matcher(label: str, value: str, op: str = "=") -> str:
     return f'{label}{op}"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def alertmanager_config(config: cfg.AlertingConfig, rules: list[AlertRule]) -> tuple[dict[str, Any], Secrets]:
+def alertmanager_config(config: cfg.AlertingConfig, rules: list[AlertRule]) -> tuple[dict[str, Any], cfg.Secrets]:
     """The configuration as a dict, and the secrets it had to substitute."""
-    secrets = Secrets()
+    secrets = cfg.Secrets()
     routing = config.routing
     channel_sets: list[list[str]] = [routing.default]
     routes: list[dict[str, Any]] = []
@@ -182,23 +89,25 @@ def alertmanager_config(config: cfg.AlertingConfig, rules: list[AlertRule]) -> t
             routes.append({"receiver": receiver_name(rule.channels), "matchers": [_matcher("alertname", rule.name)]})
             channel_sets.append(rule.channels)
     for severity in cfg.SEVERITIES:
-        channels = routing.severity.get(severity)
-        if channels is not None:
-            routes.append({"receiver": receiver_name(channels), "matchers": [_matcher("severity", severity)]})
-            channel_sets.append(channels)
+        severity_channels = routing.severity.get(severity)
+        if severity_channels is not None:
+            routes.append({"receiver": receiver_name(severity_channels), "matchers": [_matcher("severity", severity)]})
+            channel_sets.append(severity_channels)
 
-    integrations: dict[str, dict[str, list[dict]]] = {}
-    for index, channel in enumerate(config.channels):
-        integrations[channel.name] = _integrations(channel, index, config, secrets)
+    # Each channel writes its own entry (config.py); a receiver holds those of its channels.
+    integrations = {
+        channel.name: channel.alertmanager_integration(f"channels[{index}]", config.bridge, secrets)
+        for index, channel in enumerate(config.channels)
+    }
     receivers: dict[str, dict[str, Any]] = {}
     for channels in channel_sets:
         name = receiver_name(channels)
         if name in receivers:
             continue
         receiver: dict[str, Any] = {"name": name}
-        for channel in channels:
-            for kind, entries in integrations[channel].items():
-                receiver.setdefault(kind, []).extend(entries)
+        for channel_name in channels:
+            kind, entry = integrations[channel_name]
+            receiver.setdefault(kind, []).append(entry)
         receivers[name] = receiver
 
     content: dict[str, Any] = {

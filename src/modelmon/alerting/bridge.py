@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import hmac
 import ipaddress
 import itertools
 import json
@@ -55,6 +54,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from modelmon.alerting import config as cfg
+from modelmon.secrets import bearer_matches
 
 log = logging.getLogger("modelmon.alerting.bridge")
 
@@ -355,13 +355,6 @@ class ChannelLimit:
 
 
 # -- the token ----------------------------------------------------------------------------
-
-
-def bearer_matches(authorization: str, token: str) -> bool:
-    """True when an ``Authorization`` header carries ``token`` as a bearer token; compared
-    in constant time (as the model server compares its API token)."""
-    scheme, _, given = authorization.partition(" ")
-    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode())
 
 
 def resolve_token(settings: cfg.AlertingConfig, token_file: Path | None = None) -> tuple[str | None, str]:

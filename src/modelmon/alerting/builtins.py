@@ -15,10 +15,15 @@ import re
 
 from modelmon.alerting import config as cfg
 from modelmon.alerting.model import INTEGER, NUMBER, PERCENT, SECONDS, AlertRule, Case, Threshold
+from modelmon.monitoring.methods import PSI, default_thresholds, get_method, method_names
 from modelmon.monitoring.metrics import LATENCY_BUCKETS
 
 #: Labels every test series carries, as a scrape would add them.
 INSTANCE = "replica-1:8080"
+#: Test scores of a drifted and of a steady feature, by the method's direction: on either
+#: side of every default threshold of the method table (monitoring/methods.py).
+DRIFTED_SCORE = {"high": 0.5, "low": 0.001}
+STEADY_SCORE = {"high": 0.01, "low": 0.5}
 INFERENCE_ENDPOINTS = "infer|predict"
 
 #: The built-in alert names, by their key under ``builtins:`` in modelmon.yaml.
@@ -225,15 +230,16 @@ class Builder:
         def low(methods: str) -> str:
             return f'modelmon_feature_drift{{method=~"{methods}"}} < modelmon_feature_drift_threshold{{method=~"{methods}"}}'
 
-        if s.methods == "auto":
+        if s.methods == "auto":  # the server's verdict: p-value tests on small windows, PSI above
             rows = "modelmon_drift_window_rows"
+            pvalues = "|".join(method_names(direction="low"))
             expr = (
-                f"max by ({by}) (\n  ({high('psi')})\n  and ignoring (feature, method) ({rows} > {s.pvalue_max_rows})\n)\n"
-                f"or\nmin by ({by}) (\n  ({low('ks|chi2_pvalue')})\n  and ignoring (feature, method) ({rows} <= {s.pvalue_max_rows})\n)"
+                f"max by ({by}) (\n  ({high(PSI.name)})\n  and ignoring (feature, method) ({rows} > {s.pvalue_max_rows})\n)\n"
+                f"or\nmin by ({by}) (\n  ({low(pvalues)})\n  and ignoring (feature, method) ({rows} <= {s.pvalue_max_rows})\n)"
             )
         else:
-            highs = [m for m in s.methods if m not in ("ks", "chi2_pvalue")]
-            lows = [m for m in s.methods if m in ("ks", "chi2_pvalue")]
+            highs = [m for m in s.methods if get_method(m).direction == "high"]
+            lows = [m for m in s.methods if get_method(m).direction == "low"]
             parts = [f"max by ({by}) ({high('|'.join(highs))})"] if highs else []
             parts += [f"min by ({by}) ({low('|'.join(lows))})"] if lows else []
             expr = "\nor\n".join(parts)
@@ -251,10 +257,11 @@ class Builder:
             value_format=NUMBER, threshold=threshold,
         )
         n = self.eval_minutes(rule)
+        # The server's default thresholds, as it exports them (modelmon_feature_drift_threshold).
+        thresholds = default_thresholds()
 
         def scores(rows: int, values: dict[tuple[str, str], float]) -> list[tuple[str, str]]:
             out = [(f"modelmon_drift_window_rows{{{self.series_labels()}}}", f"{rows}x{n}")]
-            thresholds = {"psi": 0.2, "js": 0.1, "wasserstein": 0.1, "ks": 0.01, "chi2_pvalue": 0.01}
             for (feature, method), value in values.items():
                 labels = self.series_labels(feature=feature, method=method)
                 out.append((f"modelmon_feature_drift{{{labels}}}", f"{value!r}x{n}"))
@@ -271,21 +278,20 @@ class Builder:
         if s.methods == "auto":
             rule.cases = [
                 Case("small window: p-values decide", scores(small, drifted), n,
-                     [alert("amount", "ks", 0.001, 0.01), alert("channel", "chi2_pvalue", 0.0001, 0.01)]),
+                     [alert("amount", "ks", 0.001, thresholds["ks"]), alert("channel", "chi2_pvalue", 0.0001, thresholds["chi2_pvalue"])]),
                 Case("large window: PSI decides", scores(large, drifted), n,
-                     [alert("amount", "psi", 0.5, 0.2), alert("channel", "psi", 0.9, 0.2)]),
+                     [alert("amount", "psi", 0.5, thresholds["psi"]), alert("channel", "psi", 0.9, thresholds["psi"])]),
                 Case("small window, high PSI but p-values fine", scores(small, {
                     ("amount", "ks"): 0.3, ("amount", "psi"): 0.5, ("channel", "chi2_pvalue"): 0.2, ("channel", "psi"): 0.9}), n),
                 Case("large window, low p-values but PSI fine", scores(large, {
                     ("amount", "ks"): 0.001, ("amount", "psi"): 0.05, ("channel", "chi2_pvalue"): 0.0001, ("channel", "psi"): 0.1}), n),
             ]
         else:
-            bad = {"psi": 0.5, "js": 0.5, "wasserstein": 0.5, "ks": 0.001, "chi2_pvalue": 0.001}
-            good = {"psi": 0.01, "js": 0.01, "wasserstein": 0.01, "ks": 0.5, "chi2_pvalue": 0.5}
-            limits = {"psi": 0.2, "js": 0.1, "wasserstein": 0.1, "ks": 0.01, "chi2_pvalue": 0.01}
+            bad = {m: DRIFTED_SCORE[get_method(m).direction] for m in s.methods}
+            good = {m: STEADY_SCORE[get_method(m).direction] for m in s.methods}
             rule.cases = [
                 Case("every method drifted", scores(small, {("amount", m): bad[m] for m in s.methods}), n,
-                     [alert("amount", m, bad[m], limits[m]) for m in s.methods]),
+                     [alert("amount", m, bad[m], thresholds[m]) for m in s.methods]),
                 Case("no method drifted", scores(small, {("amount", m): good[m] for m in s.methods}), n),
             ]
         return rule

@@ -206,7 +206,7 @@ def stack_up(
     running: list = []
     try:
         alertmanager = None
-        if have_alertmanager:
+        if result.alertmanager_config is not None:  # written when Alertmanager is installed
             alertmanager = Alertmanager.start(result.alertmanager_config, directory / "alertmanager", port=alertmanager_port)
             running.append(alertmanager)
             say(f"Alertmanager  {alertmanager.url}")

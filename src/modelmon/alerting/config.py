@@ -4,19 +4,26 @@ The file is validated with pydantic; every error names the key that is wrong, as
 (``channels[2].webhook_url: ...``). Secrets are never written in the file: a secret field
 holds ``$__env{VAR}`` (read from the environment) or ``$__file{/path}`` (read from a file),
 and ``<field>_file: /path`` is accepted as a spelling of the latter. See docs/alerting.md.
+
+Each channel type is one class here, which also writes its own Alertmanager receiver entry
+and Grafana integration. The drift methods a rule accepts come from the method table
+(``monitoring/methods.py``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
+from abc import abstractmethod
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from modelmon.errors import ModelmonError
+from modelmon.monitoring.methods import PSI, MethodName
 
 DEFAULT_RUNBOOK_BASE = "https://github.com/modelmon/modelmon/blob/main/docs/runbooks.md"
 DURATION = re.compile(r"^((\d+)(ms|s|m|h|d|w|y))+$")
@@ -103,6 +110,42 @@ def _secret_or_plain(value: Any) -> SecretRef | str:
     return SecretRef.parse(value)
 
 
+def grafana_secret(value: SecretRef | str) -> str:
+    """A field as Grafana provisioning takes it: a secret stays a reference Grafana expands."""
+    return value if isinstance(value, str) else value.grafana()
+
+
+@dataclasses.dataclass
+class Secrets:
+    """How an Alertmanager export writes secrets, and which ones it wrote into its file (by
+    config key), so the export can say so."""
+
+    substituted: list[str] = dataclasses.field(default_factory=list)
+    notes: list[str] = dataclasses.field(default_factory=list)
+
+    def value(self, ref: SecretRef, where: str) -> str:
+        """The secret's value, to be written into the file."""
+        self.substituted.append(where)
+        return ref.resolve(where)
+
+    def file_or_value(self, ref: SecretRef, key: str, where: str) -> dict[str, str]:
+        """``<key>_file: path`` for a secret in a file (Alertmanager reads it), else
+        ``<key>: value``, substituted now."""
+        if ref.source == "file":
+            return {f"{key}_file": ref.name}
+        return {key: self.value(ref, where)}
+
+    def bearer(self, token: SecretRef, where: str) -> dict[str, Any]:
+        """``http_config`` sending ``token`` as a bearer token: read by Alertmanager from its
+        file (``credentials_file``), or substituted when it comes from the environment."""
+        auth: dict[str, str] = {"type": "Bearer"}
+        if token.source == "file":
+            auth["credentials_file"] = token.name
+        else:
+            auth["credentials"] = self.value(token, where)
+        return {"authorization": auth}
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
@@ -122,12 +165,40 @@ class RateLimit(_Strict):
         return value
 
 
+# -- channels ------------------------------------------------------------------------------
+#
+# A channel type is one class: its fields, and how it is written for Alertmanager
+# (``alertmanager_integration``) and for Grafana (``grafana_integration``); it is listed in
+# ``Channel`` below.
+
+#: Notification templates of modelmon.tmpl (``alerting/templates.py``), as Alertmanager fields.
+AM_TITLE = '{{ template "modelmon.title" . }}'
+AM_TEXT = '{{ template "modelmon.text" . }}'
+#: Grafana's default notification templates.
+GRAFANA_TITLE = '{{ template "default.title" . }}'
+GRAFANA_MESSAGE = '{{ template "default.message" . }}'
+
+
 class _Channel(_Strict):
     name: str
     send_resolved: bool = Field(True, description="Also notify when the alert resolves.")
 
     #: Secret fields of this channel type; ``<field>_file: path`` is read as ``$__file{path}``.
     SECRET_FIELDS: ClassVar[tuple[str, ...]] = ()
+
+    @abstractmethod
+    def alertmanager_integration(self, where: str, bridge: BridgeSettings, secrets: Secrets) -> tuple[str, dict[str, Any]]:
+        """This channel in an Alertmanager receiver: its list's key (``slack_configs``...)
+        and its entry. ``where`` is the channel's config key (``channels[2]``), for secrets
+        substituted through ``secrets``."""
+
+    @abstractmethod
+    def grafana_integration(self, bridge: BridgeSettings) -> tuple[str, dict[str, Any]] | None:
+        """This channel in a Grafana contact point: its integration type and settings, secrets
+        kept as references; None when Grafana has no such integration."""
+
+    def _resolved(self) -> dict[str, Any]:
+        return {"send_resolved": self.send_resolved}
 
     @field_validator("name")
     @classmethod
@@ -170,12 +241,35 @@ class EmailChannel(_Channel):
                 raise ValueError(f"{address!r} is not an email address")
         return value
 
+    def alertmanager_integration(self, where: str, bridge: BridgeSettings, secrets: Secrets) -> tuple[str, dict[str, Any]]:
+        return "email_configs", {
+            **self._resolved(), "to": ", ".join(self.to),
+            "headers": {"Subject": AM_TITLE},
+            "html": '{{ template "modelmon.email.html" . }}',
+            "text": AM_TEXT,
+        }
+
+    def grafana_integration(self, bridge: BridgeSettings) -> tuple[str, dict[str, Any]] | None:
+        return "email", {"addresses": ";".join(self.to), "singleEmail": True}
+
 
 class SlackChannel(_Channel):
     type: Literal["slack"]
     SECRET_FIELDS: ClassVar[tuple[str, ...]] = ("webhook_url",)
     webhook_url: Secret = Field(description="The incoming-webhook URL (a secret).")
     channel: str | None = Field(None, description="Channel to post to, e.g. #ml-alerts [default: the webhook's].")
+
+    def alertmanager_integration(self, where: str, bridge: BridgeSettings, secrets: Secrets) -> tuple[str, dict[str, Any]]:
+        entry = {**self._resolved(), **secrets.file_or_value(self.webhook_url, "api_url", f"{where}.webhook_url")}
+        if self.channel:
+            entry["channel"] = self.channel
+        return "slack_configs", entry | {"title": AM_TITLE, "text": AM_TEXT}
+
+    def grafana_integration(self, bridge: BridgeSettings) -> tuple[str, dict[str, Any]] | None:
+        settings = {"url": grafana_secret(self.webhook_url)}
+        if self.channel:
+            settings["recipient"] = self.channel
+        return "slack", settings
 
 
 class WebhookChannel(_Channel):
@@ -190,12 +284,40 @@ class WebhookChannel(_Channel):
     def _url(cls, value: Any) -> Any:
         return _secret_or_plain(value)
 
+    def alertmanager_integration(self, where: str, bridge: BridgeSettings, secrets: Secrets) -> tuple[str, dict[str, Any]]:
+        url = self.url if isinstance(self.url, str) else secrets.value(self.url, f"{where}.url")
+        entry = {**self._resolved(), "url": url, "max_alerts": self.max_alerts}
+        if self.bearer_token is not None:
+            entry["http_config"] = secrets.bearer(self.bearer_token, f"{where}.bearer_token")
+        return "webhook_configs", entry
+
+    def grafana_integration(self, bridge: BridgeSettings) -> tuple[str, dict[str, Any]] | None:
+        settings = {"url": grafana_secret(self.url), "httpMethod": "POST"}
+        if self.bearer_token is not None:
+            settings |= {"authorization_scheme": "Bearer", "authorization_credentials": grafana_secret(self.bearer_token)}
+        if self.max_alerts:
+            settings["maxAlerts"] = str(self.max_alerts)
+        return "webhook", settings
+
 
 class PagerDutyChannel(_Channel):
     type: Literal["pagerduty"]
     SECRET_FIELDS: ClassVar[tuple[str, ...]] = ("routing_key",)
     routing_key: Secret = Field(description="Events API v2 integration (routing) key.")
     url: str | None = Field(None, description="Events API endpoint [default: PagerDuty's].")
+
+    def alertmanager_integration(self, where: str, bridge: BridgeSettings, secrets: Secrets) -> tuple[str, dict[str, Any]]:
+        entry = {**self._resolved(), **secrets.file_or_value(self.routing_key, "routing_key", f"{where}.routing_key")}
+        if self.url:
+            entry["url"] = self.url
+        return "pagerduty_configs", entry | {
+            "description": AM_TITLE,
+            "severity": '{{ if eq .CommonLabels.severity "info" }}info{{ else if eq .CommonLabels.severity "warning" }}warning{{ else }}critical{{ end }}',
+            "links": [{"href": '{{ template "modelmon.runbook" . }}', "text": "runbook"}],
+        }
+
+    def grafana_integration(self, bridge: BridgeSettings) -> tuple[str, dict[str, Any]] | None:
+        return "pagerduty", {"integrationKey": grafana_secret(self.routing_key), "summary": GRAFANA_TITLE}
 
 
 class TelegramChannel(_Channel):
@@ -205,11 +327,31 @@ class TelegramChannel(_Channel):
     chat_id: int
     api_url: str | None = Field(None, description="Bot API endpoint [default: Telegram's].")
 
+    def alertmanager_integration(self, where: str, bridge: BridgeSettings, secrets: Secrets) -> tuple[str, dict[str, Any]]:
+        entry = {**self._resolved(), "bot_token": secrets.value(self.bot_token, f"{where}.bot_token"),
+                 "chat_id": self.chat_id, "parse_mode": "HTML",
+                 "message": '{{ template "modelmon.telegram" . }}'}
+        if self.api_url:
+            entry["api_url"] = self.api_url
+        return "telegram_configs", entry
+
+    def grafana_integration(self, bridge: BridgeSettings) -> tuple[str, dict[str, Any]] | None:
+        return "telegram", {"bottoken": grafana_secret(self.bot_token), "chatid": str(self.chat_id), "message": GRAFANA_MESSAGE}
+
 
 class DiscordChannel(_Channel):
     type: Literal["discord"]
     SECRET_FIELDS: ClassVar[tuple[str, ...]] = ("webhook_url",)
     webhook_url: Secret
+
+    def alertmanager_integration(self, where: str, bridge: BridgeSettings, secrets: Secrets) -> tuple[str, dict[str, Any]]:
+        return "discord_configs", {
+            **self._resolved(), "webhook_url": secrets.value(self.webhook_url, f"{where}.webhook_url"),
+            "title": AM_TITLE, "message": AM_TEXT,
+        }
+
+    def grafana_integration(self, bridge: BridgeSettings) -> tuple[str, dict[str, Any]] | None:
+        return "discord", {"url": grafana_secret(self.webhook_url), "title": GRAFANA_TITLE, "message": GRAFANA_MESSAGE}
 
 
 class SnsChannel(_Channel):
@@ -234,6 +376,20 @@ class SnsChannel(_Channel):
             raise ValueError("give both access_key and secret_key, or neither (AWS default credentials)")
         return self
 
+    def alertmanager_integration(self, where: str, bridge: BridgeSettings, secrets: Secrets) -> tuple[str, dict[str, Any]]:
+        sigv4: dict[str, str] = {"region": self.region}
+        if self.access_key is not None and self.secret_key is not None:
+            sigv4["access_key"] = secrets.value(self.access_key, f"{where}.access_key")
+            sigv4["secret_key"] = secrets.value(self.secret_key, f"{where}.secret_key")
+        entry = {**self._resolved(), "sigv4": sigv4, "subject": AM_TITLE, "message": '{{ template "modelmon.sms" . }}'}
+        entry |= {"phone_number": self.phone_number} if self.phone_number else {"topic_arn": self.topic_arn}
+        if self.api_url:
+            entry["api_url"] = self.api_url
+        return "sns_configs", entry
+
+    def grafana_integration(self, bridge: BridgeSettings) -> tuple[str, dict[str, Any]] | None:
+        return None  # not among Grafana's provisioned integration types; use an apprise channel (sns://)
+
 
 class AppriseChannel(_Channel):
     """Any Apprise URL (SMS through Twilio, Teams through workflows, X, ntfy...), delivered
@@ -244,6 +400,20 @@ class AppriseChannel(_Channel):
     SECRET_FIELDS: ClassVar[tuple[str, ...]] = ("urls",)
     urls: Secret
     rate_limit: RateLimit | None = Field(None, description="Messages per window to this channel [default: bridge.rate_limit].")
+
+    def alertmanager_integration(self, where: str, bridge: BridgeSettings, secrets: Secrets) -> tuple[str, dict[str, Any]]:
+        entry = {**self._resolved(), "url": f"{bridge.url.rstrip('/')}/alertmanager/{self.name}",
+                 "max_alerts": bridge.sender_max_alerts()}
+        if bridge.token is not None:  # the bridge's token, from the same file or variable
+            entry["http_config"] = secrets.bearer(bridge.token, "bridge.token")
+        return "webhook_configs", entry
+
+    def grafana_integration(self, bridge: BridgeSettings) -> tuple[str, dict[str, Any]] | None:
+        settings = {"url": f"{bridge.url.rstrip('/')}/grafana/{self.name}", "httpMethod": "POST",
+                    "maxAlerts": str(bridge.sender_max_alerts())}
+        if bridge.token is not None:  # the bridge's token, expanded by Grafana from its file or variable
+            settings |= {"authorization_scheme": "Bearer", "authorization_credentials": grafana_secret(bridge.token)}
+        return "webhook", settings
 
 
 Channel = Annotated[
@@ -356,7 +526,7 @@ class LatencyP99(_RuleCommon):
 
 
 class FeatureDrift(_RuleCommon):
-    methods: Literal["auto"] | list[Literal["psi", "js", "wasserstein", "ks", "chi2_pvalue"]] = Field(
+    methods: Literal["auto"] | list[MethodName] = Field(
         "auto", description="auto: the server's verdict (p-value tests up to pvalue_max_rows rows, PSI above); or a list of methods."
     )
     pvalue_max_rows: int = Field(1000, ge=1, description="Keep equal to the server's DriftSettings.pvalue_max_rows.")
@@ -367,14 +537,21 @@ class DatasetDrift(_RuleCommon):
 
 
 class PredictionDrift(_RuleCommon):
-    threshold: float = Field(0.2, gt=0, description="PSI of the predicted classes against the validation outputs.")
+    threshold: float = Field(PSI.default_threshold, gt=0, description="PSI of the predicted classes against the validation outputs.")
+
+
+QualityMetric = Literal["accuracy", "f1_macro"]
+
+
+def _all_quality_metrics() -> list[QualityMetric]:
+    return ["accuracy", "f1_macro"]
 
 
 class RealizedQuality(_RuleCommon):
     margin: float = Field(0.05, ge=0, lt=1, description="How far below the validation baseline counts as a drop.")
     window: Duration = "6h"
     min_labels: int = Field(100, ge=1, description="Labelled predictions the window needs.")
-    metrics: list[Literal["accuracy", "f1_macro"]] = Field(default_factory=lambda: ["accuracy", "f1_macro"])
+    metrics: list[QualityMetric] = Field(default_factory=_all_quality_metrics)
 
 
 class EstimatedAccuracy(_RuleCommon):
@@ -632,7 +809,7 @@ class AlertingConfig(_Strict):
             raise _KeyError("smtp", f"required by the email channel channels[{first}] ({self.channels[first].name})")
         return self
 
-    def channel(self, name: str) -> Any:
+    def channel(self, name: str) -> _Channel:
         return next(c for c in self.channels if c.name == name)
 
 
@@ -675,9 +852,8 @@ def format_errors(exc: ValidationError, source: str) -> str:
     return f"{source}: " + "; ".join(lines)
 
 
-_CHANNEL_TYPES = (EmailChannel, SlackChannel, WebhookChannel, PagerDutyChannel, TelegramChannel, DiscordChannel,
-                  SnsChannel, AppriseChannel)
-_CHANNEL_TAGS = {c.model_fields["type"].annotation.__args__[0] for c in _CHANNEL_TYPES}
+_CHANNEL_TYPES: tuple[type[_Channel], ...] = get_args(get_args(Channel)[0])
+_CHANNEL_TAGS = {get_args(c.model_fields["type"].annotation)[0] for c in _CHANNEL_TYPES}
 
 
 def parse_config(data: Any, source: str = "modelmon.yaml") -> AlertingConfig:

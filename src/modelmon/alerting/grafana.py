@@ -35,49 +35,12 @@ def _uid(text: str) -> str:
     return clean[:31] + "-" + hashlib.sha1(text.encode()).hexdigest()[:8]
 
 
-def _secret(value: cfg.SecretRef | str) -> str:
-    return value if isinstance(value, str) else value.grafana()
-
-
-def _integration(channel: Any, config: cfg.AlertingConfig) -> tuple[str, dict[str, Any]] | None:
-    """Grafana's (type, settings) for a channel; None when Grafana has no such integration."""
-    message = {"title": '{{ template "default.title" . }}', "message": '{{ template "default.message" . }}'}
-    if isinstance(channel, cfg.EmailChannel):
-        return "email", {"addresses": ";".join(channel.to), "singleEmail": True}
-    if isinstance(channel, cfg.SlackChannel):
-        settings = {"url": _secret(channel.webhook_url)}
-        if channel.channel:
-            settings["recipient"] = channel.channel
-        return "slack", settings
-    if isinstance(channel, cfg.WebhookChannel):
-        settings = {"url": _secret(channel.url), "httpMethod": "POST"}
-        if channel.bearer_token is not None:
-            settings |= {"authorization_scheme": "Bearer", "authorization_credentials": _secret(channel.bearer_token)}
-        if channel.max_alerts:
-            settings["maxAlerts"] = str(channel.max_alerts)
-        return "webhook", settings
-    if isinstance(channel, cfg.PagerDutyChannel):
-        return "pagerduty", {"integrationKey": _secret(channel.routing_key), "summary": message["title"]}
-    if isinstance(channel, cfg.TelegramChannel):
-        return "telegram", {"bottoken": _secret(channel.bot_token), "chatid": str(channel.chat_id),
-                            "message": message["message"]}
-    if isinstance(channel, cfg.DiscordChannel):
-        return "discord", {"url": _secret(channel.webhook_url), **message}
-    if isinstance(channel, cfg.AppriseChannel):
-        settings = {"url": f"{config.bridge.url.rstrip('/')}/grafana/{channel.name}", "httpMethod": "POST",
-                    "maxAlerts": str(config.bridge.sender_max_alerts())}
-        if config.bridge.token is not None:  # the bridge's token, expanded by Grafana from its file or variable
-            settings |= {"authorization_scheme": "Bearer", "authorization_credentials": _secret(config.bridge.token)}
-        return "webhook", settings
-    return None  # SNS: not among Grafana's provisioned integration types; use an apprise channel (sns://)
-
-
 def contact_points(config: cfg.AlertingConfig, channel_sets: list[list[str]]) -> tuple[dict[str, Any], list[str]]:
     """The contact points file, and notes on channels Grafana cannot carry."""
     notes = []
     integrations: dict[str, tuple[str, dict[str, Any]]] = {}
     for channel in config.channels:
-        made = _integration(channel, config)
+        made = channel.grafana_integration(config.bridge)  # each channel writes its own (config.py)
         if made is None:
             notes.append(f"channel {channel.name} ({channel.type}): Grafana has no such contact point type; "
                          "give Grafana an apprise channel (sns://...) through modelmon notify-bridge instead")
@@ -92,11 +55,11 @@ def contact_points(config: cfg.AlertingConfig, channel_sets: list[list[str]]) ->
             continue
         seen.add(name)
         receivers = []
-        for channel in usable:
-            kind, settings = integrations[channel]
+        for channel_name in usable:
+            kind, settings = integrations[channel_name]
             receivers.append({
-                "uid": _uid(f"modelmon-{name}-{channel}"), "type": kind, "settings": settings,
-                "disableResolveMessage": not config.channel(channel).send_resolved,
+                "uid": _uid(f"modelmon-{name}-{channel_name}"), "type": kind, "settings": settings,
+                "disableResolveMessage": not config.channel(channel_name).send_resolved,
             })
         points.append({"orgId": config.grafana.org_id, "name": name, "receivers": receivers})
     return {"apiVersion": 1, "contactPoints": points}, notes
@@ -121,9 +84,9 @@ def policies(config: cfg.AlertingConfig, rules: list[AlertRule], available: set[
         if rule.channels and receiver(rule.channels):
             routes.append({"receiver": receiver(rule.channels), "object_matchers": [_matcher("alertname", "=", rule.name)]})
     for severity in cfg.SEVERITIES:
-        channels = routing.severity.get(severity)
-        if channels and receiver(channels):
-            routes.append({"receiver": receiver(channels), "object_matchers": [_matcher("severity", "=", severity)]})
+        severity_channels = routing.severity.get(severity)
+        if severity_channels and receiver(severity_channels):
+            routes.append({"receiver": receiver(severity_channels), "object_matchers": [_matcher("severity", "=", severity)]})
     group_by = list(dict.fromkeys(["grafana_folder", "alertname", *routing.group_by]))
     root = {
         "orgId": config.grafana.org_id,

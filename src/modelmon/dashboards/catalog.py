@@ -10,6 +10,7 @@ exported with (``--window``, default 1h).
 from __future__ import annotations
 
 from modelmon.dashboards.spec import Dashboard, Panel, Prom, Row, Sql, Threshold, Variable
+from modelmon.monitoring.methods import JS, METHODS, PSI, method_names
 
 SERVING_UID = "modelmon-serving"
 DRIFT_UID = "modelmon-drift"
@@ -21,7 +22,11 @@ ALERTS_UID = "modelmon-alerts"
 SEL = 'model="$model", version=~"$version"'
 PREDICTION_ENDPOINTS = 'endpoint=~"infer|predict"'
 
-GOOD_RED = (Threshold(None, "green"), Threshold(0.2, "red"))
+#: Drift methods' default thresholds (monitoring/methods.py), as panel text and colours.
+PSI_DRIFT = PSI.default_threshold
+JS_DRIFT = JS.default_threshold
+#: Green under the PSI threshold, red at and above it.
+GOOD_RED = (Threshold(None, "green"), Threshold(PSI_DRIFT, "red"))
 
 
 def _model_variables(feature: bool = False, window: bool = False) -> tuple[Variable, ...]:
@@ -132,27 +137,33 @@ def drift() -> Dashboard:
               thresholds=(Threshold(None, "green"), Threshold(0.25, "orange"), Threshold(0.5, "red"))),
         Panel("stat", "Rows in the drift window", "Rows each replica scored its drift on (modelmon_drift_window_rows), summed.",
               "short", (Prom(f"sum(modelmon_drift_window_rows{{{SEL}}})"),), width=6, height=5),
-        Panel("stat", "Worst fleet PSI", "The highest population stability index over features, for the whole fleet (recording rule modelmon:feature_drift_psi:$window); 0.2 is drift.",
+        Panel("stat", "Worst fleet PSI", "The highest population stability index over features, for the whole fleet (recording rule modelmon:feature_drift_psi:$window); "
+              f"{PSI_DRIFT:g} is drift.",
               "none", (Prom(f"max(modelmon:feature_drift_psi:$window{{{SEL}}})"),), width=6, height=5, decimals=3, thresholds=GOOD_RED),
         Panel("stat", "Prediction drift (classes, PSI)", "PSI of the predicted classes against the model's predictions on the validation data.",
               "none", (Prom(f'max(modelmon_prediction_drift{{{SEL}, output="class", method="psi"}})'),), width=6, height=5, decimals=3,
               thresholds=GOOD_RED),
     ))
     scores = Row("Drift per feature", (
-        Panel("timeseries", "Fleet PSI per feature against the threshold", "Population stability index of each feature over the window, pooled over all replicas (recording rule modelmon:feature_drift_psi:$window). The red line is the drift threshold, 0.2.",
+        Panel("timeseries", "Fleet PSI per feature against the threshold", "Population stability index of each feature over the window, pooled over all replicas (recording rule modelmon:feature_drift_psi:$window). "
+              f"The red line is the drift threshold, {PSI_DRIFT:g}.",
               "none", (Prom(f"modelmon:feature_drift_psi:$window{{{feature_sel}}}", "{{feature}}"),), width=12,
               thresholds=GOOD_RED, show_thresholds=True),
-        Panel("timeseries", "Fleet Jensen-Shannon distance per feature", "Jensen-Shannon distance (base 2) of each feature over the window, pooled over all replicas (modelmon:feature_drift_js:$window). The red line is the threshold, 0.1.",
+        Panel("timeseries", "Fleet Jensen-Shannon distance per feature", "Jensen-Shannon distance (base 2) of each feature over the window, pooled over all replicas (modelmon:feature_drift_js:$window). "
+              f"The red line is the threshold, {JS_DRIFT:g}.",
               "none", (Prom(f"modelmon:feature_drift_js:$window{{{feature_sel}}}", "{{feature}}"),), width=12,
-              thresholds=(Threshold(None, "green"), Threshold(0.1, "red")), show_thresholds=True),
-        Panel("timeseries", "Per-replica drift score ($method) against its threshold", "Each replica's own score of its latest window (modelmon_feature_drift) and the threshold in force (modelmon_feature_drift_threshold). For p-values (ks, chi2_pvalue) drift is below the threshold; for the others above it.",
+              thresholds=(Threshold(None, "green"), Threshold(JS_DRIFT, "red")), show_thresholds=True),
+        Panel("timeseries", "Per-replica drift score ($method) against its threshold", "Each replica's own score of its latest window (modelmon_feature_drift) and the threshold in force (modelmon_feature_drift_threshold). "
+              f"For p-values ({', '.join(method_names(direction='low'))}) drift is below the threshold; for the others above it.",
               "none", (
                   Prom(f'modelmon_feature_drift{{{feature_sel}, method="$method"}}', "{{feature}} @ {{instance}}"),
                   Prom(f'max by (feature) (modelmon_feature_drift_threshold{{{feature_sel}, method="$method"}})', "threshold {{feature}}"),
               ), width=12),
         Panel("bargauge", "Features drifting most now", "The ten features with the highest fleet PSI over the window, now.",
               "none", (Prom(f"sort_desc(topk(10, max by (feature) (modelmon:feature_drift_psi:$window{{{SEL}}})))", "{{feature}}", instant=True),),
-              width=12, decimals=3, min=0, thresholds=(Threshold(None, "green"), Threshold(0.1, "orange"), Threshold(0.2, "red"))),
+              width=12, decimals=3, min=0,
+              # orange from half the threshold: a moderate shift
+              thresholds=(Threshold(None, "green"), Threshold(PSI_DRIFT / 2, "orange"), Threshold(PSI_DRIFT, "red"))),
     ))
     window_rows = f'modelmon:feature_bin_window_rows:$window{{{SEL}, feature="$feature"}}'
     bins = Row("Distribution per feature", (
@@ -200,7 +211,7 @@ def drift() -> Dashboard:
     variables = (
         *_model_variables(feature=True),
         Variable("method", "Method", "Drift method of the per-replica panel.", "custom",
-                 options=("psi", "js", "wasserstein", "ks", "chi2_pvalue"), default="psi"),
+                 options=tuple(METHODS), default=PSI.name),
         _window_variable(),
     )
     return Dashboard(

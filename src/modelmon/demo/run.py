@@ -39,6 +39,7 @@ from modelmon.config import modelmon_home
 from modelmon.demo.data import CATEGORICAL_FEATURES, NUMERIC_FEATURES, TARGET, generate_customers
 from modelmon.errors import ModelmonError
 from modelmon.monitoring.drift import DriftSettings
+from modelmon.monitoring.methods import PSI
 from modelmon.rules.drift import drift_rules, dump_yaml
 from modelmon.rules.quality import quality_rule_group
 from modelmon.serving.app import ModelServer
@@ -658,7 +659,7 @@ def print_drift(console: Console, url: str, prometheus: Prometheus | None) -> No
         while not fleet and time.monotonic() < deadline:
             fleet = {s["metric"]["feature"]: float(s["value"][1]) for s in prometheus.query(record)}
             time.sleep(0.5)
-    psi_threshold = thresholds.get("psi", 0.2)
+    psi_threshold = thresholds.get(PSI.name, PSI.default_threshold)
     table = Table(
         title=f"Drift on the server's latest {rows:,.0f} rows (PSI >= {psi_threshold} means drifted)",
         title_justify="left",

@@ -33,6 +33,7 @@ from pydantic import BaseModel, Field
 
 from modelmon.monitoring import drift_stats
 from modelmon.monitoring.accounting import FeatureAccountant
+from modelmon.monitoring.methods import METHODS, get_method, method_names, setting_default
 from modelmon.monitoring.tasks import PredictionDistribution
 
 NAN = float("nan")
@@ -47,10 +48,11 @@ class DriftSettings(BaseModel):
     pvalue_max_rows: int = Field(1000, ge=1, description="Up to this many rows the verdict is a p-value test.")
     recent_rows: int = Field(2000, ge=10, description="Most recent rows kept for KS and Wasserstein.")
     snapshot_seconds: float | None = Field(None, gt=0, description="Counter snapshot interval [default: window / 60, at least 1 s].")
-    psi_threshold: float = 0.2
-    js_threshold: float = 0.1
-    wasserstein_threshold: float = 0.1
-    pvalue_threshold: float = 0.01
+    # One field per setting of the method table (monitoring/methods.py), defaulting to it.
+    psi_threshold: float = setting_default("psi_threshold")
+    js_threshold: float = setting_default("js_threshold")
+    wasserstein_threshold: float = setting_default("wasserstein_threshold")
+    pvalue_threshold: float = setting_default("pvalue_threshold")
     dataset_drift_share: float = Field(0.5, gt=0, le=1, description="Share of drifted features for a dataset-level drift.")
     max_features: int = Field(100, ge=1, description="Features monitored per model version (the first ones in the signature).")
     score_seconds: float = Field(5.0, gt=0, description="How often the scores are recomputed in the background.")
@@ -60,23 +62,16 @@ class DriftSettings(BaseModel):
         return self.snapshot_seconds or max(1.0, self.window_seconds / 60)
 
     def thresholds(self) -> dict[str, float]:
-        return {
-            "psi": self.psi_threshold,
-            "js": self.js_threshold,
-            "wasserstein": self.wasserstein_threshold,
-            "ks": self.pvalue_threshold,
-            "chi2_pvalue": self.pvalue_threshold,
-        }
+        """The threshold in force for every method, by name."""
+        return {m.name: getattr(self, m.setting) for m in METHODS.values()}
 
 
 #: Methods where a low value means drift (p-values); for the rest a high value does.
-PVALUE_METHODS = frozenset({"ks", "chi2_pvalue"})
+PVALUE_METHODS = frozenset(method_names(direction="low"))
 
 
 def is_drift(method: str, score: float, threshold: float) -> bool:
-    if np.isnan(score):
-        return False
-    return score < threshold if method in PVALUE_METHODS else score >= threshold
+    return get_method(method).drifted(score, threshold)
 
 
 @dataclass

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from modelmon.monitoring.methods import method_names
+
 
 @dataclass(frozen=True, slots=True)
 class Family:
@@ -66,7 +68,7 @@ ARRAY_FAMILIES = (
 # -- drift scores, written from each version's latest report (``drift_exporter``) -------
 FEATURE_DRIFT = Family(
     "modelmon_feature_drift", "gauge", (*MODEL_VERSION, "feature", "method"),
-    "Drift score of the latest window (p-values for ks and chi2_pvalue).",
+    f"Drift score of the latest window (p-values for {' and '.join(method_names(direction='low'))}).",
 )
 FEATURE_DRIFT_THRESHOLD = Family(
     "modelmon_feature_drift_threshold", "gauge", (*MODEL_VERSION, "feature", "method"),
