@@ -54,6 +54,8 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from modelmon.alerting import config as cfg
+from modelmon.errors import MalformedRequestError, PayloadTooLargeError
+from modelmon.http import read_limited_body
 from modelmon.secrets import bearer_matches
 
 log = logging.getLogger("modelmon.alerting.bridge")
@@ -399,25 +401,6 @@ def check_listen(host: str, token: str | None) -> None:
         )
 
 
-class _TooLarge(Exception):
-    pass
-
-
-async def read_limited(request: Request, limit: int) -> bytes:
-    """The body, refused (``_TooLarge``) past ``limit`` bytes, by its Content-Length or as
-    it streams in."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise _TooLarge(f"request body of {declared} bytes exceeds the limit of {limit}")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise _TooLarge(f"request body exceeds the limit of {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 # -- delivery -------------------------------------------------------------------------------
 
 
@@ -587,10 +570,13 @@ class NotifyBridge:
             known = ", ".join(sorted(self.targets)) or "none"
             return JSONResponse({"error": f"unknown channel {channel!r} (channels: {known})"}, status_code=404)
         try:
-            body = await read_limited(request, self.max_body_bytes)
-        except _TooLarge as exc:
+            body = await read_limited_body(request, self.max_body_bytes)
+        except PayloadTooLargeError as exc:
             self.payloads.labels(source, "too_large").inc()
-            return JSONResponse({"error": str(exc)}, status_code=413)
+            return JSONResponse({"error": exc.message}, status_code=413)
+        except MalformedRequestError as exc:  # a Content-Length that is not a number
+            self.payloads.labels(source, "invalid").inc()
+            return JSONResponse({"error": exc.message}, status_code=400)
         try:
             payload = json.loads(body)
             if not isinstance(payload, dict):

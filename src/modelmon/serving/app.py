@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import hmac
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -32,12 +31,13 @@ from modelmon.errors import (
     ModelmonError,
     ModelNotFoundError,
     ModelNotReadyError,
-    PayloadTooLargeError,
     UnauthorizedError,
 )
+from modelmon.http import read_limited_body
 from modelmon.monitoring.metrics import QualityMetrics, RequestMetrics, ServerMetrics
 from modelmon.registry.profile import load_sample
 from modelmon.registry.store import Registry
+from modelmon.secrets import bearer_matches
 from modelmon.serving import codecs
 from modelmon.serving.feedback import FeedbackJoiner, count_matched, parse_feedback
 from modelmon.serving.openapi import openapi_document
@@ -201,20 +201,7 @@ class ModelServer:
     # -- request plumbing -------------------------------------------------------------
 
     async def read_body(self, request: Request) -> bytes:
-        limit = self.settings.max_body_bytes
-        declared = request.headers.get("content-length")
-        if declared is not None:
-            if not declared.isdigit():
-                raise MalformedRequestError("Content-Length is not a number")
-            if int(declared) > limit:
-                raise PayloadTooLargeError(f"request body of {declared} bytes exceeds the limit of {limit}")
-        chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise PayloadTooLargeError(f"request body exceeds the limit of {limit} bytes")
-            chunks.append(chunk)
-        return b"".join(chunks)
+        return await read_limited_body(request, self.settings.max_body_bytes)
 
     def authorize(self, request: Request, endpoint: str) -> None:
         """Write endpoints, and inference when configured, need the bearer token. Compared
@@ -222,9 +209,7 @@ class ModelServer:
         token = self.settings.api_token
         if token is None or endpoint not in PROTECTED_ENDPOINTS[self.settings.token_for_inference]:
             return
-        scheme, _, given = request.headers.get("authorization", "").partition(" ")
-        expected = token.get_secret_value().encode()
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected):
+        if not bearer_matches(request.headers.get("authorization", ""), token.get_secret_value()):
             raise UnauthorizedError("this endpoint needs the header 'Authorization: Bearer <token>' with the server's API token")
 
     async def model_endpoint(
