@@ -299,6 +299,9 @@ def onnx_regression() -> Built:
 
 # -- the table --------------------------------------------------------------------------
 
+# Factories in their own modules, imported here at the end (they use the helpers above).
+from tests.conformance import cases_torch  # noqa: E402
+
 CASES = [
     Case("sklearn", Task.BINARY, sklearn_binary),
     Case("sklearn", Task.MULTICLASS, sklearn_multiclass),
@@ -306,6 +309,9 @@ CASES = [
     Case("onnx", Task.BINARY, onnx_binary),
     Case("onnx", Task.MULTICLASS, onnx_multiclass),
     Case("onnx", Task.REGRESSION, onnx_regression, pending=REGRESSION_PENDING),
+    Case("torch", Task.BINARY, cases_torch.torch_binary),
+    Case("torch", Task.MULTICLASS, cases_torch.torch_multiclass),
+    Case("torch", Task.REGRESSION, cases_torch.torch_regression, pending=REGRESSION_PENDING),
 ]
 
 #: The rows that run: registered together in one registry and served by one server.
