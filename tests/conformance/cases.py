@@ -300,7 +300,7 @@ def onnx_regression() -> Built:
 # -- the table --------------------------------------------------------------------------
 
 # Factories in their own modules, imported here at the end (they use the helpers above).
-from tests.conformance import cases_torch  # noqa: E402
+from tests.conformance import cases_lightgbm, cases_torch, cases_xgboost  # noqa: E402
 
 CASES = [
     Case("sklearn", Task.BINARY, sklearn_binary),
@@ -312,6 +312,12 @@ CASES = [
     Case("torch", Task.BINARY, cases_torch.torch_binary),
     Case("torch", Task.MULTICLASS, cases_torch.torch_multiclass),
     Case("torch", Task.REGRESSION, cases_torch.torch_regression, pending=REGRESSION_PENDING),
+    Case("xgboost", Task.BINARY, cases_xgboost.xgboost_binary),
+    Case("xgboost", Task.MULTICLASS, cases_xgboost.xgboost_multiclass),
+    Case("xgboost", Task.REGRESSION, cases_xgboost.xgboost_regression, pending=REGRESSION_PENDING),
+    Case("lightgbm", Task.BINARY, cases_lightgbm.lightgbm_binary),
+    Case("lightgbm", Task.MULTICLASS, cases_lightgbm.lightgbm_multiclass),
+    Case("lightgbm", Task.REGRESSION, cases_lightgbm.lightgbm_regression, pending=REGRESSION_PENDING),
 ]
 
 #: The rows that run: registered together in one registry and served by one server.
