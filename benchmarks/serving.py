@@ -9,10 +9,15 @@ POST body: after a warm-up, concurrency 1, 8 and 32 for ``--duration`` seconds e
 Reported: medians over rounds of requests/s and latency percentiles, ratios against MLServer
 taken within each round, start-up time to ready, and resident memory of the server's process
 tree. Then the batching study: modelmon with 64-row requests, adaptive batching on and off.
+Then the tree study (issue 17): one XGBoost and one LightGBM classifier file (100 trees of depth 4 on the same
+data), served by modelmon (as registered: the ONNX graph when it agrees, and natively) and by MLServer's
+``mlserver-xgboost`` / ``mlserver-lightgbm`` runtimes (venv ``mlserver-trees``) from the same file, one row per
+request, side by side in the same rounds; and each runtime's in-process per-call cost, native against ONNX.
 
     python benchmarks/serving.py                 # full run (about 18 minutes; builds peer venvs once)
     python benchmarks/serving.py --quick         # seconds: modelmon (and installed peers only)
     python benchmarks/serving.py --peers none    # modelmon only
+    python benchmarks/serving.py --trees none    # without the tree study
 
 Writes benchmarks/results/serving.json and (full runs) its section of benchmarks/README.md.
 """
@@ -257,7 +262,8 @@ def check_bentoml(answer, rows: int) -> bool:
     return np.asarray(answer).shape == (rows, 2)
 
 
-def modelmon_server(key: str, label: str, registry: Path, flags: list[str], source: Path | None = None) -> Server:
+def modelmon_server(key: str, label: str, registry: Path, flags: list[str], source: Path | None = None,
+                    model: str = MODEL_NAME) -> Server:
     """``modelmon serve`` with its own MODELMON_HOME (the default SQLite store of the prediction
     log and its spool), kept across rounds: the first round's start creates the store, later
     ones restart on it. ``source``: another checkout's ``src`` to serve with (``--baseline``),
@@ -266,9 +272,9 @@ def modelmon_server(key: str, label: str, registry: Path, flags: list[str], sour
     home = registry.parent / f"home-{key}"
     home.mkdir(exist_ok=True)
     command = [str(MAIN_VENV_BIN / "python"), "-m", "modelmon.cli", "serve", "--registry", str(registry),
-               "--port", str(port), "--model", MODEL_NAME, "--drain-seconds", "0", *flags]
+               "--port", str(port), "--model", model, "--drain-seconds", "0", *flags]
     env = {"MODELMON_HOME": str(home)} | ({"PYTHONPATH": str(source)} if source is not None else {})
-    return Server(key, label, command, f"/v2/models/{MODEL_NAME}/ready", f"/v2/models/{MODEL_NAME}/infer",
+    return Server(key, label, command, f"/v2/models/{model}/ready", f"/v2/models/{model}/infer",
                   v2_body, check_modelmon, env=env, cwd=home, port=port)
 
 
@@ -420,6 +426,218 @@ def prepare_modelmon(workdir: Path) -> Path:
 
 ROWS: list[list[float]] = []
 EXTRA_KEYS = ("batch64_on", "batch64_off", "batch1_off")
+
+
+# -- the tree study (issue 17) ----------------------------------------------------------
+
+TREE_FRAMEWORKS = ("xgboost", "lightgbm")
+TREE_PEER = "mlserver-trees"
+TREE_NAMES = {"xgboost": "XGBoost", "lightgbm": "LightGBM"}
+#: The tree models: boosting rounds and depth (LightGBM: leaves of a depth-4 tree).
+TREES, DEPTH = 100, 4
+#: The servers of one framework's group: key suffix -> label.
+TREE_SERVERS = {
+    "modelmon": "modelmon, everything on",
+    "modelmon_native": "modelmon, everything on, served natively (registered with --no-onnx)",
+    "mlserver_pw0": "MLServer parallel_workers=0",
+    "mlserver_default": "MLServer default (parallel_workers=1)",
+}
+
+
+def tree_frameworks(wanted: str) -> list[str]:
+    """The frameworks of ``--trees`` whose modules are installed in this venv."""
+    import importlib.util
+
+    names = [] if wanted == "none" else [n.strip() for n in wanted.split(",") if n.strip()]
+    unknown = set(names) - set(TREE_FRAMEWORKS)
+    if unknown:
+        sys.exit(f"--trees: unknown {sorted(unknown)}; choose from {TREE_FRAMEWORKS} or none")
+    return [n for n in names if importlib.util.find_spec(n) is not None]
+
+
+def train_tree_file(framework: str, directory: Path) -> Path:
+    """The framework's classifier on the benchmark data as an unnamed array (MLServer's runtimes
+    pass an array), written as the framework writes it: XGBoost's JSON from ``XGBClassifier.save_model``
+    (which MLServer loads as a classifier, with ``predict_proba``), LightGBM's text model file."""
+    frame = cancer_frame()
+    X, y = frame.drop(columns="target").to_numpy(), frame["target"].to_numpy()
+    directory.mkdir(parents=True, exist_ok=True)
+    if framework == "xgboost":
+        import xgboost as xgb
+
+        path = directory / "model.json"
+        xgb.XGBClassifier(n_estimators=TREES, max_depth=DEPTH, n_jobs=1, random_state=0).fit(X, y).save_model(str(path))
+        return path
+    import lightgbm as lgb
+
+    path = directory / "model.txt"
+    model = lgb.LGBMClassifier(n_estimators=TREES, num_leaves=2**DEPTH, max_depth=DEPTH, n_jobs=1, random_state=0,
+                               verbose=-1).fit(X, y)
+    model.booster_.save_model(str(path))
+    return path
+
+
+def per_call_microseconds(predictor, frame, signature) -> dict[str, float]:
+    """In-process cost of one ``predict`` call on 1 and 64 rows (best of 5 timeit repeats)."""
+    import timeit
+
+    from modelmon.types import FeatureBatch
+
+    out = {}
+    for rows, number in ((1, 2000), (64, 500)):
+        batch = FeatureBatch.from_frame(frame.head(rows), signature)
+        out[str(rows)] = round(min(timeit.repeat(lambda b=batch: predictor.predict(b), number=number, repeat=5))
+                               / number * 1e6, 1)
+    return out
+
+
+def prepare_trees(workdir: Path, registry: Path, frameworks: list[str]) -> dict[str, dict]:
+    """Each framework's model file, registered twice (``<name>``: ONNX kept if it agrees;
+    ``<name>-native``: not converted), with what registration decided and the per-call costs."""
+    from modelmon.registry import Registry, register_model
+    from modelmon.runtimes.base import runtime_named, verified_path
+
+    frame = cancer_frame()
+    store = Registry(registry)
+    out = {}
+    for framework in frameworks:
+        path = train_tree_file(framework, workdir / "trees" / framework)
+        name = f"{MODEL_NAME}-{framework}"
+        card = register_model(path, name=name, reference=frame, target="target", validation=frame, registry=store)
+        register_model(path, name=f"{name}-native", reference=frame, target="target", validation=frame,
+                       registry=store, convert_to_onnx=False)
+        directory = store.version_dir(card.name, card.version)
+        native = runtime_named(card.flavor).load(verified_path(directory, card.artifact), card.artifact, card.signature)
+        costs = {"native": per_call_microseconds(native, frame, card.signature)}
+        if card.serving_artifact is not None:
+            costs["onnx"] = per_call_microseconds(store.load_predictor(card), frame, card.signature)
+        out[framework] = {"model": name, "file": str(path), "served_as": card.runtime,
+                          "onnx_check": card.onnx_check.model_dump() if card.onnx_check else None,
+                          "per_call_us": costs}
+    return out
+
+
+def mlserver_tree_server(framework: str, key: str, label: str, model_file: Path, workdir: Path,
+                         parallel_workers: int | None) -> Server:
+    """MLServer's runtime for ``framework`` serving ``model_file`` (settings written here: the
+    model is the file modelmon registered, not one trained in the peer's venv)."""
+    port, grpc, metrics = free_port(), free_port(), free_port()
+    directory = workdir / key
+    directory.mkdir(parents=True, exist_ok=True)
+    settings = {"host": "127.0.0.1", "http_port": port, "grpc_port": grpc, "metrics_port": metrics}
+    if parallel_workers is not None:
+        settings["parallel_workers"] = parallel_workers
+    (directory / "settings.json").write_text(json.dumps(settings))
+    implementation = {"xgboost": "mlserver_xgboost.XGBoostModel", "lightgbm": "mlserver_lightgbm.LightGBMModel"}
+    (directory / "model-settings.json").write_text(json.dumps({
+        "name": MODEL_NAME, "implementation": implementation[framework],
+        "parameters": {"uri": str(model_file), "version": "1"}}))
+    command = [str(venvs.ROOT / TREE_PEER / "bin" / "mlserver"), "start", str(directory)]
+    if framework == "xgboost":  # the classifier's probabilities, as modelmon answers
+        body, check = (lambda rows: v2_body(rows, ["predict_proba"])), check_mlserver
+    else:  # mlserver-lightgbm has one output, the booster's prediction: P(class 1) per row
+        body, check = v2_body, check_mlserver_lightgbm
+    # One OpenMP thread, as modelmon's tree runtimes predict: by default both frameworks use
+    # every core per call, which on a shared 2-core machine cost MLServer's XGBoost runtime
+    # 2-5x of its requests/s (measured while writing this study).
+    env = {**venvs.PEER_ENV, "OMP_NUM_THREADS": "1"}
+    return Server(key, label, command, f"/v2/models/{MODEL_NAME}/ready", f"/v2/models/{MODEL_NAME}/infer",
+                  body, check, env=env, port=port)
+
+
+def check_mlserver_lightgbm(answer: dict, rows: int) -> bool:
+    return answer["outputs"][0]["name"] == "predict" and answer["outputs"][0]["shape"][0] == rows
+
+
+def tree_group(framework: str, registry: Path, trees: dict[str, dict], workdir: Path, peer: bool) -> dict:
+    """One framework's servers, keyed ``<framework>_<server>``."""
+    name, path = trees[framework]["model"], Path(trees[framework]["file"])
+    factories = {
+        "modelmon": lambda key: modelmon_server(key, "", registry, [], model=name),
+        "modelmon_native": lambda key: modelmon_server(key, "", registry, [], model=f"{name}-native"),
+    }
+    if peer:
+        factories["mlserver_pw0"] = lambda key: mlserver_tree_server(framework, key, "", path, workdir, 0)
+        factories["mlserver_default"] = lambda key: mlserver_tree_server(framework, key, "", path, workdir, None)
+    group = {}
+    for suffix, factory in factories.items():
+        key = f"{framework}_{suffix}"
+        server = factory(key)
+        server.label = f"{TREE_NAMES[framework]}: {TREE_SERVERS[suffix]}"
+        group[key] = (server, 1)
+    return group
+
+
+def tree_targets(summary: dict, ratio_table: dict, frameworks: list[str], levels: tuple[int, ...]) -> dict:
+    """Issue 17's targets per framework: modelmon with everything on at least 3x MLServer's
+    requests/s at c=32, and a lower p99 at every concurrency (against both MLServer setups)."""
+    out = {}
+    top = str(max(levels))
+    for framework in frameworks:
+        on = f"{framework}_modelmon"
+        peers = [k for k in (f"{framework}_mlserver_default", f"{framework}_mlserver_pw0") if k in summary]
+        if on not in summary or not peers:
+            continue
+        vs = {k: ratio_table[f"{on}/{k}"] for k in peers}
+        throughput = {k: vs[k][top]["throughput_ratio"] for k in peers}
+        p99 = {k: {str(c): vs[k][str(c)]["p99_ratio"] for c in levels} for k in peers}
+        out[f"{framework}_throughput_3x_mlserver_at_32"] = {
+            "target": ">= 3.0", "measured": throughput, "met": min(throughput.values()) >= 3.0}
+        out[f"{framework}_p99_below_mlserver_every_level"] = {
+            "target": "< 1.0 at every level", "measured": p99,
+            "met": all(v < 1.0 for per in p99.values() for v in per.values())}
+    return out
+
+
+def tree_markdown(result: dict) -> list[str]:
+    t, st = result["trees"], result["settings"]
+    levels = [str(c) for c in st["levels"]]
+    lines = ["", "### XGBoost and LightGBM", "",
+             f"The same data, one row per request, in the same rounds: an `XGBClassifier` and an `LGBMClassifier` "
+             f"({TREES} trees of depth {DEPTH}, trained on the unnamed array), each written to one file by its "
+             "framework (`XGBClassifier.save_model` JSON, LightGBM's text model file) and served from that file by "
+             "modelmon (registered with the reference and validation data: everything on) and by MLServer's "
+             "`mlserver-xgboost` / `mlserver-lightgbm` runtimes (XGBoost asked for `predict_proba`; MLServer's "
+             "LightGBM runtime answers the booster's prediction, P(class 1)), both with `OMP_NUM_THREADS=1` (modelmon's "
+             "tree runtimes predict on one thread; with every core per call MLServer's XGBoost answered 2-5x fewer "
+             "requests here). modelmon serves the ONNX graph "
+             "converted at registration when it agrees within 1e-5, and the same file registered without "
+             "conversion is served natively by the framework.", "",
+             "| framework | served by modelmon as | ONNX check | per call native, 1 row / 64 rows (us) | "
+             "per call ONNX, 1 row / 64 rows (us) |", "|---|---|---|---|---|"]
+    for framework, m in t["models"].items():
+        check = m["onnx_check"] or {}
+        verdict = (f"kept, max difference {check['max_abs_difference']:.1g} on {check['rows_compared']} rows"
+                   if check.get("used") else f"not kept: {check.get('reason', '')}")
+        native = m["per_call_us"]["native"]
+        onnx = m["per_call_us"].get("onnx")
+        lines.append(f"| {TREE_NAMES[framework]} | {m['served_as']} | {verdict} | {native['1']:.0f} / {native['64']:.0f} | "
+                     + (f"{onnx['1']:.0f} / {onnx['64']:.0f} |" if onnx else "- |"))
+    lines += ["", "| server | c | requests/s | p50 ms | p90 ms | p99 ms | errors | RSS loaded MiB |",
+              "|---|---|---|---|---|---|---|---|"]
+    for key, entry in t["summary"].items():
+        for c in levels:
+            x = entry["levels"][c]
+            lines.append(f"| {result['labels'][key]} | {c} | {x['requests_per_second']:,.0f} | {x['p50_ms']:.2f} | "
+                         f"{x['p90_ms']:.2f} | {x['p99_ms']:.2f} | {x['errors']} | {entry['loaded_rss_mib']:.0f} |")
+    if t["ratios"]:
+        lines += ["", "| ratio | " + " | ".join(f"c={c} requests/s | c={c} p99" for c in levels) + " |",
+                  "|---|" + "---|---|" * len(levels)]
+        for name, per in t["ratios"].items():
+            if not per:
+                continue
+            a, b = name.split("/")
+            cells = " | ".join(f"{per[c]['throughput_ratio']:.2f}x | {per[c]['p99_ratio']:.2f}x" for c in levels)
+            lines.append(f"| {result['labels'][a]} / {result['labels'][b]} | {cells} |")
+    if t["targets"]:
+        lines += ["", "Targets (issue 17), against both MLServer setups:", ""]
+        for key, target in t["targets"].items():
+            framework, _, what = key.partition("_")
+            text = ("everything on >= 3x MLServer's requests/s at c=32" if what.startswith("throughput")
+                    else "p99 below MLServer's at every concurrency")
+            lines.append(f"- {TREE_NAMES[framework]}: {text}: **{'met' if target['met'] else 'NOT met'}** "
+                         f"(measured: `{json.dumps(target['measured'])}`)")
+    return lines
 
 
 # -- summary --------------------------------------------------------------------------
@@ -613,6 +831,8 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=None, help="seconds per concurrency level")
     parser.add_argument("--batch-duration", type=float, default=None, help="seconds per level in the batching study")
     parser.add_argument("--no-batching-study", action="store_true")
+    parser.add_argument("--trees", default=",".join(TREE_FRAMEWORKS),
+                        help="the tree study's frameworks, comma-separated, or none [default: xgboost,lightgbm]")
     parser.add_argument("--baseline", default=None, metavar="REV",
                         help="also serve with the code of git revision REV (a worktree), everything on, side by side")
     parser.add_argument("--out", type=Path, default=RESULTS)
@@ -633,13 +853,16 @@ def main() -> None:
     frame = cancer_frame()
     ROWS[:] = frame.drop(columns="target").to_numpy().tolist()[:64]
 
-    wanted_peers = {"none": [], "installed": [p for p in ("mlserver", "bentoml") if venvs.installed(p)],
-                    "all": ["mlserver", "bentoml"]}[peers_mode]
+    frameworks = tree_frameworks(args.trees)
+    peer_names = ["mlserver", "bentoml", *([TREE_PEER] if frameworks else [])]
+    wanted_peers = {"none": [], "installed": [p for p in peer_names if venvs.installed(p)],
+                    "all": peer_names}[peers_mode]
     available = [p for p in wanted_peers if venvs.ensure(p, log=lambda m: print(m, file=sys.stderr))]
     started = time.perf_counter()
     workdir = Path(tempfile.mkdtemp(prefix="modelmon-bench-serving-"))
     try:
         registry = prepare_modelmon(workdir)
+        trees = prepare_trees(workdir, registry, frameworks)
         baseline = baseline_source(args.baseline, workdir) if args.baseline else None
 
         def factories() -> dict[str, object]:
@@ -670,6 +893,7 @@ def main() -> None:
         if quick:
             batch.pop("batch1_off", None)
         labels, commands, all_rounds, failures = {}, {}, [], []
+        tree_keys: dict[str, None] = {}  # in order of first appearance
         for r in range(rounds):
             this_round = {}
             keys = list(factories())
@@ -696,6 +920,24 @@ def main() -> None:
                 except (RuntimeError, TimeoutError, OSError) as exc:
                     failures.append(f"round {r + 1}, batching study: {exc}")
                     print(f"  failed: {exc}", file=sys.stderr, flush=True)
+            shift = r % len(frameworks) if frameworks else 0
+            for framework in frameworks[shift:] + frameworks[:shift]:  # the order rotated each round
+                group = tree_group(framework, registry, trees, workdir, TREE_PEER in available)
+                for key, (server, _) in group.items():
+                    labels[key], commands[key] = server.label, " ".join(server.command)
+                    tree_keys.setdefault(key, None)
+                print(f"round {r + 1}/{rounds}: {TREE_NAMES[framework]}", file=sys.stderr, flush=True)
+                try:
+                    measured = measure_group(group, workdir, LEVELS, duration, warmup)
+                except (RuntimeError, TimeoutError, OSError) as exc:
+                    failures.append(f"round {r + 1}, {TREE_NAMES[framework]}: {exc}")
+                    print(f"  failed: {exc}", file=sys.stderr, flush=True)
+                    continue
+                this_round |= measured
+                for key, entry in measured.items():
+                    line = ", ".join(f"c={c}: {x['requests_per_second']:.0f}/s p99 {x['p99_ms']:.1f} ms"
+                                     for c, x in entry["levels"].items())
+                    print(f"  {labels[key]}: {line}", file=sys.stderr, flush=True)
             all_rounds.append(this_round)
         if not any("modelmon" in r for r in all_rounds):
             sys.exit("no round completed: " + "; ".join(failures))
@@ -704,7 +946,7 @@ def main() -> None:
         if args.baseline:
             subprocess.run(["git", "worktree", "prune"], cwd=ROOT, check=False)
 
-    keys = [k for k in labels]
+    keys = [k for k in labels if k not in tree_keys]
     extra = [k for k in keys if k in batch]
     summary = summarise(all_rounds, [k for k in keys if k not in extra], LEVELS)
     summary |= summarise(all_rounds, extra, batch_levels)
@@ -720,7 +962,7 @@ def main() -> None:
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
         "load_average_1min": [min(min(x["load_average_1min"]) for r in all_rounds for x in r.values()),
                               max(max(x["load_average_1min"]) for r in all_rounds for x in r.values())],
-        "versions": versions(available),
+        "versions": versions(available, frameworks),
         "labels": labels,
         "commands": commands,
         "summary": summary,
@@ -756,15 +998,35 @@ def main() -> None:
         result["ratios"]["modelmon/batch1_off"] = ratios(all_rounds, "modelmon", "batch1_off", batch_levels)
 
     result["targets"] = targets(result)
+    if frameworks:
+        tree_summary = summarise(all_rounds, list(tree_keys), LEVELS)
+        tree_pairs = [(f"{f}_{a}", f"{f}_{b}") for f in frameworks for a in ("modelmon", "modelmon_native")
+                      for b in ("mlserver_default", "mlserver_pw0")]
+        tree_pairs += [(f"{f}_modelmon", f"{f}_modelmon_native") for f in frameworks]
+        tree_ratios = {f"{a}/{b}": ratios(all_rounds, a, b, LEVELS) for a, b in tree_pairs
+                       if a in tree_summary and b in tree_summary}
+        result["trees"] = {"models": trees, "summary": tree_summary, "ratios": tree_ratios,
+                           "targets": tree_targets(tree_summary, tree_ratios, frameworks, LEVELS)}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     text = markdown(result)
+    if "trees" in result:
+        text = text.rstrip("\n") + "\n" + "\n".join(tree_markdown(result)) + "\n"
     if write_readme:
         write_readme_section("serving", text)
     print(text)
 
 
-def versions(peers: list[str]) -> dict[str, str | None]:
+def distribution_version(name: str) -> str | None:
+    import importlib.metadata as metadata
+
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def versions(peers: list[str], frameworks: tuple[str, ...] | list[str] = ()) -> dict[str, str | None]:
     import importlib.metadata as metadata
 
     wrk_version = subprocess.run(["wrk", "--version"], capture_output=True, text=True)
@@ -780,6 +1042,18 @@ def versions(peers: list[str]) -> dict[str, str | None]:
                 "mlserver-sklearn": venvs.version("mlserver", "mlserver-sklearn"),
                 "uvloop (MLServer)": venvs.version("mlserver", "uvloop"),
                 "scikit-learn (MLServer)": venvs.version("mlserver", "scikit-learn")}
+    for framework in frameworks:  # xgboost-cpu and xgboost are one module
+        out[f"{framework} (modelmon)"] = next(
+            (version for d in (framework, f"{framework}-cpu") if (version := distribution_version(d))), None)
+    if frameworks:
+        out["onnxmltools"] = metadata.version("onnxmltools")
+    if TREE_PEER in peers:
+        out |= {"mlserver (trees)": venvs.version(TREE_PEER, "mlserver"),
+                "mlserver-xgboost": venvs.version(TREE_PEER, "mlserver-xgboost"),
+                "mlserver-lightgbm": venvs.version(TREE_PEER, "mlserver-lightgbm"),
+                "xgboost (MLServer)": venvs.version(TREE_PEER, "xgboost-cpu"),
+                "lightgbm (MLServer)": venvs.version(TREE_PEER, "lightgbm"),
+                "uvloop (MLServer trees)": venvs.version(TREE_PEER, "uvloop")}
     if "bentoml" in peers:
         out |= {"bentoml": venvs.version("bentoml", "bentoml"),
                 "scikit-learn (BentoML)": venvs.version("bentoml", "scikit-learn")}
