@@ -12,11 +12,19 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import Protocol
 
 from modelmon.monitoring import families
 from modelmon.monitoring.drift import DriftMonitor, DriftReport
-from modelmon.monitoring.exposition import family_header, sample_lines, series_prefix
+from modelmon.monitoring.exposition import (
+    Piece,
+    changed,
+    family_header,
+    sample_lines,
+    series_prefix,
+)
+from modelmon.monitoring.methods import method_names
 
 #: How often the scorer's thread counts what an idle server left queued.
 IDLE_FLUSH_SECONDS = 1.0
@@ -39,13 +47,22 @@ logger = logging.getLogger("modelmon.monitoring")
 FAMILIES = {f.name: (f.help, list(f.labels)) for f in families.DRIFT_FAMILIES}
 
 
+def series_bound(numeric: int, categorical: int, outputs: int) -> int:
+    """The most series a version's drift reports write: every method that applies to each of
+    its ``numeric`` and ``categorical`` features (a score and its threshold), the window's
+    rows, sufficiency and drift share, and PSI and JS of each of its task's ``outputs``."""
+    per_feature = len(method_names(kind="numeric")) * numeric + len(method_names(kind="categorical")) * categorical
+    return 2 * per_feature + 3 + 2 * outputs
+
+
 class DriftExporter:
     """Scores every served version's drift on a timer, and writes the latest reports out."""
 
     def __init__(self, monitors: dict[tuple[str, str], Scored]) -> None:
         self.monitors = monitors  # the server's, kept up to date by it
         self._prefixes: dict[tuple[str, ...], str] = {}
-        self._rendered: dict[tuple[str, str], tuple[DriftReport, dict[str, str]]] = {}
+        self._rendered: dict[tuple[str, str], tuple[DriftReport, dict[str, Piece]]] = {}
+        self._headers: dict[tuple[str, bool], Piece] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -88,23 +105,47 @@ class DriftExporter:
             prefix = self._prefixes[key] = series_prefix(name, FAMILIES[name][1], values)
         return prefix
 
-    def render(self) -> str:
-        """Every version's latest report. A report's lines are written once and reused by
-        every scrape until the next score replaces it (every ``score_seconds``)."""
-        texts: dict[str, list[str]] = {name: [] for name in FAMILIES}
-        for (model, version), version_monitor in list(self.monitors.items()):
+    def pieces(self, openmetrics: bool = False, reuse: bool = True, pause: Callable[[], None] = lambda: None) -> list[Piece]:
+        """Every version's latest report, family by family. A report's lines are written once
+        and reused by every scrape until the next score replaces it (every ``score_seconds``);
+        a new report's lines that read the same as the last keep the last pieces (and their
+        compressed bytes): an idle version's report never changes."""
+        parts: dict[str, list[Piece]] = {name: [] for name in FAMILIES}
+        served = list(self.monitors.items())
+        for key, version_monitor in served:
             monitor = version_monitor.drift
             if monitor is None:
                 continue
             if monitor.latest is None:  # not scored yet: count what is queued first
                 version_monitor.flush()
             report = monitor.latest or monitor.refresh()
-            cached = self._rendered.get((model, version))
-            if cached is None or cached[0] is not report:
-                cached = self._rendered[(model, version)] = (report, self._report_lines(model, version, monitor, report))
-            for name, text in cached[1].items():
-                texts[name].append(text)
-        return "".join(family_header(name, FAMILIES[name][0], "gauge") + "".join(parts) for name, parts in texts.items())
+            cached = self._rendered.get(key)
+            if cached is None or cached[0] is not report or not reuse:
+                previous = cached[1] if cached is not None and reuse else {}
+                lines = self._report_lines(*key, monitor, report)
+                cached = self._rendered[key] = (
+                    report, {name: changed(previous.get(name), text.encode()) for name, text in lines.items()}
+                )
+            for name, piece in cached[1].items():
+                parts[name].append(piece)
+            pause()
+        for key in set(self._rendered) - {key for key, _ in served}:  # unloaded meanwhile
+            self._rendered.pop(key, None)
+        out: list[Piece] = []
+        for name, pieces in parts.items():
+            out.append(self._header(name, openmetrics))
+            out += pieces
+        return out
+
+    def render(self) -> str:
+        """The text format of every version's latest report."""
+        return b"".join(p.text for p in self.pieces()).decode()
+
+    def _header(self, name: str, openmetrics: bool) -> Piece:
+        piece = self._headers.get((name, openmetrics))
+        if piece is None:
+            piece = self._headers[(name, openmetrics)] = Piece(family_header(name, FAMILIES[name][0], "gauge", openmetrics).encode())
+        return piece
 
     def _report_lines(self, model: str, version: str, monitor: DriftMonitor, report: DriftReport) -> dict[str, str]:
         """One report's lines, per family."""

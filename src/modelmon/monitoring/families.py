@@ -22,7 +22,7 @@ class Family:
 
 MODEL_VERSION = ("model", "version")
 
-# -- request-level (prometheus_client objects) ------------------------------------------
+# -- request-level, counted per request (``array_metrics.ListCounter`` / ``ListHistogram``)
 REQUESTS = Family("modelmon_requests", "counter", (*MODEL_VERSION, "endpoint", "code"), "HTTP requests answered.")
 REQUEST_DURATION = Family(
     "modelmon_request_duration_seconds", "histogram", (*MODEL_VERSION, "endpoint"),
@@ -34,6 +34,26 @@ MODEL_INFO = Family("modelmon_model_info", "gauge", (*MODEL_VERSION, "flavor"), 
 BASELINE_METRIC = Family("modelmon_baseline_metric", "gauge", (*MODEL_VERSION, "metric"), "Validation metrics recorded at registration.")
 FEEDBACK = Family("modelmon_feedback", "counter", (*MODEL_VERSION, "outcome"), "Ground-truth labels received, by outcome.")
 LABEL_DELAY = Family("modelmon_label_delay_seconds", "histogram", MODEL_VERSION, "Time from a prediction to its label.")
+
+# -- the series limit (``modelmon serve --max-series``) ----------------------------------
+MONITORING_SERIES = Family(
+    "modelmon_monitoring_series", "gauge", (),
+    "Series of the served versions, counted against the series limit (drift scores at their most).",
+)
+MONITORING_SERIES_LIMIT = Family(
+    "modelmon_monitoring_series_limit", "gauge", (), "The series limit (--max-series); 0: no limit.",
+)
+MONITORING_REDUCED = Family(
+    "modelmon_monitoring_reduced", "gauge", (*MODEL_VERSION, "dropped"),
+    "1 for each served version loaded with reduced monitoring, past the series limit; dropped: what it goes without.",
+)
+
+#: The request-level families and the series limit's, in exposition order: written with
+#: their labels in name order, as prometheus_client wrote them when it held them.
+REQUEST_FAMILIES = (
+    REQUESTS, REQUEST_DURATION, REQUEST_ERRORS, INFLIGHT, MODEL_INFO, BASELINE_METRIC, FEEDBACK, LABEL_DELAY,
+    MONITORING_SERIES, MONITORING_SERIES_LIMIT, MONITORING_REDUCED,
+)
 
 # -- array-backed, counted in bulk (``array_metrics``) ----------------------------------
 CONFUSION = Family("modelmon_confusion", "counter", (*MODEL_VERSION, "actual", "predicted"), "Labelled predictions, by cell.")

@@ -1,26 +1,54 @@
-"""The serving and prediction metrics of the contract (docs/metrics.md).
+"""The serving and prediction metrics of the contract (docs/metrics.md), and the exposition.
 
-Each server owns one ``CollectorRegistry`` (no global state, so tests and benchmarks can
-run several servers in one process). Label children are bound once when a model version
-loads: ``.labels()`` per request costs five times an ``inc()``.
+Each server owns its series (no global state, so tests and benchmarks can run several
+servers in one process). Every series of a model version lives in ``array_metrics`` objects,
+created at zero when the version loads, with children bound once: a request adds to a list
+item (``CounterChild.inc``, ``HistogramChild.observe``), about a tenth of what
+prometheus_client's ``labels().inc()`` cost. A ``CollectorRegistry`` remains for process-level
+collectors (the prediction log's), rendered by prometheus_client.
+
+A scrape (``ServerMetrics.scrape``, in a worker thread) counts every monitor's queued work,
+then writes out only the pieces whose values changed since the last scrape (``exposition``),
+in the text format or OpenMetrics, plain or gzip-compressed.
+
+The series limit (``max_series``): a version whose monitoring would take the server's series
+past it loads with reduced monitoring (``ServerMetrics.admit``), announced in
+``modelmon_monitoring_reduced`` and in the log.
 """
 
 from __future__ import annotations
 
+import logging
+import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from enum import Enum
 
 import prometheus_client
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.openmetrics import exposition as openmetrics_exposition
 
 from modelmon.errors import ERROR_REASONS
 from modelmon.monitoring import families
-from modelmon.monitoring.array_metrics import ArrayCounter, ArrayHistogram, ArrayMetrics
+from modelmon.monitoring.array_metrics import (
+    ArrayCounter,
+    ArrayHistogram,
+    ArrayMetrics,
+    CounterChild,
+    GaugeChild,
+    HistogramChild,
+    ListCounter,
+    ListHistogram,
+    Series,
+)
 from modelmon.monitoring.drift_exporter import DriftExporter, Scored
+from modelmon.monitoring.exposition import Body, Deflater, Piece, Slicer, changed
 from modelmon.monitoring.tasks import confusion_cells
 
 # `_created` series double the exposition and confuse `increase()` users; the contract has none.
 prometheus_client.disable_created_metrics()
+
+logger = logging.getLogger("modelmon.monitoring")
 
 #: Whole-request latency: from 100 us (ONNX on one row) to a minute (a big batch on a busy
 #: CPU), so p99 is never clamped at the top bucket.
@@ -49,46 +77,152 @@ MODEL_STATUS_CODES = {
 LABEL_DELAY_BUCKETS = (1, 10, 60, 300, 900, 3600, 4 * 3600, 12 * 3600, 86400, 3 * 86400, 7 * 86400, 30 * 86400)
 FEEDBACK_OUTCOMES = ("matched", "duplicate", "unknown_id")
 
+#: The default of ``modelmon serve --max-series``: about 110 versions of 30 numeric features
+#: fully monitored (~920 series each), a 10 MB exposition (~0.6 MB gzipped).
+DEFAULT_MAX_SERIES = 100_000
+
+
+class Monitoring(Enum):
+    """How much of a version is monitored; past the series limit, less (the ``dropped`` label)."""
+
+    FULL = ""
+    #: No feature accounting or drift scores: modelmon_feature_bin_total,
+    #: modelmon_reference_bin_ratio, modelmon_feature_missing_total,
+    #: modelmon_feature_unseen_total and the drift families.
+    NO_DRIFT = "drift"
+    #: Also none of the task's output series: modelmon_predictions_total,
+    #: modelmon_prediction_confidence, modelmon_expected_confusion_total,
+    #: modelmon_reference_class_ratio. The request-level series stay (they always do).
+    REQUESTS_ONLY = "predictions_and_drift"
+
 
 class ServerMetrics:
     """Every metric family of one server, and the monitors of the versions it serves.
 
-    Request-level families are prometheus_client objects; the per-version monitors
-    (``monitor.VersionMonitor``) add their array-backed series and drift reports when they
-    are registered and take them away when they are removed, each as one unit."""
+    The per-version monitors (``monitor.VersionMonitor``) add their series and drift reports
+    when they are registered and take them away when they are removed, each as one unit."""
 
-    def render(self) -> bytes:
-        """The whole exposition: prometheus_client's families, then the array-backed and
-        drift families, which render themselves (see ``exposition``). Every monitor counts
-        its queued work first (``batch_accounting``), so the counts are exact."""
-        for monitor in list(self.monitors.values()):
-            monitor.flush()
-        return generate_latest(self.registry) + self.arrays.render().encode() + self.drift.render().encode()
-
-    def __init__(self) -> None:
+    def __init__(self, max_series: int = 0) -> None:
+        #: Process-level prometheus_client collectors (the prediction log's).
         self.registry = CollectorRegistry(auto_describe=False)
-        r = self.registry
-
-        def labelled(family: families.Family) -> dict[str, Any]:
-            return {"name": family.name, "documentation": family.help, "labelnames": family.labels, "registry": r}
-
-        self.requests = Counter(**labelled(families.REQUESTS))
-        self.request_duration = Histogram(**labelled(families.REQUEST_DURATION), buckets=LATENCY_BUCKETS)
-        self.request_errors = Counter(**labelled(families.REQUEST_ERRORS))
-        self.inflight = Gauge(**labelled(families.INFLIGHT))
-        self.model_info = Gauge(**labelled(families.MODEL_INFO))
-        self.baseline_metric = Gauge(**labelled(families.BASELINE_METRIC))
-        self.feedback = Counter(**labelled(families.FEEDBACK))
-        self.label_delay = Histogram(**labelled(families.LABEL_DELAY), buckets=LABEL_DELAY_BUCKETS)
         self.arrays = ArrayMetrics()
+        for family in families.REQUEST_FAMILIES:
+            self.arrays.family(family, sort_labels=True)
         for family in families.ARRAY_FAMILIES:
             self.arrays.family(family)
         #: The served versions' monitors, by (model, version); the drift exporter scores
         #: and writes out these.
         self.monitors: dict[tuple[str, str], Scored] = {}
         self.drift = DriftExporter(self.monitors)
-        self._bound: dict[tuple[str, str], tuple[ModelMetrics, str, list[str]]] = {}
+        self._bound: dict[tuple[str, str], ModelMetrics] = {}
+        self._quality: dict[tuple[str, str], QualityMetrics] = {}
+        self._inflight: dict[str, GaugeChild] = {}
+        #: The series limit (0: none), and the series each version's drift scores may take.
+        self.max_series = max_series
+        self._drift_series: dict[tuple[str, str], int] = {}
+        self._series = self._gauge(families.MONITORING_SERIES)
+        self._gauge(families.MONITORING_SERIES_LIMIT).set(max_series)
         self.unknown_model = self.bind_unknown_model()
+        self._update_series_count()
+        self._scrape_lock = threading.Lock()  # one scrape at a time: pieces and the compressor are shared
+        self._deflater = Deflater()
+        self._registry_pieces: dict[bool, Piece] = {}
+        self._eof = Piece(b"# EOF\n")
+        #: Give the GIL away during a scrape (off only to measure what that is worth).
+        self.slice = True
+
+    def _gauge(self, family: families.Family) -> GaugeChild:
+        return self.arrays.add(family, ListCounter([], [[]])).child(0)
+
+    # -- the exposition ---------------------------------------------------------------
+
+    def exposition(self, openmetrics: bool = False, pause: Callable[[], None] = lambda: None) -> Body:
+        """The whole exposition as pieces: the series, the drift reports, the registry's
+        collectors. Every monitor counts its queued work first (``batch_accounting``), so the
+        counts are exact. ``pause`` is called between pieces of work (``exposition.Slicer``).
+        Call under ``_scrape_lock`` (``scrape``)."""
+        for monitor in list(self.monitors.values()):
+            monitor.flush()
+            pause()
+        pieces = self.arrays.pieces(openmetrics, pause)
+        pieces += self.drift.pieces(openmetrics, self.arrays.reuse, pause)
+        pieces.append(self._registry_piece(openmetrics))
+        if openmetrics:
+            pieces.append(self._eof)
+        return Body(pieces, openmetrics)
+
+    def scrape(self, openmetrics: bool = False, gzip: bool = False) -> tuple[bytes, str]:
+        """One scrape's body and its content type (from any thread; one at a time). It gives
+        the GIL away every ``exposition.SLICE_SECONDS`` of its work, so an event loop in
+        another thread waits at most that long for it."""
+        with self._scrape_lock:
+            pause = Slicer() if self.slice else (lambda: None)
+            body = self.exposition(openmetrics, pause)
+            return (body.gzip(self._deflater, pause) if gzip else body.plain()), body.content_type
+
+    def render(self) -> bytes:
+        """The text-format exposition."""
+        return self.scrape()[0]
+
+    def _registry_piece(self, openmetrics: bool) -> Piece:
+        if openmetrics:
+            text = openmetrics_exposition.generate_latest(self.registry).removesuffix(b"# EOF\n")
+        else:
+            text = generate_latest(self.registry)
+        piece = self._registry_pieces[openmetrics] = changed(self._registry_pieces.get(openmetrics), text)
+        return piece
+
+    # -- the series limit -------------------------------------------------------------
+
+    def series_count(self) -> int:
+        """The served versions' series: every array-backed one, drift scores at their most."""
+        return self.arrays.series_count() + sum(self._drift_series.values())
+
+    def _update_series_count(self) -> None:
+        self._series.set(self.series_count())
+
+    def staging(self) -> ArrayMetrics:
+        """An empty set of the array families, to build a version's series in before they
+        are counted against the limit (``admit``)."""
+        staged = ArrayMetrics()
+        for family in families.ARRAY_FAMILIES:
+            staged.family(family)
+        return staged
+
+    def admit(
+        self, model: str, version: str, predictions: Sequence[tuple[families.Family, Series]], features: int, drift: int
+    ) -> Monitoring:
+        """How much of a version to monitor, within the series limit: everything if its
+        prediction series, ``features`` feature series and ``drift`` drift scores fit, else
+        without the last two, else without the first either. Admitted series are added."""
+        used = self.series_count()
+        size = sum(s.size for _, s in predictions)
+        if not self.max_series or used + size + features + drift <= self.max_series:
+            level = Monitoring.FULL
+        elif used + size <= self.max_series:
+            level = Monitoring.NO_DRIFT
+        else:
+            level = Monitoring.REQUESTS_ONLY
+        if level is not Monitoring.REQUESTS_ONLY:
+            for family, series in predictions:
+                self.arrays.add(family, series)
+        if level is Monitoring.FULL:
+            self._drift_series[(model, version)] = drift
+        else:
+            reduced = self.arrays.add(families.MONITORING_REDUCED, ListCounter([model, version], [[level.value]]))
+            reduced.values[0] = 1.0
+            logger.warning(
+                "model %s version %s serves with reduced monitoring (without %s): its series would take the "
+                "server past --max-series %d (%d in use)", model, version, level.value.replace("_", " "),
+                self.max_series, used,
+            )
+        return level
+
+    def admitted(self) -> None:
+        """A version's series are all added: count them."""
+        self._update_series_count()
+
+    # -- binding a version's series ---------------------------------------------------
 
     def add_monitor(self, key: tuple[str, str], monitor: Scored) -> None:
         self.monitors[key] = monitor
@@ -102,68 +236,80 @@ class ServerMetrics:
         baseline: dict[str, float] | None = None,
     ) -> ModelMetrics:
         """Create the request-level series of one model version at zero (and the label-side
-        ones for ``classes``), and return its bound children."""
-        self.model_info.labels(model, version, flavor).set(1)
-        for metric, value in (baseline or {}).items():
-            self.baseline_metric.labels(model, version, metric).set(value)
+        ones for ``classes``), and return its bound children. These are always created,
+        whatever the series limit."""
+        a = self.arrays
         base = [model, version]
+        a.add(families.MODEL_INFO, ListCounter(base, [[flavor]])).values[0] = 1.0
+        if baseline:
+            baseline_series = a.add(families.BASELINE_METRIC, ListCounter(base, [[m] for m in baseline]))
+            baseline_series.values[:] = [float(v) for v in baseline.values()]
+        requests = a.add(families.REQUESTS, ListCounter(base, []))
+        errors = a.add(families.REQUEST_ERRORS, ListCounter(base, [[r] for r in ERROR_REASONS]))
+        durations = a.add(families.REQUEST_DURATION, ListHistogram(base, [[e] for e in ENDPOINTS], LATENCY_BUCKETS))
         bound = ModelMetrics(
-            server=self,
             model=model,
             version=version,
-            inflight=self.inflight.labels(model),
-            errors={reason: self.request_errors.labels(*base, reason) for reason in ERROR_REASONS},
-            durations={e: self.request_duration.labels(*base, e) for e in ENDPOINTS},
-            queue_duration=self.arrays.add(families.QUEUE_DURATION, ArrayHistogram(base, LATENCY_BUCKETS)),
-            inference_duration=self.arrays.add(families.INFERENCE_DURATION, ArrayHistogram(base, LATENCY_BUCKETS)),
-            batch_size=self.arrays.add(families.BATCH_SIZE, ArrayHistogram(base, BATCH_SIZE_BUCKETS)),
+            requests=requests,
+            errors={reason: errors.child(i) for i, reason in enumerate(ERROR_REASONS)},
+            durations={e: durations.child(i) for i, e in enumerate(ENDPOINTS)},
+            inflight=self._inflight_for(model),
+            queue_duration=a.add(families.QUEUE_DURATION, ArrayHistogram(base, LATENCY_BUCKETS)),
+            inference_duration=a.add(families.INFERENCE_DURATION, ArrayHistogram(base, LATENCY_BUCKETS)),
+            batch_size=a.add(families.BATCH_SIZE, ArrayHistogram(base, BATCH_SIZE_BUCKETS)),
         )
         bound.create_request_series(MODEL_STATUS_CODES)
-        self._bound[(model, version)] = (bound, flavor, sorted(baseline or {}))
+        self._bound[(model, version)] = bound
         bound.quality = self.bind_quality(model, version, classes)
         return bound
 
+    def _inflight_for(self, model: str) -> GaugeChild:
+        """Requests in progress are counted per model (all its versions), from its first load on."""
+        child = self._inflight.get(model)
+        if child is None:
+            child = self._inflight[model] = self.arrays.add(families.INFLIGHT, ListCounter([model], [[]])).child(0)
+        return child
+
     def bind_quality(self, model: str, version: str, classes: list[str]) -> QualityMetrics:
         """Label-side series of one version. Also made for a version that is not loaded here,
-        when a label arrives for one of its predictions (from the store)."""
-        base = [model, version]
-        return QualityMetrics(
-            confusion=self.arrays.add(families.CONFUSION, ArrayCounter(base, confusion_cells(classes))),
-            feedback={o: self.feedback.labels(*base, o) for o in FEEDBACK_OUTCOMES},
-            label_delay=self.label_delay.labels(*base),
-        )
+        when a label arrives for one of its predictions (from the store); made once."""
+        key = (model, version)
+        quality = self._quality.get(key)
+        if quality is None:
+            base = [model, version]
+            a = self.arrays
+            feedback = a.add(families.FEEDBACK, ListCounter(base, [[o] for o in FEEDBACK_OUTCOMES]))
+            quality = self._quality[key] = QualityMetrics(
+                confusion=a.add(families.CONFUSION, ArrayCounter(base, confusion_cells(classes))),
+                feedback={o: feedback.child(i) for i, o in enumerate(FEEDBACK_OUTCOMES)},
+                label_delay=a.add(families.LABEL_DELAY, ListHistogram(base, [[]], LABEL_DELAY_BUCKETS)).child(0),
+            )
+        return quality
 
     def unbind(self, model: str, version: str) -> None:
         """Remove every series of an unloaded version, its monitor's included, so /metrics
         shows only what is served."""
-        bound, flavor, baseline = self._bound.pop((model, version))
-        self.monitors.pop((model, version), None)
-        base = (model, version)
-        for endpoint, code in bound._requests:
-            self.requests.remove(*base, endpoint, str(code))
-        for reason in bound.errors:
-            self.request_errors.remove(*base, reason)
-        for endpoint in bound.durations:
-            self.request_duration.remove(*base, endpoint)
-        self.label_delay.remove(*base)
-        for outcome in FEEDBACK_OUTCOMES:
-            self.feedback.remove(*base, outcome)
-        for metric in baseline:
-            self.baseline_metric.remove(*base, metric)
-        self.model_info.remove(*base, flavor)
-        self.arrays.remove_series(list(base))
+        key = (model, version)
+        self._bound.pop(key)
+        self._quality.pop(key, None)
+        self.monitors.pop(key, None)
+        self._drift_series.pop(key, None)
+        self.arrays.remove_series([model, version])
         self.drift.forget(model, version)
+        self._update_series_count()
 
     def bind_unknown_model(self) -> RequestMetrics:
         """Requests naming a model or version that is not served: only their count, their
         latency and the one error they can meet."""
+        a = self.arrays
         base = [UNKNOWN_MODEL, ""]
+        durations = a.add(families.REQUEST_DURATION, ListHistogram(base, [[e] for e in ENDPOINTS], LATENCY_BUCKETS))
         bound = RequestMetrics(
-            server=self,
             model=UNKNOWN_MODEL,
             version="",
-            errors={"model_not_found": self.request_errors.labels(*base, "model_not_found")},
-            durations={e: self.request_duration.labels(*base, e) for e in ENDPOINTS},
+            requests=a.add(families.REQUESTS, ListCounter(base, [])),
+            errors={"model_not_found": a.add(families.REQUEST_ERRORS, ListCounter(base, [["model_not_found"]])).child(0)},
+            durations={e: durations.child(i) for i, e in enumerate(ENDPOINTS)},
         )
         bound.create_request_series({e: (404,) for e in ENDPOINTS})
         return bound
@@ -172,32 +318,31 @@ class ServerMetrics:
 @dataclass(slots=True)
 class QualityMetrics:
     confusion: ArrayCounter
-    feedback: dict[str, Counter]
-    label_delay: Histogram
+    feedback: dict[str, CounterChild]
+    label_delay: HistogramChild
 
 
 @dataclass(slots=True)
 class RequestMetrics:
-    """Request-level children, bound once: counts, latency, errors."""
+    """Request-level children, bound once: counts, latency, errors (written by the event loop)."""
 
-    server: ServerMetrics
     model: str
     version: str
-    errors: dict[str, Counter]
-    durations: dict[str, Histogram]
-    _requests: dict[tuple[str, int], Counter] = field(default_factory=dict)
+    requests: ListCounter
+    errors: dict[str, CounterChild]
+    durations: dict[str, HistogramChild]
+    _requests: dict[tuple[str, int], CounterChild] = field(default_factory=dict)
 
     def create_request_series(self, codes: dict[str, tuple[int, ...]]) -> None:
         for endpoint, endpoint_codes in codes.items():
             for code in endpoint_codes:
                 self.request_counter(endpoint, code)
 
-    def request_counter(self, endpoint: str, code: int) -> Counter:
+    def request_counter(self, endpoint: str, code: int) -> CounterChild:
         key = (endpoint, code)
         child = self._requests.get(key)
         if child is None:  # status codes are a small fixed set, so this cache stays small
-            child = self.server.requests.labels(self.model, self.version, endpoint, str(code))
-            self._requests[key] = child
+            child = self._requests[key] = self.requests.add_cell([endpoint, str(code)])
         return child
 
     def observe_request(self, endpoint: str, code: int, seconds: float) -> None:
@@ -213,7 +358,7 @@ class RequestMetrics:
 class ModelMetrics(RequestMetrics):
     """The request-level children of one served model version, bound once at load."""
 
-    inflight: Gauge
+    inflight: GaugeChild
     queue_duration: ArrayHistogram
     inference_duration: ArrayHistogram
     batch_size: ArrayHistogram

@@ -14,11 +14,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from modelmon.monitoring import families
 from modelmon.monitoring.accounting import FeatureAccountant
+from modelmon.monitoring.array_metrics import ArrayMetrics, Series
 from modelmon.monitoring.batch_accounting import BatchAccounting
 from modelmon.monitoring.drift import DriftMonitor, DriftReport, DriftSettings
-from modelmon.monitoring.metrics import ModelMetrics, ServerMetrics
-from modelmon.monitoring.tasks import TaskCounts, task_counts_for
+from modelmon.monitoring.drift_exporter import series_bound
+from modelmon.monitoring.families import Family
+from modelmon.monitoring.metrics import ModelMetrics, Monitoring, ServerMetrics
+from modelmon.monitoring.tasks import PredictionDistribution, TaskCounts, task_counts_for
 from modelmon.registry.calibration import Calibration
 from modelmon.registry.profile import ReferenceProfile
 from modelmon.types import FeatureBatch, ModelOutput, Signature
@@ -31,6 +35,25 @@ class MonitorSettings:
 
     enabled: bool = True
     drift: DriftSettings = field(default_factory=DriftSettings)
+
+
+def staged_series(staged: ArrayMetrics) -> list[tuple[Family, Series]]:
+    """The series built in a staging set, with their families."""
+    by_name = {f.name: f for f in families.ARRAY_FAMILIES}
+    return [(by_name[name], series) for name, family in staged.families.items() for series in family.series]
+
+
+class Uncounted(TaskCounts):
+    """A version monitored for its requests only (past the series limit): its outputs are
+    not counted."""
+
+    tasks = ()
+
+    def count(self, output: ModelOutput) -> None:
+        pass
+
+    def distributions(self) -> list[PredictionDistribution]:
+        return []
 
 
 class VersionMonitor:
@@ -54,18 +77,26 @@ class VersionMonitor:
         classes = [str(c) for c in signature.class_labels]
         self.metrics: ModelMetrics = server.bind(model, version, flavor, classes, baseline=baseline)
         base = [model, version]
-        self.task: TaskCounts = task_counts_for(signature.task)(server.arrays, base, signature, profile, calibration)
+        # The task's and the features' series are built aside, then added as far as the
+        # server's series limit allows (``ServerMetrics.admit``).
+        staged = server.staging()
+        task = task_counts_for(signature.task)(staged, base, signature, profile, calibration)
+        accountant = None
+        if settings.enabled and profile is not None:
+            accountant = FeatureAccountant(signature, profile, base, settings.drift.recent_rows, settings.drift.max_features)
+        features = sum(series.size for _, series in accountant.series()) if accountant is not None else 0
+        drift = series_bound(len(accountant.numeric), len(accountant.categorical), len(task.distributions())) if accountant else 0
+        self.monitoring = server.admit(model, version, staged_series(staged), features, drift)
+        self.task: TaskCounts = task if self.monitoring is not Monitoring.REQUESTS_ONLY else Uncounted(staged, base, signature, None, None)
         self.drift: DriftMonitor | None = None
         self.accounting: BatchAccounting | None = None
         if settings.enabled:
-            if profile is not None:
-                accountant = FeatureAccountant(
-                    signature, profile, base, settings.drift.recent_rows, settings.drift.max_features
-                )
+            if accountant is not None and self.monitoring is Monitoring.FULL:
                 for family, series in accountant.series():
                     server.arrays.add(family, series)
                 self.drift = DriftMonitor(accountant, reference_sample or {}, self.task.distributions(), settings.drift)
             self.accounting = BatchAccounting(self.metrics, self.task, self.drift)
+        server.admitted()
         server.add_monitor(self.key, self)
 
     def observe(self, batch: FeatureBatch, seconds: float, output: ModelOutput, waits: list[float]) -> None:

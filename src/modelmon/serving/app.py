@@ -16,7 +16,6 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import Any
 
-from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -34,6 +33,7 @@ from modelmon.errors import (
     UnauthorizedError,
 )
 from modelmon.http import read_limited_body
+from modelmon.monitoring.exposition import wants_gzip, wants_openmetrics
 from modelmon.monitoring.metrics import QualityMetrics, RequestMetrics, ServerMetrics
 from modelmon.registry.profile import load_sample
 from modelmon.registry.store import Registry
@@ -72,7 +72,7 @@ class ModelServer:
         self.registry = registry
         self.model_refs = model_refs
         self.settings = settings or ServingSettings()
-        self.metrics = ServerMetrics()
+        self.metrics = ServerMetrics(max_series=self.settings.max_series)
         self.executor = ThreadPoolExecutor(
             self.settings.inference_threads, thread_name_prefix="inference"
         )
@@ -380,9 +380,15 @@ def create_app(server: ModelServer) -> InferenceFastPath:
         return json_response(document)
 
     async def metrics(request: Request) -> Response:
-        # Exposition of many series takes milliseconds: keep it off the event loop.
-        body = await run_in_threadpool(server.metrics.render)
-        return Response(body, media_type=CONTENT_TYPE_LATEST)
+        # In a worker thread: the event loop only waits for the GIL while the scrape writes
+        # what changed since the last one (see monitoring/exposition.py).
+        openmetrics = wants_openmetrics(request.headers.get("accept"))
+        gzip = wants_gzip(request.headers.get("accept-encoding"))
+        body, content_type = await run_in_threadpool(server.metrics.scrape, openmetrics, gzip)
+        headers = {"Vary": "Accept, Accept-Encoding"}
+        if gzip:
+            headers["Content-Encoding"] = "gzip"
+        return Response(body, headers=headers, media_type=content_type)
 
     def model_route(path: str, endpoint: str, handler: Any, methods: list[str]) -> list[Route]:
         async def route(request: Request) -> Response:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import BaseModel, Field, SecretStr
 
 from modelmon.monitoring.drift import DriftSettings
+from modelmon.monitoring.metrics import DEFAULT_MAX_SERIES
 from modelmon.serving.prediction_log import PredictionLogSettings
 
 
@@ -23,6 +24,11 @@ class ServingSettings(BaseModel):
         "instead of a worker thread, whose handoff costs more than they do (0: always a thread)."
     )
     monitoring: bool = Field(True, description="Prediction metrics and drift accounting.")
+    max_series: int = Field(
+        DEFAULT_MAX_SERIES, ge=0, description="Most series the served versions may export (0: no limit). A version "
+        "that would take the server past it serves with reduced monitoring: without its feature and drift series, "
+        "or also without its prediction series if even those do not fit (modelmon_monitoring_reduced)."
+    )
     drift: DriftSettings = Field(default_factory=DriftSettings)
     prediction_log: PredictionLogSettings = Field(default_factory=PredictionLogSettings)
     store_url: str | None = Field(None, description="The store for the prediction log and labels [default: $MODELMON_STORE_URL, else $MODELMON_HOME/modelmon.db].")
