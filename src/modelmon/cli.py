@@ -126,6 +126,7 @@ def serve(
     batching: Annotated[bool, typer.Option("--batching/--no-batching", help="Merge concurrent requests into one model call.")] = True,
     inline_predict_ms: Annotated[float, typer.Option(help="Model calls typically faster than this run on the event loop, not a worker thread (0: always a thread).")] = 1.0,
     monitoring: Annotated[bool, typer.Option("--monitoring/--no-monitoring", help="Prediction metrics.")] = True,
+    max_series: Annotated[int, typer.Option(help="Most series the served versions export (0: no limit); a version past it serves with reduced monitoring (docs/metrics.md).")] = 100_000,
     max_body_bytes: Annotated[int, typer.Option(help="Largest request body accepted.")] = 16 * 1024 * 1024,
     drain_seconds: Annotated[float, typer.Option(help="On SIGTERM, seconds to report not-ready before closing.")] = 2.0,
     drift_window_seconds: Annotated[float, typer.Option(help="Drift scores cover this much recent time.")] = 3600.0,
@@ -169,7 +170,7 @@ def serve(
             raise ModelmonError(_settings_error(exc).replace("--feature-sample", "--log-features")) from None
         settings = ServingSettings(
             max_batch_size=max_batch_size, max_batch_delay_ms=max_batch_delay_ms, batching=batching,
-            inline_predict_ms=inline_predict_ms, monitoring=monitoring, max_body_bytes=max_body_bytes, drain_seconds=drain_seconds, drift=drift,
+            inline_predict_ms=inline_predict_ms, monitoring=monitoring, max_series=max_series, max_body_bytes=max_body_bytes, drain_seconds=drain_seconds, drift=drift,
             store_url=store, prediction_log=log_settings, api_token=_api_token(api_token_file),
             token_for_inference=token_for_inference,
         )

@@ -119,3 +119,14 @@ def test_no_limit_by_default_in_python_and_zero_means_none():
     server = ServerMetrics(max_series=0)
     assert all(load(server, str(v)).monitoring is Monitoring.FULL for v in range(1, 4))
     assert scrape(server)[("modelmon_monitoring_series_limit", ())] == 0.0
+
+
+def test_the_command_line_default_is_the_settings_default():
+    import inspect
+
+    from modelmon import cli
+    from modelmon.monitoring.metrics import DEFAULT_MAX_SERIES
+    from modelmon.serving.settings import ServingSettings
+
+    assert inspect.signature(cli.serve).parameters["max_series"].default == DEFAULT_MAX_SERIES
+    assert ServingSettings().max_series == DEFAULT_MAX_SERIES
