@@ -264,12 +264,15 @@ def demo(
     port: Annotated[int, typer.Option(help="Port for the demo server.")] = 8080,
     requests: Annotated[int, typer.Option(help="Requests of traffic to send.")] = 3000,
     home: Annotated[Path | None, typer.Option(help="Where to keep the demo's registry \\[default: $MODELMON_HOME].")] = None,
+    model: Annotated[str, typer.Option(
+        help="The model to train: sklearn (a logistic regression) or keras (a small Keras network, "
+        "trained epoch by epoch; needs modelmon\\[keras] and a Keras backend, e.g. torch).")] = "sklearn",
 ) -> None:
     """Train, register, serve and monitor a churn model end to end, on embedded defaults."""
     from modelmon.demo.run import run_demo
 
     try:
-        run_demo(port=port, requests=requests, home=home)
+        run_demo(port=port, requests=requests, home=home, model=model)
     except ModelmonError as exc:
         _fail(exc)
 

@@ -300,7 +300,7 @@ def onnx_regression() -> Built:
 # -- the table --------------------------------------------------------------------------
 
 # Factories in their own modules, imported here at the end (they use the helpers above).
-from tests.conformance import cases_lightgbm, cases_torch, cases_xgboost  # noqa: E402
+from tests.conformance import cases_keras, cases_lightgbm, cases_torch, cases_xgboost  # noqa: E402
 
 CASES = [
     Case("sklearn", Task.BINARY, sklearn_binary),
@@ -312,6 +312,8 @@ CASES = [
     Case("torch", Task.BINARY, cases_torch.torch_binary),
     Case("torch", Task.MULTICLASS, cases_torch.torch_multiclass),
     Case("torch", Task.REGRESSION, cases_torch.torch_regression, pending=REGRESSION_PENDING),
+    Case("keras", Task.BINARY, cases_keras.keras_binary),
+    Case("keras", Task.MULTICLASS, cases_keras.keras_multiclass),
     Case("xgboost", Task.BINARY, cases_xgboost.xgboost_binary),
     Case("xgboost", Task.MULTICLASS, cases_xgboost.xgboost_multiclass),
     Case("xgboost", Task.REGRESSION, cases_xgboost.xgboost_regression, pending=REGRESSION_PENDING),

@@ -53,6 +53,8 @@ from modelmon.tracking.records import metric_frame
 from modelmon.tracking.sklearn import EpochReport, fit_epochs
 
 MODEL = "churn"
+#: What ``--model`` chooses between: the model the demo trains.
+DEMO_MODELS = ("sklearn", "keras")
 HOST = "127.0.0.1"
 TRAIN_ROWS, VALIDATION_ROWS = 5000, 2000
 #: Concurrent clients: enough that requests queue behind a busy model and get batched.
@@ -70,10 +72,14 @@ RULES_WINDOW = "10m"
 DRIFT_SCORE_SECONDS = 1.0
 
 
-def run_demo(port: int = 8080, requests: int = 3000, home: Path | None = None) -> None:
-    """Train, register, serve, send ``requests`` requests, and report what monitoring saw."""
+def run_demo(port: int = 8080, requests: int = 3000, home: Path | None = None, model: str = "sklearn") -> None:
+    """Train, register, serve, send ``requests`` requests, and report what monitoring saw.
+    ``model``: ``sklearn`` (a logistic regression) or ``keras`` (a small Keras network,
+    ``modelmon.demo.keras_churn``)."""
     if requests < 1:
         raise ModelmonError(f"requests must be at least 1, got {requests}")
+    if model not in DEMO_MODELS:
+        raise ModelmonError(f"--model must be one of {', '.join(DEMO_MODELS)}, got {model!r}")
     home = Path(home) if home is not None else modelmon_home()
     console = Console()
     started = time.perf_counter()
@@ -81,21 +87,31 @@ def run_demo(port: int = 8080, requests: int = 3000, home: Path | None = None) -
     with ExitStack() as running:  # stops what started, in reverse order, error or not
         sock = running.enter_context(closing(bind_port(port)))
         console.rule("[bold]modelmon demo[/bold]: a churn model from training to production")
+        if model == "keras":  # Keras takes seconds to import: before Prometheus watches the server's port
+            from modelmon.demo import keras_churn
+
+            prepared = keras_churn.prepare_keras()
         # Prometheus first: it waits ~5 s before its first scrape, time that training fills.
         alerting = start_alerting(home, running, console)
+        live_port = free_port() if model == "keras" else None  # the Keras run's live gauges
+        targets = [f"{HOST}:{p}" for p in (port, live_port) if p is not None]
         prometheus: Prometheus | None
         if alerting is not None:
-            prometheus = alerting.start_prometheus([f"{HOST}:{port}"])
+            prometheus = alerting.start_prometheus(targets)
         else:
-            prometheus = start_prometheus(home / "prometheus", port, console)
+            prometheus = start_prometheus(home / "prometheus", targets, console)
             if prometheus is not None:
                 running.callback(prometheus.stop)
-        card = train_and_register(home / "registry", console)
+        if model == "keras":
+            card = keras_churn.train_and_register_keras(home / "registry", console, MODEL, TRAIN_ROWS,
+                                                        VALIDATION_ROWS, prometheus, live_port, prepared)
+        else:
+            card = train_and_register(home / "registry", console)
         server, thread = start_server(home / "registry", card.version, sock)
         running.callback(stop_server, server, thread)
         wait_until_ready(url, thread)
         console.print(f"[bold]3. Serve[/bold]     {url} (in this process, with adaptive batching)")
-        report_monitoring(console, prometheus)
+        report_monitoring(console, prometheus, len(targets))
         print_urls(console, url, prometheus)
         plan = plan_requests(requests)
         traffic = Traffic()
@@ -276,7 +292,7 @@ def print_alert(console: Console, alerting: LocalAlerting | None) -> None:
         console.print(f"    also received: {', '.join(others)}")
 
 
-def start_prometheus(workdir: Path, port: int, console: Console) -> Prometheus | None:
+def start_prometheus(workdir: Path, targets: list[str], console: Console) -> Prometheus | None:
     """A Prometheus that scrapes the server every second, or None when there is none. Its
     data starts empty on every run: the demo's figures are this run's alone."""
     if prometheus_binary() is None:
@@ -289,14 +305,14 @@ def start_prometheus(workdir: Path, port: int, console: Console) -> Prometheus |
     quality = workdir / "modelmon-quality.rules.yml"
     quality.write_text(dump_yaml({"groups": [quality_rule_group(RULES_WINDOW)]}))
     try:
-        return Prometheus.start(workdir, targets=[f"{HOST}:{port}"], scrape_interval="1s", rule_files=[drift, quality])
+        return Prometheus.start(workdir, targets=targets, scrape_interval="1s", rule_files=[drift, quality])
     except RuntimeError as exc:
         console.print("[yellow]Prometheus failed to start; carrying on without it.[/yellow]")
         console.print(str(exc), markup=False)
         return None
 
 
-def report_monitoring(console: Console, prometheus: Prometheus | None) -> None:
+def report_monitoring(console: Console, prometheus: Prometheus | None, targets: int = 1) -> None:
     """Wait for the first scrape, so every series starts from zero and rate() sees all the
     traffic; without Prometheus, say how to get it."""
     if prometheus is None:
@@ -304,7 +320,7 @@ def report_monitoring(console: Console, prometheus: Prometheus | None) -> None:
                       "scrapes the server;")
         console.print(f"             {INSTALL_HINT}", soft_wrap=True)
         return
-    prometheus.wait_for('sum(up{job="modelmon"})', 1, timeout=SCRAPE_TIMEOUT)
+    prometheus.wait_for('sum(up{job="modelmon"})', targets, timeout=SCRAPE_TIMEOUT)
     console.print(f"[bold]4. Monitor[/bold]   Prometheus {prometheus.url} scrapes the server every second")
 
 
