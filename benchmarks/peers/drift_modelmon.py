@@ -22,7 +22,8 @@ from _measure import Timed, arguments, write
 from modelmon.monitoring.accounting import FeatureAccountant
 from modelmon.monitoring.drift import DriftMonitor, DriftSettings
 from modelmon.registry.profile import ProfileSettings, build_profile
-from modelmon.types import FeatureBatch, Signature, feature_specs_from_frame
+from modelmon.runtimes.features import feature_specs_from_frame
+from modelmon.types import FeatureBatch, Signature
 
 
 def main() -> None:
