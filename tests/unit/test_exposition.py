@@ -128,8 +128,28 @@ def test_gzip_bodies_decode_to_the_plain_body_whatever_changed():
         if scrape == 0:
             assert len(calls) == -(-len(pieces) // Deflater.CHUNK)
         elif scrape == 1:
-            assert len(calls) <= 3  # only the runs holding a changed piece
+            assert len(calls) <= 9  # only in the runs holding a changed piece
     assert gzip.decompress(deflater.gzip([])) == b""
+
+
+def test_a_version_with_traffic_costs_the_compression_of_its_own_pieces():
+    pieces = [Piece(b"x %d\n" % i * 20) for i in range(64)]
+    deflater = Deflater()
+    deflater.gzip(pieces)
+    calls: list[bytes] = []
+    deflate = deflater.deflate
+    deflater.deflate = lambda data: calls.append(data) or deflate(data)  # type: ignore[method-assign]
+    for scrape in range(4):  # pieces 5 and 40 change at every scrape
+        for i in (5, 40):
+            pieces[i] = Piece(b"changed %d %d\n" % (i, scrape))
+        calls.clear()
+        body = deflater.gzip(pieces)
+        assert gzip.decompress(body) == b"".join(p.text for p in pieces)
+        if scrape:  # the stretches around them were deflated at the first change
+            assert calls == [pieces[5].text, pieces[40].text]
+    calls.clear()
+    assert gzip.decompress(deflater.gzip(pieces)) == b"".join(p.text for p in pieces)
+    assert calls == []  # idle again: the runs of the last scrape stand as they are
 
 
 def test_a_servers_gzip_and_openmetrics_bodies_hold_its_plain_samples():
@@ -217,9 +237,11 @@ def test_the_slicer_gives_the_gil_away(monkeypatch):
     slept = []
     monkeypatch.setattr("modelmon.monitoring.exposition.time.sleep", slept.append)
     slicer = Slicer(seconds=0.0)
-    for _ in range(Slicer.EVERY * 3):
+    for _ in range(3):
         slicer()
     assert slept == [0, 0, 0]
+    Slicer(seconds=60.0)()
+    assert len(slept) == 3  # not before its time
     server, _ = served(versions=1)
     assert gzip.decompress(server.scrape(gzip=True)[0]) == server.render()  # sliced scrapes are whole
 

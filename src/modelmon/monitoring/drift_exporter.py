@@ -112,7 +112,7 @@ class DriftExporter:
         compressed bytes): an idle version's report never changes."""
         parts: dict[str, list[Piece]] = {name: [] for name in FAMILIES}
         served = list(self.monitors.items())
-        for key, version_monitor in served:
+        for i, (key, version_monitor) in enumerate(served):
             monitor = version_monitor.drift
             if monitor is None:
                 continue
@@ -128,7 +128,8 @@ class DriftExporter:
                 )
             for name, piece in cached[1].items():
                 parts[name].append(piece)
-            pause()
+            if i % 16 == 15:
+                pause()
         for key in set(self._rendered) - {key for key, _ in served}:  # unloaded meanwhile
             self._rendered.pop(key, None)
         out: list[Piece] = []

@@ -110,22 +110,19 @@ class Slicer:
 
     The scrape runs in a worker thread, but Python runs one thread at a time: an event loop
     that wants the GIL while the scrape holds it waits until the scrape releases it, for up
-    to the interpreter's switch interval (5 ms). Called between pieces of work, this
-    releases it about every ``seconds`` (``time.sleep(0)``), so a request waits about that
-    long at most. The clock is read every ``EVERY`` calls (a call is a few microseconds of
-    work when nothing changed; reading the clock costs up to a microsecond on a VM)."""
+    to the interpreter's switch interval (5 ms). Called between pieces of work (every few
+    dozen microseconds of it), this releases it once ``seconds`` have passed
+    (``time.sleep(0)``), so a request waits about that long at most; when the loop is idle
+    the release costs a few microseconds."""
 
-    __slots__ = ("calls", "deadline", "seconds")
-    EVERY = 16
+    __slots__ = ("deadline", "seconds")
 
     def __init__(self, seconds: float = SLICE_SECONDS) -> None:
         self.seconds = seconds
         self.deadline = time.perf_counter() + seconds
-        self.calls = 0
 
     def __call__(self) -> None:
-        self.calls += 1
-        if self.calls % self.EVERY == 0 and time.perf_counter() >= self.deadline:
+        if time.perf_counter() >= self.deadline:
             time.sleep(0)
             self.deadline = time.perf_counter() + self.seconds
 
@@ -156,40 +153,65 @@ _X2N = _x2n_table()
 class CrcCombiner:
     """``crc32(a + b)`` from ``crc32(a)``, ``crc32(b)`` and ``len(b)`` (zlib's
     ``crc32_combine``, which Python's zlib does not expose): a scrape combines the cached
-    CRCs of its runs instead of reading all their bytes again. The operator for a length is
-    kept (unchanged runs keep their lengths)."""
+    CRCs of its runs instead of reading all their bytes again.
+
+    Combining multiplies ``crc32(a)`` by x^(8 len(b)) modulo the CRC polynomial. For each
+    length, the products of that operator with each power x^k are kept as eight tables of
+    16 (a nibble of ``crc32(a)`` each), so a combine is eight lookups: unchanged runs keep
+    their lengths, so their tables are reused from scrape to scrape."""
 
     def __init__(self) -> None:
-        self._ops: dict[int, int] = {}
+        self._tables: dict[int, list[list[int]]] = {}
 
-    def _op(self, length: int) -> int:
-        op = self._ops.get(length)
-        if op is None:
-            op, n, k = 1 << 31, length, 3  # x^(8 * length)
+    def _tables_for(self, length: int) -> list[list[int]]:
+        tables = self._tables.get(length)
+        if tables is None:
+            op, n, k = 1 << 31, length, 3  # x^(8 * length): x^(2^k) for each bit of 8 * length
             while n:
                 if n & 1:
                     op = _multmodp(_X2N[k & 31], op)
                 n >>= 1
                 k += 1
-            if len(self._ops) > 100_000:
-                self._ops.clear()
-            self._ops[length] = op
-        return op
+            powers = [op]  # op * x^k, k = 0..31
+            for _ in range(31):
+                v = powers[-1]
+                powers.append((v >> 1) ^ 0xEDB88320 if v & 1 else v >> 1)
+            tables = []
+            for j in range(8):  # nibble j of a CRC holds the coefficients of x^(4j) .. x^(4j+3)
+                table = [0] * 16
+                for value in range(1, 16):
+                    acc = 0
+                    for t in range(4):
+                        if value & (8 >> t):
+                            acc ^= powers[4 * j + t]
+                    table[value] = acc
+                tables.append(table)
+            if len(self._tables) > 50_000:
+                self._tables.clear()
+            self._tables[length] = tables
+        return tables
 
     def combine(self, crc1: int, crc2: int, length2: int) -> int:
-        return _multmodp(self._op(length2), crc1) ^ crc2 if length2 else crc1
+        if not length2:
+            return crc1
+        t = self._tables_for(length2)
+        return (t[0][crc1 >> 28] ^ t[1][(crc1 >> 24) & 15] ^ t[2][(crc1 >> 20) & 15] ^ t[3][(crc1 >> 16) & 15]
+                ^ t[4][(crc1 >> 12) & 15] ^ t[5][(crc1 >> 8) & 15] ^ t[6][(crc1 >> 4) & 15] ^ t[7][crc1 & 15] ^ crc2)
 
 
 class Deflater:
-    """gzip bodies from pieces, reusing the compressed bytes of runs of unchanged pieces.
+    """gzip bodies from pieces, reusing the compressed bytes of unchanged pieces.
 
-    The pieces are deflated ``CHUNK`` at a time (the same versions of a family, mostly: the
-    body is family by family, version by version), each run fully flushed: that byte-aligns
-    the stream and forgets the history, so a run's bytes decode the same wherever they are
-    placed. A run whose pieces are all the ones of the last scrape reuses its bytes and its
-    CRC; one changed piece deflates its run again. Runs of 16 pieces compress a 40-version
-    exposition into 243 kB, where deflating it whole gives 236 kB and piece by piece 375 kB
-    (level 1). Used by one scrape at a time (``ServerMetrics.scrape``)."""
+    The pieces are taken ``CHUNK`` at a time by position (the same versions of a family,
+    mostly: the body is family by family, version by version), and each run is deflated on
+    its own, fully flushed: that byte-aligns the stream and forgets the history, so a run's
+    bytes decode the same wherever they are placed. A run whose pieces are all the ones of
+    the last scrape reuses its bytes and its CRC. In a run holding pieces that are new since
+    the last scrape (a version with traffic), each new piece is deflated alone and the
+    unchanged stretches around it keep their bytes from the scrape before, so an active
+    version costs the compression of its own changed pieces. Runs of 16 pieces compress a
+    40-version exposition into 243 kB, where deflating it whole gives 236 kB and piece by
+    piece 375 kB (level 1). Used by one scrape at a time (``ServerMetrics.scrape``)."""
 
     CHUNK = 16
     #: A final, empty deflate block: closes a stream of fully flushed runs.
@@ -200,34 +222,74 @@ class Deflater:
     def __init__(self, level: int = GZIP_LEVEL) -> None:
         self._compressor = zlib.compressobj(level, zlib.DEFLATED, -15)
         self._crc = CrcCombiner()
-        #: Per body kind (text, OpenMetrics): the runs of the last scrape, each with its
-        #: deflated bytes, CRC and length.
-        self._runs: dict[object, dict[tuple[Piece, ...], tuple[bytes, int, int]]] = {}
+        #: Per body kind (text, OpenMetrics), of the last scrape: its pieces, and its runs and
+        #: stretches of pieces with their deflated bytes, CRC and length.
+        self._last: dict[object, tuple[set[Piece], dict[tuple[Piece, ...], _Deflated]]] = {}
 
     def deflate(self, data: bytes) -> bytes:
         if not data:
             return b""
         return self._compressor.compress(data) + self._compressor.flush(zlib.Z_FULL_FLUSH)
 
+    def _deflated(self, pieces: tuple[Piece, ...]) -> _Deflated:
+        text = b"".join(p.text for p in pieces)
+        return self.deflate(text), zlib.crc32(text), len(text)
+
     def gzip(self, pieces: Sequence[Piece], kind: object = None, pause: Callable[[], None] = lambda: None) -> bytes:
         """One gzip member holding every piece's text; ``pause`` is called between runs."""
-        last = self._runs.get(kind, {})
-        runs: dict[tuple[Piece, ...], tuple[bytes, int, int]] = {}
+        seen, before = self._last.get(kind, (None, {}))
+        done: dict[tuple[Piece, ...], _Deflated] = {}
         crc, size, parts = 0, 0, [self.HEADER]
         for start in range(0, len(pieces), self.CHUNK):
             run = tuple(pieces[start : start + self.CHUNK])
-            done = runs.get(run) or last.get(run)
-            if done is None:
-                text = b"".join(p.text for p in run)
-                done = (self.deflate(text), zlib.crc32(text), len(text))
-            runs[run] = done
-            parts.append(done[0])
-            crc = self._crc.combine(crc, done[1], done[2])
-            size += done[2]
+            deflated = done.get(run) or before.get(run)
+            if deflated is None:
+                if seen is None or all(p in seen for p in run):  # the first scrape, or a new layout
+                    deflated = self._deflated(run)
+                else:
+                    deflated = self._mixed(run, seen, before, done)
+            done[run] = deflated
+            parts.append(deflated[0])
+            crc = self._crc.combine(crc, deflated[1], deflated[2])
+            size += deflated[2]
             pause()
-        self._runs[kind] = runs
+        self._last[kind] = (set(pieces), done)
         parts += [self.FINAL, struct.pack("<II", crc, size & 0xFFFFFFFF)]
         return b"".join(parts)
+
+    def _mixed(
+        self,
+        run: tuple[Piece, ...],
+        seen: set[Piece],
+        before: dict[tuple[Piece, ...], _Deflated],
+        done: dict[tuple[Piece, ...], _Deflated],
+    ) -> _Deflated:
+        """A run holding new pieces: each new piece alone, the stretches of old ones between
+        them as they were deflated last time."""
+        stretches: list[tuple[Piece, ...]] = []
+        current: list[Piece] = []
+        for piece in run:
+            if piece in seen:
+                current.append(piece)
+                continue
+            if current:
+                stretches.append(tuple(current))
+                current = []
+            stretches.append((piece,))
+        if current:
+            stretches.append(tuple(current))
+        parts, crc, size = [], 0, 0
+        for stretch in stretches:
+            deflated = done.get(stretch) or before.get(stretch) or self._deflated(stretch)
+            done[stretch] = deflated
+            parts.append(deflated[0])
+            crc = self._crc.combine(crc, deflated[1], deflated[2])
+            size += deflated[2]
+        return b"".join(parts), crc, size
+
+
+#: A run's deflated bytes, the CRC-32 of its text and the text's length.
+_Deflated = tuple[bytes, int, int]
 
 
 @dataclass(frozen=True, slots=True)

@@ -141,15 +141,23 @@ class ServerMetrics:
         collectors. Every monitor counts its queued work first (``batch_accounting``), so the
         counts are exact. ``pause`` is called between pieces of work (``exposition.Slicer``).
         Call under ``_scrape_lock`` (``scrape``)."""
-        for monitor in list(self.monitors.values()):
-            monitor.flush()
-            pause()
+        self.flush(pause)
         pieces = self.arrays.pieces(openmetrics, pause)
         pieces += self.drift.pieces(openmetrics, self.arrays.reuse, pause)
         pieces.append(self._registry_piece(openmetrics))
         if openmetrics:
             pieces.append(self._eof)
         return Body(pieces, openmetrics)
+
+    def flush(self, pause: Callable[[], None] = lambda: None) -> None:
+        """Count every monitor's queued work (``batch_accounting``). The /metrics route calls
+        this on the event loop before the scrape's thread runs, as the loop counts its queues
+        every 0.1 s anyway: counting (numpy calls that release the GIL) in another thread would
+        hand the GIL back and forth with the loop at every call."""
+        for i, monitor in enumerate(list(self.monitors.values())):
+            monitor.flush()
+            if i % 16 == 15:
+                pause()
 
     def scrape(self, openmetrics: bool = False, gzip: bool = False) -> tuple[bytes, str]:
         """One scrape's body and its content type (from any thread; one at a time). It gives
