@@ -18,6 +18,7 @@ request, side by side in the same rounds; and each runtime's in-process per-call
     python benchmarks/serving.py --quick         # seconds: modelmon (and installed peers only)
     python benchmarks/serving.py --peers none    # modelmon only
     python benchmarks/serving.py --trees none    # without the tree study
+    python benchmarks/serving.py --trees-only    # the tree study alone (about 25 minutes): serving_trees.json
 
 Writes benchmarks/results/serving.json and (full runs) its section of benchmarks/README.md.
 """
@@ -50,6 +51,7 @@ sys.path.insert(0, str(HERE))
 from peers import venvs  # noqa: E402
 
 RESULTS = HERE / "results" / "serving.json"
+TREE_RESULTS = HERE / "results" / "serving_trees.json"
 README = HERE / "README.md"
 MODEL_NAME = "bc"
 LEVELS = (1, 8, 32)
@@ -640,6 +642,29 @@ def tree_markdown(result: dict) -> list[str]:
     return lines
 
 
+def trees_only_markdown(result: dict) -> str:
+    """The README section of a ``--trees-only`` run: how it ran, the tree tables, versions."""
+    st = result["settings"]
+    lines = ["## Serving tree models (`serving.py --trees-only`)", "",
+             f"`wrk` {result['versions']['wrk']}, one thread, concurrency {', '.join(map(str, st['levels']))}, "
+             f"{st['duration_seconds']:g} s each after a {st['warmup_seconds']:g} s warm-up, {st['rounds']} rounds, "
+             "each starting every server afresh and loading them one after another at each concurrency (order "
+             "rotated), so that compared servers meet the same background load; medians over rounds, ratios "
+             f"taken within a round. {result['machine']['cpus']} cores, shared with the load generator and with "
+             "whatever else ran on the machine: the 1-minute load average went from "
+             f"{result['load_average_1min'][0]:.1f} to {result['load_average_1min'][1]:.1f} during the run. Run on "
+             f"{result['date']} with `{st['command']}` ({result['seconds'] / 60:.0f} minutes).",
+             *tree_markdown(result)[2:]]
+    lines += ["", "Versions: " + ", ".join(f"{k} {val}" for k, val in result["versions"].items() if val) + ".", "",
+              "Servers as started (ports chosen free at run time):", ""]
+    lines += [f"- {result['labels'][key]}: `{command}`" for key, command in result["commands"].items()]
+    lines += ["", *result.get("notes", [])]
+    if result.get("failures"):
+        lines += ["", "Rounds (or parts) that failed and are left out of the medians:", ""]
+        lines += [f"- {f.splitlines()[0]}" for f in result["failures"]]
+    return "\n".join(lines).rstrip() + "\n"
+
+
 # -- summary --------------------------------------------------------------------------
 
 
@@ -833,9 +858,11 @@ def main() -> None:
     parser.add_argument("--no-batching-study", action="store_true")
     parser.add_argument("--trees", default=",".join(TREE_FRAMEWORKS),
                         help="the tree study's frameworks, comma-separated, or none [default: xgboost,lightgbm]")
+    parser.add_argument("--trees-only", action="store_true",
+                        help=f"only the tree study; writes {TREE_RESULTS.relative_to(ROOT)} and its README section")
     parser.add_argument("--baseline", default=None, metavar="REV",
                         help="also serve with the code of git revision REV (a worktree), everything on, side by side")
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--out", type=Path, default=None, help=f"[default: {RESULTS.relative_to(ROOT)}]")
     parser.add_argument("--readme", action=argparse.BooleanOptionalAction, default=None,
                         help="write the README section [default: on for full runs to the default --out]")
     args = parser.parse_args()
@@ -846,7 +873,10 @@ def main() -> None:
     batch_duration = args.batch_duration or (2.0 if quick else 4.0)
     warmup = 0.5 if quick else 2.0
     peers_mode = args.peers or ("installed" if quick else "all")
-    write_readme = args.readme if args.readme is not None else (not quick and args.out == RESULTS)
+    trees_only = args.trees_only
+    default_out = TREE_RESULTS if trees_only else RESULTS
+    out_path = args.out or default_out
+    write_readme = args.readme if args.readme is not None else (not quick and out_path == default_out)
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed: apt-get install wrk")
 
@@ -854,18 +884,22 @@ def main() -> None:
     ROWS[:] = frame.drop(columns="target").to_numpy().tolist()[:64]
 
     frameworks = tree_frameworks(args.trees)
-    peer_names = ["mlserver", "bentoml", *([TREE_PEER] if frameworks else [])]
+    if trees_only and not frameworks:
+        sys.exit("--trees-only: no tree framework installed (pip install 'modelmon[xgboost,lightgbm]')")
+    peer_names = [*([] if trees_only else ["mlserver", "bentoml"]), *([TREE_PEER] if frameworks else [])]
     wanted_peers = {"none": [], "installed": [p for p in peer_names if venvs.installed(p)],
                     "all": peer_names}[peers_mode]
     available = [p for p in wanted_peers if venvs.ensure(p, log=lambda m: print(m, file=sys.stderr))]
     started = time.perf_counter()
     workdir = Path(tempfile.mkdtemp(prefix="modelmon-bench-serving-"))
     try:
-        registry = prepare_modelmon(workdir)
+        registry = workdir / "registry" if trees_only else prepare_modelmon(workdir)
         trees = prepare_trees(workdir, registry, frameworks)
         baseline = baseline_source(args.baseline, workdir) if args.baseline else None
 
         def factories() -> dict[str, object]:
+            if trees_only:
+                return {}
             f = {
                 "modelmon": lambda: modelmon_server("modelmon", "modelmon, everything on", registry, []),
                 "modelmon_nomon": lambda: modelmon_server("modelmon_nomon", "modelmon, everything off", registry, NOTHING_ON),
@@ -884,7 +918,7 @@ def main() -> None:
                 f["bentoml"] = lambda: bentoml_server(workdir)
             return f
 
-        batch = {} if args.no_batching_study else {
+        batch = {} if args.no_batching_study or trees_only else {
             "batch64_on": (lambda: modelmon_server("batch64_on", "modelmon 64 rows, batching on", registry, []), 64),
             "batch64_off": (lambda: modelmon_server("batch64_off", "modelmon 64 rows, --no-batching", registry, ["--no-batching"]), 64),
             "batch1_off": (lambda: modelmon_server("batch1_off", "modelmon 1 row, --no-batching", registry, ["--no-batching"]), 1),
@@ -897,18 +931,19 @@ def main() -> None:
         for r in range(rounds):
             this_round = {}
             keys = list(factories())
-            keys = keys[r % len(keys):] + keys[: r % len(keys)]  # rotate the order each round
+            keys = keys[r % len(keys):] + keys[: r % len(keys)] if keys else []  # rotate the order each round
             main_group = {key: (factories()[key](), 1) for key in keys}
             extra_group = {key: (factory(), rows) for key, (factory, rows) in batch.items()}
             for key, (server, _) in {**main_group, **extra_group}.items():
                 labels[key], commands[key] = server.label, " ".join(server.command)
-            print(f"round {r + 1}/{rounds}: {', '.join(labels[k] for k in main_group)}", file=sys.stderr, flush=True)
-            try:
-                this_round |= measure_group(main_group, workdir, LEVELS, duration, warmup)
-            except (RuntimeError, TimeoutError, OSError) as exc:  # recorded; the other rounds still count
-                failures.append(f"round {r + 1}: {exc}")
-                print(f"  failed: {exc}", file=sys.stderr, flush=True)
-                continue
+            if main_group:
+                print(f"round {r + 1}/{rounds}: {', '.join(labels[k] for k in main_group)}", file=sys.stderr, flush=True)
+                try:
+                    this_round |= measure_group(main_group, workdir, LEVELS, duration, warmup)
+                except (RuntimeError, TimeoutError, OSError) as exc:  # recorded; the other rounds still count
+                    failures.append(f"round {r + 1}: {exc}")
+                    print(f"  failed: {exc}", file=sys.stderr, flush=True)
+                    continue
             for key in main_group:
                 line = ", ".join(f"c={c}: {x['requests_per_second']:.0f}/s p99 {x['p99_ms']:.1f} ms"
                                  for c, x in this_round[key]["levels"].items())
@@ -939,7 +974,7 @@ def main() -> None:
                                      for c, x in entry["levels"].items())
                     print(f"  {labels[key]}: {line}", file=sys.stderr, flush=True)
             all_rounds.append(this_round)
-        if not any("modelmon" in r for r in all_rounds):
+        if not any(r for r in all_rounds) or not (trees_only or any("modelmon" in r for r in all_rounds)):
             sys.exit("no round completed: " + "; ".join(failures))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -958,10 +993,11 @@ def main() -> None:
         "date": time.strftime("%Y-%m-%d"),
         "seconds": round(time.perf_counter() - started, 1),
         "settings": {"rounds": rounds, "duration_seconds": duration, "warmup_seconds": warmup, "levels": list(LEVELS),
-                     "quick": quick, "command": "python benchmarks/serving.py" + (" --quick" if quick else "")},
+                     "quick": quick, "command": "python benchmarks/serving.py" + (" --quick" if quick else "")
+                     + (" --trees-only" if trees_only else "")},
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
-        "load_average_1min": [min(min(x["load_average_1min"]) for r in all_rounds for x in r.values()),
-                              max(max(x["load_average_1min"]) for r in all_rounds for x in r.values())],
+        "load_average_1min": [min(min(x["load_average_1min"]) for r in all_rounds for x in r.values() if x),
+                              max(max(x["load_average_1min"]) for r in all_rounds for x in r.values() if x)],
         "versions": versions(available, frameworks),
         "labels": labels,
         "commands": commands,
@@ -1007,13 +1043,18 @@ def main() -> None:
                        if a in tree_summary and b in tree_summary}
         result["trees"] = {"models": trees, "summary": tree_summary, "ratios": tree_ratios,
                            "targets": tree_targets(tree_summary, tree_ratios, frameworks, LEVELS)}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    text = markdown(result)
-    if "trees" in result:
-        text = text.rstrip("\n") + "\n" + "\n".join(tree_markdown(result)) + "\n"
+    if trees_only:  # the main study's notes are about its servers
+        result["notes"] = []
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    out_path.write_text(json.dumps(result, indent=2) + "\n")
+    if trees_only:
+        text = trees_only_markdown(result)
+    else:
+        text = markdown(result)
+        if "trees" in result:
+            text = text.rstrip("\n") + "\n" + "\n".join(tree_markdown(result)) + "\n"
     if write_readme:
-        write_readme_section("serving", text)
+        write_readme_section("serving-trees" if trees_only else "serving", text)
     print(text)
 
 
