@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -34,6 +35,16 @@ PROMETHEUS_ACCEPT = (
     "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,"
     "text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
 )
+
+
+#: Each server's start: the time before it was launched and the time it answered ready.
+STARTED: dict[int, tuple[float, float]] = {}
+
+
+def without_process_metrics(body: bytes) -> bytes:
+    """A body without the process metrics, which change from one scrape to the next."""
+    return b"".join(line for line in body.splitlines(keepends=True)
+                    if not line.startswith((b"process_", b"# HELP process_", b"# TYPE process_")))
 
 
 def names() -> list[str]:
@@ -62,8 +73,10 @@ def many(many_registry: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
     probe.load()
     one = probe.metrics.series_count() - own
     probe.executor.shutdown()
+    launched = time.time()
     server = start_server(many_registry, tmp_path_factory.mktemp("many"), "--drain-seconds", "0",
                           "--no-prediction-log", "--max-series", str(own + FULL_VERSIONS * one))
+    STARTED[server.port] = (launched, time.time())
     yield server
     stop_process(server.process)
 
@@ -109,7 +122,29 @@ def test_gzip_only_when_asked_and_it_decodes_to_the_plain_body(many: ServerProce
     with httpx.Client(timeout=60) as client, \
             client.stream("GET", f"{many.url}/metrics", headers={"accept-encoding": "gzip"}) as response:
         raw = b"".join(response.iter_raw())
-    assert gzip.decompress(raw) == again  # nothing changed on an idle server: the very same body
+    # Nothing changed on an idle server: the very same body, but for its CPU time and such.
+    assert without_process_metrics(gzip.decompress(raw)) == without_process_metrics(again)
+    assert b"process_cpu_seconds_total " in again
+
+
+def test_the_standard_process_metrics_are_the_servers(many: ServerProcess):
+    """prometheus_client's process collector, read against the server process as the test
+    sees it from outside: its /proc status, its launch time, its file descriptor limit."""
+    values = {name: value for (name, labels), value in scrape(many.url).items() if name.startswith("process_")}
+    assert set(values) == {"process_cpu_seconds_total", "process_resident_memory_bytes", "process_virtual_memory_bytes",
+                           "process_open_fds", "process_max_fds", "process_start_time_seconds"}
+    pid = many.process.pid
+    status = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
+    rss = int(status["VmRSS"].split()[0]) * 1024
+    assert 0.8 * rss < values["process_resident_memory_bytes"] < 1.25 * rss
+    assert values["process_virtual_memory_bytes"] == pytest.approx(int(status["VmSize"].split()[0]) * 1024, rel=0.1)
+    launched, ready = STARTED[many.port]
+    # btime is whole seconds, so the start time can be up to a second early.
+    assert launched - 1.0 <= values["process_start_time_seconds"] <= ready
+    limits = Path(f"/proc/{pid}/limits").read_text().splitlines()
+    assert values["process_max_fds"] == float(next(line for line in limits if line.startswith("Max open files")).split()[3])
+    assert 10 < values["process_open_fds"] < values["process_max_fds"]  # sockets, the store, onnxruntime's
+    assert 0.5 < values["process_cpu_seconds_total"] < time.time() - launched + 5  # loading 24 models takes CPU
 
 
 def test_openmetrics_when_negotiated_as_prometheus_does(many: ServerProcess):

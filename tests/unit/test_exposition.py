@@ -6,7 +6,10 @@ that render as prometheus_client's did."""
 from __future__ import annotations
 
 import gzip
+import os
 import random
+import resource
+import time
 import zlib
 
 import numpy as np
@@ -60,7 +63,8 @@ def served(versions: int = 2, max_series: int = 0, rows: int = 300) -> tuple[Ser
     a drift report (so every family has samples)."""
     rng = np.random.default_rng(0)
     profile, sample = build_profile(SIGNATURE, batch(rng, 2000), ProfileSettings(), None)
-    server = ServerMetrics(max_series=max_series)
+    # Without the process metrics, which change at every scrape: these tests compare bodies.
+    server = ServerMetrics(max_series=max_series, process_metrics=False)
     monitors = []
     for v in range(versions):
         monitor = VersionMonitor(server, model="m", version=str(v + 1), flavor="sklearn", signature=SIGNATURE,
@@ -244,6 +248,49 @@ def test_the_slicer_gives_the_gil_away(monkeypatch):
     assert len(slept) == 3  # not before its time
     server, _ = served(versions=1)
     assert gzip.decompress(server.scrape(gzip=True)[0]) == server.render()  # sliced scrapes are whole
+
+
+# -- process metrics ------------------------------------------------------------------
+
+
+def test_the_standard_process_metrics_read_this_process():
+    """Checked against the OS's own answers in this process: CPU time from ``times()``, the
+    descriptor limit from ``getrlimit``, descriptors and memory that the test itself opens and
+    allocates; in both formats, as their own piece."""
+    server = ServerMetrics()
+
+    def values() -> dict[str, float]:
+        return {name: v for (name, _), v in samples(parse_text(server.render().decode())).items() if name.startswith("process_")}
+
+    before = os.times()
+    first = values()
+    after = os.times()
+    assert set(first) == {"process_cpu_seconds_total", "process_resident_memory_bytes", "process_virtual_memory_bytes",
+                          "process_open_fds", "process_max_fds", "process_start_time_seconds"}
+    # Both count clock ticks (1/100 s); the float sums may round apart by a hair.
+    assert before.user + before.system - 1e-6 <= first["process_cpu_seconds_total"] <= after.user + after.system + 1e-6
+    assert first["process_max_fds"] == resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    files = [open(os.devnull, "rb") for _ in range(20)]
+    block = np.ones(16 * 2**20 // 8)  # 16 MiB, every page written
+    try:
+        second = values()
+    finally:
+        for f in files:
+            f.close()
+    assert second["process_open_fds"] - first["process_open_fds"] == 20
+    assert second["process_resident_memory_bytes"] - first["process_resident_memory_bytes"] >= 15 * 2**20
+    assert second["process_virtual_memory_bytes"] >= second["process_resident_memory_bytes"]
+    assert second["process_resident_memory_bytes"] <= resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # <= the peak
+    # A start time after boot and before now (the live server's test dates it by its launch).
+    booted = time.time() - time.clock_gettime(time.CLOCK_BOOTTIME)
+    assert booted - 1 <= second["process_start_time_seconds"] == first["process_start_time_seconds"] <= time.time()
+    del block
+    openmetrics = {f.name: f for f in parse_openmetrics(server.scrape(openmetrics=True)[0].decode())}
+    assert openmetrics["process_cpu_seconds"].type == "counter" and openmetrics["process_open_fds"].type == "gauge"
+    body = server.exposition()
+    process_pieces = [p for p in body.pieces if p.text.startswith(b"# HELP process_")]
+    assert len(process_pieces) == 1  # their own piece: the other pieces stay as they were
+    assert ServerMetrics(process_metrics=False).render().count(b"process_") == 0
 
 
 # -- list-backed series ---------------------------------------------------------------

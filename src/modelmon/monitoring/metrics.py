@@ -5,7 +5,9 @@ servers in one process). Every series of a model version lives in ``array_metric
 created at zero when the version loads, with children bound once: a request adds to a list
 item (``CounterChild.inc``, ``HistogramChild.observe``), about a tenth of what
 prometheus_client's ``labels().inc()`` cost. A ``CollectorRegistry`` remains for process-level
-collectors (the prediction log's), rendered by prometheus_client.
+collectors (the prediction log's), rendered by prometheus_client, and another holds
+prometheus_client's standard process collector (``process_cpu_seconds_total``,
+``process_resident_memory_bytes``, ...), read from /proc at each scrape.
 
 A scrape (``ServerMetrics.scrape``, in a worker thread) counts every monitor's queued work,
 then writes out only the pieces whose values changed since the last scrape (``exposition``),
@@ -25,7 +27,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 import prometheus_client
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
 from prometheus_client.openmetrics import exposition as openmetrics_exposition
 
 from modelmon.errors import ERROR_REASONS
@@ -43,7 +45,7 @@ from modelmon.monitoring.array_metrics import (
 )
 from modelmon.monitoring.drift_exporter import DriftExporter, Scored
 from modelmon.monitoring.exposition import Body, Deflater, Piece, Slicer, changed
-from modelmon.monitoring.tasks import confusion_cells
+from modelmon.monitoring.tasks import RegressionLabels, confusion_cells
 
 # `_created` series double the exposition and confuse `increase()` users; the contract has none.
 prometheus_client.disable_created_metrics()
@@ -102,9 +104,15 @@ class ServerMetrics:
     The per-version monitors (``monitor.VersionMonitor``) add their series and drift reports
     when they are registered and take them away when they are removed, each as one unit."""
 
-    def __init__(self, max_series: int = 0) -> None:
+    def __init__(self, max_series: int = 0, process_metrics: bool = True) -> None:
         #: Process-level prometheus_client collectors (the prediction log's).
         self.registry = CollectorRegistry(auto_describe=False)
+        #: The standard process metrics (CPU, memory, file descriptors, start time), in a
+        #: registry of their own so that they are their own piece: they change at every
+        #: scrape (``process_metrics=False`` leaves them out, for tests of whole bodies).
+        self.process = CollectorRegistry(auto_describe=False)
+        if process_metrics:
+            ProcessCollector(registry=self.process)
         self.arrays = ArrayMetrics()
         for family in families.REQUEST_FAMILIES:
             self.arrays.family(family, sort_labels=True)
@@ -126,7 +134,7 @@ class ServerMetrics:
         self._update_series_count()
         self._scrape_lock = threading.Lock()  # one scrape at a time: pieces and the compressor are shared
         self._deflater = Deflater()
-        self._registry_pieces: dict[bool, Piece] = {}
+        self._registry_pieces: dict[tuple[int, bool], Piece] = {}
         self._eof = Piece(b"# EOF\n")
         #: Give the GIL away during a scrape (off only to measure what that is worth).
         self.slice = True
@@ -144,7 +152,8 @@ class ServerMetrics:
         self.flush(pause)
         pieces = self.arrays.pieces(openmetrics, pause)
         pieces += self.drift.pieces(openmetrics, self.arrays.reuse, pause)
-        pieces.append(self._registry_piece(openmetrics))
+        pieces.append(self._registry_piece(self.registry, openmetrics))
+        pieces.append(self._registry_piece(self.process, openmetrics))
         if openmetrics:
             pieces.append(self._eof)
         return Body(pieces, openmetrics)
@@ -172,12 +181,13 @@ class ServerMetrics:
         """The text-format exposition."""
         return self.scrape()[0]
 
-    def _registry_piece(self, openmetrics: bool) -> Piece:
+    def _registry_piece(self, registry: CollectorRegistry, openmetrics: bool) -> Piece:
         if openmetrics:
-            text = openmetrics_exposition.generate_latest(self.registry).removesuffix(b"# EOF\n")
+            text = openmetrics_exposition.generate_latest(registry).removesuffix(b"# EOF\n")
         else:
-            text = generate_latest(self.registry)
-        piece = self._registry_pieces[openmetrics] = changed(self._registry_pieces.get(openmetrics), text)
+            text = generate_latest(registry)
+        key = (id(registry), openmetrics)
+        piece = self._registry_pieces[key] = changed(self._registry_pieces.get(key), text)
         return piece
 
     # -- the series limit -------------------------------------------------------------
@@ -291,6 +301,7 @@ class ServerMetrics:
                 confusion=a.add(families.CONFUSION, ArrayCounter(base, confusion_cells(classes))),
                 feedback={o: feedback.child(i) for i, o in enumerate(FEEDBACK_OUTCOMES)},
                 label_delay=a.add(families.LABEL_DELAY, ListHistogram(base, [[]], LABEL_DELAY_BUCKETS)).child(0),
+                regression=None if classes else RegressionLabels(a, base),
             )
         return quality
 
@@ -328,6 +339,7 @@ class QualityMetrics:
     confusion: ArrayCounter
     feedback: dict[str, CounterChild]
     label_delay: HistogramChild
+    regression: RegressionLabels | None = None  # a regressor's label sums (it has no classes)
 
 
 @dataclass(slots=True)
