@@ -57,8 +57,12 @@ def test_example_passes_amtool_and_keeps_file_secrets_out(example_export):
     bridge = receivers["churn-telegram+everything-else"]["webhook_configs"][0]
     assert bridge["url"] == "http://127.0.0.1:9096/alertmanager/everything-else"
     assert "msteams_configs" not in text  # not in Alertmanager 0.25
-    assert content["inhibit_rules"][0]["source_matchers"] == ['alertname="ModelmonTargetDown"']
-    assert content["inhibit_rules"][0]["equal"] == ["model"]
+    assert content["inhibit_rules"] == [{
+        "source_matchers": ['alertname="ModelmonModelDown"'],
+        "target_matchers": ['alertname=~"ModelmonHighErrorRatio|ModelmonHighClientErrorRatio|ModelmonHighLatencyP99|'
+                            'ModelmonPredictionsStopped"'],
+        "equal": ["cluster", "namespace", "job", "model", "version"],
+    }]
 
 
 def test_a_config_with_only_file_secrets_is_world_readable_and_secret_free(tmp_path):
@@ -136,8 +140,10 @@ def alert(name: str, severity: str, start: dt.datetime, **labels: str) -> dict:
 
 def test_real_alertmanager_delivers_readable_messages_and_inhibits_symptoms(tmp_path, http_sink: HttpSink):
     """Webhook, Slack, Discord, PagerDuty and Telegram, each pointed at the local receiver,
-    get the alert in readable form; while ModelmonTargetDown fires for ``shop`` its drift
-    alert is held back, while ``churn``'s still arrives."""
+    get the alert in readable form. Inhibition (issue 23, item 1): ModelmonModelDown of
+    shop version 1 holds back that version's serving alerts only; one replica down
+    (ModelmonTargetDown) holds back nothing; version 2, another namespace, drift and
+    quality alerts always arrive; the Watchdog reaches no one."""
     require("prometheus-alertmanager")
     secrets = tmp_path / "secrets"
     secrets.mkdir()
@@ -165,21 +171,42 @@ def test_real_alertmanager_delivers_readable_messages_and_inhibits_symptoms(tmp_
     alertmanager = Alertmanager.start(result.alertmanager_config, tmp_path / "am")
     try:
         now = dt.datetime.now(dt.UTC)
+        job = {"job": "modelmon"}
         alertmanager.post_alerts([
-            alert("ModelmonTargetDown", "critical", now, model="shop", version="1", instance="replica-1:8080"),
-            alert("ModelmonFeatureDrift", "warning", now, model="shop", version="1", feature="amount", method="psi"),
-            alert("ModelmonFeatureDrift", "warning", now, model="churn", version="3", feature="tenure", method="psi"),
+            # One crashed replica of version 1: a warning that holds nothing back.
+            alert("ModelmonTargetDown", "warning", now, **job),
+            # Every replica of version 1 down (a rollout's old version): its serving alerts
+            # are held back, version 2's are not, nor drift and quality of either.
+            alert("ModelmonModelDown", "critical", now, model="shop", version="1", **job),
+            alert("ModelmonHighErrorRatio", "critical", now, model="shop", version="1", **job),
+            alert("ModelmonHighLatencyP99", "warning", now, model="shop", version="1", **job),
+            alert("ModelmonHighErrorRatio", "critical", now, model="shop", version="2", **job),
+            alert("ModelmonAccuracyBelowBaseline", "warning", now, model="shop", version="1", **job),
+            alert("ModelmonFeatureDrift", "warning", now, model="shop", version="1", feature="amount", method="psi", **job),
+            alert("ModelmonFeatureDrift", "warning", now, model="churn", version="3", feature="tenure", method="psi", **job),
+            # The same model name in another namespace: its own alert, not inhibited.
+            alert("ModelmonHighLatencyP99", "warning", now, model="shop", version="1", namespace="staging", **job),
+            alert("ModelmonWatchdog", "none", now),  # routed to no receiver
         ])
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline and len(http_sink.on("/webhook")) < 2:
+
+        def delivered() -> set[tuple[str, str, str, str]]:
+            return {(a["labels"]["alertname"], a["labels"].get("model", ""), a["labels"].get("version", ""),
+                     a["labels"].get("namespace", ""))
+                    for r in http_sink.on("/webhook") for a in r.json["alerts"]}
+
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and len(delivered()) < 7:
             time.sleep(0.1)
         time.sleep(2)  # let a wrongly uninhibited notification arrive, if any
     finally:
         alertmanager.stop()
 
-    hooks = [r.json for r in http_sink.on("/webhook")]
-    delivered = {(a["labels"]["alertname"], a["labels"]["model"]) for h in hooks for a in h["alerts"]}
-    assert delivered == {("ModelmonTargetDown", "shop"), ("ModelmonFeatureDrift", "churn")}
+    assert delivered() == {
+        ("ModelmonTargetDown", "", "", ""), ("ModelmonModelDown", "shop", "1", ""),
+        ("ModelmonHighErrorRatio", "shop", "2", ""), ("ModelmonAccuracyBelowBaseline", "shop", "1", ""),
+        ("ModelmonFeatureDrift", "shop", "1", ""), ("ModelmonFeatureDrift", "churn", "3", ""),
+        ("ModelmonHighLatencyP99", "shop", "1", "staging"),
+    }
     assert all(r.headers["Authorization"] == "Bearer bearer-from-file" for r in http_sink.on("/webhook"))
 
     def one(prefix: str, *needles: str) -> str:

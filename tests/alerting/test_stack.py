@@ -54,7 +54,7 @@ def test_stack_up_runs_prometheus_and_alertmanager_for_the_server(server, tmp_pa
         assert up and up[0]["value"][1] == "1" and up[0]["metric"]["instance"] == f"127.0.0.1:{server.port}"
         status = httpx.get(f"{alertmanager}/api/v2/status").json()
         assert status["cluster"]["status"] == "disabled"  # --cluster.listen-address= (empty)
-        assert "ModelmonTargetDown" in status["config"]["original"]  # the inhibition rule is loaded
+        assert "ModelmonModelDown" in status["config"]["original"]  # the inhibition rule is loaded
     finally:
         process.send_signal(signal.SIGINT)
         try:

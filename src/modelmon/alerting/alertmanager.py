@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from modelmon.alerting import config as cfg
-from modelmon.alerting.builtins import SYMPTOMS
+from modelmon.alerting.builtins import FLEET_LABELS, MODEL_DOWN, SERVING_SYMPTOMS, WATCHDOG
 from modelmon.alerting.model import AlertRule
 from modelmon.alerting.templates import TEMPLATES
 
@@ -79,7 +79,9 @@ def alertmanager_config(config: cfg.AlertingConfig, rules: list[AlertRule]) -> t
     secrets = cfg.Secrets()
     routing = config.routing
     channel_sets: list[list[str]] = [routing.default]
-    routes: list[dict[str, Any]] = []
+    # The always-firing Watchdog goes to its dead man's switch, or nowhere: never to people.
+    routes: list[dict[str, Any]] = [{"receiver": receiver_name(routing.watchdog), "matchers": [_matcher("alertname", WATCHDOG)]}]
+    channel_sets.append(routing.watchdog)
     for model, channels in routing.models.items():
         if channels:
             routes.append({"receiver": receiver_name(channels), "matchers": [_matcher("model", model)], "continue": True})
@@ -123,10 +125,13 @@ def alertmanager_config(config: cfg.AlertingConfig, rules: list[AlertRule]) -> t
         },
         "inhibit_rules": [
             {
-                # While a model's server is down its other alerts are symptoms of that.
-                "source_matchers": [_matcher("alertname", "ModelmonTargetDown")],
-                "target_matchers": [_matcher("alertname", "|".join(SYMPTOMS), "=~")],
-                "equal": ["model"],
+                # While every replica of a model version is down, that version's serving
+                # alerts are symptoms of it. Keyed by the version and its deployment: one
+                # crashed replica, or version 1 down during a rollout, hides nothing of
+                # version 2; drift, quality and label alerts are never held back.
+                "source_matchers": [_matcher("alertname", MODEL_DOWN)],
+                "target_matchers": [_matcher("alertname", "|".join(SERVING_SYMPTOMS), "=~")],
+                "equal": list(FLEET_LABELS),
             },
         ],
         "receivers": list(receivers.values()),

@@ -6,6 +6,15 @@ Every rule reads only the exporter's own series (never a recording rule another 
 might rename), so the rule file works on any Prometheus that scrapes modelmon. Test inputs
 are derived from the configured thresholds, so the generated tests prove the rules as
 configured, not only the defaults.
+
+Rules aggregate ``by (cluster, namespace, job, model, version)`` (``FLEET``): a model of the
+same name in staging and in production, or in two clusters, is two alerts, never one pooled
+ratio. Labels a setup does not have are empty in ``by`` and cost nothing.
+
+Severities follow the monitoring-mixins guide: ``critical`` only for user impact that needs
+action now (a model version completely down, inference failing server-side, every target
+of the job gone from service discovery); causes (drift, quality, coverage), single replicas
+and training runs are ``warning`` or ``info``; the Watchdog is ``none``.
 """
 
 from __future__ import annotations
@@ -25,43 +34,61 @@ INSTANCE = "replica-1:8080"
 DRIFTED_SCORE = {"high": 0.5, "low": 0.001}
 STEADY_SCORE = {"high": 0.01, "low": 0.5}
 INFERENCE_ENDPOINTS = "infer|predict"
+#: What one alert is about: a version of a model in one deployment (job, namespace, cluster).
+FLEET = "cluster, namespace, job, model, version"
+FLEET_LABELS = ["cluster", "namespace", "job", "model", "version"]
 
 #: The built-in alert names, by their key under ``builtins:`` in modelmon.yaml.
 NAMES = {
+    "model_down": ["ModelmonModelDown"],
     "target_down": ["ModelmonTargetDown"],
+    "job_absent": ["ModelmonJobAbsent"],
+    "watchdog": ["ModelmonWatchdog"],
     "error_ratio": ["ModelmonHighErrorRatio"],
+    "client_errors": ["ModelmonHighClientErrorRatio"],
     "latency_p99": ["ModelmonHighLatencyP99"],
+    "predictions_stopped": ["ModelmonPredictionsStopped"],
     "feature_drift": ["ModelmonFeatureDrift"],
     "dataset_drift": ["ModelmonDatasetDrift"],
     "prediction_drift": ["ModelmonPredictionDrift"],
     "realized_quality": ["ModelmonAccuracyBelowBaseline", "ModelmonF1BelowBaseline"],
     "estimated_accuracy": ["ModelmonEstimatedAccuracyBelowBaseline"],
     "label_coverage": ["ModelmonLowLabelCoverage"],
+    "no_labels": ["ModelmonNoLabels"],
     "training_nan_loss": ["ModelmonTrainingLossNaN"],
     "training_plateau": ["ModelmonTrainingValidationLossPlateau"],
     "training_stalled": ["ModelmonTrainingRunStalled"],
     "bridge_dropped": ["ModelmonNotifyBridgeDropping"],
 }
-#: Alerts about a model's behaviour, held back while that model's target is down.
-SYMPTOMS = [
-    "ModelmonHighErrorRatio", "ModelmonHighLatencyP99", "ModelmonFeatureDrift", "ModelmonDatasetDrift",
-    "ModelmonPredictionDrift", "ModelmonAccuracyBelowBaseline", "ModelmonF1BelowBaseline",
-    "ModelmonEstimatedAccuracyBelowBaseline", "ModelmonLowLabelCoverage",
-]
+#: The alert that inhibits: every replica that served a model version is down.
+MODEL_DOWN = "ModelmonModelDown"
+#: Serving symptoms held back while their own model version (same FLEET labels) is
+#: completely down. Drift, quality and label alerts are never inhibited: they are about the
+#: data, which a crash does not explain. One crashed replica (ModelmonTargetDown) inhibits
+#: nothing.
+SERVING_SYMPTOMS = ["ModelmonHighErrorRatio", "ModelmonHighClientErrorRatio", "ModelmonHighLatencyP99",
+                    "ModelmonPredictionsStopped"]
+WATCHDOG = "ModelmonWatchdog"
 DEFAULTS = {  # key: (severity, for)
-    "target_down": ("critical", "1m"),
-    "error_ratio": ("critical", "5m"),
+    "model_down": ("critical", "5m"),
+    "target_down": ("warning", "10m"),
+    "job_absent": ("critical", "15m"),
+    "watchdog": ("none", "0s"),
+    "error_ratio": ("critical", "2m"),
+    "client_errors": ("warning", "15m"),
     "latency_p99": ("warning", "10m"),
+    "predictions_stopped": ("warning", "5m"),
     "feature_drift": ("warning", "15m"),
-    "dataset_drift": ("critical", "15m"),
+    "dataset_drift": ("warning", "15m"),
     "prediction_drift": ("warning", "15m"),
-    "realized_quality": ("critical", "30m"),
+    "realized_quality": ("warning", "30m"),
     "estimated_accuracy": ("warning", "30m"),
     "label_coverage": ("info", "1h"),
-    "training_nan_loss": ("critical", "0s"),
+    "no_labels": ("warning", "30m"),
+    "training_nan_loss": ("warning", "0s"),
     "training_plateau": ("info", "0s"),
     "training_stalled": ("warning", "5m"),
-    "bridge_dropped": ("critical", "0s"),
+    "bridge_dropped": ("warning", "0s"),
 }
 
 
@@ -100,6 +127,8 @@ class Builder:
         self.config = config
         self.job = config.prometheus.job
         self.base = {"model": "shop", "version": "1", "instance": INSTANCE, "job": self.job}
+        #: The labels of an alert on the test series (FLEET labels the series have).
+        self.fleet = {"job": self.job, "model": "shop", "version": "1"}
 
     def series_labels(self, **extra: str) -> str:
         return _labels(**self.base, **extra)
@@ -128,64 +157,195 @@ class Builder:
 
     # -- serving -----------------------------------------------------------------------
 
-    def target_down(self, s: cfg.TargetDown) -> AlertRule:
+    def model_down(self, s: cfg.ModelDown) -> AlertRule:
+        """Every replica that served a version within ``lookback`` is down. A down target
+        exports nothing, so its model and version come from its last modelmon_model_info."""
         job = _quote(self.job)
-        down = f"up{{job={job}}} == 0"
         expr = (
-            f"(\n  ({down})\n  * on (instance, job) group_right ()\n"
-            f"  max by (instance, job, model, version) (last_over_time(modelmon_model_info{{job={job}}}[{s.lookback}]))\n)\n"
-            f"or on (instance, job)\n({down})"
+            f"max by ({FLEET}) (\n  up{{job={job}}}\n  * on (instance, job) group_right ()\n"
+            f"  max by (cluster, namespace, instance, job, model, version) "
+            f"(last_over_time(modelmon_model_info{{job={job}}}[{s.lookback}]))\n) == 0"
         )
         rule = self.rule(
-            "target_down", "ModelmonTargetDown", s, expr=expr,
-            summary="Model server $instance is down",
-            description="Prometheus cannot scrape the model server $instance (job $job), which serves "
-            "model $model version $version: it is down or unreachable (up = $value).",
-            value_format=NUMBER, threshold=Threshold.literal("up == 0"),
+            "model_down", MODEL_DOWN, s, expr=expr,
+            summary="Model $model version $version is down: no replica answers",
+            description="Every model server that served model $model version $version (job $job) in the last "
+            f"{s.lookback} is down or unreachable: nothing answers its requests. Its serving alerts are held "
+            "back while this fires (up = $value).",
+            value_format=NUMBER, threshold=Threshold.literal("every replica's up == 0"),
         )
         rule.range_seconds = seconds(s.lookback)
         n = self.eval_minutes(rule)
-        target = _labels(instance=INSTANCE, job=self.job)
-        info = self.series_labels(flavor="onnx")
-        expected = {"instance": INSTANCE, "job": self.job, "model": "shop", "version": "1"}
+
+        def replica(name: str, version: str, up: str) -> list[tuple[str, str]]:
+            target = _labels(instance=name, job=self.job)
+            info = _labels(model="shop", version=version, flavor="onnx", instance=name, job=self.job)
+            served = f"1 1 _x{n}" if up.startswith("1 1 0") else f"1x{n}"
+            return [(f"up{{{target}}}", up), (f"modelmon_model_info{{{info}}}", served)]
+
+        down, running = f"1 1 0x{n}", f"1x{n}"
         rule.cases = [
-            Case("target down", [(f"up{{{target}}}", f"1 1 0x{n}"), (f"modelmon_model_info{{{info}}}", f"1 1 _x{n}")],
-                 n, [(expected, {"value": "0"})]),
-            Case("target up", [(f"up{{{target}}}", f"1x{n}"), (f"modelmon_model_info{{{info}}}", f"1x{n}")], n),
+            Case("both replicas of version 1 down, version 2 up",
+                 replica("r1:8080", "1", down) + replica("r2:8080", "1", down) + replica("r3:8080", "2", running), n,
+                 [(self.fleet, {"value": "0"})]),
+            Case("one replica of two down", replica("r1:8080", "1", down) + replica("r2:8080", "1", running), n),
         ]
         return rule
 
+    def target_down(self, s: cfg.TargetDown) -> AlertRule:
+        """kube-prometheus' TargetDown: more than a share of the job's targets down."""
+        job = _quote(self.job)
+        by = "cluster, namespace, job"
+        expr = f"(\n  count by ({by}) (up{{job={job}}} == 0)\n  /\n  count by ({by}) (up{{job={job}}})\n) > {s.share!r}"
+        rule = self.rule(
+            "target_down", "ModelmonTargetDown", s, expr=expr,
+            summary="$value of the model servers of job $job are down",
+            description="Prometheus cannot scrape $value of the targets of job $job (threshold $threshold). Each "
+            "down replica takes its share of traffic off the others; ModelmonModelDown pages when a model version "
+            "has no replica left.",
+            value_format=PERCENT, threshold=Threshold.literal(PERCENT.expect(s.share)),
+        )
+        n = self.eval_minutes(rule)
+
+        def targets(total: int, down: int) -> list[tuple[str, str]]:
+            return [(f"up{{{_labels(instance=f'r{i}:8080', job=self.job)}}}", f"1 1 0x{n}" if i < down else f"1x{n}")
+                    for i in range(total)]
+
+        down_share = min(1.0, 2 * s.share)
+        total = 20
+        many = max(1, math.ceil(down_share * total))
+        rule.cases = [
+            Case(f"{many} of {total} targets down", targets(total, many), n,
+                 [({"job": self.job}, {"value": PERCENT.expect(many / total)})]),
+        ]
+        few = math.floor(s.share * total)  # few / total <= share: not more than the threshold
+        if few >= 1:
+            rule.cases.append(Case(f"{few} of {total} targets down (not more than {PERCENT.expect(s.share)})", targets(total, few), n))
+        rule.cases.append(Case("every target up", targets(total, 0), n))
+        return rule
+
+    def job_absent(self, s: cfg.JobAbsent) -> AlertRule:
+        """The scrape job gone from service discovery: no up series at all, so no other
+        serving alert can fire."""
+        job = _quote(self.job)
+        rule = self.rule(
+            "job_absent", "ModelmonJobAbsent", s, expr=f"absent(up{{job={job}}})",
+            summary="No model server of job $job is discovered",
+            description="Prometheus has no target for job $job: it dropped out of service discovery (or the "
+            "deployment is gone). Every other model server alert is silent while this fires ($value).",
+            value_format=NUMBER, threshold=Threshold.literal("no up series"),
+        )
+        n = self.eval_minutes(rule)
+        rule.cases = [
+            Case("no target of the job", [(f"up{{{_labels(instance='x:9090', job='prometheus')}}}", f"1x{n}")], n,
+                 [({"job": self.job}, {"value": "1"})]),
+            Case("a target of the job", [(f"up{{{_labels(instance=INSTANCE, job=self.job)}}}", f"0x{n}")], n),
+        ]
+        return rule
+
+    def watchdog(self, s: cfg.Watchdog) -> AlertRule:
+        rule = self.rule(
+            "watchdog", WATCHDOG, s, expr="vector(1)",
+            summary="Alerting pipeline heartbeat (always firing)",
+            description="This alert always fires ($value), so that a dead man's switch (routing.watchdog) notices "
+            "when Prometheus, Alertmanager or the path between them stops.",
+            value_format=NUMBER, threshold=Threshold.literal("always"),
+        )
+        rule.cases = [Case("always", [(f"up{{{_labels(instance=INSTANCE, job=self.job)}}}", "1x5")], 3, [({}, {"value": "1"})])]
+        return rule
+
+    def _inference(self, window: str, codes: str | None = None) -> str:
+        """Inference requests per second by FLEET; ``codes``: a regex on the HTTP status."""
+        code = f', code=~"{codes}"' if codes else ""
+        return (f'sum by ({FLEET}) (rate(modelmon_requests_total{{model!="_unknown_", '
+                f'endpoint=~"{INFERENCE_ENDPOINTS}"{code}}}[{window}]))')
+
     def error_ratio(self, s: cfg.ErrorRatio) -> AlertRule:
-        not_unknown = 'model!="_unknown_"'
-        errors = f"sum by (model, version) (rate(modelmon_request_errors_total{{{not_unknown}}}[{s.window}]))"
-        requests = (
-            f"sum by (model, version) (rate(modelmon_requests_total{{{not_unknown}, endpoint=~\"{INFERENCE_ENDPOINTS}\"}}[{s.window}]))"
+        """Server-side failures (5xx) of inference only, over a short and a long window
+        (both must be above the threshold: the SRE workbook's multiwindow alert), with a
+        traffic floor. /feedback errors and client mistakes (4xx) do not count."""
+        long_seconds = seconds(s.long_window)
+        expr = (
+            f"(\n  {self._inference(s.window, '5..')}\n  /\n  {self._inference(s.window)}\n) > {s.threshold!r}\n"
+            f"and on ({FLEET}) (\n  {self._inference(s.long_window, '5..')}\n  /\n  {self._inference(s.long_window)}\n)"
+            f" > {s.threshold!r}\n"
+            f"and on ({FLEET}) ({self._inference(s.long_window)} * {long_seconds!r} >= {s.min_requests})"
         )
         rule = self.rule(
-            "error_ratio", "ModelmonHighErrorRatio", s,
-            expr=f"(\n  {errors}\n  /\n  {requests}\n) > {s.threshold!r}",
-            summary="Model $model version $version rejects or fails $value of its requests",
-            description=f"$value of the inference requests to model $model version $version failed or were "
-            f"rejected over the last {s.window} (threshold $threshold). modelmon_request_errors_total by reason "
-            "says why.",
+            "error_ratio", "ModelmonHighErrorRatio", s, expr=expr,
+            summary="Model $model version $version fails $value of its inference requests",
+            description=f"$value of the inference requests to model $model version $version failed server-side "
+            f"(5xx) over the last {s.window}, and more than $threshold over the last {s.long_window} (at least "
+            f"{s.min_requests} requests). modelmon_request_errors_total by reason says why (inference_error, "
+            "internal_error, not_ready).",
+            value_format=PERCENT, threshold=Threshold.literal(PERCENT.expect(s.threshold)),
+        )
+        rule.range_seconds = long_seconds
+        n = self.eval_minutes(rule, s.window, s.long_window)
+        ratio = min(1.0, 2 * s.threshold)
+        # Requests per minute: enough that the long window holds at least min_requests.
+        per_minute = max(100, math.ceil(2 * s.min_requests / minutes(s.long_window)))
+
+        def series(code: str, values: str, endpoint: str = "predict", reason: str = "inference_error") -> list[tuple[str, str]]:
+            """The requests answered with ``code``; an error also counts its reason, as the server does."""
+            out = [(f"modelmon_requests_total{{{self.series_labels(endpoint=endpoint, code=code)}}}", values)]
+            if code != "200":
+                out.append((f"modelmon_request_errors_total{{{self.series_labels(reason=reason)}}}", values))
+            return out
+
+        def steady(share: float, rate: float = per_minute) -> list[tuple[str, str]]:
+            return series("200", f"0+{rate * (1 - share)!r}x{n}") + series("500", f"0+{rate * share!r}x{n}")
+
+        short = minutes(s.window)
+        half = f"0+{per_minute / 2!r}x{n}"
+        rule.cases = [
+            Case("server errors above the threshold in both windows", steady(ratio), n,
+                 [(self.fleet, {"value": PERCENT.expect(ratio)})]),
+            Case("client errors and /feedback errors do not count",
+                 series("200", half) + series("400", half, reason="missing_feature")
+                 + series("503", half, endpoint="feedback", reason="store_unavailable"), n),
+            Case("a burst shorter than the long window",
+                 series("200", f"0+{per_minute!r}x{n}") + series("500", f"0x{n - short - 1} 0+{per_minute * ratio!r}x{short}"), n),
+            Case(f"under the traffic floor ({s.min_requests} requests in {s.long_window})",
+                 steady(0.5, rate=s.min_requests / (2 * minutes(s.long_window))), n),
+        ]
+        return rule
+
+    def client_errors(self, s: cfg.ClientErrorRatio) -> AlertRule:
+        expr = (
+            f"(\n  {self._inference(s.window, '4..')}\n  /\n  {self._inference(s.window)}\n) > {s.threshold!r}\n"
+            f"and on ({FLEET}) ({self._inference(s.window)} * {seconds(s.window)!r} >= {s.min_requests})"
+        )
+        rule = self.rule(
+            "client_errors", "ModelmonHighClientErrorRatio", s, expr=expr,
+            summary="Model $model version $version rejects $value of its inference requests",
+            description=f"$value of the inference requests to model $model version $version over the last {s.window} "
+            "were rejected as the client's mistake (4xx: missing or unknown features, wrong types, bad tokens; "
+            "threshold $threshold). A client or its feature pipeline changed: "
+            "modelmon_request_errors_total by reason says how.",
             value_format=PERCENT, threshold=Threshold.literal(PERCENT.expect(s.threshold)),
         )
         rule.range_seconds = seconds(s.window)
         n = self.eval_minutes(rule, s.window)
-        ratio = min(1.0, 2 * s.threshold)
-        requests_series = f"modelmon_requests_total{{{self.series_labels(endpoint='predict', code='200')}}}"
-        errors_series = f"modelmon_request_errors_total{{{self.series_labels(reason='invalid_value')}}}"
+        per_minute = max(100, math.ceil(2 * s.min_requests / minutes(s.window)))
+
+        def steady(share: float) -> list[tuple[str, str]]:
+            return [
+                (f"modelmon_requests_total{{{self.series_labels(endpoint='infer', code='200')}}}", f"0+{per_minute * (1 - share)!r}x{n}"),
+                (f"modelmon_requests_total{{{self.series_labels(endpoint='infer', code='400')}}}", f"0+{per_minute * share!r}x{n}"),
+            ]
+
+        bad, good = (1 + s.threshold) / 2, s.threshold / 2
         rule.cases = [
-            Case("errors above the threshold", [(requests_series, f"0+100x{n}"), (errors_series, f"0+{100 * ratio!r}x{n}")],
-                 n, [({"model": "shop", "version": "1"}, {"value": PERCENT.expect(ratio)})]),
-            Case("no errors", [(requests_series, f"0+100x{n}"), (errors_series, f"0x{n}")], n),
+            Case("many requests rejected", steady(bad), n, [(self.fleet, {"value": PERCENT.expect(bad)})]),
+            Case("few requests rejected", steady(good), n),
         ]
         return rule
 
     def latency_p99(self, s: cfg.LatencyP99) -> AlertRule:
         q = s.quantile
         expr = (
-            f"histogram_quantile({q!r}, sum by (model, version, le) (rate(modelmon_request_duration_seconds_bucket"
+            f"histogram_quantile({q!r}, sum by ({FLEET}, le) (rate(modelmon_request_duration_seconds_bucket"
             f'{{model!="_unknown_", endpoint=~"{INFERENCE_ENDPOINTS}"}}[{s.window}])))\n> {s.threshold!r}'
         )
         label = f"p{q * 100:g}"
@@ -214,15 +374,45 @@ class Builder:
         if slow is not None:
             p = bounds[slow - 1] + (bounds[slow] - bounds[slow - 1]) * q
             rule.cases.append(Case(f"every request in ({bounds[slow - 1]}, {bounds[slow]}]", histogram(slow), n,
-                                   [({"model": "shop", "version": "1"}, {"value": SECONDS.expect(p)})]))
+                                   [(self.fleet, {"value": SECONDS.expect(p)})]))
         if LATENCY_BUCKETS[0] * q <= s.threshold:
             rule.cases.append(Case("every request under 0.1 ms", histogram(1), n))
+        return rule
+
+    def predictions_stopped(self, s: cfg.PredictionsStopped) -> AlertRule:
+        """A loaded model that predicted before and now predicts nothing: traffic stopped
+        reaching it (a load balancer, a client, a queue), while its server looks healthy."""
+        predictions = "modelmon_predictions_total"
+        expr = (
+            f"sum by ({FLEET}) (increase({predictions}[{s.window}])) == 0\n"
+            f"and on ({FLEET}) sum by ({FLEET}) (increase({predictions}[{s.lookback}] offset {s.window})) >= {s.min_predictions}\n"
+            f"and on ({FLEET}) max by ({FLEET}) (modelmon_model_info)"
+        )
+        rule = self.rule(
+            "predictions_stopped", "ModelmonPredictionsStopped", s, expr=expr,
+            summary="Model $model version $version has made no prediction for " + s.window,
+            description=f"Model $model version $version is loaded but made no prediction in the last {s.window}, "
+            f"after at least {s.min_predictions} in the {s.lookback} before ($value predictions now).",
+            value_format=NUMBER, threshold=Threshold.literal(f"0 predictions in {s.window}"),
+        )
+        rule.range_seconds = seconds(s.lookback) + seconds(s.window)
+        step = self._step(s.lookback)
+        n = math.ceil(self.eval_minutes(rule, s.window, s.lookback) / step)
+        per_step = max(100, math.ceil(2 * s.min_predictions * step / minutes(s.lookback)))
+        flat = math.ceil((minutes(s.window) + minutes(rule.for_)) / step) + 2
+        info = (f"modelmon_model_info{{{self.series_labels(flavor='onnx')}}}", f"1x{n}")
+        series = f"modelmon_predictions_total{{{self.series_labels(**{'class': 'gold'})}}}"
+        rule.cases = [
+            Case("traffic stopped", [info, (series, f"0+{per_step}x{n - flat} {per_step * (n - flat)}x{flat - 1}")], n * step,
+                 [(self.fleet, {"value": "0"})], step),
+            Case("steady traffic", [info, (series, f"0+{per_step}x{n}")], n * step, interval=step),
+        ]
         return rule
 
     # -- drift -------------------------------------------------------------------------
 
     def feature_drift(self, s: cfg.FeatureDrift) -> AlertRule:
-        by = "model, version, feature, method"
+        by = f"{FLEET}, feature, method"
 
         def high(methods: str) -> str:
             return f'modelmon_feature_drift{{method=~"{methods}"}} >= modelmon_feature_drift_threshold{{method=~"{methods}"}}'
@@ -269,7 +459,7 @@ class Builder:
             return out
 
         def alert(feature: str, method: str, value: float, threshold: float) -> tuple[dict[str, str], dict[str, str]]:
-            return ({"model": "shop", "version": "1", "feature": feature, "method": method},
+            return ({**self.fleet, "feature": feature, "method": method},
                     {"value": NUMBER.expect(value), "threshold": NUMBER.expect(threshold)})
 
         small, large = min(200, s.pvalue_max_rows), s.pvalue_max_rows + 1000
@@ -299,7 +489,7 @@ class Builder:
     def dataset_drift(self, s: cfg.DatasetDrift) -> AlertRule:
         rule = self.rule(
             "dataset_drift", "ModelmonDatasetDrift", s,
-            expr=f"max by (model, version) (modelmon_dataset_drift_share) >= {s.threshold!r}",
+            expr=f"max by ({FLEET}) (modelmon_dataset_drift_share) >= {s.threshold!r}",
             summary="Model $model: $value of its features have drifted",
             description="$value of the monitored features of model $model version $version have drifted from the "
             "training data (threshold $threshold): the inputs as a whole no longer look like the training set.",
@@ -310,7 +500,7 @@ class Builder:
         bad, good = (1 + s.threshold) / 2, s.threshold / 2
         rule.cases = [
             Case("most features drifted", [(series, f"{bad!r}x{n}")], n,
-                 [({"model": "shop", "version": "1"}, {"value": PERCENT.expect(bad)})]),
+                 [(self.fleet, {"value": PERCENT.expect(bad)})]),
             Case("few features drifted", [(series, f"{good!r}x{n}")], n),
         ]
         return rule
@@ -318,7 +508,7 @@ class Builder:
     def prediction_drift(self, s: cfg.PredictionDrift) -> AlertRule:
         rule = self.rule(
             "prediction_drift", "ModelmonPredictionDrift", s,
-            expr=f'max by (model, version) (modelmon_prediction_drift{{output="class", method="psi"}}) >= {s.threshold!r}',
+            expr=f'max by ({FLEET}) (modelmon_prediction_drift{{output="class", method="psi"}}) >= {s.threshold!r}',
             summary="Model $model predicts classes in different proportions",
             description="The predicted classes of model $model version $version have shifted from the validation "
             "outputs: PSI $value (threshold $threshold).",
@@ -334,7 +524,7 @@ class Builder:
 
         rule.cases = [
             Case("class shares shifted", series(2 * s.threshold, 0.0), n,
-                 [({"model": "shop", "version": "1"}, {"value": NUMBER.expect(2 * s.threshold)})]),
+                 [(self.fleet, {"value": NUMBER.expect(2 * s.threshold)})]),
             Case("class shares stable (confidence shift alone does not count)", series(s.threshold / 2, 10 * s.threshold), n),
         ]
         return rule
@@ -350,15 +540,15 @@ class Builder:
         # `predicted` (all other labels equal): PromQL cannot compare two labels directly.
         diagonal = f"({by_actual} and {by_predicted})"
         return {
-            "correct": f"sum by (model, version) {diagonal}",
-            "total": f"sum by (model, version) ({cells})",
-            "tp": f"sum by (model, version, cls) {diagonal}",
-            "row": f"sum by (model, version, cls) ({by_actual})",
-            "col": f"sum by (model, version, cls) ({by_predicted})",
+            "correct": f"sum by ({FLEET}) {diagonal}",
+            "total": f"sum by ({FLEET}) ({cells})",
+            "tp": f"sum by ({FLEET}, cls) {diagonal}",
+            "row": f"sum by ({FLEET}, cls) ({by_actual})",
+            "col": f"sum by ({FLEET}, cls) ({by_predicted})",
         }
 
     def _baseline(self, metric: str) -> str:
-        return f'max by (model, version) (modelmon_baseline_metric{{metric="{metric}"}})'
+        return f'max by ({FLEET}) (modelmon_baseline_metric{{metric="{metric}"}})'
 
     def _baseline_threshold(self, metric: str, margin: float) -> Threshold:
         query = _query(f'max(modelmon_baseline_metric{{model=%q, version=%q, metric="{metric}"}})', "model", "version",
@@ -391,7 +581,7 @@ class Builder:
         value = correct / per_class
         rule.cases = [
             Case("quality under the baseline", series(correct), n * step,
-                 [({"model": "shop", "version": "1"}, {"value": PERCENT.expect(value),
+                 [(self.fleet, {"value": PERCENT.expect(value),
                    "threshold": f"{PERCENT.expect(baseline)} (baseline) - {PERCENT.expect(margin)}"})], step),
             Case("perfect predictions", series(per_class), n * step, interval=step),
         ]
@@ -404,8 +594,8 @@ class Builder:
             accuracy = f"(\n  {parts['correct']}\n  /\n  {parts['total']}\n)"
             rule = self.rule(
                 "realized_quality", "ModelmonAccuracyBelowBaseline", s,
-                expr=f"{accuracy}\n< on (model, version) ({self._baseline('accuracy')} - {s.margin!r})\n"
-                f"and on (model, version) ({enough})",
+                expr=f"{accuracy}\n< on ({FLEET}) ({self._baseline('accuracy')} - {s.margin!r})\n"
+                f"and on ({FLEET}) ({enough})",
                 summary="Model $model: accuracy $value on labelled predictions",
                 description=f"The accuracy of model $model version $version on the predictions labelled in the last "
                 f"{s.window} is $value, under its validation baseline by more than the margin (threshold $threshold).",
@@ -418,11 +608,11 @@ class Builder:
             # F1 of class c is 2 TP / (row + col); macro F1 averages it over the classes that
             # occur among the labels or the predictions (as scikit-learn does).
             tp = f"({parts['tp']}\n   or {parts['row']} * 0)"
-            f1 = f"avg by (model, version) (\n  2 * {tp}\n  / (({parts['row']}\n   + {parts['col']}) > 0)\n)"
+            f1 = f"avg by ({FLEET}) (\n  2 * {tp}\n  / (({parts['row']}\n   + {parts['col']}) > 0)\n)"
             rule = self.rule(
                 "realized_quality", "ModelmonF1BelowBaseline", s,
-                expr=f"{f1}\n< on (model, version) ({self._baseline('f1_macro')} - {s.margin!r})\n"
-                f"and on (model, version) ({enough})",
+                expr=f"{f1}\n< on ({FLEET}) ({self._baseline('f1_macro')} - {s.margin!r})\n"
+                f"and on ({FLEET}) ({enough})",
                 summary="Model $model: macro F1 $value on labelled predictions",
                 description=f"The macro F1 of model $model version $version on the predictions labelled in the last "
                 f"{s.window} is $value, under its validation baseline by more than the margin (threshold $threshold).",
@@ -438,8 +628,8 @@ class Builder:
         rule = self.rule(
             "estimated_accuracy", "ModelmonEstimatedAccuracyBelowBaseline", s,
             expr=f"(\n  {parts['correct']}\n  /\n  {parts['total']}\n)\n"
-            f"< on (model, version) ({self._baseline('accuracy')} - {s.margin!r})\n"
-            f"and on (model, version) ({parts['total']} >= {s.min_rows})",
+            f"< on ({FLEET}) ({self._baseline('accuracy')} - {s.margin!r})\n"
+            f"and on ({FLEET}) ({parts['total']} >= {s.min_rows})",
             summary="Model $model: estimated accuracy $value",
             description=f"The accuracy of model $model version $version estimated without labels (from its "
             f"calibrated probabilities) over the last {s.window} is $value, under its validation baseline by more "
@@ -450,12 +640,28 @@ class Builder:
         self._quality_cases(rule, "modelmon_expected_confusion_total", s.window, s.margin, s.min_rows)
         return rule
 
+    def _had_labels(self, lookback: str) -> str:
+        """Models that received a label within ``lookback``: the matched counter's largest
+        pooled value over the lookback, not its current value, which a restart sets to 0."""
+        matched = 'modelmon_feedback_total{outcome="matched"}'
+        return f"max_over_time((sum by ({FLEET}) ({matched}))[{lookback}:1h]) > 0"
+
+    def _label_feed(self, n: int, per_step: int, share: float, restart: int | None = None) -> list[tuple[str, str]]:
+        """Predictions at ``per_step`` a step, ``share`` of them labelled; with ``restart``,
+        the replica restarts at that step (both counters back to 0) and no label comes after."""
+        predictions = f"modelmon_predictions_total{{{self.series_labels(**{'class': 'gold'})}}}"
+        feedback = f"modelmon_feedback_total{{{self.series_labels(outcome='matched')}}}"
+        if restart is None:
+            return [(predictions, f"0+{per_step}x{n}"), (feedback, f"0+{per_step * share!r}x{n}")]
+        return [(predictions, f"0+{per_step}x{restart - 1} 0+{per_step}x{n - restart}"),
+                (feedback, f"0+{per_step * share!r}x{restart - 1} 0x{n - restart}")]
+
     def label_coverage(self, s: cfg.LabelCoverage) -> AlertRule:
-        predictions = f"sum by (model, version) (increase(modelmon_predictions_total[{s.window}]))"
-        labelled = f'sum by (model, version) (increase(modelmon_feedback_total{{outcome="matched"}}[{s.window}]))'
-        expr = f"(\n  {labelled}\n  /\n  {predictions}\n) < {s.threshold!r}\nand on (model, version) ({predictions} >= {s.min_predictions})"
+        predictions = f"sum by ({FLEET}) (increase(modelmon_predictions_total[{s.window}]))"
+        labelled = f'sum by ({FLEET}) (increase(modelmon_feedback_total{{outcome="matched"}}[{s.window}]))'
+        expr = f"(\n  {labelled}\n  /\n  {predictions}\n) < {s.threshold!r}\nand on ({FLEET}) ({predictions} >= {s.min_predictions})"
         if s.require_some_labels:
-            expr += '\nand on (model, version) (sum by (model, version) (modelmon_feedback_total{outcome="matched"}) > 0)'
+            expr += f"\nand on ({FLEET}) ({self._had_labels(s.labels_lookback)})"
         rule = self.rule(
             "label_coverage", "ModelmonLowLabelCoverage", s, expr=expr,
             summary="Model $model: only $value of predictions get a label",
@@ -467,19 +673,48 @@ class Builder:
         step = self._step(s.window)
         n = math.ceil(self.eval_minutes(rule, s.window) / step)
         per_step = 100 * max(1, math.ceil(s.min_predictions / (100 * (minutes(s.window) // step))))
-        predictions_series = (f"modelmon_predictions_total{{{self.series_labels(**{'class': 'gold'})}}}", f"0+{per_step}x{n}")
-
-        def feedback(share: float) -> tuple[str, str]:
-            return (f"modelmon_feedback_total{{{self.series_labels(outcome='matched')}}}", f"0+{per_step * share!r}x{n}")
-
         low, high = s.threshold / 2, min(1.0, 2 * s.threshold)
         rule.cases = [
-            Case("few labels", [predictions_series, feedback(low)], n * step,
-                 [({"model": "shop", "version": "1"}, {"value": PERCENT.expect(low)})], step),
-            Case("enough labels", [predictions_series, feedback(high)], n * step, interval=step),
+            Case("few labels", self._label_feed(n, per_step, low), n * step,
+                 [(self.fleet, {"value": PERCENT.expect(low)})], step),
+            Case("enough labels", self._label_feed(n, per_step, high), n * step, interval=step),
         ]
         if s.require_some_labels:
-            rule.cases.append(Case("never labelled (no label pipeline)", [predictions_series, feedback(0.0)], n * step, interval=step))
+            rule.cases.append(Case("never labelled (no label pipeline)", self._label_feed(n, per_step, 0.0), n * step, interval=step))
+            # Labels at twice the threshold for a window, then a restart with the label feed
+            # dead: the guard must remember the labels from before the restart.
+            restart = math.ceil(minutes(s.window) / step) + 2
+            long_n = restart + n
+            rule.cases.append(Case("restart with the label feed dead", self._label_feed(long_n, per_step, high, restart),
+                                   long_n * step, [(self.fleet, {"value": PERCENT.expect(0.0)})], step))
+        return rule
+
+    def no_labels(self, s: cfg.NoLabels) -> AlertRule:
+        """No label at all for ``window``: detects a dead label feed in hours, where the
+        coverage ratio over a day takes most of that day to fall under its threshold."""
+        labelled = f'sum by ({FLEET}) (increase(modelmon_feedback_total{{outcome="matched"}}[{s.window}]))'
+        predictions = f"sum by ({FLEET}) (increase(modelmon_predictions_total[{s.window}]))"
+        rule = self.rule(
+            "no_labels", "ModelmonNoLabels", s,
+            expr=f"{labelled} == 0\nand on ({FLEET}) {predictions} >= {s.min_predictions}\n"
+            f"and on ({FLEET}) ({self._had_labels(s.labels_lookback)})",
+            summary=f"Model $model version $version: no label for {s.window}",
+            description=f"Model $model version $version made predictions but received no matched label in the last "
+            f"{s.window} ($value), though it had labels within {s.labels_lookback}: the label feed has stopped.",
+            value_format=NUMBER, threshold=Threshold.literal(f"0 labels in {s.window}"),
+        )
+        rule.range_seconds = seconds(s.window)
+        step = self._step(s.window)
+        window_steps = math.ceil(minutes(s.window) / step)
+        per_step = 100 * max(1, math.ceil(s.min_predictions / (100 * window_steps)))
+        restart = window_steps + 2
+        n = restart + math.ceil(self.eval_minutes(rule, s.window) / step)
+        rule.cases = [
+            Case("restart with the label feed dead", self._label_feed(n, per_step, 0.5, restart), n * step,
+                 [(self.fleet, {"value": "0"})], step),
+            Case("labels flowing", self._label_feed(n, per_step, 0.5), n * step, interval=step),
+            Case("never labelled (no label pipeline)", self._label_feed(n, per_step, 0.0), n * step, interval=step),
+        ]
         return rule
 
     # -- training -------------------------------------------------------------------------

@@ -464,6 +464,10 @@ class Routing(_Strict):
     default: list[str] = Field(default_factory=list, description="Channels for alerts no other route takes.")
     severity: dict[str, list[str]] = Field(default_factory=dict, description="Channels per severity.")
     models: dict[str, list[str]] = Field(default_factory=dict, description="Extra channels per model name.")
+    watchdog: list[str] = Field(
+        default_factory=list,
+        description="Channels of the always-firing ModelmonWatchdog (a dead man's switch service) [default: none].",
+    )
     group_by: list[str] = Field(default_factory=lambda: ["alertname", "model"])
     group_wait: Duration = "30s"
     group_interval: Duration = "5m"
@@ -490,7 +494,7 @@ class Routing(_Strict):
 class _RuleCommon(_Strict):
     enabled: bool = True
     for_: Duration | None = Field(None, alias="for", description="How long the condition must hold before firing.")
-    severity: Literal["critical", "warning", "info"] | None = None
+    severity: Literal["critical", "warning", "info", "none"] | None = None
     labels: dict[str, str] = Field(default_factory=dict, description="Extra labels on the alert.")
     channels: list[str] = Field(default_factory=list, description="Send only to these channels (overrides severity routing).")
 
@@ -510,13 +514,39 @@ class _RuleCommon(_Strict):
         return value
 
 
-class TargetDown(_RuleCommon):
+class ModelDown(_RuleCommon):
     lookback: Duration = Field("1h", description="How long a down target keeps its model and version labels.")
 
 
+class TargetDown(_RuleCommon):
+    share: float = Field(0.1, gt=0, lt=1, description="Share of the job's targets down (kube-prometheus' TargetDown: 10%).")
+
+
+class JobAbsent(_RuleCommon):
+    pass
+
+
+class Watchdog(_RuleCommon):
+    pass
+
+
 class ErrorRatio(_RuleCommon):
-    threshold: float = Field(0.05, gt=0, le=1, description="Share of inference requests that failed.")
-    window: Duration = "5m"
+    threshold: float = Field(0.05, gt=0, le=1, description="Share of inference requests that failed server-side (5xx).")
+    window: Duration = Field("5m", description="Short window: the ratio must be above the threshold now...")
+    long_window: Duration = Field("1h", description="...and over this long window (a multiwindow burn-rate alert).")
+    min_requests: int = Field(100, ge=1, description="Least inference requests in the long window (a traffic floor).")
+
+
+class ClientErrorRatio(_RuleCommon):
+    threshold: float = Field(0.25, gt=0, le=1, description="Share of inference requests rejected as the client's mistake (4xx).")
+    window: Duration = "30m"
+    min_requests: int = Field(100, ge=1, description="Least inference requests in the window.")
+
+
+class PredictionsStopped(_RuleCommon):
+    window: Duration = Field("30m", description="No prediction in this window, while the model is loaded...")
+    lookback: Duration = Field("1d", description="...by a model that made min_predictions in the lookback before it.")
+    min_predictions: int = Field(100, ge=1)
 
 
 class LatencyP99(_RuleCommon):
@@ -550,7 +580,10 @@ def _all_quality_metrics() -> list[QualityMetric]:
 class RealizedQuality(_RuleCommon):
     margin: float = Field(0.05, ge=0, lt=1, description="How far below the validation baseline counts as a drop.")
     window: Duration = "6h"
-    min_labels: int = Field(100, ge=1, description="Labelled predictions the window needs.")
+    # 1000 labels: at any baseline b the window accuracy's standard error is at most
+    # sqrt(0.25 / 1000) = 1.6 points, so the 5-point margin is >= 3.2 standard errors and a model
+    # as good as its baseline crosses it in < 0.1% of windows (at 100 labels: 1.7 SE, ~5%).
+    min_labels: int = Field(1000, ge=1, description="Labelled predictions the window needs.")
     metrics: list[QualityMetric] = Field(default_factory=_all_quality_metrics)
 
 
@@ -564,7 +597,14 @@ class LabelCoverage(_RuleCommon):
     threshold: float = Field(0.1, gt=0, le=1, description="Least share of predictions that get a label.")
     window: Duration = "1d"
     min_predictions: int = Field(100, ge=1)
-    require_some_labels: bool = Field(True, description="Only for models that have received labels since their server started.")
+    require_some_labels: bool = Field(True, description="Only for models that received labels within labels_lookback.")
+    labels_lookback: Duration = Field("7d", description="How far back a model counts as having a label pipeline.")
+
+
+class NoLabels(_RuleCommon):
+    window: Duration = Field("6h", description="No matched label for this long, from a model that had labels within labels_lookback.")
+    labels_lookback: Duration = "7d"
+    min_predictions: int = Field(100, ge=1, description="Predictions the window needs (a quiet model gets no labels either).")
 
 
 class TrainingLossNaN(_RuleCommon):
@@ -595,8 +635,13 @@ class Builtins(_Strict):
     """The built-in rules, each on by default; every field can be overridden."""
 
     override_for: Duration | None = Field(None, description="Use this `for` for every built-in rule (tests and demos).")
+    model_down: ModelDown = Field(default_factory=ModelDown)
     target_down: TargetDown = Field(default_factory=TargetDown)
+    job_absent: JobAbsent = Field(default_factory=JobAbsent)
+    watchdog: Watchdog = Field(default_factory=Watchdog)
     error_ratio: ErrorRatio = Field(default_factory=ErrorRatio)
+    client_errors: ClientErrorRatio = Field(default_factory=ClientErrorRatio)
+    predictions_stopped: PredictionsStopped = Field(default_factory=PredictionsStopped)
     latency_p99: LatencyP99 = Field(default_factory=LatencyP99)
     feature_drift: FeatureDrift = Field(default_factory=FeatureDrift)
     dataset_drift: DatasetDrift = Field(default_factory=DatasetDrift)
@@ -604,6 +649,7 @@ class Builtins(_Strict):
     realized_quality: RealizedQuality = Field(default_factory=RealizedQuality)
     estimated_accuracy: EstimatedAccuracy = Field(default_factory=EstimatedAccuracy)
     label_coverage: LabelCoverage = Field(default_factory=LabelCoverage)
+    no_labels: NoLabels = Field(default_factory=NoLabels)
     training_nan_loss: TrainingLossNaN = Field(default_factory=TrainingLossNaN)
     training_plateau: TrainingPlateau = Field(default_factory=TrainingPlateau)
     training_stalled: TrainingStalled = Field(default_factory=TrainingStalled)
@@ -790,6 +836,7 @@ class AlertingConfig(_Strict):
                     raise _KeyError(f"{key}[{i}]", f"unknown channel {ref!r} (channels: {known})")
 
         check("routing.default", self.routing.default)
+        check("routing.watchdog", self.routing.watchdog)
         for severity, refs in self.routing.severity.items():
             check(f"routing.severity.{severity}", refs)
         for model, refs in self.routing.models.items():

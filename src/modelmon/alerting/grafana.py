@@ -16,6 +16,7 @@ from typing import Any
 
 from modelmon.alerting import config as cfg
 from modelmon.alerting.alertmanager import receiver_name
+from modelmon.alerting.builtins import WATCHDOG
 from modelmon.alerting.model import AlertRule
 
 CONTACT_POINTS_FILE = "contact-points.yaml"
@@ -77,6 +78,8 @@ def policies(config: cfg.AlertingConfig, rules: list[AlertRule], available: set[
         return name if name in available else None
 
     routes: list[dict[str, Any]] = []
+    if routing.watchdog and receiver(routing.watchdog):
+        routes.append({"receiver": receiver(routing.watchdog), "object_matchers": [_matcher("alertname", "=", WATCHDOG)]})
     for model, channels in routing.models.items():
         if receiver(channels):
             routes.append({"receiver": receiver(channels), "object_matchers": [_matcher("model", "=", model)], "continue": True})
@@ -143,7 +146,11 @@ def rule_groups(config: cfg.AlertingConfig, rules: list[AlertRule]) -> dict[str,
 
 def provisioning(config: cfg.AlertingConfig, rules: list[AlertRule]) -> tuple[dict[str, dict[str, Any]], list[str]]:
     """File name -> content for ``provisioning/alerting/``, and notes."""
-    channel_sets = [config.routing.default, *config.routing.models.values(), *config.routing.severity.values()]
+    channel_sets = [config.routing.default, config.routing.watchdog, *config.routing.models.values(),
+                    *config.routing.severity.values()]
+    # Grafana has no receiver that drops: the always-firing Watchdog is provisioned only
+    # when routing.watchdog names its dead man's switch.
+    rules = [r for r in rules if r.name != WATCHDOG or config.routing.watchdog]
     channel_sets += [r.channels for r in rules if r.channels]
     points, notes = contact_points(config, channel_sets)
     available = {p["name"] for p in points["contactPoints"]}
