@@ -78,7 +78,7 @@ def lightgbm_multiclass() -> Built:
 
 
 def lightgbm_regression() -> Built:
-    """An LGBMRegressor: refused at registration until regression is served (issue 18)."""
+    """An LGBMRegressor (squared error) on numbers and an integer count."""
     import lightgbm as lgb
 
     from tests.conformance.cases import Built, numeric_data, split

@@ -98,7 +98,7 @@ def xgboost_multiclass() -> Built:
 
 
 def xgboost_regression() -> Built:
-    """An XGBRegressor: refused at registration until regression is served (issue 18)."""
+    """An XGBRegressor (squared error) on numbers and an integer count."""
     import xgboost as xgb
 
     from tests.conformance.cases import Built, numeric_data, split

@@ -15,8 +15,8 @@ from modelmon.runtimes.base import (
     runtime_names,
     verified_path,
 )
-from modelmon.types import FeatureBatch
-from tests.conformance.cases import PENDING_CASES, for_every_case
+from modelmon.types import FeatureBatch, Task
+from tests.conformance.cases import PENDING_CASES, for_every_case, for_every_regression_case
 from tests.conformance.support import EXACT, assert_labels_agree, tolerance
 
 
@@ -52,8 +52,8 @@ def test_signature_describes_the_data_and_the_model(case, conformance):
             assert not spec.is_categorical, spec
             assert spec.dtype == str(column.dtype), spec
     assert signature.task is case.task
-    assert signature.classes == entry.built.classes
-    assert [type(c) for c in signature.classes] == [type(c) for c in entry.built.classes]
+    assert signature.class_labels == entry.built.classes
+    assert [type(c) for c in signature.class_labels] == [type(c) for c in entry.built.classes]
 
 
 @for_every_case
@@ -68,6 +68,11 @@ def test_served_runtime_agrees_with_the_framework(case, conformance):
     output = predictor.predict(FeatureBatch.from_frame(validation, card.signature))
     expected = entry.built.predict(validation)
     atol = tolerance(card)
+    if case.task is Task.REGRESSION:
+        assert output.probabilities is None
+        assert output.predicted.dtype == np.float64
+        np.testing.assert_allclose(output.predicted, expected, rtol=0, atol=atol)
+        return
     assert output.probabilities is not None
     assert output.probabilities.shape == (len(validation), len(entry.built.classes))
     np.testing.assert_allclose(output.probabilities, expected, rtol=0, atol=atol)
@@ -86,6 +91,9 @@ def test_registered_artifact_agrees_with_the_framework(case, conformance):
     predictor = runtime_named(card.flavor).load(verified_path(directory, card.artifact), card.artifact, card.signature)
     assert predictor.name == case.runtime
     output = predictor.predict(FeatureBatch.from_frame(validation, card.signature))
+    if case.task is Task.REGRESSION:
+        np.testing.assert_allclose(output.predicted, entry.built.predict(validation), rtol=0, atol=EXACT)
+        return
     np.testing.assert_allclose(output.probabilities, entry.built.predict(validation), rtol=0, atol=EXACT)
     np.testing.assert_array_equal(output.predicted, output.probabilities.argmax(axis=1))
 
@@ -97,3 +105,33 @@ def test_a_pending_task_is_refused_at_registration(case, tmp_path):
     built = case.build()
     with pytest.raises(RegistryError):
         register_model(built.model, name=case.id, reference=built.train, target=built.target, registry=tmp_path)
+
+
+@for_every_regression_case
+def test_regression_baseline_and_profiles(case, conformance):
+    """A regressor's card: the validation baseline is scikit-learn's MAE, RMSE, R² and mean
+    error on the framework's own predictions, and the predictions and the target are binned
+    as the profile's numeric features are (their shares are the bins' counts)."""
+    from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
+
+    entry = conformance[case]
+    validation, card = entry.built.validation, entry.card
+    y_true = validation[entry.built.target].to_numpy(np.float64)
+    y_pred = entry.built.predict(validation)
+    baseline = card.baseline
+    assert baseline is not None
+    # The registered model may be served as ONNX: the baseline is computed on what is served.
+    atol = 10 * tolerance(card)
+    assert baseline["rows"] == len(validation)
+    assert baseline["mae"] == pytest.approx(mean_absolute_error(y_true, y_pred), abs=atol)
+    assert baseline["rmse"] == pytest.approx(np.sqrt(mean_squared_error(y_true, y_pred)), abs=atol)
+    assert baseline["r2"] == pytest.approx(r2_score(y_true, y_pred), abs=atol)
+    assert baseline["mean_error"] == pytest.approx(np.mean(y_pred - y_true), abs=atol)
+    profile = card.reference_profile
+    assert profile is not None and profile.prediction is None and card.calibration is None
+    for binned, values in ((profile.predicted_values, y_pred), (profile.target, y_true)):
+        assert binned is not None
+        counts = np.bincount(np.searchsorted(binned.edges, values, side="right"), minlength=len(binned.bin_labels))
+        # A prediction within float32 rounding of an edge may fall on either side of it.
+        np.testing.assert_allclose(binned.shares, counts / len(values), atol=2 / len(values))
+        assert binned.count == len(values)

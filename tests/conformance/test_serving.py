@@ -13,7 +13,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.conformance.cases import for_every_case
+from modelmon.types import Task
+from tests.conformance.cases import for_every_case, for_every_regression_case
 from tests.conformance.support import (
     Scrape,
     assert_labels_agree,
@@ -56,7 +57,13 @@ def test_v2_metadata_describes_the_signature(case, conformance, live):
     assert [i["name"] for i in meta["inputs"]] == entry.built.features
     assert [i["datatype"] for i in meta["inputs"]] == [v2_datatype(entry.built.train[f]) for f in entry.built.features]
     outputs = {o["name"]: o for o in meta["outputs"]}
-    assert outputs["probabilities"]["parameters"]["classes"] == entry.built.classes
+    if case.task is Task.REGRESSION:
+        assert outputs == {
+            "prediction": {"name": "prediction", "datatype": "FP64", "shape": [-1]},
+            "prediction_id": {"name": "prediction_id", "datatype": "BYTES", "shape": [-1]},
+        }
+    else:
+        assert outputs["probabilities"]["parameters"]["classes"] == entry.built.classes
     assert meta["platform"] == f"modelmon-{card.runtime}"
     info = Scrape(live.url).values("modelmon_model_info", case.id, by=("flavor",))
     assert info == Counter({case.runtime: 1.0})
@@ -69,6 +76,14 @@ def test_v2_infer_round_trip(case, conformance, live):
     entry = conformance[case]
     validation, classes = entry.built.validation, entry.built.classes
     outputs = infer(live, case.id, validation, entry.built.features)
+    if case.task is Task.REGRESSION:
+        assert set(outputs) == {"prediction", "prediction_id"}
+        assert outputs["prediction"]["datatype"] == "FP64"
+        assert outputs["prediction"]["shape"] == [len(validation)]
+        np.testing.assert_allclose(outputs["prediction"]["data"], entry.built.predict(validation), rtol=0, atol=tolerance(entry.card))
+        ids = outputs["prediction_id"]["data"]
+        assert len(ids) == len(set(ids)) == len(validation)
+        return
     proba = probabilities_of(outputs["probabilities"])
     expected = entry.built.predict(validation)
     atol = tolerance(entry.card)
@@ -103,9 +118,17 @@ def test_tritonclient_round_trip(case, conformance, live, triton_client, binary)
         tensor = triton.InferInput(name, [len(rows)], datatype)
         tensor.set_data_from_numpy(values, binary_data=binary)
         tensors.append(tensor)
-    requested = [triton.InferRequestedOutput(n, binary_data=binary) for n in ("label", "probabilities", "prediction_id")]
+    regression = case.task is Task.REGRESSION
+    names = ("prediction", "prediction_id") if regression else ("label", "probabilities", "prediction_id")
+    requested = [triton.InferRequestedOutput(n, binary_data=binary) for n in names]
     result = triton_client.infer(case.id, tensors, outputs=requested, request_id="conformance")
     assert result.get_response()["id"] == "conformance"
+    if regression:
+        values = result.as_numpy("prediction")
+        assert values.dtype == np.float64 and values.shape == (len(rows),)
+        np.testing.assert_allclose(values, entry.built.predict(rows), rtol=0, atol=tolerance(entry.card))
+        assert result.as_numpy("prediction_id").shape == (len(rows),)
+        return
     proba = result.as_numpy("probabilities").reshape(len(rows), -1)
     expected = entry.built.predict(rows)
     atol = tolerance(entry.card)
@@ -128,6 +151,12 @@ def test_records_round_trip(case, conformance, live):
     response = live.post(f"/v1/models/{case.id}:predict", json={"instances": records(rows, entry.built.features)})
     assert response.status_code == 200, response.text
     predictions = response.json()["predictions"]
+    if case.task is Task.REGRESSION:
+        assert all(set(p) == {"id", "prediction"} for p in predictions)
+        values = [p["prediction"] for p in predictions]
+        np.testing.assert_allclose(values, entry.built.predict(rows), rtol=0, atol=tolerance(entry.card))
+        assert len({p["id"] for p in predictions}) == len(rows)
+        return
     assert all(list(p["probabilities"]) == [str(c) for c in classes] for p in predictions)
     proba = np.array([list(p["probabilities"].values()) for p in predictions])
     expected = entry.built.predict(rows)
@@ -224,9 +253,21 @@ def test_monitoring_counts_every_row(case, conformance, live):
     feature = entry.card.signature.features[0].name
     before = Scrape(live.url)
     labels = []
+    output = "prediction" if case.task is Task.REGRESSION else "label"
     for start in range(0, len(rows), 25):  # several requests, several model calls
-        labels += infer(live, case.id, rows.iloc[start : start + 25], entry.built.features)["label"]["data"]
+        labels += infer(live, case.id, rows.iloc[start : start + 25], entry.built.features)[output]["data"]
     after = Scrape(live.url)
+    if case.task is Task.REGRESSION:
+        # Each prediction counted in its bin of the reference's prediction bins.
+        reference = entry.card.reference_profile.predicted_values
+        counted = increase(*(s.values("modelmon_prediction_bin_total", case.id, by=("bin",)) for s in (after, before)))
+        expected = np.bincount(np.searchsorted(reference.edges, labels, side="right"), minlength=len(reference.bin_labels))
+        assert counted == Counter({b: float(n) for b, n in zip(reference.bin_labels, expected, strict=True) if n})
+        ratio = after.values("modelmon_reference_prediction_ratio", case.id, by=("bin",))
+        assert ratio == Counter(dict(zip(reference.bin_labels, reference.shares, strict=True))) - Counter()
+        bins = increase(*(s.values("modelmon_feature_bin_total", case.id, by=("bin",), feature=feature) for s in (after, before)))
+        assert sum(bins.values()) == len(rows)
+        return
     predicted = increase(*(s.values("modelmon_predictions_total", case.id, by=("class",)) for s in (after, before)))
     assert predicted == Counter(str(label) for label in labels)
     assert sum(predicted.values()) == len(rows)
@@ -255,7 +296,7 @@ def logged_predictions(live, model: str, ids: list[str]) -> dict[str, tuple[str,
             finally:
                 connection.close()
             wanted = set(ids)
-            found = {i: (label, json.loads(p)) for i, label, p in rows if i in wanted}
+            found = {i: (label, None if p is None else json.loads(p)) for i, label, p in rows if i in wanted}
             if len(found) == len(ids):
                 return found
         time.sleep(0.25)
@@ -267,6 +308,13 @@ def test_prediction_log_holds_what_was_answered(case, conformance, live):
     """Check 8: every answered row reaches the store with its label and probabilities."""
     entry = conformance[case]
     outputs = infer(live, case.id, entry.built.validation.iloc[:20], entry.built.features)
+    if case.task is Task.REGRESSION:
+        # The predicted value as text that reads back as the same float; no probabilities.
+        ids, values = outputs["prediction_id"]["data"], outputs["prediction"]["data"]
+        logged = logged_predictions(live, case.id, ids)
+        assert [float(logged[i][0]) for i in ids] == values
+        assert all(logged[i][1] is None for i in ids)
+        return
     ids, labels = outputs["prediction_id"]["data"], outputs["label"]["data"]
     proba = probabilities_of(outputs["probabilities"])
     logged = logged_predictions(live, case.id, ids)
@@ -281,6 +329,9 @@ def test_feedback_joins_each_label_once(case, conformance, live):
     entry = conformance[case]
     rows = entry.built.validation.iloc[40:100]
     outputs = infer(live, case.id, rows, entry.built.features)
+    if case.task is Task.REGRESSION:
+        check_regression_feedback(live, entry, rows, outputs)
+        return
     ids, predicted = outputs["prediction_id"]["data"], outputs["label"]["data"]
     truth = rows[entry.built.target].tolist()
     body = {"labels": [{"id": i, "label": y} for i, y in zip(ids, truth, strict=True)]}
@@ -310,3 +361,66 @@ def test_feedback_joins_each_label_once(case, conformance, live):
     again = Scrape(live.url)
     assert increase(outcomes(again), outcomes(after)) == Counter({"duplicate": len(ids)})
     assert cells(again) == cells(after)
+
+
+#: The label sums of a regressor, in the order ``sums`` returns them.
+REGRESSION_SUMS = (
+    "modelmon_regression_labelled_total", "modelmon_regression_error_total",
+    "modelmon_regression_absolute_error_total", "modelmon_regression_squared_error_total",
+    "modelmon_regression_target_total", "modelmon_regression_target_squared_total",
+)
+
+
+def sums(scrape: Scrape, model: str) -> np.ndarray:
+    return np.array([scrape.total(name, model) for name in REGRESSION_SUMS])
+
+
+def check_regression_feedback(live, entry, rows: pd.DataFrame, outputs: dict[str, Any]) -> None:
+    """Check 8 for a regressor: numeric labels are matched once, and the label sums grow so
+    that MAE, RMSE, R² and the bias computed from them are scikit-learn's on the same rows."""
+    from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
+
+    case = entry.case
+    ids, predicted = outputs["prediction_id"]["data"], np.array(outputs["prediction"]["data"])
+    truth = rows[entry.built.target].to_numpy(np.float64)
+    body = {"labels": [{"id": i, "label": y} for i, y in zip(ids, truth.tolist(), strict=True)]}
+    before = Scrape(live.url)
+    response = live.post(f"/v2/models/{case.id}/feedback", json=body)
+    assert response.status_code == 200, response.text
+    assert (response.json()["matched"], response.json()["duplicate"]) == (len(ids), 0)
+    after = Scrape(live.url)
+    n, error, absolute, squared, target, target_squared = sums(after, case.id) - sums(before, case.id)
+    assert n == len(ids)
+    assert absolute / n == pytest.approx(mean_absolute_error(truth, predicted), rel=1e-9)
+    assert np.sqrt(squared / n) == pytest.approx(np.sqrt(mean_squared_error(truth, predicted)), rel=1e-9)
+    assert error / n == pytest.approx(np.mean(predicted - truth), rel=1e-9, abs=1e-12)
+    r2 = 1 - squared / (target_squared - target**2 / n)
+    assert r2 == pytest.approx(r2_score(truth, predicted), rel=1e-9)
+    outcomes = after.values("modelmon_feedback_total", case.id, by=("outcome",))
+    assert increase(outcomes, before.values("modelmon_feedback_total", case.id, by=("outcome",))) == Counter({"matched": len(ids)})
+
+    response = live.post(f"/v2/models/{case.id}/feedback", json=body)  # again: duplicates, nothing counted
+    assert (response.json()["matched"], response.json()["duplicate"]) == (0, len(ids))
+    np.testing.assert_array_equal(sums(Scrape(live.url), case.id), sums(after, case.id))
+
+
+BAD_LABELS = [("text", "12.5"), ("nan", float("nan")), ("infinite", float("inf")), ("bool", True), ("missing", None)]
+
+
+@for_every_regression_case
+def test_a_bad_regression_label_is_a_4xx_naming_the_item(case, conformance, live):
+    """Text, NaN, infinite, boolean and null labels are refused: a 4xx naming the item,
+    counted under ``invalid_label``, and nothing of the request recorded."""
+    entry = conformance[case]
+    outputs = infer(live, case.id, entry.built.validation.iloc[:2], entry.built.features)
+    ids = outputs["prediction_id"]["data"]
+    for what, label in BAD_LABELS:
+        before = Scrape(live.url)
+        body = json.dumps({"labels": [{"id": ids[0], "label": 1.5}, {"id": ids[1], "label": label}]})
+        response = live.post(f"/v2/models/{case.id}/feedback", content=body, headers={"content-type": "application/json"})
+        assert 400 <= response.status_code < 500, (what, response.text)
+        assert "labels[1]" in response.json()["error"] and ids[1] in response.json()["error"], what
+        after = Scrape(live.url)
+        errors = increase(*(s.values("modelmon_request_errors_total", case.id, by=("reason",)) for s in (after, before)))
+        assert errors == Counter({"invalid_label": 1.0}), what
+        np.testing.assert_array_equal(sums(after, case.id), sums(before, case.id))

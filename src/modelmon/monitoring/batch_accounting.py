@@ -86,11 +86,11 @@ class BatchAccounting:
             self.metrics.inference_duration.observe(np.array(seconds))
             self.metrics.queue_duration.observe(np.fromiter(itertools.chain.from_iterable(waits), np.float64))
             output = ModelOutput.concat(list(outputs))
+            batch = FeatureBatch.concat(list(batches))  # the task may read them (a regressor's estimate)
             if self.drift is None:
-                self.task.count(output)
+                self.task.count(output, batch)
                 return
-            batch = FeatureBatch.concat(list(batches))
             with self.drift.lock:  # a drift score sees a group's counts all or not at all
                 self.drift.record(batch.n_rows)
-                self.task.count(output)
+                self.task.count(output, batch)
                 self.drift.accountant.count(batch)

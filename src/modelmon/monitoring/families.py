@@ -78,11 +78,54 @@ REFERENCE_CLASS_RATIO = Family(
     "Class shares of the model's predictions on the validation data.",
 )
 
+
+# -- regression (``tasks.RegressionCounts``, ``tasks.RegressionLabels``): sums that add up
+# across replicas and windows, so every ratio (MAE, RMSE, bias, R², the estimates) is PromQL.
+PREDICTION_BIN = Family(
+    "modelmon_prediction_bin", "counter", (*MODEL_VERSION, "bin"),
+    "A regressor's predictions per bin of its validation predictions (the reference's prediction bins).",
+)
+REFERENCE_PREDICTION_RATIO = Family(
+    "modelmon_reference_prediction_ratio", "gauge", (*MODEL_VERSION, "bin"),
+    "A regressor's validation predictions' share of each prediction bin.",
+)
+REGRESSION_LABELLED = Family("modelmon_regression_labelled", "counter", MODEL_VERSION, "A regressor's predictions that received their true value.")
+REGRESSION_ERROR = Family(
+    "modelmon_regression_error", "counter", MODEL_VERSION, "Sum of errors (predicted minus true) of labelled predictions.",
+)
+REGRESSION_ABSOLUTE_ERROR = Family(
+    "modelmon_regression_absolute_error", "counter", MODEL_VERSION, "Sum of absolute errors of labelled predictions.",
+)
+REGRESSION_SQUARED_ERROR = Family(
+    "modelmon_regression_squared_error", "counter", MODEL_VERSION, "Sum of squared errors of labelled predictions.",
+)
+REGRESSION_TARGET = Family("modelmon_regression_target", "counter", MODEL_VERSION, "Sum of the true values of labelled predictions.")
+REGRESSION_TARGET_SQUARED = Family(
+    "modelmon_regression_target_squared", "counter", MODEL_VERSION, "Sum of the squared true values of labelled predictions.",
+)
+REGRESSION_ESTIMATED = Family(
+    "modelmon_regression_estimated", "counter", MODEL_VERSION, "Predictions counted by the label-free error estimate.",
+)
+REGRESSION_EXPECTED_ABSOLUTE_ERROR = Family(
+    "modelmon_regression_expected_absolute_error", "counter", MODEL_VERSION,
+    "Sum of each prediction's expected absolute error (label-free estimate).",
+)
+REGRESSION_EXPECTED_SQUARED_ERROR = Family(
+    "modelmon_regression_expected_squared_error", "counter", MODEL_VERSION,
+    "Sum of each prediction's expected squared error (label-free estimate).",
+)
+#: The label-side sums, in the order ``tasks.RegressionLabels`` counts them.
+REGRESSION_LABEL_FAMILIES = (
+    REGRESSION_LABELLED, REGRESSION_ERROR, REGRESSION_ABSOLUTE_ERROR, REGRESSION_SQUARED_ERROR,
+    REGRESSION_TARGET, REGRESSION_TARGET_SQUARED,
+)
+
 #: The array-backed families, in exposition order.
 ARRAY_FAMILIES = (
     CONFUSION, EXPECTED_CONFUSION, PREDICTIONS, QUEUE_DURATION, INFERENCE_DURATION, BATCH_SIZE,
     PREDICTION_CONFIDENCE, FEATURE_BIN, REFERENCE_BIN_RATIO, FEATURE_MISSING, FEATURE_UNSEEN,
-    REFERENCE_CLASS_RATIO,
+    REFERENCE_CLASS_RATIO, PREDICTION_BIN, REFERENCE_PREDICTION_RATIO, *REGRESSION_LABEL_FAMILIES,
+    REGRESSION_ESTIMATED, REGRESSION_EXPECTED_ABSOLUTE_ERROR, REGRESSION_EXPECTED_SQUARED_ERROR,
 )
 
 # -- drift scores, written from each version's latest report (``drift_exporter``) -------

@@ -22,7 +22,12 @@ from modelmon.monitoring.drift import DriftMonitor, DriftReport, DriftSettings
 from modelmon.monitoring.drift_exporter import series_bound
 from modelmon.monitoring.families import Family
 from modelmon.monitoring.metrics import ModelMetrics, Monitoring, ServerMetrics
-from modelmon.monitoring.tasks import PredictionDistribution, TaskCounts, task_counts_for
+from modelmon.monitoring.tasks import (
+    ErrorEstimator,
+    PredictionDistribution,
+    TaskCounts,
+    task_counts_for,
+)
 from modelmon.registry.calibration import Calibration
 from modelmon.registry.profile import ReferenceProfile
 from modelmon.types import FeatureBatch, ModelOutput, Signature
@@ -49,7 +54,7 @@ class Uncounted(TaskCounts):
 
     tasks = ()
 
-    def count(self, output: ModelOutput) -> None:
+    def count(self, output: ModelOutput, batch: FeatureBatch | None = None) -> None:
         pass
 
     def distributions(self) -> list[PredictionDistribution]:
@@ -70,6 +75,7 @@ class VersionMonitor:
         calibration: Calibration | None = None,
         reference_sample: dict[str, np.ndarray] | None = None,
         settings: MonitorSettings | None = None,
+        loss_estimator: ErrorEstimator | None = None,
     ) -> None:
         settings = settings or MonitorSettings()
         self.key = (model, version)
@@ -80,7 +86,7 @@ class VersionMonitor:
         # The task's and the features' series are built aside, then added as far as the
         # server's series limit allows (``ServerMetrics.admit``).
         staged = server.staging()
-        task = task_counts_for(signature.task)(staged, base, signature, profile, calibration)
+        task = task_counts_for(signature.task)(staged, base, signature, profile, calibration, loss_estimator)
         accountant = None
         if settings.enabled and profile is not None:
             accountant = FeatureAccountant(signature, profile, base, settings.drift.recent_rows, settings.drift.max_features)

@@ -4,7 +4,11 @@ Each task (``types.Task``) has one class here, registered once with the tasks it
 served version's monitor builds the instance for its signature's task; the instance creates
 its series at zero (``families`` name them), counts each group of model calls, and tells the
 drift scorer which of its arrays are the prediction distribution. Nothing above this module
-asks which task a model has: adding regression is one more class here.
+asks which task a model has.
+
+The label side of a task is counted by the feedback join into the version's
+``QualityMetrics``: the confusion cells of a classifier, the sums of ``RegressionLabels`` of
+a regressor.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Protocol
 
 import numpy as np
 
@@ -21,8 +25,15 @@ from modelmon.monitoring import families
 from modelmon.monitoring.array_metrics import ArrayCounter, ArrayHistogram, ArrayMetrics
 from modelmon.registry import calibration
 from modelmon.registry.calibration import Calibration
-from modelmon.registry.profile import CONFIDENCE_BUCKETS, ReferenceProfile
-from modelmon.types import ModelOutput, Signature, Task
+from modelmon.registry.profile import CONFIDENCE_BUCKETS, ReferenceProfile, interval_labels
+from modelmon.types import FeatureBatch, ModelOutput, Signature, Task
+
+
+class ErrorEstimator(Protocol):
+    """What monitoring calls of a regressor's label-free error estimate
+    (``registry.loss_estimator.LossEstimator``)."""
+
+    def expected_errors(self, features: FeatureBatch, predicted: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
 
 
 @dataclass(slots=True)
@@ -47,14 +58,16 @@ class TaskCounts(ABC):
         signature: Signature,
         profile: ReferenceProfile | None,
         calibration_map: Calibration | None,
+        loss_estimator: ErrorEstimator | None = None,
     ) -> None:
         self.arrays = arrays
         self.base_labels = base_labels
         self.signature = signature
 
     @abstractmethod
-    def count(self, output: ModelOutput) -> None:
-        """Count a group of model calls' outputs (on one thread at a time)."""
+    def count(self, output: ModelOutput, batch: FeatureBatch | None = None) -> None:
+        """Count a group of model calls' outputs (on one thread at a time); ``batch``: their
+        features, for a task that reads them."""
 
     @abstractmethod
     def distributions(self) -> list[PredictionDistribution]:
@@ -101,6 +114,7 @@ class ClassificationCounts(TaskCounts):
         signature: Signature,
         profile: ReferenceProfile | None,
         calibration_map: Calibration | None,
+        loss_estimator: ErrorEstimator | None = None,
     ) -> None:
         super().__init__(arrays, base_labels, signature, profile, calibration_map)
         classes = [str(c) for c in signature.class_labels]
@@ -118,7 +132,7 @@ class ClassificationCounts(TaskCounts):
             ratio = add(families.REFERENCE_CLASS_RATIO, ArrayCounter(base_labels, [[c] for c in classes]))
             ratio.counts[:] = self.reference_class
 
-    def count(self, output: ModelOutput) -> None:
+    def count(self, output: ModelOutput, batch: FeatureBatch | None = None) -> None:
         proba = output.probabilities
         if proba is None:
             raise TypeError("a classifier's output needs probabilities")
@@ -134,3 +148,69 @@ class ClassificationCounts(TaskCounts):
             PredictionDistribution("class", self.predictions.counts, self.reference_class),
             PredictionDistribution("confidence", self.confidence.bucket_counts, self.reference_confidence),
         ]
+
+
+@register_task
+class RegressionCounts(TaskCounts):
+    """A regressor's predictions counted into the reference's prediction bins (so prediction
+    drift is scored as a feature's), and the label-free estimate: each prediction's expected
+    absolute and squared error, from the estimator fitted at registration, summed."""
+
+    tasks = (Task.REGRESSION,)
+
+    def __init__(
+        self,
+        arrays: ArrayMetrics,
+        base_labels: list[str],
+        signature: Signature,
+        profile: ReferenceProfile | None,
+        calibration_map: Calibration | None,
+        loss_estimator: ErrorEstimator | None = None,
+    ) -> None:
+        super().__init__(arrays, base_labels, signature, profile, calibration_map)
+        add: Callable = arrays.add
+        reference = profile.predicted_values if profile is not None else None
+        # Without a reference, one bin: the count of predictions, still present from zero.
+        self.edges = np.asarray(reference.edges if reference is not None else [], dtype=np.float64)
+        labels = reference.bin_labels if reference is not None else interval_labels(self.edges)
+        self.bins: ArrayCounter = add(families.PREDICTION_BIN, ArrayCounter(base_labels, [[b] for b in labels]))
+        self.reference_shares = None if reference is None else np.asarray(reference.shares, dtype=np.float64)
+        if self.reference_shares is not None:
+            ratio = add(families.REFERENCE_PREDICTION_RATIO, ArrayCounter(base_labels, [[b] for b in labels]))
+            ratio.counts[:] = self.reference_shares
+        self.estimator = loss_estimator
+        self.estimated: ArrayCounter = add(families.REGRESSION_ESTIMATED, ArrayCounter(base_labels, [[]]))
+        self.expected_absolute: ArrayCounter = add(families.REGRESSION_EXPECTED_ABSOLUTE_ERROR, ArrayCounter(base_labels, [[]]))
+        self.expected_squared: ArrayCounter = add(families.REGRESSION_EXPECTED_SQUARED_ERROR, ArrayCounter(base_labels, [[]]))
+
+    def count(self, output: ModelOutput, batch: FeatureBatch | None = None) -> None:
+        predicted = output.predicted
+        present = predicted[~np.isnan(predicted)]
+        self.bins.add(np.bincount(np.searchsorted(self.edges, present, side="right"), minlength=len(self.bins.counts)))
+        if self.estimator is not None and batch is not None and len(predicted):
+            absolute, squared = self.estimator.expected_errors(batch, predicted)
+            self.estimated.counts[0] += len(predicted)
+            self.expected_absolute.counts[0] += float(np.sum(absolute))
+            self.expected_squared.counts[0] += float(np.sum(squared))
+
+    def distributions(self) -> list[PredictionDistribution]:
+        return [PredictionDistribution("value", self.bins.counts, self.reference_shares)]
+
+
+class RegressionLabels:
+    """A regressor's labelled predictions as sums that add up across replicas and windows:
+    their count, the sums of errors (predicted minus true), absolute and squared errors, and
+    of the true values and their squares. Over any window and set of replicas, MAE = sum of
+    absolute errors / count, RMSE = sqrt(squared errors / count), bias = errors / count and
+    R² = 1 - squared errors / (sum of squared targets - sum of targets² / count)."""
+
+    def __init__(self, arrays: ArrayMetrics, base_labels: list[str]) -> None:
+        self.sums: list[ArrayCounter] = [
+            arrays.add(family, ArrayCounter(base_labels, [[]])) for family in families.REGRESSION_LABEL_FAMILIES
+        ]
+
+    def count(self, predicted: np.ndarray, actual: np.ndarray) -> None:
+        error = predicted - actual
+        values = (len(error), error.sum(), np.abs(error).sum(), (error**2).sum(), actual.sum(), (actual**2).sum())
+        for series, value in zip(self.sums, values, strict=True):
+            series.counts[0] += float(value)

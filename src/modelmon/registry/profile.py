@@ -73,6 +73,14 @@ class ReferenceProfile(BaseModel):
     categorical: list[CategoricalProfile]
     prediction: PredictionProfile | None = None
     sample_file: str | None = None
+    predicted_values: NumericProfile | None = Field(
+        default=None,
+        description="A regressor's predictions on the validation data (else the reference data), "
+        "binned as a numeric feature: the baseline of prediction drift.",
+    )
+    target: NumericProfile | None = Field(
+        default=None, description="A regressor's target on the validation data, binned the same way."
+    )
 
 
 def interval_labels(edges: np.ndarray) -> list[str]:
@@ -137,6 +145,8 @@ def build_profile(
     reference: FeatureBatch,
     settings: ProfileSettings,
     prediction: PredictionProfile | None,
+    predicted_values: np.ndarray | None = None,
+    target: np.ndarray | None = None,
 ) -> tuple[ReferenceProfile, dict[str, np.ndarray]]:
     """The profile, and the seeded sample of each numeric feature's values."""
     rng = np.random.default_rng(settings.seed)
@@ -155,6 +165,8 @@ def build_profile(
     profile = ReferenceProfile(
         rows=reference.n_rows, settings=settings, numeric=numeric, categorical=categorical,
         prediction=prediction, sample_file=SAMPLE_FILE,
+        predicted_values=None if predicted_values is None else numeric_profile("prediction", predicted_values, settings.numeric_bins),
+        target=None if target is None else numeric_profile("target", target, settings.numeric_bins),
     )
     return profile, sample
 

@@ -41,7 +41,7 @@ from modelmon.runtimes.base import (
     runtime_for_object,
 )
 from modelmon.runtimes.features import python_label
-from modelmon.types import FeatureBatch, FeatureSpec, Signature
+from modelmon.types import FeatureBatch, FeatureSpec, ModelOutput, Signature, Task
 
 #: Rows of the registration data used to prove the model runs and to check an ONNX export.
 CHECK_ROWS = 2000
@@ -141,11 +141,18 @@ def register_model(
             if onnx_bytes is not None:
                 (directory / "model.onnx").write_bytes(onnx_bytes)
                 serving_artifact = artifact_for(directory / "model.onnx", "onnx")
-        outputs = validation_outputs(predictor, signature, validation_frame, target)
-        profile = reference_profile(
-            predictor, signature, reference_frame, outputs, profile_settings or ProfileSettings(), directory
-        )
-        baseline = validation_baseline(outputs)
+        settings = profile_settings or ProfileSettings()
+        calibration = None
+        if signature.task is Task.REGRESSION:
+            values = regression_outputs(predictor, signature, validation_frame, target)
+            profile = regression_profile(predictor, signature, reference_frame, values, settings, directory)
+            baseline = regression_baseline(values)
+            fit_loss_estimator(predictor, signature, values, reference_frame, target, directory)
+        else:
+            outputs = validation_outputs(predictor, signature, validation_frame, target)
+            profile = reference_profile(predictor, signature, reference_frame, outputs, settings, directory)
+            baseline = validation_baseline(outputs)
+            calibration = calibrate(outputs.proba, outputs.truth) if outputs is not None else None
         if run is not None and baseline is None:
             from modelmon.tracking import run_baseline
 
@@ -161,7 +168,7 @@ def register_model(
             serving_artifact=serving_artifact,
             onnx_check=onnx_check,
             baseline=baseline,
-            calibration=calibrate(outputs.proba, outputs.truth) if outputs is not None else None,
+            calibration=calibration,
             reference_profile=profile,
         )
         registry.write_card(card)
@@ -206,10 +213,10 @@ def sample_batch(
 
 
 def check_runs(predictor: Runtime, batch: FeatureBatch, advice: Callable[[], str] | None = None) -> None:
-    """Raise a clear error unless the model answers ``batch`` with one probability per class;
-    ``advice`` says, on failure, what to do about it."""
+    """Raise a clear error unless the model answers ``batch`` with one probability per class
+    (a regressor: one value per row); ``advice`` says, on failure, what to do about it."""
     try:
-        proba = _probabilities(predictor, batch)
+        answers = _answers(predictor, batch)
     except RegistryError:
         raise
     except Exception as exc:
@@ -217,11 +224,10 @@ def check_runs(predictor: Runtime, batch: FeatureBatch, advice: Callable[[], str
         raise RegistryError(
             f"the model failed on the registration data: {type(exc).__name__}: {exc}. {hint}"
         ) from exc
-    classes = predictor.signature.class_labels
-    if proba.shape != (batch.n_rows, len(classes)):
-        raise RegistryError(
-            f"predict_proba returned shape {proba.shape}, expected ({batch.n_rows}, {len(classes)})"
-        )
+    expected = _answer_shape(predictor.signature, batch.n_rows)
+    if answers.shape != expected:
+        what = "predict" if predictor.signature.task is Task.REGRESSION else "predict_proba"
+        raise RegistryError(f"{what} returned shape {answers.shape}, expected {expected}")
 
 
 def failure_advice(
@@ -305,10 +311,10 @@ def _columns_wanted_as_text(
         ]
         trial = Signature(features=features, task=signature.task, classes=signature.classes, input_layout=signature.input_layout)
         try:
-            proba = _probabilities(type(predictor).wrap(predictor.model, trial), FeatureBatch.from_frame(rows, trial))
+            answers = _answers(type(predictor).wrap(predictor.model, trial), FeatureBatch.from_frame(rows, trial))
         except Exception:
             return False
-        return proba.shape == (len(rows), len(signature.class_labels)) and bool(np.isfinite(proba).all())
+        return answers.shape == _answer_shape(signature, len(rows)) and bool(np.isfinite(answers).all())
 
     if not runs_with(candidates):
         return None
@@ -408,6 +414,116 @@ def reference_profile(
     profile, sample = build_profile(signature, batch, settings, prediction)
     save_sample(directory, sample)
     return profile
+
+
+# -- regression -----------------------------------------------------------------------------
+
+
+@dataclass
+class RegressionOutputs:
+    """A regressor's predictions on the validation rows and their target, computed once for
+    the baseline, the prediction and target profiles and the error estimator."""
+
+    batch: FeatureBatch
+    predicted: np.ndarray
+    target: np.ndarray
+
+
+def numeric_target(frame: pd.DataFrame, target: str) -> np.ndarray:
+    """The target column as float64; a regressor's target must be finite numbers."""
+    column = frame[target]
+    if column.dtype.kind not in "iuf":
+        raise RegistryError(f"the target {target!r} of a regression model must be numbers; its dtype is {column.dtype}")
+    values = column.to_numpy(dtype=np.float64, na_value=np.nan)
+    bad = np.flatnonzero(~np.isfinite(values))
+    if len(bad):
+        raise RegistryError(f"the target {target!r} has {len(bad)} missing or infinite value(s), first in row {int(bad[0])}")
+    return values
+
+
+def regression_outputs(
+    predictor: Runtime, signature: Signature, validation: pd.DataFrame | None, target: str | None
+) -> RegressionOutputs | None:
+    if validation is None or target is None:
+        return None
+    batch = FeatureBatch.from_frame(validation, signature)
+    return RegressionOutputs(batch, predictor.predict(batch).predicted, numeric_target(validation, target))
+
+
+def regression_baseline(outputs: RegressionOutputs | None) -> dict[str, float] | None:
+    """MAE, RMSE, R² and the mean error (bias: predicted minus true) on held-out data."""
+    if outputs is None:
+        return None
+    from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
+
+    y_true, y_pred = outputs.target, outputs.predicted
+    return {
+        "rows": float(len(y_true)),
+        "mae": float(mean_absolute_error(y_true, y_pred)),
+        "rmse": float(np.sqrt(mean_squared_error(y_true, y_pred))),
+        "r2": float(r2_score(y_true, y_pred)),
+        "mean_error": float(np.mean(y_pred - y_true)),
+    }
+
+
+def regression_profile(
+    predictor: Runtime,
+    signature: Signature,
+    reference: pd.DataFrame | None,
+    outputs: RegressionOutputs | None,
+    settings: ProfileSettings,
+    directory: Path,
+) -> ReferenceProfile | None:
+    """The training data's profile, with the predictions binned (from the validation data,
+    else the reference data) and, with validation data, the target."""
+    if reference is None or len(reference) == 0:
+        return None
+    batch = FeatureBatch.from_frame(reference, signature)
+    predicted = outputs.predicted if outputs is not None else predictor.predict(batch).predicted
+    target = outputs.target if outputs is not None else None
+    profile, sample = build_profile(signature, batch, settings, None, predicted_values=predicted, target=target)
+    save_sample(directory, sample)
+    return profile
+
+
+def fit_loss_estimator(
+    predictor: Runtime,
+    signature: Signature,
+    outputs: RegressionOutputs | None,
+    reference: pd.DataFrame | None,
+    target: str | None,
+    directory: Path,
+) -> bool:
+    """Fit the label-free error estimate on the validation rows (else the reference rows,
+    when they hold the target) and save it into the version directory; False when there are
+    no labelled rows to fit it on."""
+    if outputs is None and reference is not None and target is not None and target in reference:
+        batch = FeatureBatch.from_frame(reference, signature)
+        outputs = RegressionOutputs(batch, predictor.predict(batch).predicted, numeric_target(reference, target))
+    if outputs is None or len(outputs.target) == 0:
+        return False
+    try:
+        from modelmon.registry.loss_estimator import LossEstimator
+    except ModuleNotFoundError as exc:  # written by its own change (issue 18): until then, none
+        if exc.name != "modelmon.registry.loss_estimator":
+            raise
+        return False
+    LossEstimator.fit(outputs.batch, outputs.predicted, outputs.target, signature).save(directory)
+    return True
+
+
+def _answer_shape(signature: Signature, rows: int) -> tuple[int, ...]:
+    return (rows,) if signature.task is Task.REGRESSION else (rows, len(signature.class_labels))
+
+
+def _answers(predictor: Runtime, batch: FeatureBatch) -> np.ndarray:
+    """A classifier's probabilities, a regressor's predicted values."""
+    output: ModelOutput = predictor.predict(batch)
+    if predictor.signature.task is Task.REGRESSION:
+        return np.asarray(output.predicted)
+    if output.probabilities is None:
+        raise RegistryError(f"modelmon monitors classifiers with probabilities; {predictor.name} gave none")
+    return output.probabilities
 
 
 def _scores(output: Any) -> np.ndarray:

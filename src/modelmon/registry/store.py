@@ -9,11 +9,13 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+from typing import Any
 
 from modelmon.config import default_registry_dir
 from modelmon.errors import ModelNotFoundError, RegistryError
 from modelmon.registry.card import CARD_FILE, ModelCard
 from modelmon.runtimes.base import Runtime, runtime_named, verified_path
+from modelmon.types import Task
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
@@ -113,3 +115,16 @@ class Registry:
         artifact = card.serving_artifact or card.artifact
         runtime = runtime_named(card.runtime)
         return runtime.load(verified_path(directory, artifact), artifact, card.signature)
+
+    def load_loss_estimator(self, card: ModelCard) -> Any:
+        """A regressor's label-free error estimate fitted at registration, or None (a
+        classifier, or a version registered without labelled rows)."""
+        if card.signature.task is not Task.REGRESSION:
+            return None
+        try:
+            from modelmon.registry.loss_estimator import LossEstimator
+        except ModuleNotFoundError as exc:  # written by its own change (issue 18): until then, none
+            if exc.name != "modelmon.registry.loss_estimator":
+                raise
+            return None
+        return LossEstimator.load(self.version_dir(card.name, card.version))

@@ -1,4 +1,4 @@
-"""LightGBM classifiers: model files in LightGBM's text format (``.txt``, as
+"""LightGBM classifiers and regressors: model files in LightGBM's text format (``.txt``, as
 ``Booster.save_model`` writes them), and ``LGBMClassifier`` / ``Booster`` objects (saved in
 that format). Never pickle.
 
@@ -13,7 +13,8 @@ categories with integer-coded categorical features is refused: the file does not
 is which.
 
 The ``binary`` and ``multiclass`` objectives are served (LightGBM predicts their
-probabilities); others (regression, ranking, ``multiclassova``, whose per-class
+probabilities), and the regression objectives (one value per row, the objective's transform
+applied, as ``predict`` does); others (ranking, ``multiclassova``, whose per-class
 probabilities do not sum to one, custom objectives) are refused. A model trained with early
 stopping answers with its best iteration, as ``predict`` does, and only those trees are
 saved.
@@ -48,7 +49,6 @@ from modelmon.runtimes.base import (
 from modelmon.runtimes.features import python_label
 from modelmon.runtimes.xgboost import (
     ONNX_OPSET,
-    REGRESSION_ISSUE,
     FeatureMatrix,
     TreeInputs,
     categorical_refusal,
@@ -59,7 +59,7 @@ from modelmon.runtimes.xgboost import (
     onnx_agreement,
     tree_signature,
 )
-from modelmon.types import FeatureBatch, ModelOutput, Signature
+from modelmon.types import FeatureBatch, ModelOutput, Signature, Task
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -68,6 +68,7 @@ SUFFIX = ".txt"
 FORMAT = "lightgbm-text"
 #: Objectives whose prediction is class probabilities.
 OBJECTIVES = ("binary", "multiclass")
+#: Objectives whose prediction is one value per row (a regressor).
 _REGRESSION = (
     "regression", "regression_l1", "huber", "fair", "poisson", "quantile", "mape", "gamma",
     "tweedie", "cross_entropy", "cross_entropy_lambda",
@@ -93,7 +94,13 @@ class LightGBMRuntime(Runtime):
         # One thread: a replica is one process on a shared machine, as ONNX Runtime is run.
         return class_probabilities(self.model.predict(self.matrix(batch), num_threads=1), "probability")
 
+    def predict_values(self, batch: FeatureBatch) -> np.ndarray:
+        """A regressor's predictions."""
+        return np.asarray(self.model.predict(self.matrix(batch), num_threads=1), dtype=np.float64).reshape(-1)
+
     def predict(self, batch: FeatureBatch) -> ModelOutput:
+        if self.signature.task is Task.REGRESSION:
+            return ModelOutput.from_values(self.predict_values(batch))
         return ModelOutput.from_probabilities(self.predict_proba(batch))
 
     # -- registration ------------------------------------------------------------------
@@ -137,6 +144,8 @@ class LightGBMRuntime(Runtime):
         cls, model: Any, reference: pd.DataFrame | None, target: str | None, text_columns: TextColumns
     ) -> Signature:
         options = model_options(model)
+        if options["objective"] in _REGRESSION:
+            return tree_signature(model_inputs(model), None, reference, target, text_columns)
         if isinstance(model, cls.require("lightgbm").LGBMModel):
             classes = [python_label(c) for c in model.classes_]
         else:
@@ -188,7 +197,9 @@ class LightGBMRuntime(Runtime):
         graph = convert_trees(convert, len(signature.features))
         if isinstance(graph, OnnxCheck):
             return None, graph
-        return onnx_agreement(cls.wrap(model, signature).predict_proba, graph, signature, check_data)
+        native = cls.wrap(model, signature)
+        answers = native.predict_values if signature.task is Task.REGRESSION else native.predict_proba
+        return onnx_agreement(answers, graph, signature, check_data)
 
 
 # -- What a LightGBM model records -------------------------------------------------------
@@ -249,9 +260,9 @@ def model_options(model: Any) -> dict[str, Any]:
     the categories of text features in code order."""
     header, _ = model_text(model)
     objective = header.get("objective", "").split(" ", 1)[0]
-    if objective not in OBJECTIVES:
+    if objective not in OBJECTIVES and objective not in _REGRESSION:
         raise RegistryError(objective_refusal(objective))
-    n_classes = 2 if objective == "binary" else int(header.get("num_class", "0"))
+    n_classes = 2 if objective == "binary" else 0 if objective in _REGRESSION else int(header.get("num_class", "0"))
     inputs = model_inputs(model)
     categories = {
         inputs.names[i]: list(levels)
@@ -262,8 +273,6 @@ def model_options(model: Any) -> dict[str, Any]:
 
 
 def objective_refusal(objective: str) -> str:
-    if objective in _REGRESSION:
-        return f"the model's objective {objective!r} is a regression: {REGRESSION_ISSUE}"
     if objective in ("lambdarank", "rank_xendcg"):
         return f"the model's objective {objective!r} ranks: modelmon serves classifiers"
     if objective == "multiclassova":

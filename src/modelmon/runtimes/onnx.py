@@ -2,7 +2,9 @@
 other runtimes convert to (``Runtime.to_onnx``).
 
 A graph takes either one ``[N, F]`` input or one input per feature; a classifier answers
-with a ``[N, C]`` probability tensor or a ZipMap. Loading a graph runs no Python code.
+with a ``[N, C]`` probability tensor or a ZipMap, a regressor with one float tensor of one
+value per row (``[N]`` or ``[N, 1]``). A graph is a regressor when it records no class
+labels and its float output has one value per row. Loading a graph runs no Python code.
 """
 
 from __future__ import annotations
@@ -99,6 +101,17 @@ def probability_output(session: Any) -> str:
     )
 
 
+def value_output(session: Any) -> str | None:
+    """A regressor's output: the one float tensor whose shape is ``[N]`` or ``[N, 1]``
+    (a symbolic width counts), or None."""
+    for output in session.get_outputs():
+        shape = output.shape or []
+        one_wide = len(shape) == 1 or (len(shape) == 2 and (shape[1] == 1 or not isinstance(shape[1], int)))
+        if output.type in ("tensor(float)", "tensor(double)") and one_wide:
+            return str(output.name)
+    return None
+
+
 @register_runtime
 class OnnxRuntime(Runtime):
     name = "onnx"
@@ -111,7 +124,17 @@ class OnnxRuntime(Runtime):
         self.input_dtypes = [_ONNX_NUMPY_TYPES.get(i.type) for i in self.inputs]
         if any(dtype is None for dtype in self.input_dtypes):
             raise RegistryError(f"unsupported ONNX input types: {[i.type for i in self.inputs]}")
-        self.proba_output = probability_output(self.session)
+        self.regression = signature.task is Task.REGRESSION
+        if self.regression:
+            found = value_output(self.session)
+            if found is None:
+                raise RegistryError(
+                    "the ONNX graph has no output of one value per row ([N] or [N, 1] float) to serve "
+                    f"as a regressor; its outputs are {[(o.name, o.type, o.shape) for o in self.session.get_outputs()]}"
+                )
+            self.value_output = found
+        else:
+            self.proba_output = probability_output(self.session)
         by_name = {i.name: k for k, i in enumerate(self.inputs)}
         # The graph decides how it is fed: one input per feature, or one [N, F] matrix.
         self.matrix_input = not all(n in by_name for n in signature.feature_names)
@@ -149,7 +172,13 @@ class OnnxRuntime(Runtime):
             return np.array([[row[c] for c in classes] for row in output], dtype=np.float64)
         return np.asarray(output, dtype=np.float64)
 
+    def predict_values(self, batch: FeatureBatch) -> np.ndarray:
+        (output,) = self.session.run([self.value_output], self._feeds(batch))
+        return np.asarray(output, dtype=np.float64).reshape(-1)
+
     def predict(self, batch: FeatureBatch) -> ModelOutput:
+        if self.regression:
+            return ModelOutput.from_values(self.predict_values(batch))
         return ModelOutput.from_probabilities(self.predict_proba(batch))
 
     # -- registration ------------------------------------------------------------------
@@ -216,21 +245,18 @@ class OnnxRuntime(Runtime):
                 specs = feature_specs_from_frame(reference, [i.name for i in inputs], text_columns)
             else:
                 specs = [FeatureSpec(name=i.name, dtype=_SIGNATURE_DTYPES.get(i.type, "float64")) for i in inputs]
-        probability_output(session)  # raises a clear error when there is none
         classes: list[Any] | None = onnx_class_labels(model)
+        if classes is None and _answers_one_value(model, specs, layout):
+            return Signature(features=specs, task=Task.REGRESSION, input_layout=layout)
+        probability_output(session)  # raises a clear error when there is none
         if classes is None:  # a graph without labels: its probability columns are the classes
             probe = Signature(features=specs, task=Task.BINARY, classes=[0, 1], input_layout=layout)
-            width = cls(model, probe).predict_proba(
-                FeatureBatch(
-                    numeric=np.zeros((1, len(probe.numeric_features))),
-                    categorical=np.full((1, len(probe.categorical_features)), "", dtype=object),
-                )
-            ).shape[1]
+            width = cls(model, probe).predict_proba(_probe_batch(probe)).shape[1]
             classes = list(range(width))
         if len(classes) < 2:
             raise RegistryError(
-                f"the ONNX graph's output has {len(classes)} column: modelmon serves classifiers "
-                "with a probability per class (regression models are not supported yet)"
+                f"the ONNX graph's output has {len(classes)} column: a classifier needs a "
+                "probability per class"
             )
         return Signature(features=specs, task=Task.for_classes(classes), classes=classes, input_layout=layout)
 
@@ -245,3 +271,21 @@ class OnnxRuntime(Runtime):
         if artifact.format != "onnx":
             raise RegistryError(f"the onnx runtime cannot load a {artifact.format!r} artifact")
         return cls(path.read_bytes(), signature)
+
+
+def _probe_batch(signature: Signature) -> FeatureBatch:
+    return FeatureBatch(
+        numeric=np.zeros((1, len(signature.numeric_features))),
+        categorical=np.full((1, len(signature.categorical_features)), "", dtype=object),
+    )
+
+
+def _answers_one_value(model: bytes, specs: list[FeatureSpec], layout: Any) -> bool:
+    """Whether a graph without class labels is a regressor: it has a float output of one
+    value per row, and answers one value for one row."""
+    probe = Signature(features=specs, task=Task.REGRESSION, input_layout=layout)
+    try:
+        runtime = OnnxRuntime(model, probe)
+        return runtime.predict_values(_probe_batch(probe)).shape == (1,)
+    except Exception:  # no such output, or the graph does not run on zeros: not decided here
+        return False

@@ -1,4 +1,4 @@
-"""scikit-learn classifiers and pipelines, saved with skops.
+"""scikit-learn classifiers, regressors and pipelines, saved with skops.
 
 skops is the default because it refuses to build any type it was not told to trust; pickle
 and joblib run arbitrary code on load, so they need an explicit opt-in at registration, and
@@ -43,6 +43,10 @@ SKOPS_SUFFIX = ".skops"
 PICKLE_SUFFIXES = (".pkl", ".pickle", ".joblib")
 #: Largest absolute difference in any class probability for a converted graph to be kept.
 PROBABILITY_TOLERANCE = 1e-4
+#: A regressor's converted graph is kept when its predictions differ from the model's by at
+#: most this share of the largest predicted magnitude (at least 1): ONNX computes in float32,
+#: whose rounding grows with the values (a Ridge on values around 20: about 2e-6).
+VALUE_TOLERANCE = 1e-5
 
 
 def untrusted_skops_types(path: Path) -> list[str]:
@@ -89,14 +93,17 @@ def load_pickle(path: Path) -> Any:
 
 @register_runtime
 class SklearnRuntime(Runtime):
-    """A fitted scikit-learn classifier or pipeline."""
+    """A fitted scikit-learn classifier, regressor or pipeline."""
 
     name = "sklearn"
     suffixes = (SKOPS_SUFFIX, *PICKLE_SUFFIXES)
     generic = True
 
     def __init__(self, model: Any, signature: Signature) -> None:
-        if not hasattr(model, "predict_proba"):
+        self._regression = signature.task is Task.REGRESSION
+        if self._regression and not hasattr(model, "predict"):
+            raise RegistryError(f"{type(model).__name__} has no predict: register a fitted regressor")
+        if not self._regression and not hasattr(model, "predict_proba"):
             raise RegistryError(
                 f"{type(model).__name__} has no predict_proba: modelmon serves probabilistic "
                 "classifiers (wrap it in CalibratedClassifierCV, or use SVC(probability=True))"
@@ -108,7 +115,13 @@ class SklearnRuntime(Runtime):
         X = batch.to_frame(self.signature) if self._columns else batch.to_matrix(self.signature)
         return np.asarray(self.model.predict_proba(X), dtype=np.float64)
 
+    def predict_values(self, batch: FeatureBatch) -> np.ndarray:
+        X = batch.to_frame(self.signature) if self._columns else batch.to_matrix(self.signature)
+        return np.asarray(self.model.predict(X), dtype=np.float64).reshape(-1)
+
     def predict(self, batch: FeatureBatch) -> ModelOutput:
+        if self._regression:
+            return ModelOutput.from_values(self.predict_values(batch))
         return ModelOutput.from_probabilities(self.predict_proba(batch))
 
     # -- registration ------------------------------------------------------------------
@@ -145,9 +158,13 @@ class SklearnRuntime(Runtime):
     def infer_signature(
         cls, model: Any, reference: pd.DataFrame | None, target: str | None, text_columns: TextColumns
     ) -> Signature:
-        if not hasattr(model, "classes_"):
-            raise RegistryError(f"{type(model).__name__} has no classes_: register a fitted classifier")
-        classes = [python_label(c) for c in model.classes_]
+        regression = _is_regressor(model)
+        if not regression and not hasattr(model, "classes_"):
+            raise RegistryError(
+                f"{type(model).__name__} has no classes_ and is not a regressor: register a fitted "
+                "classifier or regressor"
+            )
+        classes = None if regression else [python_label(c) for c in model.classes_]
         names_in = getattr(model, "feature_names_in_", None)
         n_in = getattr(model, "n_features_in_", None)
         layout = "columns" if names_in is not None else "matrix"
@@ -176,7 +193,8 @@ class SklearnRuntime(Runtime):
                 "the model was trained on an unnamed array that includes text columns; train it "
                 "on a DataFrame so modelmon can pass named columns"
             )
-        return Signature(features=specs, task=Task.for_classes(classes), classes=classes, input_layout=layout)
+        task = Task.REGRESSION if classes is None else Task.for_classes(classes)
+        return Signature(features=specs, task=task, classes=classes, input_layout=layout)
 
     @classmethod
     def save(cls, model: Any, source: Path | None, directory: Path) -> ArtifactInfo:
@@ -226,22 +244,42 @@ class SklearnRuntime(Runtime):
             return None, OnnxCheck(used=False, reason=f"conversion failed: {failures[-1]}"[:500])
 
         rows = check_data.n_rows
-        expected = cls(model, signature).predict_proba(check_data)
+        native = cls(model, signature)
         try:
-            actual = converted.predict_proba(check_data)
+            if signature.task is Task.REGRESSION:
+                expected = native.predict_values(check_data)
+                actual = converted.predict_values(check_data)
+            else:
+                expected = native.predict_proba(check_data)
+                actual = converted.predict_proba(check_data)
         except Exception as exc:
             return None, OnnxCheck(used=False, reason=f"converted graph failed: {exc}"[:500])
         if actual.shape != expected.shape:
             return None, OnnxCheck(used=False, reason=f"output shape {actual.shape} differs from {expected.shape}")
         difference = float(np.max(np.abs(actual - expected))) if rows else 0.0
-        if not np.isfinite(difference) or difference > PROBABILITY_TOLERANCE:
+        if signature.task is Task.REGRESSION:
+            allowed = VALUE_TOLERANCE * max(1.0, float(np.max(np.abs(expected))) if rows else 1.0)
+            what = "predictions"
+        else:
+            allowed, what = PROBABILITY_TOLERANCE, "probabilities"
+        if not np.isfinite(difference) or difference > allowed:
             return None, OnnxCheck(
                 used=False,
                 rows_compared=rows,
                 max_abs_difference=difference if np.isfinite(difference) else None,
-                reason=f"probabilities differ by {difference:.3g} > {PROBABILITY_TOLERANCE}",
+                reason=f"{what} differ by {difference:.3g} > {allowed:.3g}",
             )
         return model_bytes, OnnxCheck(used=True, rows_compared=rows, max_abs_difference=difference)
+
+
+def _is_regressor(model: Any) -> bool:
+    """A scikit-learn regressor (or pipeline ending in one), or an estimator that predicts
+    without classes or probabilities."""
+    from sklearn.base import is_regressor
+
+    if is_regressor(model):
+        return True
+    return not hasattr(model, "classes_") and not hasattr(model, "predict_proba") and hasattr(model, "predict")
 
 
 def _initial_types(signature: Signature, matrix: bool) -> list[tuple[str, Any]]:
@@ -268,7 +306,7 @@ def _convert(estimator: Any, initial_types: list[tuple[str, Any]]) -> bytes:
         onnx_model = to_onnx(
             estimator,
             initial_types=initial_types,
-            options={"zipmap": False},
+            options=None if _is_regressor(estimator) else {"zipmap": False},
             target_opset={"": 17, "ai.onnx.ml": 3},
         )
     return bytes(onnx_model.SerializeToString())

@@ -549,7 +549,7 @@ def _classes(
         if pd.api.types.is_float_dtype(column.dtype) and not np.array_equal(values, np.round(values)):
             raise RegistryError(
                 f"the target {target!r} holds numbers that are not class labels: modelmon serves "
-                "PyTorch classifiers (regression is not supported yet)"
+                "PyTorch classifiers (regression models: issue 18, not done for PyTorch yet)"
             )
         if not all(isinstance(c, int) and not isinstance(c, bool) and 0 <= c < width for c in labels):
             raise RegistryError(

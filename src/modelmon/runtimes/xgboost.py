@@ -1,4 +1,4 @@
-"""XGBoost classifiers: Booster files in XGBoost's own JSON (``.json``) or UBJSON (``.ubj``)
+"""XGBoost classifiers and regressors: Booster files in XGBoost's own JSON (``.json``) or UBJSON (``.ubj``)
 format, and ``XGBClassifier`` / ``Booster`` objects (saved as UBJSON). Never pickle.
 
 What the model records is the signature: its feature names (a model trained on a DataFrame),
@@ -12,7 +12,9 @@ as numbers.
 Probabilities come from the booster's objective: ``binary:logistic`` and
 ``multi:softprob`` predict them, ``binary:logitraw`` and ``multi:softmax`` predict margins
 (their sigmoid / softmax are the probabilities, as ``XGBClassifier.predict_proba`` computes
-them). Other objectives (regression, ranking, hinge) are refused. Which trees answer is what
+them). Regression objectives (``reg:*`` but quantiles, ``count:poisson``) predict one value
+per row, with the objective's transform (as ``XGBRegressor.predict``). Ranking, hinge and
+survival objectives are refused. Which trees answer is what
 the framework's own prediction uses: all of them for a Booster (as ``Booster.predict``), up
 to ``best_iteration`` for a model of the scikit-learn API trained with early stopping (as
 ``XGBClassifier.predict_proba``), recorded at registration.
@@ -62,11 +64,13 @@ if TYPE_CHECKING:
 FORMATS = {".json": "xgboost-json", ".ubj": "xgboost-ubj"}
 #: Largest absolute difference in any class probability for a converted graph to be kept.
 PROBABILITY_TOLERANCE = 1e-5
+#: For a regressor: the largest difference, as a share of the largest predicted magnitude
+#: (at least 1), for a converted graph to be kept (the graph computes in float32).
+VALUE_TOLERANCE = 1e-5
 #: The highest ONNX opset onnxmltools converts trees to.
 ONNX_OPSET = 15
 #: Rows of the check data given missing values to compare a converted graph on.
 MISSING_CHECK_ROWS = 256
-REGRESSION_ISSUE = "modelmon serves classifiers only so far (regression: issue 18)"
 
 #: How a classification objective's prediction becomes probabilities: predicted as they
 #: are ("probability"), or from margins ("sigmoid", "softmax").
@@ -75,6 +79,14 @@ _OUTPUTS = {
     "binary:logitraw": "sigmoid",
     "multi:softprob": "probability",
     "multi:softmax": "softmax",
+    # Regression: one value per row, the objective's transform applied ("value").
+    "reg:squarederror": "value",
+    "reg:squaredlogerror": "value",
+    "reg:pseudohubererror": "value",
+    "reg:absoluteerror": "value",
+    "reg:gamma": "value",
+    "reg:tweedie": "value",
+    "count:poisson": "value",
 }
 
 
@@ -93,7 +105,7 @@ class XGBoostRuntime(Runtime):
         self.output: str = options["output"]
         self.iteration_range = (int(options["iteration_range"][0]), int(options["iteration_range"][1]))
         self.matrix = FeatureMatrix(signature, options.get("categories", {}))
-        self._predict_type = "value" if self.output == "probability" else "margin"
+        self._predict_type = "value" if self.output in ("probability", "value") else "margin"
 
     def predict_proba(self, batch: FeatureBatch) -> np.ndarray:
         raw = self.model.inplace_predict(
@@ -104,7 +116,16 @@ class XGBoostRuntime(Runtime):
         )
         return class_probabilities(raw, self.output)
 
+    def predict_values(self, batch: FeatureBatch) -> np.ndarray:
+        """A regressor's predictions."""
+        raw = self.model.inplace_predict(
+            self.matrix(batch), iteration_range=self.iteration_range, predict_type="value", validate_features=False
+        )
+        return np.asarray(raw, dtype=np.float64).reshape(-1)
+
     def predict(self, batch: FeatureBatch) -> ModelOutput:
+        if self.output == "value":
+            return ModelOutput.from_values(self.predict_values(batch))
         return ModelOutput.from_probabilities(self.predict_proba(batch))
 
     # -- registration ------------------------------------------------------------------
@@ -152,6 +173,8 @@ class XGBoostRuntime(Runtime):
         cls, model: Any, reference: pd.DataFrame | None, target: str | None, text_columns: TextColumns
     ) -> Signature:
         options = model_options(model)
+        if options["output"] == "value":
+            return tree_signature(model_inputs(model), None, reference, target, text_columns)
         if isinstance(model, cls.require("xgboost").XGBModel):
             classes = [python_label(c) for c in model.classes_]
         else:
@@ -218,7 +241,9 @@ class XGBoostRuntime(Runtime):
         graph = convert_trees(convert, len(signature.features))
         if isinstance(graph, OnnxCheck):
             return None, graph
-        return onnx_agreement(cls.wrap(model, signature).predict_proba, graph, signature, check_data)
+        native = cls.wrap(model, signature)
+        answers = native.predict_values if signature.task is Task.REGRESSION else native.predict_proba
+        return onnx_agreement(answers, graph, signature, check_data)
 
 
 # -- What an XGBoost model records -------------------------------------------------------
@@ -245,7 +270,9 @@ def model_options(model: Any) -> dict[str, Any]:
         raise RegistryError(objective_refusal(objective))
     n_classes = int(float(learner["learner_model_param"].get("num_class", "0") or 0))
     n_classes = 2 if objective.startswith("binary:") else n_classes
-    if n_classes < 2:
+    if output == "value":
+        n_classes = 0
+    elif n_classes < 2:
         raise RegistryError(f"the {objective} model predicts {n_classes} classes: it needs 2 or more")
     attributes = booster.attributes()
     stop = 0
@@ -269,7 +296,10 @@ def model_options(model: Any) -> dict[str, Any]:
 
 def objective_refusal(objective: str) -> str:
     if objective.startswith(("reg:", "count:", "survival:")):
-        return f"the model's objective {objective!r} is a regression: {REGRESSION_ISSUE}"
+        return (
+            f"the model's objective {objective!r} is not served: modelmon serves regressors trained "
+            f"with {', '.join(sorted(o for o, out in _OUTPUTS.items() if out == 'value'))}"
+        )
     if objective.startswith("rank:"):
         return f"the model's objective {objective!r} ranks: modelmon serves classifiers"
     return (
@@ -330,14 +360,14 @@ class TreeInputs:
 
 def tree_signature(
     inputs: TreeInputs,
-    classes: list[ClassLabel],
+    classes: list[ClassLabel] | None,
     reference: pd.DataFrame | None,
     target: str | None,
     text_columns: TextColumns,
 ) -> Signature:
     """The signature of a tree ensemble: feature names and categorical features from the
     model, dtypes and categories from the reference data (which must hold every feature, and
-    text only where the model takes text)."""
+    text only where the model takes text). ``classes`` None: a regressor."""
     names = inputs.names
     layout = "columns" if names is not None else "matrix"
     if names is None:
@@ -376,6 +406,8 @@ def tree_signature(
                 f"the model takes feature {spec.name!r} as a number, but the reference data "
                 "(or --categorical) gives it as text"
             )
+    if classes is None:
+        return Signature(features=specs, task=Task.REGRESSION, input_layout=layout)
     if len(classes) < 2:
         raise RegistryError(f"the model predicts {len(classes)} class: a classifier needs 2 or more")
     return Signature(features=specs, task=Task.for_classes(classes), classes=classes, input_layout=layout)
@@ -484,20 +516,22 @@ def onnx_agreement(
     check_data: FeatureBatch,
 ) -> tuple[bytes | None, OnnxCheck]:
     """The graph and its record when its probabilities agree with the framework's within
-    ``PROBABILITY_TOLERANCE`` on ``check_data`` and on those rows with missing values; else
-    None and the record of why not."""
+    ``PROBABILITY_TOLERANCE`` (a regressor's values within ``VALUE_TOLERANCE`` of their
+    scale) on ``check_data`` and on those rows with missing values; else None and the record
+    of why not."""
+    regression = signature.task is Task.REGRESSION
     try:
         converted = OnnxRuntime(graph, signature)
     except Exception as exc:
         return None, OnnxCheck(used=False, reason=f"the converted graph does not load: {exc}"[:500])
     batches: Iterable[FeatureBatch | None] = (check_data, with_missing_values(check_data, signature))
-    rows, worst = 0, 0.0
+    rows, worst, scale = 0, 0.0, 1.0
     for batch in batches:
         if batch is None:
             continue
         expected = native(batch)
         try:
-            actual = converted.predict_proba(batch)
+            actual = converted.predict_values(batch) if regression else converted.predict_proba(batch)
         except Exception as exc:
             return None, OnnxCheck(used=False, rows_compared=rows, reason=f"the converted graph failed: {exc}"[:500])
         if actual.shape != expected.shape:
@@ -510,12 +544,14 @@ def onnx_agreement(
         if not np.isfinite(difference):
             return None, OnnxCheck(used=False, rows_compared=rows, reason="the graph's probabilities are not finite")
         worst = max(worst, difference)
-    if worst > PROBABILITY_TOLERANCE:
+        scale = max(scale, float(np.max(np.abs(expected)))) if expected.size else scale
+    allowed = VALUE_TOLERANCE * scale if regression else PROBABILITY_TOLERANCE
+    if worst > allowed:
         return None, OnnxCheck(
             used=False,
             rows_compared=rows,
             max_abs_difference=worst,
-            reason=f"probabilities differ by {worst:.3g} > {PROBABILITY_TOLERANCE:g} (the graph "
-            "compares float32 inputs with float32 thresholds)",
+            reason=f"{'predictions' if regression else 'probabilities'} differ by {worst:.3g} > {allowed:.3g} "
+            "(the graph compares float32 inputs with float32 thresholds)",
         )
     return graph, OnnxCheck(used=True, rows_compared=rows, max_abs_difference=worst)

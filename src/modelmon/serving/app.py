@@ -127,7 +127,8 @@ class ModelServer:
         if card.reference_profile is not None:
             sample = load_sample(self.registry.version_dir(card.name, card.version), card.reference_profile)
         return ModelRuntime(
-            card, predictor, self.metrics, self.executor, self.settings, sample, self.prediction_log, self.recent
+            card, predictor, self.metrics, self.executor, self.settings, sample, self.prediction_log, self.recent,
+            loss_estimator=self.registry.load_loss_estimator(card),
         )
 
     async def load_version(self, name: str, version: str) -> tuple[ModelRuntime, bool]:

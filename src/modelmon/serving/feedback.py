@@ -5,10 +5,15 @@ the store (so labels arriving after a restart, or at another replica, still coun
 insert is ``ON CONFLICT DO NOTHING ... RETURNING``: the store decides which labels are new,
 atomically, so a label sent twice (even to two replicas at once) is counted once, and the
 second is reported as a duplicate.
+
+A classifier's label is one of its classes; a regressor's (a model without classes) is a
+finite number, stored as the text ``repr`` writes (which reads back as the same float), and
+counted into the version's label sums (``monitoring.tasks.RegressionLabels``).
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -45,7 +50,8 @@ class FeedbackResult:
 
 def parse_feedback(payload: Any, classes: list[str]) -> list[tuple[str, str]]:
     """``{"labels": [{"id": ..., "label": ...}, ...]}`` (or the bare list) as (id, label)
-    pairs, labels as text; any invalid item rejects the request, naming it."""
+    pairs, labels as text; any invalid item rejects the request, naming it. No ``classes``:
+    a regressor's labels, finite numbers."""
     items = payload.get("labels") if isinstance(payload, dict) else payload
     if not isinstance(items, list) or not items:
         raise MalformedRequestError('expected {"labels": [{"id": "<prediction id>", "label": <class>}, ...]}')
@@ -57,6 +63,9 @@ def parse_feedback(payload: Any, classes: list[str]) -> list[tuple[str, str]]:
         if not isinstance(item, dict) or not isinstance(item.get("id"), str) or "label" not in item:
             raise MalformedRequestError(f'labels[{i}] must be {{"id": "<prediction id>", "label": <class>}}')
         label = item["label"]
+        if not classes:
+            pairs.append((item["id"], numeric_label(i, item["id"], label)))
+            continue
         if isinstance(label, bool) or not isinstance(label, (str, int, float)):
             raise InvalidInputError(f"labels[{i}] (id {item['id']!r}): label {label!r} is not a class", reason="invalid_label")
         text = str(int(label)) if isinstance(label, float) and label.is_integer() else str(label)
@@ -67,6 +76,21 @@ def parse_feedback(payload: Any, classes: list[str]) -> list[tuple[str, str]]:
             )
         pairs.append((item["id"], text))
     return pairs
+
+
+def numeric_label(index: int, prediction_id: str, label: Any) -> str:
+    """A regressor's true value as text (``repr``: it reads back as the same float)."""
+    if isinstance(label, bool) or not isinstance(label, (int, float)):
+        raise InvalidInputError(
+            f"labels[{index}] (id {prediction_id!r}): label {label!r} is not a number (the model is a regressor)",
+            reason="invalid_label",
+        )
+    value = float(label)
+    if not math.isfinite(value):
+        raise InvalidInputError(
+            f"labels[{index}] (id {prediction_id!r}): label {label!r} is not a finite number", reason="invalid_label"
+        )
+    return repr(value)
 
 
 class FeedbackJoiner:
@@ -143,7 +167,8 @@ def count_matched(
     quality_for: Callable[[str, int], tuple[QualityMetrics, list[str]] | None],
     model: str,
 ) -> None:
-    """Add newly matched labels to the confusion cells and label delays of their version."""
+    """Add newly matched labels to the confusion cells (a regressor's: the label sums) and
+    label delays of their version."""
     now = time.time()
     by_version: dict[int, list[tuple[PredictionRecord, str]]] = {}
     for record, label in matched.values():
@@ -153,6 +178,9 @@ def count_matched(
         if bound is None:
             continue
         quality, classes = bound
+        if quality.regression is not None:
+            _count_values(quality, items, now)
+            continue
         index = {c: i for i, c in enumerate(classes)}
         cells = np.zeros(len(classes) ** 2)
         for record, label in items:
@@ -161,3 +189,19 @@ def count_matched(
             quality.label_delay.observe(max(0.0, now - record.predicted_at))
         quality.confusion.add(cells)
         quality.feedback["matched"].inc(len(items))
+
+
+def _count_values(quality: QualityMetrics, items: list[tuple[PredictionRecord, str]], now: float) -> None:
+    """A regressor's matched labels into its sums: predicted minus true, per row."""
+    assert quality.regression is not None
+    predicted, actual = [], []
+    for record, label in items:
+        try:
+            value = float(record.predicted)
+        except ValueError:  # not a regressor's prediction: nothing to subtract from
+            continue
+        predicted.append(value)
+        actual.append(float(label))
+        quality.label_delay.observe(max(0.0, now - record.predicted_at))
+    quality.regression.count(np.array(predicted), np.array(actual))
+    quality.feedback["matched"].inc(len(items))

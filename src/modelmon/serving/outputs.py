@@ -106,3 +106,30 @@ class ClassificationOutputs(TaskOutputs):
              "parameters": {"classes": self.classes.tolist()}},
             {"name": PREDICTION_ID, "datatype": "BYTES", "shape": [-1]},
         ]
+
+
+@register_outputs
+class RegressionOutputs(TaskOutputs):
+    """``prediction`` (the predicted value, FP64) and ``prediction_id`` (to send the true
+    value back with)."""
+
+    tasks = (Task.REGRESSION,)
+    names = ("prediction", PREDICTION_ID)
+
+    def tensors(self, output: ModelOutput, ids: list[str]) -> list[TensorOutput]:
+        return [
+            TensorOutput("prediction", "FP64", np.asarray(output.predicted, dtype=np.float64)),
+            TensorOutput(PREDICTION_ID, "BYTES", np.array(ids, dtype=object)),
+        ]
+
+    def records(self, output: ModelOutput, ids: list[str]) -> list[dict[str, Any]]:
+        return [
+            {"id": pid, "prediction": value}
+            for pid, value in zip(ids, np.asarray(output.predicted, dtype=np.float64).tolist(), strict=True)
+        ]
+
+    def metadata(self) -> list[dict[str, Any]]:
+        return [
+            {"name": "prediction", "datatype": "FP64", "shape": [-1]},
+            {"name": PREDICTION_ID, "datatype": "BYTES", "shape": [-1]},
+        ]

@@ -19,7 +19,7 @@ import numpy as np
 class PredictionRecord:
     model: str
     version: int
-    predicted: str  # the predicted class label, as text
+    predicted: str  # the predicted class label, or a regressor's value, as text
     predicted_at: float  # unix seconds
 
 
@@ -39,7 +39,8 @@ class RecentPredictions:
         self.prefix = prefix
         self._counter = np.zeros(capacity, np.int64)  # 0: empty slot (counters start at 1)
         self._source = np.zeros(capacity, np.int32)  # index into _sources
-        self._predicted = np.zeros(capacity, np.int32)  # class index in that source's labels
+        # The class index in that source's labels; a regressor's predicted value.
+        self._predicted = np.zeros(capacity, np.float64)
         self._at = np.zeros(capacity, np.float64)
         self._sources: list[tuple[str, int, list[str]]] = []  # (model, version, class labels)
         self._source_index: dict[tuple[str, int], int] = {}
@@ -54,7 +55,7 @@ class RecentPredictions:
 
     def add(self, source: int, first_counter: int, predicted: np.ndarray, at: float) -> None:
         """Predictions with counters ``first_counter, first_counter + 1, ...``; ``predicted``
-        holds their class indices."""
+        holds their class indices (a regressor's: the values; its source has no labels)."""
         n = len(predicted)
         if n > self.capacity:  # only the last `capacity` fit
             first_counter += n - self.capacity
@@ -82,7 +83,9 @@ class RecentPredictions:
         if counter == 0 or self._counter[slot] != counter:  # 0 marks an empty slot
             return None
         model, version, class_labels = self._sources[self._source[slot]]
-        return PredictionRecord(model, version, class_labels[self._predicted[slot]], float(self._at[slot]))
+        value = float(self._predicted[slot])
+        predicted = class_labels[int(value)] if class_labels else repr(value)
+        return PredictionRecord(model, version, predicted, float(self._at[slot]))
 
     def __len__(self) -> int:
         return int(np.count_nonzero(self._counter))

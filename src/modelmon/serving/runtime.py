@@ -14,6 +14,7 @@ import numpy as np
 from modelmon.errors import InferenceError
 from modelmon.monitoring.metrics import ModelMetrics, ServerMetrics
 from modelmon.monitoring.monitor import MonitorSettings, VersionMonitor
+from modelmon.monitoring.tasks import ErrorEstimator
 from modelmon.registry.card import ModelCard
 from modelmon.runtimes.base import Runtime
 from modelmon.serving.batching import AdaptiveBatcher
@@ -64,6 +65,7 @@ class ModelRuntime:
         reference_sample: dict[str, np.ndarray] | None = None,
         prediction_log: PredictionLog | None = None,
         recent: RecentPredictions | None = None,
+        loss_estimator: ErrorEstimator | None = None,
     ) -> None:
         self.card = card
         self.name = card.name
@@ -82,6 +84,7 @@ class ModelRuntime:
             calibration=card.calibration,
             reference_sample=reference_sample,
             settings=MonitorSettings(enabled=settings.monitoring, drift=settings.drift),
+            loss_estimator=loss_estimator,
         )
         self.metrics: ModelMetrics = self.monitor.metrics
         self.class_labels = [str(c) for c in card.signature.class_labels]
@@ -123,7 +126,9 @@ class ModelRuntime:
         if self.recent is not None:
             self.recent.add(self.recent_source, first_id, predicted, now)
         if self.prediction_log is not None:
-            labels = [self.class_labels[i] for i in predicted.tolist()]
+            # A classifier's predicted labels; a regressor's values, as text that reads back
+            # as the same float (repr), which the feedback join subtracts the label from.
+            labels = [self.class_labels[i] for i in predicted.tolist()] if self.class_labels else [repr(v) for v in predicted.tolist()]
             features = None
             if self.feature_sample and random.random() < self.feature_sample:
                 # The frame's columns are the signature's feature names: text.

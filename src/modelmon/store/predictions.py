@@ -41,7 +41,7 @@ predictions = Table(
     Column("version", Integer, nullable=False),
     Column("predicted_at", DateTime(timezone=True), nullable=False),
     Column("predicted_label", Text, nullable=False),
-    Column("probabilities", JSON, nullable=False),
+    Column("probabilities", JSON),  # NULL for a regressor (migration 0003)
     Column("features", JSON),
     Index(None, "model", "version", "predicted_at"),
 )
