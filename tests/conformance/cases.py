@@ -300,7 +300,13 @@ def onnx_regression() -> Built:
 # -- the table --------------------------------------------------------------------------
 
 # Factories in their own modules, imported here at the end (they use the helpers above).
-from tests.conformance import cases_keras, cases_lightgbm, cases_torch, cases_xgboost  # noqa: E402
+from tests.conformance import (  # noqa: E402
+    cases_keras,
+    cases_lightgbm,
+    cases_tensorflow,
+    cases_torch,
+    cases_xgboost,
+)
 
 CASES = [
     Case("sklearn", Task.BINARY, sklearn_binary),
@@ -314,6 +320,8 @@ CASES = [
     Case("torch", Task.REGRESSION, cases_torch.torch_regression, pending=REGRESSION_PENDING),
     Case("keras", Task.BINARY, cases_keras.keras_binary),
     Case("keras", Task.MULTICLASS, cases_keras.keras_multiclass),
+    Case("tensorflow", Task.BINARY, cases_tensorflow.tensorflow_binary),
+    Case("tensorflow", Task.MULTICLASS, cases_tensorflow.tensorflow_multiclass),
     Case("xgboost", Task.BINARY, cases_xgboost.xgboost_binary),
     Case("xgboost", Task.MULTICLASS, cases_xgboost.xgboost_multiclass),
     Case("xgboost", Task.REGRESSION, cases_xgboost.xgboost_regression),

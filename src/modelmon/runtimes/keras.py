@@ -32,8 +32,8 @@ served when it agrees within 1e-5; otherwise Keras serves the model itself, in t
 thread pool (on the torch backend on one intra-op thread, see ``load``), and the card's
 ``onnx_check`` says why.
 
-TensorFlow SavedModel directories are not read: TensorFlow is not installed where modelmon
-is tested.
+TensorFlow SavedModel directories (``model.export``'s default format) are read by the
+tensorflow runtime (``runtimes/tensorflow.py``), which shares this module's helpers.
 """
 
 from __future__ import annotations
