@@ -17,11 +17,8 @@ everything on (metrics, drift accounting and scoring, the prediction log) and no
    gzip: Prometheus' own request headers), alternating, for ``--rounds`` rounds. Servers, side
    by side in the same rounds (all started, loaded one at a time):
    - ``incremental``: the shipped code (``modelmon serve``): a scrape writes only what changed,
-     where this checkout runs it: in a worker thread that gives the GIL away every 0.5 ms, or
-     on the event loop in steps that let requests through every 0.5 ms;
-   - the other way of running the same scrape: ``noslice`` (a thread holding the GIL for the
-     whole scrape) for the thread code, ``thread`` (a worker thread giving the GIL away) for
-     the loop code;
+     in a worker thread that gives the GIL away every 0.5 ms of its work;
+   - ``noslice``: the same scrape in a thread that holds the GIL for as long as Python lets it;
    - ``full render``: the same code writing and compressing everything at every scrape, in a
      worker thread, from per-series snapshots (the issue's first option);
    - ``before``: the code before this change (``--baseline``: prometheus_client's exposition
@@ -72,25 +69,15 @@ PROMETHEUS_HEADERS = {
 PLAIN_HEADERS = {"Accept-Encoding": "identity"}
 #: The issue's figure for the code before: a 72 ms render of 36,676 series (40 versions).
 ISSUE_RENDER_MS_PER_1000 = 72 / 36.676
-def scrapes_on_the_loop() -> bool:
-    """Whether this checkout's server scrapes on the event loop (``ServerMetrics.scrape_async``)
-    or in a worker thread."""
-    from modelmon.monitoring.metrics import ServerMetrics
-
-    return hasattr(ServerMetrics, "scrape_async")
-
-
-ON_LOOP = scrapes_on_the_loop()
 VARIANTS = {
-    "incremental": f"incremental, {'on the loop' if ON_LOOP else 'in a thread'} (shipped)",
-    "thread": "incremental, in a thread",
+    "incremental": "incremental, in a thread (shipped)",
     "full": "full render, in a thread",
     "noslice": "incremental, in a thread, no slicing",
     "before": "before (prometheus_client, whole render)",
 }
 #: The load runs' servers by default (others on request: ``--variants``): the shipped scrape,
-#: the other place for it, the issue's first option, and the code before.
-DEFAULT_VARIANTS = ["incremental", "thread" if ON_LOOP else "noslice", "full", "before"]
+#: the same without slicing, the issue's first option, and the code before.
+DEFAULT_VARIANTS = ["incremental", "noslice", "full", "before"]
 
 
 # -- the launcher for the variants that only differ inside the server -------------------
@@ -106,8 +93,6 @@ def serve_variant(argv: list[str]) -> None:
 
     variant, registry, port, *models = argv
     server = ModelServer(Registry(registry), [(m, "latest") for m in models], ServingSettings(drain_seconds=0, max_series=0))
-    if hasattr(server.metrics, "in_thread"):  # code that scrapes on the event loop
-        server.metrics.in_thread = variant in ("thread", "full", "noslice")
     server.metrics.arrays.reuse = variant != "full"
     server.metrics.slice = variant != "noslice"
     serve(server, "127.0.0.1", int(port))
@@ -187,9 +172,14 @@ def measure_cost(server: Server, workdir: Path, scrapes: int, new: bool) -> dict
     try:
         load = os.getloadavg()[0]
         timing = server.start(workdir)
-        first_seconds, body, headers = get_metrics(server.port, PROMETHEUS_HEADERS)
+        # The first scrape writes every piece (the render, in the text format, as the code
+        # before writes every scrape); the next one, as Prometheus asks, then compresses every
+        # piece for the first time (the code before never compresses).
+        first_seconds, body, headers = get_metrics(server.port, PLAIN_HEADERS)
         text = decoded(body, headers)
+        first_gzip_seconds = get_metrics(server.port, PROMETHEUS_HEADERS)[0]
         out = {"ready_seconds": timing["ready_seconds"], "first_scrape_ms": round(first_seconds * 1e3, 1),
+               "first_gzip_scrape_ms": round(first_gzip_seconds * 1e3, 1),
                "series": series_in(text), "load_average_1min": round(load, 2)}
         times: dict[str, list[float]] = {"prometheus": [], "plain": []}
         sizes: dict[str, int] = {}
@@ -232,7 +222,8 @@ def cost_table(rows: list[dict]) -> list[dict]:
             "rss_mib_per_version": round((m["memory"]["rss_mib"] - base["result"]["memory"]["rss_mib"]) / (n - base["models"]), 2)
             if n > base["models"] else None,
             "plain_bytes": m["body_bytes"]["plain"], "gzip_bytes": m["body_bytes"]["prometheus_request"],
-            "first_scrape_ms": m["first_scrape_ms"], "idle_scrape_ms": m["idle_scrape_ms"],
+            "first_scrape_ms": m["first_scrape_ms"], "first_gzip_scrape_ms": m.get("first_gzip_scrape_ms"),
+            "idle_scrape_ms": m["idle_scrape_ms"],
             "idle_scrape_ms_per_version": round(m["idle_scrape_ms"]["prometheus"] / n, 3),
             "first_scrape_ms_per_1000_series": round(m["first_scrape_ms"] / m["series"] * 1000, 3),
             "idle_scrape_ms_per_1000_series": round(m["idle_scrape_ms"]["prometheus"] / m["series"] * 1000, 3),
@@ -358,6 +349,88 @@ def summarise_load(load: dict, variants: list[str]) -> dict:
     return out
 
 
+# -- part 3: where a scrape's time goes ----------------------------------------------
+
+
+def scrape_profile(registry: Path, n: int, reps: int, queued_rows: int = 270) -> dict:
+    """The thread CPU of each part of a scrape (as Prometheus asks: OpenMetrics, gzip), in this
+    process, of ``n`` versions with the server's code and no slicing (the work itself, not the
+    waits): idle, and with traffic on one version between scrapes (``queued_rows`` one-row
+    batches and their requests: 0.1 s of the load runs' traffic, what the event loop leaves
+    queued between its counts). Also the cost of counting those rows (on the event loop in the
+    server) and of one drift score of the active version (the scorer's thread, every 5 s)."""
+    import numpy as np
+
+    from modelmon.registry import Registry
+    from modelmon.serving.app import ModelServer
+    from modelmon.serving.prediction_log import PredictionLogSettings
+    from modelmon.serving.settings import ServingSettings
+    from modelmon.types import FeatureBatch, ModelOutput
+
+    server = ModelServer(Registry(registry), [(m, "latest") for m in model_names(n)],
+                         ServingSettings(drain_seconds=0, max_series=0, prediction_log=PredictionLogSettings(enabled=False)))
+    server.load()
+    metrics = server.metrics
+    metrics.slice = False
+    active = next(iter(server.runtimes[model_names(1)[0]].values()))
+    monitor = metrics.monitors[(active.name, active.version)]
+    phases: dict[str, float] = {}
+
+    def timed(name: str, function):
+        def wrapper(*args, **kwargs):
+            started = time.thread_time()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                phases[name] = phases.get(name, 0.0) + time.thread_time() - started
+        return wrapper
+
+    metrics.arrays.pieces = timed("series", metrics.arrays.pieces)
+    metrics.drift.pieces = timed("drift reports", metrics.drift.pieces)
+    metrics._registry_piece = timed("process and prediction log collectors", metrics._registry_piece)
+    metrics._deflater.gzip = timed("gzip", metrics._deflater.gzip)
+    rows = np.asarray(serving.ROWS, dtype=np.float64)
+    rng = np.random.default_rng(0)
+
+    def traffic() -> None:
+        for i in range(queued_rows):
+            active.metrics.observe_request("infer", 200, 0.003)
+            batch = FeatureBatch(numeric=rows[i % len(rows)][None, :], categorical=np.empty((1, 0), dtype=object))
+            monitor.observe(batch, 0.0002, ModelOutput.from_probabilities(rng.dirichlet(np.ones(2), 1)), [0.0001])
+
+    out: dict = {"versions": n, "queued_rows": queued_rows}
+    metrics.scrape(True, True)
+    for state in ("idle", "one active version"):
+        totals: list[float] = []
+        parts: dict[str, list[float]] = {}
+        counting: list[float] = []
+        for _ in range(reps):
+            if state != "idle":
+                traffic()
+                started = time.thread_time()
+                metrics.flush()  # as the /metrics route does on the event loop
+                counting.append(time.thread_time() - started)
+            phases.clear()
+            started = time.thread_time()
+            metrics.scrape(True, True)
+            totals.append(time.thread_time() - started)
+            for name, seconds in phases.items():
+                parts.setdefault(name, []).append(seconds)
+        out[state] = {"scrape_cpu_ms": median([t * 1e3 for t in totals]),
+                      "parts_ms": {k: median([v * 1e3 for v in vs]) for k, vs in parts.items()}}
+        if counting:
+            out[state]["counting_on_the_loop_ms"] = median([t * 1e3 for t in counting])
+    scores = []
+    for _ in range(5):
+        started = time.thread_time()
+        monitor.score()
+        scores.append(time.thread_time() - started)
+    out["drift_score_ms"] = median([t * 1e3 for t in scores])
+    out["drift_window_rows"] = monitor.drift.latest.window_rows if monitor.drift and monitor.drift.latest else None
+    server.executor.shutdown()
+    return out
+
+
 # -- registries -----------------------------------------------------------------------
 
 
@@ -406,11 +479,15 @@ def targets(result: dict) -> dict:
             "per_round": ratio["per_round_requests_per_second"], "met": ratio["requests_per_second"] >= 0.95}
     side = [r for r in result["cost_table"] if "speedup_per_1000_series" in r]
     if side:
-        worst = min(r["speedup_per_1000_series"]["idle"] for r in side)
+        idle = min(r["speedup_per_1000_series"]["idle"] for r in side)
+        # A 1-version server's first scrape is mostly fixed costs (the HTTP exchange, the
+        # collectors): the first render is judged where there are series to render.
+        first = min((r["speedup_per_1000_series"]["first"] for r in side if r["models"] >= 10), default=float("nan"))
         out["render_3x_faster_per_1000_series"] = {
-            "target": ">= 3x the code before, per 1,000 series (idle scrapes, side by side)",
+            "target": ">= 3x the code before, per 1,000 series, side by side: idle scrapes at every size, the first "
+                      "(plain) scrape from 10 versions up",
             "measured": {f"{r['models']}x{r['features']}": r["speedup_per_1000_series"] for r in side},
-            "met": worst >= 3.0}
+            "met": idle >= 3.0 and first >= 3.0}
     return out
 
 
@@ -426,7 +503,7 @@ def markdown(result: dict) -> str:
         "ratios within the run).", "",
         "### Cost per version", "",
         "| versions x features | series | per version | RSS MiB | MiB per version | body plain | gzip | first scrape ms "
-        "| idle scrape ms (gzip / plain) | ms per 1,000 series (idle) | before: scrape ms | before: ms per 1,000 | speed-up per 1,000 (idle / first) |",
+        "(plain / then gzip) | idle scrape ms (gzip / plain) | ms per 1,000 series (idle) | before: scrape ms | before: ms per 1,000 | speed-up per 1,000 (idle / first) |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in result["cost_table"]:
@@ -434,7 +511,8 @@ def markdown(result: dict) -> str:
         lines.append(
             f"| {r['models']} x {r['features']} | {r['series']:,} | {r['series_per_version']:,.0f} | {r['rss_mib']:.0f} | "
             f"{r['rss_mib_per_version'] if r['rss_mib_per_version'] is not None else '-'} | "
-            f"{r['plain_bytes'] / 1e6:.2f} MB | {r['gzip_bytes'] / 1e6:.2f} MB | {r['first_scrape_ms']:.0f} | "
+            f"{r['plain_bytes'] / 1e6:.2f} MB | {r['gzip_bytes'] / 1e6:.2f} MB | {r['first_scrape_ms']:.0f} / "
+            f"{r['first_gzip_scrape_ms']:.0f} | "
             f"{r['idle_scrape_ms']['prometheus']:.1f} / {r['idle_scrape_ms']['plain']:.1f} | "
             f"{r['idle_scrape_ms_per_1000_series']:.3f} | "
             + (f"{b['scrape_ms']:.0f} | {b['scrape_ms_per_1000_series']:.2f} | "
@@ -460,6 +538,23 @@ def markdown(result: dict) -> str:
                 f"{ra['requests_per_second']:.3f} | {q['p50_ms']:.2f} / {sc['p50_ms']:.2f} | {q['p99_ms']:.2f} | "
                 f"{sc['p99_ms']:.2f} | {ra['p99']:.2f} | {', '.join(f'{v:.2f}' for v in ra['per_round_p99'])} | "
                 f"{sc['scrape_ms_median']:.0f} / {sc['scrape_ms_max']:.0f} | {sc['scrape_bytes'] / 1e6:.2f} MB |")
+    profile = result.get("scrape_profile")
+    if profile:
+        lines += ["", f"### Where a scrape's time goes: {profile['versions']} versions, thread CPU per scrape", "",
+                  "In the benchmark's process, the server's code without slicing (the work itself, not the waits for "
+                  f"the GIL), as Prometheus asks (OpenMetrics, gzip); medians. Active: {profile['queued_rows']} "
+                  "one-row requests on one version between scrapes (0.1 s of the load runs' traffic).", "",
+                  "| state | scrape CPU ms | " + " | ".join(f"{k} ms" for k in profile["idle"]["parts_ms"]) + " |",
+                  "|---|---|" + "---|" * len(profile["idle"]["parts_ms"])]
+        for state in ("idle", "one active version"):
+            e = profile[state]
+            lines.append(f"| {state} | {e['scrape_cpu_ms']:.2f} | "
+                         + " | ".join(f"{e['parts_ms'].get(k, 0):.2f}" for k in profile["idle"]["parts_ms"]) + " |")
+        active = profile["one active version"]
+        lines += ["", f"Counting the active version's queued rows (on the event loop, before the scrape's thread runs): "
+                  f"{active.get('counting_on_the_loop_ms', float('nan')):.2f} ms; one drift score of it "
+                  f"({profile['drift_window_rows']} rows in its window; the scorer's thread, every 5 s, quiet or "
+                  f"scraped): {profile['drift_score_ms']:.2f} ms."]
     lines += ["", "Targets (issue 24):", ""]
     for name, t in result["targets"].items():
         lines.append(f"- {name.replace('_', ' ')}: **{'met' if t['met'] else 'not met'}** (target {t['target']}; "
@@ -497,6 +592,8 @@ def main() -> None:
     parser.add_argument("--load-sizes", default=None, help="versions served in the load runs, comma-separated [default: 50,200; --quick: 2]")
     parser.add_argument("--variants", default=None, help=f"servers of the load runs, comma-separated, of {', '.join(VARIANTS)} [default: all]")
     parser.add_argument("--cost", action=argparse.BooleanOptionalAction, default=True, help="measure the cost per version")
+    parser.add_argument("--profile", action=argparse.BooleanOptionalAction, default=True,
+                        help="measure where a scrape's CPU goes, in this process, at the largest load size")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--readme", action=argparse.BooleanOptionalAction, default=None,
                         help="write the README section [default: on for full runs to the default --out]")
@@ -552,6 +649,11 @@ def main() -> None:
             raw = measure_load(n, variants, registries[30], workdir, baseline, rounds, duration, warmup)
             loads.append(os.getloadavg()[0])
             load_results[str(n)] = {"summary": summarise_load(raw, variants), "raw": raw}
+        profile = None
+        if args.profile:
+            size = max(load_sizes)
+            print(f"profile: {size} versions", file=sys.stderr, flush=True)
+            profile = scrape_profile(registries[30], size, reps=5 if quick else 20)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
         if baseline_rev:
@@ -573,6 +675,7 @@ def main() -> None:
         "cost": cost,
         "cost_table": cost_table(cost),
         "load": load_results,
+        "scrape_profile": profile,
         "notes": [
             "- Series: sample lines of the plain exposition of an idle server, where each version's drift reports "
             "hold 2 series (window rows, sufficiency); under traffic a version with a full window adds its drift "
@@ -581,9 +684,11 @@ def main() -> None:
             "per version, the slope from the 1-version server of the same model.",
             "- Scrape times are wall times of GET /metrics from the client, on an idle server: `gzip` asks as "
             "Prometheus does (OpenMetrics, gzip), `plain` asks for no compression. The code before ignores both "
-            "headers (text format, uncompressed). The first scrape after start writes every piece.",
-            "- Under load a scrape's time is mostly waiting its turn: on the loop, behind the requests between its "
-            "0.5 ms steps; in a thread, for the GIL. The 300-feature model is monitored on its first 100 features "
+            "headers (text format, uncompressed). The first scrape after start (plain) writes every piece; the "
+            "next (gzip) compresses every piece for the first time. Speed-ups per 1,000 series compare with the "
+            "code before's plain scrape (it never compresses): `first` is the first plain scrape.",
+            "- Under load a scrape's wall time is mostly waiting for the GIL: its thread gives it to the event loop "
+            "every 0.5 ms of its work. The 300-feature model is monitored on its first 100 features "
             "(`DriftSettings.max_features`, the default).",
         ],
     }

@@ -25,7 +25,7 @@ def test_many_models_quick(tmp_path):
     assert set(table) == {(1, 30), (2, 30)}
     for row in table.values():
         assert row["series"] > 500 and 0 < row["gzip_bytes"] < row["plain_bytes"] / 4
-        assert row["rss_mib"] > 10 and row["first_scrape_ms"] > 0
+        assert row["rss_mib"] > 10 and row["first_scrape_ms"] > 0 and row["first_gzip_scrape_ms"] > 0
     assert table[(2, 30)]["series"] > table[(1, 30)]["series"]
     summary = data["load"]["2"]["summary"]
     assert set(summary) == {"incremental", "full"}
@@ -37,6 +37,12 @@ def test_many_models_quick(tmp_path):
         assert entry["scraped"]["scrapes"] >= 1 and entry["scraped"]["scrape_bytes"] > 0
         assert entry["ratio"]["requests_per_second"] > 0 and entry["ratio"]["p99"] > 0
     assert all(isinstance(t["met"], bool) for t in data["targets"].values())
+    profile = data["scrape_profile"]  # where a scrape's CPU goes: every part measured
+    assert profile["versions"] == 2 and profile["one active version"]["counting_on_the_loop_ms"] > 0
+    for state in ("idle", "one active version"):
+        parts = profile[state]["parts_ms"]
+        assert set(parts) == {"series", "drift reports", "process and prediction log collectors", "gzip"}
+        assert 0 < sum(parts.values()) <= profile[state]["scrape_cpu_ms"] * 1.01
     assert "| 2 | incremental, " in result.stdout and "(shipped) |" in result.stdout
     # A quick run writes only where --out says: its tables never land in the committed README.
     assert "`python benchmarks/many_models.py --quick`" in result.stdout
