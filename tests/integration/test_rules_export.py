@@ -24,7 +24,7 @@ def promtool(*args, cwd):
 
 def test_exported_rules_pass_promtool_check_and_their_tests(tmp_path):
     tests = export(tmp_path, "1h", "10m")
-    assert len(tests) == 4  # drift and quality, per window
+    assert len(tests) == 6  # drift, quality and regression, per window
     check = promtool("check", "rules", "modelmon-drift.rules.yml", "modelmon-quality.rules.yml", cwd=tmp_path)
     assert check.returncode == 0, check.stdout + check.stderr
     assert "SUCCESS: 12 rules found" in check.stdout  # drift: 6 per window
