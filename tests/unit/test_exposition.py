@@ -6,6 +6,7 @@ that render as prometheus_client's did."""
 from __future__ import annotations
 
 import gzip
+import mmap
 import os
 import random
 import resource
@@ -271,7 +272,8 @@ def test_the_standard_process_metrics_read_this_process():
     assert before.user + before.system - 1e-6 <= first["process_cpu_seconds_total"] <= after.user + after.system + 1e-6
     assert first["process_max_fds"] == resource.getrlimit(resource.RLIMIT_NOFILE)[0]
     files = [open(os.devnull, "rb") for _ in range(20)]
-    block = np.ones(16 * 2**20 // 8)  # 16 MiB, every page written
+    block = mmap.mmap(-1, 16 * 2**20)  # 16 MiB of new pages (malloc might reuse resident ones)
+    block.write(b"\1" * len(block))  # every page written
     try:
         second = values()
     finally:
@@ -284,7 +286,7 @@ def test_the_standard_process_metrics_read_this_process():
     # A start time after boot and before now (the live server's test dates it by its launch).
     booted = time.time() - time.clock_gettime(time.CLOCK_BOOTTIME)
     assert booted - 1 <= second["process_start_time_seconds"] == first["process_start_time_seconds"] <= time.time()
-    del block
+    block.close()
     openmetrics = {f.name: f for f in parse_openmetrics(server.scrape(openmetrics=True)[0].decode())}
     assert openmetrics["process_cpu_seconds"].type == "counter" and openmetrics["process_open_fds"].type == "gauge"
     body = server.exposition()
