@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything modelmon needs on Debian/Ubuntu, idempotently:
 #   - as root, the Debian packages that are missing: Prometheus and Alertmanager (the real
-#     components the demo and the tests run), for the tests also the Pushgateway and wrk,
+#     components the demo and the tests run), for the tests also the Pushgateway, wrk and HAProxy,
 #     and python3-venv when venv is unavailable;
 #   - a virtual environment in .venv with modelmon and the extras named in $1 (e.g. "test").
 # Usage: bash scripts/setup.sh [EXTRAS]
@@ -22,6 +22,8 @@ if [[ ",$extras," == *",test,"* ]]; then
   # The tests also run a Pushgateway (live training metrics) and wrk (benchmark smoke runs).
   command -v prometheus-pushgateway >/dev/null || debs+=(prometheus-pushgateway)
   command -v wrk >/dev/null || debs+=(wrk)
+  # HAProxy: the load balancer in front of the fleet test's replicas (tests/fleet).
+  command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || debs+=(haproxy)
 fi
 "$python" -c 'import ensurepip, venv' 2>/dev/null || debs+=(python3-venv)
 if [ ${#debs[@]} -gt 0 ]; then
