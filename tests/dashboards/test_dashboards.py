@@ -88,7 +88,7 @@ def test_the_validation_catches_a_broken_panel(dashboards):
 
 
 def test_every_panel_has_a_unit_a_description_and_a_fixed_datasource(dashboards):
-    uids = {grafana.PROMETHEUS_UID, grafana.POSTGRESQL_UID, grafana.SQLITE_UID}
+    uids = {grafana.DATASOURCE_VARIABLE, grafana.POSTGRESQL_UID, grafana.SQLITE_UID}
     for uid, dashboard in dashboards.items():
         panels = [p for p in dashboard["panels"] if p["type"] != "row"]
         assert panels, uid
@@ -107,10 +107,10 @@ def test_dashboards_link_to_each_other_and_share_variables(dashboards):
         assert (link["type"], link["tags"], link["includeVars"], link["keepTime"]) == ("dashboards", ["modelmon"], True, True), uid
         assert "modelmon" in dashboard["tags"]
     names = {uid: [v["name"] for v in d["templating"]["list"]] for uid, d in dashboards.items()}
-    assert names["modelmon-serving"][:2] == ["model", "version"]
-    assert names["modelmon-drift"][:3] == ["model", "version", "feature"]
-    assert names["modelmon-quality"][:2] == ["model", "version"]
-    assert names["modelmon-training"][:2] == ["experiment", "run"]
+    assert names["modelmon-serving"][:3] == ["datasource", "model", "version"]
+    assert names["modelmon-drift"][:4] == ["datasource", "model", "version", "feature"]
+    assert names["modelmon-quality"][:3] == ["datasource", "model", "version"]
+    assert names["modelmon-training"][:3] == ["datasource", "experiment", "run"]
 
 
 def test_every_variable_a_query_uses_is_defined():

@@ -28,7 +28,7 @@ def test_export_writes_datasources_provider_and_dashboards(tmp_path):
     sources = {d["uid"]: d for d in yaml.safe_load((tmp_path / "datasources" / "modelmon.yaml").read_text())["datasources"]}
     assert set(sources) == {grafana.PROMETHEUS_UID, grafana.POSTGRESQL_UID, grafana.SQLITE_UID}
     prometheus, pg, sqlite = sources["prometheus"], sources["modelmon-postgresql"], sources["modelmon-sqlite"]
-    assert (prometheus["type"], prometheus["url"], prometheus["isDefault"]) == ("prometheus", "http://prometheus:9090", True)
+    assert (prometheus["type"], prometheus["url"], prometheus["isDefault"]) == ("prometheus", "http://prometheus:9090", False)
     assert pg["type"] == "grafana-postgresql-datasource"
     assert (pg["url"], pg["user"], pg["jsonData"]["database"], pg["jsonData"]["sslmode"]) == ("db.internal:5433", "alice", "mlstore", "require")
     assert pg["secureJsonData"] == {"password": f"$__env{{{PASSWORD_ENV}}}"}

@@ -22,8 +22,11 @@ from __future__ import annotations
 import math
 import re
 
+import numpy as np
+
 from modelmon.alerting import config as cfg
 from modelmon.alerting.model import INTEGER, NUMBER, PERCENT, SECONDS, AlertRule, Case, Threshold
+from modelmon.monitoring import drift_stats
 from modelmon.monitoring.methods import PSI, default_thresholds, get_method, method_names
 from modelmon.monitoring.metrics import LATENCY_BUCKETS
 
@@ -49,6 +52,7 @@ NAMES = {
     "latency_p99": ["ModelmonHighLatencyP99"],
     "predictions_stopped": ["ModelmonPredictionsStopped"],
     "feature_drift": ["ModelmonFeatureDrift"],
+    "fleet_drift": ["ModelmonFleetFeatureDrift"],
     "dataset_drift": ["ModelmonDatasetDrift"],
     "prediction_drift": ["ModelmonPredictionDrift"],
     "realized_quality": ["ModelmonAccuracyBelowBaseline", "ModelmonF1BelowBaseline"],
@@ -79,6 +83,7 @@ DEFAULTS = {  # key: (severity, for)
     "latency_p99": ("warning", "10m"),
     "predictions_stopped": ("warning", "5m"),
     "feature_drift": ("warning", "15m"),
+    "fleet_drift": ("warning", "15m"),
     "dataset_drift": ("warning", "15m"),
     "prediction_drift": ("warning", "15m"),
     "realized_quality": ("warning", "30m"),
@@ -484,6 +489,49 @@ class Builder:
                      [alert("amount", m, bad[m], thresholds[m]) for m in s.methods]),
                 Case("no method drifted", scores(small, {("amount", m): good[m] for m in s.methods}), n),
             ]
+        return rule
+
+    def fleet_drift(self, s: cfg.FleetDrift) -> AlertRule:
+        """The fleet PSI of a feature (the drift recording rules: every replica's bin counts
+        pooled over the window), gated on the window's pooled rows. One score per feature
+        and version whatever the number of replicas, and one method whatever the rows: no
+        per-replica multiple testing, no ks/psi switch. The one built-in rule that reads a
+        recording rule: it is exported with it (modelmon-drift.rules.yml)."""
+        w = s.window or self.config.prometheus.recording_windows[0]
+        by = "cluster, namespace, job, model, version, feature"
+        expr = (f"modelmon:feature_drift_psi:{w} >= {s.threshold!r}\n"
+                f"and on ({by}) modelmon:feature_window_rows:{w} >= {s.min_rows}")
+        rule = self.rule(
+            "fleet_drift", "ModelmonFleetFeatureDrift", s, expr=expr,
+            summary="Feature $feature of model $model has drifted across the fleet",
+            description=f"Feature $feature of model $model version $version has drifted from its training data over "
+            f"the last {w}, all replicas pooled: PSI $value against a threshold of $threshold (at least {s.min_rows} rows).",
+            value_format=NUMBER, threshold=Threshold.literal(NUMBER.expect(s.threshold)),
+        )
+        rule.range_seconds = seconds(w)
+        n = self.eval_minutes(rule, w)
+        reference = [0.25, 0.25, 0.25, 0.25]
+        per_minute = {"r1:8080": [10, 0, 0, 0], "r2:8080": [5, 5, 0, 0]}  # pooled: [0.75, 0.25, 0, 0]
+        rows = 20 * minutes(w)
+
+        def series(scale: float, shares: dict[str, list[int]]) -> list[tuple[str, str]]:
+            out = []
+            for instance, counts in shares.items():
+                labels = dict(self.base, instance=instance, feature="amount")
+                for i, count in enumerate(counts):
+                    out.append((f"modelmon_feature_bin_total{{{_labels(**labels, bin=f'b{i}')}}}", f"0+{count * scale!r}x{n}"))
+                    out.append((f"modelmon_reference_bin_ratio{{{_labels(**labels, bin=f'b{i}')}}}", f"{reference[i]!r}x{n}"))
+            return out
+
+        pooled = [sum(c[i] for c in per_minute.values()) for i in range(4)]
+        psi = drift_stats.psi(np.array(reference), np.array(pooled, float))
+        enough = max(1.0, 2 * s.min_rows / rows)
+        rule.cases = [
+            Case("drifted, enough rows", series(enough, per_minute), n,
+                 [({**self.fleet, "feature": "amount"}, {"value": NUMBER.expect(psi)})]),
+            Case("drifted, too few rows", series(s.min_rows / (2 * rows), per_minute), n),
+            Case("steady", series(enough, {"r1:8080": [5, 5, 5, 5], "r2:8080": [1, 1, 1, 1]}), n),
+        ]
         return rule
 
     def dataset_drift(self, s: cfg.DatasetDrift) -> AlertRule:

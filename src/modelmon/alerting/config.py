@@ -562,6 +562,12 @@ class FeatureDrift(_RuleCommon):
     pvalue_max_rows: int = Field(1000, ge=1, description="Keep equal to the server's DriftSettings.pvalue_max_rows.")
 
 
+class FleetDrift(_RuleCommon):
+    threshold: float = Field(PSI.default_threshold, gt=0, description="Fleet PSI of a feature over the window.")
+    min_rows: int = Field(500, ge=1, description="Rows the window needs, pooled over replicas.")
+    window: Duration | None = Field(None, description="A recording window [default: the first of prometheus.recording_windows].")
+
+
 class DatasetDrift(_RuleCommon):
     threshold: float = Field(0.5, gt=0, le=1, description="Share of drifted features.")
 
@@ -644,6 +650,7 @@ class Builtins(_Strict):
     predictions_stopped: PredictionsStopped = Field(default_factory=PredictionsStopped)
     latency_p99: LatencyP99 = Field(default_factory=LatencyP99)
     feature_drift: FeatureDrift = Field(default_factory=FeatureDrift)
+    fleet_drift: FleetDrift = Field(default_factory=FleetDrift)
     dataset_drift: DatasetDrift = Field(default_factory=DatasetDrift)
     prediction_drift: PredictionDrift = Field(default_factory=PredictionDrift)
     realized_quality: RealizedQuality = Field(default_factory=RealizedQuality)

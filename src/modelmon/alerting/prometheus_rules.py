@@ -195,7 +195,8 @@ def rules_tests(config: cfg.AlertingConfig) -> dict[str, dict[str, Any]]:
     files = {}
     for interval, cases in sorted(tests.items()):
         name = TEST_FILE if interval == 1 else LONG_TEST_FILE
-        files[name] = {"rule_files": [RULE_FILE], "evaluation_interval": f"{interval}m", "tests": cases}
+        # The drift recording rules too: ModelmonFleetFeatureDrift reads them.
+        files[name] = {"rule_files": [RULE_FILE, DRIFT_RULE_FILE], "evaluation_interval": f"{interval}m", "tests": cases}
     return files
 
 

@@ -51,8 +51,9 @@ def _model_variables(feature: bool = False, window: bool = False) -> tuple[Varia
 def _window_variable() -> Variable:
     return Variable(
         "window", "Rules window",
-        "The window the recording rules were exported with (modelmon rules export --window).",
-        "custom", options=("1h", "30m", "10m", "6h", "1d"), default="1h",
+        "The window the recording rules were exported with (modelmon rules export --window): only recorded "
+        "windows are offered, since any other would show empty panels.",
+        "custom", options=("1h",), default="1h",
     )
 
 
@@ -73,15 +74,18 @@ def _quantiles(metric: str, extra: str = "", what: str = "") -> tuple[Prom, ...]
 def serving() -> Dashboard:
     requests = f"modelmon_requests_total{{{SEL}}}"
     errors = f"modelmon_request_errors_total{{{SEL}}}"
+    inference = f"modelmon_requests_total{{{SEL}, {PREDICTION_ENDPOINTS}}}"
     overview = Row("Overview", (
-        Panel("stat", "Requests per second", "HTTP requests answered on the model's endpoints, all versions selected.",
-              "reqps", (Prom(f"sum(rate({requests}[$__rate_interval]))"),), width=6, height=5),
-        Panel("stat", "Error ratio", "Rejected or failed requests as a share of all requests (modelmon_request_errors_total over modelmon_requests_total).",
-              "percentunit", (Prom(f"sum(rate({errors}[$__rate_interval])) / sum(rate({requests}[$__rate_interval]))"),),
+        # The inference endpoints only, as ModelmonHighErrorRatio: readiness probes and
+        # metadata requests would dilute the ratio (3.3% shown while the alert paged at 10%).
+        Panel("stat", "Inference requests per second", "Requests answered on the inference endpoints (infer, predict), all versions selected; probes and metadata left out.",
+              "reqps", (Prom(f"sum(rate({inference}[$__rate_interval]))"),), width=6, height=5),
+        Panel("stat", "Server error ratio (5xx)", "Inference requests answered 5xx as a share of all inference requests: the numerator and denominator of ModelmonHighErrorRatio (red at its default 5%). Client mistakes (4xx) are on the panels below.",
+              "percentunit", (Prom(f'sum(rate(modelmon_requests_total{{{SEL}, {PREDICTION_ENDPOINTS}, code=~"5.."}}[$__rate_interval])) / sum(rate({inference}[$__rate_interval]))'),),
               width=6, height=5, thresholds=(Threshold(None, "green"), Threshold(0.01, "orange"), Threshold(0.05, "red"))),
         Panel("stat", "p99 request latency", "99th percentile of the whole request (body read to response) on the inference endpoints.",
               "s", (Prom(f"histogram_quantile(0.99, sum by (le) (rate(modelmon_request_duration_seconds_bucket{{{SEL}, {PREDICTION_ENDPOINTS}}}[$__rate_interval])))"),),
-              width=6, height=5),
+              width=6, height=5, thresholds=(Threshold(None, "green"), Threshold(0.5, "red"))),
         Panel("stat", "In flight", "Requests in progress now (all versions of the model).", "short",
               (Prom('sum(modelmon_inflight_requests{model="$model"})'),), width=6, height=5),
     ))
@@ -419,32 +423,44 @@ def training() -> Dashboard:
 # -- 5. Alerts --------------------------------------------------------------------------------
 
 
+#: The alerts the Alerts dashboard counts: modelmon's by default (not every alert of a shared
+#: Prometheus), never a heartbeat (severity none: ModelmonWatchdog, kube-prometheus' Watchdog
+#: and InfoInhibitor), which would keep the board red.
+ALERTS_SEL = 'alertname=~"$alerts", severity!="none"'
+
+
 def alerts() -> Dashboard:
+    firing, pending = f'ALERTS{{{ALERTS_SEL}, alertstate="firing"}}', f'ALERTS{{{ALERTS_SEL}, alertstate="pending"}}'
+    variables = (
+        Variable("alerts", "Alerts", "Which alert names to show (a regex): modelmon's, or every alert of this Prometheus. "
+                 "Custom rules with other names: pick .* or name them Modelmon...", "custom",
+                 options=("Modelmon.*", ".*"), default="Modelmon.*"),
+    )
     overview = Row("Now", (
-        Panel("stat", "Firing", "Alerts firing now (Prometheus's ALERTS series).", "short",
-              (Prom('count(ALERTS{alertstate="firing"}) or vector(0)'),), width=6, height=5,
+        Panel("stat", "Firing", "Alerts firing now (Prometheus's ALERTS series), heartbeats (severity none) left out.", "short",
+              (Prom(f"count({firing}) or vector(0)"),), width=6, height=5,
               thresholds=(Threshold(None, "green"), Threshold(1, "red"))),
         Panel("stat", "Pending", "Alerts whose condition holds but not yet for their 'for' duration.", "short",
-              (Prom('count(ALERTS{alertstate="pending"}) or vector(0)'),), width=6, height=5,
+              (Prom(f"count({pending}) or vector(0)"),), width=6, height=5,
               thresholds=(Threshold(None, "green"), Threshold(1, "orange"))),
         Panel("table", "Firing alerts", "Every alert firing now, with its labels.", "none",
-              (Prom('ALERTS{alertstate="firing"}', instant=True, format="table"),), width=12, height=5,
+              (Prom(firing, instant=True, format="table"),), width=12, height=5,
               transformations=({"id": "organize", "options": {"excludeByName": {"Time": True, "Value": True, "__name__": True}}},)),
         Panel("table", "Pending alerts", "Alerts pending now, with their labels.", "none",
-              (Prom('ALERTS{alertstate="pending"}', instant=True, format="table"),), width=24, height=5,
+              (Prom(pending, instant=True, format="table"),), width=24, height=5,
               transformations=({"id": "organize", "options": {"excludeByName": {"Time": True, "Value": True, "__name__": True}}},)),
     ))
     history = Row("History", (
-        Panel("state-timeline", "Alert history", "State of each alert over the time range: pending, then firing.", "none",
-              (Prom('max by (alertname) ((ALERTS{alertstate="firing"} * 2) or ALERTS{alertstate="pending"})', "{{alertname}}"),),
+        Panel("state-timeline", "Alert history", "State of each alert over the time range, per model and version (each is its own alert): pending, then firing.", "none",
+              (Prom(f"max by (alertname, model, version) (({firing} * 2) or {pending})", "{{alertname}} {{model}} {{version}}"),),
               width=24, height=9, states=((1, "pending", "orange"), (2, "firing", "red"))),
         Panel("timeseries", "Firing alerts by severity", "Number of alerts firing, by their severity label.", "short",
-              (Prom('count by (severity) (ALERTS{alertstate="firing"})', "{{severity}}"),), width=24),
+              (Prom(f"count by (severity) ({firing})", "{{severity}}"),), width=24),
     ))
     return Dashboard(
         ALERTS_UID, "modelmon / Alerts",
         "Alerts of the Prometheus rules (modelmon alerts export): firing and pending now, and their history.",
-        (), (overview, history),
+        variables, (overview, history),
     )
 
 

@@ -30,9 +30,10 @@ def export(
     prometheus_url: Annotated[str, typer.Option(help="Prometheus as Grafana reaches it.")] = "http://localhost:9090",
     sql: Annotated[str | None, typer.Option(help="Which data source the SQL panels query: postgresql or sqlite \\[default: the store's].")] = None,
     sqlite_path: Annotated[str | None, typer.Option(help="The SQLite store's path as Grafana sees it \\[default: the store's own path].")] = None,
-    window: Annotated[str, typer.Option(help="Window of the recording rules (modelmon rules export --window): the dashboards' default.")] = "1h",
+    window: Annotated[str, typer.Option(help="Windows of the recording rules (modelmon rules export --window), comma separated: the only ones the dashboards offer; the first is the default.")] = "1h",
     scrape_interval: Annotated[str, typer.Option(help="Prometheus's scrape interval: the panels' minimum interval.")] = "15s",
     dashboards_path: Annotated[str, typer.Option(help="Where Grafana finds the dashboards' JSON.")] = "/etc/grafana/provisioning/dashboards/modelmon",
+    datasource: Annotated[str | None, typer.Option(help="The Prometheus data source (uid or name) the dashboards' $datasource variable starts on \\[default: the one written here, uid prometheus].")] = None,
 ) -> None:
     """Write Grafana provisioning: the Prometheus, PostgreSQL and SQLite data sources, and the
     five modelmon dashboards with their file provider."""
@@ -43,7 +44,7 @@ def export(
     try:
         result = write_provisioning(
             out_dir, store_url=store, prometheus_url=prometheus_url, dialect=sql, sqlite_path=sqlite_path,  # type: ignore[arg-type]
-            window=window, scrape_interval=scrape_interval, dashboards_path=dashboards_path,
+            window=window, scrape_interval=scrape_interval, dashboards_path=dashboards_path, datasource=datasource,
         )
     except ModelmonError as exc:
         _fail(exc.message)

@@ -86,7 +86,9 @@ def datasources(prometheus_url: str, store: StoreTarget, scrape_interval: str = 
                 "type": "prometheus",
                 "access": "proxy",
                 "url": prometheus_url,
-                "isDefault": True,
+                # Not the default: Grafana refuses a second default data source, and a shared
+                # Grafana has one. The dashboards choose it through $datasource.
+                "isDefault": False,
                 "editable": False,
                 # The minimum interval of every panel, and the base of $__rate_interval.
                 "jsonData": {"timeInterval": scrape_interval, "httpMethod": "POST"},
@@ -159,6 +161,7 @@ def write_provisioning(
     window: str = "1h",
     scrape_interval: str = "15s",
     dashboards_path: str = DEFAULT_DASHBOARDS_PATH,
+    datasource: str | None = None,
 ) -> Provisioning:
     """Write the provisioning tree into ``out_dir``.
 
@@ -171,11 +174,14 @@ def write_provisioning(
     ``window`` is the default of the dashboards' rules-window variable (``modelmon rules
     export --window``). ``dashboards_path`` is where Grafana finds the dashboards' JSON (the
     provider's path): ``OUT_DIR/dashboards/modelmon`` once OUT_DIR is mounted as
-    ``/etc/grafana/provisioning``."""
+    ``/etc/grafana/provisioning``. ``datasource`` (a uid or name) is the default of the
+    dashboards' ``$datasource`` variable, for a Grafana whose Prometheus is already there
+    [default: the ``prometheus`` uid of the data source written here]."""
     from modelmon.rules.drift import check_window
 
     try:
-        check_window(window)
+        for w in window.split(","):
+            check_window(w.strip())
         check_window(scrape_interval)
     except ValueError as exc:
         raise ModelmonError(str(exc)) from None
@@ -192,6 +198,6 @@ def write_provisioning(
     write(out / "datasources" / "modelmon.yaml",
           header + yaml.safe_dump(datasources(prometheus_url, store, scrape_interval), sort_keys=False))
     write(out / "dashboards" / "modelmon.yaml", header + yaml.safe_dump(dashboard_provider(dashboards_path), sort_keys=False))
-    for uid, model in grafana.dashboards_json(store.dialect, window=window).items():
+    for uid, model in grafana.dashboards_json(store.dialect, window=window, datasource=datasource or grafana.PROMETHEUS_UID).items():
         write(out / "dashboards" / "modelmon" / f"{uid}.json", json.dumps(model, indent=2) + "\n")
     return result

@@ -221,8 +221,11 @@ def build_variable(variable: spec.Variable, dialect: Dialect) -> Any:
     return b
 
 
-def build_dashboard(dashboard: spec.Dashboard, dialect: Dialect = "postgresql") -> dict[str, Any]:
-    """The dashboard as Grafana's JSON model (schemaVersion 42), as a dict."""
+def build_dashboard(dashboard: spec.Dashboard, dialect: Dialect = "postgresql",
+                    datasource: str = PROMETHEUS_UID) -> dict[str, Any]:
+    """The dashboard as Grafana's JSON model (schemaVersion 42), as a dict. Prometheus
+    queries read the ``$datasource`` variable, whose default is ``datasource`` (a data
+    source uid or name), so the dashboards drop into a Grafana with its own Prometheus."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # the SDK prefers its v2 dashboards
         b = (
@@ -246,26 +249,62 @@ def build_dashboard(dashboard: spec.Dashboard, dialect: Dialect = "postgresql") 
     data.setdefault("templating", {}).setdefault("list", [])
     for i, panel in enumerate(data.get("panels", []), start=1):
         panel["id"] = i
+    _datasource_variable(data, datasource)
     return data
 
 
-def dashboards_json(dialect: Dialect = "postgresql", window: str | None = None) -> dict[str, dict[str, Any]]:
-    """Every dashboard, by uid."""
+DATASOURCE_VARIABLE = "${datasource}"
+
+
+def _datasource_variable(data: dict[str, Any], default: str) -> None:
+    """Point every Prometheus reference at ``${datasource}`` and add that variable first."""
+    used = False
+
+    def walk(node: Any) -> None:
+        nonlocal used
+        if isinstance(node, dict):
+            ref = node.get("datasource")
+            if isinstance(ref, dict) and ref.get("type") == "prometheus":
+                node["datasource"] = {"type": "prometheus", "uid": DATASOURCE_VARIABLE}
+                used = True
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(data.get("panels", []))
+    walk(data["templating"]["list"])
+    if used:
+        data["templating"]["list"].insert(0, {
+            "type": "datasource", "name": "datasource", "label": "Data source", "query": "prometheus",
+            "description": "The Prometheus that scrapes modelmon (modelmon grafana export --datasource).",
+            "current": {"selected": True, "text": default, "value": default},
+            "options": [], "refresh": 1, "regex": "", "hide": 0, "skipUrlSync": False, "multi": False, "includeAll": False,
+        })
+
+
+def dashboards_json(dialect: Dialect = "postgresql", window: str | None = None,
+                    datasource: str = PROMETHEUS_UID) -> dict[str, dict[str, Any]]:
+    """Every dashboard, by uid. ``window``: the exported recording-rule windows, comma
+    separated (the first is the default); ``datasource``: the Prometheus data source's uid
+    or name, the default of the ``$datasource`` variable."""
     from modelmon.dashboards.catalog import all_dashboards
 
     out = {}
     for dashboard in all_dashboards():
-        data = build_dashboard(dashboard, dialect)
+        data = build_dashboard(dashboard, dialect, datasource)
         if window is not None:
-            _set_default(data, "window", window)
+            _set_windows(data, [w.strip() for w in window.split(",") if w.strip()])
         out[dashboard.uid] = data
     return out
 
 
-def _set_default(data: dict[str, Any], name: str, value: str) -> None:
+def _set_windows(data: dict[str, Any], windows: list[str]) -> None:
+    """The rules-window variable offers exactly the exported windows, the first by default:
+    a window without recording rules shows empty panels."""
     for variable in data.get("templating", {}).get("list", []):
-        if variable["name"] == name:
-            variable["current"] = {"selected": True, "text": value, "value": value}
-            options = [o.strip() for o in variable.get("query", "").split(",") if o.strip()]
-            if value not in options:
-                variable["query"] = ",".join([value, *options])
+        if variable["name"] == "window":
+            variable["current"] = {"selected": True, "text": windows[0], "value": windows[0]}
+            variable["query"] = ",".join(windows)
+            variable["options"] = [{"selected": i == 0, "text": w, "value": w} for i, w in enumerate(windows)]

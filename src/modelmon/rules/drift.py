@@ -22,8 +22,10 @@ import yaml
 
 from modelmon.monitoring import drift_stats
 
-BY_FEATURE = "model, version, feature"
-BY_BIN = "model, version, feature, bin"
+#: Kept labels: a version of a model in one deployment (cluster, namespace, job: the same model
+#: name in staging and production is never pooled; labels a setup lacks are empty).
+BY_FEATURE = "cluster, namespace, job, model, version, feature"
+BY_BIN = "cluster, namespace, job, model, version, feature, bin"
 WINDOW_PATTERN = re.compile(r"^\d+[smhdw]$")
 
 

@@ -19,9 +19,10 @@ import numpy as np
 
 from modelmon.rules.drift import check_window, pd_minutes, windowed
 
-BY_VERSION = "model, version"
-BY_CELL = "model, version, actual, predicted"
-BY_CLASS = "model, version, class"
+#: Kept labels: see ``modelmon.rules.drift.BY_FEATURE``.
+BY_VERSION = "cluster, namespace, job, model, version"
+BY_CELL = "cluster, namespace, job, model, version, actual, predicted"
+BY_CLASS = "cluster, namespace, job, model, version, class"
 DIAGONAL = (
     'label_replace(label_replace(modelmon_predictions_total, "actual", "$1", "class", "(.+)"), '
     '"predicted", "$1", "class", "(.+)")'
