@@ -22,6 +22,7 @@ __all__ = [
     "TrackingSettings",
     "classification_metrics",
     "link_model_version",
+    "regression_metrics",
     "run_baseline",
     "serve_training_metrics",
     "start_run",
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
     from modelmon.tracking.classification import classification_metrics
     from modelmon.tracking.errors import TrackingError
     from modelmon.tracking.live import serve_training_metrics
+    from modelmon.tracking.regression import regression_metrics
     from modelmon.tracking.run import TRAIN, VALIDATION, Run, start_run
     from modelmon.tracking.settings import TrackingSettings
 
@@ -41,6 +43,7 @@ _LAZY = {
     "classification_metrics": "modelmon.tracking.classification",
     "TrackingError": "modelmon.tracking.errors",
     "serve_training_metrics": "modelmon.tracking.live",
+    "regression_metrics": "modelmon.tracking.regression",
     "TRAIN": "modelmon.tracking.run",
     "VALIDATION": "modelmon.tracking.run",
     "Run": "modelmon.tracking.run",

@@ -3,19 +3,22 @@
 Keras's own epoch logs become the ``train`` split (``loss``, ``accuracy``, ...) and the
 ``validation`` split (its ``val_*`` entries). Precision, recall and F1 need the whole
 validation set's predictions, which Keras does not keep, so at each epoch's end the
-callback predicts ``validation_data`` once and logs ``classification_metrics`` of it.
+callback predicts ``validation_data`` once and logs ``classification_metrics`` of it. A
+regressor (``task="regression"``) gets ``regression_metrics`` (MAE, RMSE, R², mean error)
+instead, of the validation data and, given ``training_data``, of the training data too.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import keras
 import numpy as np
 
 from modelmon.tracking.classification import classification_metrics
 from modelmon.tracking.errors import TrackingError
+from modelmon.tracking.regression import regression_metrics
 from modelmon.tracking.run import TRAIN, VALIDATION, Run
 
 VALIDATION_PREFIX = "val_"
@@ -28,6 +31,11 @@ class ModelmonCallback(keras.callbacks.Callback):
     the labels: ``[n, k]`` scores (softmax) mean class ``argmax``, ``[n]`` or ``[n, 1]``
     (sigmoid) mean class 1 when above ``threshold``. ``y_val`` holds class indices or one-hot
     rows; ``labels`` names the classes in index order [default: the indices 0..k-1].
+
+    ``task="regression"``: the model predicts one number per row (``[n]`` or ``[n, 1]``)
+    and each split gets ``regression_metrics``; ``training_data=(X, y)`` is predicted at each
+    epoch's end for the training split's (Keras's own training logs are averages over the
+    epoch's batches, taken while the weights changed).
     """
 
     def __init__(
@@ -38,9 +46,15 @@ class ModelmonCallback(keras.callbacks.Callback):
         labels: Sequence[Any] | None = None,
         threshold: float = 0.5,
         batch_size: int | None = None,
+        task: Literal["classification", "regression"] = "classification",
+        training_data: tuple[Any, Any] | None = None,
     ) -> None:
         super().__init__()
+        if task not in ("classification", "regression"):
+            raise TrackingError(f"task must be 'classification' or 'regression', got {task!r}")
         self.run = run
+        self.task = task
+        self.training_data = training_data
         self.validation_data = validation_data
         self.labels = None if labels is None else list(labels)
         self.threshold = threshold
@@ -55,12 +69,20 @@ class ModelmonCallback(keras.callbacks.Callback):
             for k, v in logs.items()
             if k.startswith(VALIDATION_PREFIX)
         }
+        if self.training_data is not None:
+            train.update(self._metrics(*self.training_data))
         if train:
             self.run.log_metrics(train, step=step, split=TRAIN)
         if self.validation_data is not None:
-            validation.update(self._classification(*self.validation_data))
+            validation.update(self._metrics(*self.validation_data))
         if validation:
             self.run.log_metrics(validation, step=step, split=VALIDATION)
+
+    def _metrics(self, features: Any, targets: Any) -> dict[str, float]:
+        if self.task == "regression":
+            predictions = self.model.predict(features, batch_size=self.batch_size, verbose=0)
+            return regression_metrics(targets, np.asarray(keras.ops.convert_to_numpy(predictions)))
+        return self._classification(features, targets)
 
     def _classification(self, features: Any, targets: Any) -> dict[str, float]:
         predictions = self.model.predict(features, batch_size=self.batch_size, verbose=0)

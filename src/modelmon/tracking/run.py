@@ -28,6 +28,7 @@ from modelmon.tracking import records
 from modelmon.tracking.classification import classification_metrics
 from modelmon.tracking.errors import TrackingError
 from modelmon.tracking.live import LiveRun, Pusher, process_collector, serve_training_metrics
+from modelmon.tracking.regression import regression_metrics
 from modelmon.tracking.settings import TrackingSettings
 from modelmon.tracking.writer import BatchWriter
 
@@ -121,6 +122,15 @@ class Run:
         metrics = classification_metrics(
             y_true, y_pred, y_proba, labels=labels, positive=positive, loss=loss
         )
+        self.log_metrics(metrics, step=step, split=split)
+        return metrics
+
+    def log_regression(
+        self, split: str, y_true: Any, y_pred: Any, *, loss: float | None = None, step: int | None = None
+    ) -> dict[str, float]:
+        """Compute and record MAE, RMSE, R² and the mean error of ``split``; see
+        ``regression_metrics``. Returns them."""
+        metrics = regression_metrics(y_true, y_pred, loss=loss)
         self.log_metrics(metrics, step=step, split=split)
         return metrics
 

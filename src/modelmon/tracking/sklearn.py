@@ -1,4 +1,5 @@
-"""Training a scikit-learn classifier epoch by epoch, logging both splits after each epoch.
+"""Training a scikit-learn classifier or regressor epoch by epoch, logging both splits after
+each epoch (a regressor's MAE, RMSE, R² and mean error, see ``regression_metrics``).
 
 An epoch is one ``partial_fit`` pass when the estimator has it (SGD, MLP, Perceptron,
 naive Bayes), else one more round of a ``warm_start`` fit: ``per_epoch`` more trees for
@@ -17,7 +18,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.base import is_regressor
+from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.pipeline import Pipeline
 
@@ -50,7 +52,7 @@ def fit_epochs(
     per_epoch: int = 1,
     on_epoch: Callable[[EpochReport], None] | None = None,
 ) -> Any:
-    """Fit ``estimator`` (a classifier or a Pipeline ending in one) on ``X, y`` for
+    """Fit ``estimator`` (a classifier or regressor, or a Pipeline ending in one) on ``X, y`` for
     ``epochs`` epochs, logging the training and the ``validation=(X_val, y_val)`` metrics
     to ``run`` at steps 1..epochs and calling ``on_epoch`` after each. Returns the
     fitted ``estimator``.
@@ -63,7 +65,8 @@ def fit_epochs(
     if per_epoch < 1:
         raise TrackingError(f"per_epoch must be at least 1, got {per_epoch}")
     final = estimator[-1] if isinstance(estimator, Pipeline) else estimator
-    step_once = _epoch_strategy(final, per_epoch)
+    regression = is_regressor(final)
+    step_once = _epoch_strategy(final, per_epoch, regression)
     started = time.perf_counter()
 
     X_train, X_val = X, None if validation is None else validation[0]
@@ -71,7 +74,7 @@ def fit_epochs(
         preprocess = estimator[:-1]
         X_train = preprocess.fit_transform(X, y)
         X_val = None if validation is None else preprocess.transform(validation[0])
-    all_classes = np.unique(y) if classes is None else np.asarray(classes)
+    all_classes = None if regression else np.unique(y) if classes is None else np.asarray(classes)
     splits = [(TRAIN, X_train, y)]
     if validation is not None:
         splits.append((VALIDATION, X_val, validation[1]))
@@ -79,7 +82,11 @@ def fit_epochs(
     for epoch in range(1, epochs + 1):
         step_once(final, X_train, y, all_classes, epoch)
         logged = {
-            split: _log_split(run, final, split, features, labels, epoch, positive)
+            split: (
+                run.log_regression(split, labels, final.predict(features), step=epoch)
+                if regression
+                else _log_split(run, final, split, features, labels, epoch, positive)
+            )
             for split, features, labels in splits
         }
         if on_epoch is not None:
@@ -87,9 +94,11 @@ def fit_epochs(
     return estimator
 
 
-def _epoch_strategy(final: Any, per_epoch: int) -> Callable[[Any, Any, Any, Any, int], None]:
+def _epoch_strategy(final: Any, per_epoch: int, regression: bool) -> Callable[[Any, Any, Any, Any, int], None]:
     params = final.get_params()
     if hasattr(final, "partial_fit"):
+        if regression:  # a regressor's partial_fit takes no classes
+            return lambda model, X, y, classes, epoch: _repeat(per_epoch, lambda: model.partial_fit(X, y))
         return lambda model, X, y, classes, epoch: _repeat(
             per_epoch, lambda: model.partial_fit(X, y, classes=classes)
         )
@@ -100,7 +109,7 @@ def _epoch_strategy(final: Any, per_epoch: int) -> Callable[[Any, Any, Any, Any,
         )
     if "n_estimators" in params:
         grow = "n_estimators"
-    elif isinstance(final, HistGradientBoostingClassifier):
+    elif isinstance(final, HistGradientBoostingClassifier | HistGradientBoostingRegressor):
         grow = "max_iter"
     elif "max_iter" in params:
         final.set_params(warm_start=True, max_iter=per_epoch)
