@@ -139,16 +139,21 @@ def serve(
     api_token_file: Annotated[Path | None, typer.Option(help="File holding the bearer token that write endpoints require \\[default: $MODELMON_API_TOKEN, if set].")] = None,
     token_for_inference: Annotated[bool, typer.Option("--token-for-inference", help="Require the token for inference too.")] = False,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "warning",
+    labels_from: Annotated[str | None, typer.Option(help="Consume ground-truth labels from a broker: amqp://...?queue=Q, nats://...?subject=S, redis://...?stream=S, kafka://...?topic=T (docs/streams.md).")] = None,
+    publish_predictions: Annotated[str | None, typer.Option(help="Publish every prediction as a CloudEvent to a broker URL (as --labels-from; docs/streams.md).")] = None,
+    events_spool_mb: Annotated[int, typer.Option(min=1, help="Most MiB of prediction events kept on disk while the broker is down; past it the newest are dropped (counted).")] = 256,
 ) -> None:
     """Serve registered models over the Open Inference Protocol, with /metrics."""
     from pydantic import ValidationError
 
+    from modelmon.config import modelmon_home
     from modelmon.monitoring.drift import DriftSettings
     from modelmon.registry import Registry, parse_model_ref
     from modelmon.serving.app import ModelServer
     from modelmon.serving.prediction_log import PredictionLogSettings
     from modelmon.serving.server import serve as run_server
     from modelmon.serving.settings import ServingSettings
+    from modelmon.streams.urls import parse_stream_url
 
     try:
         reg = Registry(registry)
@@ -164,8 +169,17 @@ def serve(
             )
         except ValidationError as exc:
             raise ModelmonError(_settings_error(exc, prefix="drift-")) from None
+        if (labels_from or publish_predictions) and not prediction_log:
+            raise ModelmonError("--labels-from and --publish-predictions need the prediction log: drop --no-prediction-log")
+        if labels_from:
+            parse_stream_url(labels_from)
+        if publish_predictions:
+            parse_stream_url(publish_predictions)
         try:
-            log_settings = PredictionLogSettings(enabled=prediction_log, feature_sample=log_features)
+            log_settings = PredictionLogSettings(
+                enabled=prediction_log, feature_sample=log_features,
+                events_dir=modelmon_home() / "spool" / "events" if publish_predictions else None,
+            )
         except ValidationError as exc:
             raise ModelmonError(_settings_error(exc).replace("--feature-sample", "--log-features")) from None
         settings = ServingSettings(
@@ -181,7 +195,17 @@ def serve(
     except ValidationError as exc:
         _fail(ModelmonError(_settings_error(exc)))
     say(f"serving on http://{host}:{port} (metrics at /metrics)")
-    run_server(ModelServer(reg, refs, settings), host, port, log_level)
+    model_server = ModelServer(reg, refs, settings)
+    if labels_from or publish_predictions:
+        from modelmon.streams.metrics import StreamMetrics
+        from modelmon.streams.server import EventStream, LabelStream
+
+        stream_metrics = StreamMetrics(model_server.metrics.registry)
+        if labels_from:
+            model_server.companions.append(LabelStream(model_server, parse_stream_url(labels_from), stream_metrics))
+        if publish_predictions:
+            model_server.companions.append(EventStream(model_server, publish_predictions, stream_metrics, events_spool_mb * 1024 * 1024))
+    run_server(model_server, host, port, log_level)
 
 
 @app.command()
@@ -224,6 +248,29 @@ def feedback(
                 totals[key] += body[key]
             progress.advance(task, len(items[start : start + chunk]))
     typer.echo(f"matched {totals['matched']}, duplicate {totals['duplicate']}, unknown id {totals['unknown']}")
+
+
+consume_app = typer.Typer(help="Consume from message brokers (docs/streams.md).", no_args_is_help=True)
+app.add_typer(consume_app, name="consume")
+
+
+@consume_app.command("labels")
+def consume_labels(
+    from_url: Annotated[str, typer.Option("--from", help="The broker and queue/subject/stream/topic, e.g. amqp://guest:guest@127.0.0.1:5672/?queue=labels&model=churn (docs/streams.md).")],
+    registry: RegistryOption = None,
+    store: Annotated[str | None, typer.Option("--store", help="The store the servers share \\[default: $MODELMON_STORE_URL, else $MODELMON_HOME/modelmon.db].")] = None,
+    metrics_port: Annotated[int | None, typer.Option(help="Serve this consumer's /metrics on this port.")] = None,
+    host: Annotated[str, typer.Option(help="Address of /metrics.")] = "127.0.0.1",
+) -> None:
+    """Join ground-truth labels from a broker to the servers' predictions in the shared store
+    (one consumer group for a fleet of replicas)."""
+    from modelmon.registry import Registry
+    from modelmon.streams.consume import consume_labels as run_consumer
+
+    try:
+        run_consumer(from_url, Registry(registry), store, metrics_port, host)
+    except ModelmonError as exc:
+        _fail(exc)
 
 
 rules_app = typer.Typer(help="Prometheus recording rules for fleet-wide drift.", no_args_is_help=True)

@@ -14,7 +14,7 @@ import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Protocol
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -39,7 +39,7 @@ from modelmon.registry.profile import load_sample
 from modelmon.registry.store import Registry
 from modelmon.secrets import bearer_matches
 from modelmon.serving import codecs
-from modelmon.serving.feedback import FeedbackJoiner, count_matched, parse_feedback
+from modelmon.serving.feedback import FeedbackJoiner, FeedbackResult, count_matched, parse_feedback
 from modelmon.serving.openapi import openapi_document
 from modelmon.serving.prediction_log import PredictionLog
 from modelmon.serving.recent import RecentPredictions
@@ -54,6 +54,14 @@ PROTECTED_ENDPOINTS = {
     True: frozenset({"feedback", "repository", "infer", "predict"}),
 }
 logger = logging.getLogger("modelmon.serving")
+
+
+class Companion(Protocol):
+    """A service running beside the server, on its event loop (see ``ModelServer.companions``)."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
 
 
 def json_response(content: Any, status_code: int = 200) -> Response:
@@ -84,6 +92,9 @@ class ModelServer:
         self.feedback: FeedbackJoiner | None = None
         self._quality: dict[tuple[str, int], tuple[QualityMetrics, list[str]]] = {}
         self._repository_lock = asyncio.Lock()
+        #: Started once the models are loaded, stopped after the prediction log: the broker
+        #: label consumer and event publisher (modelmon.streams, wired by the CLI).
+        self.companions: list[Companion] = []
 
     def open_prediction_log(self) -> None:
         """The store for predictions and labels, migrated, and the log's writer process."""
@@ -187,6 +198,8 @@ class ModelServer:
         # 100+ ms (the serving benchmark's p99). Frozen, they are skipped.
         gc.collect()
         gc.freeze()
+        for companion in self.companions:
+            await companion.start()
         self.ready = True
 
     async def stop(self) -> None:
@@ -198,6 +211,8 @@ class ModelServer:
         self.executor.shutdown(wait=True)
         if self.prediction_log is not None:
             await asyncio.get_running_loop().run_in_executor(None, self.prediction_log.stop)
+        for companion in self.companions:
+            await companion.stop()
 
     # -- request plumbing -------------------------------------------------------------
 
@@ -314,6 +329,15 @@ class ModelServer:
         if self.feedback is None:
             raise FeedbackDisabledError("labels need the prediction log; serve without --no-prediction-log")
         pairs = parse_feedback(codecs.loads(await self.read_body(request)), runtime.class_labels)
+        result = await self.record_labels(runtime, pairs)
+        return json_response(result.as_response())
+
+    async def record_labels(self, runtime: ModelRuntime, pairs: list[tuple[str, str]]) -> FeedbackResult:
+        """Join ``pairs`` to their predictions, commit them and count them: the one path of
+        labels over HTTP and from a broker (modelmon.streams). Raises StoreUnavailableError
+        when the store did not answer (nothing was recorded)."""
+        if self.feedback is None:
+            raise FeedbackDisabledError("labels need the prediction log; serve without --no-prediction-log")
         known = self.feedback.lookup_recent(runtime.name, [prediction_id for prediction_id, _ in pairs])
         result, matched = await run_in_threadpool(self.feedback.record, runtime.name, pairs, known)
         count_matched(matched, self.quality_for, runtime.name)
@@ -321,7 +345,7 @@ class ModelServer:
         if quality is not None:
             quality.feedback["duplicate"].inc(len(result.duplicate))
             quality.feedback["unknown_id"].inc(len(result.unknown))
-        return json_response(result.as_response())
+        return result
 
     async def metadata(self, request: Request, runtime: ModelRuntime) -> Response:
         return json_response(model_metadata(runtime))

@@ -54,6 +54,7 @@ class PredictionLogSettings(BaseModel):
     segment_seconds: float = Field(0.5, gt=0, description="How long a journal segment stays open before it is written to the store.")
     spool_dir: Path | None = Field(None, description="Journal directory [default: $MODELMON_HOME/spool].")
     retry_seconds: float = Field(2.0, gt=0, description="How often a down store is tried again.")
+    events_dir: Path | None = Field(None, description="Also hand each sealed segment to this directory, for the prediction event publisher (modelmon.streams).")
 
 
 @dataclass(slots=True)
@@ -199,6 +200,7 @@ class PredictionLog:
             sys.executable, "-m", "modelmon.serving.segment_writer", "--spool", str(self.directory),
             "--prefix", self.prefix, "--batch-rows", str(self.settings.batch_rows),
             "--retry-seconds", str(self.settings.retry_seconds), "--period", str(self._tick),
+            *(["--events-dir", str(self.settings.events_dir)] if self.settings.events_dir is not None else []),
         ]
         env = {**os.environ, STORE_URL_ENV: self.store.url.render_as_string(hide_password=False)}
         self._writer = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)

@@ -16,6 +16,11 @@ The parent talks to it over pipes:
 - stdout: one line per event, ``<outcome> <rows>`` (``written``, ``spooled``,
   ``replayed``) and ``pending <segments>``, which the parent adds to its metrics.
 
+With ``--events-dir`` (``modelmon serve --publish-predictions``), each sealed segment is also
+hard-linked there before it is inserted, for the event publisher (modelmon.streams.publisher)
+to publish and delete: the store and the broker each get the segment, neither waits for the
+other, and a link costs no copy.
+
 The store's URL comes in ``$MODELMON_STORE_URL`` (not in the arguments, which ``ps``
 shows); the parent has already migrated it.
 """
@@ -27,6 +32,7 @@ import fcntl
 import logging
 import os
 import select
+import shutil
 import signal
 import sys
 import time
@@ -57,8 +63,13 @@ class SegmentWriter:
     """Writes the sealed segments of one journal ``prefix`` in ``directory``, and adopts the
     segments of journals whose process died (their lock is free)."""
 
-    def __init__(self, store: Store, directory: Path, prefix: str, batch_rows: int, retry_seconds: float, report: Report) -> None:
+    def __init__(
+        self, store: Store, directory: Path, prefix: str, batch_rows: int, retry_seconds: float, report: Report,
+        events_dir: Path | None = None,
+    ) -> None:
         self.store = store
+        self.events_dir = events_dir
+        self._linked: set[str] = set()
         self.directory = directory
         self.prefix = prefix
         self.batch_rows = batch_rows
@@ -100,6 +111,8 @@ class SegmentWriter:
         refuses (it waits on disk, tried again after ``retry_seconds`` unless ``final``)."""
         segments = self.sealed_segments()
         self._report_pending(len(segments))
+        for path in segments:
+            self.link_for_events(path)
         if not final and time.monotonic() < self._retry_at:
             return
         for path in segments:
@@ -121,7 +134,25 @@ class SegmentWriter:
             self.report("replayed" if path in self._failed_once else "written", rows)
             self._failed_once.discard(path)
             path.unlink(missing_ok=True)
+            self._linked.discard(path.name)
             self._report_pending(len(self.sealed_segments()))
+
+    def link_for_events(self, path: Path) -> None:
+        """Hand a sealed segment to the event publisher, once (a link, else a copy)."""
+        if self.events_dir is None or path.name in self._linked:
+            return
+        target = self.events_dir / path.name
+        try:
+            os.link(path, target)
+        except FileExistsError:
+            pass
+        except FileNotFoundError:  # adopted by a newer server after this one's parent died
+            return
+        except OSError:  # another file system: copy, then rename, so the publisher never reads half
+            partial = target.with_name(target.name + ".partial")
+            shutil.copyfile(path, partial)
+            partial.rename(target)
+        self._linked.add(path.name)
 
     def read(self, path: Path) -> tuple[list[list[bytes]], int]:
         """The segment's entries for ``insert_journal_lines``, in batches of about
@@ -169,6 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-rows", type=int, required=True)
     parser.add_argument("--retry-seconds", type=float, required=True)
     parser.add_argument("--period", type=float, required=True, help="seconds between passes")
+    parser.add_argument("--events-dir", type=Path, help="also link each sealed segment here, for the event publisher")
     args = parser.parse_args(argv)
     # A terminal's Ctrl-C and a service manager's SIGTERM reach the whole process group: the
     # parent decides when this process stops (it first seals the open segment).
@@ -185,7 +217,11 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(0) from None
 
     url = resolve_store_url()
-    writer = SegmentWriter(Store(url, create_store_engine(url)), args.spool, args.prefix, args.batch_rows, args.retry_seconds, report)
+    if args.events_dir is not None:
+        args.events_dir.mkdir(parents=True, exist_ok=True)
+    writer = SegmentWriter(
+        Store(url, create_store_engine(url)), args.spool, args.prefix, args.batch_rows, args.retry_seconds, report, args.events_dir
+    )
     writer.adopt_orphans()
     while True:
         said = parent_says(args.period)
