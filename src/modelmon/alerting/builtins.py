@@ -63,6 +63,8 @@ NAMES = {
     "training_plateau": ["ModelmonTrainingValidationLossPlateau"],
     "training_stalled": ["ModelmonTrainingRunStalled"],
     "bridge_dropped": ["ModelmonNotifyBridgeDropping"],
+    "bridge_failed": ["ModelmonNotifyBridgeFailing"],
+    "prediction_log_dropping": ["ModelmonPredictionLogDropping"],
 }
 #: The alert that inhibits: every replica that served a model version is down.
 MODEL_DOWN = "ModelmonModelDown"
@@ -94,6 +96,8 @@ DEFAULTS = {  # key: (severity, for)
     "training_plateau": ("info", "0s"),
     "training_stalled": ("warning", "5m"),
     "bridge_dropped": ("warning", "0s"),
+    "bridge_failed": ("warning", "0s"),
+    "prediction_log_dropping": ("warning", "0s"),
 }
 
 
@@ -864,6 +868,42 @@ class Builder:
             Case("nothing dropped", [(f"modelmon_bridge_dropped_total{{{labels}}}", f"0x{n}")], n),
         ]
         return rule
+
+    def _counter_increased(self, key: str, name: str, s: cfg.BridgeFailed | cfg.PredictionLogDropping, metric: str,
+                           by: str, labels: dict[str, str], **text: str) -> AlertRule:
+        """Fires for ``window`` after ``metric`` (a counter) increased."""
+        rule = self.rule(key, name, s, expr=f"sum by ({by}) (increase({metric}[{s.window}])) > 0",
+                         value_format=NUMBER, threshold=Threshold.literal("any"), **text)
+        rule.range_seconds = seconds(s.window)
+        n = self.eval_minutes(rule, s.window)
+        series = metric.split("{")[0] + "{" + _labels(**labels) + (", " + metric.split("{")[1][:-1] if "{" in metric else "") + "}"
+        expected = {k: v for k, v in labels.items() if k in by.split(", ")}
+        rule.cases = [
+            Case("the counter increased every minute", [(series, f"0+5x{n}")], n,
+                 [(expected, {"value": NUMBER.expect(5 * minutes(s.window))})]),
+            Case("the counter stayed", [(series, f"0x{n}")], n),
+        ]
+        return rule
+
+    def bridge_failed(self, s: cfg.BridgeFailed) -> AlertRule:
+        return self._counter_increased(
+            "bridge_failed", "ModelmonNotifyBridgeFailing", s, 'modelmon_bridge_notifications_total{outcome="failed"}',
+            "instance, job, channel", {"instance": "notify-bridge:9096", "job": "notify-bridge", "channel": "phones"},
+            summary="notify-bridge $instance failed to deliver $value notifications",
+            description=f"notify-bridge $instance (job $job) gave up on $value messages to the channel named by its channel label in the last "
+            f"{s.window}, after every retry failed: the channel's service refuses them or is unreachable "
+            "(modelmon_bridge_delivery_attempts_total, and the bridge's log, say why).",
+        )
+
+    def prediction_log_dropping(self, s: cfg.PredictionLogDropping) -> AlertRule:
+        return self._counter_increased(
+            "prediction_log_dropping", "ModelmonPredictionLogDropping", s,
+            'modelmon_prediction_log_rows_total{outcome="dropped"}', "cluster, namespace, job, instance",
+            {"instance": INSTANCE, "job": self.job},
+            summary="Model server $instance dropped $value prediction log rows",
+            description=f"The prediction log of $instance (job $job) dropped $value rows in the last {s.window}: the store "
+            "was unreachable and the spool full, so those predictions cannot be labelled or audited.",
+        )
 
 
 def builtin_rules(config: cfg.AlertingConfig) -> list[AlertRule]:

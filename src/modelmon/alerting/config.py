@@ -637,6 +637,14 @@ class BridgeDropped(_RuleCommon):
         return check_duration(value)
 
 
+class BridgeFailed(_RuleCommon):
+    window: Duration = Field("10m", description="How long the alert fires after notify-bridge gave up on a message.")
+
+
+class PredictionLogDropping(_RuleCommon):
+    window: Duration = Field("10m", description="How long the alert fires after the prediction log dropped rows.")
+
+
 class Builtins(_Strict):
     """The built-in rules, each on by default; every field can be overridden."""
 
@@ -661,6 +669,8 @@ class Builtins(_Strict):
     training_plateau: TrainingPlateau = Field(default_factory=TrainingPlateau)
     training_stalled: TrainingStalled = Field(default_factory=TrainingStalled)
     bridge_dropped: BridgeDropped = Field(default_factory=BridgeDropped)
+    bridge_failed: BridgeFailed = Field(default_factory=BridgeFailed)
+    prediction_log_dropping: PredictionLogDropping = Field(default_factory=PredictionLogDropping)
 
     @field_validator("override_for")
     @classmethod

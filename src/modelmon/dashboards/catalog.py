@@ -122,10 +122,27 @@ def serving() -> Dashboard:
               "none", (Prom('modelmon_model_info{model="$model"}', instant=True, format="table"),), width=24, height=6,
               transformations=({"id": "organize", "options": {"excludeByName": {"Time": True, "Value": True, "__name__": True}}},)),
     ))
+    # Process metrics have no model label: the replicas are those that serve $model.
+    serves = 'on (instance, job) group_left () max by (instance, job) (modelmon_model_info{model="$model"})'
+    replicas = Row("Replicas: saturation and the prediction log", (
+        Panel("timeseries", "CPU per replica", "CPU seconds per second of each server process serving the model (1 = one core busy), from process_cpu_seconds_total.",
+              "short", (Prom(f"rate(process_cpu_seconds_total[$__rate_interval]) * {serves}", "{{instance}}"),), width=6, min=0),
+        Panel("timeseries", "Memory per replica", "Resident memory of each server process serving the model (process_resident_memory_bytes).",
+              "bytes", (Prom(f"process_resident_memory_bytes * {serves}", "{{instance}}"),), width=6, min=0),
+        Panel("timeseries", "Open files per replica", "Open file descriptors as a share of the process's limit (process_open_fds / process_max_fds): at 100% the server cannot accept connections.",
+              "percentunit", (Prom(f"process_open_fds / process_max_fds * {serves}", "{{instance}}"),), width=6, min=0,
+              thresholds=(Threshold(None, "green"), Threshold(0.8, "red"))),
+        Panel("timeseries", "Uptime per replica", "Time since each server process started (time() - process_start_time_seconds): a drop is a restart.",
+              "s", (Prom(f"(time() - process_start_time_seconds) * {serves}", "{{instance}}"),), width=6, min=0),
+        Panel("timeseries", "Prediction log rows", "Rows of the prediction log per second by outcome (written, spooled, replayed, dropped), servers of the model: dropped rows fire ModelmonPredictionLogDropping.",
+              "short", (Prom(f"sum by (outcome) (rate(modelmon_prediction_log_rows_total[$__rate_interval]) * {serves})", "{{outcome}}"),), width=12, min=0),
+        Panel("timeseries", "Prediction log spool", "Journal segments waiting for the store, per replica (modelmon_prediction_log_spool_files): growing while the store is unreachable.",
+              "short", (Prom(f"modelmon_prediction_log_spool_files * {serves}", "{{instance}}"),), width=12, min=0),
+    ))
     return Dashboard(
         SERVING_UID, "modelmon / Serving",
-        "Throughput, errors, latency and batching of a served model, per version.",
-        _model_variables(), (overview, traffic, latency, batching),
+        "Throughput, errors, latency and batching of a served model, per version; the replicas' saturation and prediction log.",
+        _model_variables(), (overview, traffic, latency, batching, replicas),
     )
 
 
@@ -189,6 +206,8 @@ def drift() -> Dashboard:
         Panel("timeseries", "Unseen values", "Values never seen in training (a new category, or a number outside the training range) as a share of the rows predicted.",
               "percentunit", (Prom(f"sum by (model, version, feature) (rate(modelmon_feature_unseen_total{{{feature_sel}}}[$__rate_interval])) / on (model, version) group_left () {rows_per_second}",
                                    "{{feature}} v{{version}}"),), width=12, min=0),
+        Panel("timeseries", "Replicas with enough rows to score", "Replicas whose drift window holds enough rows to score (modelmon_drift_sufficient_data), per version: the others export no drift score, so per-replica drift alerts cannot fire there.",
+              "short", (Prom(f"sum by (version) (modelmon_drift_sufficient_data{{{SEL}}})", "v{{version}}"),), width=24, min=0),
     ))
     predictions = f"modelmon_predictions_total{{{SEL}}}"
     outputs = Row("Predictions", (
