@@ -6,6 +6,7 @@ costs seconds, paid once."""
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -133,3 +134,28 @@ def test_a_changed_archive_is_not_loaded(frame: pd.DataFrame, tmp_path: Path) ->
         f.write(b"\0" * 512)
     with pytest.raises(RegistryError, match="sha256"):
         TensorFlowRuntime.load(verified_path(directory, card.artifact), card.artifact, card.signature)
+
+
+def test_serving_the_kept_graph_needs_no_tensorflow_and_a_missing_one_names_the_extra(
+    frame: pd.DataFrame, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    module = tf.Module()
+    module.w = tf.Variable(np.array([[1.5], [-0.7]], np.float32))
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 2], tf.float32, name="x")])
+    def serve(x: Any) -> dict[str, Any]:
+        return {"logit": tf.matmul(x, module.w)}  # no sigmoid: read as a logit
+
+    module.serve = serve
+    directory = save(module, serve, tmp_path / "model")
+    data = frame[["a", "b", "label"]]
+    registry = Registry(tmp_path / "registry")
+    card = register_model(directory, name="logit", reference=data, target="label", registry=registry)
+    assert card.runtime == "onnx" and card.onnx_check is not None and card.onnx_check.used
+    assert card.artifact.options["outputs"] == "logits"
+    monkeypatch.setitem(sys.modules, "tensorflow", None)  # `import tensorflow` now fails
+    proba = registry.load_predictor(card).predict_proba(FeatureBatch.from_frame(data, card.signature))
+    logit = data[["a", "b"]].to_numpy(np.float32) @ np.array([1.5, -0.7], np.float32)
+    np.testing.assert_allclose(proba[:, 1], 1 / (1 + np.exp(-logit.astype(np.float64))), rtol=0, atol=1e-6)
+    with pytest.raises(RegistryError, match=r"pip install 'modelmon\[tensorflow\]'"):
+        register_model(directory, name="again", reference=data, target="label", registry=registry)
