@@ -159,3 +159,17 @@ def test_serving_the_kept_graph_needs_no_tensorflow_and_a_missing_one_names_the_
     np.testing.assert_allclose(proba[:, 1], 1 / (1 + np.exp(-logit.astype(np.float64))), rtol=0, atol=1e-6)
     with pytest.raises(RegistryError, match=r"pip install 'modelmon\[tensorflow\]'"):
         register_model(directory, name="again", reference=data, target="label", registry=registry)
+
+
+def test_a_one_output_model_of_a_numeric_target_is_refused_as_a_regressor(frame: pd.DataFrame, tmp_path: Path) -> None:
+    module = tf.Module()
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 2], tf.float32, name="x")])
+    def serve(x: Any) -> dict[str, Any]:
+        return {"price": tf.reduce_sum(x, axis=1, keepdims=True)}
+
+    module.serve = serve
+    data = frame[["a", "b"]].assign(price=frame.a * 3.5 + 1.25)
+    with pytest.raises(RegistryError, match="regression: issue 18"):
+        register_model(save(module, serve, tmp_path / "model"), name="price", reference=data, target="price",
+                       registry=tmp_path / "registry")

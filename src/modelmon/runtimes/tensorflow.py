@@ -359,6 +359,12 @@ class TensorFlowRuntime(Runtime):
         cls, model: Any, reference: pd.DataFrame | None, target: str | None, text_columns: TextColumns
     ) -> Signature:
         saved = as_saved_model(model)
+        if saved.width == 1 and _numbers_not_labels(reference, target):
+            raise RegistryError(
+                f"the target {target!r} holds numbers that are not class labels (some not whole, or more than "
+                "two values) and the model has one output: a regressor. modelmon serves TensorFlow classifiers "
+                "only for now (regression: issue 18)"
+            )
         classes = classes_for(saved.width, reference, target)
         name, _, shape = saved.inputs[0]
         matrix = len(saved.inputs) == 1 and len(shape) == 2 and (
@@ -462,6 +468,17 @@ def decide_outputs(saved: SavedModel, signature: Signature, reference: pd.DataFr
         scores = scores.reshape(len(scores), -1).astype(np.float64)
     saved.decision = output_kind(saved, scores)
     return saved.decision
+
+
+def _numbers_not_labels(reference: pd.DataFrame | None, target: str | None) -> bool:
+    """Whether the target is a regressor's: numbers, some not whole or more than two distinct."""
+    if reference is None or target is None or target not in reference.columns:
+        return False
+    column = reference[target].dropna()
+    if column.dtype.kind not in "iuf":
+        return False
+    values = column.to_numpy(dtype=np.float64)
+    return not np.array_equal(values, np.round(values)) or len(np.unique(values)) > 2
 
 
 def _check_probabilities(predictor: TensorFlowRuntime, signature: Signature, reference: pd.DataFrame | None) -> None:
