@@ -317,7 +317,7 @@ CASES = [
     Case("onnx", Task.REGRESSION, onnx_regression),
     Case("torch", Task.BINARY, cases_torch.torch_binary),
     Case("torch", Task.MULTICLASS, cases_torch.torch_multiclass),
-    Case("torch", Task.REGRESSION, cases_torch.torch_regression, pending=REGRESSION_PENDING),
+    Case("torch", Task.REGRESSION, cases_torch.torch_regression),
     Case("keras", Task.BINARY, cases_keras.keras_binary),
     Case("keras", Task.MULTICLASS, cases_keras.keras_multiclass),
     Case("tensorflow", Task.BINARY, cases_tensorflow.tensorflow_binary),

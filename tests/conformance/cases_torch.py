@@ -141,7 +141,7 @@ def torch_multiclass() -> Built:
 
 def torch_regression() -> Built:
     """One output trained on a number (MSELoss): modelmon cannot tell it from a binary
-    logit, so the target's values decide, and registration refuses it for now."""
+    logit, so the target's values (not class labels) decide that it is a regressor."""
     import torch
 
     from tests.conformance.cases import Built, numeric_data, split

@@ -214,9 +214,10 @@ def test_classes_are_the_sorted_target_labels(frame, tmp_path):
         register(net(4, 2), data3, tmp_path, name="three")
 
 
-def test_a_regression_target_is_refused(frame, tmp_path):
+def test_a_regression_target_with_several_output_columns_is_refused(frame, tmp_path):
+    """One column and such a target is a regressor (the conformance row torch-regression)."""
     with pytest.raises(RegistryError, match="not class labels"):
-        register(net(4, 1), frame.assign(label=frame.x0 * 3.3), tmp_path)
+        register(net(4, 3), frame.assign(label=frame.x0 * 3.3), tmp_path)
 
 
 # -- nn.Module objects -------------------------------------------------------------------

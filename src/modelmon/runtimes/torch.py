@@ -1,4 +1,4 @@
-"""PyTorch classifiers as TorchScript: ``.pt`` archives written by ``torch.jit.save``, and
+"""PyTorch classifiers and regressors as TorchScript: ``.pt`` archives written by ``torch.jit.save``, and
 ``torch.nn.Module`` objects, made TorchScript at registration.
 
 What a model takes and returns. A TorchScript model takes one float32 ``[N, F]`` tensor
@@ -18,13 +18,15 @@ no reference data, on seeded made-up rows), and stored in ``ArtifactInfo.options
 - One column (``[N, 1]`` or ``[N]``): the second class's score of a binary classifier. A
   logit (sigmoid applied) when any value is outside [0, 1], or when the graph's last
   operation is unbounded (a linear layer, a matmul, an add); otherwise a probability.
+- One column and a target of numbers that are not class labels (some not whole, or more
+  than two distinct values): a regressor, whose column is the predicted value.
 
 The classes are, in this order: the module's ``classes`` attribute (a list of labels, one
 per probability column); else the distinct labels of the reference data's target column,
 sorted, when there are as many as the model has columns (the order ``LabelEncoder``,
 ``np.unique`` and ``pd.factorize(sort=True)`` give the codes a network is trained on);
 else ``0 .. C-1`` when the labels are such codes. Other labels are an error asking for the
-attribute, and a target of non-whole numbers (a regressor's) is refused. Where the classes
+attribute, and a target of non-whole numbers for a model of several columns is refused. Where the classes
 came from is recorded in the options too.
 
 An ``nn.Module`` is compiled with ``torch.jit.script``, else traced with ``torch.jit.trace``
@@ -99,7 +101,8 @@ PROBABILITIES = "probabilities"  # [N, C], C >= 2: served as they are
 LOGITS = "logits"  # [N, C], C >= 2: softmax
 PROBABILITY = "probability"  # one column, P(second class)
 LOGIT = "logit"  # one column, the second class's logit: sigmoid
-OUTPUT_FORMS = (PROBABILITIES, LOGITS, PROBABILITY, LOGIT)
+VALUE = "value"  # one column, a regressor's predicted value
+OUTPUT_FORMS = (PROBABILITIES, LOGITS, PROBABILITY, LOGIT, VALUE)
 
 #: Operations whose result is unbounded: a one-column output made by one is a logit even
 #: when its values happen to lie in [0, 1] on the check rows.
@@ -152,7 +155,7 @@ _PREPARED: weakref.WeakKeyDictionary[Any, _Prepared] = weakref.WeakKeyDictionary
 
 @register_runtime
 class TorchRuntime(Runtime):
-    """A TorchScript classifier, run by PyTorch."""
+    """A TorchScript classifier or regressor, run by PyTorch."""
 
     name = "torch"
     suffixes = SUFFIXES
@@ -186,7 +189,13 @@ class TorchRuntime(Runtime):
             raise ValueError(f"the model returned {proba.shape[1]} class columns, expected {self._width}")
         return proba
 
+    def predict_values(self, batch: FeatureBatch) -> np.ndarray:
+        """A regressor's predictions."""
+        return self.raw_output(batch)[:, 0]
+
     def predict(self, batch: FeatureBatch) -> ModelOutput:
+        if self.output == VALUE:
+            return ModelOutput.from_values(self.predict_values(batch))
         return ModelOutput.from_probabilities(self.predict_proba(batch))
 
     # -- registration ------------------------------------------------------------------
@@ -244,6 +253,11 @@ class TorchRuntime(Runtime):
             specs = [FeatureSpec(name=n, dtype="float64") for n in names]
             rows = np.random.default_rng(0).standard_normal((256, len(names)))
         prepared = _prepare(torch, model, rows, names, target)
+        if prepared.columns == 1 and _regression_target(reference, target):
+            decided = f"one column, and the target {target!r} holds numbers that are not class labels: a regressor's value"
+            prepared = replace(prepared, output=VALUE, decided=decided, classes_from="none (regression)")
+            _remember(model, prepared)
+            return Signature(features=specs, task=Task.REGRESSION, input_layout="matrix")
         width = 2 if prepared.columns == 1 else prepared.columns
         classes, classes_from = _classes(model, prepared.script, width, reference, target)
         prepared = replace(prepared, classes_from=classes_from)
@@ -314,20 +328,25 @@ class TorchRuntime(Runtime):
         except Exception as exc:  # the exporter raises many types for unsupported operations
             return None, OnnxCheck(used=False, reason=f"export failed: {type(exc).__name__}: {exc}"[:500])
         rows = check_data.n_rows
-        expected = native.predict_proba(check_data)
+        regression = signature.task is Task.REGRESSION
         try:
-            actual = converted.predict_proba(check_data)
+            if regression:
+                expected, actual = native.predict_values(check_data), converted.predict_values(check_data)
+            else:
+                expected, actual = native.predict_proba(check_data), converted.predict_proba(check_data)
         except Exception as exc:
             return None, OnnxCheck(used=False, reason=f"exported graph failed: {exc}"[:500])
         if actual.shape != expected.shape:
             return None, OnnxCheck(used=False, reason=f"output shape {actual.shape} differs from {expected.shape}")
         difference = float(np.max(np.abs(actual - expected))) if rows else 0.0
-        if not np.isfinite(difference) or difference > ONNX_TOLERANCE:
+        # A regressor's values: the tolerance scales with their magnitude, as for the tree runtimes.
+        allowed = ONNX_TOLERANCE * max(1.0, float(np.max(np.abs(expected)))) if regression and rows else ONNX_TOLERANCE
+        if not np.isfinite(difference) or difference > allowed:
             return None, OnnxCheck(
                 used=False,
                 rows_compared=rows,
                 max_abs_difference=difference if np.isfinite(difference) else None,
-                reason=f"probabilities differ by {difference:.3g} > {ONNX_TOLERANCE}",
+                reason=f"{'predictions' if regression else 'probabilities'} differ by {difference:.3g} > {allowed:.3g}",
             )
         return graph, OnnxCheck(used=True, rows_compared=rows, max_abs_difference=difference)
 
@@ -549,7 +568,7 @@ def _classes(
         if pd.api.types.is_float_dtype(column.dtype) and not np.array_equal(values, np.round(values)):
             raise RegistryError(
                 f"the target {target!r} holds numbers that are not class labels: modelmon serves "
-                "PyTorch classifiers (regression models: issue 18, not done for PyTorch yet)"
+                "PyTorch regressors with one output column only"
             )
         if not all(isinstance(c, int) and not isinstance(c, bool) and 0 <= c < width for c in labels):
             raise RegistryError(
@@ -558,6 +577,18 @@ def _classes(
                 "of each column"
             )
     return list(range(width)), "the output columns (0 .. C-1)"
+
+
+def _regression_target(reference: pd.DataFrame | None, target: str | None) -> bool:
+    """Whether a one-column model's target is a regressor's: numbers that are not class
+    labels (some not whole, or more than two distinct values)."""
+    if reference is None or target is None or target not in reference.columns:
+        return False
+    column = reference[target].dropna()
+    if column.dtype.kind not in "iuf" or column.dtype.kind == "b":
+        return False
+    values = column.to_numpy(dtype=np.float64)
+    return not np.array_equal(values, np.round(values)) or len(np.unique(values)) > 2
 
 
 def _recorded_labels(model: Any, attribute: str) -> list[Any] | None:
