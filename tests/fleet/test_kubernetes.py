@@ -31,13 +31,19 @@ KUBERNETES_VERSION = kubernetes_validate.latest_version()
 
 
 @pytest.fixture(scope="module")
-def rendered(tmp_path_factory) -> list[dict[str, Any]]:
-    """The production overlay, with the monitoring generate.py writes, on a copy of deploy/kubernetes."""
+def kubernetes_copy(tmp_path_factory) -> Path:
+    """A copy of deploy/kubernetes with the monitoring generate.py writes."""
     copy = tmp_path_factory.mktemp("k8s") / "kubernetes"
     shutil.copytree(KUBERNETES, copy, ignore=shutil.ignore_patterns("generated"))
     subprocess.run([sys.executable, str(copy / "generate.py"), "--out", str(copy / "generated")],
                    check=True, capture_output=True, cwd=copy)
-    return render(copy / "overlays" / "production")
+    return copy
+
+
+@pytest.fixture(scope="module")
+def rendered(kubernetes_copy) -> list[dict[str, Any]]:
+    """The production overlay, rendered."""
+    return render(kubernetes_copy / "overlays" / "production")
 
 
 def by_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
@@ -168,14 +174,12 @@ def test_the_manifests_keep_their_promises(rendered):
     assert container["image"] == "registry.example.com/modelmon:0.1.0"
 
 
-def test_same_rendering_as_kubectl_kustomize(rendered, tmp_path):
+def test_same_rendering_as_kubectl_kustomize(rendered, kubernetes_copy):
     """Our renderer against the real Kustomize, where kubectl is installed."""
     if shutil.which("kubectl") is None:
         pytest.skip("kubectl not installed: the rendering is checked by tests/fleet/kustomize.py alone")
-    copy = tmp_path / "kubernetes"
-    shutil.copytree(KUBERNETES, copy, ignore=shutil.ignore_patterns("generated"))
-    subprocess.run([sys.executable, str(copy / "generate.py"), "--out", str(copy / "generated")], check=True, capture_output=True)
-    result = subprocess.run(["kubectl", "kustomize", str(copy / "overlays" / "production")], capture_output=True, text=True)
+    result = subprocess.run(["kubectl", "kustomize", str(kubernetes_copy / "overlays" / "production")],
+                            capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     theirs = {(d["kind"], d["metadata"]["name"]): d for d in yaml.safe_load_all(result.stdout)}
     ours = {(d["kind"], d["metadata"]["name"]): d for d in rendered}
