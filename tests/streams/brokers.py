@@ -165,7 +165,7 @@ async def _read(kind: str, name: str, durable: str) -> list[bytes]:
         while True:
             try:
                 messages = await subscription.fetch(500, timeout=1.0)
-            except NatsTimeout:
+            except (NatsTimeout, TimeoutError):
                 break
             for message in messages:
                 out.append(message.data)

@@ -175,4 +175,5 @@ def start_consumer(fleet_url: str, registry_dir: Path, store: Path, log: Path) -
         stdout=log.open("wb"), stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     wait_for_http(f"http://127.0.0.1:{port}/metrics", timeout=60, process=process)
+    wait_until(lambda: metric(f"http://127.0.0.1:{port}", "modelmon_stream_connected", role="labels") == 1, 60, "the consumer")
     return process, port
