@@ -18,7 +18,7 @@ request, side by side in the same rounds; and each runtime's in-process per-call
     python benchmarks/serving.py --quick         # seconds: modelmon (and installed peers only)
     python benchmarks/serving.py --peers none    # modelmon only
     python benchmarks/serving.py --trees none    # without the tree study
-    python benchmarks/serving.py --trees-only    # the tree study alone (about 25 minutes): serving_trees.json
+    python benchmarks/serving.py --trees-only    # the tree study alone (about 20 minutes): serving_trees.json
 
 Writes benchmarks/results/serving.json and (full runs) its section of benchmarks/README.md.
 """
@@ -994,7 +994,8 @@ def main() -> None:
         "seconds": round(time.perf_counter() - started, 1),
         "settings": {"rounds": rounds, "duration_seconds": duration, "warmup_seconds": warmup, "levels": list(LEVELS),
                      "quick": quick, "command": "python benchmarks/serving.py" + (" --quick" if quick else "")
-                     + (" --trees-only" if trees_only else "")},
+                     + (" --trees-only" if trees_only else "")
+                     + (f" --rounds {args.rounds}" if args.rounds else "") + (f" --duration {args.duration:g}" if args.duration else "")},
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
         "load_average_1min": [min(min(x["load_average_1min"]) for r in all_rounds for x in r.values() if x),
                               max(max(x["load_average_1min"]) for r in all_rounds for x in r.values() if x)],
