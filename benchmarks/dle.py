@@ -28,14 +28,23 @@ Cases (all windows of one case have the same number of rows; targets are never s
   (the estimators' fit) = NannyML's 60,000 reference rows; the 60,000 analysis rows in 10
   windows (NannyML's own example uses chunks of 6,000).
 - ``generated shift``: five numeric features and one categorical, a non-linear mean, noise
-  whose scale depends on x1 and the region; a HistGradientBoostingRegressor. Over 12 windows
-  x1 moves up and the region mix changes (covariate shift: P(y | x) never changes), towards
-  rows with larger errors; the last windows leave the reference's range of x1 in part (the
-  share of rows above the reference's 99.9th percentile is reported): there the estimate
-  extrapolates (docs/regression-estimate.md).
+  whose scale depends on x1, x5 and the region; a HistGradientBoostingRegressor. Over 12
+  windows x1 moves up by 1.6 sd, x3 by 0.5 and the region mix changes (covariate shift:
+  P(y | x) never changes), towards rows with larger errors, inside the reference's support
+  (the share of rows beyond the reference's 99.9th percentile of x1 is reported per window).
+
+Two more generated cases break the estimate's assumptions on purpose (docs/regression-estimate.md),
+and are reported beside the others, not judged by the target:
+
+- ``generated outside support``: x1 moves 3.5 sd up, far beyond the reference's range, where
+  the noise keeps growing and the model's trees extrapolate flat;
+- ``generated concept drift``: the features never change; the noise grows by half and the
+  target gains a term in x2 (P(y | x) changes).
 
 The target (issue 18): modelmon's mean absolute error (estimate against realized, per window)
-no worse than NannyML's on every case, for MAE and RMSE, and lower on the pooled windows.
+no worse than NannyML's on each judged case (car price, generated shift), for MAE and RMSE,
+and lower on their pooled windows (each error divided by its case's naive value, so the
+currency-scaled car prices and the generated case pool).
 
     python benchmarks/dle.py            # full run (minutes; builds the NannyML venv once)
     python benchmarks/dle.py --quick    # generated data, small windows; NannyML only if its venv exists
@@ -94,17 +103,44 @@ class Case:
 # -- generated data ---------------------------------------------------------------------------
 
 
-def generated_shift(rng: np.random.Generator, n: int, t: float) -> pd.DataFrame:
-    """``t`` from 0 (the training distribution) to 1 (the most shifted)."""
+def generated(rng: np.random.Generator, n: int, t: float, kind: str = "shift") -> pd.DataFrame:
+    """``t`` from 0 (the training distribution) to 1 (the most changed). ``kind``:
+
+    - ``shift``: covariate shift inside the reference's support (x1 up by 1.6 sd, x3 by 0.5,
+      the region mix), towards rows with larger errors; P(y | x) never changes;
+    - ``outside``: x1 up by 3.5 sd, far outside the reference's range, where the noise keeps
+      growing (its scale is linear in |x1|) and the model's trees extrapolate flat;
+    - ``concept``: the features never change; the noise grows by half and y gains a term in
+      x2 (concept drift: P(y | x) changes)."""
     x = rng.normal(size=(n, 5))
-    x[:, 0] = x[:, 0] * (1 - 0.3 * t) + 1.6 * t  # towards large x1, where the noise is larger
-    x[:, 2] = x[:, 2] + 0.5 * t
-    region = rng.choice(["north", "south", "east"], n, p=np.array([0.5, 0.3, 0.2]) * (1 - t) + np.array([0.2, 0.3, 0.5]) * t)
+    p_region = np.array([0.5, 0.3, 0.2])
+    if kind == "shift":
+        x[:, 0] = x[:, 0] * (1 - 0.3 * t) + 1.6 * t
+        x[:, 2] = x[:, 2] + 0.5 * t
+        p_region = p_region * (1 - t) + np.array([0.2, 0.3, 0.5]) * t
+    elif kind == "outside":
+        x[:, 0] = x[:, 0] + 3.5 * t
+    region = rng.choice(["north", "south", "east"], n, p=p_region)
     mean = 3 * x[:, 0] + 2 * np.sin(2 * x[:, 1]) + x[:, 2] * x[:, 3] + np.select([region == "north", region == "south"], [1.0, -1.0], 0.0)
-    scale = 0.4 + 1.6 / (1 + np.exp(-2 * x[:, 0])) + 0.8 * (region == "east") + 0.3 * np.abs(x[:, 4])
+    if kind == "outside":
+        scale = 0.4 + 0.6 * np.abs(x[:, 0]) + 0.8 * (region == "east")
+    else:
+        scale = 0.4 + 1.6 / (1 + np.exp(-2 * x[:, 0])) + 0.8 * (region == "east") + 0.3 * np.abs(x[:, 4])
+    if kind == "concept":
+        mean = mean + 1.5 * t * x[:, 1]
+        scale = scale * (1 + 0.5 * t)
     y = mean + scale * rng.normal(size=n)
     frame = pd.DataFrame({f"x{i + 1}": x[:, i] for i in range(5)})
     return frame.assign(region=region, **{TARGET: y})
+
+
+GENERATED = {
+    "gen-shift": ("generated shift", "shift", "covariate shift inside the reference's support"),
+    "gen-outside": ("generated outside support", "outside", "assumption broken: shift far outside the reference's range"),
+    "gen-concept": ("generated concept drift", "concept", "assumption broken: P(y | x) changes"),
+}
+#: The cases the target is judged on; the others show what happens when an assumption breaks.
+TARGET_CASES = ("nml-car-price", "gen-shift")
 
 
 def generated_cases(quick: bool) -> list[Case]:
@@ -114,23 +150,28 @@ def generated_cases(quick: bool) -> list[Case]:
     from sklearn.preprocessing import OneHotEncoder
 
     train_rows, validation_rows, n_windows, window_rows = (3000, 3000, 4, 1000) if quick else (20000, 10000, 12, 2500)
-    rng = np.random.default_rng(7)
-    train, validation = generated_shift(rng, train_rows, 0.0), generated_shift(rng, validation_rows, 0.0)
-    numeric = [f"x{i + 1}" for i in range(5)]
-    model = make_pipeline(
-        make_column_transformer((OneHotEncoder(handle_unknown="ignore", sparse_output=False), ["region"]),
-                                ("passthrough", numeric)),
-        HistGradientBoostingRegressor(max_iter=200, random_state=0),
-    ).fit(train.drop(columns=TARGET), train[TARGET])
-    shifts = [w / (n_windows - 1) for w in range(n_windows)]
-    windows = [generated_shift(rng, window_rows, t) for t in shifts]
-    edge = np.quantile(train["x1"], 0.999)
-    notes = [f"shift t={t:.2f}, {100 * (w['x1'] > edge).mean():.1f}% of x1 above the reference's 99.9th pct"
-             for t, w in zip(shifts, windows, strict=True)]
-    return [Case(name="gen-shift", title="generated shift", model=model,
-                 model_note="HistGradientBoostingRegressor(max_iter=200) after one-hot encoding the region",
-                 reference=train.drop(columns=TARGET), validation=validation, windows=windows, window_notes=notes,
-                 categorical=["region"])]
+    cases = []
+    for seed, (name, (title, kind, note)) in enumerate(GENERATED.items()):
+        if quick and kind != "shift":
+            continue
+        rng = np.random.default_rng(7 + 10 * seed)
+        train, validation = generated(rng, train_rows, 0.0, kind), generated(rng, validation_rows, 0.0, kind)
+        numeric = [f"x{i + 1}" for i in range(5)]
+        model = make_pipeline(
+            make_column_transformer((OneHotEncoder(handle_unknown="ignore", sparse_output=False), ["region"]),
+                                    ("passthrough", numeric)),
+            HistGradientBoostingRegressor(max_iter=200, random_state=0),
+        ).fit(train.drop(columns=TARGET), train[TARGET])
+        shifts = [w / (n_windows - 1) for w in range(n_windows)]
+        windows = [generated(rng, window_rows, t, kind) for t in shifts]
+        edge = np.quantile(train["x1"], 0.999)
+        notes = [f"t={t:.2f}, {100 * (w['x1'] > edge).mean():.1f}% of x1 beyond the reference's 99.9th pct"
+                 for t, w in zip(shifts, windows, strict=True)]
+        cases.append(Case(name=name, title=title, model=model,
+                          model_note=f"{note}; HistGradientBoostingRegressor(max_iter=200) after one-hot encoding the region",
+                          reference=train.drop(columns=TARGET), validation=validation, windows=windows,
+                          window_notes=notes, categorical=["region"]))
+    return cases
 
 
 # -- NannyML's shipped dataset ----------------------------------------------------------------
@@ -313,8 +354,9 @@ def run_case(case: Case, card: Any, served: list[dict], offline_sums: list[np.nd
     for values in summary.values():
         if values["nannyml_mae"] is not None:
             values["modelmon_no_worse"] = values["modelmon_mae"] <= values["nannyml_mae"] + TIE
+    judged = case.name in TARGET_CASES
     return {
-        "title": case.title, "model": case.model_note, "train_rows": len(case.reference),
+        "title": case.title, "model": case.model_note, "judged_by_target": judged, "train_rows": len(case.reference),
         "validation_rows": len(case.validation), "windows": len(case.windows), "window_rows": len(case.windows[0]),
         "onnx_served": card.serving_artifact is not None, "baseline": card.baseline,
         "expected_errors_us_per_row": round(cost, 2),
@@ -409,10 +451,10 @@ def main() -> None:
             results[case.name] = run_case(case, cards[case.name], served[case.name], sums, cost, estimates)
             results[case.name]["register_seconds"] = register_seconds[case.name]
 
-    overall = {}
-    for metric in METRICS:
-        overall[metric] = {t: pooled(results, metric, t, normalised=True) for t in TOOLS}
-    verdicts = [v["modelmon_no_worse"] for c in results.values() for v in c["mae"].values() if "modelmon_no_worse" in v]
+    judged = {name: c for name, c in results.items() if name in TARGET_CASES}
+    overall = {metric: {t: pooled(judged, metric, t, normalised=True) for t in TOOLS} for metric in METRICS}
+    overall_all = {metric: {t: pooled(results, metric, t, normalised=True) for t in TOOLS} for metric in METRICS}
+    verdicts = [v["modelmon_no_worse"] for c in judged.values() for v in c["mae"].values() if "modelmon_no_worse" in v]
     pooled_better = [overall[m]["modelmon"] < overall[m]["nannyml"] for m in METRICS if overall[m]["nannyml"] is not None]
     report = {
         "benchmark": "dle", "quick": args.quick, "modelmon_side": "live server: /metrics counters",
@@ -420,17 +462,21 @@ def main() -> None:
         "versions": {"nannyml": venvs.version("nannyml", "nannyml") if python else None,
                      "scikit-learn": __import__("sklearn").__version__},
         "target": "modelmon's mean absolute error no worse than NannyML's DLE on every case (MAE and RMSE), "
-                  "and lower on the pooled windows",
+                  "and lower on the pooled windows, judged on " + ", ".join(TARGET_CASES)
+                  + " (the other cases break an assumption on purpose)",
         "target_met": (all(verdicts) and all(pooled_better)) if verdicts else None,
         "pooled_mae_relative_to_naive_value": overall,
+        "pooled_mae_relative_to_naive_value_all_cases": overall_all,
         "cases": results,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(markdown(results))
     print()
-    for metric, values in overall.items():
-        print(f"pooled {metric} error / naive value: " + ", ".join(f"{t} {v:.4f}" for t, v in values.items() if v is not None))
+    for label, table in (("target cases", overall), ("all cases", overall_all)):
+        for metric, values in table.items():
+            print(f"pooled {metric} error / naive value, {label}: "
+                  + ", ".join(f"{t} {v:.4f}" for t, v in values.items() if v is not None))
     print(f"target met: {report['target_met']}")
 
 
