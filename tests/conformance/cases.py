@@ -320,6 +320,7 @@ CASES = [
     Case("torch", Task.REGRESSION, cases_torch.torch_regression),
     Case("keras", Task.BINARY, cases_keras.keras_binary),
     Case("keras", Task.MULTICLASS, cases_keras.keras_multiclass),
+    Case("keras", Task.REGRESSION, cases_keras.keras_regression),
     Case("tensorflow", Task.BINARY, cases_tensorflow.tensorflow_binary),
     Case("tensorflow", Task.MULTICLASS, cases_tensorflow.tensorflow_multiclass),
     Case("xgboost", Task.BINARY, cases_xgboost.xgboost_binary),

@@ -106,3 +106,28 @@ def keras_multiclass() -> Built:
         model=model, write=keras_writer(model), train=train, validation=validation,
         target="segment", classes=classes, predict=predict,
     )
+
+
+def keras_regression() -> Built:
+    """One ``[N, 5]`` float input, a hidden layer and one linear unit trained on a number
+    (mean squared error): a regressor, told from a binary logit by its target."""
+    import keras
+
+    train, validation = split(numeric_data(11), drop=("churned",))
+    features = [c for c in train.columns if c != "spend"]
+    X = train[features].to_numpy(np.float32)
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((len(features),), name="features")
+    x = keras.layers.Normalization(mean=X.mean(axis=0), variance=X.var(axis=0))(inputs)
+    x = keras.layers.Dense(8, activation="relu")(x)
+    model = keras.Model(inputs, keras.layers.Dense(1)(x))
+    model.compile(optimizer=keras.optimizers.Adam(0.05), loss="mse")
+    model.fit(X, train.spend.to_numpy(np.float32), epochs=EPOCHS, batch_size=32, verbose=0)
+
+    def predict(frame: pd.DataFrame) -> np.ndarray:
+        return model.predict(frame[features].to_numpy(np.float32), verbose=0).astype(np.float64).reshape(-1)
+
+    return Built(
+        model=model, write=keras_writer(model), train=train, validation=validation,
+        target="spend", classes=[], predict=predict,
+    )

@@ -77,3 +77,16 @@ def spec_without_data(name: str, text_columns: TextColumns) -> FeatureSpec:
     if name not in text_columns:
         return FeatureSpec(name=name, dtype="float64")
     return FeatureSpec(name=name, dtype="string", categories=text_columns[name])
+
+
+def regression_target(reference: pd.DataFrame | None, target: str | None) -> bool:
+    """Whether a one-output model's target is a regressor's: numbers that are not class
+    labels (some not whole, or more than two distinct values). Networks (torch, Keras) do
+    not record whether their one output is a logit or a value; their target tells."""
+    if reference is None or target is None or target not in reference.columns:
+        return False
+    column = reference[target].dropna()
+    if column.dtype.kind not in "iuf":
+        return False
+    values = column.to_numpy(dtype=np.float64)
+    return not np.array_equal(values, np.round(values)) or len(np.unique(values)) > 2

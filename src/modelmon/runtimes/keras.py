@@ -59,7 +59,12 @@ from modelmon.runtimes.base import (
     artifact_for,
     register_runtime,
 )
-from modelmon.runtimes.features import feature_columns, feature_specs_from_frame, python_label
+from modelmon.runtimes.features import (
+    feature_columns,
+    feature_specs_from_frame,
+    python_label,
+    regression_target,
+)
 from modelmon.types import Dtype, FeatureBatch, FeatureSpec, ModelOutput, Signature, Task
 
 if TYPE_CHECKING:
@@ -273,7 +278,8 @@ def classes_for(width: int, reference: pd.DataFrame | None, target: str | None) 
 
 @register_runtime
 class KerasRuntime(Runtime):
-    """A Keras 3 model answering class probabilities."""
+    """A Keras 3 model answering class probabilities, or a regressor's values (one linear
+    unit trained on a target of numbers that are not class labels)."""
 
     name = "keras"
     suffixes = (SUFFIX,)
@@ -283,7 +289,7 @@ class KerasRuntime(Runtime):
         super().__init__(model, signature)
         keras = keras_module()
         self._to_numpy = keras.ops.convert_to_numpy
-        self.outputs = outputs or output_kind(model)
+        self.outputs = "value" if signature.task is Task.REGRESSION else outputs or output_kind(model)
         self._no_grad: Any = contextlib.nullcontext
         if keras.backend.backend() == "torch":  # no autograd bookkeeping when serving
             import torch
@@ -333,7 +339,16 @@ class KerasRuntime(Runtime):
             scores = self._to_numpy(self.model(feeds, training=False))
         return probabilities_from(scores, self.outputs)
 
+    def predict_values(self, batch: FeatureBatch) -> np.ndarray:
+        """A regressor's predictions."""
+        feeds = self._feeds(batch)
+        with self._no_grad():
+            scores = self._to_numpy(self.model(feeds, training=False))
+        return np.asarray(scores, dtype=np.float64).reshape(-1)
+
     def predict(self, batch: FeatureBatch) -> ModelOutput:
+        if self.outputs == "value":
+            return ModelOutput.from_values(self.predict_values(batch))
         return ModelOutput.from_probabilities(self.predict_proba(batch))
 
     # -- registration ------------------------------------------------------------------
@@ -364,7 +379,8 @@ class KerasRuntime(Runtime):
         inputs = model_inputs(model)
         levels = text_levels(model)
         width = output_width(model)
-        classes = classes_for(width, reference, target)
+        regression = width == 1 and output_kind(model) == "logits" and regression_target(reference, target)
+        classes = None if regression else classes_for(width, reference, target)
         # One [N, F] input, unless it is one feature's [N, 1] input named after the feature.
         name, _, shape = inputs[0]
         matrix = len(inputs) == 1 and len(shape) == 2 and (
@@ -374,9 +390,11 @@ class KerasRuntime(Runtime):
             inputs, levels, reference, text_columns
         )
         signature = Signature(
-            features=specs, task=Task.for_classes(classes), classes=classes,
+            features=specs, task=Task.REGRESSION if classes is None else Task.for_classes(classes), classes=classes,
             input_layout="matrix" if matrix else "columns",
         )
+        if classes is None:
+            return signature
         _check_probabilities(cls(model, signature), signature, reference)
         return signature
 
@@ -422,7 +440,9 @@ class KerasRuntime(Runtime):
         if check_data.n_rows == 0:
             return None, OnnxCheck(used=False, reason="no reference or validation data to verify on")
         native = cls(model, signature)
-        expected = native.predict_proba(check_data)  # also builds the model, which export needs
+        regression = signature.task is Task.REGRESSION
+        answers = native.predict_values if regression else native.predict_proba
+        expected = answers(check_data)  # also builds the model, which export needs
         try:
             model_bytes = _export_onnx(model, signature, native.outputs)
             converted = OnnxRuntime(model_bytes, signature)
@@ -430,20 +450,23 @@ class KerasRuntime(Runtime):
             return None, OnnxCheck(used=False, reason=f"export failed: {type(exc).__name__}: {exc}"[:500])
         rows = check_data.n_rows
         one_row = FeatureBatch(numeric=check_data.numeric[:1], categorical=check_data.categorical[:1])
+        converted_answers = converted.predict_values if regression else converted.predict_proba
         try:
-            actual = converted.predict_proba(check_data)
-            first = converted.predict_proba(one_row)
+            actual = converted_answers(check_data)
+            first = converted_answers(one_row)
         except Exception as exc:
             return None, OnnxCheck(used=False, reason=f"exported graph failed: {exc}"[:500])
         if actual.shape != expected.shape:
             return None, OnnxCheck(used=False, reason=f"output shape {actual.shape} differs from {expected.shape}")
         difference = float(max(np.max(np.abs(actual - expected)), np.max(np.abs(first - expected[:1]))))
-        if not np.isfinite(difference) or difference > PROBABILITY_TOLERANCE:
+        # A regressor's values: the tolerance scales with their magnitude (float32 arithmetic).
+        allowed = PROBABILITY_TOLERANCE * max(1.0, float(np.max(np.abs(expected)))) if regression else PROBABILITY_TOLERANCE
+        if not np.isfinite(difference) or difference > allowed:
             return None, OnnxCheck(
                 used=False,
                 rows_compared=rows,
                 max_abs_difference=difference if np.isfinite(difference) else None,
-                reason=f"probabilities differ by {difference:.3g} > {PROBABILITY_TOLERANCE}",
+                reason=f"{'predictions' if regression else 'probabilities'} differ by {difference:.3g} > {allowed:.3g}",
             )
         return model_bytes, OnnxCheck(used=True, rows_compared=rows, max_abs_difference=difference)
 
@@ -643,6 +666,11 @@ def _adapt_output(model: Any, outputs: str) -> None:
     dims = tensor.shape.dim
     width = dims[1].dim_value if len(dims) == 2 and dims[1].HasField("dim_value") else None
     current = output.name
+    if outputs == "value":  # a regressor's one value per row, as it is
+        graph.node.append(helper.make_node("Identity", [current], ["prediction"]))
+        graph.output.remove(output)
+        graph.output.append(helper.make_tensor_value_info("prediction", tensor.elem_type, ["batch", 1] if len(dims) == 2 else ["batch"]))
+        return
     if len(dims) == 1:
         graph.initializer.append(helper.make_tensor("probabilities_axes", TensorProto.INT64, [1], [1]))
         graph.node.append(helper.make_node("Unsqueeze", [current, "probabilities_axes"], ["scores_2d"]))

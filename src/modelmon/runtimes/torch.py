@@ -75,7 +75,12 @@ from modelmon.runtimes.base import (
     artifact_for,
     register_runtime,
 )
-from modelmon.runtimes.features import feature_columns, feature_specs_from_frame, python_label
+from modelmon.runtimes.features import (
+    feature_columns,
+    feature_specs_from_frame,
+    python_label,
+    regression_target,
+)
 from modelmon.runtimes.onnx import OnnxRuntime
 from modelmon.types import ClassLabel, FeatureBatch, FeatureSpec, ModelOutput, Signature, Task
 
@@ -253,7 +258,7 @@ class TorchRuntime(Runtime):
             specs = [FeatureSpec(name=n, dtype="float64") for n in names]
             rows = np.random.default_rng(0).standard_normal((256, len(names)))
         prepared = _prepare(torch, model, rows, names, target)
-        if prepared.columns == 1 and _regression_target(reference, target):
+        if prepared.columns == 1 and regression_target(reference, target):
             decided = f"one column, and the target {target!r} holds numbers that are not class labels: a regressor's value"
             prepared = replace(prepared, output=VALUE, decided=decided, classes_from="none (regression)")
             _remember(model, prepared)
@@ -577,18 +582,6 @@ def _classes(
                 "of each column"
             )
     return list(range(width)), "the output columns (0 .. C-1)"
-
-
-def _regression_target(reference: pd.DataFrame | None, target: str | None) -> bool:
-    """Whether a one-column model's target is a regressor's: numbers that are not class
-    labels (some not whole, or more than two distinct values)."""
-    if reference is None or target is None or target not in reference.columns:
-        return False
-    column = reference[target].dropna()
-    if column.dtype.kind not in "iuf" or column.dtype.kind == "b":
-        return False
-    values = column.to_numpy(dtype=np.float64)
-    return not np.array_equal(values, np.round(values)) or len(np.unique(values)) > 2
 
 
 def _recorded_labels(model: Any, attribute: str) -> list[Any] | None:
