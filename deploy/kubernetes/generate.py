@@ -6,7 +6,7 @@ writes DIR (default: deploy/kubernetes/generated, which overlays/production incl
 
     prometheusrule.yaml       PrometheusRule `modelmon`: the alerting rules of
                               `modelmon alerts export` and the recording rules of
-                              `modelmon rules export` (fleet drift and quality), one group each
+                              `modelmon rules export` (fleet drift, quality, regression), their groups
     alertmanager-secret.yaml  Secret `modelmon-alertmanager`: alertmanager.yaml and modelmon.tmpl
                               from `modelmon alerts export` (your channels; their secrets are
                               read now, so keep the file out of version control)
@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -30,22 +32,18 @@ import yaml
 from modelmon.alerting.config import load_config
 from modelmon.alerting.export import export
 from modelmon.dashboards import grafana
-from modelmon.rules.drift import check_window, drift_rule_group
-from modelmon.rules.quality import quality_rule_group
+from modelmon.rules.drift import check_window
 
 HERE = Path(__file__).resolve().parent
 LABELS = {"app.kubernetes.io/name": "modelmon", "app.kubernetes.io/part-of": "modelmon"}
 HEADER = "# Written by deploy/kubernetes/generate.py; regenerate rather than edit.\n"
 
 
-def rule_groups(alert_rule_files: list[Path], windows: list[str]) -> list[dict[str, Any]]:
-    """The alerting export's groups, then each window's drift and quality recording rules
-    (a group the export already holds, by name, is not repeated)."""
+def rule_groups(rule_files: list[Path]) -> list[dict[str, Any]]:
+    """Every group of the rule files, in order (a group already seen, by name, is not repeated)."""
     groups: list[dict[str, Any]] = []
-    for path in alert_rule_files:
+    for path in rule_files:
         groups += yaml.safe_load(path.read_text())["groups"]
-    for w in windows:
-        groups += [drift_rule_group(w), quality_rule_group(w)]
     seen: dict[str, dict[str, Any]] = {}
     for group in groups:
         if group["name"] in seen and seen[group["name"]] != group:
@@ -96,8 +94,13 @@ def write(out: Path, config: Path | None, windows: list[str]) -> list[Path]:
         check_window(w)
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
-        exported = export(load_config(config), tmp)
-        groups = rule_groups(exported.rule_files, windows)
+        exported = export(load_config(config), Path(tmp) / "alerts")
+        # The recording rules exactly as `modelmon rules export` writes them, whatever kinds
+        # it holds (drift, quality, regression, ...).
+        rules = Path(tmp) / "rules"
+        subprocess.run([sys.executable, "-m", "modelmon.cli", "rules", "export", str(rules),
+                        *(f"--window={w}" for w in windows)], check=True, capture_output=True)
+        groups = rule_groups([*exported.rule_files, *sorted(rules.glob("*.rules.yml"))])
         assert exported.alertmanager_config is not None
         secret = alertmanager_secret(exported.alertmanager_config.parent)
     files = {

@@ -29,6 +29,7 @@ from modelmon.alerting.model import INTEGER, NUMBER, PERCENT, SECONDS, AlertRule
 from modelmon.monitoring import drift_stats
 from modelmon.monitoring.methods import PSI, default_thresholds, get_method, method_names
 from modelmon.monitoring.metrics import LATENCY_BUCKETS
+from modelmon.rules import drift as drift_rules
 
 #: Labels every test series carries, as a scrape would add them.
 INSTANCE = "replica-1:8080"
@@ -101,6 +102,20 @@ DEFAULTS = {  # key: (severity, for)
 }
 
 
+#: Which Grafana dashboard (uid) shows each built-in rule's data.
+DASHBOARDS = {
+    "modelmon-serving": {"model_down", "error_ratio", "client_errors", "latency_p99", "predictions_stopped",
+                         "prediction_log_dropping"},
+    "modelmon-drift": {"feature_drift", "fleet_drift", "dataset_drift", "prediction_drift"},
+    "modelmon-quality": {"realized_quality", "estimated_accuracy", "label_coverage", "no_labels"},
+    "modelmon-training": {"training_nan_loss", "training_plateau", "training_stalled"},
+}
+
+
+def dashboard_uid(key: str) -> str:
+    return next((uid for uid, keys in DASHBOARDS.items() if key in keys), "modelmon-alerts")
+
+
 def anchor(name: str) -> str:
     """The docs/runbooks.md anchor of an alert (its heading is the alert's name)."""
     return name.lower()
@@ -147,8 +162,22 @@ class Builder:
         for_ = self.config.builtins.override_for or settings.for_ or for_
         return AlertRule(
             name=name, for_=for_, severity=settings.severity or severity, labels=dict(settings.labels),
-            channels=list(settings.channels), runbook_url=f"{self.config.runbook_base_url}#{anchor(name)}", **fields,
+            channels=list(settings.channels), runbook_url=f"{self.config.runbook_base_url}#{anchor(name)}",
+            dashboard_url=self.dashboard_url(key), dashboard_uid=dashboard_uid(key), **fields,
         )
+
+    def dashboard_url(self, key: str) -> str:
+        """The dashboard that shows what the alert fires on (the uids of modelmon.dashboards,
+        which this layer cannot import), on the alert's model and version."""
+        if not self.config.grafana.url:
+            return ""
+        uid = dashboard_uid(key)
+        base = f"{self.config.grafana.url.rstrip('/')}/d/{uid}"
+        if uid == "modelmon-training":
+            return base + "?var-experiment=$experiment&var-run=$run"
+        if uid == "modelmon-alerts":
+            return base
+        return base + "?var-model=$model&var-version=$version"
 
     def eval_minutes(self, rule: AlertRule, *windows: str) -> int:
         """When a case is evaluated: after the windows fill and ``for`` has passed."""
@@ -503,8 +532,8 @@ class Builder:
         recording rule: it is exported with it (modelmon-drift.rules.yml)."""
         w = s.window or self.config.prometheus.recording_windows[0]
         by = "cluster, namespace, job, model, version, feature"
-        expr = (f"modelmon:feature_drift_psi:{w} >= {s.threshold!r}\n"
-                f"and on ({by}) modelmon:feature_window_rows:{w} >= {s.min_rows}")
+        expr = (f"{drift_rules.name('psi', w)} >= {s.threshold!r}\n"
+                f"and on ({by}) {drift_rules.name('rows', w)} >= {s.min_rows}")
         rule = self.rule(
             "fleet_drift", "ModelmonFleetFeatureDrift", s, expr=expr,
             summary="Feature $feature of model $model has drifted across the fleet",

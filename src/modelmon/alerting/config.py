@@ -766,6 +766,7 @@ class PrometheusSettings(_Strict):
 
 class GrafanaSettings(_Strict):
     datasource_uid: str = Field("prometheus", description="UID of the Prometheus data source in Grafana.")
+    url: str | None = Field(None, description="Grafana's address: alerts then link to their dashboard (dashboard_url).")
     folder: str = "modelmon"
     interval: Duration = "1m"
     org_id: int = 1
