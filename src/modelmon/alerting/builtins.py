@@ -66,6 +66,9 @@ NAMES = {
     "bridge_dropped": ["ModelmonNotifyBridgeDropping"],
     "bridge_failed": ["ModelmonNotifyBridgeFailing"],
     "prediction_log_dropping": ["ModelmonPredictionLogDropping"],
+    "stream_consumer_stalled": ["ModelmonStreamConsumerStalled"],
+    "stream_spool_growing": ["ModelmonStreamSpoolGrowing"],
+    "stream_events_dropped": ["ModelmonStreamEventsDropped"],
 }
 #: The alert that inhibits: every replica that served a model version is down.
 MODEL_DOWN = "ModelmonModelDown"
@@ -99,6 +102,9 @@ DEFAULTS = {  # key: (severity, for)
     "bridge_dropped": ("warning", "0s"),
     "bridge_failed": ("warning", "0s"),
     "prediction_log_dropping": ("warning", "0s"),
+    "stream_consumer_stalled": ("warning", "5m"),
+    "stream_spool_growing": ("warning", "5m"),
+    "stream_events_dropped": ("warning", "0s"),
 }
 
 
@@ -933,6 +939,91 @@ class Builder:
             description=f"The prediction log of $instance (job $job) dropped $value rows in the last {s.window}: the store "
             "was unreachable and the spool full, so those predictions cannot be labelled or audited.",
         )
+
+
+    # -- message queues (modelmon.streams) ----------------------------------------------
+
+    def stream_consumer_stalled(self, s: cfg.StreamConsumerStalled) -> AlertRule:
+        by = "cluster, namespace, job, instance, broker"
+        rule = self.rule(
+            "stream_consumer_stalled", "ModelmonStreamConsumerStalled", s,
+            expr=f"(max by ({by}) (modelmon_stream_consumer_lag_messages) > 0 and on ({by}) "
+            f"sum by ({by}) (increase(modelmon_stream_messages_total[{s.window}])) == 0) "
+            f'or max by ({by}) (modelmon_stream_connected{{role="labels"}}) == 0',
+            summary="The label consumer of $instance is stalled ($value messages wait)",
+            description=f"The broker label consumer of $instance (job $job; the broker in the alert's broker label) consumed nothing in the last "
+            f"{s.window} while the broker reports $value messages waiting for it; a value of 0 means it has no "
+            "broker connection (its lag is unknown). Labels wait in the broker; nothing is lost.",
+            value_format=INTEGER, threshold=Threshold.literal("any message waiting, none consumed"),
+        )
+        rule.range_seconds = seconds(s.window)
+        n = self.eval_minutes(rule, s.window)
+        labels = _labels(instance=INSTANCE, job=self.job, broker="rabbit")
+        expected = {"instance": INSTANCE, "job": self.job, "broker": "rabbit"}
+
+        def consumer(lag: str, consumed: str, connected: str) -> list[tuple[str, str]]:
+            return [
+                (f"modelmon_stream_consumer_lag_messages{{{labels}}}", lag),
+                (f'modelmon_stream_messages_total{{{labels}, outcome="committed"}}', consumed),
+                (f'modelmon_stream_connected{{{labels}, role="labels"}}', connected),
+            ]
+
+        rule.cases = [
+            Case("messages wait, none consumed", consumer(f"50x{n}", f"0x{n}", f"1x{n}"), n,
+                 [(expected, {"value": INTEGER.expect(50)})]),
+            Case("no broker connection", consumer(f"0x{n}", f"0x{n}", f"0x{n}"), n, [(expected, {"value": INTEGER.expect(0)})]),
+            Case("messages wait and are consumed", consumer(f"50x{n}", f"0+10x{n}", f"1x{n}"), n),
+            Case("nothing to consume", consumer(f"0x{n}", f"0x{n}", f"1x{n}"), n),
+        ]
+        return rule
+
+    def stream_spool_growing(self, s: cfg.StreamSpoolGrowing) -> AlertRule:
+        by = "cluster, namespace, job, instance, broker"
+        rule = self.rule(
+            "stream_spool_growing", "ModelmonStreamSpoolGrowing", s,
+            expr=f"max by ({by}) (modelmon_stream_spool_bytes) and on ({by}) "
+            f"(max by ({by}) (min_over_time(modelmon_stream_spool_bytes[{s.window}])) > 0) and on ({by}) "
+            f"(max by ({by}) (deriv(modelmon_stream_spool_bytes[{s.window}])) > 0)",
+            summary="Prediction events of $instance pile up on disk ($value bytes)",
+            description=f"The broker (the alert's broker label) has not taken the prediction events of $instance (job $job) "
+            f"for {s.window} and their spool grows: $value bytes wait on disk. Past the spool's bound "
+            "(--events-spool-mb) the newest events are dropped (ModelmonStreamEventsDropped).",
+            value_format=NUMBER, threshold=Threshold.literal(f"events waiting {s.window}, and more coming"),
+        )
+        rule.range_seconds = seconds(s.window)
+        n = self.eval_minutes(rule, s.window)
+        labels = _labels(instance=INSTANCE, job=self.job, broker="nats")
+        expected = {"instance": INSTANCE, "job": self.job, "broker": "nats"}
+        series = f"modelmon_stream_spool_bytes{{{labels}}}"
+        rule.cases = [
+            Case("the broker is down: the spool grows", [(series, f"1000+1000x{n}")], n,
+                 [(expected, {"value": NUMBER.expect(1000 + 1000 * n)})]),
+            Case("the broker came back: the spool drains", [(series, f"{1000 * (n + 1)}-1000x{n}")], n),
+            Case("nothing waits", [(series, f"0x{n}")], n),
+        ]
+        return rule
+
+    def stream_events_dropped(self, s: cfg.StreamEventsDropped) -> AlertRule:
+        by = "cluster, namespace, job, instance, broker"
+        rule = self.rule(
+            "stream_events_dropped", "ModelmonStreamEventsDropped", s,
+            expr=f'sum by ({by}) (increase(modelmon_stream_events_total{{outcome="dropped"}}[{s.window}])) > 0',
+            summary="$instance dropped $value prediction events",
+            description=f"The prediction event spool of $instance (job $job) was full: $value events for the "
+            f"broker (the alert's broker label) were dropped in the last {s.window}. The predictions are in the "
+            "store; their events will never reach the broker.",
+            value_format=NUMBER, threshold=Threshold.literal("any dropped event"),
+        )
+        rule.range_seconds = seconds(s.window)
+        n = self.eval_minutes(rule, s.window)
+        labels = _labels(instance=INSTANCE, job=self.job, broker="redis", outcome="dropped")
+        expected = {"instance": INSTANCE, "job": self.job, "broker": "redis"}
+        rule.cases = [
+            Case("events dropped every minute", [(f"modelmon_stream_events_total{{{labels}}}", f"0+5x{n}")], n,
+                 [(expected, {"value": NUMBER.expect(5 * minutes(s.window))})]),
+            Case("nothing dropped", [(f"modelmon_stream_events_total{{{labels}}}", f"0x{n}")], n),
+        ]
+        return rule
 
 
 def builtin_rules(config: cfg.AlertingConfig) -> list[AlertRule]:

@@ -645,6 +645,18 @@ class PredictionLogDropping(_RuleCommon):
     window: Duration = Field("10m", description="How long the alert fires after the prediction log dropped rows.")
 
 
+class StreamConsumerStalled(_RuleCommon):
+    window: Duration = Field("10m", description="How long a label consumer consumed nothing while messages waited.")
+
+
+class StreamSpoolGrowing(_RuleCommon):
+    window: Duration = Field("10m", description="How long prediction events waited on disk, their spool growing.")
+
+
+class StreamEventsDropped(_RuleCommon):
+    window: Duration = Field("10m", description="How long the alert fires after prediction events were dropped.")
+
+
 class Builtins(_Strict):
     """The built-in rules, each on by default; every field can be overridden."""
 
@@ -671,6 +683,9 @@ class Builtins(_Strict):
     bridge_dropped: BridgeDropped = Field(default_factory=BridgeDropped)
     bridge_failed: BridgeFailed = Field(default_factory=BridgeFailed)
     prediction_log_dropping: PredictionLogDropping = Field(default_factory=PredictionLogDropping)
+    stream_consumer_stalled: StreamConsumerStalled = Field(default_factory=StreamConsumerStalled)
+    stream_spool_growing: StreamSpoolGrowing = Field(default_factory=StreamSpoolGrowing)
+    stream_events_dropped: StreamEventsDropped = Field(default_factory=StreamEventsDropped)
 
     @field_validator("override_for")
     @classmethod
