@@ -31,7 +31,16 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from modelmon.stack.processes import free_port, stop_process, wait_for_http
 from tests.conftest import start_server
-from tests.streams.brokers import Outage, delivered_unacknowledged, ensure_running, forget, publish, read, url, wait_until
+from tests.streams.brokers import (
+    Outage,
+    delivered_unacknowledged,
+    ensure_running,
+    forget,
+    publish,
+    read,
+    url,
+    wait_until,
+)
 
 pytestmark = pytest.mark.slow
 
