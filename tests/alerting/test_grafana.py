@@ -90,7 +90,7 @@ def test_files_follow_the_file_provisioning_format_and_schema(exported, validato
         assert rule["for"] == prometheus_rules[rule["title"]]["for"]
         assert rule["labels"] == prometheus_rules[rule["title"]]["labels"]
         annotations = rule["annotations"]
-        assert set(annotations) == {"summary", "description", "value", "threshold", "runbook_url"}
+        assert set(annotations) - {"__dashboardUid__"} == {"summary", "description", "value", "threshold", "runbook_url"}
         if rule["title"].startswith("Modelmon"):
             assert "$values.A.Value" in annotations["description"]
         assert "| query" not in json.dumps(annotations)  # Grafana templates have no query function
@@ -108,3 +108,19 @@ def test_secrets_stay_references_for_grafana_to_expand(exported):
     # Apprise channels reach the bridge's Grafana endpoint; SNS has no Grafana contact point.
     assert "http://127.0.0.1:9096/grafana/everything-else" in values
     assert any("oncall-sms (sns)" in note for note in result.notes)
+
+
+def test_grafana_rules_name_their_dashboard():
+    """Issue 23, item 9: every built-in Grafana rule carries __dashboardUid__ of the dashboard
+    that shows its data, which exists among the exported dashboards."""
+    from modelmon.alerting.config import AlertingConfig
+    from modelmon.alerting.grafana import rule_groups
+    from modelmon.alerting.prometheus_rules import alert_rules
+    from modelmon.dashboards.catalog import all_dashboards
+
+    uids = {d.uid for d in all_dashboards()}
+    rules = rule_groups(AlertingConfig(), alert_rules(AlertingConfig()))["groups"][0]["rules"]
+    linked = {r["title"]: r["annotations"]["__dashboardUid__"] for r in rules}
+    assert set(linked.values()) <= uids
+    assert linked["ModelmonHighErrorRatio"] == "modelmon-serving" and linked["ModelmonFleetFeatureDrift"] == "modelmon-drift"
+    assert linked["ModelmonNoLabels"] == "modelmon-quality" and linked["ModelmonTrainingLossNaN"] == "modelmon-training"

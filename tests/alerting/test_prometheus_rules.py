@@ -73,7 +73,7 @@ def test_default_rules_pass_promtool_and_every_builtin_is_proven_both_ways(tmp_p
         assert "$value" in alert["annotations"]["description"], alert["alert"]
         assert alert["annotations"]["runbook_url"].endswith("#" + alert["alert"].lower())
         # The raw contract metrics only, but for the fleet drift alert (exported with its rules).
-        assert "modelmon:" not in alert["expr"] or alert["alert"] == "ModelmonFleetFeatureDrift", alert["alert"]
+        assert ":" not in alert["expr"].replace(":1m]", "").replace(":1h]", "") or alert["alert"] == "ModelmonFleetFeatureDrift", alert["alert"]
 
 
 def test_other_thresholds_and_custom_rules_are_proven_too(tmp_path):
@@ -257,3 +257,23 @@ def test_fleet_drift_false_alarm_rate_as_documented():
         else:
             assert reference.min() < 0.005  # the skewed case has a rare category
     assert chi2.sf(0.2 * 500, 19) < 6e-13
+
+
+def test_alerts_link_to_their_dashboard_when_grafana_url_is_set(tmp_path):
+    """Issue 23, item 9: dashboard_url on every built-in alert, on its model and version; the
+    generated promtool cases expect it rendered, so promtool proves the template."""
+    require("promtool")
+    config = parse_config({"grafana": {"url": "https://grafana.example/"}})
+    export(config, tmp_path, alertmanager_files=False)
+    alerts = {a["alert"]: a for a in yaml.safe_load((tmp_path / "prometheus" / "modelmon-alerts.rules.yml").read_text())["groups"][0]["rules"]}
+    assert alerts["ModelmonHighErrorRatio"]["annotations"]["dashboard_url"] == (
+        "https://grafana.example/d/modelmon-serving?var-model={{ $labels.model }}&var-version={{ $labels.version }}")
+    assert alerts["ModelmonFleetFeatureDrift"]["annotations"]["dashboard_url"].startswith("https://grafana.example/d/modelmon-drift?")
+    assert alerts["ModelmonTrainingLossNaN"]["annotations"]["dashboard_url"].startswith("https://grafana.example/d/modelmon-training?var-experiment=")
+    assert all("dashboard_url" in a["annotations"] for a in alerts.values())
+    tests = sorted(p.name for p in (tmp_path / "prometheus").glob("*.test.yml"))
+    short = yaml.safe_load((tmp_path / "prometheus" / tests[-1]).read_text())
+    short["tests"] = [t for t in short["tests"] if t["name"].startswith("ModelmonHighErrorRatio:")]
+    (tmp_path / "prometheus" / "only.test.yml").write_text(dump_yaml(short))
+    tested = promtool("test", "rules", "only.test.yml", cwd=tmp_path / "prometheus")
+    assert tested.returncode == 0, tested.stdout + tested.stderr

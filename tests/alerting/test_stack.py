@@ -42,7 +42,7 @@ def test_stack_up_runs_prometheus_and_alertmanager_for_the_server(server, tmp_pa
         wait_for_http(f"{alertmanager}/-/ready", timeout=10, process=process)
         groups = httpx.get(f"{prometheus}/api/v1/rules").json()["data"]["groups"]
         rules = {r["name"] for g in groups for r in g["rules"]}
-        assert {"ModelmonTargetDown", "ModelmonFeatureDrift", "modelmon:feature_drift_psi:1h"} <= rules
+        assert {"ModelmonTargetDown", "ModelmonFeatureDrift", "model_version_feature:modelmon_feature_bin:psi1h", "modelmon:feature_drift_psi:1h"} <= rules
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             active = httpx.get(f"{prometheus}/api/v1/alertmanagers").json()["data"]["activeAlertmanagers"]

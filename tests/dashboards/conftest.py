@@ -159,10 +159,10 @@ def stack(registry_dir: Path, shop_frame: pd.DataFrame, tmp_path_factory) -> Ite
 
             # Wait until the rules have seen everything: both replicas' rows, labels, scores.
             rows = 2 * 600.0
-            assert prometheus.wait_for('sum(modelmon:feature_window_rows:1h{model="shop", feature="amount"})', rows, timeout=30) == rows
+            assert prometheus.wait_for('sum(model_version_feature:modelmon_feature_bin:increase1h{model="shop", feature="amount"})', rows, timeout=30) == rows
             deadline = time.monotonic() + 30
             while time.monotonic() < deadline:
-                ready = (prometheus.query('modelmon:accuracy:1h{model="shop"}')
+                ready = (prometheus.query('model_version:modelmon_confusion:accuracy1h{model="shop"}')
                          and prometheus.query('ALERTS{alertstate="firing"}')
                          and prometheus.query('ALERTS{alertstate="pending"}')
                          and len(prometheus.query('modelmon_feature_drift{model="shop", method="psi"}')) >= 8)

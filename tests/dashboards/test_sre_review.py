@@ -98,3 +98,43 @@ def test_alerts_dashboard_ignores_heartbeats_and_other_alerts_and_keeps_history_
                 assert 'severity!="none"' in selector and 'alertname=~"$alerts"' in selector, title
     history = panels(alerts)["Alert history"]["targets"][0]["expr"]
     assert history.startswith("max by (alertname, model, version)")
+
+
+def test_smaller_panel_defects_of_item_11():
+    dashboards = grafana.dashboards_json("postgresql")
+    drift = panels(dashboards["modelmon-drift"])
+    # Legends name the version when several are selected.
+    for title in ("Fleet PSI per feature against the threshold", "Fleet Jensen-Shannon distance per feature"):
+        assert drift[title]["targets"][0]["legendFormat"] == "{{feature}} v{{version}}"
+    # Reference shares are weighted by each version's rows, never averaged over versions.
+    reference = drift["Live against reference shares: $feature"]["targets"][1]["expr"]
+    assert "avg by" not in reference and "group_left" in reference
+    classes = drift["Predicted class shares against the validation data"]["targets"][1]["expr"]
+    assert "avg by" not in classes and "group_left" in classes
+    # The heatmap shows a rate: increase() over overlapping windows counted rows twice.
+    heatmap = drift["Confidence distribution"]["targets"][0]["expr"]
+    assert "rate(modelmon_prediction_confidence_bucket" in heatmap and "increase(" not in heatmap
+    assert dashboards["modelmon-training"]["refresh"] == "5m"  # a 7-day SQL range
+    stat = next(p for p in dashboards["modelmon-quality"]["panels"] if p["title"] == "Label coverage" and p["type"] == "stat")
+    coverage = stat["fieldConfig"]["defaults"]["thresholds"]["steps"]
+    assert coverage == [{"color": "red", "value": None}, {"color": "green", "value": 0.1}]
+
+
+def test_model_dashboards_annotate_version_loads():
+    for uid, dashboard in grafana.dashboards_json("postgresql").items():
+        names = [a["name"] for a in dashboard["annotations"]["list"]]
+        assert ("Version loaded" in names) == (uid in ("modelmon-serving", "modelmon-drift", "modelmon-quality")), uid
+
+
+def test_version_loaded_annotation_is_valid_promql(tmp_path):
+    import shutil
+    import subprocess
+
+    import pytest
+
+    if shutil.which("promtool") is None:
+        pytest.skip("promtool is not installed")
+    expr = grafana.VERSION_LOADED["expr"].replace("$model", "shop")
+    (tmp_path / "a.rules.yml").write_text(yaml.safe_dump({"groups": [{"name": "a", "rules": [{"record": "a:b:c", "expr": expr}]}]}))
+    checked = subprocess.run(["promtool", "check", "rules", str(tmp_path / "a.rules.yml")], capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stdout + checked.stderr

@@ -136,7 +136,8 @@ def rule_groups(config: cfg.AlertingConfig, rules: list[AlertRule]) -> dict[str,
             "noDataState": "OK",
             "execErrState": "Error",
             "for": rule.for_,
-            "annotations": rule.annotations("grafana"),
+            # __dashboardUid__ links the rule to its dashboard in Grafana's alert list.
+            "annotations": rule.annotations("grafana") | ({"__dashboardUid__": rule.dashboard_uid} if rule.dashboard_uid else {}),
             "labels": rule.alert_labels(),
             "isPaused": False,
         })

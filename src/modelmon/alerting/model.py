@@ -134,6 +134,10 @@ class AlertRule:
     #: The longest range the expression reads, in seconds (Grafana's query time range).
     range_seconds: float = 600
     cases: list[Case] = field(default_factory=list)
+    #: The Grafana dashboard of the alert (grafana.url set), a template like the summary's.
+    dashboard_url: str = ""
+    #: The uid of that dashboard (Grafana rules link to it with ``__dashboardUid__``).
+    dashboard_uid: str = ""
 
     def _mapping(self, target: str, values: dict[str, str] | None = None) -> dict[str, str]:
         if target == "expect":
@@ -154,7 +158,7 @@ class AlertRule:
             "value": mapping["value"],
             "threshold": mapping["threshold"],
             "runbook_url": self.runbook_url,
-        }
+        } | ({"dashboard_url": Template(self.dashboard_url).substitute(mapping)} if self.dashboard_url else {})
 
     def alert_labels(self) -> dict[str, str]:
         return {"severity": self.severity, **self.labels}

@@ -1,7 +1,7 @@
 """The five dashboards: serving, drift and data quality, model quality, training, alerts.
 
 Every query reads the metric catalogue (docs/metrics.md), the recording rules of
-``modelmon rules export`` (``modelmon:*:<window>``) or the store's SQL views
+``modelmon rules export`` (``level:modelmon_<counter>:<operation><window>``) or the store's SQL views
 (``labelled_predictions``, ``training_metrics``, ``training_final_metrics``,
 ``training_runs``). The ``$window`` variable names the recording-rule window the rules were
 exported with (``--window``, default 1h).
@@ -158,21 +158,21 @@ def drift() -> Dashboard:
               thresholds=(Threshold(None, "green"), Threshold(0.25, "orange"), Threshold(0.5, "red"))),
         Panel("stat", "Rows in the drift window", "Rows each replica scored its drift on (modelmon_drift_window_rows), summed.",
               "short", (Prom(f"sum(modelmon_drift_window_rows{{{SEL}}})"),), width=6, height=5),
-        Panel("stat", "Worst fleet PSI", "The highest population stability index over features, for the whole fleet (recording rule modelmon:feature_drift_psi:$window); "
+        Panel("stat", "Worst fleet PSI", "The highest population stability index over features, for the whole fleet (recording rule model_version_feature:modelmon_feature_bin:psi$window); "
               f"{PSI_DRIFT:g} is drift.",
-              "none", (Prom(f"max(modelmon:feature_drift_psi:$window{{{SEL}}})"),), width=6, height=5, decimals=3, thresholds=GOOD_RED),
+              "none", (Prom(f"max(model_version_feature:modelmon_feature_bin:psi$window{{{SEL}}})"),), width=6, height=5, decimals=3, thresholds=GOOD_RED),
         Panel("stat", "Prediction drift (classes, PSI)", "PSI of the predicted classes against the model's predictions on the validation data.",
               "none", (Prom(f'max(modelmon_prediction_drift{{{SEL}, output="class", method="psi"}})'),), width=6, height=5, decimals=3,
               thresholds=GOOD_RED),
     ))
     scores = Row("Drift per feature", (
-        Panel("timeseries", "Fleet PSI per feature against the threshold", "Population stability index of each feature over the window, pooled over all replicas (recording rule modelmon:feature_drift_psi:$window). "
+        Panel("timeseries", "Fleet PSI per feature against the threshold", "Population stability index of each feature over the window, pooled over all replicas (recording rule model_version_feature:modelmon_feature_bin:psi$window). "
               f"The red line is the drift threshold, {PSI_DRIFT:g}.",
-              "none", (Prom(f"modelmon:feature_drift_psi:$window{{{feature_sel}}}", "{{feature}}"),), width=12,
+              "none", (Prom(f"model_version_feature:modelmon_feature_bin:psi$window{{{feature_sel}}}", "{{feature}} v{{version}}"),), width=12,
               thresholds=GOOD_RED, show_thresholds=True),
-        Panel("timeseries", "Fleet Jensen-Shannon distance per feature", "Jensen-Shannon distance (base 2) of each feature over the window, pooled over all replicas (modelmon:feature_drift_js:$window). "
+        Panel("timeseries", "Fleet Jensen-Shannon distance per feature", "Jensen-Shannon distance (base 2) of each feature over the window, pooled over all replicas (model_version_feature:modelmon_feature_bin:js$window). "
               f"The red line is the threshold, {JS_DRIFT:g}.",
-              "none", (Prom(f"modelmon:feature_drift_js:$window{{{feature_sel}}}", "{{feature}}"),), width=12,
+              "none", (Prom(f"model_version_feature:modelmon_feature_bin:js$window{{{feature_sel}}}", "{{feature}} v{{version}}"),), width=12,
               thresholds=(Threshold(None, "green"), Threshold(JS_DRIFT, "red")), show_thresholds=True),
         Panel("timeseries", "Per-replica drift score ($method) against its threshold", "Each replica's own score of its latest window (modelmon_feature_drift) and the threshold in force (modelmon_feature_drift_threshold). "
               f"For p-values ({', '.join(method_names(direction='low'))}) drift is below the threshold; for the others above it.",
@@ -181,17 +181,22 @@ def drift() -> Dashboard:
                   Prom(f'max by (feature) (modelmon_feature_drift_threshold{{{feature_sel}, method="$method"}})', "threshold {{feature}}"),
               ), width=12),
         Panel("bargauge", "Features drifting most now", "The ten features with the highest fleet PSI over the window, now.",
-              "none", (Prom(f"sort_desc(topk(10, max by (feature) (modelmon:feature_drift_psi:$window{{{SEL}}})))", "{{feature}}", instant=True),),
+              "none", (Prom(f"sort_desc(topk(10, max by (feature) (model_version_feature:modelmon_feature_bin:psi$window{{{SEL}}})))", "{{feature}}", instant=True),),
               width=12, decimals=3, min=0,
               # orange from half the threshold: a moderate shift
               thresholds=(Threshold(None, "green"), Threshold(PSI_DRIFT / 2, "orange"), Threshold(PSI_DRIFT, "red"))),
     ))
-    window_rows = f'modelmon:feature_bin_window_rows:$window{{{SEL}, feature="$feature"}}'
+    window_rows = f'model_version_feature_bin:modelmon_feature_bin:increase$window{{{SEL}, feature="$feature"}}'
+    feature_rows = f'model_version_feature:modelmon_feature_bin:increase$window{{{SEL}, feature="$feature"}}'
     bins = Row("Distribution per feature", (
-        Panel("barchart", "Live against reference shares: $feature", "Share of each bin of the feature over the window (all replicas and selected versions pooled) beside the training data's share of the same bin.",
+        Panel("barchart", "Live against reference shares: $feature", "Share of each bin of the feature over the window (all replicas and selected versions pooled) beside the training data's share of the same bin, each version's weighted by its rows. Versions trained on different data have different bin edges: select one version to compare them.",
               "percentunit", (
                   Prom(f"sum by (bin) ({window_rows}) / scalar(sum({window_rows}))", "live", instant=True, format="table"),
-                  Prom(f'avg by (bin) (modelmon_reference_bin_ratio{{{SEL}, feature="$feature"}})', "reference", instant=True, format="table"),
+                  # Each version's reference weighted by its rows in the window, as the live
+                  # shares pool them (an average would weigh a version with 3 rows like one with 3,000).
+                  Prom(f'sum by (bin) (max by (model, version, bin) (modelmon_reference_bin_ratio{{{SEL}, feature="$feature"}})'
+                       f" * on (model, version) group_left () sum by (model, version) ({feature_rows})) / scalar(sum({feature_rows}))",
+                       "reference", instant=True, format="table"),
               ), width=12, x_field="bin", repeat="feature",
               transformations=(
                   {"id": "joinByField", "options": {"byField": "bin", "mode": "outer"}},
@@ -214,7 +219,9 @@ def drift() -> Dashboard:
         Panel("barchart", "Predicted class shares against the validation data", "Share of each predicted class over the dashboard's time range beside its share on the validation data (modelmon_reference_class_ratio).",
               "percentunit", (
                   Prom(f"sum by (class) (increase({predictions}[$__range])) / scalar(sum(increase({predictions}[$__range])))", "live", instant=True, format="table"),
-                  Prom(f"avg by (class) (modelmon_reference_class_ratio{{{SEL}}})", "reference", instant=True, format="table"),
+                  Prom(f"sum by (class) (max by (model, version, class) (modelmon_reference_class_ratio{{{SEL}}})"
+                       f" * on (model, version) group_left () sum by (model, version) (increase({predictions}[$__range])))"
+                       f" / scalar(sum(increase({predictions}[$__range])))", "reference", instant=True, format="table"),
               ), width=8, x_field="class",
               transformations=(
                   {"id": "joinByField", "options": {"byField": "class", "mode": "outer"}},
@@ -227,8 +234,8 @@ def drift() -> Dashboard:
         Panel("timeseries", "Prediction drift", "Drift of the predicted classes and of the confidence against the validation outputs (modelmon_prediction_drift), per replica.",
               "none", (Prom(f"max by (output, method) (modelmon_prediction_drift{{{SEL}}})", "{{output}} {{method}}"),), width=8,
               thresholds=GOOD_RED),
-        Panel("heatmap", "Confidence distribution", "Rows per top-class probability bucket over time (modelmon_prediction_confidence).", "short",
-              (Prom(f"sum by (le) (increase(modelmon_prediction_confidence_bucket{{{SEL}}}[$__rate_interval]))", "{{le}}", format="heatmap"),),
+        Panel("heatmap", "Confidence distribution", "Rows per second per top-class probability bucket over time (modelmon_prediction_confidence): a rate, since increase() over $__rate_interval windows, which overlap, counts each row in several cells.", "short",
+              (Prom(f"sum by (le) (rate(modelmon_prediction_confidence_bucket{{{SEL}}}[$__rate_interval]))", "{{le}}", format="heatmap"),),
               width=24),
     ))
     variables = (
@@ -249,11 +256,11 @@ def drift() -> Dashboard:
 
 def _realized_vs_baseline(rule: str, baseline: str, estimated: str | None) -> tuple[Prom, ...]:
     queries = [
-        Prom(f"modelmon:{rule}:$window{{{SEL}}}", "realized v{{version}}"),
+        Prom(f"model_version:modelmon_confusion:{rule}$window{{{SEL}}}", "realized v{{version}}"),
         Prom(f'max by (version) (modelmon_baseline_metric{{{SEL}, metric="{baseline}"}})', "validation baseline v{{version}}"),
     ]
     if estimated:
-        queries.append(Prom(f"modelmon:{estimated}:$window{{{SEL}}}", "estimated (CBPE) v{{version}}"))
+        queries.append(Prom(f"model_version:modelmon_expected_confusion:{estimated}$window{{{SEL}}}", "estimated (CBPE) v{{version}}"))
     return tuple(queries)
 
 
@@ -278,48 +285,49 @@ ORDER BY version"""
 
 def quality() -> Dashboard:
     overview = Row("Overview", (
-        Panel("stat", "Realized accuracy", "Accuracy on the predictions labelled in the window, all replicas (modelmon:accuracy:$window).",
-              "percentunit", (Prom(f"modelmon:accuracy:$window{{{SEL}}}", "v{{version}}"),), width=6, height=5, decimals=3),
+        Panel("stat", "Realized accuracy", "Accuracy on the predictions labelled in the window, all replicas (model_version:modelmon_confusion:accuracy$window).",
+              "percentunit", (Prom(f"model_version:modelmon_confusion:accuracy$window{{{SEL}}}", "v{{version}}"),), width=6, height=5, decimals=3),
         Panel("stat", "Validation baseline accuracy", "Accuracy on the validation data at registration (modelmon_baseline_metric).",
               "percentunit", (Prom(f'max by (version) (modelmon_baseline_metric{{{SEL}, metric="accuracy"}})', "v{{version}}"),),
               width=6, height=5, decimals=3),
-        Panel("stat", "Estimated accuracy (CBPE)", "Accuracy estimated from calibrated probabilities, before labels arrive (modelmon:estimated_accuracy:$window).",
-              "percentunit", (Prom(f"modelmon:estimated_accuracy:$window{{{SEL}}}", "v{{version}}"),), width=6, height=5, decimals=3),
-        Panel("stat", "Label coverage", "Labels matched as a share of the predictions made in the window (modelmon:label_coverage:$window).",
-              "percentunit", (Prom(f"modelmon:label_coverage:$window{{{SEL}}}", "v{{version}}"),), width=6, height=5, decimals=3),
+        Panel("stat", "Estimated accuracy (CBPE)", "Accuracy estimated from calibrated probabilities, before labels arrive (model_version:modelmon_expected_confusion:accuracy$window).",
+              "percentunit", (Prom(f"model_version:modelmon_expected_confusion:accuracy$window{{{SEL}}}", "v{{version}}"),), width=6, height=5, decimals=3),
+        Panel("stat", "Label coverage", "Labels matched as a share of the predictions made in the window (model_version:modelmon_feedback_matched:ratio_predictions$window); red under ModelmonLowLabelCoverage's default 10%.",
+              "percentunit", (Prom(f"model_version:modelmon_feedback_matched:ratio_predictions$window{{{SEL}}}", "v{{version}}"),), width=6, height=5, decimals=3,
+              thresholds=(Threshold(None, "red"), Threshold(0.1, "green"))),
     ))
     realized = Row("Realized quality against the validation baseline", (
         Panel("timeseries", "Accuracy", "Realized accuracy from labels and the CBPE estimate, over the window, against the validation baseline.",
-              "percentunit", _realized_vs_baseline("accuracy", "accuracy", "estimated_accuracy"), width=12),
+              "percentunit", _realized_vs_baseline("accuracy", "accuracy", "accuracy"), width=12),
         Panel("timeseries", "Macro F1", "Realized macro-averaged F1 (scikit-learn's definition) and its estimate against the validation baseline.",
-              "percentunit", _realized_vs_baseline("f1_macro", "f1_macro", "estimated_f1_macro"), width=12),
+              "percentunit", _realized_vs_baseline("f1_macro", "f1_macro", "f1_macro"), width=12),
         Panel("timeseries", "Macro precision and recall", "Realized precision and recall averaged over the classes in the window, against the baseline's macro averages.",
               "percentunit", (
-                  Prom(f"avg by (version) (modelmon:precision:$window{{{SEL}}})", "precision v{{version}}"),
-                  Prom(f"avg by (version) (modelmon:recall:$window{{{SEL}}})", "recall v{{version}}"),
+                  Prom(f"avg by (version) (model_version_class:modelmon_confusion:precision$window{{{SEL}}})", "precision v{{version}}"),
+                  Prom(f"avg by (version) (model_version_class:modelmon_confusion:recall$window{{{SEL}}})", "recall v{{version}}"),
                   Prom(f'max by (version) (modelmon_baseline_metric{{{SEL}, metric="precision_macro"}})', "baseline precision v{{version}}"),
                   Prom(f'max by (version) (modelmon_baseline_metric{{{SEL}, metric="recall_macro"}})', "baseline recall v{{version}}"),
               ), width=12),
-        Panel("timeseries", "F1 per class", "Realized F1 of each class over the window (modelmon:f1:$window).", "percentunit",
-              (Prom(f"modelmon:f1:$window{{{SEL}}}", "{{class}} v{{version}}"),), width=12),
+        Panel("timeseries", "F1 per class", "Realized F1 of each class over the window (model_version_class:modelmon_confusion:f1_$window).", "percentunit",
+              (Prom(f"model_version_class:modelmon_confusion:f1_$window{{{SEL}}}", "{{class}} v{{version}}"),), width=12),
     ))
     estimated = Row("Estimated against realized", (
         Panel("timeseries", "Estimate minus realized", "CBPE estimate minus the realized value, for accuracy and macro F1: how far the label-free estimate is off where labels exist.",
               "percentunit", (
-                  Prom(f"modelmon:estimated_accuracy:$window{{{SEL}}} - on (model, version) modelmon:accuracy:$window{{{SEL}}}", "accuracy v{{version}}"),
-                  Prom(f"modelmon:estimated_f1_macro:$window{{{SEL}}} - on (model, version) modelmon:f1_macro:$window{{{SEL}}}", "macro F1 v{{version}}"),
+                  Prom(f"model_version:modelmon_expected_confusion:accuracy$window{{{SEL}}} - on (cluster, namespace, job, model, version) model_version:modelmon_confusion:accuracy$window{{{SEL}}}", "accuracy v{{version}}"),
+                  Prom(f"model_version:modelmon_expected_confusion:f1_macro$window{{{SEL}}} - on (cluster, namespace, job, model, version) model_version:modelmon_confusion:f1_macro$window{{{SEL}}}", "macro F1 v{{version}}"),
               ), width=12),
         Panel("timeseries", "Estimated precision and recall per class", "Per-class precision and recall from the expected confusion cells (CBPE).", "percentunit", (
-            Prom(f"modelmon:estimated_precision:$window{{{SEL}}}", "precision {{class}} v{{version}}"),
-            Prom(f"modelmon:estimated_recall:$window{{{SEL}}}", "recall {{class}} v{{version}}"),
+            Prom(f"model_version_class:modelmon_expected_confusion:precision$window{{{SEL}}}", "precision {{class}} v{{version}}"),
+            Prom(f"model_version_class:modelmon_expected_confusion:recall$window{{{SEL}}}", "recall {{class}} v{{version}}"),
         ), width=12),
     ))
     labels = Row("Confusion matrix and labels", (
         Panel("table", "Confusion matrix", "Labelled predictions in the window by actual class (rows) and predicted class (columns), all replicas.",
-              "short", (Prom(f"sum by (actual, predicted) (modelmon:confusion_window:$window{{{SEL}}})", instant=True, format="table"),),
+              "short", (Prom(f"sum by (actual, predicted) (model_version_actual_predicted:modelmon_confusion:increase$window{{{SEL}}})", instant=True, format="table"),),
               width=8, transformations=({"id": "groupingToMatrix", "options": {"columnField": "predicted", "rowField": "actual", "valueField": "Value"}},)),
         Panel("timeseries", "Label coverage", "Labels matched as a share of the predictions made in the window.", "percentunit",
-              (Prom(f"modelmon:label_coverage:$window{{{SEL}}}", "v{{version}}"),), width=8, min=0),
+              (Prom(f"model_version:modelmon_feedback_matched:ratio_predictions$window{{{SEL}}}", "v{{version}}"),), width=8, min=0),
         Panel("timeseries", "Label delay (p50, p95)", "Time from a prediction to its ground-truth label (modelmon_label_delay_seconds).", "s", tuple(
             Prom(f"histogram_quantile({q}, sum by (le) (rate(modelmon_label_delay_seconds_bucket{{{SEL}}}[$__rate_interval])))", f"p{int(q * 100)}")
             for q in (0.5, 0.95)
@@ -435,7 +443,8 @@ def training() -> Dashboard:
     return Dashboard(
         TRAINING_UID, "modelmon / Training",
         "Training runs from the run store: learning curves, runs compared, parameters; and active runs live from Prometheus.",
-        variables, (curves, runs, live), time_from="now-7d",
+        # A 7-day range of SQLite queries: refreshed every 5 minutes, not every 30 s.
+        variables, (curves, runs, live), time_from="now-7d", refresh="5m",
     )
 
 

@@ -250,7 +250,19 @@ def build_dashboard(dashboard: spec.Dashboard, dialect: Dialect = "postgresql",
     for i, panel in enumerate(data.get("panels", []), start=1):
         panel["id"] = i
     _datasource_variable(data, datasource)
+    if any(v.name == "model" and v.source == "prometheus" for v in dashboard.variables):
+        data["annotations"]["list"].append(VERSION_LOADED)
     return data
+
+
+#: Deployments on the time axis: a version of $model that is loaded now and was not 5 minutes
+#: before (modelmon_model_info appears when a replica loads it).
+VERSION_LOADED = {
+    "name": "Version loaded", "enable": True, "hide": False, "iconColor": "blue",
+    "datasource": {"type": "prometheus", "uid": "${datasource}"},
+    "expr": 'max by (version) (modelmon_model_info{model="$model"}) unless max by (version) (modelmon_model_info{model="$model"} offset 5m)',
+    "step": "1m", "titleFormat": "version {{version}} loaded", "textFormat": "", "useValueForTime": False,
+}
 
 
 DATASOURCE_VARIABLE = "${datasource}"

@@ -29,6 +29,31 @@ BY_BIN = "cluster, namespace, job, model, version, feature, bin"
 WINDOW_PATTERN = re.compile(r"^\d+[smhdw]$")
 
 
+def name(kind: str, window: str) -> str:
+    """A drift recording rule's name, ``level:metric:operations`` (Prometheus' convention):
+    the labels kept, the counter it derives from, and what was done over which window."""
+    level, operation = {
+        "bin_rows": ("model_version_feature_bin", "increase"),
+        "rows": ("model_version_feature", "increase"),
+        "ratio": ("model_version_feature_bin", "ratio"),
+        "psi": ("model_version_feature", "psi"),
+        "mid": ("model_version_feature_bin", "js_mid"),
+        "js": ("model_version_feature", "js"),
+    }[kind]
+    return f"{level}:modelmon_feature_bin:{operation}{window}"
+
+
+#: The names before the rename (``modelmon:<what>:<window>``), recorded as aliases of the new
+#: ones for one release (docs/metrics.md, *Changes*).
+OLD_NAMES = {"bin_rows": "feature_bin_window_rows", "rows": "feature_window_rows", "ratio": "feature_bin_window_ratio",
+             "psi": "feature_drift_psi", "mid": "feature_bin_window_mid", "js": "feature_drift_js"}
+
+
+def aliases(names: dict[str, str], old: dict[str, str], window: str) -> list[dict[str, str]]:
+    """``modelmon:<old>:<window>`` recorded as a copy of each renamed rule (deprecated)."""
+    return [{"record": f"modelmon:{old[kind]}:{window}", "expr": names[kind]} for kind in old]
+
+
 def check_window(window: str) -> str:
     if not WINDOW_PATTERN.match(window):
         raise ValueError(f"window {window!r}: expected a Prometheus duration such as 30m, 1h or 1d")
@@ -43,8 +68,8 @@ def windowed(metric: str, window: str) -> str:
 def drift_rule_group(window: str = "1h", epsilon: float = drift_stats.PSI_SMOOTHING) -> dict[str, Any]:
     """One rule group computing fleet PSI and JS per feature over ``window``."""
     w = check_window(window)
-    counts = f"modelmon:feature_bin_window_rows:{w}"
-    current = f"modelmon:feature_bin_window_ratio:{w}"
+    names = {kind: name(kind, w) for kind in OLD_NAMES}
+    counts, current, mid = names["bin_rows"], names["ratio"], names["mid"]
     # Every replica of a version exports the same reference shares: take one. Inlined
     # rather than recorded so several window groups need no shared rule.
     reference = f"max by ({BY_BIN}) (modelmon_reference_bin_ratio)"
@@ -56,7 +81,7 @@ def drift_rule_group(window: str = "1h", epsilon: float = drift_stats.PSI_SMOOTH
     def kl_to_mid(ratio: str) -> str:
         # sum of ratio * log2(ratio / mid) over the bins where ratio > 0 (0 * log 0 = 0).
         return (
-            f"sum by ({BY_FEATURE}) (({ratio} * log2({ratio} / on ({BY_BIN}) modelmon:feature_bin_window_mid:{w}))"
+            f"sum by ({BY_FEATURE}) (({ratio} * log2({ratio} / on ({BY_BIN}) {mid}))"
             f" and on ({BY_BIN}) ({ratio} > 0))"
         )
 
@@ -66,26 +91,27 @@ def drift_rule_group(window: str = "1h", epsilon: float = drift_stats.PSI_SMOOTH
             "expr": f"sum by ({BY_BIN}) {windowed('modelmon_feature_bin_total', w)}",
         },
         {
-            "record": f"modelmon:feature_window_rows:{w}",
+            "record": names["rows"],
             "expr": f"sum by ({BY_FEATURE}) ({counts})",
         },
         {
             "record": current,
-            "expr": f"{counts} / on ({BY_FEATURE}) group_left () modelmon:feature_window_rows:{w}",
+            "expr": f"{counts} / on ({BY_FEATURE}) group_left () {names['rows']}",
         },
         {
-            "record": f"modelmon:feature_drift_psi:{w}",
+            "record": names["psi"],
             "expr": f"sum by ({BY_FEATURE}) (({smoothed(current)} - on ({BY_BIN}) {smoothed(reference)})"
             f" * ln({smoothed(current)} / on ({BY_BIN}) {smoothed(reference)}))",
         },
         {
-            "record": f"modelmon:feature_bin_window_mid:{w}",
+            "record": mid,
             "expr": f"({current} + on ({BY_BIN}) {reference}) / 2",
         },
         {
-            "record": f"modelmon:feature_drift_js:{w}",
+            "record": names["js"],
             "expr": f"sqrt(clamp_min(0.5 * {kl_to_mid(reference)} + on ({BY_FEATURE}) 0.5 * {kl_to_mid(current)}, 0))",
         },
+        *aliases(names, OLD_NAMES, w),
     ]
     return {"name": f"modelmon-drift-{w}", "rules": rules}
 
@@ -139,12 +165,13 @@ def drift_rules_test(rule_file: str, window: str = "1h") -> dict[str, Any]:
                 "interval": "1m",
                 "input_series": series,
                 "promql_expr_test": [
-                    close(f"modelmon:feature_drift_psi:{w}", expected_psi),
-                    close(f"modelmon:feature_drift_js:{w}", expected_js),
+                    close(name("psi", w), expected_psi),
+                    close(name("js", w), expected_js),
+                    close(f"modelmon:feature_drift_psi:{w}", expected_psi),  # the alias, one release
                     {
-                        "expr": f"modelmon:feature_window_rows:{w}",
+                        "expr": name("rows", w),
                         "eval_time": at,
-                        "exp_samples": [{"labels": f"modelmon:feature_window_rows:{w}{{{labels}}}", "value": float(pooled.sum())}],
+                        "exp_samples": [{"labels": f"{name('rows', w)}{{{labels}}}", "value": float(pooled.sum())}],
                     },
                 ],
             }

@@ -29,50 +29,85 @@ DIAGONAL = (
 )
 
 
-def confusion_rules(source: str, prefix: str, w: str) -> list[dict[str, str]]:
-    cells = f"modelmon:{prefix}confusion_window:{w}"
+#: Each rule's level (the labels it keeps) and operation; the metric is the counter it
+#: derives from: ``level:metric:operations`` (Prometheus' naming convention).
+KINDS = {
+    "cells": ("model_version_actual_predicted", "increase"),
+    "labelled": ("model_version", "increase"),
+    "tp": ("model_version_class", "true_positive"),
+    "predicted": ("model_version_class", "predicted"),
+    "actual": ("model_version_class", "actual"),
+    "accuracy": ("model_version", "accuracy"),
+    "precision": ("model_version_class", "precision"),
+    "recall": ("model_version_class", "recall"),
+    "f1": ("model_version_class", "f1_"),
+    "f1_macro": ("model_version", "f1_macro"),
+}
+#: The names before the rename, ``modelmon:<prefix><old>:<window>``: aliases for one release.
+OLD_NAMES = {"cells": "confusion_window", "labelled": "labelled_window", "tp": "class_true_positive_window",
+             "predicted": "class_predicted_window", "actual": "class_actual_window", "accuracy": "accuracy",
+             "precision": "precision", "recall": "recall", "f1": "f1", "f1_macro": "f1_macro"}
+SOURCES = {"modelmon_confusion_total": "", "modelmon_expected_confusion_total": "estimated_"}
+
+
+def name(kind: str, window: str, source: str = "modelmon_confusion_total") -> str:
+    """``model_version:modelmon_confusion:accuracy1h``; the estimates (CBPE) read
+    ``modelmon_expected_confusion``. ``f1`` per class is ``f1_1h`` (``f11h`` would misread)."""
+    level, operation = KINDS[kind]
+    return f"{level}:{source.removesuffix('_total')}:{operation}{window}"
+
+
+def coverage_name(window: str) -> str:
+    return f"model_version:modelmon_feedback_matched:ratio_predictions{window}"
+
+
+def confusion_rules(source: str, w: str) -> list[dict[str, str]]:
+    n = {kind: name(kind, w, source) for kind in KINDS}
+    cells, tp, predicted, actual = n["cells"], n["tp"], n["predicted"], n["actual"]
 
     def per_class(expr: str, from_label: str) -> str:
         return f'sum by ({BY_CLASS}) (label_replace({expr}, "class", "$1", "{from_label}", "(.+)"))'
 
     diagonal = f"({cells} and on ({BY_CELL}) {DIAGONAL})"
-    tp, predicted, actual = (f"modelmon:{prefix}class_{k}_window:{w}" for k in ("true_positive", "predicted", "actual"))
-    return [
+    rules = [
         {"record": cells, "expr": f"sum by ({BY_CELL}) {windowed(source, w)}"},
-        {"record": f"modelmon:{prefix}labelled_window:{w}", "expr": f"sum by ({BY_VERSION}) ({cells})"},
+        {"record": n["labelled"], "expr": f"sum by ({BY_VERSION}) ({cells})"},
         {"record": tp, "expr": per_class(diagonal, "predicted")},
         {"record": predicted, "expr": per_class(cells, "predicted")},
         {"record": actual, "expr": per_class(cells, "actual")},
         {
-            "record": f"modelmon:{prefix}accuracy:{w}",
-            "expr": f"sum by ({BY_VERSION}) ({tp}) / (modelmon:{prefix}labelled_window:{w} > 0)",
+            "record": n["accuracy"],
+            "expr": f"sum by ({BY_VERSION}) ({tp}) / ({n['labelled']} > 0)",
         },
         # Per class, zero when the class was never predicted (or never actual), as
         # scikit-learn's zero_division=0; only classes that occur in the window.
         {
-            "record": f"modelmon:{prefix}precision:{w}",
+            "record": n["precision"],
             "expr": f"(({tp} / ({predicted} > 0)) or ({tp} * 0 and ({actual} > 0)))",
         },
         {
-            "record": f"modelmon:{prefix}recall:{w}",
+            "record": n["recall"],
             "expr": f"(({tp} / ({actual} > 0)) or ({tp} * 0 and ({predicted} > 0)))",
         },
-        {"record": f"modelmon:{prefix}f1:{w}", "expr": f"2 * {tp} / (({predicted} + {actual}) > 0)"},
-        {"record": f"modelmon:{prefix}f1_macro:{w}", "expr": f"avg by ({BY_VERSION}) (modelmon:{prefix}f1:{w})"},
+        {"record": n["f1"], "expr": f"2 * {tp} / (({predicted} + {actual}) > 0)"},
+        {"record": n["f1_macro"], "expr": f"avg by ({BY_VERSION}) ({n['f1']})"},
     ]
+    prefix = SOURCES[source]
+    return rules + [{"record": f"modelmon:{prefix}{old}:{w}", "expr": n[kind]} for kind, old in OLD_NAMES.items()]
 
 
 def quality_rule_group(window: str = "1h") -> dict[str, Any]:
     w = check_window(window)
     coverage = {
-        "record": f"modelmon:label_coverage:{w}",
+        "record": coverage_name(w),
         "expr": f'sum by ({BY_VERSION}) {windowed("modelmon_feedback_total{outcome=" + chr(34) + "matched" + chr(34) + "}", w)}'
         f" / (sum by ({BY_VERSION}) {windowed('modelmon_predictions_total', w)} > 0)",
     }
     rules = [
-        *confusion_rules("modelmon_confusion_total", "", w),
-        *confusion_rules("modelmon_expected_confusion_total", "estimated_", w),
+        *confusion_rules("modelmon_confusion_total", w),
+        *confusion_rules("modelmon_expected_confusion_total", w),
         coverage,
+        {"record": f"modelmon:label_coverage:{w}", "expr": coverage_name(w)},  # alias, one release
     ]
     return {"name": f"modelmon-quality-{w}", "rules": rules}
 
@@ -112,9 +147,10 @@ def quality_rules_test(rule_file: str, window: str = "1h", seed: int = 0) -> dic
                 "exp_samples": [{"labels": f"{{{labels}{extra}}}", "value": 1}]}
 
     tests = [
-        close(f"modelmon:accuracy:{w}", float(accuracy_score(y_true, y_pred))),
-        close(f"modelmon:f1_macro:{w}", float(f1_score(y_true, y_pred, average="macro", zero_division=0))),
+        close(name("accuracy", w), float(accuracy_score(y_true, y_pred))),
+        close(name("f1_macro", w), float(f1_score(y_true, y_pred, average="macro", zero_division=0))),
+        close(f"modelmon:accuracy:{w}", float(accuracy_score(y_true, y_pred))),  # the alias, one release
     ]
-    tests += [close(f'modelmon:f1:{w}{{class="{k}"}}', float(v), f', class="{k}"') for k, v in zip(classes, f1_per_class, strict=True)]
+    tests += [close(f'{name("f1", w)}{{class="{k}"}}', float(v), f', class="{k}"') for k, v in zip(classes, f1_per_class, strict=True)]
     return {"rule_files": [rule_file], "evaluation_interval": "1m",
             "tests": [{"interval": "1m", "input_series": series, "promql_expr_test": tests}]}
