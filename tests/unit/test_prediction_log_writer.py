@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import random
 import sqlite3
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -298,10 +297,10 @@ def test_the_writer_process_exits_when_its_parent_is_gone(tmp_path):
         log._stop.set()  # the sealing thread would start a new writer
         log._thread.join()
         writer = log._writer
-        started = time.monotonic()
         writer.stdin.close()  # what the kernel does when the parent dies
+        # A writer that ignored end of file would still be waiting on its next batch: it
+        # must end on its own, cleanly (a bound, not a timing: the suite asserts no speed).
         assert writer.wait(10) == 0
-        assert time.monotonic() - started < 2
     finally:
         log.stop()
         close_store(url)
