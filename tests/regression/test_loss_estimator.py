@@ -136,3 +136,14 @@ def test_bad_fit_data_is_refused_with_the_reason():
     empty = FeatureBatch(numeric=np.zeros((0, 2)), categorical=np.zeros((0, 1), dtype=object))
     with pytest.raises(RegistryError, match="got none"):
         LossEstimator.fit(empty, np.zeros(0), np.zeros(0), SIGNATURE)
+
+
+def test_many_rows_are_sampled_for_the_trees(monkeypatch: pytest.MonkeyPatch):
+    from modelmon.registry import loss_estimator
+
+    monkeypatch.setattr(loss_estimator, "MAX_FIT_ROWS", 400)
+    features, predicted, target, _ = make_rows(np.random.default_rng(4), 600)
+    estimator = LossEstimator.fit(features, predicted, target, SIGNATURE)
+    assert estimator.kind == "trees" and estimator.diagnostics["rows"] == 400
+    # The reference error is still every row's.
+    assert estimator.reference[0] == pytest.approx(np.abs(predicted - target).mean(), rel=1e-12)
