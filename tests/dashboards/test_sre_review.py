@@ -63,9 +63,10 @@ def test_dashboard_linter_rules():
     """grafana/dashboard-linter's rules (lint/rule_*.go) that apply to modelmon, checked here
     because the Go linter cannot be installed on this machine: template-datasource-rule,
     panel-datasource-rule, panel-title-description-rule, panel-units-rule,
-    panel-no-targets-rule, target-rate-interval-rule, template-on-time-change-reload-rule.
-    Not applied: target-job-rule / target-instance-rule / template-job-rule /
-    template-instance-rule (modelmon selects by model and version), uneditable-dashboard."""
+    panel-no-targets-rule, target-rate-interval-rule, template-on-time-change-reload-rule,
+    template-job-rule and target-job-rule (every query of a model reads job=~"$job").
+    Not applied: target-instance-rule / template-instance-rule (modelmon selects by model and
+    version; the Replicas row breaks down by instance), uneditable-dashboard."""
     for uid, dashboard in grafana.dashboards_json("postgresql").items():
         variables = {v["name"]: v for v in dashboard["templating"]["list"]}
         prom_panels = [p for p in panels(dashboard).values() if p["datasource"].get("type") == "prometheus"]
@@ -83,6 +84,13 @@ def test_dashboard_linter_rules():
                     assert target["datasource"]["uid"] == "${datasource}", where
                     for window in re.findall(r"(?:rate|increase)\([^\[]*\[([^\]]+)\]", target["expr"]):
                         assert window in ("$__rate_interval", "$window") or window.startswith("$__range"), f"{where}: [{window}]"
+        if "model" in variables and variables["model"]["type"] == "query" and "label_values" in variables["model"]["query"]:
+            assert variables["job"]["type"] == "query" and variables["job"]["includeAll"], uid  # template-job-rule
+            for panel in prom_panels:
+                for target in panel["targets"]:
+                    if '$model' in target["expr"]:
+                        assert all('job=~"$job"' in sel for sel in re.findall(r'\{[^{}]*model="\$model"[^{}]*\}', target["expr"])), (
+                            f"{uid} / {panel['title']}: {target['expr']}")  # target-job-rule
         for variable in dashboard["templating"]["list"]:
             if variable["type"] == "query":
                 assert variable["refresh"] == 2, f"{uid} ${variable['name']}"  # on time range change

@@ -19,7 +19,10 @@ TRAINING_UID = "modelmon-training"
 ALERTS_UID = "modelmon-alerts"
 
 #: Selects the chosen model and versions in every Prometheus query.
-SEL = 'model="$model", version=~"$version"'
+SEL = 'job=~"$job", model="$model", version=~"$version"'
+#: The chosen scrape jobs and model: a model of the same name in another job (staging,
+#: another team's Prometheus job) is left out unless its job is chosen too.
+MODEL = 'job=~"$job", model="$model"'
 PREDICTION_ENDPOINTS = 'endpoint=~"infer|predict"'
 
 #: Drift methods' default thresholds (monitoring/methods.py), as panel text and colours.
@@ -31,16 +34,18 @@ GOOD_RED = (Threshold(None, "green"), Threshold(PSI_DRIFT, "red"))
 
 def _model_variables(feature: bool = False, window: bool = False) -> tuple[Variable, ...]:
     variables = [
+        Variable("job", "Job", "Prometheus scrape jobs of the model servers (several deployments of modelmon: staging, production).",
+                 "query", query="label_values(modelmon_model_info, job)", multi=True, include_all=True, all_value=".*", default="All"),
         Variable("model", "Model", "A served model (from modelmon_model_info).", "query",
-                 query="label_values(modelmon_model_info, model)"),
+                 query='label_values(modelmon_model_info{job=~"$job"}, model)'),
         Variable("version", "Version", "Model versions to show.", "query",
-                 query='label_values(modelmon_model_info{model="$model"}, version)',
+                 query='label_values(modelmon_model_info{job=~"$job", model="$model"}, version)',
                  multi=True, include_all=True, all_value=".*", default="All"),
     ]
     if feature:
         variables.append(
             Variable("feature", "Feature", "Input features to show (from the reference profile).", "query",
-                     query='label_values(modelmon_reference_bin_ratio{model="$model"}, feature)',
+                     query='label_values(modelmon_reference_bin_ratio{job=~"$job", model="$model"}, feature)',
                      multi=True, include_all=True, all_value=".*", default="All")
         )
     if window:
@@ -87,7 +92,7 @@ def serving() -> Dashboard:
               "s", (Prom(f"histogram_quantile(0.99, sum by (le) (rate(modelmon_request_duration_seconds_bucket{{{SEL}, {PREDICTION_ENDPOINTS}}}[$__rate_interval])))"),),
               width=6, height=5, thresholds=(Threshold(None, "green"), Threshold(0.5, "red"))),
         Panel("stat", "In flight", "Requests in progress now (all versions of the model).", "short",
-              (Prom('sum(modelmon_inflight_requests{model="$model"})'),), width=6, height=5),
+              (Prom(f"sum(modelmon_inflight_requests{{{MODEL}}})"),), width=6, height=5),
     ))
     traffic = Row("Traffic and errors", (
         Panel("timeseries", "Requests per second by version and endpoint", "modelmon_requests_total per version and endpoint (infer = V2, predict = records).",
@@ -117,13 +122,13 @@ def serving() -> Dashboard:
             Prom(f"sum by (version) (rate(modelmon_predictions_total{{{SEL}}}[$__rate_interval]))", "rows v{{version}}"),
         ), width=8),
         Panel("timeseries", "In-flight requests", "Requests in progress, summed over replicas.", "short",
-              (Prom('sum(modelmon_inflight_requests{model="$model"})', "in flight"),), width=8),
+              (Prom(f"sum(modelmon_inflight_requests{{{MODEL}}})", "in flight"),), width=8),
         Panel("table", "Loaded versions", "Model versions loaded by each replica, with the runtime that serves them (modelmon_model_info).",
-              "none", (Prom('modelmon_model_info{model="$model"}', instant=True, format="table"),), width=24, height=6,
+              "none", (Prom(f"modelmon_model_info{{{MODEL}}}", instant=True, format="table"),), width=24, height=6,
               transformations=({"id": "organize", "options": {"excludeByName": {"Time": True, "Value": True, "__name__": True}}},)),
     ))
     # Process metrics have no model label: the replicas are those that serve $model.
-    serves = 'on (instance, job) group_left () max by (instance, job) (modelmon_model_info{model="$model"})'
+    serves = f"on (instance, job) group_left () max by (instance, job) (modelmon_model_info{{{MODEL}}})"
     replicas = Row("Replicas: saturation and the prediction log", (
         Panel("timeseries", "CPU per replica", "CPU seconds per second of each server process serving the model (1 = one core busy), from process_cpu_seconds_total.",
               "short", (Prom(f"rate(process_cpu_seconds_total[$__rate_interval]) * {serves}", "{{instance}}"),), width=6, min=0),

@@ -260,7 +260,8 @@ def build_dashboard(dashboard: spec.Dashboard, dialect: Dialect = "postgresql",
 VERSION_LOADED = {
     "name": "Version loaded", "enable": True, "hide": False, "iconColor": "blue",
     "datasource": {"type": "prometheus", "uid": "${datasource}"},
-    "expr": 'max by (version) (modelmon_model_info{model="$model"}) unless max by (version) (modelmon_model_info{model="$model"} offset 5m)',
+    "expr": 'max by (version) (modelmon_model_info{job=~"$job", model="$model"})'
+            ' unless max by (version) (modelmon_model_info{job=~"$job", model="$model"} offset 5m)',
     "step": "1m", "titleFormat": "version {{version}} loaded", "textFormat": "", "useValueForTime": False,
 }
 
