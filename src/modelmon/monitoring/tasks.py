@@ -189,9 +189,12 @@ class RegressionCounts(TaskCounts):
         self.bins.add(np.bincount(np.searchsorted(self.edges, present, side="right"), minlength=len(self.bins.counts)))
         if self.estimator is not None and batch is not None and len(predicted):
             absolute, squared = self.estimator.expected_errors(batch, predicted)
-            self.estimated.counts[0] += len(predicted)
-            self.expected_absolute.counts[0] += float(np.sum(absolute))
-            self.expected_squared.counts[0] += float(np.sum(squared))
+            # A row without a finite estimate (a NaN prediction) is left out of all three
+            # sums: one NaN would make the counters NaN for good.
+            finite = np.isfinite(absolute) & np.isfinite(squared)
+            self.estimated.counts[0] += int(finite.sum())
+            self.expected_absolute.counts[0] += float(np.sum(absolute[finite]))
+            self.expected_squared.counts[0] += float(np.sum(squared[finite]))
 
     def distributions(self) -> list[PredictionDistribution]:
         return [PredictionDistribution("value", self.bins.counts, self.reference_shares)]

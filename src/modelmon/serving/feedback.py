@@ -200,6 +200,8 @@ def _count_values(quality: QualityMetrics, items: list[tuple[PredictionRecord, s
             value = float(record.predicted)
         except ValueError:  # not a regressor's prediction: nothing to subtract from
             continue
+        if not math.isfinite(value):  # a NaN prediction has no error; it would poison the sums
+            continue
         predicted.append(value)
         actual.append(float(label))
         quality.label_delay.observe(max(0.0, now - record.predicted_at))
