@@ -262,3 +262,30 @@ class LabelConsumer:
 async def _raw_body(message: Any) -> bytes:
     """The message's bytes as sent: decoded by us, so a malformed one reaches the handler."""
     return bytes(message.body)
+
+
+async def send_label_messages(target: StreamTarget, messages: list[bytes]) -> None:
+    """Publish label messages to ``target`` as a producer would (the demo's labels): RabbitMQ
+    persistent messages, JetStream publishes, Redis entries with a ``data`` field."""
+    if target.kind == "redis":
+        import redis.asyncio
+
+        client = redis.asyncio.Redis.from_url(target.server)
+        try:
+            for body in messages:
+                await client.xadd(target.name, {"data": body})
+        finally:
+            await client.aclose()
+        return
+    broker = make_broker(target)
+    await broker.connect()
+    try:
+        for body in messages:
+            if target.kind == "rabbit":
+                await broker.publish(body, queue=target.name, persist=True)
+            elif target.kind == "nats":
+                await broker.publish(body, subject=target.name, stream=target.jetstream)
+            else:
+                await broker.publish(body, topic=target.name)
+    finally:
+        await broker.stop()
