@@ -16,13 +16,14 @@ import threading
 import time
 from collections import Counter
 from contextlib import ExitStack, closing
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
 import httpx
 import numpy as np
+import orjson
 import pandas as pd
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -48,6 +49,10 @@ from modelmon.serving.server import DrainingServer, build_server
 from modelmon.serving.settings import ServingSettings
 from modelmon.stack.processes import free_port
 from modelmon.stack.prometheus import INSTALL_HINT, Prometheus, prometheus_binary
+from modelmon.streams.labels import send_label_messages
+from modelmon.streams.metrics import StreamMetrics
+from modelmon.streams.server import LabelStream
+from modelmon.streams.urls import StreamTarget, parse_stream_url
 from modelmon.tracking import Run, start_run
 from modelmon.tracking.records import metric_frame
 from modelmon.tracking.sklearn import EpochReport, fit_epochs
@@ -72,10 +77,12 @@ RULES_WINDOW = "10m"
 DRIFT_SCORE_SECONDS = 1.0
 
 
-def run_demo(port: int = 8080, requests: int = 3000, home: Path | None = None, model: str = "sklearn") -> None:
+def run_demo(port: int = 8080, requests: int = 3000, home: Path | None = None, model: str = "sklearn",
+             labels_from: str | None = None) -> None:
     """Train, register, serve, send ``requests`` requests, and report what monitoring saw.
     ``model``: ``sklearn`` (a logistic regression) or ``keras`` (a small Keras network,
-    ``modelmon.demo.keras_churn``)."""
+    ``modelmon.demo.keras_churn``). ``labels_from``: a broker URL the labels go through
+    (docs/streams.md) instead of the feedback endpoint."""
     if requests < 1:
         raise ModelmonError(f"requests must be at least 1, got {requests}")
     if model not in DEMO_MODELS:
@@ -107,7 +114,7 @@ def run_demo(port: int = 8080, requests: int = 3000, home: Path | None = None, m
                                                         VALIDATION_ROWS, prometheus, live_port, prepared)
         else:
             card = train_and_register(home / "registry", console)
-        server, thread = start_server(home / "registry", card.version, sock)
+        server, thread = start_server(home / "registry", card.version, sock, labels_from)
         running.callback(stop_server, server, thread)
         wait_until_ready(url, thread)
         console.print(f"[bold]3. Serve[/bold]     {url} (in this process, with adaptive batching)")
@@ -119,7 +126,7 @@ def run_demo(port: int = 8080, requests: int = 3000, home: Path | None = None, m
         for shifted in (False, True):
             before = quality_counters(url)
             asyncio.run(send_traffic(url, [r for r in plan if r.shifted == shifted], console, traffic))
-            send_labels(url, traffic.outcomes[shifted], console)
+            send_labels(url, traffic.outcomes[shifted], console, labels_from)
             quality.append(phase_quality(before, quality_counters(url)))
         print_traffic(console, traffic)
         if prometheus is not None:
@@ -240,13 +247,15 @@ def wait_until_ready(url: str, thread: threading.Thread, timeout: float = 60.0) 
 
 
 def start_server(
-    registry_dir: Path, version: int, sock: socket.socket
+    registry_dir: Path, version: int, sock: socket.socket, labels_from: str | None = None
 ) -> tuple[DrainingServer, threading.Thread]:
     drift = DriftSettings(window_rows=DRIFT_WINDOW_ROWS, snapshot_seconds=1, score_seconds=DRIFT_SCORE_SECONDS)
     home = registry_dir.parent
     log = PredictionLogSettings(spool_dir=home / "spool")
     settings = ServingSettings(drain_seconds=0, drift=drift, prediction_log=log, store_url=str(home / "modelmon.db"))
     model_server = ModelServer(Registry(registry_dir), [(MODEL, str(version))], settings)
+    if labels_from is not None:
+        model_server.companions.append(LabelStream(model_server, demo_labels_target(labels_from), StreamMetrics(model_server.metrics.registry)))
     server = build_server(model_server, HOST, sock.getsockname()[1])
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
@@ -599,12 +608,21 @@ LABEL_SHARE = 0.6
 LABEL_DELAY_SECONDS = 1.0
 
 
-def send_labels(url: str, outcomes: list[tuple[str, str]], console: Console) -> None:
+def demo_labels_target(labels_from: str) -> StreamTarget:
+    """The demo's label stream: its model unless the URL names one."""
+    target = parse_stream_url(labels_from)
+    return replace(target, options={"model": MODEL, **target.options})
+
+
+def send_labels(url: str, outcomes: list[tuple[str, str]], console: Console, labels_from: str | None = None) -> None:
     """Ground truth for part of the predictions, a little later, as it comes back in real
-    life: through the feedback endpoint, joined by prediction id."""
+    life: through the feedback endpoint (or a broker), joined by prediction id."""
     rng = np.random.default_rng(7)
     chosen = [outcomes[i] for i in sorted(rng.choice(len(outcomes), int(len(outcomes) * LABEL_SHARE), replace=False))]
     time.sleep(LABEL_DELAY_SECONDS)
+    if labels_from is not None:
+        send_labels_over_broker(url, chosen, len(outcomes), console, demo_labels_target(labels_from))
+        return
     matched = 0
     with httpx.Client(base_url=url, timeout=30) as client:
         for start in range(0, len(chosen), 1000):
@@ -612,6 +630,35 @@ def send_labels(url: str, outcomes: list[tuple[str, str]], console: Console) -> 
             matched += client.post(f"/v2/models/{MODEL}/feedback", json={"labels": items}).json()["matched"]
     console.print(f"    labels      {matched:,} of {len(outcomes):,} predictions got their true label back "
                   f"({LABEL_SHARE:.0%}, {LABEL_DELAY_SECONDS:.0f} s later)")
+
+
+def send_labels_over_broker(url: str, chosen: list[tuple[str, str]], predictions: int, console: Console, target: StreamTarget) -> None:
+    """Publish the labels to the broker (100 a message) and wait for the server's consumer to
+    commit them all (modelmon_stream_messages_total{outcome="committed"})."""
+    def committed() -> float:
+        return scrape_sum(url, "modelmon_stream_messages_total", outcome="committed")
+
+    before = committed()
+    matched_before = scrape_sum(url, "modelmon_stream_labels_total", outcome="matched")
+    messages = [orjson.dumps([{"id": i, "label": y} for i, y in chosen[start : start + 100]]) for start in range(0, len(chosen), 100)]
+    asyncio.run(send_label_messages(target, messages))
+    deadline = time.monotonic() + 60
+    while committed() < before + len(messages) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    matched = scrape_sum(url, "modelmon_stream_labels_total", outcome="matched") - matched_before
+    console.print(f"    labels      {int(matched):,} of {predictions:,} predictions got their true label back "
+                  f"({LABEL_SHARE:.0%}, {LABEL_DELAY_SECONDS:.0f} s later) through {target.describe()}")
+
+
+def scrape_sum(url: str, name: str, **labels: str) -> float:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(httpx.get(f"{url}/metrics").text)
+        for sample in family.samples
+        if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items())
+    )
 
 
 def quality_counters(url: str) -> dict[str, np.ndarray]:
