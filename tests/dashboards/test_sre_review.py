@@ -146,3 +146,10 @@ def test_version_loaded_annotation_is_valid_promql(tmp_path):
     (tmp_path / "a.rules.yml").write_text(yaml.safe_dump({"groups": [{"name": "a", "rules": [{"record": "a:b:c", "expr": expr}]}]}))
     checked = subprocess.run(["promtool", "check", "rules", str(tmp_path / "a.rules.yml")], capture_output=True, text=True)
     assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_serving_has_an_overview_across_models():
+    serving = panels(grafana.dashboards_json("postgresql")["modelmon-serving"])
+    for title in ("Inference requests per second, every model", "Server error ratio, every model"):
+        expr = serving[title]["targets"][0]["expr"]
+        assert "$model" not in expr and "sum by (model, version)" in expr, title

@@ -144,10 +144,21 @@ def serving() -> Dashboard:
         Panel("timeseries", "Prediction log spool", "Journal segments waiting for the store, per replica (modelmon_prediction_log_spool_files): growing while the store is unreachable.",
               "short", (Prom(f"modelmon_prediction_log_spool_files * {serves}", "{{instance}}"),), width=12, min=0),
     ))
+    # Every model of the chosen jobs, whatever $model: the overview across models.
+    every = f'job=~"$job", model!="_unknown_", {PREDICTION_ENDPOINTS}'
+    fleet = Row("Every model", (
+        Panel("timeseries", "Inference requests per second, every model", "Inference requests per model and version, for every model of the chosen jobs (not only $model).",
+              "reqps", (Prom(f"sum by (model, version) (rate(modelmon_requests_total{{{every}}}[$__rate_interval]))", "{{model}} v{{version}}"),),
+              width=12, min=0),
+        Panel("timeseries", "Server error ratio, every model", "5xx inference answers as a share of inference requests, per model and version (what ModelmonHighErrorRatio fires on), every model of the chosen jobs.",
+              "percentunit", (Prom(f'sum by (model, version) (rate(modelmon_requests_total{{{every}, code=~"5.."}}[$__rate_interval]))'
+                                   f" / sum by (model, version) (rate(modelmon_requests_total{{{every}}}[$__rate_interval]))", "{{model}} v{{version}}"),),
+              width=12, min=0, thresholds=(Threshold(None, "green"), Threshold(0.05, "red"))),
+    ))
     return Dashboard(
         SERVING_UID, "modelmon / Serving",
         "Throughput, errors, latency and batching of a served model, per version; the replicas' saturation and prediction log.",
-        _model_variables(), (overview, traffic, latency, batching, replicas),
+        _model_variables(), (overview, traffic, latency, batching, replicas, fleet),
     )
 
 
