@@ -243,7 +243,8 @@ class EventPublisher:
         try:
             await asyncio.wait_for(self.sender.connect(), SEND_TIMEOUT * 2)
         except Exception as exc:
-            logger.debug("prediction events: cannot connect: %s", exc)
+            if self.connected is not False:  # said once per outage, not at every retry
+                logger.warning("prediction events: cannot reach %s (%s); events wait on disk", self.sender.target.describe(), exc)
             self._set_connected(False)
             await self._disconnect()
             return False
@@ -292,6 +293,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when this process stops
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s (publisher): %(message)s")
+    for noisy in ("aiormq", "aio_pika", "nats", "aiokafka"):  # a line per reconnection attempt; ours says it once
+        logging.getLogger(noisy).setLevel(logging.CRITICAL)
 
     def report(event: str, value: str) -> None:
         try:

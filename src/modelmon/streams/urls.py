@@ -60,9 +60,10 @@ class StreamTarget:
 
     def describe(self) -> str:
         """The URL without credentials, for logs and event sources."""
-        host = urlsplit(self.server).hostname or ""
-        port = urlsplit(self.server).port
-        return f"{self.kind}://{host}{f':{port}' if port else ''}/{self.name}"
+        if self.kind == "kafka":  # bootstrap servers, host:port[,host:port]
+            return f"kafka://{self.server}/{self.name}"
+        parts = urlsplit(self.server)
+        return f"{self.kind}://{parts.hostname or ''}{f':{parts.port}' if parts.port else ''}/{self.name}"
 
 
 def parse_stream_url(url: str) -> StreamTarget:
