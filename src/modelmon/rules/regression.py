@@ -14,7 +14,8 @@ true and true values y,
   fitted at registration).
 
 Names follow Prometheus' ``level:metric:operations`` convention: ``model_version:`` is the
-aggregation level (by model and version, replicas summed), the metric is the family's name,
+aggregation level (by model and version within one deployment: cluster, namespace and
+job kept, replicas summed), the metric is the family's name,
 the operation says what was done over the window (``increase1h``, ``mean1h``,
 ``rootmean1h``).
 """
@@ -26,8 +27,8 @@ from typing import Any
 import numpy as np
 
 from modelmon.rules.drift import check_window, pd_minutes, windowed
+from modelmon.rules.quality import BY_VERSION  # a deployment's replicas, never two deployments
 
-BY_VERSION = "model, version"
 LEVEL = "model_version"
 
 #: Each summed family (the counter, without ``_total``), in the order of the promtool
