@@ -17,6 +17,7 @@ from modelmon.alerting.builtins import Builder
 from modelmon.alerting.config import AlertingConfig, parse_config
 from modelmon.alerting.export import export
 from modelmon.alerting.prometheus_rules import dump_yaml
+from modelmon.rules import regression as regression_rules
 from tests.alerting.conftest import require
 
 CUSTOM = [
@@ -66,6 +67,9 @@ def test_default_rules_pass_promtool_and_every_builtin_is_proven_both_ways(tmp_p
     assert [g["name"] for g in groups] == ["modelmon-drift-1h"]  # the fleet recording rules come along
     groups = yaml.safe_load((tmp_path / "prometheus" / "modelmon-quality.rules.yml").read_text())["groups"]
     assert [g["name"] for g in groups] == ["modelmon-quality-1h"]
+    groups = yaml.safe_load((tmp_path / "prometheus" / "modelmon-regression.rules.yml").read_text())["groups"]
+    assert [g["name"] for g in groups] == ["modelmon-regression-1h"]  # what `modelmon rules export` writes
+    assert groups[0]["rules"] == regression_rules.regression_rule_group("1h")["rules"]
     alerts = yaml.safe_load((tmp_path / "prometheus" / "modelmon-alerts.rules.yml").read_text())["groups"][0]["rules"]
     assert [a["alert"] for a in alerts] == result.alert_names
     for alert in alerts:
@@ -107,6 +111,8 @@ def test_other_thresholds_and_custom_rules_are_proven_too(tmp_path):
     assert [g["name"] for g in groups] == ["modelmon-drift-30m", "modelmon-drift-1d"]
     groups = yaml.safe_load((tmp_path / "prometheus" / "modelmon-quality.rules.yml").read_text())["groups"]
     assert [g["name"] for g in groups] == ["modelmon-quality-30m", "modelmon-quality-1d"]
+    groups = yaml.safe_load((tmp_path / "prometheus" / "modelmon-regression.rules.yml").read_text())["groups"]
+    assert [g["name"] for g in groups] == ["modelmon-regression-30m", "modelmon-regression-1d"]
 
 
 @pytest.mark.parametrize(

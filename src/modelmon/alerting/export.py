@@ -2,6 +2,8 @@
 
     OUT_DIR/prometheus/modelmon-alerts.rules.yml      alerting rules (built-in and custom)
     OUT_DIR/prometheus/modelmon-drift.rules.yml       fleet drift recording rules
+    OUT_DIR/prometheus/modelmon-quality.rules.yml     fleet quality recording rules
+    OUT_DIR/prometheus/modelmon-regression.rules.yml  regression error recording rules
     OUT_DIR/prometheus/modelmon-alerts*.test.yml      promtool unit tests of the alerting rules
     OUT_DIR/alertmanager/alertmanager.yml             routes, inhibition, receivers
     OUT_DIR/alertmanager/modelmon.tmpl                notification templates

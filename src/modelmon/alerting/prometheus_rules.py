@@ -2,7 +2,8 @@
 
 ``alert_rules(config)`` is every enabled built-in rule plus the custom ones. The rule file
 (``modelmon-alerts.rules.yml``) holds them in one group, next to the fleet drift recording
-rules of ``modelmon.rules.drift``; the test file runs every built-in rule on a
+rules of ``modelmon.rules.drift`` (and the quality and regression recording rules, in files
+of their own); the test file runs every built-in rule on a
 violating input (it must fire, with the exact labels and text) and on a healthy one (it
 must stay quiet).
 """
@@ -24,6 +25,7 @@ TEST_FILE = "modelmon-alerts.test.yml"
 LONG_TEST_FILE = "modelmon-alerts-long-windows.test.yml"
 DRIFT_RULE_FILE = "modelmon-drift.rules.yml"
 QUALITY_RULE_FILE = "modelmon-quality.rules.yml"
+REGRESSION_RULE_FILE = "modelmon-regression.rules.yml"
 CUSTOM_DEFAULT_SEVERITY = "warning"
 CUSTOM_DEFAULT_FOR = "5m"
 
@@ -159,9 +161,11 @@ def rule_group(rules: list[AlertRule], config: cfg.AlertingConfig) -> dict[str, 
 
 
 def rule_files(config: cfg.AlertingConfig) -> dict[str, dict[str, Any]]:
-    """File name -> content: the alerting rules, and the fleet drift and quality recording
-    rules (the same files as ``modelmon rules export``) for dashboards and custom rules."""
+    """File name -> content: the alerting rules, and the fleet drift, quality and regression
+    recording rules (the same files as ``modelmon rules export``) for dashboards and custom
+    rules."""
     from modelmon.rules import quality as quality_rules
+    from modelmon.rules import regression as regression_rules
 
     rules = alert_rules(config)
     windows = config.prometheus.recording_windows
@@ -169,6 +173,7 @@ def rule_files(config: cfg.AlertingConfig) -> dict[str, dict[str, Any]]:
         RULE_FILE: {"groups": [rule_group(rules, config)]},
         DRIFT_RULE_FILE: {"groups": [drift_rules.drift_rule_group(w) for w in windows]},
         QUALITY_RULE_FILE: {"groups": [quality_rules.quality_rule_group(w) for w in windows]},
+        REGRESSION_RULE_FILE: {"groups": [regression_rules.regression_rule_group(w) for w in windows]},
     }
 
 
