@@ -317,12 +317,14 @@ def demo(
         help="The model to train: sklearn (a logistic regression) or keras (a small Keras network, "
         "trained epoch by epoch; needs modelmon\\[keras] and a Keras backend, e.g. torch).")] = "sklearn",
     labels_from: Annotated[str | None, typer.Option(help="Send the labels through this broker (docs/streams.md) instead of the feedback endpoint, e.g. redis://127.0.0.1:6379/0?stream=demo-labels.")] = None,
+    task: Annotated[str, typer.Option(help="classification (the churn model) or regression (next month's spend: "
+                                      "realized and estimated MAE and RMSE, prediction drift).")] = "classification",
 ) -> None:
-    """Train, register, serve and monitor a churn model end to end, on embedded defaults."""
+    """Train, register, serve and monitor a churn model (or, with --task regression, a spend model) end to end, on embedded defaults."""
     from modelmon.demo.run import run_demo
 
     try:
-        run_demo(port=port, requests=requests, home=home, model=model, labels_from=labels_from)
+        run_demo(port=port, requests=requests, home=home, model=model, labels_from=labels_from, task=task)
     except ModelmonError as exc:
         _fail(exc)
 

@@ -60,6 +60,8 @@ from modelmon.tracking.sklearn import EpochReport, fit_epochs
 MODEL = "churn"
 #: What ``--model`` chooses between: the model the demo trains.
 DEMO_MODELS = ("sklearn", "keras")
+#: What ``--task`` chooses between: churn (classification) or next month's spend (regression).
+DEMO_TASKS = ("classification", "regression")
 HOST = "127.0.0.1"
 TRAIN_ROWS, VALIDATION_ROWS = 5000, 2000
 #: Concurrent clients: enough that requests queue behind a busy model and get batched.
@@ -78,13 +80,25 @@ DRIFT_SCORE_SECONDS = 1.0
 
 
 def run_demo(port: int = 8080, requests: int = 3000, home: Path | None = None, model: str = "sklearn",
-             labels_from: str | None = None) -> None:
+             labels_from: str | None = None, task: str = "classification") -> None:
     """Train, register, serve, send ``requests`` requests, and report what monitoring saw.
     ``model``: ``sklearn`` (a logistic regression) or ``keras`` (a small Keras network,
     ``modelmon.demo.keras_churn``). ``labels_from``: a broker URL the labels go through
-    (docs/streams.md) instead of the feedback endpoint."""
+    (docs/streams.md) instead of the feedback endpoint. ``task="regression"``: the spend
+    model of ``modelmon.demo.regression`` instead (``model`` sklearn, no ``labels_from``)."""
     if requests < 1:
         raise ModelmonError(f"requests must be at least 1, got {requests}")
+    if task not in DEMO_TASKS:
+        raise ModelmonError(f"--task must be one of {', '.join(DEMO_TASKS)}, got {task!r}")
+    if task == "regression":
+        from modelmon.demo.regression import run_regression_demo
+
+        if model != "sklearn" or labels_from is not None:  # said, rather than silently ignored
+            raise ModelmonError("--task regression trains a scikit-learn model and sends labels to the "
+                                "feedback endpoint: it takes neither --model keras nor --labels-from")
+
+        run_regression_demo(port=port, requests=requests, home=home)
+        return
     if model not in DEMO_MODELS:
         raise ModelmonError(f"--model must be one of {', '.join(DEMO_MODELS)}, got {model!r}")
     home = Path(home) if home is not None else modelmon_home()
@@ -247,13 +261,13 @@ def wait_until_ready(url: str, thread: threading.Thread, timeout: float = 60.0) 
 
 
 def start_server(
-    registry_dir: Path, version: int, sock: socket.socket, labels_from: str | None = None
+    registry_dir: Path, version: int, sock: socket.socket, labels_from: str | None = None, model: str = MODEL
 ) -> tuple[DrainingServer, threading.Thread]:
     drift = DriftSettings(window_rows=DRIFT_WINDOW_ROWS, snapshot_seconds=1, score_seconds=DRIFT_SCORE_SECONDS)
     home = registry_dir.parent
     log = PredictionLogSettings(spool_dir=home / "spool")
     settings = ServingSettings(drain_seconds=0, drift=drift, prediction_log=log, store_url=str(home / "modelmon.db"))
-    model_server = ModelServer(Registry(registry_dir), [(MODEL, str(version))], settings)
+    model_server = ModelServer(Registry(registry_dir), [(model, str(version))], settings)
     if labels_from is not None:
         model_server.companions.append(LabelStream(model_server, demo_labels_target(labels_from), StreamMetrics(model_server.metrics.registry)))
     server = build_server(model_server, HOST, sock.getsockname()[1])

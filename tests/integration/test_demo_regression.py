@@ -1,0 +1,92 @@
+"""``modelmon demo --task regression`` end to end, as a user runs it, its printed error
+checked against scikit-learn on the labelled rows that the run left in its store."""
+
+from __future__ import annotations
+
+import os
+import re
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
+
+from modelmon.registry import Registry
+from modelmon.stack.processes import free_port
+from modelmon.stack.prometheus import prometheus_binary
+
+NUMBER = r"([-+]?[0-9][0-9,]*\.?[0-9]*)"
+
+
+def table_row(out: str, name: str) -> list[float]:
+    """The numbers of one row of the printed error table (rich draws cells between │)."""
+    line = next(line for line in out.splitlines() if line.strip("│ ").startswith(name))
+    cells = [c.strip() for c in line.strip().strip("│").split("│")[1:]]
+    return [float(c.replace(",", "")) if c else float("nan") for c in cells]
+
+
+def figure(out: str, name: str) -> float:
+    match = re.search(rf"^  {re.escape(name)}\s+{NUMBER}$", out, re.MULTILINE)
+    assert match, f"no {name!r} figure in:\n{out}"
+    return float(match.group(1))
+
+
+@pytest.mark.slow
+def test_regression_demo_prints_the_error_scikit_learn_computes_on_its_labelled_rows(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    result = subprocess.run(
+        [sys.executable, "-m", "modelmon.cli", "demo", "--task", "regression",
+         "--port", str(free_port()), "--requests", "200"],
+        env={**os.environ, "MODELMON_HOME": str(home), "COLUMNS": "140"},
+        capture_output=True, text=True, timeout=180,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert Registry(home / "registry").versions("spend") == [1]
+    card = Registry(home / "registry").card("spend", 1)
+    assert card.baseline is not None
+
+    with sqlite3.connect(home / "modelmon.db") as db:
+        rows = db.execute(
+            "SELECT p.predicted_label, l.label FROM predictions p JOIN labels l ON l.prediction_id = p.id "
+            "WHERE p.model = 'spend'"
+        ).fetchall()
+        epochs = dict(db.execute(
+            "SELECT step, value FROM metric_values WHERE split = 'validation' AND name = 'mae'"
+        ).fetchall())
+    predicted = np.array([float(p) for p, _ in rows])
+    truth = np.array([float(y) for _, y in rows])
+    # Eight epochs in the run store; the last one's validation MAE is the registered baseline's
+    # (the same model on the same rows, by the run API and by register_model).
+    assert sorted(epochs) == list(range(1, 9))
+    assert epochs[8] == pytest.approx(card.baseline["mae"], rel=1e-9)
+
+    # The whole run's realized error, from the server's /metrics: scikit-learn's on the
+    # labelled rows in the store (printed to 3 decimals).
+    labelled, mae, est_mae, rmse, est_rmse, bias = table_row(out, "whole run")
+    assert labelled == len(rows) > 200
+    assert mae == pytest.approx(mean_absolute_error(truth, predicted), abs=6e-4)
+    assert rmse == pytest.approx(np.sqrt(mean_squared_error(truth, predicted)), abs=6e-4)
+    assert bias == pytest.approx(np.mean(predicted - truth), abs=6e-4)
+    # The baseline row is the card's.
+    baseline = table_row(out, "baseline")
+    assert baseline[1] == pytest.approx(card.baseline["mae"], abs=6e-4)
+    assert baseline[3] == pytest.approx(card.baseline["rmse"], abs=6e-4)
+    # The drifted traffic holds more month-to-month customers, whose spend is noisier: the
+    # realized error grows, and the label-free estimate (fitted on validation rows) follows.
+    before, after = table_row(out, "before drift"), table_row(out, "after drift")
+    assert after[1] > before[1] and after[2] > before[2]
+    assert est_mae == pytest.approx(mae, rel=0.15)
+    assert "predicted spend against the validation predictions: JS" in out
+
+    if prometheus_binary() is not None:
+        assert "partial" not in out
+        assert figure(out, "MAE") == pytest.approx(mae, abs=1e-3)
+        assert figure(out, "RMSE") == pytest.approx(rmse, abs=1e-3)
+        assert figure(out, "estimated MAE") == pytest.approx(est_mae, abs=1e-3)
+        assert figure(out, "estimated RMSE") == pytest.approx(est_rmse, abs=1e-3)
+        assert figure(out, "R²") == pytest.approx(r2_score(truth, predicted), abs=6e-4)
+        assert "live        Prometheus scraped the run at epoch 8" in out
