@@ -93,6 +93,8 @@ def test_other_thresholds_and_custom_rules_are_proven_too(tmp_path):
             "prediction_drift": {"threshold": 0.1, "for": "0s"},
             "realized_quality": {"margin": 0.1, "window": "1h", "min_labels": 5000, "metrics": ["f1_macro"]},
             "estimated_accuracy": {"margin": 0.02, "window": "3h", "min_rows": 20},
+            "realized_error": {"margin": 0.5, "window": "1h", "min_labels": 200, "metrics": ["rmse"]},
+            "estimated_error": {"margin": 0.1, "window": "3h", "min_rows": 50},
             "label_coverage": {"threshold": 0.5, "window": "6h", "require_some_labels": False, "min_predictions": 10},
             "training_nan_loss": {"metrics": ["loss", "val_loss"]},
             "training_plateau": {"patience": 3, "lookback": "2h", "split": "val", "metric": "loss"},
@@ -104,6 +106,8 @@ def test_other_thresholds_and_custom_rules_are_proven_too(tmp_path):
     check_and_test(tmp_path)
     cases = cases_by_alert(tmp_path)
     assert "ModelmonAccuracyBelowBaseline" not in result.alert_names  # only f1_macro asked for
+    assert "ModelmonMAEAboveBaseline" not in result.alert_names  # only rmse asked for
+    assert sorted(cases["ModelmonRMSEAboveBaseline"]) == [0, 0, 1]  # at the baseline; too few labels
     for name in ("UnseenAmount", "FewRowsScored", "ManyErrorsToday"):
         assert sorted(cases[name]) == [0, 1], name
     assert "RawCondition" not in cases and any("RawCondition" in n for n in result.notes)
@@ -122,6 +126,10 @@ def test_other_thresholds_and_custom_rules_are_proven_too(tmp_path):
         ("ModelmonFeatureDrift", "modelmon_drift_window_rows <= 1000", "modelmon_drift_window_rows <= 100"),  # verdict rule
         ("ModelmonLowLabelCoverage", ") < 0.1", ") > 0.1"),           # comparison inverted
         ("ModelmonTrainingLossNaN", "!=", "=="),                      # NaN test lost
+        ("ModelmonMAEAboveBaseline", "* 1.2)", "* 2.2)"),              # margin off by five
+        ("ModelmonEstimatedRMSEAboveBaseline", ">= 500", ">= 5"),      # the rows floor lost
+        # A regressor's output="value" is what makes the alert cover regression models.
+        ("ModelmonPredictionDrift", 'output=~"class|value"', 'output="class"'),
     ],
 )
 def test_a_broken_rule_fails_its_generated_test(tmp_path, alert, old, new):

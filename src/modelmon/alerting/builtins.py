@@ -58,6 +58,8 @@ NAMES = {
     "prediction_drift": ["ModelmonPredictionDrift"],
     "realized_quality": ["ModelmonAccuracyBelowBaseline", "ModelmonF1BelowBaseline"],
     "estimated_accuracy": ["ModelmonEstimatedAccuracyBelowBaseline"],
+    "realized_error": ["ModelmonMAEAboveBaseline", "ModelmonRMSEAboveBaseline"],
+    "estimated_error": ["ModelmonEstimatedMAEAboveBaseline", "ModelmonEstimatedRMSEAboveBaseline"],
     "label_coverage": ["ModelmonLowLabelCoverage"],
     "no_labels": ["ModelmonNoLabels"],
     "training_nan_loss": ["ModelmonTrainingLossNaN"],
@@ -94,6 +96,8 @@ DEFAULTS = {  # key: (severity, for)
     "prediction_drift": ("warning", "15m"),
     "realized_quality": ("warning", "30m"),
     "estimated_accuracy": ("warning", "30m"),
+    "realized_error": ("warning", "30m"),
+    "estimated_error": ("warning", "30m"),
     "label_coverage": ("info", "1h"),
     "no_labels": ("warning", "30m"),
     "training_nan_loss": ("warning", "0s"),
@@ -113,7 +117,8 @@ DASHBOARDS = {
     "modelmon-serving": {"model_down", "error_ratio", "client_errors", "latency_p99", "predictions_stopped",
                          "prediction_log_dropping"},
     "modelmon-drift": {"feature_drift", "fleet_drift", "dataset_drift", "prediction_drift"},
-    "modelmon-quality": {"realized_quality", "estimated_accuracy", "label_coverage", "no_labels"},
+    "modelmon-quality": {"realized_quality", "estimated_accuracy", "realized_error", "estimated_error", "label_coverage",
+                         "no_labels"},
     "modelmon-training": {"training_nan_loss", "training_plateau", "training_stalled"},
 }
 
@@ -593,12 +598,15 @@ class Builder:
         return rule
 
     def prediction_drift(self, s: cfg.PredictionDrift) -> AlertRule:
+        """A classifier's predicted classes (``output="class"``) or a regressor's predicted
+        values (``output="value"``, PSI over the validation predictions' quantile bins);
+        a model exports one or the other, never both."""
         rule = self.rule(
             "prediction_drift", "ModelmonPredictionDrift", s,
-            expr=f'max by ({FLEET}) (modelmon_prediction_drift{{output="class", method="psi"}}) >= {s.threshold!r}',
-            summary="Model $model predicts classes in different proportions",
-            description="The predicted classes of model $model version $version have shifted from the validation "
-            "outputs: PSI $value (threshold $threshold).",
+            expr=f'max by ({FLEET}) (modelmon_prediction_drift{{output=~"class|value", method="psi"}}) >= {s.threshold!r}',
+            summary="Model $model predicts in different proportions",
+            description="The predictions of model $model version $version (a classifier's classes, a regressor's "
+            "values) have shifted from the validation outputs: PSI $value (threshold $threshold).",
             value_format=NUMBER, threshold=Threshold.literal(NUMBER.expect(s.threshold)),
         )
         n = self.eval_minutes(rule)
@@ -609,10 +617,20 @@ class Builder:
                 (f"modelmon_prediction_drift{{{self.series_labels(output='confidence', method='psi')}}}", f"{confidence!r}x{n}"),
             ]
 
+        def regressor(value: float, js: float) -> list[tuple[str, str]]:
+            return [
+                (f"modelmon_prediction_drift{{{self.series_labels(output='value', method='psi')}}}", f"{value!r}x{n}"),
+                (f"modelmon_prediction_drift{{{self.series_labels(output='value', method='js')}}}", f"{js!r}x{n}"),
+            ]
+
         rule.cases = [
             Case("class shares shifted", series(2 * s.threshold, 0.0), n,
                  [(self.fleet, {"value": NUMBER.expect(2 * s.threshold)})]),
             Case("class shares stable (confidence shift alone does not count)", series(s.threshold / 2, 10 * s.threshold), n),
+            Case("a regressor's predicted values shifted", regressor(3 * s.threshold, 0.0), n,
+                 [(self.fleet, {"value": NUMBER.expect(3 * s.threshold)})]),
+            Case("a regressor's predicted values stable (js is not the alert's method)",
+                 regressor(s.threshold / 2, 10 * s.threshold), n),
         ]
         return rule
 
@@ -726,6 +744,75 @@ class Builder:
         rule.range_seconds = seconds(s.window)
         self._quality_cases(rule, "modelmon_expected_confusion_total", s.window, s.margin, s.min_rows)
         return rule
+
+    # -- regression quality -----------------------------------------------------------------
+
+    def _error_rules(self, key: str, s: cfg.RealizedError | cfg.EstimatedError, prefix: str,
+                     counters: tuple[str, str, str], floor: int, what: str) -> list[AlertRule]:
+        """MAE and RMSE (``counters``: the rows, absolute and squared error sums of the
+        contract) over the window, above the validation baseline by the relative margin,
+        when the window has at least ``floor`` rows: sums of every replica, so the ratio is
+        the fleet's (the same as rules.regression's recording rules)."""
+        rows, absolute, squared = (f"sum by ({FLEET}) (increase({c}_total[{s.window}]))" for c in counters)
+        values = {"mae": f"(\n  {absolute}\n  /\n  {rows}\n)", "rmse": f"sqrt(\n  {squared}\n  /\n  {rows}\n)"}
+        rules = []
+        for metric in s.metrics:
+            label = metric.upper()
+            baseline = f'max by ({FLEET}) (modelmon_baseline_metric{{metric="{metric}"}})'
+            query = _query(f'max(modelmon_baseline_metric{{model=%q, version=%q, metric="{metric}"}})', "model", "version")
+            rule = self.rule(
+                key, f"Modelmon{prefix}{label}AboveBaseline", s,
+                expr=f"{values[metric]}\n> on ({FLEET}) ({baseline} * {1 + s.margin!r})\nand on ({FLEET}) ({rows} >= {floor})",
+                summary=f"Model $model: {what} {label} $value",
+                description=f"The {what} {label} of model $model version $version over the last {s.window} is $value, "
+                f"above its validation baseline by more than the margin (threshold $threshold).",
+                value_format=NUMBER,
+                threshold=Threshold(f"{query} (baseline) + {PERCENT.expect(s.margin)}",
+                                    f"the {metric} baseline + {PERCENT.expect(s.margin)}"),
+            )
+            rule.range_seconds = seconds(s.window)
+            self._error_cases(rule, metric, counters, s.window, s.margin, floor)
+            rules.append(rule)
+        return rules
+
+    def _error_cases(self, rule: AlertRule, metric: str, counters: tuple[str, str, str], window: str,
+                     margin: float, floor: int) -> None:
+        """Baselines MAE 2 and RMSE 2.5: the firing case's errors are 1.5 times the threshold,
+        the healthy case's at the baseline, the floor case's as bad but on too few rows."""
+        step = self._step(window)
+        n = math.ceil(self.eval_minutes(rule, window) / step)
+        steps_in_window = minutes(window) // step
+        baseline = {"mae": 2.0, "rmse": 2.5}
+        enough = max(1, math.ceil(2 * floor / steps_in_window))  # rows a step: twice the floor a window
+        few = floor / (2 * steps_in_window)
+
+        def series(factor: float, per_step: float) -> list[tuple[str, str]]:
+            """Errors ``factor`` times the baselines, ``per_step`` rows a step."""
+            mae, rmse = baseline["mae"] * factor, baseline["rmse"] * factor
+            out = [(f"modelmon_baseline_metric{{{self.series_labels(metric=m)}}}", f"{v!r}x{n}") for m, v in baseline.items()]
+            for counter, value in zip(counters, (1.0, mae, rmse**2), strict=True):
+                out.append((f"{counter}_total{{{self.series_labels()}}}", f"0+{per_step * value!r}x{n}"))
+            return out
+
+        bad = 1.5 * (1 + margin)
+        threshold = f"{NUMBER.expect(baseline[metric])} (baseline) + {PERCENT.expect(margin)}"
+        rule.cases = [
+            Case("errors above the baseline", series(bad, enough), n * step,
+                 [(self.fleet, {"value": NUMBER.expect(baseline[metric] * bad), "threshold": threshold})], step),
+            Case("errors at the baseline", series(1.0, enough), n * step, interval=step),
+            Case("errors above the baseline on too few rows", series(bad, few), n * step, interval=step),
+        ]
+
+    def realized_error(self, s: cfg.RealizedError) -> list[AlertRule]:
+        counters = ("modelmon_regression_labelled", "modelmon_regression_absolute_error", "modelmon_regression_squared_error")
+        return self._error_rules("realized_error", s, "", counters, s.min_labels, "realized")
+
+    def estimated_error(self, s: cfg.EstimatedError) -> list[AlertRule]:
+        """The label-free estimate: a version without an estimator counts no estimated row,
+        so the floor keeps it quiet."""
+        counters = ("modelmon_regression_estimated", "modelmon_regression_expected_absolute_error",
+                    "modelmon_regression_expected_squared_error")
+        return self._error_rules("estimated_error", s, "Estimated", counters, s.min_rows, "estimated")
 
     def _had_labels(self, lookback: str) -> str:
         """Models that received a label within ``lookback``: the matched counter's largest

@@ -573,7 +573,8 @@ class DatasetDrift(_RuleCommon):
 
 
 class PredictionDrift(_RuleCommon):
-    threshold: float = Field(PSI.default_threshold, gt=0, description="PSI of the predicted classes against the validation outputs.")
+    threshold: float = Field(PSI.default_threshold, gt=0, description="PSI of the predicted classes (a regressor's predicted "
+                             "values) against the validation outputs.")
 
 
 QualityMetric = Literal["accuracy", "f1_macro"]
@@ -597,6 +598,40 @@ class EstimatedAccuracy(_RuleCommon):
     margin: float = Field(0.05, ge=0, lt=1)
     window: Duration = "1h"
     min_rows: int = Field(100, ge=1, description="Predictions the window needs.")
+
+
+ErrorMetric = Literal["mae", "rmse"]
+
+
+def _all_error_metrics() -> list[ErrorMetric]:
+    return ["mae", "rmse"]
+
+
+class RealizedError(_RuleCommon):
+    """A regressor's MAE or RMSE on labelled predictions above its validation baseline."""
+
+    margin: float = Field(0.2, gt=0, description="How far above the validation baseline counts as worse, relative "
+                          "(0.2: 20% above).")
+    window: Duration = "6h"
+    # 1000 labels: with normal errors the window MAE's relative standard error is
+    # sqrt(1 - 2/pi) / sqrt(2/pi) / sqrt(1000) = 2.4% and the RMSE's sqrt(2 / 1000) / 2 = 2.2%,
+    # so a 20% margin is >= 8 standard errors; with heavy tails (kurtosis 9) the RMSE's is
+    # sqrt(8 / 1000) / 2 = 4.5%, still >= 4 standard errors: a model as good as its baseline
+    # crosses the margin in far under 0.1% of windows.
+    min_labels: int = Field(1000, ge=1, description="Labelled predictions the window needs.")
+    metrics: list[ErrorMetric] = Field(default_factory=_all_error_metrics)
+
+
+class EstimatedError(_RuleCommon):
+    """A regressor's label-free estimated MAE or RMSE above its validation baseline."""
+
+    margin: float = Field(0.2, gt=0, description="How far above the validation baseline counts as worse, relative.")
+    window: Duration = "1h"
+    # The estimate averages each row's expected error, which varies far less than the
+    # realized errors do, so fewer rows give a steady figure; the estimate's own bias
+    # (docs/regression-estimate.md) is what the margin has to cover.
+    min_rows: int = Field(500, ge=1, description="Estimated predictions the window needs.")
+    metrics: list[ErrorMetric] = Field(default_factory=_all_error_metrics)
 
 
 class LabelCoverage(_RuleCommon):
@@ -675,6 +710,8 @@ class Builtins(_Strict):
     prediction_drift: PredictionDrift = Field(default_factory=PredictionDrift)
     realized_quality: RealizedQuality = Field(default_factory=RealizedQuality)
     estimated_accuracy: EstimatedAccuracy = Field(default_factory=EstimatedAccuracy)
+    realized_error: RealizedError = Field(default_factory=RealizedError)
+    estimated_error: EstimatedError = Field(default_factory=EstimatedError)
     label_coverage: LabelCoverage = Field(default_factory=LabelCoverage)
     no_labels: NoLabels = Field(default_factory=NoLabels)
     training_nan_loss: TrainingLossNaN = Field(default_factory=TrainingLossNaN)
