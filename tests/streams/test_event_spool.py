@@ -83,3 +83,27 @@ def test_every_journal_format_gives_the_same_rows():
     ]
     for line in (current, per_request, first):
         assert list(journal_rows(line)) == expected
+
+
+def test_an_adopted_segment_is_linked_once(tmp_path):
+    """A server that died after linking a segment for the publisher, before inserting it: the
+    next server's writer adopts the segment and inserts it, but does not link it again (its
+    link is already waiting, or adopted by the next publisher)."""
+    from modelmon.serving.segment_writer import SegmentWriter
+
+    events = tmp_path / "events"
+    events.mkdir()
+    writer = SegmentWriter(None, tmp_path, "new", 100, 1.0, lambda event, n: None, events)  # type: ignore[arg-type]
+    adopted = tmp_path / "new-orphan-old-000000001.jsonl"
+    adopted.write_bytes(segment("churn", 0, 5))
+    (events / "old-000000001.jsonl").write_bytes(adopted.read_bytes())  # the dead server's link
+    writer.link_for_events(adopted)
+    assert sorted(p.name for p in events.iterdir()) == ["old-000000001.jsonl"]
+    (events / "old-000000001.jsonl").rename(events / "new-0-orphan-old-000000001.jsonl")  # taken by a publisher
+    writer._linked.clear()
+    writer.link_for_events(adopted)
+    assert sorted(p.name for p in events.iterdir()) == ["new-0-orphan-old-000000001.jsonl"]
+    fresh = tmp_path / "new-000000002.jsonl"
+    fresh.write_bytes(segment("churn", 5, 5))
+    writer.link_for_events(fresh)
+    assert (events / fresh.name).stat().st_ino == fresh.stat().st_ino  # a hard link, not a copy

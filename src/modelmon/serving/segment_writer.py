@@ -141,6 +141,12 @@ class SegmentWriter:
         """Hand a sealed segment to the event publisher, once (a link, else a copy)."""
         if self.events_dir is None or path.name in self._linked:
             return
+        _, orphan, original = path.name.partition("-orphan-")
+        if orphan and (
+            (self.events_dir / original).exists() or any(self.events_dir.glob(f"*-orphan-{original}"))
+        ):  # adopted from a server that died after linking it: its link is (being) published
+            self._linked.add(path.name)
+            return
         target = self.events_dir / path.name
         try:
             os.link(path, target)

@@ -215,6 +215,13 @@ class LabelConsumer:
                     self.side.lag.set(lag)
             await asyncio.sleep(WATCH_SECONDS)
 
+    async def _restart_broker(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.broker.stop()
+        self.broker = make_broker(self.target)
+        self._subscribe()
+        await self.broker.start()
+
     def _redis_client(self) -> Any:
         if self._redis is None:
             import redis.asyncio
@@ -252,9 +259,11 @@ class LabelConsumer:
                 if group["name"].decode() == target.group:
                     return int(group.get("lag") or 0) + int(group.get("pending") or 0)
             # The group is gone: a Redis without persistence restarted (or the stream was
-            # deleted). Created again from the stream's start, so what arrived since is read.
+            # deleted). Created again from the stream's start, so what arrived since is read;
+            # FastStream stops a subscriber whose group vanished, so the consumer restarts.
             logger.warning("labels: Redis stream %s has no group %s; creating it", target.name, target.group)
             await self._create_redis_group()
+            await self._restart_broker()
             return 0
         return None
 
