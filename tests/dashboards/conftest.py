@@ -9,6 +9,10 @@ Both stores also get two finished training runs (``modelmon.start_run`` with per
 its training loss ends as NaN, so the exported ``ModelmonTrainingLossNaN`` alert fires.
 Prometheus loads the recording rules of ``modelmon rules export`` and the alert rules of
 ``modelmon alerts export``; drifted features make ``ModelmonFeatureDrift`` pending.
+
+A third server serves ``price``, a regressor (a ridge regression with a validation baseline
+and a loss estimator), to shifted rows, and gets their true values back: the regression
+panels' data.
 """
 
 from __future__ import annotations
@@ -36,6 +40,11 @@ EXPERIMENT = "shop-segments"
 CLASSES = ["bronze", "gold", "silver"]
 
 
+#: The regressor's name, and how many rows it serves (all labelled).
+REGRESSOR = "price"
+REGRESSOR_ROWS = 400
+
+
 @dataclass
 class Stack:
     prometheus: Prometheus
@@ -43,6 +52,48 @@ class Stack:
     store_urls: dict[str, str]  # dialect -> store URL
     started: datetime
     live_runs: list
+
+
+def _price_data(n: int, seed: int, shift: float = 0.0) -> pd.DataFrame:
+    """A target whose noise grows with |x2| (so the expected error differs by row);
+    ``shift`` moves x2 to where the model errs more."""
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame({f"x{i}": rng.normal(size=n) for i in range(3)})
+    frame["x2"] += shift
+    frame["price"] = 20 + 3 * frame.x0 - 2 * frame.x1 + rng.normal(size=n) * (0.5 + 2 * np.abs(frame.x2))
+    return frame
+
+
+def _regressor_registry(root: Path) -> Path:
+    from sklearn.linear_model import Ridge
+
+    from modelmon.registry import register_model
+
+    train, validation = _price_data(800, 1), _price_data(400, 2)
+    model = Ridge().fit(train[["x0", "x1", "x2"]], train.price)
+    register_model(model, name=REGRESSOR, reference=train, target="price", validation=validation, registry=root)
+    return root
+
+
+def _regression_traffic(server: ServerProcess) -> None:
+    """Shifted rows predicted, then every true value sent back."""
+    rows = _price_data(REGRESSOR_ROWS, 3, shift=1.5)
+    ids: list[str] = []
+    for start in range(0, len(rows), 50):
+        chunk = rows.iloc[start : start + 50][["x0", "x1", "x2"]]
+        response = httpx.post(f"{server.url}/v1/models/{REGRESSOR}:predict", json={"instances": chunk.to_dict("records")}, timeout=30)
+        assert response.status_code == 200, response.text
+        ids += [p["id"] for p in response.json()["predictions"]]
+    labels = [{"id": i, "label": float(y)} for i, y in zip(ids, rows.price, strict=True)]
+    deadline = time.monotonic() + 30
+    while labels:  # the prediction log writes asynchronously: unknown ids are retried
+        response = httpx.post(f"{server.url}/v2/models/{REGRESSOR}/feedback", json={"labels": labels}, timeout=30)
+        assert response.status_code == 200, response.text
+        unknown = set(response.json()["unknown_ids"])
+        labels = [label for label in labels if label["id"] in unknown]
+        assert time.monotonic() < deadline or not labels, f"{len(labels)} predictions never reached the store"
+        if labels:
+            time.sleep(0.3)
 
 
 def _modelmon(*args: str) -> None:
@@ -132,9 +183,12 @@ def stack(registry_dir: Path, shop_frame: pd.DataFrame, tmp_path_factory) -> Ite
         live_runs = []
         prometheus = None
         try:
-            with ThreadPoolExecutor(2) as pool:  # both replicas start at once
+            regressors = _regressor_registry(tmp / "regressors")
+            with ThreadPoolExecutor(3) as pool:  # every replica starts at once
                 starting = [pool.submit(start_server, registry_dir, tmp, "--model", "shop", "--store", store_urls[d],
                                         "--drain-seconds", "0", "--drift-score-seconds", "0.5") for d in ("sqlite", "postgresql")]
+                starting.append(pool.submit(start_server, regressors, tmp, "--store", str(tmp / "price.db"),
+                                            "--drain-seconds", "0", "--drift-score-seconds", "0.5"))
             servers += [f.result() for f in starting if f.exception() is None]
             for f in starting:
                 if f.exception() is not None:
@@ -149,9 +203,10 @@ def stack(registry_dir: Path, shop_frame: pd.DataFrame, tmp_path_factory) -> Ite
                 run = _training_runs(url, shop_frame, live_port if dialect == "sqlite" else None)
                 if run is not None:
                     live_runs.append(run)
-            assert prometheus.wait_for('count(up{job="modelmon"} == 1)', 3, timeout=30) == 3
+            assert prometheus.wait_for('count(up{job="modelmon"} == 1)', 4, timeout=30) == 4
 
-            for seed, server in enumerate(servers):
+            _regression_traffic(servers[2])
+            for seed, server in enumerate(servers[:2]):
                 pairs = _traffic(server, shop_frame, seed)
                 labelled = [{"id": pid, "label": label} for pid, label in pairs[: int(len(pairs) * 0.7)]]
                 response = httpx.post(f"{server.url}/v2/models/shop/feedback", json={"labels": labelled}, timeout=30)
@@ -165,7 +220,9 @@ def stack(registry_dir: Path, shop_frame: pd.DataFrame, tmp_path_factory) -> Ite
                 ready = (prometheus.query('model_version:modelmon_confusion:accuracy1h{model="shop"}')
                          and prometheus.query('ALERTS{alertstate="firing"}')
                          and prometheus.query('ALERTS{alertstate="pending"}')
-                         and len(prometheus.query('modelmon_feature_drift{model="shop", method="psi"}')) >= 8)
+                         and len(prometheus.query('modelmon_feature_drift{model="shop", method="psi"}')) >= 8
+                         and prometheus.query(f'model_version:modelmon_regression_labelled:increase1h{{model="{REGRESSOR}"}} >= {REGRESSOR_ROWS}')
+                         and prometheus.query(f'modelmon_prediction_drift{{model="{REGRESSOR}", output="value"}}'))
                 if ready:
                     break
                 time.sleep(0.5)

@@ -62,7 +62,7 @@ def test_setup_writes_configs_that_promtool_and_amtool_accept_and_the_demo_serve
     checked = subprocess.run(["promtool", "check", "config", str(config / "prometheus" / "prometheus.yml")],
                              capture_output=True, text=True)
     assert checked.returncode == 0, checked.stdout + checked.stderr
-    assert "SUCCESS: 3 rule files found" in checked.stdout  # drift, quality and alert rules
+    assert "SUCCESS: 4 rule files found" in checked.stdout  # drift, quality, regression and alert rules
     checked = subprocess.run(["amtool", "check-config", str(config / "alerting" / "alertmanager" / "alertmanager.yml")],
                              capture_output=True, text=True)
     assert checked.returncode == 0, checked.stdout + checked.stderr

@@ -19,6 +19,7 @@ from modelmon.dashboards.queries import (
 )
 from modelmon.dashboards.spec import Dashboard, Panel
 from modelmon.dashboards.templating import Expansion, TimeRange
+from tests.dashboards.conftest import REGRESSOR
 
 pytestmark = pytest.mark.slow
 DASHBOARDS = {d.uid: d for d in all_dashboards()}
@@ -36,11 +37,12 @@ def _cases() -> list:
     return cases
 
 
-def _context(stack, dashboard: Dashboard, dialect: str) -> tuple[Source, Expansion]:
+def _context(stack, dashboard: Dashboard, dialect: str, model: str = "shop") -> tuple[Source, Expansion]:
     source = Source(prometheus_url=stack.prometheus.url, store_url=stack.store_urls[dialect], scrape_interval=1.0)
     tr = TimeRange(stack.started - timedelta(seconds=10), datetime.now(UTC))
     context = Expansion(tr, min_interval=1.0)
-    resolve_variables(dashboard, source, context)
+    chosen = {"model": model} if any(v.name == "model" for v in dashboard.variables) else {}
+    resolve_variables(dashboard, source, context, chosen)
     return source, context
 
 
@@ -48,11 +50,17 @@ def _panel(uid: str, title: str) -> Panel:
     return next(p for p in DASHBOARDS[uid].panels if p.title == title)
 
 
+def _model_of(uid: str, title: str) -> str:
+    """The model a panel is drawn for: the regressor for a regression row, else the classifier."""
+    row = next(r for r in DASHBOARDS[uid].rows if any(p.title == title for p in r.panels))
+    return REGRESSOR if row.task == "regression" else "shop"
+
+
 @pytest.mark.parametrize("uid, title, dialect", _cases())
 def test_every_panel_query_returns_data(stack, uid, title, dialect):
     dashboard = DASHBOARDS[uid]
     panel = _panel(uid, title)
-    source, context = _context(stack, dashboard, dialect)
+    source, context = _context(stack, dashboard, dialect, _model_of(uid, title))
     runs = panel_contexts(panel, context)
     assert runs, f"{title}: the repeat variable {panel.repeat} has no value"
     for repeat_value, ctx in runs:

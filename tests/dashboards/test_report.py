@@ -15,6 +15,7 @@ import pytest
 
 from modelmon.dashboards.catalog import all_dashboards
 from modelmon.dashboards.report import write_report
+from tests.dashboards.conftest import REGRESSOR
 
 pytestmark = pytest.mark.slow
 PNG = re.compile(r"src='data:image/png;base64,([A-Za-z0-9+/=]+)'")
@@ -33,7 +34,7 @@ def _check_report(html: str, title: str = "modelmon report") -> list[bytes]:
     assert "No data" not in html and "Error:" not in html
     images = _images(html)
     # A chart for every panel that is not a stat or a table; the bins panel once per feature.
-    charts = sum(p.kind not in ("stat", "table") for d in all_dashboards() for p in d.panels) + 3
+    charts = sum(p.kind not in ("stat", "table") for p in _classifier_panels()) + 3
     assert len(images) == charts
     assert all(image.startswith(b"\x89PNG\r\n\x1a\n") for image in images)
     for title in ("Loss", "Fleet PSI per feature against the threshold", "Accuracy", "Request latency (p50, p95, p99)",
@@ -42,15 +43,36 @@ def _check_report(html: str, title: str = "modelmon report") -> list[bytes]:
     return images
 
 
+def _classifier_panels() -> list:
+    """Every panel a classifier's report draws: all but the regression rows'."""
+    return [p for d in all_dashboards() for row in d.rows if row.task != "regression" for p in row.panels]
+
+
+def _regression_panels() -> list:
+    return [p for d in all_dashboards() for row in d.rows if row.task == "regression" for p in row.panels]
+
+
 def test_report_draws_every_panel_from_postgresql(stack, tmp_path):
     seconds = (datetime.now(UTC) - stack.started).total_seconds() + 10
     out = tmp_path / "report.html"
-    summary = write_report(out, stack.prometheus.url, stack.store_urls["postgresql"], range_seconds=seconds, scrape_interval=1.0)
+    summary = write_report(out, stack.prometheus.url, stack.store_urls["postgresql"], range_seconds=seconds, scrape_interval=1.0,
+                           model="shop")
     assert summary.notes == []
     assert summary.empty == [], [f"{p.dashboard} / {p.title}: {p.error or 'No data'}" for p in summary.empty]
-    # Every panel of every dashboard, the repeated one once per feature (4 features).
-    assert len(summary.panels) == sum(len(d.panels) for d in all_dashboards()) + 3
+    # Every panel of every dashboard but the regression rows, the repeated one once per feature (4 features).
+    assert len(summary.panels) == len(_classifier_panels()) + 3
     _check_report(out.read_text())
+
+
+def test_report_of_a_regressor_draws_its_regression_panels(stack, tmp_path):
+    """A regressor's report has the regression rows, with data, and not the classifier's
+    quality rows (which would be empty)."""
+    seconds = (datetime.now(UTC) - stack.started).total_seconds() + 10
+    summary = write_report(tmp_path / "price.html", stack.prometheus.url, None, range_seconds=seconds, scrape_interval=1.0,
+                           model=REGRESSOR)
+    quality = [p for p in summary.panels if p.dashboard == "modelmon / Model quality"]
+    assert sorted(p.title for p in quality) == sorted(p.title for p in _regression_panels())
+    assert all(p.has_data for p in quality), [p.title for p in quality if not p.has_data]
 
 
 def test_report_command_on_sqlite(stack, tmp_path):

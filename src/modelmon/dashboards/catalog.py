@@ -311,7 +311,7 @@ def quality() -> Dashboard:
         Panel("stat", "Label coverage", "Labels matched as a share of the predictions made in the window (model_version:modelmon_feedback_matched:ratio_predictions$window); red under ModelmonLowLabelCoverage's default 10%.",
               "percentunit", (Prom(f"model_version:modelmon_feedback_matched:ratio_predictions$window{{{SEL}}}", "v{{version}}"),), width=6, height=5, decimals=3,
               thresholds=(Threshold(None, "red"), Threshold(0.1, "green"))),
-    ))
+    ), task="classification")
     realized = Row("Realized quality against the validation baseline", (
         Panel("timeseries", "Accuracy", "Realized accuracy from labels and the CBPE estimate, over the window, against the validation baseline.",
               "percentunit", _realized_vs_baseline("accuracy", "accuracy", "accuracy"), width=12),
@@ -326,7 +326,7 @@ def quality() -> Dashboard:
               ), width=12),
         Panel("timeseries", "F1 per class", "Realized F1 of each class over the window (model_version_class:modelmon_confusion:f1_$window).", "percentunit",
               (Prom(f"model_version_class:modelmon_confusion:f1_$window{{{SEL}}}", "{{class}} v{{version}}"),), width=12),
-    ))
+    ), task="classification")
     estimated = Row("Estimated against realized", (
         Panel("timeseries", "Estimate minus realized", "CBPE estimate minus the realized value, for accuracy and macro F1: how far the label-free estimate is off where labels exist.",
               "percentunit", (
@@ -337,7 +337,7 @@ def quality() -> Dashboard:
             Prom(f"model_version_class:modelmon_expected_confusion:precision$window{{{SEL}}}", "precision {{class}} v{{version}}"),
             Prom(f"model_version_class:modelmon_expected_confusion:recall$window{{{SEL}}}", "recall {{class}} v{{version}}"),
         ), width=12),
-    ))
+    ), task="classification")
     labels = Row("Confusion matrix and labels", (
         Panel("table", "Confusion matrix", "Labelled predictions in the window by actual class (rows) and predicted class (columns), all replicas.",
               "short", (Prom(f"sum by (actual, predicted) (model_version_actual_predicted:modelmon_confusion:increase$window{{{SEL}}})", instant=True, format="table"),),
@@ -354,12 +354,45 @@ def quality() -> Dashboard:
               "percentunit", (Sql(LABELLED_PG, LABELLED_SQLITE, format="time_series"),), width=12, min=0, max=1),
         Panel("table", "Labelled predictions per version", "From the prediction log: labelled predictions made in the time range, per version, with their accuracy.",
               "none", (Sql(LABELLED_TABLE, LABELLED_TABLE),), width=24, height=6),
-    ))
+    ), task="classification")
     return Dashboard(
         QUALITY_UID, "modelmon / Model quality",
-        "Live quality from ground-truth labels and CBPE estimates, against the validation baseline.",
-        _model_variables(window=True), (overview, realized, estimated, labels),
+        "Live quality from ground-truth labels and CBPE estimates (a regressor's MAE, RMSE and their label-free "
+        "estimate), against the validation baseline.",
+        _model_variables(window=True), (overview, realized, estimated, labels, regression()),
     )
+
+
+def _error_vs_baseline(metric: str, realized: str, estimated: str) -> tuple[Prom, ...]:
+    return (
+        Prom(f"model_version:modelmon_regression_{realized}$window{{{SEL}}}", "realized v{{version}}"),
+        Prom(f"model_version:modelmon_regression_{estimated}$window{{{SEL}}}", "estimated v{{version}}"),
+        Prom(f'max by (version) (modelmon_baseline_metric{{{SEL}, metric="{metric}"}})', "validation baseline v{{version}}"),
+    )
+
+
+def regression() -> Row:
+    """A regressor's quality (the recording rules of rules.regression), empty for classifiers."""
+    return Row("Regression: error against the validation baseline", (
+        Panel("timeseries", "MAE: realized, estimated and baseline", "Mean absolute error over the window, all replicas: from "
+              "true values (model_version:modelmon_regression_absolute_error:mean$window), estimated without labels "
+              "(model_version:modelmon_regression_expected_absolute_error:mean$window), and on the validation data. "
+              "ModelmonMAEAboveBaseline fires 20% above the baseline.",
+              "short", _error_vs_baseline("mae", "absolute_error:mean", "expected_absolute_error:mean"), width=12, min=0),
+        Panel("timeseries", "RMSE: realized, estimated and baseline", "Root mean squared error over the window, all replicas: from "
+              "true values, estimated without labels, and on the validation data. Above the MAE's rise: a few large errors.",
+              "short", _error_vs_baseline("rmse", "squared_error:rootmean", "expected_squared_error:rootmean"), width=12, min=0),
+        Panel("timeseries", "Residual bias", "Mean error, predicted minus true, over the window (model_version:modelmon_regression_error:mean$window): "
+              "positive, the model over-predicts; near the MAE, it errs in one direction (the target's level moved).",
+              "short", (
+                  Prom(f"model_version:modelmon_regression_error:mean$window{{{SEL}}}", "bias v{{version}}"),
+                  Prom(f'max by (version) (modelmon_baseline_metric{{{SEL}, metric="mean_error"}})', "validation bias v{{version}}"),
+              ), width=12),
+        Panel("timeseries", "Prediction drift (values)", "Drift of the predicted values against the validation predictions, on their quantile bins "
+              f'(modelmon_prediction_drift{{output="value"}}), per replica; ModelmonPredictionDrift fires at PSI {PSI_DRIFT:g}.',
+              "none", (Prom(f'max by (method, instance) (modelmon_prediction_drift{{{SEL}, output="value"}})', "{{method}} @ {{instance}}"),),
+              width=12, thresholds=GOOD_RED, show_thresholds=True),
+    ), task="regression")
 
 
 # -- 4. Training ------------------------------------------------------------------------------

@@ -495,7 +495,10 @@ def write_report(
         )
         parts = [heading, f"<p class='desc'>{html.escape(dashboard.description)}<br>{html.escape(variables)}; "
                           f"{html.escape(_range_text(context.time_range))}</p>"]
+        task = _model_task(source, context) if any(row.task for row in dashboard.rows) else None
         for row in dashboard.rows:
+            if row.task and task and row.task != task:
+                continue  # a classifier's report has no regression panels, and the reverse
             parts.append(f"<h3>{html.escape(_interpolate_text(row.title, context))}</h3>")
             for panel in row.panels:
                 if panel.source not in have:
@@ -527,6 +530,18 @@ def write_report(
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(document, encoding="utf-8")
     return summary
+
+
+def _model_task(source: Source, context: Expansion) -> str | None:
+    """The chosen model's task: a regressor exports ``modelmon_regression_labelled_total``
+    from zero on load, a classifier never does. None without a model or a Prometheus."""
+    if "model" not in context.variables or source.prometheus_url is None:
+        return None
+    query = spec.Prom('count(modelmon_regression_labelled_total{job=~"$job", model="$model"})', instant=True)
+    try:
+        return "regression" if run_query(query, source, context).has_data else "classification"
+    except (QueryError, TemplateError):
+        return None
 
 
 def _range_text(tr: TimeRange) -> str:

@@ -119,6 +119,10 @@ class Variable:
 class Row:
     title: str
     panels: tuple[Panel, ...]
+    #: The model task the row is about ("classification", "regression"); None: any model.
+    #: Grafana shows every row (the other task's are empty); the report draws a row only
+    #: for a model of its task.
+    task: str | None = None
 
 
 @dataclass(frozen=True)
