@@ -52,6 +52,8 @@ class Stack:
     store_urls: dict[str, str]  # dialect -> store URL
     started: datetime
     live_runs: list
+    #: The regressor's true and predicted values, in the order served.
+    regression: tuple[np.ndarray, np.ndarray] = (np.zeros(0), np.zeros(0))
 
 
 def _price_data(n: int, seed: int, shift: float = 0.0) -> pd.DataFrame:
@@ -75,15 +77,17 @@ def _regressor_registry(root: Path) -> Path:
     return root
 
 
-def _regression_traffic(server: ServerProcess) -> None:
-    """Shifted rows predicted, then every true value sent back."""
+def _regression_traffic(server: ServerProcess) -> tuple[np.ndarray, np.ndarray]:
+    """Shifted rows predicted, then every true value sent back; returns (true, predicted)."""
     rows = _price_data(REGRESSOR_ROWS, 3, shift=1.5)
     ids: list[str] = []
+    predicted: list[float] = []
     for start in range(0, len(rows), 50):
         chunk = rows.iloc[start : start + 50][["x0", "x1", "x2"]]
         response = httpx.post(f"{server.url}/v1/models/{REGRESSOR}:predict", json={"instances": chunk.to_dict("records")}, timeout=30)
         assert response.status_code == 200, response.text
         ids += [p["id"] for p in response.json()["predictions"]]
+        predicted += [p["prediction"] for p in response.json()["predictions"]]
     labels = [{"id": i, "label": float(y)} for i, y in zip(ids, rows.price, strict=True)]
     deadline = time.monotonic() + 30
     while labels:  # the prediction log writes asynchronously: unknown ids are retried
@@ -94,6 +98,7 @@ def _regression_traffic(server: ServerProcess) -> None:
         assert time.monotonic() < deadline or not labels, f"{len(labels)} predictions never reached the store"
         if labels:
             time.sleep(0.3)
+    return rows.price.to_numpy(), np.array(predicted)
 
 
 def _modelmon(*args: str) -> None:
@@ -205,7 +210,7 @@ def stack(registry_dir: Path, shop_frame: pd.DataFrame, tmp_path_factory) -> Ite
                     live_runs.append(run)
             assert prometheus.wait_for('count(up{job="modelmon"} == 1)', 4, timeout=30) == 4
 
-            _regression_traffic(servers[2])
+            regression = _regression_traffic(servers[2])
             for seed, server in enumerate(servers[:2]):
                 pairs = _traffic(server, shop_frame, seed)
                 labelled = [{"id": pid, "label": label} for pid, label in pairs[: int(len(pairs) * 0.7)]]
@@ -227,7 +232,7 @@ def stack(registry_dir: Path, shop_frame: pd.DataFrame, tmp_path_factory) -> Ite
                     break
                 time.sleep(0.5)
             time.sleep(2)  # a few more scrapes, so rate windows after the traffic hold samples
-            yield Stack(prometheus, servers, store_urls, started, live_runs)
+            yield Stack(prometheus, servers, store_urls, started, live_runs, regression)
         finally:
             for run in live_runs:
                 run.end()

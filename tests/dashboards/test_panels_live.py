@@ -5,11 +5,14 @@ return data: a series with a finite value, or a table with a row."""
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime, timedelta
 
+import numpy as np
 import pytest
+from sklearn.metrics import mean_absolute_error, mean_squared_error
 
-from modelmon.dashboards.catalog import all_dashboards
+from modelmon.dashboards.catalog import QUALITY_UID, all_dashboards
 from modelmon.dashboards.queries import (
     Source,
     panel_contexts,
@@ -83,3 +86,20 @@ def test_every_variable_resolves_from_its_own_query(stack, uid, dialect):
         assert set(context.variables["feature"].values) == {"amount", "items", "channel", "region"}
     if "run" in context.variables:
         assert len(context.variables["run"].values) == (3 if dialect == "sqlite" else 2)
+
+
+def test_regression_panels_show_scikit_learn_values(stack):
+    """The regression row's realized MAE, RMSE and bias, as the panels query them, equal
+    scikit-learn's on the rows the regressor served (every row labelled, all in the window)."""
+    truth, predicted = stack.regression
+    assert len(truth) == len(predicted) > 0
+    expected = {
+        "MAE: realized, estimated and baseline": mean_absolute_error(truth, predicted),
+        "RMSE: realized, estimated and baseline": np.sqrt(mean_squared_error(truth, predicted)),
+        "Residual bias": np.mean(predicted - truth),
+    }
+    source, context = _context(stack, DASHBOARDS[QUALITY_UID], "sqlite", REGRESSOR)
+    for title, value in expected.items():
+        realized = run_query(_panel(QUALITY_UID, title).queries[0], source, context)  # the first query: realized
+        last = [v for s in realized.series for v in s.values if math.isfinite(v)][-1]
+        assert last == pytest.approx(float(value), rel=1e-9), title
