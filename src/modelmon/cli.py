@@ -63,7 +63,7 @@ def _fail(exc: ModelmonError) -> NoReturn:
 @app.command()
 def register(
     name: Annotated[str, typer.Option("--name", help="Model name (letters, digits, . _ -).")],
-    model: Annotated[Path, typer.Option("--model", help="A .skops, .onnx, or (with --trust-pickle) .pkl/.joblib file.")],
+    model: Annotated[Path, typer.Option("--model", help="A model file or directory: .skops, .onnx, XGBoost .json/.ubj, LightGBM .txt, Keras .keras, TorchScript .pt, a TensorFlow SavedModel directory, or (with --trust-pickle) a .pkl/.joblib file.")],
     registry: RegistryOption = None,
     reference: Annotated[Path | None, typer.Option(help="Training data (CSV or Parquet): feature types and the drift reference.")] = None,
     target: Annotated[str | None, typer.Option(help="The label column in the reference and validation data.")] = None,
