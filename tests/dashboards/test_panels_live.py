@@ -103,3 +103,22 @@ def test_regression_panels_show_scikit_learn_values(stack):
         realized = run_query(_panel(QUALITY_UID, title).queries[0], source, context)  # the first query: realized
         last = [v for s in realized.series for v in s.values if math.isfinite(v)][-1]
         assert last == pytest.approx(float(value), rel=1e-9), title
+
+
+def test_regression_alerts_compute_scikit_learn_values_on_the_live_counters(stack):
+    """The built-in MAE and RMSE alerts' left-hand sides, run on the regressor's live
+    counters, are scikit-learn's MAE and RMSE on the rows served (the alerts stay quiet here:
+    400 labels are under their 1000-label floor)."""
+    from modelmon.alerting.builtins import builtin_rules
+    from modelmon.alerting.config import AlertingConfig
+
+    truth, predicted = stack.regression
+    expected = {"ModelmonMAEAboveBaseline": mean_absolute_error(truth, predicted),
+                "ModelmonRMSEAboveBaseline": np.sqrt(mean_squared_error(truth, predicted))}
+    rules = {r.name: r for r in builtin_rules(AlertingConfig())}
+    for name, value in expected.items():
+        ratio = rules[name].expr.split("\n> on")[0]
+        answer = stack.prometheus.query(ratio)
+        assert [a["metric"]["model"] for a in answer] == [REGRESSOR], name
+        assert float(answer[0]["value"][1]) == pytest.approx(float(value), rel=1e-9), name
+        assert stack.prometheus.query(rules[name].expr) == [], name
