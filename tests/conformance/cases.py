@@ -323,6 +323,7 @@ CASES = [
     Case("keras", Task.REGRESSION, cases_keras.keras_regression),
     Case("tensorflow", Task.BINARY, cases_tensorflow.tensorflow_binary),
     Case("tensorflow", Task.MULTICLASS, cases_tensorflow.tensorflow_multiclass),
+    Case("tensorflow", Task.REGRESSION, cases_tensorflow.tensorflow_regression),
     Case("xgboost", Task.BINARY, cases_xgboost.xgboost_binary),
     Case("xgboost", Task.MULTICLASS, cases_xgboost.xgboost_multiclass),
     Case("xgboost", Task.REGRESSION, cases_xgboost.xgboost_regression),

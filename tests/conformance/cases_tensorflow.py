@@ -1,11 +1,11 @@
-"""The TensorFlow SavedModel rows of the conformance table: two small ``tf.Module`` models
+"""The TensorFlow SavedModel rows of the conformance table: three small ``tf.Module`` models
 with a serving signature, written with ``tf.saved_model.save``.
 
 No Keras here (Keras runs on torch in this process, see cases_keras.py): the models are
 plain TensorFlow, their weights fitted by scikit-learn (cheaper than training in
 TensorFlow; what is tested is serving). The reference each row is held to is TensorFlow's
 own answer, the serving function called on the frame's columns (its logits through the
-softmax the row states). The Python object registered is what ``tf.saved_model.load``
+softmax the row states; the regressor's values as they are). The Python object registered is what ``tf.saved_model.load``
 returns.
 """
 
@@ -134,4 +134,44 @@ def tensorflow_multiclass() -> Built:
     return Built(
         model=loaded(module, serve), write=savedmodel_writer(module, serve), train=train, validation=validation,
         target="segment", classes=classes, predict=predict,
+    )
+
+
+def tensorflow_regression() -> Built:
+    """One ``[N, 5]`` float32 input ``features``, standardized inside the model, a hidden
+    ReLU layer of fixed random weights and linear weights fitted on it (least squares), one
+    linear unit ``spend`` (output ``[N, 1]``, no sigmoid): a regressor, told from a binary
+    logit by its target of non-whole numbers."""
+    from sklearn.linear_model import LinearRegression
+
+    tf = tensorflow()
+    train, validation = split(numeric_data(12), drop=("churned",))
+    features = [c for c in train.columns if c != "spend"]
+    X = train[features].to_numpy(np.float64)
+    mean, scale = X.mean(axis=0), X.std(axis=0)
+    hidden = np.random.default_rng(12).normal(size=(len(features), 8))
+    fitted = LinearRegression().fit(np.column_stack([(X - mean) / scale, np.maximum((X - mean) / scale @ hidden, 0)]),
+                                    train.spend)
+
+    module = tf.Module()
+    module.mean = tf.Variable(mean.astype(np.float32))
+    module.scale = tf.Variable(scale.astype(np.float32))
+    module.hidden = tf.Variable(hidden.astype(np.float32))
+    module.w = tf.Variable(fitted.coef_.reshape(-1, 1).astype(np.float32))
+    module.b = tf.Variable(np.array([fitted.intercept_], np.float32))
+
+    @tf.function(input_signature=[tf.TensorSpec([None, len(features)], tf.float32, name="features")])
+    def serve(x: Any) -> dict[str, Any]:
+        z = (x - module.mean) / module.scale
+        return {"spend": tf.matmul(tf.concat([z, tf.nn.relu(tf.matmul(z, module.hidden))], axis=1), module.w) + module.b}
+
+    module.serve = serve
+
+    def predict(frame: pd.DataFrame) -> np.ndarray:
+        values = serve(tf.constant(frame[features].to_numpy(np.float32)))["spend"].numpy()
+        return np.asarray(values, dtype=np.float64).reshape(-1)
+
+    return Built(
+        model=loaded(module, serve), write=savedmodel_writer(module, serve), train=train, validation=validation,
+        target="spend", classes=[], predict=predict,
     )

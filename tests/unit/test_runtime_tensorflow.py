@@ -21,7 +21,7 @@ from modelmon.errors import RegistryError
 from modelmon.registry import Registry, register_model
 from modelmon.runtimes.base import runtime_for_file, verified_path
 from modelmon.runtimes.tensorflow import TensorFlowRuntime
-from modelmon.types import FeatureBatch
+from modelmon.types import FeatureBatch, Task
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning")
 
@@ -161,15 +161,53 @@ def test_serving_the_kept_graph_needs_no_tensorflow_and_a_missing_one_names_the_
         register_model(directory, name="again", reference=data, target="label", registry=registry)
 
 
-def test_a_one_output_model_of_a_numeric_target_is_refused_as_a_regressor(frame: pd.DataFrame, tmp_path: Path) -> None:
+def test_a_savedmodel_regressor_is_served_through_the_kept_graph_and_natively_as_tensorflow_answers(
+    frame: pd.DataFrame, tmp_path: Path
+) -> None:
+    """A dense regressor (one linear unit, no sigmoid) on a target of non-whole numbers: the
+    tf2onnx graph is kept, and it and TensorFlow itself answer float64 values equal to the
+    serving function's within the scaled tolerance. The same model ending in a sigmoid is
+    refused: a regressor's output is the value."""
+    data = frame[["a", "b"]].assign(price=frame.a * 30.5 - frame.b * 12.25 + 100.75)
+    X = data[["a", "b"]].to_numpy(np.float64)
+    coef, *_ = np.linalg.lstsq(np.column_stack([X, np.ones(len(X))]), data.price.to_numpy(), rcond=None)
     module = tf.Module()
+    module.w = tf.Variable(coef[:2].reshape(2, 1).astype(np.float32))
+    module.b = tf.Variable(coef[2:].astype(np.float32))
 
     @tf.function(input_signature=[tf.TensorSpec([None, 2], tf.float32, name="x")])
     def serve(x: Any) -> dict[str, Any]:
-        return {"price": tf.reduce_sum(x, axis=1, keepdims=True)}
+        return {"price": tf.matmul(x, module.w) + module.b}
 
     module.serve = serve
-    data = frame[["a", "b"]].assign(price=frame.a * 3.5 + 1.25)
-    with pytest.raises(RegistryError, match="regression: issue 18"):
-        register_model(save(module, serve, tmp_path / "model"), name="price", reference=data, target="price",
-                       registry=tmp_path / "registry")
+    directory = save(module, serve, tmp_path / "model")
+    registry = Registry(tmp_path / "registry")
+    card = register_model(directory, name="price", reference=data, target="price", registry=registry)
+    assert card.signature.task is Task.REGRESSION and card.signature.classes is None
+    assert [f.name for f in card.signature.features] == ["a", "b"]
+    assert card.artifact.options["outputs"] == "value"
+    expected = tf.saved_model.load(str(directory)).signatures["serving_default"](
+        x=tf.constant(X.astype(np.float32)))["price"].numpy().astype(np.float64).reshape(-1)
+    allowed = 1e-5 * max(1.0, float(np.abs(expected).max()))  # keras.PROBABILITY_TOLERANCE, scaled
+    assert card.runtime == "onnx" and card.onnx_check is not None and card.onnx_check.used
+    assert card.onnx_check.max_abs_difference is not None and card.onnx_check.max_abs_difference <= allowed
+    batch = FeatureBatch.from_frame(data, card.signature)
+    native = TensorFlowRuntime.load(
+        verified_path(registry.version_dir("price", card.version), card.artifact), card.artifact, card.signature
+    )
+    for predictor in (registry.load_predictor(card), native):
+        output = predictor.predict(batch)
+        assert output.probabilities is None
+        assert output.predicted.dtype == np.float64 and output.predicted.shape == (len(data),)
+        assert np.abs(output.predicted - expected).max() <= allowed
+    # The fit is TensorFlow's to serve, not a copy of the target: the values are not whole.
+    assert not np.array_equal(expected, np.round(expected))
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 2], tf.float32, name="x")])
+    def squashed(x: Any) -> dict[str, Any]:
+        return {"price": tf.sigmoid(tf.matmul(x, module.w) + module.b)}
+
+    module.squashed = squashed
+    with pytest.raises(RegistryError, match="made by Sigmoid"):
+        register_model(save(module, squashed, tmp_path / "squashed"), name="squashed", reference=data,
+                       target="price", registry=registry)

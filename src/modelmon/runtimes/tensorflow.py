@@ -1,4 +1,5 @@
-"""TensorFlow SavedModel directories: classifiers served through their serving signature.
+"""TensorFlow SavedModel directories: classifiers and regressors served through their
+serving signature.
 
 A SavedModel (``tf.saved_model.save``, Keras' ``model.export``, TF Serving's format) is a
 directory holding ``saved_model.pb``; ``modelmon register --model DIR`` and
@@ -18,6 +19,9 @@ What is served, through the ``serving_default`` signature (or the only one there
   are kept in the artifact's options.
 - **Classes**: a SavedModel does not record class labels: the sorted labels of the reference
   data's target, as for Keras (``keras.classes_for``).
+- **Regressors**: one output (``[N, 1]`` or ``[N]``) not made by a ``Sigmoid``, and a target
+  of numbers that are not class labels (``features.regression_target``, as for Keras): the
+  output is the predicted value, served as float64 ``[N]``.
 
 Safe loading: ``tf.saved_model.load`` reads the graph (``saved_model.pb``: a protobuf of
 TensorFlow operations and functions), the variables' checkpoint and the asset files (a
@@ -32,7 +36,8 @@ no devices).
 
 At registration the signature is converted to ONNX with tf2onnx (when installed, the
 ``[tensorflow]`` extra installs it) and the graph is served when its probabilities agree within
-1e-5 on the registration rows; otherwise TensorFlow serves the model itself, in the batcher's
+1e-5 on the registration rows (a regressor's values within 1e-5 times their largest
+magnitude, at least 1e-5, as for Keras); otherwise TensorFlow serves the model itself, in the batcher's
 thread pool, on one intra-op and one inter-op thread, and the card's ``onnx_check`` says why.
 """
 
@@ -62,7 +67,7 @@ from modelmon.runtimes.base import (
     artifact_for,
     register_runtime,
 )
-from modelmon.runtimes.features import feature_columns, feature_specs_from_frame
+from modelmon.runtimes.features import feature_columns, feature_specs_from_frame, regression_target
 from modelmon.runtimes.keras import (
     PROBABILITY_TOLERANCE,
     PROBE_ROWS,
@@ -117,7 +122,7 @@ class SavedModel:
     width: int  # 1 for a sigmoid unit, else C
     last_op: str | None
     scratch: Any = field(default=None, repr=False)  # a TemporaryDirectory the directory lives in
-    #: "probabilities" or "logits" and why, once decided (``decide_outputs``).
+    #: "probabilities", "logits" or "value" (a regressor's) and why, once decided (``decide_outputs``).
     decision: tuple[str, str] | None = None
 
 
@@ -266,7 +271,8 @@ def as_saved_model(model: Any) -> SavedModel:
 
 @register_runtime
 class TensorFlowRuntime(Runtime):
-    """A TensorFlow SavedModel's serving function, answering class probabilities."""
+    """A TensorFlow SavedModel's serving function, answering class probabilities or a
+    regressor's values."""
 
     name = "tensorflow"
     extra = "tensorflow"
@@ -293,7 +299,7 @@ class TensorFlowRuntime(Runtime):
                         f"{name!r} takes {dtype}"
                     )
                 self._plan.append((name, dtype, is_text, index, len(shape) == 1))
-        self.outputs = outputs or output_kind(saved, None)[0]
+        self.outputs = "value" if signature.task is Task.REGRESSION else outputs or output_kind(saved, None)[0]
 
     def _feeds(self, batch: FeatureBatch) -> dict[str, Any]:
         tf = self._tf
@@ -319,7 +325,13 @@ class TensorFlowRuntime(Runtime):
     def predict_proba(self, batch: FeatureBatch) -> np.ndarray:
         return probabilities_from(self.raw_output(batch), self.outputs)
 
+    def predict_values(self, batch: FeatureBatch) -> np.ndarray:
+        """A regressor's predictions."""
+        return self.raw_output(batch).astype(np.float64).reshape(-1)
+
     def predict(self, batch: FeatureBatch) -> ModelOutput:
+        if self.outputs == "value":
+            return ModelOutput.from_values(self.predict_values(batch))
         return ModelOutput.from_probabilities(self.predict_proba(batch))
 
     # -- registration ------------------------------------------------------------------
@@ -359,20 +371,21 @@ class TensorFlowRuntime(Runtime):
         cls, model: Any, reference: pd.DataFrame | None, target: str | None, text_columns: TextColumns
     ) -> Signature:
         saved = as_saved_model(model)
-        if saved.width == 1 and _numbers_not_labels(reference, target):
+        regression = saved.width == 1 and regression_target(reference, target)
+        if regression and saved.last_op in PROBABILITY_OPS:
             raise RegistryError(
                 f"the target {target!r} holds numbers that are not class labels (some not whole, or more than "
-                "two values) and the model has one output: a regressor. modelmon serves TensorFlow classifiers "
-                "only for now (regression: issue 18)"
+                f"two values) but the model's one output is made by {saved.last_op}: a regressor's output is "
+                "the value itself (no Sigmoid or Softmax)"
             )
-        classes = classes_for(saved.width, reference, target)
+        classes = None if regression else classes_for(saved.width, reference, target)
         name, _, shape = saved.inputs[0]
         matrix = len(saved.inputs) == 1 and len(shape) == 2 and (
             shape[1] != 1 or (reference is not None and name not in reference.columns)
         )
         specs = _matrix_specs(saved, reference, target) if matrix else _column_specs(saved, reference, text_columns)
         signature = Signature(
-            features=specs, task=Task.for_classes(classes), classes=classes,
+            features=specs, task=Task.REGRESSION if classes is None else Task.for_classes(classes), classes=classes,
             input_layout="matrix" if matrix else "columns",
         )
         kind, _ = decide_outputs(saved, signature, reference)
@@ -423,8 +436,8 @@ class TensorFlowRuntime(Runtime):
         cls, model: Any, signature: Signature, check_data: FeatureBatch
     ) -> tuple[bytes | None, OnnxCheck]:
         """tf2onnx's graph of the serving function, fed and read as modelmon serves (a sigmoid
-        unit as two columns, logits through their softmax or sigmoid), if it agrees on
-        ``check_data``."""
+        unit as two columns, logits through their softmax or sigmoid, a regressor's value as
+        it is), if it agrees on ``check_data``."""
         from modelmon.runtimes.onnx import OnnxRuntime
 
         if check_data.n_rows == 0:
@@ -437,21 +450,25 @@ class TensorFlowRuntime(Runtime):
             return None, OnnxCheck(used=False, reason=str(exc))
         except Exception as exc:  # tf2onnx raises many types for unsupported graphs
             return None, OnnxCheck(used=False, reason=f"tf2onnx failed: {type(exc).__name__}: {exc}"[:500])
-        expected = native.predict_proba(check_data)
+        regression = signature.task is Task.REGRESSION
+        expected = native.predict_values(check_data) if regression else native.predict_proba(check_data)
         one_row = FeatureBatch(numeric=check_data.numeric[:1], categorical=check_data.categorical[:1])
         try:
             converted = OnnxRuntime(model_bytes, signature)
-            actual, first = converted.predict_proba(check_data), converted.predict_proba(one_row)
+            answers = converted.predict_values if regression else converted.predict_proba
+            actual, first = answers(check_data), answers(one_row)
         except Exception as exc:
             return None, OnnxCheck(used=False, reason=f"the converted graph failed: {exc}"[:500])
         if actual.shape != expected.shape:
             return None, OnnxCheck(used=False, reason=f"output shape {actual.shape} differs from {expected.shape}")
         difference = float(max(np.max(np.abs(actual - expected)), np.max(np.abs(first - expected[:1]))))
-        if not np.isfinite(difference) or difference > PROBABILITY_TOLERANCE:
+        # A regressor's values: the tolerance scales with their magnitude (float32 arithmetic), as Keras'.
+        allowed = PROBABILITY_TOLERANCE * max(1.0, float(np.max(np.abs(expected)))) if regression else PROBABILITY_TOLERANCE
+        if not np.isfinite(difference) or difference > allowed:
             return None, OnnxCheck(
                 used=False, rows_compared=check_data.n_rows,
                 max_abs_difference=difference if np.isfinite(difference) else None,
-                reason=f"probabilities differ by {difference:.3g} > {PROBABILITY_TOLERANCE}",
+                reason=f"{'predictions' if regression else 'probabilities'} differ by {difference:.3g} > {allowed:.3g}",
             )
         return model_bytes, OnnxCheck(used=True, rows_compared=check_data.n_rows, max_abs_difference=difference)
 
@@ -459,6 +476,9 @@ class TensorFlowRuntime(Runtime):
 def decide_outputs(saved: SavedModel, signature: Signature, reference: pd.DataFrame | None) -> tuple[str, str]:
     """Probabilities or logits (see ``output_kind``), decided once per SavedModel (at
     registration, with the reference rows; ``save`` records it)."""
+    if signature.task is Task.REGRESSION:
+        saved.decision = ("value", "one output and a target of numbers that are not class labels: a regressor")
+        return saved.decision
     if saved.decision is not None:
         return saved.decision
     scores = None
@@ -468,17 +488,6 @@ def decide_outputs(saved: SavedModel, signature: Signature, reference: pd.DataFr
         scores = scores.reshape(len(scores), -1).astype(np.float64)
     saved.decision = output_kind(saved, scores)
     return saved.decision
-
-
-def _numbers_not_labels(reference: pd.DataFrame | None, target: str | None) -> bool:
-    """Whether the target is a regressor's: numbers, some not whole or more than two distinct."""
-    if reference is None or target is None or target not in reference.columns:
-        return False
-    column = reference[target].dropna()
-    if column.dtype.kind not in "iuf":
-        return False
-    values = column.to_numpy(dtype=np.float64)
-    return not np.array_equal(values, np.round(values)) or len(np.unique(values)) > 2
 
 
 def _check_probabilities(predictor: TensorFlowRuntime, signature: Signature, reference: pd.DataFrame | None) -> None:
