@@ -350,3 +350,84 @@ def test_the_model_is_served_natively_when_export_fails(frame, tmp_path, monkeyp
     assert card.runtime == "torch"
     assert card.onnx_check is not None and not card.onnx_check.used
     assert "export failed: RuntimeError" in card.onnx_check.reason and "frobnicate" in card.onnx_check.reason
+
+
+# -- torch.export programs (.pt2) --------------------------------------------------------
+
+
+def exported(model: torch.nn.Module, inputs: int = 4) -> torch.export.ExportedProgram:
+    """A torch.export program of ``model`` with a dynamic batch axis, as users export one."""
+    batch = torch.export.Dim("batch")
+    return torch.export.export(model, (torch.zeros(8, inputs),), dynamic_shapes=({0: batch},))
+
+
+def test_a_torch_export_program_registers_from_the_command_line_and_serves_as_torch_does(frame, tmp_path):
+    from typer.testing import CliRunner
+
+    from modelmon.cli import app
+
+    model = net(4, 3)
+    path = tmp_path / "model.pt2"
+    torch.export.save(exported(model), str(path))
+    assert runtime_for_file(path) is TorchRuntime
+    frame.to_csv(tmp_path / "train.csv", index=False)
+    result = CliRunner().invoke(app, [
+        "register", "--model", str(path), "--name", "exported", "--registry", str(tmp_path / "registry"),
+        "--reference", str(tmp_path / "train.csv"), "--target", "label",
+    ], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    card = Registry(tmp_path / "registry").card("exported")
+    assert card.flavor == "torch" and card.signature.feature_names == FEATURES
+    assert card.artifact.options["output"] == "logits" and card.artifact.options["torchscript"] == "traced"
+    check = card.onnx_check
+    assert check is not None and check.used and check.max_abs_difference is not None
+    assert check.max_abs_difference <= 1e-5 and card.runtime == "onnx"
+    # What the server answers: softmax of the module's own logits, one row and many.
+    logits = torch_answers(model, frame)
+    expected = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    assert np.abs(served(card, tmp_path, frame) - expected).max() < 1e-5
+    assert np.abs(served(card, tmp_path, frame.head(1)) - expected[:1]).max() < 1e-5
+
+
+def test_an_exported_program_object_registers_as_a_regressor(frame, tmp_path):
+    data = frame.assign(label=frame.x0 * 2.5 - frame.visits * 0.5)  # a target of non-whole numbers
+    model = net(4, 1)
+    program = exported(model)
+    assert runtime_for_object(program) is TorchRuntime
+    card = register(program, data, tmp_path, convert_to_onnx=False)
+    assert card.signature.task.value == "regression" and card.runtime == "torch"
+    assert card.artifact.options["output"] == "value"
+    predictor = Registry(tmp_path / "registry").load_predictor(card)
+    values = predictor.predict(FeatureBatch.from_frame(data, card.signature)).predicted
+    assert np.abs(values - torch_answers(model, data)[:, 0]).max() < 1e-6
+
+
+def test_a_torch_export_file_that_would_unpickle_is_refused_without_running_it(frame, tmp_path):
+    import zipfile
+
+    good = tmp_path / "good.pt2"
+    torch.export.save(exported(net(4, 2)), str(good))
+
+    def tampered(name: str, change) -> Path:
+        path = tmp_path / name
+        with zipfile.ZipFile(good) as source, zipfile.ZipFile(path, "w") as target:
+            for item in source.namelist():
+                data = source.read(item)
+                target.writestr(item, change(item, data))
+        return path
+
+    def pickled_weight(item: str, data: bytes) -> bytes:
+        return data.replace(b'"use_pickle": false', b'"use_pickle": true') if item.endswith("weights_config.json") else data
+
+    def trap_inputs(item: str, data: bytes) -> bytes:
+        return pickle.dumps(Trap()) if "/sample_inputs/" in item else data
+
+    with pytest.raises(RegistryError, match=r"weight '0\.weight' is a pickled object: loading it would unpickle"):
+        register(tampered("pickled.pt2", pickled_weight), frame, tmp_path)
+    with pytest.raises(RegistryError, match=r"not a well-formed torch\.export archive.*pickled objects"):
+        register(tampered("trap.pt2", trap_inputs), frame, tmp_path)
+    corrupt = tmp_path / "corrupt.pt2"
+    corrupt.write_bytes(good.read_bytes()[:200])
+    with pytest.raises(RegistryError, match=r"corrupt\.pt2 is not a torch\.export archive"):
+        register(corrupt, frame, tmp_path)
+    assert not SPRUNG

@@ -46,13 +46,28 @@ TorchScript, and the torch.export-based exporter needs the ``onnxscript`` packag
 graph is served instead when its probabilities agree within 1e-5 on the check rows.
 Otherwise the TorchScript model is served natively, on one intra-op thread (see ``load``).
 
+``torch.export`` programs (``.pt2`` files from ``torch.export.save``, or ``ExportedProgram``
+objects) are run as ``program.module()`` and traced into TorchScript on the reference rows,
+checked like any traced module, then served (and exported to ONNX) as above: the
+torch.export-based ONNX exporter needs ``onnxscript``, which modelmon does not depend on.
+Export with a dynamic batch axis (``dynamic_shapes``), or the program refuses other batch
+sizes. ``torch.export.load`` (torch 2.13) can run code from the file: it unpickles payloads
+marked ``use_pickle`` in the weights or constants config (``torch.load(weights_only=False)``),
+custom and opaque constant objects (``pickle.loads``), the sample inputs when
+``weights_only=True`` fails on them, and everything in the pre-2.8 format (a root ``version``
+entry), and it loads AOTInductor shared libraries (``data/aotinductor/``).
+``check_export_archive`` reads the archive first and refuses all of these, and loads the
+sample inputs with ``weights_only=True`` itself, so what ``torch.export.load`` then reads is
+raw tensors and the JSON program, whose operators it looks up among torch's registered ops.
+
 Recent torch deprecates ``torch.jit`` in favour of ``torch.export``; TorchScript archives
-still load and run. ``torch.export`` programs (``.pt2``) are not served yet.
+still load and run.
 """
 
 from __future__ import annotations
 
 import io
+import json
 import sys
 import warnings
 import weakref
@@ -87,7 +102,7 @@ from modelmon.types import ClassLabel, FeatureBatch, FeatureSpec, ModelOutput, S
 if TYPE_CHECKING:
     import pandas as pd
 
-SUFFIXES = (".pt", ".pth")
+SUFFIXES = (".pt", ".pth", ".pt2")
 FORMAT = "torchscript"
 #: Largest absolute difference in any class probability for an exported graph to be kept.
 ONNX_TOLERANCE = 1e-5
@@ -211,7 +226,11 @@ class TorchRuntime(Runtime):
         layer running on Keras' torch backend, whose classes are torch Modules too. torch is
         not imported here: an object cannot be a torch Module unless torch is loaded."""
         torch = sys.modules.get("torch")
-        if torch is None or not isinstance(model, torch.nn.Module):
+        if torch is None:
+            return False
+        if isinstance(model, torch.export.ExportedProgram):
+            return True
+        if not isinstance(model, torch.nn.Module):
             return False
         return not any(k.__module__.split(".")[0] == "keras" for k in type(model).__mro__)
 
@@ -220,6 +239,12 @@ class TorchRuntime(Runtime):
         """A TorchScript archive, loaded on the CPU; anything written by ``torch.save`` is
         refused (``--trust-pickle`` does not apply: TorchScript is the safe format)."""
         torch = cls.require("torch")
+        if path.suffix == ".pt2":
+            check_export_archive(path, torch)
+            try:
+                return torch.export.load(str(path))
+            except Exception as exc:  # a damaged archive, or one from another torch
+                raise RegistryError(f"{path.name}: torch.export.load failed: {exc}") from exc
         check_torchscript_archive(path, torch)
         try:
             with _jit_quietly():
@@ -257,14 +282,14 @@ class TorchRuntime(Runtime):
         else:
             specs = [FeatureSpec(name=n, dtype="float64") for n in names]
             rows = np.random.default_rng(0).standard_normal((256, len(names)))
-        prepared = _prepare(torch, model, rows, names, target)
+        prepared = _prepare(torch, _as_module(torch, model), rows, names, target)
         if prepared.columns == 1 and regression_target(reference, target):
             decided = f"one column, and the target {target!r} holds numbers that are not class labels: a regressor's value"
             prepared = replace(prepared, output=VALUE, decided=decided, classes_from="none (regression)")
             _remember(model, prepared)
             return Signature(features=specs, task=Task.REGRESSION, input_layout="matrix")
         width = 2 if prepared.columns == 1 else prepared.columns
-        classes, classes_from = _classes(model, prepared.script, width, reference, target)
+        classes, classes_from = _classes(_as_module(torch, model), prepared.script, width, reference, target)
         prepared = replace(prepared, classes_from=classes_from)
         _remember(model, prepared)
         return Signature(features=specs, task=Task.for_classes(classes), classes=classes, input_layout="matrix")
@@ -442,7 +467,10 @@ def _prepare(torch: Any, model: Any, rows: np.ndarray, names: list[str], target:
     x = torch.from_numpy(np.ascontiguousarray(complete, dtype=np.float64 if input_dtype == "float64" else np.float32))
 
     was_training = bool(model.training)
-    model.eval()
+    try:
+        model.eval()
+    except NotImplementedError:  # a torch.export program's module: its mode was fixed at export
+        was_training = False
     try:
         expected = _run_on_features(torch, model, x, names, target)
         if isinstance(model, torch.jit.ScriptModule):
@@ -461,6 +489,17 @@ def _prepare(torch: Any, model: Any, rows: np.ndarray, names: list[str], target:
         script=script, output=output, rank=int(expected.dim()), columns=raw.shape[1], input_dtype=input_dtype,
         compiled=compiled, decided=decided, classes_from="",
     )
+
+
+def _as_module(torch: Any, model: Any) -> Any:
+    """An ``nn.Module`` for ``model``: a ``torch.export`` program's module (traced into
+    TorchScript by ``_prepare``), else the model itself."""
+    if isinstance(model, torch.export.ExportedProgram):
+        try:
+            return model.module()
+        except Exception as exc:
+            raise RegistryError(f"cannot run the torch.export program: {type(exc).__name__}: {exc}") from exc
+    return model
 
 
 def _run_on_features(torch: Any, model: Any, x: Any, names: list[str], target: str | None) -> Any:
@@ -483,9 +522,11 @@ def _run_on_features(torch: Any, model: Any, x: Any, names: list[str], target: s
                 f"the model takes {width} input columns but the reference data has {len(names)} features "
                 f"({names}): {width - len(names)} feature(s) after {names[-1]!r} are missing from it"
             ) from exc
+        # A torch.export program checks the shapes it was exported with ("Guard failed").
+        fixed = " (export the program with a dynamic batch axis: dynamic_shapes)" if "Guard failed" in str(exc) else ""
         raise RegistryError(
             f"the model failed on a float [N, {len(names)}] batch of the reference data's features "
-            f"{names[:20]}: {type(exc).__name__}: {exc}"
+            f"{names[:20]}: {type(exc).__name__}: {exc}{fixed}"
         ) from exc
     if not isinstance(out, torch.Tensor) or out.dim() not in (1, 2) or out.shape[0] != x.shape[0]:
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
@@ -613,7 +654,7 @@ def _prepared_for(cls: type[TorchRuntime], model: Any, signature: Signature) -> 
         torch = cls.require("torch")
         names = signature.feature_names
         rows = np.random.default_rng(0).standard_normal((256, len(names)))
-        prepared = _prepare(torch, model, rows, names, None)
+        prepared = _prepare(torch, _as_module(torch, model), rows, names, None)
         _remember(model, prepared)
     return prepared
 
@@ -653,12 +694,58 @@ def check_torchscript_archive(path: Path, torch: Any) -> None:
         return
     if any(n.endswith("serialized_exported_program.json") or "/models/" in n for n in names):
         raise RegistryError(
-            f"{path.name} looks like a torch.export program (.pt2), which modelmon does not serve yet. "
-            + _EXPORT_ADVICE
+            f"{path.name} looks like a torch.export program: name it .pt2 to register it as one. " + _EXPORT_ADVICE
         )
     if any(n.endswith("/data.pkl") for n in names):
         raise RegistryError(f"{path.name} was written by torch.save: {_saved_contents(path, torch)}. {_EXPORT_ADVICE}")
     raise RegistryError(f"{path.name} is a zip archive but not TorchScript. {_EXPORT_ADVICE}")
+
+
+def check_export_archive(path: Path, torch: Any) -> None:
+    """Refuse a ``.pt2`` file that ``torch.export.load`` would unpickle code from (see the
+    module docstring): anything but a zip archive of ``models/*.json`` programs whose weights
+    and constants are raw tensors, and whose sample inputs load with ``weights_only=True``."""
+    unsafe = "loading it would unpickle (run code from) the file, so modelmon does not"
+    if not zipfile.is_zipfile(path):
+        raise RegistryError(f"{path.name} is not a torch.export archive (torch.export.save writes a zip archive)")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+            models = [n for n in names if "/models/" in n and n.endswith(".json")]
+            if not models or not any(n.endswith("/archive_format") for n in names):
+                raise RegistryError(
+                    f"{path.name} is not a torch.export archive (no models/*.json program): "
+                    "write it with torch.export.save(torch.export.export(model, ...), 'model.pt2')"
+                )
+            native = [n for n in names if "/data/aotinductor/" in n]
+            if native:  # torch.export.load would dlopen them: native code from the file
+                raise RegistryError(f"{path.name} holds AOTInductor-compiled code ({native[0]}), which loading runs")
+            if "version" in names:  # torch.export.load's fallback to the pre-2.8 format unpickles
+                raise RegistryError(f"{path.name} is in torch's older export format: {unsafe}")
+            for model in models:
+                root, _, tail = model.rpartition("/models/")
+                name = tail[: -len(".json")]
+                base = f"{root}/data"
+                for kind in ("weights", "constants"):
+                    if f"{base}/{kind}/{name}.pt" in names:  # the legacy format: one pickle
+                        raise RegistryError(f"{path.name} holds its {kind} in torch's legacy pickled form: {unsafe}")
+                    config = json.loads(archive.read(f"{base}/{kind}/{name}_{kind}_config.json"))
+                    for fqn, entry in config.get("config", {}).items():
+                        pickled = entry.get("use_pickle") or (
+                            kind == "constants" and not str(entry.get("path_name", "")).startswith("tensor_")
+                        )
+                        if pickled:
+                            raise RegistryError(f"{path.name}: {kind[:-1]} {fqn!r} is a pickled object: {unsafe}")
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    torch.load(io.BytesIO(archive.read(f"{base}/sample_inputs/{name}.pt")), weights_only=True)
+    except RegistryError:
+        raise
+    except Exception as exc:  # a missing member, bad JSON, or sample inputs that are not tensors
+        raise RegistryError(
+            f"{path.name} is not a well-formed torch.export archive ({type(exc).__name__}: {str(exc)[:300]}); "
+            f"if it holds pickled objects, {unsafe}"
+        ) from exc
 
 
 def _saved_contents(path: Path, torch: Any) -> str:
