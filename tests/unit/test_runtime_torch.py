@@ -400,6 +400,9 @@ def test_an_exported_program_object_registers_as_a_regressor(frame, tmp_path):
     predictor = Registry(tmp_path / "registry").load_predictor(card)
     values = predictor.predict(FeatureBatch.from_frame(data, card.signature)).predicted
     assert np.abs(values - torch_answers(model, data)[:, 0]).max() < 1e-6
+    fixed = torch.export.export(model, (torch.zeros(8, 4),))  # no dynamic batch axis: 8 rows only
+    with pytest.raises(RegistryError, match=r"Guard failed.*export the program with a dynamic batch axis"):
+        register(fixed, data, tmp_path, convert_to_onnx=False)
 
 
 def test_a_torch_export_file_that_would_unpickle_is_refused_without_running_it(frame, tmp_path):
