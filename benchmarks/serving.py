@@ -19,6 +19,12 @@ request, side by side in the same rounds; and each runtime's in-process per-call
     python benchmarks/serving.py --peers none    # modelmon only
     python benchmarks/serving.py --trees none    # without the tree study
     python benchmarks/serving.py --trees-only    # the tree study alone (about 20 minutes): serving_trees.json
+    python benchmarks/serving.py --regression-only  # a regressor, everything on vs off (about 4 minutes)
+
+``--regression-only`` (issue 18): a scikit-learn ``Ridge`` on ``make_regression`` (30 features), registered with
+reference and validation data (so the prediction bins, the baseline and the label-free loss estimator exist),
+served by modelmon with everything on and with monitoring off, side by side, one row per request; writes
+benchmarks/results/serving_regression.json and its README section (serving-regression).
 
 Writes benchmarks/results/serving.json and (full runs) its section of benchmarks/README.md.
 """
@@ -52,6 +58,8 @@ from peers import venvs  # noqa: E402
 
 RESULTS = HERE / "results" / "serving.json"
 TREE_RESULTS = HERE / "results" / "serving_trees.json"
+REGRESSION_RESULTS = HERE / "results" / "serving_regression.json"
+REGRESSION_MODEL = "reg"
 README = HERE / "README.md"
 MODEL_NAME = "bc"
 LEVELS = (1, 8, 32)
@@ -427,6 +435,97 @@ def prepare_modelmon(workdir: Path) -> Path:
 
 
 ROWS: list[list[float]] = []
+
+
+# -- the regression study (issue 18) -----------------------------------------------------
+
+
+def regression_frames():
+    """``make_regression`` with 30 features (as the classifier's data), 1,000 training and 1,000
+    validation rows: at least 200 validation rows, so the label-free loss estimator is fitted
+    rather than the constant fallback (docs/regression.md)."""
+    import pandas as pd
+    from sklearn.datasets import make_regression
+
+    X, y = make_regression(n_samples=2000, n_features=30, n_informative=20, noise=10.0, random_state=0)
+    frame = pd.DataFrame(X, columns=[f"x{i}" for i in range(30)])
+    frame["target"] = y
+    return frame.iloc[:1000].reset_index(drop=True), frame.iloc[1000:].reset_index(drop=True)
+
+
+def prepare_regression(workdir: Path) -> Path:
+    """Register a ``Ridge`` regressor with its reference (training) and validation data."""
+    from sklearn.linear_model import Ridge
+
+    from modelmon.registry import register_model
+
+    train, validation = regression_frames()
+    model = Ridge().fit(train.drop(columns="target"), train["target"])
+    registry = workdir / "registry"
+    card = register_model(model, name=REGRESSION_MODEL, reference=train, target="target", validation=validation,
+                          registry=registry)
+    assert card.reference_profile is not None, "the benchmark needs the reference profile"
+    return registry
+
+
+def check_regression(answer: dict, rows: int) -> bool:
+    outputs = {o["name"]: o for o in answer["outputs"]}
+    return outputs["prediction"]["shape"] == [rows] and outputs["prediction_id"]["shape"] == [rows]
+
+
+def regression_server(key: str, label: str, registry: Path, flags: list[str]) -> Server:
+    server = modelmon_server(key, label, registry, flags, model=REGRESSION_MODEL)
+    server.check = check_regression
+    return server
+
+
+def regression_markdown(result: dict) -> str:
+    """The README section of a ``--regression-only`` run."""
+    s, st = result["summary"], result["settings"]
+    levels = [str(c) for c in st["levels"]]
+    lines = ["## Serving a regression model (`serving.py --regression-only`)", "",
+             "scikit-learn `Ridge()` on `make_regression(n_samples=2000, n_features=30, n_informative=20, noise=10, "
+             "random_state=0)`, registered with the first 1,000 rows as reference and the other 1,000 as validation "
+             "(so the prediction bins, the validation baseline and the label-free loss estimator exist: "
+             "[docs/regression.md](../docs/regression.md)); one row per request, V2 JSON. modelmon with everything on "
+             "(`modelmon serve`'s defaults: metrics, prediction bins, drift accounting, the loss estimate per row, "
+             "the prediction log) against the same model with `--no-monitoring --no-prediction-log`. "
+             f"`wrk` {result['versions']['wrk']}, one thread, concurrency {', '.join(levels)}, "
+             f"{st['duration_seconds']:g} s each after a {st['warmup_seconds']:g} s warm-up, {st['rounds']} rounds, "
+             "each starting both servers afresh and loading them one after another at each concurrency (order "
+             "rotated); medians over rounds, ratios taken within a round. "
+             f"{result['machine']['cpus']} cores, shared with the load generator and with whatever else ran on the "
+             f"machine: the 1-minute load average went from {result['load_average_1min'][0]:.1f} to "
+             f"{result['load_average_1min'][1]:.1f} during the run. Run on {result['date']} with `{st['command']}` "
+             f"({result['seconds'] / 60:.0f} minutes).", "",
+             "| server | c | requests/s | p50 ms | p90 ms | p99 ms | errors | RSS loaded MiB |",
+             "|---|---|---|---|---|---|---|---|"]
+    for key, entry in s.items():
+        for c in levels:
+            x = entry["levels"][c]
+            lines.append(f"| {result['labels'][key]} | {c} | {x['requests_per_second']:,.0f} | {x['p50_ms']:.2f} | "
+                         f"{x['p90_ms']:.2f} | {x['p99_ms']:.2f} | {x['errors']} | {entry['loaded_rss_mib']:.0f} |")
+    per = result["ratios"].get("modelmon/modelmon_nomon", {})
+    if per:
+        lines += ["", "| ratio | " + " | ".join(f"c={c} requests/s | c={c} p99" for c in levels) + " |",
+                  "|---|" + "---|---|" * len(levels),
+                  "| everything on / monitoring off | "
+                  + " | ".join(f"{per[c]['throughput_ratio']:.2f}x | {per[c]['p99_ratio']:.2f}x" for c in levels) + " |",
+                  "", "Per-round requests/s ratios (on / off): "
+                  + "; ".join(f"c={c}: {per[c]['per_round_throughput_ratio']}" for c in levels) + "."]
+    target = result["targets"].get("monitoring_keeps_90pct")
+    if target:
+        lines += ["", f"Target (issue 18): everything on >= 0.90 of monitoring off at every concurrency: "
+                  f"**{'met' if target['met'] else 'NOT met'}** (measured: `{json.dumps(target['measured'])}`)."]
+    lines += ["", "Versions: " + ", ".join(f"{k} {val}" for k, val in result["versions"].items() if val) + ".", "",
+              "Servers as started (ports chosen free at run time):", ""]
+    lines += [f"- {result['labels'][key]}: `{command}`" for key, command in result["commands"].items()]
+    if result.get("failures"):
+        lines += ["", "Rounds (or parts) that failed and are left out of the medians:", ""]
+        lines += [f"- {f.splitlines()[0]}" for f in result["failures"]]
+    return "\n".join(lines).rstrip() + "\n"
+
+
 EXTRA_KEYS = ("batch64_on", "batch64_off", "batch1_off")
 
 
@@ -860,6 +959,8 @@ def main() -> None:
                         help="the tree study's frameworks, comma-separated, or none [default: xgboost,lightgbm]")
     parser.add_argument("--trees-only", action="store_true",
                         help=f"only the tree study; writes {TREE_RESULTS.relative_to(ROOT)} and its README section")
+    parser.add_argument("--regression-only", action="store_true",
+                        help=f"only a regressor, everything on vs monitoring off; writes {REGRESSION_RESULTS.relative_to(ROOT)}")
     parser.add_argument("--baseline", default=None, metavar="REV",
                         help="also serve with the code of git revision REV (a worktree), everything on, side by side")
     parser.add_argument("--out", type=Path, default=None, help=f"[default: {RESULTS.relative_to(ROOT)}]")
@@ -874,7 +975,11 @@ def main() -> None:
     warmup = 0.5 if quick else 2.0
     peers_mode = args.peers or ("installed" if quick else "all")
     trees_only = args.trees_only
-    default_out = TREE_RESULTS if trees_only else RESULTS
+    regression_only = args.regression_only
+    if regression_only:  # a short run: issue 18's on/off ratio only
+        duration = args.duration or (2.0 if quick else 10.0)
+        peers_mode, args.trees, args.no_batching_study = "none", "none", True
+    default_out = REGRESSION_RESULTS if regression_only else TREE_RESULTS if trees_only else RESULTS
     out_path = args.out or default_out
     write_readme = args.readme if args.readme is not None else (not quick and out_path == default_out)
     if shutil.which("wrk") is None:
@@ -882,6 +987,8 @@ def main() -> None:
 
     frame = cancer_frame()
     ROWS[:] = frame.drop(columns="target").to_numpy().tolist()[:64]
+    if regression_only:
+        ROWS[:] = regression_frames()[1].drop(columns="target").to_numpy().tolist()[:64]
 
     frameworks = tree_frameworks(args.trees)
     if trees_only and not frameworks:
@@ -893,13 +1000,20 @@ def main() -> None:
     started = time.perf_counter()
     workdir = Path(tempfile.mkdtemp(prefix="modelmon-bench-serving-"))
     try:
-        registry = workdir / "registry" if trees_only else prepare_modelmon(workdir)
+        registry = (workdir / "registry" if trees_only else prepare_regression(workdir) if regression_only
+                    else prepare_modelmon(workdir))
         trees = prepare_trees(workdir, registry, frameworks)
         baseline = baseline_source(args.baseline, workdir) if args.baseline else None
 
         def factories() -> dict[str, object]:
             if trees_only:
                 return {}
+            if regression_only:
+                return {
+                    "modelmon": lambda: regression_server("modelmon", "modelmon, everything on", registry, []),
+                    "modelmon_nomon": lambda: regression_server("modelmon_nomon", "modelmon, monitoring off", registry,
+                                                                NOTHING_ON),
+                }
             f = {
                 "modelmon": lambda: modelmon_server("modelmon", "modelmon, everything on", registry, []),
                 "modelmon_nomon": lambda: modelmon_server("modelmon_nomon", "modelmon, everything off", registry, NOTHING_ON),
@@ -994,7 +1108,7 @@ def main() -> None:
         "seconds": round(time.perf_counter() - started, 1),
         "settings": {"rounds": rounds, "duration_seconds": duration, "warmup_seconds": warmup, "levels": list(LEVELS),
                      "quick": quick, "command": "python benchmarks/serving.py" + (" --quick" if quick else "")
-                     + (" --trees-only" if trees_only else "")
+                     + (" --trees-only" if trees_only else "") + (" --regression-only" if regression_only else "")
                      + (f" --rounds {args.rounds}" if args.rounds else "") + (f" --duration {args.duration:g}" if args.duration else "")},
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
         "load_average_1min": [min(min(x["load_average_1min"]) for r in all_rounds for x in r.values() if x),
@@ -1044,18 +1158,21 @@ def main() -> None:
                        if a in tree_summary and b in tree_summary}
         result["trees"] = {"models": trees, "summary": tree_summary, "ratios": tree_ratios,
                            "targets": tree_targets(tree_summary, tree_ratios, frameworks, LEVELS)}
-    if trees_only:  # the main study's notes are about its servers
+    if trees_only or regression_only:  # the main study's notes are about its servers
         result["notes"] = []
     out_path.parent.mkdir(parents=True, exist_ok=True)
     out_path.write_text(json.dumps(result, indent=2) + "\n")
     if trees_only:
         text = trees_only_markdown(result)
+    elif regression_only:
+        text = regression_markdown(result)
     else:
         text = markdown(result)
         if "trees" in result:
             text = text.rstrip("\n") + "\n" + "\n".join(tree_markdown(result)) + "\n"
     if write_readme:
-        write_readme_section("serving-trees" if trees_only else "serving", text)
+        write_readme_section("serving-trees" if trees_only else "serving-regression" if regression_only else "serving",
+                             text)
     print(text)
 
 
