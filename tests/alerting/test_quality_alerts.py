@@ -57,7 +57,7 @@ def test_realized_quality_alerts_fire_with_scikit_learn_values(registry_dir, sho
         stop_process(server.process)
     assert {"ModelmonAccuracyBelowBaseline", "ModelmonF1BelowBaseline"} <= set(alerts), list(alerts)
     accuracy = alerts["ModelmonAccuracyBelowBaseline"]
-    assert accuracy["labels"] | {"model": "shop", "version": "1", "severity": "critical"} == accuracy["labels"]
+    assert accuracy["labels"] | {"model": "shop", "version": "1", "severity": "warning"} == accuracy["labels"]
     assert float(accuracy["value"]) == pytest.approx(accuracy_score(labels, predicted), rel=1e-9)
     f1 = alerts["ModelmonF1BelowBaseline"]
     assert float(f1["value"]) == pytest.approx(f1_score(labels, predicted, average="macro"), rel=1e-9)
