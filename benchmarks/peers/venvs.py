@@ -1,5 +1,5 @@
 """The peers' venvs: one per peer under ``benchmarks/.peers/`` (git-ignored), each built on
-first use with pip from PyPI, with the pins each peer needs on this machine (DESIGN.md)."""
+first use with pip from PyPI, with the pins each peer needs on this machine (benchmarks/README.md)."""
 
 from __future__ import annotations
 

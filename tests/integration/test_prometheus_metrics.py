@@ -389,7 +389,7 @@ def test_model_info_before_traffic(stack: Stack, before_traffic: BeforeTraffic) 
 
 
 def test_request_series_for_error_codes_exist_before_traffic(before_traffic: BeforeTraffic) -> None:
-    """DESIGN.md: counts that land before Prometheus first sees a series are invisible to
+    """docs/metrics.md: counts that land before Prometheus first sees a series are invisible to
     ``increase()``, so the first 4xx/5xx of an endpoint must not create its series:
     ``rate(modelmon_requests_total{code=~"5.."}[5m])`` would miss it."""
     wanted = {(m, e, code) for m in MODELS for e in ("infer", "predict") for code in ("200", "400", "413", "500")}
@@ -470,7 +470,7 @@ def test_nothing_left_in_flight(stack: Stack, traffic: Traffic) -> None:
 
 
 def test_latency_p99_is_inside_the_buckets(stack: Stack, traffic: Traffic) -> None:
-    # DESIGN.md: buckets sized for ML latency, sub-millisecond to tens of seconds.
+    # docs/metrics.md: buckets sized for ML latency, sub-millisecond to tens of seconds.
     bounds = sorted(float(le) for (le,) in vector(
         stack.prom, "count by (le) (modelmon_request_duration_seconds_bucket)", ("le",)))
     assert bounds[-1] == math.inf and bounds[0] < 0.001 and bounds[-2] >= 10, bounds

@@ -1,4 +1,4 @@
-"""The built-in alert rules, written on the raw metrics of the contract (DESIGN.md), each
+"""The built-in alert rules, written on the raw metrics of the contract (docs/metrics.md), each
 with the promtool test cases that prove it fires on a violating series and stays quiet on a
 healthy one.
 

@@ -1,6 +1,6 @@
 """Live training gauges: a run's latest values, for Prometheus while the run is active.
 
-The three families of the metric contract (DESIGN.md) are built at scrape time from each
+The three families of the metric contract (docs/metrics.md) are built at scrape time from each
 active run's latest values, the custom-collector pattern of prometheus_client, so one
 process serving several runs (an Optuna study) still exposes each family once. A run is
 exposed on an opt-in port of the training process (pulled by Prometheus) or pushed to a
