@@ -20,6 +20,24 @@ def feature_columns(frame: pd.DataFrame, target: str | None) -> list[str]:
     return [str(c) for c in frame.columns if c != target]
 
 
+def matrix_feature_names(reference: pd.DataFrame | None, target: str | None, width: object, what: str) -> list[str]:
+    """The feature names of a model's one ``[N, F]`` input (``what`` names that input in
+    errors): the reference data's columns besides the target, which must be as many as a
+    fixed width, else ``x0 .. x{F-1}``."""
+    if reference is not None:
+        names = feature_columns(reference, target)
+    elif isinstance(width, int):
+        names = [f"x{i}" for i in range(width)]
+    else:
+        raise RegistryError(f"{what} has no fixed width: pass reference data to name the features")
+    if isinstance(width, int) and len(names) != width:
+        raise RegistryError(
+            f"{what} takes {width} features but the reference data has {len(names)} "
+            f"columns besides the target {target!r}: {names[:10]}"
+        )
+    return names
+
+
 def python_label(value: Any) -> ClassLabel:
     """A class label as JSON can hold it: numpy scalars unwrapped, whole floats as ints."""
     if isinstance(value, np.generic):

@@ -60,8 +60,8 @@ from modelmon.runtimes.base import (
     register_runtime,
 )
 from modelmon.runtimes.features import (
-    feature_columns,
     feature_specs_from_frame,
+    matrix_feature_names,
     python_label,
     regression_target,
 )
@@ -530,17 +530,7 @@ def _matrix_specs(
     width = shape[1] if len(shape) == 2 else None
     if len(shape) != 2:
         raise RegistryError(f"the Keras model's input {name!r} has shape {shape}: expected [N, F]")
-    if reference is not None:
-        names = feature_columns(reference, target)
-    elif isinstance(width, int):
-        names = [f"x{i}" for i in range(width)]
-    else:
-        raise RegistryError("the Keras model's input has no fixed width: pass reference data to name the features")
-    if isinstance(width, int) and len(names) != width:
-        raise RegistryError(
-            f"the Keras model's input takes {width} features but the reference data has {len(names)} "
-            f"columns besides the target {target!r}: {names[:10]}"
-        )
+    names = matrix_feature_names(reference, target, width, "the Keras model's input")
     specs = (
         feature_specs_from_frame(reference, names, set(text_columns))
         if reference is not None

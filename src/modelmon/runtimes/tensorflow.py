@@ -67,7 +67,11 @@ from modelmon.runtimes.base import (
     artifact_for,
     register_runtime,
 )
-from modelmon.runtimes.features import feature_columns, feature_specs_from_frame, regression_target
+from modelmon.runtimes.features import (
+    feature_specs_from_frame,
+    matrix_feature_names,
+    regression_target,
+)
 from modelmon.runtimes.keras import (
     PROBABILITY_TOLERANCE,
     PROBE_ROWS,
@@ -542,17 +546,7 @@ def _matrix_specs(saved: SavedModel, reference: pd.DataFrame | None, target: str
     if dtype == "string":
         raise RegistryError(f"the SavedModel's one input {name!r} takes [N, F] strings: give each feature its own input")
     width = shape[1]
-    if reference is not None:
-        names = feature_columns(reference, target)
-    elif isinstance(width, int):
-        names = [f"x{i}" for i in range(width)]
-    else:
-        raise RegistryError("the SavedModel's input has no fixed width: pass reference data to name the features")
-    if isinstance(width, int) and len(names) != width:
-        raise RegistryError(
-            f"the SavedModel's input {name!r} takes {width} features but the reference data has {len(names)} "
-            f"columns besides the target {target!r}: {names[:10]}"
-        )
+    names = matrix_feature_names(reference, target, width, f"the SavedModel's input {name!r}")
     if reference is None:
         return [FeatureSpec(name=n, dtype=_SIGNATURE_DTYPES.get(dtype, "float64")) for n in names]
     specs = feature_specs_from_frame(reference, names)
