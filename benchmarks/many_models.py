@@ -403,6 +403,7 @@ def scrape_profile(registry: Path, n: int, reps: int, queued_rows: int = 270) ->
     for state in ("idle", "one active version"):
         totals: list[float] = []
         parts: dict[str, list[float]] = {}
+        unattributed: list[float] = []  # per scrape: total minus its parts (nested, so never below zero)
         counting: list[float] = []
         for _ in range(reps):
             if state != "idle":
@@ -416,8 +417,12 @@ def scrape_profile(registry: Path, n: int, reps: int, queued_rows: int = 270) ->
             totals.append(time.thread_time() - started)
             for name, seconds in phases.items():
                 parts.setdefault(name, []).append(seconds)
+            unattributed.append(totals[-1] - sum(phases.values()))
+        # Medians are not additive: the parts' medians may sum past the total's median, so the
+        # rest is the median of each scrape's own remainder.
         out[state] = {"scrape_cpu_ms": median([t * 1e3 for t in totals]),
-                      "parts_ms": {k: median([v * 1e3 for v in vs]) for k, vs in parts.items()}}
+                      "parts_ms": {k: median([v * 1e3 for v in vs]) for k, vs in parts.items()},
+                      "unattributed_ms": median([t * 1e3 for t in unattributed])}
         if counting:
             out[state]["counting_on_the_loop_ms"] = median([t * 1e3 for t in counting])
     scores = []

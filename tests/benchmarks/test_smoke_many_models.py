@@ -42,7 +42,9 @@ def test_many_models_quick(tmp_path):
     for state in ("idle", "one active version"):
         parts = profile[state]["parts_ms"]
         assert set(parts) == {"series", "drift reports", "process and prediction log collectors", "gzip"}
-        assert 0 < sum(parts.values()) <= profile[state]["scrape_cpu_ms"] * 1.01
+        assert all(ms > 0 for ms in parts.values()), parts
+        # Each part is timed inside its scrape on the same thread clock: the remainder is never negative.
+        assert profile[state]["unattributed_ms"] >= 0
     assert "| 2 | incremental, " in result.stdout and "(shipped) |" in result.stdout
     # A quick run writes only where --out says: its tables never land in the committed README.
     assert "`python benchmarks/many_models.py --quick`" in result.stdout
