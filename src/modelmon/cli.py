@@ -12,6 +12,7 @@ from modelmon.alerting.cli import alerts_app, notify_bridge, stack_app
 from modelmon.console import Column, FormatOption, OutputFormat, fail, print_listing, say
 from modelmon.dashboards.cli import grafana_app, report
 from modelmon.errors import ModelmonError
+from modelmon.serving.rollout_cli import rollout_app
 from modelmon.tracking.cli import runs_app
 
 app = typer.Typer(
@@ -22,6 +23,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(runs_app, name="runs")
+app.add_typer(rollout_app, name="rollout")
 app.add_typer(alerts_app, name="alerts")
 app.add_typer(stack_app, name="stack")
 app.command("notify-bridge")(notify_bridge)
@@ -142,6 +144,10 @@ def serve(
     labels_from: Annotated[str | None, typer.Option(help="Consume ground-truth labels from a broker: amqp://...?queue=Q, nats://...?subject=S, redis://...?stream=S, kafka://...?topic=T (docs/streams.md).")] = None,
     publish_predictions: Annotated[str | None, typer.Option(help="Publish every prediction as a CloudEvent to a broker URL (as --labels-from; docs/streams.md).")] = None,
     events_spool_mb: Annotated[int, typer.Option(min=1, help="Most MiB of prediction events kept on disk while the broker is down; past it the newest are dropped (counted).")] = 256,
+    rollouts: Annotated[bool, typer.Option("--rollouts/--no-rollouts", help="Follow and evaluate the rollouts in the store (docs/rollout.md).")] = True,
+    rollout_check_seconds: Annotated[float, typer.Option(help="How often the rollout plans are read and their gates evaluated.")] = 1.0,
+    shadow_queue: Annotated[int, typer.Option(help="Shadow copies waiting for a candidate; past it they are dropped (counted).")] = 256,
+    shadow_timeout_seconds: Annotated[float, typer.Option(help="A shadow call taking longer counts as the candidate's error.")] = 10.0,
 ) -> None:
     """Serve registered models over the Open Inference Protocol, with /metrics."""
     from pydantic import ValidationError
@@ -152,7 +158,7 @@ def serve(
     from modelmon.serving.app import ModelServer
     from modelmon.serving.prediction_log import PredictionLogSettings
     from modelmon.serving.server import serve as run_server
-    from modelmon.serving.settings import ServingSettings
+    from modelmon.serving.settings import RolloutSettings, ServingSettings
     from modelmon.streams.urls import parse_stream_url
 
     try:
@@ -187,6 +193,10 @@ def serve(
             inline_predict_ms=inline_predict_ms, monitoring=monitoring, max_series=max_series, max_body_bytes=max_body_bytes, drain_seconds=drain_seconds, drift=drift,
             store_url=store, prediction_log=log_settings, api_token=_api_token(api_token_file),
             token_for_inference=token_for_inference,
+            rollouts=RolloutSettings(
+                enabled=rollouts, check_seconds=rollout_check_seconds, shadow_queue=shadow_queue,
+                shadow_timeout_seconds=shadow_timeout_seconds,
+            ),
         )
         if token_for_inference and settings.api_token is None:
             raise ModelmonError("--token-for-inference needs a token: set MODELMON_API_TOKEN or --api-token-file")

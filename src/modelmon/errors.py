@@ -99,3 +99,18 @@ ERROR_REASONS: tuple[str, ...] = (
     "feedback_disabled",
     "unauthorized",
 )
+
+
+class RolloutInputError(ModelmonError):
+    """A rollout command or endpoint got a value it cannot use; nothing was changed."""
+
+    status_code = 400
+    reason = "invalid_rollout"
+
+
+class RolloutConflictError(ModelmonError):
+    """The rollout is not in a state the command can act on (none running, one running
+    already, or it moved since it was read); nothing was changed."""
+
+    status_code = 409
+    reason = "rollout_conflict"

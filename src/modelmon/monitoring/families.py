@@ -151,3 +151,41 @@ PREDICTION_DRIFT = Family(
 
 #: The drift report families, in exposition order.
 DRIFT_FAMILIES = (FEATURE_DRIFT, FEATURE_DRIFT_THRESHOLD, DRIFT_WINDOW_ROWS, DRIFT_SUFFICIENT_DATA, DATASET_DRIFT_SHARE, PREDICTION_DRIFT)
+
+# -- safe rollouts (``serving/rollout.py``; docs/rollout.md) -----------------------------
+ROLLOUT_STATE = Family(
+    "modelmon_rollout_state", "gauge", ("model", "primary", "candidate", "mode", "state"),
+    "1 for the state of the model's newest rollout (running, promoted, rolled_back, aborted), 0 for the others.",
+)
+ROLLOUT_SHARE = Family(
+    "modelmon_rollout_share", "gauge", ("model",),
+    "The candidate's share of the model's unversioned traffic (canary), or of it copied to the candidate (shadow); "
+    "1 once promoted, 0 once rolled back or aborted.",
+)
+ROLLOUT_GATE_BOUND = Family(
+    "modelmon_rollout_gate_bound", "gauge", ("model", "gate", "bound"),
+    "Always-valid interval (bound: low, high) of the gate's bad share, candidate minus primary, on this replica's "
+    "traffic since it saw the rollout: low > 0 rolls back, high <= margin passes the step.",
+)
+ROLLOUT_GATE_MARGIN = Family("modelmon_rollout_gate_margin", "gauge", ("model", "gate"), "The gate's margin.")
+ROLLOUT_GATE_COUNT = Family(
+    "modelmon_rollout_gate_count", "gauge", ("model", "gate", "role"),
+    "What the gate's statistic counts (requests or rows) of the candidate and the primary (role).",
+)
+ROLLOUT_DECISIONS = Family(
+    "modelmon_rollout_decisions", "counter", ("model", "action"),
+    "Rollout decisions this replica applied: advance, roll_back (promotion is the last advance).",
+)
+ROLLOUT_SHADOW = Family(
+    "modelmon_rollout_shadow", "counter", ("model", "outcome"),
+    "Shadow copies of requests, by outcome: answered, failed, timed_out, dropped (queue full).",
+)
+ROLLOUT_COMMANDS = Family(
+    "modelmon_rollout_commands", "counter", ("action", "code"),
+    "Rollout endpoint calls on this server (action: status, start, promote, abort), by HTTP status code.",
+)
+#: The rollout families, in exposition order (present once the server has seen a rollout).
+ROLLOUT_FAMILIES = (
+    ROLLOUT_STATE, ROLLOUT_SHARE, ROLLOUT_GATE_BOUND, ROLLOUT_GATE_MARGIN, ROLLOUT_GATE_COUNT,
+    ROLLOUT_DECISIONS, ROLLOUT_SHADOW, ROLLOUT_COMMANDS,
+)

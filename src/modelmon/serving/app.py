@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -30,6 +31,7 @@ from modelmon.errors import (
     ModelmonError,
     ModelNotFoundError,
     ModelNotReadyError,
+    RolloutConflictError,
     UnauthorizedError,
 )
 from modelmon.http import read_limited_body
@@ -38,14 +40,16 @@ from modelmon.monitoring.metrics import QualityMetrics, RequestMetrics, ServerMe
 from modelmon.registry.profile import load_sample
 from modelmon.registry.store import Registry
 from modelmon.secrets import bearer_matches
-from modelmon.serving import codecs
+from modelmon.serving import codecs, rollout_commands
 from modelmon.serving.feedback import FeedbackJoiner, FeedbackResult, count_matched, parse_feedback
 from modelmon.serving.openapi import openapi_document
 from modelmon.serving.prediction_log import PredictionLog
 from modelmon.serving.recent import RecentPredictions
+from modelmon.serving.rollout import RolloutController
 from modelmon.serving.runtime import PREDICTION_IDS, ModelRuntime
 from modelmon.serving.settings import ServingSettings
 from modelmon.store import open_store
+from modelmon.types import FeatureBatch
 
 JSON = "application/json"
 #: Endpoints that need the API token, without and with --token-for-inference.
@@ -95,6 +99,18 @@ class ModelServer:
         #: Started once the models are loaded, stopped after the prediction log: the broker
         #: label consumer and event publisher (modelmon.streams, wired by the CLI).
         self.companions: list[Companion] = []
+        #: The rollouts this server follows (docs/rollout.md); None with --no-rollouts.
+        self.rollouts: RolloutController | None = None
+
+    def open_rollouts(self) -> None:
+        settings = self.settings.rollouts
+        if not settings.enabled:
+            return
+        self.rollouts = RolloutController(
+            self, open_store(self.settings.store_url), self.metrics.registry,
+            replica=f"{socket.gethostname()}-{PREDICTION_IDS.prefix[:8]}", check_seconds=settings.check_seconds,
+            shadow_queue=settings.shadow_queue, shadow_timeout_seconds=settings.shadow_timeout_seconds,
+        )
 
     def open_prediction_log(self) -> None:
         """The store for predictions and labels, migrated, and the log's writer process."""
@@ -193,6 +209,9 @@ class ModelServer:
             for runtime in versions.values():
                 runtime.batcher.start()
         self.metrics.drift.start(self.settings.drift.score_seconds)
+        await asyncio.get_running_loop().run_in_executor(None, self.open_rollouts)
+        if self.rollouts is not None:
+            await self.rollouts.start()  # the plans in force before the first request
         # The ~200k objects of the imported libraries and loaded models never die; left to
         # the collector, each full collection scans them all and stalls the event loop for
         # 100+ ms (the serving benchmark's p99). Frozen, they are skipped.
@@ -204,6 +223,8 @@ class ModelServer:
 
     async def stop(self) -> None:
         self.ready = False
+        if self.rollouts is not None:
+            await self.rollouts.stop()
         self.metrics.drift.stop()
         for versions in self.runtimes.values():
             for runtime in versions.values():
@@ -239,7 +260,13 @@ class ModelServer:
         params = request.path_params
         metrics: RequestMetrics = self.metrics.unknown_model
         try:
-            runtime = self.runtime(params["name"], params.get("version"))
+            name, version = params["name"], params.get("version")
+            if (version is None or version == "latest") and self.rollouts is not None:
+                routed = self.rollouts.route(name, request.headers)
+                if routed is not None:
+                    version = routed
+                    request.scope["modelmon.shadow"] = self.rollouts.shadow_target(name, routed)
+            runtime = self.runtime(name, version)
             metrics = runtime.metrics
             self.authorize(request, endpoint)
             metrics.inflight.inc()
@@ -269,6 +296,7 @@ class ModelServer:
         if infer_request.id is None:
             infer_request.id = codecs.new_request_id()
         prediction = await runtime.predict(batch)
+        self.mirror(request, batch)
         outputs = runtime.outputs.tensors(prediction.output, prediction.ids)
         content, header_length = codecs.encode_infer_response(
             runtime.name, runtime.version, infer_request, outputs
@@ -287,6 +315,7 @@ class ModelServer:
             raise MalformedRequestError('expected {"instances": [{"feature": value, ...}, ...]}')
         batch = runtime.validator.from_records(payload["instances"])
         prediction = await runtime.predict(batch)
+        self.mirror(request, batch)
         predictions = runtime.outputs.records(prediction.output, prediction.ids)
         return json_response({"model_name": runtime.name, "model_version": runtime.version, "predictions": predictions})
 
@@ -315,6 +344,50 @@ class ModelServer:
             if exc.status_code == 401:
                 response.headers["WWW-Authenticate"] = "Bearer"
             return response
+
+    def mirror(self, request: Request, batch: FeatureBatch) -> None:
+        """A copy of an answered request's rows to a shadow candidate, if one is chosen."""
+        shadow = request.scope.get("modelmon.shadow")
+        if shadow is not None and self.rollouts is not None:
+            self.rollouts.mirror(shadow, batch)
+
+    async def rollout(self, request: Request) -> Response:
+        """The model's rollout: GET its status; POST start, promote or abort (admin
+        operations beside the repository's, token-protected the same way). A bad request
+        changes nothing and is counted (modelmon_rollout_commands_total)."""
+        name, action = request.path_params["name"], request.path_params.get("action", "status")
+        try:
+            if action not in ("status", "start", *rollout_commands.OPERATOR_ACTIONS):
+                raise ModelNotFoundError(f"unknown rollout action {action!r}: use start, promote or abort")
+            if action != "status":
+                self.authorize(request, "repository")
+            if self.rollouts is None:
+                raise RolloutConflictError("this server does not follow rollouts (serve without --no-rollouts)")
+            store = self.rollouts.store
+            if action == "status":
+                found = await run_in_threadpool(rollout_commands.status, store, name)
+                if found is None:
+                    raise ModelNotFoundError(f"model {name!r} has no rollout")
+                response = json_response({**found, "evidence": self.rollouts.local_evidence(name)})
+            else:
+                body = await self.read_body(request)
+                payload = codecs.loads(body) if body.strip() else {}
+                if action == "start":
+                    started = await run_in_threadpool(rollout_commands.start, store, self.registry, name, payload, "http")
+                    response = json_response(started.as_dict())
+                else:
+                    if payload != {}:
+                        raise MalformedRequestError(f"{action} takes no parameters: send an empty body")
+                    moved = await run_in_threadpool(rollout_commands.act, store, name, action, "http")
+                    response = json_response(moved.as_dict())
+                await self.rollouts.check()  # follow it here at once, not at the next check
+        except ModelmonError as exc:
+            response = json_response({"error": exc.message}, exc.status_code)
+            if exc.status_code == 401:
+                response.headers["WWW-Authenticate"] = "Bearer"
+        if self.rollouts is not None:
+            self.rollouts.count(self.rollouts.commands, action if action in ("status", "start", "promote", "abort") else "unknown", str(response.status_code))
+        return response
 
     async def repository_index(self, request: Request) -> Response:
         served = {(n, v) for n, versions in self.runtimes.items() for v in versions}
@@ -457,6 +530,8 @@ def create_app(server: ModelServer) -> InferenceFastPath:
         Route("/metrics", metrics),
         Route("/openapi.json", openapi),
         Route("/v2/repository/index", server.repository_index, methods=["POST", "GET"]),
+        Route("/v2/repository/models/{name}/rollout", server.rollout, methods=["GET"]),
+        Route("/v2/repository/models/{name}/rollout/{action:str}", server.rollout, methods=["POST"]),
         Route("/v2/repository/models/{name}/{action:str}", repository_action, methods=["POST"]),
     ]
     app = Starlette(

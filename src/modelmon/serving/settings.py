@@ -9,6 +9,15 @@ from modelmon.monitoring.metrics import DEFAULT_MAX_SERIES
 from modelmon.serving.prediction_log import PredictionLogSettings
 
 
+class RolloutSettings(BaseModel):
+    """Following the rollouts in the store (``serving/rollout.py``, docs/rollout.md)."""
+
+    enabled: bool = Field(True, description="Follow and evaluate the rollouts in the store.")
+    check_seconds: float = Field(1.0, gt=0, description="How often the plans are read and the gates evaluated.")
+    shadow_queue: int = Field(256, ge=1, description="Shadow copies waiting for the candidate; past it they are dropped (counted).")
+    shadow_timeout_seconds: float = Field(10.0, gt=0, description="A shadow call taking longer counts as the candidate's error.")
+
+
 class ServingSettings(BaseModel):
     max_batch_size: int = Field(256, ge=1, description="Most rows in one model call.")
     max_batch_delay_ms: float = Field(
@@ -35,6 +44,7 @@ class ServingSettings(BaseModel):
     api_token: SecretStr | None = Field(None, description="Bearer token required by write endpoints (feedback).")
     token_for_inference: bool = Field(False, description="Require the token for inference too.")
     recent_predictions: int = Field(100_000, ge=0, description="Predictions kept in memory to join labels without a store query.")
+    rollouts: RolloutSettings = Field(default_factory=RolloutSettings)
     drain_seconds: float = Field(
         2.0, ge=0, description="On SIGTERM, how long to report not-ready while still serving, "
         "so load balancers stop sending before the server closes."

@@ -1,0 +1,296 @@
+"""Rollouts in a running server: routing unversioned requests between a model's primary
+and candidate versions, shadow copies, and the evaluator that decides each step.
+
+Every replica reads the plans from the store (``store.rollouts``) every
+``check_seconds`` and follows them: a restart resumes a rollout where the store has it, and
+replicas on one store route alike. Each replica also evaluates the gates on the traffic it
+served since it first saw the rollout, and writes a decision (advance a step, promote, roll
+back) with its evidence as a compare-and-set on the plan: when two replicas decide at once
+one decision is applied, the other finds the plan moved and evaluates it afresh.
+
+- **canary**: a request goes to the candidate with the step's probability, or, with a
+  sticky header, when the header value's hash falls in the step's share (one caller, one
+  version, on every replica: the hash is stable).
+- **shadow**: the primary answers every request; a copy of the step's share of them goes
+  to a bounded queue, and one worker sends them to the candidate. A full queue drops the
+  copy (counted); the candidate's failures and timeouts count as its errors and never reach
+  callers; while a timed-out call still runs no other copy is sent, so a hung candidate
+  holds at most one inference thread, and it never runs on the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import random
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+from modelmon.errors import ModelmonError
+from modelmon.monitoring import families
+from modelmon.serving.rollout_gates import GATES, GateResult, answered_requests
+from modelmon.serving.runtime import ModelRuntime
+from modelmon.store import Store, rollouts
+from modelmon.store.rollouts import RUNNING, Rollout, RolloutConflict
+from modelmon.types import FeatureBatch
+
+logger = logging.getLogger("modelmon.serving.rollout")
+SHADOW_OUTCOMES = ("answered", "failed", "timed_out", "dropped")
+
+
+class Served(Protocol):
+    """What the controller needs of the server: its loaded versions, and loading one."""
+
+    runtimes: dict[str, dict[str, ModelRuntime]]
+
+    async def load_version(self, name: str, version: str) -> tuple[ModelRuntime, bool]: ...
+
+
+@dataclass(slots=True)
+class Evidence:
+    """This replica's evidence on one rollout: the gates' counters when it first saw the
+    rollout (subtracted from later reads), and the candidate's answered requests when the
+    current step began here."""
+
+    baseline: dict[str, tuple[np.ndarray, np.ndarray]]
+    step: int
+    step_started_at: float
+    results: dict[str, GateResult] = field(default_factory=dict)
+    step_requests: float = 0.0
+
+
+def sticky_share(key: str) -> float:
+    """A header value's place in [0, 1): the same on every replica and after restarts."""
+    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big") / 2**64
+
+
+class RolloutController:
+    def __init__(
+        self,
+        served: Served,
+        store: Store,
+        metrics_registry: CollectorRegistry,
+        *,
+        replica: str,
+        check_seconds: float = 1.0,
+        shadow_queue: int = 256,
+        shadow_timeout_seconds: float = 10.0,
+    ) -> None:
+        self.served = served
+        self.store = store
+        self.replica = replica
+        self.check_seconds = check_seconds
+        self.shadow_timeout = shadow_timeout_seconds
+        #: Each served model's newest rollout: what its unversioned requests follow.
+        self.plans: dict[str, Rollout] = {}
+        self.evidence: dict[int, Evidence] = {}
+        self.queue: asyncio.Queue[tuple[ModelRuntime, FeatureBatch]] = asyncio.Queue(shadow_queue)
+        self._tasks: list[asyncio.Task[None]] = []
+        #: Counters, by (model, action) and (model, outcome), and commands by (action, code):
+        #: written out by ``RolloutCollector``, so a server that never saw a rollout exports
+        #: nothing of them.
+        self.decisions: dict[tuple[str, str], float] = {}
+        self.shadow: dict[tuple[str, str], float] = {}
+        self.commands: dict[tuple[str, str], float] = {}
+        metrics_registry.register(RolloutCollector(self))
+
+    @staticmethod
+    def count(counter: dict[tuple[str, str], float], first: str, second: str) -> None:
+        counter[first, second] = counter.get((first, second), 0.0) + 1.0
+
+    # -- the request path ---------------------------------------------------------------
+
+    def route(self, name: str, headers: Mapping[str, str]) -> str | None:
+        """The version that answers an unversioned request of ``name``; None when no
+        rollout concerns it (or its versions are not loaded yet): the default applies."""
+        plan = self.plans.get(name)
+        if plan is None:
+            return None
+        loaded = self.served.runtimes.get(name, {})
+        primary, candidate = str(plan.primary_version), str(plan.candidate_version)
+        if plan.state != RUNNING:
+            chosen = str(plan.serving_version)
+            return chosen if chosen in loaded else None
+        if primary not in loaded:
+            return None
+        if plan.mode == "shadow" or candidate not in loaded:
+            return primary
+        key = headers.get(plan.sticky_header) if plan.sticky_header else None
+        place = sticky_share(key) if key is not None else random.random()
+        return candidate if place < plan.share else primary
+
+    def shadow_target(self, name: str, version: str) -> ModelRuntime | None:
+        """The candidate a copy of this request should go to, if any (shadow mode, the
+        primary answering, the step's share drawn)."""
+        plan = self.plans.get(name)
+        if plan is None or plan.mode != "shadow" or plan.state != RUNNING or version != str(plan.primary_version):
+            return None
+        if random.random() >= plan.share:
+            return None
+        return self.served.runtimes.get(name, {}).get(str(plan.candidate_version))
+
+    def mirror(self, candidate: ModelRuntime, batch: FeatureBatch) -> None:
+        try:
+            self.queue.put_nowait((candidate, batch))
+        except asyncio.QueueFull:
+            self.count(self.shadow, candidate.name, "dropped")
+
+    async def _shadow_worker(self) -> None:
+        while True:
+            runtime, batch = await self.queue.get()
+            runtime.batcher.inline_below = 0.0  # a shadow never runs on the event loop
+            started = time.perf_counter()
+            call = asyncio.ensure_future(runtime.predict(batch))
+            done, _ = await asyncio.wait({call}, timeout=self.shadow_timeout)
+            code, outcome = 200, "answered"
+            if not done:
+                code, outcome = 500, "timed_out"
+                runtime.metrics.count_error("inference_error")
+                await asyncio.wait({call})  # no other copy while it runs
+            error = call.exception()
+            if done and error is not None:
+                code, outcome = getattr(error, "status_code", 500), "failed"
+                runtime.metrics.count_error(getattr(error, "reason", "internal_error"))
+            runtime.metrics.observe_request("infer", code, time.perf_counter() - started)
+            self.count(self.shadow, runtime.name, outcome)
+
+    # -- the evaluator ------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Read the plans (loading the versions they need) before the server is ready,
+        then keep checking them."""
+        await self.check()
+        self._tasks = [asyncio.create_task(self._run()), asyncio.create_task(self._shadow_worker())]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.check_seconds)
+            try:
+                await self.check()
+            except Exception:  # the store away, say: keep serving the plans known, retry
+                logger.exception("checking the rollouts failed; retrying in %.1f s", self.check_seconds)
+
+    async def check(self) -> None:
+        loop = asyncio.get_running_loop()
+        plans = await loop.run_in_executor(None, rollouts.latest_of_every_model, self.store)
+        await self.follow({m: p for m, p in plans.items() if m in self.served.runtimes})
+
+    async def follow(self, plans: dict[str, Rollout]) -> None:
+        """Take ``plans`` as the plans in force, load their versions, and evaluate the
+        running ones."""
+        self.plans = plans
+        for plan in list(plans.values()):
+            needed = [plan.primary_version, plan.candidate_version] if plan.state == RUNNING else [plan.serving_version]
+            for version in needed:
+                if str(version) not in self.served.runtimes.get(plan.model, {}):
+                    try:
+                        await self.served.load_version(plan.model, str(version))
+                    except ModelmonError as exc:
+                        logger.error("rollout of %s: cannot load version %s: %s", plan.model, version, exc.message)
+            if plan.state == RUNNING:
+                await self.evaluate(plan)
+
+    async def evaluate(self, plan: Rollout) -> None:
+        loaded = self.served.runtimes.get(plan.model, {})
+        candidate, primary = loaded.get(str(plan.candidate_version)), loaded.get(str(plan.primary_version))
+        if candidate is None or primary is None:
+            return
+        candidate.monitor.flush()
+        primary.monitor.flush()
+        evidence = self.evidence.get(plan.id)
+        if evidence is None:
+            baseline = {g: (GATES[g].read(candidate), GATES[g].read(primary)) for g in plan.gates}
+            evidence = self.evidence[plan.id] = Evidence(baseline, plan.step, answered_requests(candidate))
+        if evidence.step != plan.step:
+            evidence.step, evidence.step_started_at = plan.step, answered_requests(candidate)
+        alpha = plan.alpha / len(plan.gates)  # the rollout's false-alarm rate, split among its gates
+        evidence.results = {
+            g: GATES[g].evaluate(GATES[g].read(candidate) - base_c, GATES[g].read(primary) - base_p, alpha, plan.margins[g])
+            for g, (base_c, base_p) in evidence.baseline.items()
+        }
+        evidence.step_requests = answered_requests(candidate) - evidence.step_started_at
+        verdicts = [r.verdict for r in evidence.results.values()]
+        if "fail" in verdicts:
+            action = "roll_back"
+        elif all(v == "pass" for v in verdicts) and evidence.step_requests >= plan.min_requests:
+            action = "advance"
+        else:
+            return
+        record = {
+            "replica": self.replica, "alpha_per_gate": alpha, "step_requests": evidence.step_requests,
+            "failed": [g for g, r in evidence.results.items() if r.verdict == "fail"],
+            "gates": {g: r.as_dict() for g, r in evidence.results.items()},
+        }
+        try:
+            moved = await asyncio.get_running_loop().run_in_executor(
+                None, lambda: rollouts.apply(self.store, plan, action, decided_by=self.replica, evidence=record)
+            )
+        except RolloutConflict:
+            return  # another replica or an operator moved the plan: the next check reads it
+        self.count(self.decisions, plan.model, action)
+        logger.info("rollout of %s: %s (step %d -> %d, %s)", plan.model, action, plan.step, moved.step, moved.state)
+        self.plans[plan.model] = moved
+
+    def local_evidence(self, model: str) -> dict[str, Any] | None:
+        """This replica's gate statistics on the model's running rollout."""
+        plan = self.plans.get(model)
+        evidence = self.evidence.get(plan.id) if plan is not None else None
+        if evidence is None:
+            return None
+        return {"replica": self.replica, "step_requests": evidence.step_requests,
+                "gates": {g: r.as_dict() for g, r in evidence.results.items()}}
+
+
+class RolloutCollector:
+    """The rollouts' gauges at scrape time, from the plans and this replica's evidence."""
+
+    def __init__(self, controller: RolloutController) -> None:
+        self.controller = controller
+
+    def describe(self) -> list[Any]:
+        return []
+
+    def collect(self) -> Any:
+        f, controller = families, self.controller
+        if not controller.plans and not controller.commands:
+            return
+        gauges = {family.name: GaugeMetricFamily(family.name, family.help, labels=list(family.labels))
+                  for family in (f.ROLLOUT_STATE, f.ROLLOUT_SHARE, f.ROLLOUT_GATE_BOUND, f.ROLLOUT_GATE_MARGIN, f.ROLLOUT_GATE_COUNT)}
+        counters = {family.name: CounterMetricFamily(family.name, family.help, labels=list(family.labels))
+                    for family in (f.ROLLOUT_DECISIONS, f.ROLLOUT_SHADOW, f.ROLLOUT_COMMANDS)}
+        for model, plan in sorted(controller.plans.items()):
+            for value in rollouts.STATES:
+                gauges[f.ROLLOUT_STATE.name].add_metric(
+                    [model, str(plan.primary_version), str(plan.candidate_version), plan.mode, value],
+                    1.0 if plan.state == value else 0.0,
+                )
+            gauges[f.ROLLOUT_SHARE.name].add_metric([model], plan.share)
+            for action in ("advance", "roll_back"):
+                counters[f.ROLLOUT_DECISIONS.name].add_metric([model, action], controller.decisions.get((model, action), 0.0))
+            for outcome in SHADOW_OUTCOMES:
+                counters[f.ROLLOUT_SHADOW.name].add_metric([model, outcome], controller.shadow.get((model, outcome), 0.0))
+            evidence = controller.evidence.get(plan.id)
+            if evidence is None or plan.state != RUNNING:
+                continue
+            for gate, result in evidence.results.items():
+                gauges[f.ROLLOUT_GATE_BOUND.name].add_metric([model, gate, "low"], result.low)
+                gauges[f.ROLLOUT_GATE_BOUND.name].add_metric([model, gate, "high"], result.high)
+                gauges[f.ROLLOUT_GATE_MARGIN.name].add_metric([model, gate], result.margin)
+                gauges[f.ROLLOUT_GATE_COUNT.name].add_metric([model, gate, "candidate"], result.candidate[1])
+                gauges[f.ROLLOUT_GATE_COUNT.name].add_metric([model, gate, "primary"], result.primary[1])
+        for (action, code), total in sorted(controller.commands.items()):
+            counters[f.ROLLOUT_COMMANDS.name].add_metric([action, code], total)
+        yield from gauges.values()
+        yield from counters.values()
