@@ -70,5 +70,9 @@ def test_token_from_the_environment(registry_dir, tmp_path, monkeypatch):
         url, body = calls(server.url)["feedback"]
         assert httpx.post(url, json=body).status_code == 401
         assert httpx.post(url, json=body, headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200
+        # The rollout commands are admin operations, protected as the repository's are.
+        abort = f"{server.url}/v2/repository/models/shop/rollout/abort"
+        assert httpx.post(abort).status_code == 401
+        assert httpx.post(abort, headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 409  # none running
     finally:
         stop_process(server.process)

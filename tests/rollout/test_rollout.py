@@ -1,8 +1,10 @@
 """Safe rollouts end to end: real servers following plans in their SQL store.
 
-One server (module-scoped) serves four models, each with a primary (version 1) and a
+One server (module-scoped) serves three models, each with a primary (version 1) and a
 candidate (version 2): ``same`` (the same model again), ``inverted`` (trained on inverted
-labels), ``faulty`` (fails on inputs whose first feature is high) and ``resume``. The
+labels) and ``faulty`` (fails on inputs whose first feature is high). The tests run in
+order: ``same`` is promoted to 2, then a rollout back to 1 (the same model) is aborted and
+another restarted. The
 store is the server's SQLite file; the CLI reaches the same file. Gates are evaluated
 every 0.1 s; margins are wider and step minimums smaller than the defaults so that a
 decision takes hundreds of requests, not tens of thousands.
@@ -42,8 +44,7 @@ def rollout_registry(tmp_path_factory, cancer_frame: pd.DataFrame, cancer_model:
     limit = float(X.iloc[:, 0].quantile(0.7))
     faulty = FaultyClassifier(cancer_model, limit=limit).fit(X, y)
     safe = cancer_frame[X.iloc[:, 0] <= limit]  # the rows the faulty model answers
-    candidates = {"same": (cancer_model, cancer_frame), "inverted": (inverted, cancer_frame),
-                  "faulty": (faulty, safe), "resume": (cancer_model, cancer_frame)}
+    candidates = {"same": (cancer_model, cancer_frame), "inverted": (inverted, cancer_frame), "faulty": (faulty, safe)}
     for name, (candidate, validation) in candidates.items():
         register_model(cancer_model, name=name, reference=cancer_frame, target="target", validation=cancer_frame,
                        registry=root, convert_to_onnx=False)
@@ -163,29 +164,105 @@ def test_a_failing_shadow_never_reaches_callers_and_is_rolled_back_on_errors(rol
     assert errors == failed
 
 
+BAD_STARTS = [
+    ({}, 400, "candidate: the version to roll out is required"),
+    ({"candidate": 9}, 400, "candidate: model 'same' has no version 9"),
+    ({"candidate": "two"}, 400, "candidate must be a version number"),
+    ({"candidate": 2}, 400, "version 2 is the primary already"),  # promoted above: 2 serves now
+    ({"candidate": 1, "primary": 7}, 400, "primary: model 'same' has no version 7"),
+    ({"candidate": 1, "mode": "blue-green"}, 400, "mode must be one of shadow, canary"),
+    ({"candidate": 1, "steps": [50, 10, 100]}, 400, "steps must increase"),
+    ({"candidate": 1, "steps": [10, 50]}, 400, "the last step must be 100"),
+    ({"candidate": 1, "steps": [0, 100]}, 400, "steps must be percentages in (0, 100]"),
+    ({"candidate": 1, "steps": "10,100"}, 400, "steps must be a non-empty list"),
+    ({"candidate": 1, "steps": [100]}, 400, "a canary needs a step below 100"),
+    ({"candidate": 1, "gates": ["errors", "vibes"]}, 400, "gates: unknown gate 'vibes'"),
+    ({"candidate": 1, "gates": []}, 400, "gates must be a non-empty list"),
+    ({"candidate": 1, "gates": ["errors"], "margins": {"latency": 0.1}}, 400, "margins: 'latency' is not one of this rollout's gates"),
+    ({"candidate": 1, "margins": {"errors": 2}}, 400, "margins.errors must be a share in (0, 1)"),
+    ({"candidate": 1, "margins": [0.1]}, 400, "margins must map gate names to numbers"),
+    ({"candidate": 1, "alpha": 0}, 400, "alpha (the false-alarm rate) must be in (0, 0.5]"),
+    ({"candidate": 1, "alpha": "low"}, 400, "alpha must be a finite number"),
+    ({"candidate": 1, "min_requests": 0}, 400, "min_requests must be a whole number of at least 1"),
+    ({"candidate": 1, "min_requests": True}, 400, "min_requests must be a whole number of at least 1"),
+    ({"candidate": 1, "sticky_header": "x user"}, 400, "sticky_header must be an HTTP header name"),
+    ({"candidate": 1, "mode": "shadow", "sticky_header": "x-user"}, 400, "only a canary splits traffic by a key"),
+    ({"candidate": 1, "colour": "blue"}, 400, "unknown field(s) ['colour']"),
+    ([1, 2], 400, "expected a JSON object"),
+]
+
+
+def test_bad_input_gets_a_clear_error_and_changes_nothing(rollout_server, rollout_registry, home):
+    url = rollout_server.url
+    before = status(url, "same")
+    assert before["state"] == "promoted"
+    for payload, code, message in BAD_STARTS:
+        response = start(url, "same", **payload) if isinstance(payload, dict) else httpx.post(
+            f"{url}/v2/repository/models/same/rollout/start", json=payload)
+        assert (response.status_code, message in response.json()["error"]) == (code, True), (payload, response.text)
+    others = [
+        (httpx.post(f"{url}/v2/repository/models/same/rollout/start", content=b"{not json"), 400, "JSON"),
+        (httpx.post(f"{url}/v2/repository/models/nope/rollout/start", json={"candidate": 1}), 404, "model 'nope' is not registered"),
+        (httpx.post(f"{url}/v2/repository/models/same/rollout/promote"), 409, "no rollout of 'same' is running (the last one promoted)"),
+        (httpx.post(f"{url}/v2/repository/models/same/rollout/abort", json={"now": True}), 400, "abort takes no parameters"),
+        (httpx.post(f"{url}/v2/repository/models/same/rollout/pause"), 404, "unknown rollout action 'pause'"),
+        (httpx.get(f"{url}/v2/repository/models/nope/rollout"), 404, "model 'nope' has no rollout"),
+    ]
+    for response, code, message in others:
+        assert (response.status_code, message in response.json()["error"]) == (code, True), response.text
+    assert status(url, "same") == {**before, "evidence": status(url, "same")["evidence"]}  # nothing changed
+    assert metric(url, "modelmon_rollout_commands_total", {"action": "start", "code": "400"}) == len(BAD_STARTS) + 1
+
+    # The CLI checks the same way, on the store the server follows.
+    runner, store = CliRunner(), str(home / "modelmon.db")
+    for args, message in [
+        (["start", "same", "--candidate", "9"], "error: candidate: model 'same' has no version 9"),
+        (["start", "same", "--candidate", "1", "--steps", "10,ten,100"], "error: --steps: expected a comma-separated list"),
+        (["start", "same", "--candidate", "1", "--margin", "errors"], "error: --margin: expected GATE=SHARE"),
+        (["start", "same", "--candidate", "1", "--mode", "blue"], "error: mode must be one of shadow, canary"),
+        (["promote", "same"], "error: no rollout of 'same' is running"),
+        (["status", "nope"], "error: model 'nope' has no rollout"),
+    ]:
+        result = runner.invoke(app, ["rollout", *args, "--store", store, *(["--registry", str(rollout_registry)] if args[0] == "start" else [])])
+        assert (result.exit_code, message in " ".join(result.output.split())) == (2, True), (args, result.output)
+    assert status(url, "same")["id"] == before["id"]
+
+    # One running rollout per model: a second start conflicts; abort hands the traffic back.
+    assert start(url, "same", candidate=1).status_code == 200
+    again = start(url, "same", candidate=1)
+    assert again.status_code == 409 and "is running already" in again.json()["error"]
+    aborted = httpx.post(f"{url}/v2/repository/models/same/rollout/abort")
+    assert aborted.status_code == 200 and aborted.json()["state"] == "aborted"
+    assert status(url, "same")["decisions"][-1]["decided_by"] == "http"
+
+
 def test_a_restart_mid_rollout_resumes_it(rollout_server, rollout_registry, home, instances, tmp_path):
     url = rollout_server.url
     runner = CliRunner()
-    result = runner.invoke(app, [
-        "rollout", "start", "resume", "--candidate", "2", "--steps", "10,50,100", "--min-requests", "30",
+    result = runner.invoke(app, [  # version 2 serves `same` now; version 1 is the same model
+        "rollout", "start", "same", "--candidate", "1", "--steps", "10,50,100", "--min-requests", "30",
         "--margin", "errors=0.15", "--margin", "latency=0.25", "--margin", "estimated_quality=0.08",
         "--registry", str(rollout_registry), "--store", str(home / "modelmon.db"),
     ])
     assert result.exit_code == 0, result.output
-    found, _ = drive(url, "resume", instances, rows=20, until={"promoted", "rolled_back"}, most=300)
-    deadline = time.monotonic() + 30
-    while found["step"] == 0 and time.monotonic() < deadline:  # on to the 50% step
-        found, _ = drive(url, "resume", instances, rows=20, until=set(), most=20, seed=len(str(deadline)))
+    assert '"primary": 2' in result.output
+    found = status(url, "same")
+    for seed in range(100):  # on to the 50% step
+        found, _ = drive(url, "same", instances, rows=20, until=set(), most=20, seed=seed)
+        if found["step"] == 1 or found["state"] != "running":
+            break
     assert (found["state"], found["step"]) == ("running", 1), found
     stop_process(rollout_server.process)
     # A new server on the same store and registry resumes at the 50% step.
     second = start_server(rollout_registry, tmp_path, *SERVER_ARGS, home=home)
     try:
-        assert metric(second.url, "modelmon_rollout_share", {"model": "resume"}) == 0.5
-        found, answers = drive(second.url, "resume", instances, rows=20, until={"promoted", "rolled_back"}, most=2000)
+        assert metric(second.url, "modelmon_rollout_share", {"model": "same"}) == 0.5
+        found, answers = drive(second.url, "same", instances, rows=20, until={"promoted", "rolled_back"}, most=2000)
         assert found["state"] == "promoted", found
         assert {a["model_version"] for a in answers[:100]} == {"1", "2"}
-        status_cli = runner.invoke(app, ["rollout", "status", "resume", "--store", str(home / "modelmon.db")])
+        status_cli = runner.invoke(app, ["rollout", "status", "same", "--store", str(home / "modelmon.db")])
         assert status_cli.exit_code == 0 and '"state": "promoted"' in status_cli.output
+        _, after = drive(second.url, "same", instances, rows=1, until=set(), most=10)
+        assert {a["model_version"] for a in after} == {"1"}
     finally:
         stop_process(second.process)
