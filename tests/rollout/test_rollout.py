@@ -12,7 +12,6 @@ decision takes hundreds of requests, not tens of thousands.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
