@@ -1,8 +1,9 @@
 """Safe rollouts end to end: real servers following plans in their SQL store.
 
-One server (module-scoped) serves three models, each with a primary (version 1) and a
+One server (module-scoped) serves four models, each with a primary (version 1) and a
 candidate (version 2): ``same`` (the same model again), ``inverted`` (trained on inverted
-labels) and ``faulty`` (fails on inputs whose first feature is high). The tests run in
+labels), ``faulty`` (fails on inputs whose first feature is high) and ``slow`` (0.3 s a
+call, past the shadow timeout of 0.1 s). The tests run in
 order: ``same`` is promoted to 2, then a rollout back to 1 (the same model) is aborted and
 another restarted. The
 store is the server's SQLite file; the CLI reaches the same file. Gates are evaluated
@@ -13,6 +14,7 @@ decision takes hundreds of requests, not tens of thousands.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -28,11 +30,13 @@ from modelmon.registry import register_model
 from modelmon.stack.processes import stop_process
 from tests.conftest import ServerProcess, start_server
 from tests.rollout.models import FaultyClassifier
+from tests.slow_model import SlowClassifier
+from tests.tracking.conftest import postgres_schema
 
 pytestmark = pytest.mark.slow
 #: Margins for tests: a step passes on a few hundred requests (docs/rollout.md explains them).
 MARGINS = {"errors": 0.15, "latency": 0.25, "estimated_quality": 0.08}
-SERVER_ARGS = ("--drain-seconds", "0", "--rollout-check-seconds", "0.1")
+SERVER_ARGS = ("--drain-seconds", "0", "--rollout-check-seconds", "0.1", "--shadow-timeout-seconds", "0.1")
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +47,9 @@ def rollout_registry(tmp_path_factory, cancer_frame: pd.DataFrame, cancer_model:
     limit = float(X.iloc[:, 0].quantile(0.7))
     faulty = FaultyClassifier(cancer_model, limit=limit).fit(X, y)
     safe = cancer_frame[X.iloc[:, 0] <= limit]  # the rows the faulty model answers
-    candidates = {"same": (cancer_model, cancer_frame), "inverted": (inverted, cancer_frame), "faulty": (faulty, safe)}
+    slow = SlowClassifier(delay=0.3).fit(X, y)
+    candidates = {"same": (cancer_model, cancer_frame), "inverted": (inverted, cancer_frame), "faulty": (faulty, safe),
+                  "slow": (slow, cancer_frame)}
     for name, (candidate, validation) in candidates.items():
         register_model(cancer_model, name=name, reference=cancer_frame, target="target", validation=cancer_frame,
                        registry=root, convert_to_onnx=False)
@@ -163,6 +169,22 @@ def test_a_failing_shadow_never_reaches_callers_and_is_rolled_back_on_errors(rol
     assert errors == failed
 
 
+def test_a_hanging_shadow_never_reaches_callers(rollout_server, instances):
+    url = rollout_server.url
+    assert start(url, "slow", candidate=2, mode="shadow", margins=MARGINS).status_code == 200
+    found, answers = drive(url, "slow", instances, rows=3, until={"rolled_back", "promoted"}, most=1000)
+    assert {(a["status"], a["model_version"]) for a in answers} == {(200, "1")}
+    # Its timeouts count as its errors and its latency: rolled back on them.
+    assert found["state"] == "rolled_back", found
+    assert set(found["decisions"][-1]["evidence"]["failed"]) <= {"errors", "latency"}
+    print(f"\nhanging shadow rolled back on {found['decisions'][-1]['evidence']['failed']} after {len(answers)} requests")
+    timed_out = metric(url, "modelmon_rollout_shadow_total", {"model": "slow", "outcome": "timed_out"})
+    assert timed_out is not None and timed_out >= 1
+    # One copy at a time reaches the hung candidate; the rest wait in the queue (or are dropped).
+    answered = metric(url, "modelmon_rollout_shadow_total", {"model": "slow", "outcome": "answered"})
+    assert answered == 0.0
+
+
 BAD_STARTS = [
     ({}, 400, "candidate: the version to roll out is required"),
     ({"candidate": 9}, 400, "candidate: model 'same' has no version 9"),
@@ -265,3 +287,37 @@ def test_a_restart_mid_rollout_resumes_it(rollout_server, rollout_registry, home
         assert {a["model_version"] for a in after} == {"1"}
     finally:
         stop_process(second.process)
+
+
+def test_two_replicas_on_one_postgresql_store_follow_one_plan(rollout_registry, instances, tmp_path):
+    """Two servers on one PostgreSQL store, traffic alternating between them: both route by
+    the same plan, each step is decided once (by whichever replica saw the evidence first),
+    and both end promoted."""
+    with postgres_schema() as url:
+        args = (*SERVER_ARGS, "--store", url, "--no-prediction-log")
+        with ThreadPoolExecutor(2) as pool:  # started side by side: each start takes seconds
+            replicas = list(pool.map(lambda _: start_server(rollout_registry, tmp_path, *args), range(2)))
+        try:
+            # Steps 25, 50, 100: each replica weighs its own half of the traffic, so a step
+            # needs twice the requests of one server's; larger shares keep that short.
+            response = start(replicas[0].url, "same", candidate=2, steps=[25, 50, 100], margins=MARGINS, min_requests=30)
+            assert response.status_code == 200, response.text
+            assert status(replicas[1].url, "same")["id"] == response.json()["id"]  # the other reads the same plan
+            found: dict = {}
+            for seed in range(200):
+                for replica in replicas:
+                    found, _ = drive(replica.url, "same", instances, rows=20, until=set(), most=20, seed=seed)
+                if found["state"] != "running":
+                    break
+            assert found["state"] == "promoted", found
+            actions = [(d["action"], d["from_step"], d["to_step"]) for d in found["decisions"]]
+            assert actions == [("start", 0, 0), ("advance", 0, 1), ("advance", 1, 2)]  # each step once
+            for replica in replicas:
+                assert status(replica.url, "same")["state"] == "promoted"
+                _, after = drive(replica.url, "same", instances, rows=1, until=set(), most=5)
+                assert {a["model_version"] for a in after} == {"2"}
+            deciders = {d["decided_by"] for d in found["decisions"][1:]}
+            print(f"\ntwo replicas: steps decided by {sorted(deciders)}")
+        finally:
+            for replica in replicas:
+                stop_process(replica.process)
