@@ -13,6 +13,7 @@ decision takes hundreds of requests, not tens of thousands.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -167,6 +168,11 @@ def test_a_failing_shadow_never_reaches_callers_and_is_rolled_back_on_errors(rol
     assert failed is not None and failed > 0
     errors = metric(url, "modelmon_request_errors_total", {"model": "faulty", "version": "2", "reason": "inference_error"})
     assert errors == failed
+    # On the copies it did answer it is the primary's model: it agrees on every row.
+    agree = metric(url, "modelmon_rollout_shadow_rows_total", {"model": "faulty", "outcome": "agree"})
+    answered = metric(url, "modelmon_rollout_shadow_total", {"model": "faulty", "outcome": "answered"})
+    assert agree is not None and answered is not None and agree >= answered > 0
+    assert metric(url, "modelmon_rollout_shadow_rows_total", {"model": "faulty", "outcome": "disagree"}) == 0.0
 
 
 def test_a_hanging_shadow_never_reaches_callers(rollout_server, instances):
@@ -311,9 +317,13 @@ def test_two_replicas_on_one_postgresql_store_follow_one_plan(rollout_registry, 
                     break
             assert found["state"] == "promoted", found
             actions = [(d["action"], d["from_step"], d["to_step"]) for d in found["decisions"]]
-            assert actions == [("start", 0, 0), ("advance", 0, 1), ("advance", 1, 2)]  # each step once
+            assert actions == [("start", 0, 0), ("advance", 0, 1), ("advance", 1, 2)], found["decisions"]  # each step once
             for replica in replicas:
-                assert status(replica.url, "same")["state"] == "promoted"
+                # Each replica follows the store at its next check (0.1 s): wait for it to.
+                for _ in range(200):
+                    if metric(replica.url, "modelmon_rollout_state", {"model": "same", "state": "promoted"}) == 1.0:
+                        break
+                    time.sleep(0.05)
                 _, after = drive(replica.url, "same", instances, rows=1, until=set(), most=5)
                 assert {a["model_version"] for a in after} == {"2"}
             deciders = {d["decided_by"] for d in found["decisions"][1:]}

@@ -180,6 +180,15 @@ ROLLOUT_SHADOW = Family(
     "modelmon_rollout_shadow", "counter", ("model", "outcome"),
     "Shadow copies of requests, by outcome: answered, failed, timed_out, dropped (queue full).",
 )
+ROLLOUT_SHADOW_ROWS = Family(
+    "modelmon_rollout_shadow_rows", "counter", ("model", "outcome"),
+    "Rows a shadow candidate answered, against the primary's answers: agree or disagree (a classifier's labels), "
+    "compared (a regressor's values).",
+)
+ROLLOUT_SHADOW_DIFFERENCE = Family(
+    "modelmon_rollout_shadow_absolute_difference", "counter", ("model",),
+    "A regressor's shadow: sum of |candidate - primary| over the compared rows.",
+)
 ROLLOUT_COMMANDS = Family(
     "modelmon_rollout_commands", "counter", ("action", "code"),
     "Rollout endpoint calls on this server (action: status, start, promote, abort), by HTTP status code.",
@@ -187,5 +196,5 @@ ROLLOUT_COMMANDS = Family(
 #: The rollout families, in exposition order (present once the server has seen a rollout).
 ROLLOUT_FAMILIES = (
     ROLLOUT_STATE, ROLLOUT_SHARE, ROLLOUT_GATE_BOUND, ROLLOUT_GATE_MARGIN, ROLLOUT_GATE_COUNT,
-    ROLLOUT_DECISIONS, ROLLOUT_SHADOW, ROLLOUT_COMMANDS,
+    ROLLOUT_DECISIONS, ROLLOUT_SHADOW, ROLLOUT_SHADOW_ROWS, ROLLOUT_SHADOW_DIFFERENCE, ROLLOUT_COMMANDS,
 )

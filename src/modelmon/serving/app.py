@@ -49,7 +49,7 @@ from modelmon.serving.rollout import RolloutController
 from modelmon.serving.runtime import PREDICTION_IDS, ModelRuntime
 from modelmon.serving.settings import ServingSettings
 from modelmon.store import open_store
-from modelmon.types import FeatureBatch
+from modelmon.types import FeatureBatch, ModelOutput
 
 JSON = "application/json"
 #: Endpoints that need the API token, without and with --token-for-inference.
@@ -296,7 +296,7 @@ class ModelServer:
         if infer_request.id is None:
             infer_request.id = codecs.new_request_id()
         prediction = await runtime.predict(batch)
-        self.mirror(request, batch)
+        self.mirror(request, batch, prediction.output)
         outputs = runtime.outputs.tensors(prediction.output, prediction.ids)
         content, header_length = codecs.encode_infer_response(
             runtime.name, runtime.version, infer_request, outputs
@@ -315,7 +315,7 @@ class ModelServer:
             raise MalformedRequestError('expected {"instances": [{"feature": value, ...}, ...]}')
         batch = runtime.validator.from_records(payload["instances"])
         prediction = await runtime.predict(batch)
-        self.mirror(request, batch)
+        self.mirror(request, batch, prediction.output)
         predictions = runtime.outputs.records(prediction.output, prediction.ids)
         return json_response({"model_name": runtime.name, "model_version": runtime.version, "predictions": predictions})
 
@@ -345,11 +345,12 @@ class ModelServer:
                 response.headers["WWW-Authenticate"] = "Bearer"
             return response
 
-    def mirror(self, request: Request, batch: FeatureBatch) -> None:
-        """A copy of an answered request's rows to a shadow candidate, if one is chosen."""
+    def mirror(self, request: Request, batch: FeatureBatch, answered: ModelOutput) -> None:
+        """A copy of an answered request's rows to a shadow candidate, if one is chosen,
+        with the primary's answer to compare the candidate's with."""
         shadow = request.scope.get("modelmon.shadow")
         if shadow is not None and self.rollouts is not None:
-            self.rollouts.mirror(shadow, batch)
+            self.rollouts.mirror(shadow, batch, answered)
 
     async def rollout(self, request: Request) -> Response:
         """The model's rollout: GET its status; POST start, promote or abort (admin

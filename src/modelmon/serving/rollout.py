@@ -39,7 +39,7 @@ from modelmon.serving.rollout_gates import GATES, GateResult, answered_requests
 from modelmon.serving.runtime import ModelRuntime
 from modelmon.store import Store, rollouts
 from modelmon.store.rollouts import RUNNING, Rollout, RolloutConflict
-from modelmon.types import FeatureBatch
+from modelmon.types import FeatureBatch, ModelOutput
 
 logger = logging.getLogger("modelmon.serving.rollout")
 SHADOW_OUTCOMES = ("answered", "failed", "timed_out", "dropped")
@@ -91,13 +91,18 @@ class RolloutController:
         #: Each served model's newest rollout: what its unversioned requests follow.
         self.plans: dict[str, Rollout] = {}
         self.evidence: dict[int, Evidence] = {}
-        self.queue: asyncio.Queue[tuple[ModelRuntime, FeatureBatch]] = asyncio.Queue(shadow_queue)
+        self.queue: asyncio.Queue[tuple[ModelRuntime, FeatureBatch, ModelOutput]] = asyncio.Queue(shadow_queue)
         self._tasks: list[asyncio.Task[None]] = []
         #: Counters, by (model, action) and (model, outcome), and commands by (action, code):
         #: written out by ``RolloutCollector``, so a server that never saw a rollout exports
         #: nothing of them.
         self.decisions: dict[tuple[str, str], float] = {}
         self.shadow: dict[tuple[str, str], float] = {}
+        #: The shadow's answers against the primary's, row by row: (model, agree|disagree)
+        #: rows of a classifier, (model, compared) rows of a regressor and the sum of their
+        #: absolute differences by model.
+        self.shadow_rows: dict[tuple[str, str], float] = {}
+        self.shadow_difference: dict[str, float] = {}
         self.commands: dict[tuple[str, str], float] = {}
         metrics_registry.register(RolloutCollector(self))
 
@@ -136,15 +141,15 @@ class RolloutController:
             return None
         return self.served.runtimes.get(name, {}).get(str(plan.candidate_version))
 
-    def mirror(self, candidate: ModelRuntime, batch: FeatureBatch) -> None:
+    def mirror(self, candidate: ModelRuntime, batch: FeatureBatch, answered: ModelOutput) -> None:
         try:
-            self.queue.put_nowait((candidate, batch))
+            self.queue.put_nowait((candidate, batch, answered))
         except asyncio.QueueFull:
             self.count(self.shadow, candidate.name, "dropped")
 
     async def _shadow_worker(self) -> None:
         while True:
-            runtime, batch = await self.queue.get()
+            runtime, batch, answered = await self.queue.get()
             runtime.batcher.inline_below = 0.0  # a shadow never runs on the event loop
             started = time.perf_counter()
             call = asyncio.ensure_future(runtime.predict(batch))
@@ -160,6 +165,23 @@ class RolloutController:
                 runtime.metrics.count_error(getattr(error, "reason", "internal_error"))
             runtime.metrics.observe_request("infer", code, time.perf_counter() - started)
             self.count(self.shadow, runtime.name, outcome)
+            if outcome == "answered":
+                self.compare(runtime, answered, call.result().output)
+
+    def compare(self, candidate: ModelRuntime, primary: ModelOutput, shadow: ModelOutput) -> None:
+        """Count the shadow's answers against the primary's on the same rows: agreement of
+        a classifier's labels (the two share their classes, checked at start), the absolute
+        differences of a regressor's values."""
+        name = candidate.name
+        if candidate.card.signature.task.is_classification:
+            agree = int(np.count_nonzero(primary.predicted == shadow.predicted))
+            self.shadow_rows[name, "agree"] = self.shadow_rows.get((name, "agree"), 0.0) + agree
+            self.shadow_rows[name, "disagree"] = self.shadow_rows.get((name, "disagree"), 0.0) + len(primary.predicted) - agree
+            return
+        difference = np.abs(shadow.predicted.astype(float) - primary.predicted.astype(float))
+        finite = np.isfinite(difference)
+        self.shadow_rows[name, "compared"] = self.shadow_rows.get((name, "compared"), 0.0) + int(finite.sum())
+        self.shadow_difference[name] = self.shadow_difference.get(name, 0.0) + float(difference[finite].sum())
 
     # -- the evaluator ------------------------------------------------------------------
 
@@ -269,7 +291,8 @@ class RolloutCollector:
         gauges = {family.name: GaugeMetricFamily(family.name, family.help, labels=list(family.labels))
                   for family in (f.ROLLOUT_STATE, f.ROLLOUT_SHARE, f.ROLLOUT_GATE_BOUND, f.ROLLOUT_GATE_MARGIN, f.ROLLOUT_GATE_COUNT)}
         counters = {family.name: CounterMetricFamily(family.name, family.help, labels=list(family.labels))
-                    for family in (f.ROLLOUT_DECISIONS, f.ROLLOUT_SHADOW, f.ROLLOUT_COMMANDS)}
+                    for family in (f.ROLLOUT_DECISIONS, f.ROLLOUT_SHADOW, f.ROLLOUT_SHADOW_ROWS,
+                                   f.ROLLOUT_SHADOW_DIFFERENCE, f.ROLLOUT_COMMANDS)}
         for model, plan in sorted(controller.plans.items()):
             for value in rollouts.STATES:
                 gauges[f.ROLLOUT_STATE.name].add_metric(
@@ -281,6 +304,11 @@ class RolloutCollector:
                 counters[f.ROLLOUT_DECISIONS.name].add_metric([model, action], controller.decisions.get((model, action), 0.0))
             for outcome in SHADOW_OUTCOMES:
                 counters[f.ROLLOUT_SHADOW.name].add_metric([model, outcome], controller.shadow.get((model, outcome), 0.0))
+        for (model, outcome), rows in sorted(controller.shadow_rows.items()):
+            counters[f.ROLLOUT_SHADOW_ROWS.name].add_metric([model, outcome], rows)
+        for model, total in sorted(controller.shadow_difference.items()):
+            counters[f.ROLLOUT_SHADOW_DIFFERENCE.name].add_metric([model], total)
+        for model, plan in sorted(controller.plans.items()):
             evidence = controller.evidence.get(plan.id)
             if evidence is None or plan.state != RUNNING:
                 continue
