@@ -180,13 +180,14 @@ def test_a_hanging_shadow_never_reaches_callers(rollout_server, instances):
     assert start(url, "slow", candidate=2, mode="shadow", margins=MARGINS).status_code == 200
     found, answers = drive(url, "slow", instances, rows=3, until={"rolled_back", "promoted"}, most=1000)
     assert {(a["status"], a["model_version"]) for a in answers} == {(200, "1")}
-    # Its timeouts count as its errors and its latency: rolled back on them.
+    # Its timeouts count as its errors and its latency: rolled back on them (its constant
+    # answers may fail the estimated quality too, once its late calls are counted).
     assert found["state"] == "rolled_back", found
-    assert set(found["decisions"][-1]["evidence"]["failed"]) <= {"errors", "latency"}
+    assert set(found["decisions"][-1]["evidence"]["failed"]) & {"errors", "latency"}
     print(f"\nhanging shadow rolled back on {found['decisions'][-1]['evidence']['failed']} after {len(answers)} requests")
     timed_out = metric(url, "modelmon_rollout_shadow_total", {"model": "slow", "outcome": "timed_out"})
     assert timed_out is not None and timed_out >= 1
-    # One copy at a time reaches the hung candidate; the rest wait in the queue (or are dropped).
+    # No copy was answered in time: the ones queued behind a hung call waited (or were dropped).
     answered = metric(url, "modelmon_rollout_shadow_total", {"model": "slow", "outcome": "answered"})
     assert answered == 0.0
 

@@ -12,10 +12,11 @@ one decision is applied, the other finds the plan moved and evaluates it afresh.
   sticky header, when the header value's hash falls in the step's share (one caller, one
   version, on every replica: the hash is stable).
 - **shadow**: the primary answers every request; a copy of the step's share of them goes
-  to a bounded queue, and one worker sends them to the candidate. A full queue drops the
-  copy (counted); the candidate's failures and timeouts count as its errors and never reach
-  callers; while a timed-out call still runs no other copy is sent, so a hung candidate
-  holds at most one inference thread, and it never runs on the event loop.
+  to a bounded queue, and one worker sends what is queued to the candidate at once (its
+  batcher merges them into one model call). A full queue drops the copy (counted); the
+  candidate's failures and timeouts count as its errors and never reach callers; while a
+  timed-out call still runs no other copy is sent, so a hung candidate holds at most one
+  inference thread, and it never runs on the event loop.
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ from modelmon.types import FeatureBatch, ModelOutput
 
 logger = logging.getLogger("modelmon.serving.rollout")
 SHADOW_OUTCOMES = ("answered", "failed", "timed_out", "dropped")
+#: Most shadow copies sent to the candidates at once.
+SHADOW_BATCH = 64
 
 
 class Served(Protocol):
@@ -148,25 +151,34 @@ class RolloutController:
             self.count(self.shadow, candidate.name, "dropped")
 
     async def _shadow_worker(self) -> None:
+        """Send the queued copies to their candidates, all that are waiting at once (up to
+        ``SHADOW_BATCH``): submitted together, the candidate's batcher merges them into one
+        model call, which costs far less per copy than a call each."""
         while True:
-            runtime, batch, answered = await self.queue.get()
-            runtime.batcher.inline_below = 0.0  # a shadow never runs on the event loop
+            jobs = [await self.queue.get()]
+            while len(jobs) < SHADOW_BATCH and not self.queue.empty():
+                jobs.append(self.queue.get_nowait())
+            for runtime, _, _ in jobs:
+                runtime.batcher.inline_below = 0.0  # a shadow never runs on the event loop
             started = time.perf_counter()
-            call = asyncio.ensure_future(runtime.predict(batch))
-            done, _ = await asyncio.wait({call}, timeout=self.shadow_timeout)
-            code, outcome = 200, "answered"
-            if not done:
-                code, outcome = 500, "timed_out"
-                runtime.metrics.count_error("inference_error")
-                await asyncio.wait({call})  # no other copy while it runs
-            error = call.exception()
-            if done and error is not None:
-                code, outcome = getattr(error, "status_code", 500), "failed"
-                runtime.metrics.count_error(getattr(error, "reason", "internal_error"))
-            runtime.metrics.observe_request("infer", code, time.perf_counter() - started)
-            self.count(self.shadow, runtime.name, outcome)
-            if outcome == "answered":
-                self.compare(runtime, answered, call.result().output)
+            calls = [asyncio.ensure_future(runtime.predict(batch)) for runtime, batch, _ in jobs]
+            _, pending = await asyncio.wait(calls, timeout=self.shadow_timeout)
+            if pending:
+                await asyncio.wait(pending)  # no other copy while they run
+            seconds = time.perf_counter() - started
+            for (runtime, _, answered), call in zip(jobs, calls, strict=True):
+                code, outcome = 200, "answered"
+                error = call.exception()
+                if call in pending:
+                    code, outcome = 500, "timed_out"
+                    runtime.metrics.count_error("inference_error")
+                elif error is not None:
+                    code, outcome = getattr(error, "status_code", 500), "failed"
+                    runtime.metrics.count_error(getattr(error, "reason", "internal_error"))
+                runtime.metrics.observe_request("infer", code, seconds)
+                self.count(self.shadow, runtime.name, outcome)
+                if outcome == "answered":
+                    self.compare(runtime, answered, call.result().output)
 
     def compare(self, candidate: ModelRuntime, primary: ModelOutput, shadow: ModelOutput) -> None:
         """Count the shadow's answers against the primary's on the same rows: agreement of
