@@ -155,6 +155,13 @@ class RolloutController:
         ``SHADOW_BATCH``): submitted together, the candidate's batcher merges them into one
         model call, which costs far less per copy than a call each."""
         while True:
+            try:
+                await self._send_copies()
+            except Exception:  # a bug of ours must not end the shadow for good
+                logger.exception("sending shadow copies failed")
+
+    async def _send_copies(self) -> None:
+        while True:
             jobs = [await self.queue.get()]
             while len(jobs) < SHADOW_BATCH and not self.queue.empty():
                 jobs.append(self.queue.get_nowait())
@@ -244,6 +251,13 @@ class RolloutController:
         candidate.monitor.flush()
         primary.monitor.flush()
         evidence = self.evidence.get(plan.id)
+        if evidence is not None and any(
+            (GATES[g].read(candidate) < base_c).any() or (GATES[g].read(primary) < base_p).any()
+            for g, (base_c, base_p) in evidence.baseline.items()
+        ):
+            # A version was unloaded and loaded again here: its counters began again at
+            # zero, so this replica's evidence begins again too.
+            evidence = None
         if evidence is None:
             baseline = {g: (GATES[g].read(candidate), GATES[g].read(primary)) for g in plan.gates}
             evidence = self.evidence[plan.id] = Evidence(baseline, plan.step, answered_requests(candidate))
