@@ -6,14 +6,17 @@ from __future__ import annotations
 import hashlib
 import random
 from datetime import UTC, datetime
+from types import SimpleNamespace
 from typing import Any
 
+import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 from scipy import stats
 
 from modelmon.serving.rollout import RolloutController, sticky_share
 from modelmon.store.rollouts import Rollout
+from modelmon.types import ModelOutput, Task
 
 
 class Served:
@@ -81,3 +84,14 @@ def test_without_a_plan_or_its_versions_the_default_applies():
     assert controller(None).route("m", {}) is None
     assert controller(plan(), versions=("2",)).route("m", {}) is None  # the primary is not loaded yet
     assert {controller(plan(step=1), versions=("1",)).route("m", {}) for _ in range(50)} == {"1"}  # nor the candidate
+
+
+def test_a_shadows_answers_are_compared_with_the_primarys_row_by_row():
+    made = controller(plan(mode="shadow"))
+    classifier = SimpleNamespace(name="m", card=SimpleNamespace(signature=SimpleNamespace(task=Task.BINARY)))
+    made.compare(classifier, ModelOutput(predicted=np.array([0, 1, 1, 0])), ModelOutput(predicted=np.array([0, 0, 1, 1])))
+    assert made.shadow_rows == {("m", "agree"): 2.0, ("m", "disagree"): 2.0}
+    regressor = SimpleNamespace(name="r", card=SimpleNamespace(signature=SimpleNamespace(task=Task.REGRESSION)))
+    made.compare(regressor, ModelOutput(predicted=np.array([1.0, 2.0, np.nan])), ModelOutput(predicted=np.array([1.5, 0.0, 3.0])))
+    # |1.5 - 1| + |0 - 2|; the NaN row is left out of both the count and the sum.
+    assert (made.shadow_rows[("r", "compared")], made.shadow_difference["r"]) == (2.0, 2.5)
