@@ -1,0 +1,43 @@
+"""What a rollout start accepts for a regressor, and a candidate that cannot stand in for
+the primary (rollout_spec.py), on a real registry."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+from sklearn.datasets import make_regression
+from sklearn.linear_model import Ridge
+
+from modelmon.errors import RolloutInputError
+from modelmon.registry import Registry, register_model
+from modelmon.serving.rollout_spec import parse_start
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory) -> Registry:
+    root = tmp_path_factory.mktemp("spec-registry")
+    X, y = make_regression(n_samples=300, n_features=4, noise=5.0, random_state=0)
+    frame = pd.DataFrame(X, columns=["a", "b", "c", "d"]).assign(target=y)
+    for alpha in (1.0, 10.0):
+        register_model(Ridge(alpha=alpha).fit(frame[["a", "b", "c", "d"]], y), name="price", reference=frame,
+                       target="target", validation=frame, registry=root, convert_to_onnx=False)
+    fewer = frame[["a", "b", "c"]].assign(target=y)
+    register_model(Ridge().fit(fewer[["a", "b", "c"]], y), name="price", reference=fewer, target="target",
+                   validation=fewer, registry=root, convert_to_onnx=False)
+    return Registry(root)
+
+
+def test_a_regressor_is_gated_on_errors_and_latency(registry):
+    spec = parse_start("price", {"candidate": 2, "primary": 1}, registry, None)
+    assert (spec.primary_version, spec.candidate_version, spec.gates) == (1, 2, ["errors", "latency"])
+    assert spec.margins == {"errors": 0.01, "latency": 0.05}
+    with pytest.raises(RolloutInputError, match="gates: 'estimated_quality' needs a classifier; price is a regression model"):
+        parse_start("price", {"candidate": 2, "primary": 1, "gates": ["errors", "estimated_quality"]}, registry, None)
+
+
+def test_a_candidate_with_other_features_is_refused(registry):
+    with pytest.raises(RolloutInputError, match="candidate: version 3 takes other inputs than version 1"):
+        parse_start("price", {"candidate": 3, "primary": 1}, registry, None)
+    # Without a primary named, it is the newest other version: 3 here, which takes other inputs.
+    with pytest.raises(RolloutInputError, match="candidate: version 2 takes other inputs than version 3"):
+        parse_start("price", {"candidate": 2}, registry, None)
