@@ -158,13 +158,14 @@ class ServerMetrics:
             pieces.append(self._eof)
         return Body(pieces, openmetrics)
 
-    def flush(self, pause: Callable[[], None] = lambda: None) -> None:
+    def flush(self, pause: Callable[[], None] = lambda: None, settle: bool = True) -> None:
         """Count every monitor's queued work (``batch_accounting``). The /metrics route calls
         this on the event loop before the scrape's thread runs, as the loop counts its queues
         every 0.1 s anyway: counting (numpy calls that release the GIL) in another thread would
-        hand the GIL back and forth with the loop at every call."""
+        hand the GIL back and forth with the loop at every call. The route passes
+        ``settle=False``: the scrape's thread settles (``TaskCounts.settle``) before it writes."""
         for i, monitor in enumerate(list(self.monitors.values())):
-            monitor.flush()
+            monitor.flush(settle)
             if i % 16 == 15:
                 pause()
 

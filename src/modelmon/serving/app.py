@@ -410,7 +410,7 @@ def create_app(server: ModelServer) -> InferenceFastPath:
         # GIL back every 0.5 ms and writes only what changed since the last scrape.
         openmetrics = wants_openmetrics(request.headers.get("accept"))
         gzip = wants_gzip(request.headers.get("accept-encoding"))
-        server.metrics.flush()
+        server.metrics.flush(settle=False)
         body, content_type = await run_in_threadpool(server.metrics.scrape, openmetrics, gzip)
         headers = {"Vary": "Accept, Accept-Encoding"}
         if gzip:
