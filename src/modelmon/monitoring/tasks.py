@@ -187,7 +187,7 @@ class RegressionCounts(TaskCounts):
         # Rows counted but not yet estimated: the estimate (about 5 µs of CPU per row, mostly
         # onnxruntime with the GIL released) is left to the scrape's and the drift scorer's
         # threads (``settle``), off the event loop, which counts every 0.1 s on the request
-        # path: at c=1 it cost 8% of a regressor's throughput there (issue 18).
+        # path (issue 18: the serving cost at c=1).
         self._unestimated: list[tuple[FeatureBatch, np.ndarray]] = []
         self._unestimated_lock = threading.Lock()  # the list: held for an append or a swap
         self._estimate_lock = threading.Lock()  # one settle at a time, so no sum is lost
