@@ -153,3 +153,47 @@ def test_serving_has_an_overview_across_models():
     for title in ("Inference requests per second, every model", "Server error ratio, every model"):
         expr = serving[title]["targets"][0]["expr"]
         assert "$model" not in expr and "sum by (model, version)" in expr, title
+
+
+def test_sql_panels_follow_the_version_variable():
+    """Issue 23, item 11: the run store panels read $version (as ${version:csv}, which works
+    in both SQL dialects). On a SQLite table with versions 1, 2 and 12: a selection keeps
+    exactly its versions (2 is not 12), All keeps every one."""
+    import sqlite3
+    from datetime import UTC, datetime
+
+    from modelmon.dashboards.catalog import LABELLED_TABLE, VERSION_SQL
+    from modelmon.dashboards.templating import Expansion, Selection, TimeRange, expand_sql
+
+    quality = grafana.dashboards_json("postgresql")["modelmon-quality"]
+    sql_targets = [t for p in panels(quality).values() for t in p["targets"] if "rawSql" in t]
+    assert sql_targets and all(VERSION_SQL in t["rawSql"] for t in sql_targets)
+    db = sqlite3.connect(":memory:")
+    db.execute("CREATE TABLE labelled_predictions (model TEXT, version INTEGER, correct INTEGER, predicted_at TEXT, labelled_at TEXT)")
+    db.executemany("INSERT INTO labelled_predictions VALUES ('shop', ?, ?, '2017-04-21 05:02:00', '2017-04-21 05:03:00')",
+                   [(1, 1), (2, 0), (2, 1), (12, 1)])
+    span = TimeRange(datetime(2017, 4, 21, 5, 0, tzinfo=UTC), datetime(2017, 4, 21, 6, 0, tzinfo=UTC))
+
+    def versions(selection: Selection) -> list[tuple[int, int]]:
+        ctx = Expansion(span, {"model": Selection.single("shop"), "version": selection})
+        return db.execute(expand_sql(LABELLED_TABLE, ctx, "sqlite")).fetchall()
+
+    every = versions(Selection(("1", "2", "12"), all=True, all_value=".*", multi=True))
+    assert [(row[0], row[1]) for row in every] == [(1, 1), (2, 2), (12, 1)]
+    assert [(row[0], row[1]) for row in versions(Selection(("2",), multi=True))] == [(2, 2)]
+    assert [(row[0], row[1]) for row in versions(Selection(("1", "12"), multi=True))] == [(1, 1), (12, 1)]
+
+
+def test_accuracy_stats_are_coloured_at_the_alerts_level():
+    """Issue 23, item 11: the realized and estimated accuracy stats show the difference from
+    the validation baseline, red below minus the alerts' default margin (0.05)."""
+    from modelmon.alerting.config import EstimatedAccuracy, RealizedQuality
+    from modelmon.dashboards.catalog import ACCURACY_MARGIN
+
+    assert ACCURACY_MARGIN == RealizedQuality().margin == EstimatedAccuracy().margin
+    quality = panels(grafana.dashboards_json("postgresql")["modelmon-quality"])
+    for title in ("Realized accuracy against baseline", "Estimated accuracy (CBPE) against baseline"):
+        stat = quality[title]
+        assert stat["fieldConfig"]["defaults"]["thresholds"]["steps"] == [
+            {"color": "red", "value": None}, {"color": "orange", "value": -0.05}, {"color": "green", "value": -0.025}], title
+        assert 'modelmon_baseline_metric{' in stat["targets"][0]["expr"] and 'metric="accuracy"' in stat["targets"][0]["expr"]

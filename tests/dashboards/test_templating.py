@@ -77,6 +77,8 @@ def test_variables_are_formatted_per_datasource():
         "WHERE model = 'churn' AND run_id IN ('3','4') AND v IN ('1','2')"
     )
     assert expand_promql("${version:csv} ${version:pipe}", ctx) == "1,2 1|2"
+    # Grafana writes a custom "All" value as it is, in SQL and whatever the format (templateSrv).
+    assert expand_sql("'${every:csv}' $every", ctx, "postgresql") == "'.*' .*"
     # A regex replacement's $1 is not a variable.
     assert expand_promql('label_replace(x, "a", "$1", "b", "(.+)")', ctx) == 'label_replace(x, "a", "$1", "b", "(.+)")'
     with pytest.raises(TemplateError, match=r"\$nope"):

@@ -280,34 +280,49 @@ def _realized_vs_baseline(rule: str, baseline: str, estimated: str | None) -> tu
     return tuple(queries)
 
 
-LABELLED_PG = """SELECT $__timeGroupAlias(predicted_at, $__interval), 'v' || version AS metric, avg(correct) AS value
+#: The chosen versions in SQL (PostgreSQL and SQLite alike): Grafana writes ``${version:csv}``
+#: as ``1,2`` for a selection and as the variable's custom "All" value, ``.*``, for All.
+VERSION_SQL = "('${version:csv}' = '.*' OR (',' || '${version:csv}' || ',') LIKE ('%,' || version || ',%'))"
+LABELLED_PG = f"""SELECT $__timeGroupAlias(predicted_at, $__interval), 'v' || version AS metric, avg(correct) AS value
 FROM labelled_predictions
-WHERE model = '$model' AND $__timeFilter(predicted_at)
+WHERE model = '$model' AND {VERSION_SQL} AND $__timeFilter(predicted_at)
 GROUP BY 1, 2
 ORDER BY 1"""
-LABELLED_SQLITE = """SELECT $__unixEpochGroupSeconds(ts_ms, $__interval_ms) / 1000 AS time, 'v' || version AS metric, avg(correct) AS value
+LABELLED_SQLITE = f"""SELECT $__unixEpochGroupSeconds(ts_ms, $__interval_ms) / 1000 AS time, 'v' || version AS metric, avg(correct) AS value
 FROM (SELECT CAST(strftime('%s', predicted_at) AS INTEGER) * 1000 AS ts_ms, version, correct
       FROM labelled_predictions
-      WHERE model = '$model' AND $__timeFilter(predicted_at)) AS lp
+      WHERE model = '$model' AND {VERSION_SQL} AND $__timeFilter(predicted_at)) AS lp
 GROUP BY 1, 2
 ORDER BY 1"""
-LABELLED_TABLE = """SELECT version, count(*) AS labelled, sum(correct) AS correct, avg(correct) AS accuracy,
+LABELLED_TABLE = f"""SELECT version, count(*) AS labelled, sum(correct) AS correct, avg(correct) AS accuracy,
        min(predicted_at) AS first_prediction, max(labelled_at) AS last_label
 FROM labelled_predictions
-WHERE model = '$model' AND $__timeFilter(predicted_at)
+WHERE model = '$model' AND {VERSION_SQL} AND $__timeFilter(predicted_at)
 GROUP BY version
 ORDER BY version"""
+#: ModelmonAccuracyBelowBaseline's default margin (alerting/config.py: RealizedQuality.margin):
+#: the accuracy stats are red below the baseline minus this.
+ACCURACY_MARGIN = 0.05
+#: Each version's validation accuracy, one per version (every replica exports it).
+BASELINE_ACCURACY = f'max by (cluster, namespace, job, model, version) (modelmon_baseline_metric{{{SEL}, metric="accuracy"}})'
+BELOW_BASELINE = (Threshold(None, "red"), Threshold(-ACCURACY_MARGIN, "orange"), Threshold(-ACCURACY_MARGIN / 2, "green"))
 
 
 def quality() -> Dashboard:
     overview = Row("Overview", (
-        Panel("stat", "Realized accuracy", "Accuracy on the predictions labelled in the window, all replicas (model_version:modelmon_confusion:accuracy$window).",
-              "percentunit", (Prom(f"model_version:modelmon_confusion:accuracy$window{{{SEL}}}", "v{{version}}"),), width=6, height=5, decimals=3),
+        # Against the baseline, since the alert's level is the baseline minus a margin: a
+        # stat of the accuracy itself could not be coloured by it.
+        Panel("stat", "Realized accuracy against baseline", "Accuracy on the predictions labelled in the window, all replicas (model_version:modelmon_confusion:accuracy$window), "
+              f"minus the validation baseline: red below -{ACCURACY_MARGIN:g}, where ModelmonAccuracyBelowBaseline fires (its default margin; the alert reads a 6h window with at least 1000 labels), orange from half of it.",
+              "percentunit", (Prom(f"model_version:modelmon_confusion:accuracy$window{{{SEL}}} - on (cluster, namespace, job, model, version) {BASELINE_ACCURACY}", "v{{version}}"),),
+              width=6, height=5, decimals=3, thresholds=BELOW_BASELINE),
         Panel("stat", "Validation baseline accuracy", "Accuracy on the validation data at registration (modelmon_baseline_metric).",
               "percentunit", (Prom(f'max by (version) (modelmon_baseline_metric{{{SEL}, metric="accuracy"}})', "v{{version}}"),),
               width=6, height=5, decimals=3),
-        Panel("stat", "Estimated accuracy (CBPE)", "Accuracy estimated from calibrated probabilities, before labels arrive (model_version:modelmon_expected_confusion:accuracy$window).",
-              "percentunit", (Prom(f"model_version:modelmon_expected_confusion:accuracy$window{{{SEL}}}", "v{{version}}"),), width=6, height=5, decimals=3),
+        Panel("stat", "Estimated accuracy (CBPE) against baseline", "Accuracy estimated from calibrated probabilities, before labels arrive (model_version:modelmon_expected_confusion:accuracy$window), "
+              f"minus the validation baseline: red below -{ACCURACY_MARGIN:g}, where ModelmonEstimatedAccuracyBelowBaseline fires (its default margin; the alert reads a 1h window with at least 100 rows), orange from half of it.",
+              "percentunit", (Prom(f"model_version:modelmon_expected_confusion:accuracy$window{{{SEL}}} - on (cluster, namespace, job, model, version) {BASELINE_ACCURACY}", "v{{version}}"),),
+              width=6, height=5, decimals=3, thresholds=BELOW_BASELINE),
         Panel("stat", "Label coverage", "Labels matched as a share of the predictions made in the window (model_version:modelmon_feedback_matched:ratio_predictions$window); red under ModelmonLowLabelCoverage's default 10%.",
               "percentunit", (Prom(f"model_version:modelmon_feedback_matched:ratio_predictions$window{{{SEL}}}", "v{{version}}"),), width=6, height=5, decimals=3,
               thresholds=(Threshold(None, "red"), Threshold(0.1, "green"))),

@@ -10,8 +10,9 @@ panel returns data. The rules follow Grafana's:
   Prometheus range query. ``$__rate_interval`` is ``max($__interval + scrape interval,
   4 x scrape interval)``. ``$__range`` is the whole range.
 - A variable that is multi-valued or has "All" is formatted for Prometheus as an escaped
-  regular expression (``(a|b)``, or its ``allValue`` such as ``.*``), for SQL as quoted
-  values (``'a','b'``); a single-valued variable as its raw value. ``${var:singlequote}``,
+  regular expression (``(a|b)``), for SQL as quoted values (``'a','b'``); a single-valued
+  variable as its raw value. "All" with a custom ``allValue`` (``.*``) is that value as it
+  is, in every data source and format. ``${var:singlequote}``,
   ``${var:csv}``, ``${var:pipe}``, ``${var:regex}`` and ``${var:raw}`` format explicitly.
 - Macros after variables, per data source: PostgreSQL as Grafana's
   ``grafana-postgresql-datasource`` expands them (``$__timeFilter(col)`` becomes
@@ -140,7 +141,9 @@ def _quote(value: str) -> str:
 
 
 def format_value(selection: Selection, fmt: str | None, target: str) -> str:
-    if selection.all and selection.all_value is not None and fmt in (None, "regex", "raw") and target == "prometheus":
+    # Grafana (templateSrv) writes a custom "All" value as it is, whatever the data source
+    # and the format (but text and percentencode): ``${version:csv}`` is ``.*`` in SQL too.
+    if selection.all and selection.all_value is not None and fmt not in ("text", "percentencode"):
         return selection.all_value
     values = list(selection.values)
     if fmt == "singlequote":
