@@ -114,13 +114,32 @@ DEFAULTS = {  # key: (severity, for)
 
 #: Which Grafana dashboard (uid) shows each built-in rule's data.
 DASHBOARDS = {
-    "modelmon-serving": {"model_down", "error_ratio", "client_errors", "latency_p99", "predictions_stopped",
-                         "prediction_log_dropping"},
+    "modelmon-serving": {"model_down", "target_down", "job_absent", "error_ratio", "client_errors", "latency_p99",
+                         "predictions_stopped", "prediction_log_dropping"},
     "modelmon-drift": {"feature_drift", "fleet_drift", "dataset_drift", "prediction_drift"},
     "modelmon-quality": {"realized_quality", "estimated_accuracy", "realized_error", "estimated_error", "label_coverage",
                          "no_labels"},
     "modelmon-training": {"training_nan_loss", "training_plateau", "training_stalled"},
 }
+
+
+#: The panel of that dashboard that shows each alert's condition (its Grafana rule's
+#: ``__panelId__``): the fixed ids of dashboards/catalog.py: PANEL_IDS, which this layer cannot
+#: import (tests/alerting/test_grafana.py checks each names a panel querying the alert's
+#: metric). No panel shows the Watchdog, notify-bridge's or the message queues' metrics.
+PANELS = {
+    "ModelmonModelDown": 110, "ModelmonTargetDown": 111, "ModelmonJobAbsent": 111,
+    "ModelmonHighErrorRatio": 101, "ModelmonHighClientErrorRatio": 103, "ModelmonHighLatencyP99": 102,
+    "ModelmonPredictionsStopped": 104, "ModelmonPredictionLogDropping": 105,
+    "ModelmonFeatureDrift": 201, "ModelmonFleetFeatureDrift": 202, "ModelmonDatasetDrift": 203, "ModelmonPredictionDrift": 204,
+    "ModelmonAccuracyBelowBaseline": 301, "ModelmonF1BelowBaseline": 302, "ModelmonEstimatedAccuracyBelowBaseline": 303,
+    "ModelmonMAEAboveBaseline": 304, "ModelmonEstimatedMAEAboveBaseline": 304,
+    "ModelmonRMSEAboveBaseline": 305, "ModelmonEstimatedRMSEAboveBaseline": 305,
+    "ModelmonLowLabelCoverage": 306, "ModelmonNoLabels": 307,
+    "ModelmonTrainingLossNaN": 401, "ModelmonTrainingValidationLossPlateau": 401, "ModelmonTrainingRunStalled": 402,
+}
+#: Rules about a scrape job, not a model: their dashboard link selects the job.
+JOB_RULES = {"target_down", "job_absent"}
 
 
 def dashboard_uid(key: str) -> str:
@@ -174,7 +193,7 @@ class Builder:
         return AlertRule(
             name=name, for_=for_, severity=settings.severity or severity, labels=dict(settings.labels),
             channels=list(settings.channels), runbook_url=f"{self.config.runbook_base_url}#{anchor(name)}",
-            dashboard_url=self.dashboard_url(key), dashboard_uid=dashboard_uid(key), **fields,
+            dashboard_url=self.dashboard_url(key), dashboard_uid=dashboard_uid(key), panel_id=PANELS.get(name), **fields,
         )
 
     def dashboard_url(self, key: str) -> str:
@@ -188,6 +207,8 @@ class Builder:
             return base + "?var-experiment=$experiment&var-run=$run"
         if uid == "modelmon-alerts":
             return base
+        if key in JOB_RULES:
+            return base + "?var-job=$job"
         return base + "?var-model=$model&var-version=$version"
 
     def eval_minutes(self, rule: AlertRule, *windows: str) -> int:
@@ -475,6 +496,7 @@ class Builder:
         where = "cluster=%[1]q, namespace=%[2]q, job=%[3]q, model=%[4]q, version=%[5]q, feature=%[6]q"
         args = "$labels.cluster $labels.namespace $labels.job $labels.model $labels.version $labels.feature"
         rows = "modelmon_drift_window_rows"
+        order: list[tuple[tuple[str, ...], str | None]]
         if s.methods == "auto":  # the server's verdict: PSI past pvalue_max_rows, p-value tests up to it
             order = [((PSI.name,), f"> {s.pvalue_max_rows}"), (method_names(direction="low"), f"<= {s.pvalue_max_rows}")]
         else:

@@ -9,6 +9,8 @@ exported with (``--window``, default 1h).
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from modelmon.dashboards.spec import Dashboard, Panel, Prom, Row, Sql, Threshold, Variable
 from modelmon.monitoring.methods import JS, METHODS, PSI, method_names
 
@@ -24,6 +26,42 @@ SEL = 'job=~"$job", model="$model", version=~"$version"'
 #: another team's Prometheus job) is left out unless its job is chosen too.
 MODEL = 'job=~"$job", model="$model"'
 PREDICTION_ENDPOINTS = 'endpoint=~"infer|predict"'
+
+#: Fixed ids of the panels that show an alert's condition, by dashboard uid and panel title:
+#: the Grafana alert rules link to them (``__panelId__``), by the same numbers in
+#: alerting/builtins.py: PANELS (the two packages do not import each other; a test checks
+#: that every one names a panel here that queries the alert's metric).
+PANEL_IDS: dict[str, dict[str, int]] = {
+    SERVING_UID: {"Server error ratio (5xx)": 101, "p99 request latency": 102, "Responses by status code": 103,
+                  "Model calls and rows per second": 104, "Prediction log rows": 105, "Loaded versions": 110,
+                  "Targets down": 111},
+    DRIFT_UID: {"Per-replica drift score ($method) against its threshold": 201,
+                "Fleet PSI per feature against the threshold": 202, "Features drifted": 203, "Prediction drift": 204},
+    QUALITY_UID: {"Realized accuracy against baseline": 301, "Macro F1": 302, "Estimated accuracy (CBPE) against baseline": 303,
+                  "MAE: realized, estimated and baseline": 304, "RMSE: realized, estimated and baseline": 305,
+                  "Label coverage": 306, "Labels received by outcome": 307},
+    TRAINING_UID: {"Live $metric": 401, "Time since the last report": 402},
+}
+
+
+def _with_ids(dashboard: Dashboard) -> Dashboard:
+    """The dashboard with the fixed ids of PANEL_IDS set on its panels (the stat, where a
+    title is both a stat and a time series)."""
+    ids = dict(PANEL_IDS.get(dashboard.uid, {}))
+    rows = []
+    for row in dashboard.rows:
+        panels = []
+        for panel in row.panels:
+            if panel.title in ids and (panel.kind == "stat" or not any(
+                    p.title == panel.title and p.kind == "stat" for p in dashboard.panels)):
+                panels.append(replace(panel, id=ids.pop(panel.title)))
+            else:
+                panels.append(panel)
+        rows.append(replace(row, panels=tuple(panels)))
+    if ids:
+        raise ValueError(f"dashboard {dashboard.uid} has no panel {', '.join(ids)}")
+    return replace(dashboard, rows=tuple(rows))
+
 
 #: Drift methods' default thresholds (monitoring/methods.py), as panel text and colours.
 PSI_DRIFT = PSI.default_threshold
@@ -129,7 +167,13 @@ def serving() -> Dashboard:
     ))
     # Process metrics have no model label: the replicas are those that serve $model.
     serves = f"on (instance, job) group_left () max by (instance, job) (modelmon_model_info{{{MODEL}}})"
+    # up has no model label: every target of the chosen jobs.
+    up = 'up{job=~"$job"}'
     replicas = Row("Replicas: saturation and the prediction log", (
+        Panel("timeseries", "Targets down", "Share of each chosen job's scrape targets that Prometheus cannot scrape (up == 0), every model of the job: "
+              "ModelmonTargetDown fires above 10% for 10 minutes; a job with no target left shows nothing here and fires ModelmonJobAbsent.",
+              "percentunit", (Prom(f"(count by (job) ({up} == 0) or count by (job) ({up}) * 0) / count by (job) ({up})", "{{job}}"),),
+              width=24, min=0, max=1, thresholds=(Threshold(None, "green"), Threshold(0.1, "red")), show_thresholds=True),
         Panel("timeseries", "CPU per replica", "CPU seconds per second of each server process serving the model (1 = one core busy), from process_cpu_seconds_total.",
               "short", (Prom(f"rate(process_cpu_seconds_total[$__rate_interval]) * {serves}", "{{instance}}"),), width=6, min=0),
         Panel("timeseries", "Memory per replica", "Resident memory of each server process serving the model (process_resident_memory_bytes).",
@@ -155,11 +199,11 @@ def serving() -> Dashboard:
                                    f" / sum by (model, version) (rate(modelmon_requests_total{{{every}}}[$__rate_interval]))", "{{model}} v{{version}}"),),
               width=12, min=0, thresholds=(Threshold(None, "green"), Threshold(0.05, "red"))),
     ))
-    return Dashboard(
+    return _with_ids(Dashboard(
         SERVING_UID, "modelmon / Serving",
         "Throughput, errors, latency and batching of a served model, per version; the replicas' saturation and prediction log.",
         _model_variables(), (overview, traffic, latency, batching, replicas, fleet),
-    )
+    ))
 
 
 # -- 2. Drift and data quality ----------------------------------------------------------------
@@ -260,11 +304,11 @@ def drift() -> Dashboard:
                  options=tuple(METHODS), default=PSI.name),
         _window_variable(),
     )
-    return Dashboard(
+    return _with_ids(Dashboard(
         DRIFT_UID, "modelmon / Data drift and quality",
         "Live inputs and predictions against the training data: drift per feature, bin shares, missing and unseen values.",
         variables, (overview, scores, bins, quality, outputs),
-    )
+    ))
 
 
 # -- 3. Model quality -------------------------------------------------------------------------
@@ -370,12 +414,12 @@ def quality() -> Dashboard:
         Panel("table", "Labelled predictions per version", "From the prediction log: labelled predictions made in the time range, per version, with their accuracy.",
               "none", (Sql(LABELLED_TABLE, LABELLED_TABLE),), width=24, height=6),
     ), task="classification")
-    return Dashboard(
+    return _with_ids(Dashboard(
         QUALITY_UID, "modelmon / Model quality",
         "Live quality from ground-truth labels and CBPE estimates (a regressor's MAE, RMSE and their label-free "
         "estimate), against the validation baseline.",
         _model_variables(window=True), (overview, realized, estimated, labels, regression()),
-    )
+    ))
 
 
 def _error_vs_baseline(metric: str, realized: str, estimated: str) -> tuple[Prom, ...]:
@@ -504,12 +548,12 @@ def training() -> Dashboard:
         Variable("metric", "Metric", "The metric of the over-time and live panels.", "custom",
                  options=("loss", "accuracy", "f1_macro", "precision_macro", "recall_macro", "f1", "log_loss"), default="loss"),
     )
-    return Dashboard(
+    return _with_ids(Dashboard(
         TRAINING_UID, "modelmon / Training",
         "Training runs from the run store: learning curves, runs compared, parameters; and active runs live from Prometheus.",
         # A 7-day range of SQLite queries: refreshed every 5 minutes, not every 30 s.
         variables, (curves, runs, live), time_from="now-7d", refresh="5m",
-    )
+    ))
 
 
 # -- 5. Alerts --------------------------------------------------------------------------------

@@ -247,12 +247,31 @@ def build_dashboard(dashboard: spec.Dashboard, dialect: Dialect = "postgresql",
         model = b.build()
     data = json.loads(json.dumps(model, cls=JSONEncoder))
     data.setdefault("templating", {}).setdefault("list", [])
-    for i, panel in enumerate(data.get("panels", []), start=1):
-        panel["id"] = i
+    _number_panels(data, dashboard)
     _datasource_variable(data, datasource)
     if any(v.name == "model" and v.source == "prometheus" for v in dashboard.variables):
         data["annotations"]["list"].append(VERSION_LOADED)
     return data
+
+
+def _number_panels(data: dict[str, Any], dashboard: spec.Dashboard) -> None:
+    """Panels with a fixed id (alerts link to them) keep it; rows and the other panels are
+    numbered in order from 1 (under 100, so never one of the fixed ids)."""
+    # The JSON lists each row, then its panels, in the spec's order.
+    order: list[int | None] = []
+    for row in dashboard.rows:
+        order += [None] + [p.id for p in row.panels]
+    built = data.get("panels", [])
+    assert len(built) == len(order), f"dashboard {dashboard.uid}: {len(built)} panels built for {len(order)}"
+    n = 0
+    for panel, fixed in zip(built, order, strict=True):
+        if fixed is not None:
+            panel["id"] = fixed
+        else:
+            n += 1
+            panel["id"] = n
+    if n >= 100:
+        raise ValueError(f"dashboard {dashboard.uid}: {n} panels numbered in order reach the fixed ids (100 and up)")
 
 
 #: Deployments on the time axis: a version of $model that is loaded now and was not 5 minutes
