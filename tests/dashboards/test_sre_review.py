@@ -64,9 +64,13 @@ def test_dashboard_linter_rules():
     because the Go linter cannot be installed on this machine: template-datasource-rule,
     panel-datasource-rule, panel-title-description-rule, panel-units-rule,
     panel-no-targets-rule, target-rate-interval-rule, template-on-time-change-reload-rule,
-    template-job-rule and target-job-rule (every query of a model reads job=~"$job").
-    Not applied: target-instance-rule / template-instance-rule (modelmon selects by model and
-    version; the Replicas row breaks down by instance), uneditable-dashboard."""
+    template-job-rule and template-instance-rule (lint/template_utils.go: a Prometheus query
+    on $datasource, labelled Job / Instance, multi, allValue .+), target-job-rule and
+    target-instance-rule (every selector of a model's raw metric reads job=~"$job" and
+    instance=~"$instance"; the recording rules sum the replicas, so they have no instance
+    label, where the linter's exclusion file would name the rule), and, as kubernetes-mixin,
+    cluster="$cluster" in every selector of a model, the variable hidden unless exported
+    --multi-cluster. Not applied: uneditable-dashboard."""
     for uid, dashboard in grafana.dashboards_json("postgresql").items():
         variables = {v["name"]: v for v in dashboard["templating"]["list"]}
         prom_panels = [p for p in panels(dashboard).values() if p["datasource"].get("type") == "prometheus"]
@@ -85,12 +89,22 @@ def test_dashboard_linter_rules():
                     for window in re.findall(r"(?:rate|increase)\([^\[]*\[([^\]]+)\]", target["expr"]):
                         assert window in ("$__rate_interval", "$window") or window.startswith("$__range"), f"{where}: [{window}]"
         if "model" in variables and variables["model"]["type"] == "query" and "label_values" in variables["model"]["query"]:
-            assert variables["job"]["type"] == "query" and variables["job"]["includeAll"], uid  # template-job-rule
+            for name in ("job", "instance"):  # template-job-rule, template-instance-rule
+                v = variables[name]
+                assert (v["type"], v["datasource"]["uid"], v["label"], v["multi"], v["allValue"]) == (
+                    "query", "${datasource}", name.title(), True, ".+"), f"{uid} ${name}"
+            cluster = variables["cluster"]
+            assert (cluster["type"], cluster["multi"], cluster["hide"]) == ("query", False, 2), uid
+            checked = 0
             for panel in prom_panels:
                 for target in panel["targets"]:
-                    if '$model' in target["expr"]:
-                        assert all('job=~"$job"' in sel for sel in re.findall(r'\{[^{}]*model="\$model"[^{}]*\}', target["expr"])), (
-                            f"{uid} / {panel['title']}: {target['expr']}")  # target-job-rule
+                    # Every selector of a model's series (target-job-rule, target-instance-rule).
+                    for metric, sel in re.findall(r'([a-zA-Z_:0-9$]*)\{([^{}]*model="\$model"[^{}]*)\}', target["expr"]):
+                        where = f"{uid} / {panel['title']}: {metric}{{{sel}}}"
+                        assert 'job=~"$job"' in sel and 'cluster="$cluster"' in sel, where
+                        assert ('instance=~"$instance"' in sel) == (":" not in metric), where
+                        checked += 1
+            assert checked > 10, uid
         for variable in dashboard["templating"]["list"]:
             if variable["type"] == "query":
                 assert variable["refresh"] == 2, f"{uid} ${variable['name']}"  # on time range change
@@ -156,9 +170,10 @@ def test_serving_has_an_overview_across_models():
 
 
 def test_sql_panels_follow_the_version_variable():
-    """Issue 23, item 11: the run store panels read $version (as ${version:csv}, which works
-    in both SQL dialects). On a SQLite table with versions 1, 2 and 12: a selection keeps
-    exactly its versions (2 is not 12), All keeps every one."""
+    """Issue 23, item 11: the run store panels read $version (quoted values, All listing
+    every version: the variable has no custom All value, which Grafana would write as it
+    is). On a SQLite table with versions 1, 2 and 12: a selection keeps exactly its versions
+    (2 is not 12), All keeps every one."""
     import sqlite3
     from datetime import UTC, datetime
 
@@ -178,7 +193,8 @@ def test_sql_panels_follow_the_version_variable():
         ctx = Expansion(span, {"model": Selection.single("shop"), "version": selection})
         return db.execute(expand_sql(LABELLED_TABLE, ctx, "sqlite")).fetchall()
 
-    every = versions(Selection(("1", "2", "12"), all=True, all_value=".*", multi=True))
+    assert "allValue" not in next(v for v in quality["templating"]["list"] if v["name"] == "version")
+    every = versions(Selection(("1", "2", "12"), all=True, multi=True))
     assert [(row[0], row[1]) for row in every] == [(1, 1), (2, 2), (12, 1)]
     assert [(row[0], row[1]) for row in versions(Selection(("2",), multi=True))] == [(2, 2)]
     assert [(row[0], row[1]) for row in versions(Selection(("1", "12"), multi=True))] == [(1, 1), (12, 1)]
@@ -197,3 +213,10 @@ def test_accuracy_stats_are_coloured_at_the_alerts_level():
         assert stat["fieldConfig"]["defaults"]["thresholds"]["steps"] == [
             {"color": "red", "value": None}, {"color": "orange", "value": -0.05}, {"color": "green", "value": -0.025}], title
         assert 'modelmon_baseline_metric{' in stat["targets"][0]["expr"] and 'metric="accuracy"' in stat["targets"][0]["expr"]
+
+
+def test_cluster_variable_shows_with_several_clusters():
+    for uid, dashboard in grafana.dashboards_json("postgresql", multi_cluster=True).items():
+        for variable in dashboard["templating"]["list"]:
+            if variable["name"] == "cluster":
+                assert variable["hide"] == 0, uid

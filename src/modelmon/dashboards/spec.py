@@ -118,6 +118,11 @@ class Variable:
     include_all: bool = False
     #: What "All" stands for in queries (Prometheus: ``.*``); None lists every value.
     all_value: str | None = None
+    #: Hidden from the dashboard's variable bar (Grafana's ``hide: 2``).
+    hidden: bool = False
+    #: No value is a valid choice: a label the setup does not have (cluster), whose empty
+    #: value matches every series.
+    may_be_empty: bool = False
 
 
 @dataclass(frozen=True)

@@ -132,8 +132,10 @@ def parse_duration(text: str) -> float:
 
 
 def _regex_escape(value: str) -> str:
-    # What Grafana's Prometheus data source escapes in multi-value variables.
-    return re.sub(r"([\\^$*+?.()|{}\[\]])", r"\\\1", value)
+    """Grafana's Prometheus data source (prometheusSpecialRegexEscape) for multi-value
+    variables: two backslashes before each regex metacharacter, four for a backslash, since
+    the value lands in a PromQL string, which takes one level of escapes away."""
+    return re.sub(r"[$^*{}\[\]+?.()|]", lambda m: "\\\\" + m.group(0), value.replace("\\", "\\" * 4))
 
 
 def _quote(value: str) -> str:
