@@ -18,6 +18,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
+import modelmon
 from modelmon.registry import Registry, register_model
 from modelmon.stack.processes import free_port, stop_process, wait_for_http
 
@@ -102,9 +103,11 @@ def start_server(registry_dir: Path, log_dir: Path, *extra_args: str, home: Path
         [sys.executable, "-m", "modelmon.cli", "serve", "--registry", str(registry_dir),
          "--port", str(port), *extra_args],
         stdout=log.open("wb"), stderr=subprocess.STDOUT,
-        # The repository root on the path lets test-only model classes load in the server.
-        env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(Path(__file__).parent.parent),
-             "MODELMON_HOME": str(home)},
+        # The repository root on the path lets test-only model classes load in the server;
+        # the sources the tests import come first, so the server runs the same modelmon (a
+        # checkout on PYTHONPATH beside an editable install of another one).
+        env={**os.environ, "PYTHONUNBUFFERED": "1", "MODELMON_HOME": str(home),
+             "PYTHONPATH": os.pathsep.join([str(Path(modelmon.__file__).parents[1]), str(Path(__file__).parent.parent)])},
     )
     url = f"http://127.0.0.1:{port}"
     try:
