@@ -41,6 +41,9 @@ def served(registry_dir, tmp_path_factory):
     )
     yield handle, grpc_port
     stop_process(handle.process)
+    # gRPC stopped cleanly too. (The exit status is SIGTERM's: with --drain-seconds 0 uvicorn
+    # raises the signal again once it has shut down.)
+    assert "Traceback" not in handle.log.read_text(), handle.log.read_text()[-3000:]
 
 
 @pytest.fixture(scope="module")
