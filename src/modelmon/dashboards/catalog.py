@@ -23,7 +23,8 @@ SEL = 'job=~"$job", model="$model", version=~"$version"'
 #: The chosen scrape jobs and model: a model of the same name in another job (staging,
 #: another team's Prometheus job) is left out unless its job is chosen too.
 MODEL = 'job=~"$job", model="$model"'
-PREDICTION_ENDPOINTS = 'endpoint=~"infer|predict"'
+#: Inference over V2 REST, V2 gRPC and the records endpoint.
+PREDICTION_ENDPOINTS = 'endpoint=~"infer|grpc_infer|predict"'
 
 #: Drift methods' default thresholds (monitoring/methods.py), as panel text and colours.
 PSI_DRIFT = PSI.default_threshold
