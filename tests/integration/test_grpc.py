@@ -15,11 +15,13 @@ import httpx
 import numpy as np
 import pytest
 import tritonclient.grpc as triton
+from prometheus_client.parser import text_string_to_metric_families
 from tritonclient.utils import InferenceServerException
 
 from modelmon.serving.grpc_v2 import grpc_predict_v2_pb2 as pb
 from modelmon.stack.processes import free_port, stop_process
 from tests.conftest import start_server
+from tests.integration.prom_helpers import promtool_check_metrics
 from tests.integration.test_http_api import error_counts, metric_value
 
 pytestmark = pytest.mark.slow
@@ -71,6 +73,22 @@ def shop_tensors(rows) -> list[triton.InferInput]:
         tensor.set_data_from_numpy(values)
         tensors.append(tensor)
     return tensors
+
+
+def test_grpc_series_exist_from_zero(served):
+    """Before any gRPC traffic: the grpc_infer series of every status a served version can
+    answer, and the unknown model's, at zero, so that increase() sees the first error; the
+    exposition stays valid (promtool)."""
+    server, _ = served
+    exposition = httpx.get(f"{server.url}/metrics").text
+    requests = {(s.labels["model"], s.labels["endpoint"], s.labels["code"]): s.value
+                for f in text_string_to_metric_families(exposition) for s in f.samples if s.name == "modelmon_requests_total"}
+    wanted = {(m, "grpc_infer", c) for m in ("cancer", "shop") for c in ("200", "400", "401", "413", "500")}
+    wanted.add(("_unknown_", "grpc_infer", "404"))
+    assert {k: requests.get(k) for k in wanted} == dict.fromkeys(wanted, 0.0)
+    assert error_counts(server.url, "_unknown_") == {"model_not_found": 0.0, "malformed_request": 0.0}
+    checked = promtool_check_metrics(exposition.encode())
+    assert checked.returncode == 0, checked.stdout + checked.stderr
 
 
 def test_health_and_metadata(client):

@@ -121,8 +121,8 @@ class ServerMetrics:
         #: The endpoints whose series each version has: gRPC's too when it is served.
         self.endpoints = (*ENDPOINTS, GRPC_INFER) if grpc else ENDPOINTS
         #: What a request naming no served model can fail with: over gRPC, where the model's
-        #: name is inside the message, also a message that does not decode or is too large.
-        self.unknown_model_reasons = ("model_not_found", "malformed_request", "body_too_large") if grpc else ("model_not_found",)
+        #: name is inside the message, also a message that does not decode or names none.
+        self.unknown_model_reasons = ("model_not_found", "malformed_request") if grpc else ("model_not_found",)
         self.arrays = ArrayMetrics()
         for family in families.REQUEST_FAMILIES:
             self.arrays.family(family, sort_labels=True)
