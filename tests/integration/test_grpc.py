@@ -84,7 +84,7 @@ def test_grpc_series_exist_from_zero(served):
     requests = {(s.labels["model"], s.labels["endpoint"], s.labels["code"]): s.value
                 for f in text_string_to_metric_families(exposition) for s in f.samples if s.name == "modelmon_requests_total"}
     wanted = {(m, "grpc_infer", c) for m in ("cancer", "shop") for c in ("200", "400", "401", "413", "500")}
-    wanted.add(("_unknown_", "grpc_infer", "404"))
+    wanted |= {("_unknown_", "grpc_infer", "404"), ("_unknown_", "grpc_infer", "400")}
     assert {k: requests.get(k) for k in wanted} == dict.fromkeys(wanted, 0.0)
     assert error_counts(server.url, "_unknown_") == {"model_not_found": 0.0, "malformed_request": 0.0}
     checked = promtool_check_metrics(exposition.encode())

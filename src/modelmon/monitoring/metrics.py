@@ -342,7 +342,10 @@ class ServerMetrics:
             errors={reason: errors.child(i) for i, reason in enumerate(reasons)},
             durations={e: durations.child(i) for i, e in enumerate(self.endpoints)},
         )
-        bound.create_request_series({e: (404,) for e in self.endpoints})
+        codes = {e: (404,) for e in self.endpoints}
+        if GRPC_INFER in codes:  # a message that does not decode or names no model: a 400
+            codes[GRPC_INFER] = (400, 404)
+        bound.create_request_series(codes)
         return bound
 
 
