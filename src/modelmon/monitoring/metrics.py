@@ -342,7 +342,7 @@ class ServerMetrics:
             errors={reason: errors.child(i) for i, reason in enumerate(reasons)},
             durations={e: durations.child(i) for i, e in enumerate(self.endpoints)},
         )
-        codes = {e: (404,) for e in self.endpoints}
+        codes: dict[str, tuple[int, ...]] = {e: (404,) for e in self.endpoints}
         if GRPC_INFER in codes:  # a message that does not decode or names no model: a 400
             codes[GRPC_INFER] = (400, 404)
         bound.create_request_series(codes)
