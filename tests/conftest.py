@@ -18,7 +18,6 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-import modelmon
 from modelmon.registry import Registry, register_model
 from modelmon.stack.processes import free_port, stop_process, wait_for_http
 
@@ -104,10 +103,11 @@ def start_server(registry_dir: Path, log_dir: Path, *extra_args: str, home: Path
          "--port", str(port), *extra_args],
         stdout=log.open("wb"), stderr=subprocess.STDOUT,
         # The repository root on the path lets test-only model classes load in the server;
-        # the sources the tests import come first, so the server runs the same modelmon (a
-        # checkout on PYTHONPATH beside an editable install of another one).
-        env={**os.environ, "PYTHONUNBUFFERED": "1", "MODELMON_HOME": str(home),
-             "PYTHONPATH": os.pathsep.join([str(Path(modelmon.__file__).parents[1]), str(Path(__file__).parent.parent)])},
+        # its src first, so that the server runs this checkout's code (a git worktree's too,
+        # not only the one the virtualenv was installed from).
+        env={**os.environ, "PYTHONUNBUFFERED": "1",
+             "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent.parent / "src"), str(Path(__file__).parent.parent)]),
+             "MODELMON_HOME": str(home)},
     )
     url = f"http://127.0.0.1:{port}"
     try:
