@@ -193,17 +193,18 @@ def serve(
         except ValidationError as exc:
             raise ModelmonError(_settings_error(exc).replace("--feature-sample", "--log-features")) from None
         settings = ServingSettings(
+            grpc_port=grpc_port, grpc_host=host,
             max_batch_size=max_batch_size, max_batch_delay_ms=max_batch_delay_ms, batching=batching,
             inline_predict_ms=inline_predict_ms, monitoring=monitoring, max_series=max_series, max_body_bytes=max_body_bytes, drain_seconds=drain_seconds, drift=drift,
             store_url=store, prediction_log=log_settings, api_token=_api_token(api_token_file),
-            token_for_inference=token_for_inference, grpc_port=grpc_port, grpc_host=host,
+            token_for_inference=token_for_inference,
         )
+        if token_for_inference and settings.api_token is None:
+            raise ModelmonError("--token-for-inference needs a token: set MODELMON_API_TOKEN or --api-token-file")
         if grpc_port is not None:
             if grpc_port == port:
                 raise ModelmonError(f"--grpc-port {grpc_port} is --port too: gRPC needs a port of its own")
             _require_grpc()
-        if token_for_inference and settings.api_token is None:
-            raise ModelmonError("--token-for-inference needs a token: set MODELMON_API_TOKEN or --api-token-file")
     except ModelmonError as exc:
         _fail(exc)
     except ValidationError as exc:

@@ -92,11 +92,8 @@ class ModelServer:
         self.feedback: FeedbackJoiner | None = None
         self._quality: dict[tuple[str, int], tuple[QualityMetrics, list[str]]] = {}
         self._repository_lock = asyncio.Lock()
-        #: Started once the models are loaded, stopped after the prediction log: the broker
-        #: label consumer and event publisher (modelmon.streams, wired by the CLI).
-        self.companions: list[Companion] = []
         #: Other protocols' servers on this event loop (the V2 gRPC server, ``grpc_v2``):
-        #: started once the models are loaded, and stopped first, so that their in-flight
+        #: started once the models are loaded, and stopped before the batchers, so that their in-flight
         #: requests finish while the batchers still run.
         self.listeners: list[Companion] = []
         if self.settings.grpc_port is not None:
@@ -104,6 +101,9 @@ class ModelServer:
             from modelmon.serving.grpc_v2.service import GrpcServer
 
             self.listeners.append(GrpcServer(self, self.settings.grpc_port, self.settings.grpc_host))
+        #: Started once the models are loaded, stopped after the prediction log: the broker
+        #: label consumer and event publisher (modelmon.streams, wired by the CLI).
+        self.companions: list[Companion] = []
 
     def open_prediction_log(self) -> None:
         """The store for predictions and labels, migrated, and the log's writer process."""
@@ -215,9 +215,9 @@ class ModelServer:
 
     async def stop(self) -> None:
         self.ready = False
+        self.metrics.drift.stop()
         for listener in self.listeners:
             await listener.stop()
-        self.metrics.drift.stop()
         for versions in self.runtimes.values():
             for runtime in versions.values():
                 await runtime.batcher.stop()

@@ -35,12 +35,12 @@ class ServingSettings(BaseModel):
     api_token: SecretStr | None = Field(None, description="Bearer token required by write endpoints (feedback).")
     token_for_inference: bool = Field(False, description="Require the token for inference too.")
     recent_predictions: int = Field(100_000, ge=0, description="Predictions kept in memory to join labels without a store query.")
+    drain_seconds: float = Field(
+        2.0, ge=0, description="On SIGTERM, how long to report not-ready while still serving, "
+        "so load balancers stop sending before the server closes."
+    )
     grpc_port: int | None = Field(
         None, ge=0, le=65535, description="Also serve the V2 gRPC protocol on this port (needs the `grpc` extra; "
         "0: any free port; None: no gRPC)."
     )
     grpc_host: str = Field("127.0.0.1", description="Address the gRPC server listens on (the CLI: --host, as HTTP).")
-    drain_seconds: float = Field(
-        2.0, ge=0, description="On SIGTERM, how long to report not-ready while still serving, "
-        "so load balancers stop sending before the server closes."
-    )
