@@ -129,7 +129,7 @@ def serve(
     registry: RegistryOption = None,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
-    grpc_port: Annotated[int | None, typer.Option(help="Also serve the V2 gRPC protocol on this port (needs `pip install 'modelmon[grpc]'`) \\[default: no gRPC].")] = None,
+    grpc_port: Annotated[int | None, typer.Option(help="Also serve the V2 gRPC protocol on this port (needs `pip install 'modelmon\\[grpc]'`) \\[default: no gRPC].")] = None,
     model: Annotated[list[str] | None, typer.Option("--model", help="NAME or NAME:VERSION to serve (repeatable) \\[default: the latest version of every model].")] = None,
     max_batch_size: Annotated[int, typer.Option(help="Most rows in one model call.")] = 256,
     max_batch_delay_ms: Annotated[float, typer.Option(help="How long a batch may wait for more rows.")] = 0.0,
