@@ -50,6 +50,7 @@ def test_sigterm_drains_then_exits(tmp_path):
         assert httpx.get(f"{server.url}/v2/health/ready").status_code == 503
         assert httpx.get(f"{server.url}/v2/health/live").status_code == 200
         assert not grpc_client.is_server_ready() and grpc_client.is_server_live()
+        assert not grpc_client.is_model_ready("slow")  # answered ready=false, counted as REST counts its 503
         for t in threads:
             t.join(30)
         assert results == [200, 200, 200, 200]
