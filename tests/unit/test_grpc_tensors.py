@@ -10,6 +10,7 @@ from tritonclient.utils import deserialize_bytes_tensor
 from modelmon.errors import InvalidInputError, MalformedRequestError
 from modelmon.serving.codecs import TensorOutput
 from modelmon.serving.grpc_v2 import grpc_predict_v2_pb2 as pb
+from modelmon.serving.grpc_v2.service import listen_address
 from modelmon.serving.grpc_v2.tensors import decode_infer_request, encode_infer_response
 
 Tensor = pb.ModelInferRequest.InferInputTensor
@@ -84,3 +85,9 @@ def test_response_is_raw_contents_that_tritonclient_reads():
     assert [(o.name, o.datatype, list(o.shape)) for o in response.outputs] == [("prediction_id", "BYTES", [1]), ("p", "FP64", [1, 2])]
     assert deserialize_bytes_tensor(response.raw_output_contents[0]).tolist() == [b"a-1"]
     np.testing.assert_array_equal(np.frombuffer(response.raw_output_contents[1], "<f8"), [0.25, 0.75])
+
+
+def test_the_listen_address_brackets_an_ipv6_host():
+    assert listen_address("127.0.0.1", 8081) == "127.0.0.1:8081"
+    assert listen_address("::", 8081) == "[::]:8081"
+    assert listen_address("[::1]", 8081) == "[::1]:8081"

@@ -219,6 +219,13 @@ class Answered(Exception):
         self.status = status
 
 
+def listen_address(host: str, port: int) -> str:
+    """gRPC's spelling of an address: an IPv6 host in brackets (``[::]:8081``), as in a URL."""
+    if ":" in host and not host.startswith("["):
+        return f"[{host}]:{port}"
+    return f"{host}:{port}"
+
+
 class GrpcServer:
     """The gRPC server of one ``ModelServer``, on its event loop (a ``Companion``)."""
 
@@ -240,7 +247,7 @@ class GrpcServer:
             ("grpc.so_reuseport", 0),
         ])
         server.add_generic_rpc_handlers((InferenceService(self.model_server).handler(),))
-        address = f"{self.host}:{self.requested_port}"
+        address = listen_address(self.host, self.requested_port)
         try:
             self.port = server.add_insecure_port(address)
         except RuntimeError as exc:
