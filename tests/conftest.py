@@ -102,8 +102,11 @@ def start_server(registry_dir: Path, log_dir: Path, *extra_args: str, home: Path
         [sys.executable, "-m", "modelmon.cli", "serve", "--registry", str(registry_dir),
          "--port", str(port), *extra_args],
         stdout=log.open("wb"), stderr=subprocess.STDOUT,
-        # The repository root on the path lets test-only model classes load in the server.
-        env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(Path(__file__).parent.parent),
+        # The repository root on the path lets test-only model classes load in the server;
+        # its src first, so that the server runs this checkout's code (a git worktree's too,
+        # not only the one the virtualenv was installed from).
+        env={**os.environ, "PYTHONUNBUFFERED": "1",
+             "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent.parent / "src"), str(Path(__file__).parent.parent)]),
              "MODELMON_HOME": str(home)},
     )
     url = f"http://127.0.0.1:{port}"

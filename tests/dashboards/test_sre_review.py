@@ -22,10 +22,10 @@ def test_serving_stats_measure_what_the_alerts_fire_on():
     ratio = serving["Server error ratio (5xx)"]["targets"][0]["expr"]
     # The alert's numerator and denominator: 5xx of inference over inference requests
     # (before: every error reason over every request, probes included).
-    assert ratio.count('endpoint=~"infer|predict"') == 2 and 'code=~"5.."' in ratio
+    assert ratio.count('endpoint=~"infer|grpc_infer|predict"') == 2 and 'code=~"5.."' in ratio
     assert "modelmon_request_errors_total" not in ratio
     rps = serving["Inference requests per second"]["targets"][0]["expr"]
-    assert 'endpoint=~"infer|predict"' in rps
+    assert 'endpoint=~"infer|grpc_infer|predict"' in rps
     steps = serving["Server error ratio (5xx)"]["fieldConfig"]["defaults"]["thresholds"]["steps"]
     assert steps[-1] == {"color": "red", "value": 0.05}  # ModelmonHighErrorRatio's default threshold
     p99 = serving["p99 request latency"]["fieldConfig"]["defaults"]["thresholds"]["steps"]

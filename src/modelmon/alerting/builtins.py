@@ -37,7 +37,8 @@ INSTANCE = "replica-1:8080"
 #: side of every default threshold of the method table (monitoring/methods.py).
 DRIFTED_SCORE = {"high": 0.5, "low": 0.001}
 STEADY_SCORE = {"high": 0.01, "low": 0.5}
-INFERENCE_ENDPOINTS = "infer|predict"
+#: Inference over V2 REST, V2 gRPC and the records endpoint.
+INFERENCE_ENDPOINTS = "infer|grpc_infer|predict"
 #: What one alert is about: a version of a model in one deployment (job, namespace, cluster).
 FLEET = "cluster, namespace, job, model, version"
 FLEET_LABELS = ["cluster", "namespace", "job", "model", "version"]

@@ -27,7 +27,8 @@ RULES = 'cluster="$cluster", job=~"$job", model="$model", version=~"$version"'
 #: The chosen scrape jobs and model: a model of the same name in another job (staging,
 #: another team's Prometheus job) is left out unless its job is chosen too.
 MODEL = 'cluster="$cluster", job=~"$job", model="$model", instance=~"$instance"'
-PREDICTION_ENDPOINTS = 'endpoint=~"infer|predict"'
+#: Inference over V2 REST, V2 gRPC and the records endpoint.
+PREDICTION_ENDPOINTS = 'endpoint=~"infer|grpc_infer|predict"'
 
 #: Fixed ids of the panels that show an alert's condition, by dashboard uid and panel title:
 #: the Grafana alert rules link to them (``__panelId__``), by the same numbers in
