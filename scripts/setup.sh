@@ -22,6 +22,8 @@ if [[ ",$extras," == *",test,"* ]]; then
   # The tests also run a Pushgateway (live training metrics) and wrk (benchmark smoke runs).
   command -v prometheus-pushgateway >/dev/null || debs+=(prometheus-pushgateway)
   command -v wrk >/dev/null || debs+=(wrk)
+  # h2load (nghttp2), the gRPC load generator of benchmarks/serving_grpc.py.
+  command -v h2load >/dev/null || debs+=(nghttp2-client)
   # HAProxy: the load balancer in front of the fleet test's replicas (tests/fleet).
   command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || debs+=(haproxy)
 fi

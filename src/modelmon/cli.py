@@ -117,11 +117,21 @@ def models(registry: RegistryOption = None, output_format: FormatOption = Output
     print_listing(MODEL_COLUMNS, rows, output_format, empty=f"no models in {reg.root}")
 
 
+def _require_grpc() -> None:
+    """--grpc-port needs the optional grpcio and protobuf: say how to get them, before loading models."""
+    try:
+        import google.protobuf  # noqa: F401
+        import grpc  # noqa: F401
+    except ImportError:
+        raise ModelmonError("--grpc-port needs grpcio and protobuf: pip install 'modelmon[grpc]'") from None
+
+
 @app.command()
 def serve(
     registry: RegistryOption = None,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
+    grpc_port: Annotated[int | None, typer.Option(help="Also serve the V2 gRPC protocol on this port (needs `pip install 'modelmon\\[grpc]'`) \\[default: no gRPC].")] = None,
     model: Annotated[list[str] | None, typer.Option("--model", help="NAME or NAME:VERSION to serve (repeatable) \\[default: the latest version of every model].")] = None,
     max_batch_size: Annotated[int, typer.Option(help="Most rows in one model call.")] = 256,
     max_batch_delay_ms: Annotated[float, typer.Option(help="How long a batch may wait for more rows.")] = 0.0,
@@ -189,6 +199,7 @@ def serve(
         except ValidationError as exc:
             raise ModelmonError(_settings_error(exc).replace("--feature-sample", "--log-features")) from None
         settings = ServingSettings(
+            grpc_port=grpc_port, grpc_host=host,
             max_batch_size=max_batch_size, max_batch_delay_ms=max_batch_delay_ms, batching=batching,
             inline_predict_ms=inline_predict_ms, monitoring=monitoring, max_series=max_series, max_body_bytes=max_body_bytes, drain_seconds=drain_seconds, drift=drift,
             store_url=store, prediction_log=log_settings, api_token=_api_token(api_token_file),
@@ -200,11 +211,15 @@ def serve(
         )
         if token_for_inference and settings.api_token is None:
             raise ModelmonError("--token-for-inference needs a token: set MODELMON_API_TOKEN or --api-token-file")
+        if grpc_port is not None:
+            if grpc_port == port:
+                raise ModelmonError(f"--grpc-port {grpc_port} is --port too: gRPC needs a port of its own")
+            _require_grpc()
     except ModelmonError as exc:
         _fail(exc)
     except ValidationError as exc:
         _fail(ModelmonError(_settings_error(exc)))
-    say(f"serving on http://{host}:{port} (metrics at /metrics)")
+    say(f"serving on http://{host}:{port} (metrics at /metrics)" + (f", V2 gRPC on {host}:{grpc_port}" if grpc_port is not None else ""))
     model_server = ModelServer(reg, refs, settings)
     if labels_from or publish_predictions:
         from modelmon.streams.metrics import StreamMetrics

@@ -129,11 +129,13 @@ def test_export_command_checks_with_promtool_and_amtool(tmp_path):
     assert "channels[4].bot_token: environment variable TELEGRAM_BOT_TOKEN is not set" in " ".join(unset.stderr.split())
 
 
-def alert(name: str, severity: str, start: dt.datetime, **labels: str) -> dict:
+def alert(name: str, severity: str, start: dt.datetime, method: str = "", **labels: str) -> dict:
+    """``method``: an annotation, as ModelmonFeatureDrift reports it (not a label)."""
     return {
         "labels": {"alertname": name, "severity": severity, **labels},
         "annotations": {"summary": f"{name} summary", "description": f"{name} description",
-                        "value": "0.001", "threshold": "0.01", "runbook_url": f"https://runbooks.example/#{name.lower()}"},
+                        "value": "0.001", "threshold": "0.01", "runbook_url": f"https://runbooks.example/#{name.lower()}"}
+        | ({"method": method} if method else {}),
         "startsAt": start.isoformat(),
     }
 

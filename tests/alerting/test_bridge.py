@@ -21,8 +21,9 @@ from tests.alerting.conftest import HttpSink, cli
 DRIFT = {
     "status": "firing",
     "labels": {"alertname": "ModelmonFeatureDrift", "severity": "warning", "model": "shop", "version": "1",
-               "feature": "amount", "method": "psi", "instance": "replica-1:8080"},
-    "annotations": {"summary": "Feature amount of model shop has drifted", "description": "PSI is high.",
+               "feature": "amount", "instance": "replica-1:8080"},
+    # The method is an annotation of ModelmonFeatureDrift (a label would change its identity).
+    "annotations": {"summary": "Feature amount of model shop has drifted", "description": "PSI is high.", "method": "psi",
                     "value": "0.4312", "threshold": "0.2", "runbook_url": "https://runbooks.example/#modelmonfeaturedrift"},
 }
 ALERTMANAGER_PAYLOAD = {

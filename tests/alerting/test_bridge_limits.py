@@ -124,8 +124,11 @@ def test_a_flood_of_10000_posts_keeps_the_queue_bounded_and_counts_every_drop(tm
                                                   "SMS_URLS": f"json://127.0.0.1:{sink.port}/sms"})
     n = 10_000
     try:
-        # Warm-up, one at a time (nothing dropped): the memory a running bridge needs anyway.
-        warm = [httpx.post(f"{bridge.url}/alertmanager/chat", json=big_payload(i), headers=AUTH) for i in range(100)]
+        # Warm-up, one at a time: the memory a running bridge needs anyway. Fewer posts than
+        # the queue holds, so none is dropped however fast they come (100 dropped one on a
+        # quiet machine: the sink takes 20 a second).
+        warm = [httpx.post(f"{bridge.url}/alertmanager/chat", json=big_payload(i), headers=AUTH)
+                for i in range(queue_size - 10)]
         assert [r.json() for r in warm] == [{"queued": 1}] * len(warm)
         deadline = time.monotonic() + 30
         while value(bridge.metrics(), "modelmon_bridge_queue_depth", channel="chat") > 0 and time.monotonic() < deadline:

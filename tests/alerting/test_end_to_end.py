@@ -182,7 +182,8 @@ def test_drift_alert_fires_and_resolves_by_email_webhook_slack_and_bridge(
     # Webhook: Alertmanager's JSON, with the rule's labels and annotations.
     alert = amount_alert(firing_hook.json["alerts"], "firing")
     assert alert["labels"] | {"model": "shop", "version": "1", "severity": "warning"} == alert["labels"]
-    assert alert["labels"]["method"] == "ks"  # 200-row window: the p-value test decides
+    assert "method" not in alert["labels"]  # one alert per feature whatever the method (issue 23, item 4)
+    assert alert["annotations"]["method"] == "ks"  # 200-row window: the p-value test decides
     assert alert["annotations"]["runbook_url"] == RUNBOOK
     assert float(alert["annotations"]["value"]) < 0.01
     assert alert["annotations"]["threshold"] == "0.01"

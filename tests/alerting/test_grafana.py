@@ -90,7 +90,8 @@ def test_files_follow_the_file_provisioning_format_and_schema(exported, validato
         assert rule["for"] == prometheus_rules[rule["title"]]["for"]
         assert rule["labels"] == prometheus_rules[rule["title"]]["labels"]
         annotations = rule["annotations"]
-        assert set(annotations) - {"__dashboardUid__"} == {"summary", "description", "value", "threshold", "runbook_url"}
+        extra = {"method"} if rule["title"] == "ModelmonFeatureDrift" else set()  # not a label: see builtins.feature_drift
+        assert set(annotations) - {"__dashboardUid__", "__panelId__"} == {"summary", "description", "value", "threshold", "runbook_url"} | extra
         if rule["title"].startswith("Modelmon"):
             assert "$values.A.Value" in annotations["description"]
         assert "| query" not in json.dumps(annotations)  # Grafana templates have no query function
@@ -124,3 +125,44 @@ def test_grafana_rules_name_their_dashboard():
     assert set(linked.values()) <= uids
     assert linked["ModelmonHighErrorRatio"] == "modelmon-serving" and linked["ModelmonFleetFeatureDrift"] == "modelmon-drift"
     assert linked["ModelmonNoLabels"] == "modelmon-quality" and linked["ModelmonTrainingLossNaN"] == "modelmon-training"
+
+
+def _metrics(expr: str) -> set[str]:
+    """The metrics an expression reads: raw names without their counter and histogram
+    suffixes, the counter of a recording rule (level:metric:operations), and up."""
+    import re
+
+    names = {m for _, m in re.findall(r"\b([a-z_]+):(modelmon_[a-z_]+):", expr)}
+    raw = re.sub(r"\b[a-z_]+:modelmon_[a-z_]+:[a-z_0-9$]*", "", expr)
+    names |= {re.sub(r"_(total|bucket|sum|count)$", "", m) for m in re.findall(r"\b(modelmon_[a-z_]+)", raw)}
+    names |= {"up"} if re.search(r"\bup\{", raw) else set()
+    return names - {"modelmon_baseline_metric"}  # every quality panel reads the baseline
+
+
+def test_grafana_rules_link_to_the_panel_that_shows_their_condition():
+    """Issue 23, item 9: each Grafana rule with a panel carries __panelId__, the id of a panel
+    of its __dashboardUid__ dashboard (as generated) that queries the metric the rule fires
+    on (a recording rule counts as its counter; one name extending the other counts, as
+    modelmon_feedback and modelmon_feedback_matched). Only the Watchdog, notify-bridge and
+    message-queue alerts have none: no panel shows their metrics."""
+    from modelmon.alerting.builtins import NAMES
+    from modelmon.alerting.config import AlertingConfig
+    from modelmon.alerting.grafana import rule_groups
+    from modelmon.alerting.prometheus_rules import alert_rules
+    from modelmon.dashboards.grafana import dashboards_json
+
+    rules = rule_groups(AlertingConfig(), alert_rules(AlertingConfig()))["groups"][0]["rules"]
+    dashboards = dashboards_json("postgresql")
+    unlinked = set()
+    for rule in rules:
+        annotations = rule["annotations"]
+        if "__panelId__" not in annotations:
+            unlinked.add(rule["title"])
+            continue
+        panels = [p for p in dashboards[annotations["__dashboardUid__"]]["panels"] if p["id"] == int(annotations["__panelId__"])]
+        assert len(panels) == 1 and panels[0]["type"] != "row", rule["title"]
+        shown = set().union(*(_metrics(t["expr"]) for t in panels[0]["targets"]))
+        fired = _metrics(rule["data"][0]["model"]["expr"])
+        assert any(a.startswith(b) or b.startswith(a) for a in fired for b in shown), (rule["title"], panels[0]["title"], fired, shown)
+    assert unlinked == {n for key in ("watchdog", "bridge_dropped", "bridge_failed", "stream_consumer_stalled", "stream_spool_growing",
+                                      "stream_events_dropped") for n in NAMES[key]}

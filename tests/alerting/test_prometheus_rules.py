@@ -73,7 +73,9 @@ def test_default_rules_pass_promtool_and_every_builtin_is_proven_both_ways(tmp_p
     alerts = yaml.safe_load((tmp_path / "prometheus" / "modelmon-alerts.rules.yml").read_text())["groups"][0]["rules"]
     assert [a["alert"] for a in alerts] == result.alert_names
     for alert in alerts:
-        assert set(alert["annotations"]) == {"summary", "description", "value", "threshold", "runbook_url"}
+        # ModelmonFeatureDrift reports its deciding method as an annotation, not a label.
+        extra = {"method"} if alert["alert"] == "ModelmonFeatureDrift" else set()
+        assert set(alert["annotations"]) == {"summary", "description", "value", "threshold", "runbook_url"} | extra
         assert "$value" in alert["annotations"]["description"], alert["alert"]
         assert alert["annotations"]["runbook_url"].endswith("#" + alert["alert"].lower())
         # The raw contract metrics only, but for the fleet drift alert (exported with its rules).
@@ -290,4 +292,44 @@ def test_alerts_link_to_their_dashboard_when_grafana_url_is_set(tmp_path):
     short["tests"] = [t for t in short["tests"] if t["name"].startswith("ModelmonHighErrorRatio:")]
     (tmp_path / "prometheus" / "only.test.yml").write_text(dump_yaml(short))
     tested = promtool("test", "rules", "only.test.yml", cwd=tmp_path / "prometheus")
+    assert tested.returncode == 0, tested.stdout + tested.stderr
+
+
+OLD_FEATURE_DRIFT = """max by (cluster, namespace, job, model, version, feature, method) (
+  (modelmon_feature_drift{method=~"psi"} >= modelmon_feature_drift_threshold{method=~"psi"})
+  and ignoring (feature, method) (modelmon_drift_window_rows > 1000)
+)
+or
+min by (cluster, namespace, job, model, version, feature, method) (
+  (modelmon_feature_drift{method=~"ks|chi2_pvalue"} < modelmon_feature_drift_threshold{method=~"ks|chi2_pvalue"})
+  and ignoring (feature, method) (modelmon_drift_window_rows <= 1000)
+)"""
+
+
+def test_feature_drift_is_one_alert_across_the_ks_to_psi_switch(tmp_path):
+    """Issue 23, item 4. The generated case "the window passes 1000 rows mid-episode" expects
+    the alert still firing less than `for` after the switch, without a method label. The rule
+    before (method in its labels) fails it: on the same input its ks alert fired before the
+    switch and, after it, nothing fires (the ks alert resolved, the psi one is pending)."""
+    require("promtool")
+    rule = next(r for r in Builder(AlertingConfig()).build() if r.name == "ModelmonFeatureDrift")
+    case = next(c for c in rule.cases if "mid-episode" in c.name)
+    (fired,) = case.alerts
+    assert "method" not in fired[0] and fired[1]["method"] == "psi"
+    switch = 15 + 3  # the default for (15m) + 3: the case's switch minute
+    rows = next(v for s, v in case.series if s.startswith("modelmon_drift_window_rows"))
+    assert rows.split()[1].startswith("2000x") and rows.startswith(f"200x{switch - 1} ")
+    old = {"groups": [{"name": "old", "rules": [{"alert": "Old", "expr": OLD_FEATURE_DRIFT, "for": "15m"}]}]}
+    (tmp_path / "old.rules.yml").write_text(dump_yaml(old))
+    labels = {"job": "modelmon", "model": "shop", "version": "1", "feature": "amount"}
+    test = {"rule_files": ["old.rules.yml"], "evaluation_interval": "1m", "tests": [{
+        "interval": "1m",
+        "input_series": [{"series": s, "values": v} for s, v in case.series],
+        "alert_rule_test": [
+            {"eval_time": f"{switch - 1}m", "alertname": "Old", "exp_alerts": [{"exp_labels": {**labels, "method": "ks"}}]},
+            {"eval_time": f"{case.eval_minutes}m", "alertname": "Old", "exp_alerts": []},
+        ],
+    }]}
+    (tmp_path / "old.test.yml").write_text(dump_yaml(test))
+    tested = promtool("test", "rules", "old.test.yml", cwd=tmp_path)
     assert tested.returncode == 0, tested.stdout + tested.stderr

@@ -107,9 +107,10 @@ def test_dashboards_link_to_each_other_and_share_variables(dashboards):
         assert (link["type"], link["tags"], link["includeVars"], link["keepTime"]) == ("dashboards", ["modelmon"], True, True), uid
         assert "modelmon" in dashboard["tags"]
     names = {uid: [v["name"] for v in d["templating"]["list"]] for uid, d in dashboards.items()}
-    assert names["modelmon-serving"][:4] == ["datasource", "job", "model", "version"]
-    assert names["modelmon-drift"][:5] == ["datasource", "job", "model", "version", "feature"]
-    assert names["modelmon-quality"][:4] == ["datasource", "job", "model", "version"]
+    model = ["datasource", "cluster", "job", "model", "version", "instance"]
+    assert names["modelmon-serving"][:6] == model
+    assert names["modelmon-drift"][:7] == [*model, "feature"]
+    assert names["modelmon-quality"][:6] == model
     assert names["modelmon-training"][:3] == ["datasource", "experiment", "run"]
 
 

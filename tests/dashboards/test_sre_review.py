@@ -22,10 +22,10 @@ def test_serving_stats_measure_what_the_alerts_fire_on():
     ratio = serving["Server error ratio (5xx)"]["targets"][0]["expr"]
     # The alert's numerator and denominator: 5xx of inference over inference requests
     # (before: every error reason over every request, probes included).
-    assert ratio.count('endpoint=~"infer|predict"') == 2 and 'code=~"5.."' in ratio
+    assert ratio.count('endpoint=~"infer|grpc_infer|predict"') == 2 and 'code=~"5.."' in ratio
     assert "modelmon_request_errors_total" not in ratio
     rps = serving["Inference requests per second"]["targets"][0]["expr"]
-    assert 'endpoint=~"infer|predict"' in rps
+    assert 'endpoint=~"infer|grpc_infer|predict"' in rps
     steps = serving["Server error ratio (5xx)"]["fieldConfig"]["defaults"]["thresholds"]["steps"]
     assert steps[-1] == {"color": "red", "value": 0.05}  # ModelmonHighErrorRatio's default threshold
     p99 = serving["p99 request latency"]["fieldConfig"]["defaults"]["thresholds"]["steps"]
@@ -64,9 +64,13 @@ def test_dashboard_linter_rules():
     because the Go linter cannot be installed on this machine: template-datasource-rule,
     panel-datasource-rule, panel-title-description-rule, panel-units-rule,
     panel-no-targets-rule, target-rate-interval-rule, template-on-time-change-reload-rule,
-    template-job-rule and target-job-rule (every query of a model reads job=~"$job").
-    Not applied: target-instance-rule / template-instance-rule (modelmon selects by model and
-    version; the Replicas row breaks down by instance), uneditable-dashboard."""
+    template-job-rule and template-instance-rule (lint/template_utils.go: a Prometheus query
+    on $datasource, labelled Job / Instance, multi, allValue .+), target-job-rule and
+    target-instance-rule (every selector of a model's raw metric reads job=~"$job" and
+    instance=~"$instance"; the recording rules sum the replicas, so they have no instance
+    label, where the linter's exclusion file would name the rule), and, as kubernetes-mixin,
+    cluster="$cluster" in every selector of a model, the variable hidden unless exported
+    --multi-cluster. Not applied: uneditable-dashboard."""
     for uid, dashboard in grafana.dashboards_json("postgresql").items():
         variables = {v["name"]: v for v in dashboard["templating"]["list"]}
         prom_panels = [p for p in panels(dashboard).values() if p["datasource"].get("type") == "prometheus"]
@@ -85,12 +89,22 @@ def test_dashboard_linter_rules():
                     for window in re.findall(r"(?:rate|increase)\([^\[]*\[([^\]]+)\]", target["expr"]):
                         assert window in ("$__rate_interval", "$window") or window.startswith("$__range"), f"{where}: [{window}]"
         if "model" in variables and variables["model"]["type"] == "query" and "label_values" in variables["model"]["query"]:
-            assert variables["job"]["type"] == "query" and variables["job"]["includeAll"], uid  # template-job-rule
+            for name in ("job", "instance"):  # template-job-rule, template-instance-rule
+                v = variables[name]
+                assert (v["type"], v["datasource"]["uid"], v["label"], v["multi"], v["allValue"]) == (
+                    "query", "${datasource}", name.title(), True, ".+"), f"{uid} ${name}"
+            cluster = variables["cluster"]
+            assert (cluster["type"], cluster["multi"], cluster["hide"]) == ("query", False, 2), uid
+            checked = 0
             for panel in prom_panels:
                 for target in panel["targets"]:
-                    if '$model' in target["expr"]:
-                        assert all('job=~"$job"' in sel for sel in re.findall(r'\{[^{}]*model="\$model"[^{}]*\}', target["expr"])), (
-                            f"{uid} / {panel['title']}: {target['expr']}")  # target-job-rule
+                    # Every selector of a model's series (target-job-rule, target-instance-rule).
+                    for metric, sel in re.findall(r'([a-zA-Z_:0-9$]*)\{([^{}]*model="\$model"[^{}]*)\}', target["expr"]):
+                        where = f"{uid} / {panel['title']}: {metric}{{{sel}}}"
+                        assert 'job=~"$job"' in sel and 'cluster="$cluster"' in sel, where
+                        assert ('instance=~"$instance"' in sel) == (":" not in metric), where
+                        checked += 1
+            assert checked > 10, uid
         for variable in dashboard["templating"]["list"]:
             if variable["type"] == "query":
                 assert variable["refresh"] == 2, f"{uid} ${variable['name']}"  # on time range change
@@ -153,3 +167,56 @@ def test_serving_has_an_overview_across_models():
     for title in ("Inference requests per second, every model", "Server error ratio, every model"):
         expr = serving[title]["targets"][0]["expr"]
         assert "$model" not in expr and "sum by (model, version)" in expr, title
+
+
+def test_sql_panels_follow_the_version_variable():
+    """Issue 23, item 11: the run store panels read $version (quoted values, All listing
+    every version: the variable has no custom All value, which Grafana would write as it
+    is). On a SQLite table with versions 1, 2 and 12: a selection keeps exactly its versions
+    (2 is not 12), All keeps every one."""
+    import sqlite3
+    from datetime import UTC, datetime
+
+    from modelmon.dashboards.catalog import LABELLED_TABLE, VERSION_SQL
+    from modelmon.dashboards.templating import Expansion, Selection, TimeRange, expand_sql
+
+    quality = grafana.dashboards_json("postgresql")["modelmon-quality"]
+    sql_targets = [t for p in panels(quality).values() for t in p["targets"] if "rawSql" in t]
+    assert sql_targets and all(VERSION_SQL in t["rawSql"] for t in sql_targets)
+    db = sqlite3.connect(":memory:")
+    db.execute("CREATE TABLE labelled_predictions (model TEXT, version INTEGER, correct INTEGER, predicted_at TEXT, labelled_at TEXT)")
+    db.executemany("INSERT INTO labelled_predictions VALUES ('shop', ?, ?, '2017-04-21 05:02:00', '2017-04-21 05:03:00')",
+                   [(1, 1), (2, 0), (2, 1), (12, 1)])
+    span = TimeRange(datetime(2017, 4, 21, 5, 0, tzinfo=UTC), datetime(2017, 4, 21, 6, 0, tzinfo=UTC))
+
+    def versions(selection: Selection) -> list[tuple[int, int]]:
+        ctx = Expansion(span, {"model": Selection.single("shop"), "version": selection})
+        return db.execute(expand_sql(LABELLED_TABLE, ctx, "sqlite")).fetchall()
+
+    assert "allValue" not in next(v for v in quality["templating"]["list"] if v["name"] == "version")
+    every = versions(Selection(("1", "2", "12"), all=True, multi=True))
+    assert [(row[0], row[1]) for row in every] == [(1, 1), (2, 2), (12, 1)]
+    assert [(row[0], row[1]) for row in versions(Selection(("2",), multi=True))] == [(2, 2)]
+    assert [(row[0], row[1]) for row in versions(Selection(("1", "12"), multi=True))] == [(1, 1), (12, 1)]
+
+
+def test_accuracy_stats_are_coloured_at_the_alerts_level():
+    """Issue 23, item 11: the realized and estimated accuracy stats show the difference from
+    the validation baseline, red below minus the alerts' default margin (0.05)."""
+    from modelmon.alerting.config import EstimatedAccuracy, RealizedQuality
+    from modelmon.dashboards.catalog import ACCURACY_MARGIN
+
+    assert ACCURACY_MARGIN == RealizedQuality().margin == EstimatedAccuracy().margin
+    quality = panels(grafana.dashboards_json("postgresql")["modelmon-quality"])
+    for title in ("Realized accuracy against baseline", "Estimated accuracy (CBPE) against baseline"):
+        stat = quality[title]
+        assert stat["fieldConfig"]["defaults"]["thresholds"]["steps"] == [
+            {"color": "red", "value": None}, {"color": "orange", "value": -0.05}, {"color": "green", "value": -0.025}], title
+        assert 'modelmon_baseline_metric{' in stat["targets"][0]["expr"] and 'metric="accuracy"' in stat["targets"][0]["expr"]
+
+
+def test_cluster_variable_shows_with_several_clusters():
+    for uid, dashboard in grafana.dashboards_json("postgresql", multi_cluster=True).items():
+        for variable in dashboard["templating"]["list"]:
+            if variable["name"] == "cluster":
+                assert variable["hide"] == 0, uid

@@ -71,12 +71,15 @@ def test_variables_are_formatted_per_datasource():
         dotted=Selection(("v1.0",), multi=True),
     )
     assert expand_promql('x{model="$model", version=~"$version", f=~"$every", d=~"$dotted"}', ctx) == (
-        'x{model="churn", version=~"(1|2)", f=~".*", d=~"v1\\.0"}'
+        # Two backslashes: the PromQL string takes one away, leaving the regex v1\.0.
+        'x{model="churn", version=~"(1|2)", f=~".*", d=~"v1\\\\.0"}'
     )
     assert expand_sql("WHERE model = '$model' AND run_id IN (${run:singlequote}) AND v IN ($version)", ctx, "postgresql") == (
         "WHERE model = 'churn' AND run_id IN ('3','4') AND v IN ('1','2')"
     )
     assert expand_promql("${version:csv} ${version:pipe}", ctx) == "1,2 1|2"
+    # Grafana writes a custom "All" value as it is, in SQL and whatever the format (templateSrv).
+    assert expand_sql("'${every:csv}' $every", ctx, "postgresql") == "'.*' .*"
     # A regex replacement's $1 is not a variable.
     assert expand_promql('label_replace(x, "a", "$1", "b", "(.+)")', ctx) == 'label_replace(x, "a", "$1", "b", "(.+)")'
     with pytest.raises(TemplateError, match=r"\$nope"):

@@ -203,20 +203,20 @@ def test_fleet_rolling_restart_labels_drift_quality_and_sigkill(registry, regist
             union = pd.concat([pd.DataFrame(counted), shifted.drop(columns="segment"), features.iloc[[0, 0, 0]]])
             expected_rows = float(len(union))
             for feature in FEATURES:
-                seen = prom.wait_for(f'modelmon:feature_window_rows:1h{{model="shop", feature="{feature}"}}', expected_rows)
+                seen = prom.wait_for(f'model_version_feature:modelmon_feature_bin:increase1h{{model="shop", feature="{feature}"}}', expected_rows)
                 assert seen == expected_rows, f"{feature}: window rows {seen}, the live incarnations served {expected_rows}"
             profile = registry.card("shop").reference_profile
             reference = {p.name: np.array(p.shares) for p in (*profile.numeric, *profile.categorical)}
             for feature, counts in offline_counts(profile, union).items():
-                psi = prom.scalar(f'modelmon:feature_drift_psi:1h{{model="shop", feature="{feature}"}}')
-                js = prom.scalar(f'modelmon:feature_drift_js:1h{{model="shop", feature="{feature}"}}')
+                psi = prom.scalar(f'model_version_feature:modelmon_feature_bin:psi1h{{model="shop", feature="{feature}"}}')
+                js = prom.scalar(f'model_version_feature:modelmon_feature_bin:js1h{{model="shop", feature="{feature}"}}')
                 assert psi == pytest.approx(hand_psi(reference[feature], counts), rel=1e-6), feature
                 assert js == pytest.approx(jensenshannon(reference[feature], counts / counts.sum(), base=2), rel=1e-6), feature
-            assert prom.wait_for('modelmon:labelled_window:1h{model="shop"}', 150) == 150
-            assert prom.scalar('modelmon:accuracy:1h{model="shop"}') == pytest.approx(accuracy_score(truth, predicted), rel=1e-9)
+            assert prom.wait_for('model_version:modelmon_confusion:increase1h{model="shop"}', 150) == 150
+            assert prom.scalar('model_version:modelmon_confusion:accuracy1h{model="shop"}') == pytest.approx(accuracy_score(truth, predicted), rel=1e-9)
             assert prom.scalar('modelmon:f1_macro:1h{model="shop"}') == pytest.approx(
                 f1_score(truth, predicted, average="macro"), rel=1e-9)
-            assert prom.scalar('modelmon:label_coverage:1h{model="shop"}') == pytest.approx(150 / expected_rows, rel=1e-9)
+            assert prom.scalar('model_version:modelmon_feedback_matched:ratio_predictions1h{model="shop"}') == pytest.approx(150 / expected_rows, rel=1e-9)
             # The alerting rules loaded and Alertmanager is the one Prometheus sends to.
             groups = httpx.get(f"{prom.url}/api/v1/rules").json()["data"]["groups"]
             # "out of order sample": an evaluation that ran late on a busy machine, a timing

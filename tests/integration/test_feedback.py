@@ -182,12 +182,12 @@ def test_fleet_quality_rules_on_a_live_prometheus(registry_dir, shop_frame, tmp_
         truth = rows.segment.tolist()
         assert send_labels(server.url, list(zip(ids, truth, strict=True))).json()["matched"] == 90
         accuracy = accuracy_score(truth, predicted)
-        seen = prometheus.wait_for('modelmon:accuracy:1h{model="shop"}', accuracy)
+        seen = prometheus.wait_for('model_version:modelmon_confusion:accuracy1h{model="shop"}', accuracy)
         assert seen == pytest.approx(accuracy, abs=1e-12)
         f1 = prometheus.scalar('modelmon:f1_macro:1h{model="shop"}')
         assert f1 == pytest.approx(f1_score(truth, predicted, average="macro", zero_division=0), abs=1e-12)
-        assert prometheus.scalar('modelmon:label_coverage:1h{model="shop"}') == pytest.approx(1.0)
-        estimated = prometheus.scalar('modelmon:estimated_accuracy:1h{model="shop"}')
+        assert prometheus.scalar('model_version:modelmon_feedback_matched:ratio_predictions1h{model="shop"}') == pytest.approx(1.0)
+        estimated = prometheus.scalar('model_version:modelmon_expected_confusion:accuracy1h{model="shop"}')
         assert 0.0 < estimated <= 1.0
     finally:
         prometheus.stop()

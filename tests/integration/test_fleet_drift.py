@@ -99,14 +99,14 @@ def test_three_replicas_fleet_psi_and_js_equal_offline_union(registry, registry_
         union = pd.concat(slices)
         expected_rows = float(len(union))
         for feature in ("amount", "items", "channel", "region"):
-            seen = prometheus.wait_for(f'modelmon:feature_window_rows:1h{{model="shop", feature="{feature}"}}', expected_rows)
+            seen = prometheus.wait_for(f'model_version_feature:modelmon_feature_bin:increase1h{{model="shop", feature="{feature}"}}', expected_rows)
             assert seen == expected_rows, f"{feature}: recorded window rows {seen}, sent {expected_rows}"
 
         union_counts = offline_counts(profile, union)
         reference = {p.name: np.array(p.shares) for p in (*profile.numeric, *profile.categorical)}
         for feature, counts in union_counts.items():
-            psi = prometheus.scalar(f'modelmon:feature_drift_psi:1h{{model="shop", feature="{feature}"}}')
-            js = prometheus.scalar(f'modelmon:feature_drift_js:1h{{model="shop", feature="{feature}"}}')
+            psi = prometheus.scalar(f'model_version_feature:modelmon_feature_bin:psi1h{{model="shop", feature="{feature}"}}')
+            js = prometheus.scalar(f'model_version_feature:modelmon_feature_bin:js1h{{model="shop", feature="{feature}"}}')
             assert psi == pytest.approx(hand_psi(reference[feature], counts), rel=1e-6), feature
             assert js == pytest.approx(jensenshannon(reference[feature], counts / counts.sum(), base=2), rel=1e-6), feature
 

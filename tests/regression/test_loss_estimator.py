@@ -17,7 +17,7 @@ import pytest
 
 from modelmon.errors import RegistryError
 from modelmon.registry.loss_estimator import MIN_ROWS, LossEstimator, _encode, _split
-from modelmon.types import FeatureBatch, FeatureSpec, Signature, Task
+from modelmon.types import FeatureBatch, FeatureSpec, ModelOutput, Signature, Task
 
 SIGNATURE = Signature(
     features=[FeatureSpec(name="x1", dtype="float64"), FeatureSpec(name="x2", dtype="float64", nullable=True),
@@ -147,3 +147,39 @@ def test_many_rows_are_sampled_for_the_trees(monkeypatch: pytest.MonkeyPatch):
     assert estimator.kind == "trees" and estimator.diagnostics["rows"] == 400
     # The reference error is still every row's.
     assert estimator.reference[0] == pytest.approx(np.abs(predicted - target).mean(), rel=1e-12)
+
+
+def test_the_event_loop_leaves_the_estimate_to_the_scrape_and_the_scorer(fitted: LossEstimator):
+    """The request path's counting (every 0.1 s on the event loop) bins the predictions but
+    leaves the estimate pending; a scrape (in its own thread) and the drift scorer's tick
+    settle it, and the sums then equal the estimator's own per-row values summed."""
+    from modelmon.monitoring.metrics import ServerMetrics
+    from modelmon.monitoring.monitor import VersionMonitor
+
+    server = ServerMetrics()
+    monitor = VersionMonitor(server, model="r", version="1", flavor="sklearn", signature=SIGNATURE,
+                             loss_estimator=fitted)
+    assert monitor.accounting is not None
+    monitor.accounting.flush_seconds = 0.0  # every call is counted at once, as under traffic
+    rng = np.random.default_rng(7)
+    calls = [make_rows(rng, n)[:2] for n in (1, 3, 40)]
+    calls.append((FeatureBatch(numeric=np.zeros((1, 2)), categorical=np.array([["a"]], dtype=object)), np.array([np.nan])))
+    for features, predicted in calls:
+        monitor.observe(features, 0.001, ModelOutput.from_values(predicted), [0.0])
+    task = monitor.task
+    assert task.bins.counts.sum() == 44  # counted at once: every row but the NaN prediction is binned
+    assert task.estimated.counts[0] == 0 and task.expected_absolute.counts[0] == 0  # the estimate waits
+
+    monitor.settle()  # the drift scorer's tick
+    absolute, squared = (np.concatenate([fitted.expected_errors(f, p)[i] for f, p in calls]) for i in (0, 1))
+    finite = np.isfinite(absolute) & np.isfinite(squared)
+    assert task.estimated.counts[0] == finite.sum() >= 44
+    np.testing.assert_allclose(task.expected_absolute.counts[0], absolute[finite].sum(), rtol=1e-12)
+    np.testing.assert_allclose(task.expected_squared.counts[0], squared[finite].sum(), rtol=1e-12)
+
+    more = make_rows(rng, 5)[:2]
+    monitor.observe(*more[:1], 0.001, ModelOutput.from_values(more[1]), [0.0])
+    text = server.render().decode()  # a scrape settles before it writes
+    assert f'modelmon_regression_estimated_total{{model="r",version="1"}} {finite.sum() + 5:.1f}' in text
+    np.testing.assert_allclose(task.expected_absolute.counts[0], absolute[finite].sum() + fitted.expected_errors(*more)[0].sum(),
+                               rtol=1e-12)

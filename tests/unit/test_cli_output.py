@@ -139,6 +139,15 @@ def test_a_missing_postgres_driver_names_the_extra(monkeypatch) -> None:
     assert "Install the driver with: pip install 'modelmon[postgres]'" in result.stderr
 
 
+def test_grpc_port_errors_say_what_to_do(long_registry: Path, monkeypatch) -> None:
+    """Before any model loads: the gRPC port must differ from HTTP's, and grpcio must be installed."""
+    clash = invoke("serve", "--registry", str(long_registry), "--port", "8123", "--grpc-port", "8123")
+    assert clash.exit_code == 2 and "--grpc-port 8123 is --port too: gRPC needs a port of its own" in clash.stderr
+    monkeypatch.setitem(sys.modules, "grpc", None)  # `import grpc` fails as if not installed
+    missing = invoke("serve", "--registry", str(long_registry), "--port", "8123", "--grpc-port", "8124")
+    assert missing.exit_code == 2 and "pip install 'modelmon[grpc]'" in missing.stderr
+
+
 def test_a_feature_name_with_brackets_stays_literal(tmp_path: Path) -> None:
     import skops.io as sio
     from sklearn.linear_model import LogisticRegression

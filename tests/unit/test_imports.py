@@ -10,6 +10,7 @@ ENTRY_MODULES = [
     "modelmon",
     "modelmon.cli",
     "modelmon.serving.app",
+    "modelmon.serving.grpc_v2.service",
     "modelmon.monitoring.drift",
     "modelmon.registry.profile",
     "modelmon.registry.card",

@@ -135,7 +135,9 @@ def format_alert(alert: dict[str, Any]) -> str:
     if annotations.get("summary"):
         head += f": {annotations['summary']}"
     lines = [head]
-    where = "  ".join(f"{label}: {labels[label]}" for label in WHERE_LABELS if labels.get(label))
+    # ModelmonFeatureDrift's method is an annotation (a label would change the alert's identity).
+    shown = labels | ({"method": annotations["method"]} if not labels.get("method") and annotations.get("method") else {})
+    where = "  ".join(f"{label}: {shown[label]}" for label in WHERE_LABELS if shown.get(label))
     if where:
         lines.append(where)
     value, threshold = _value(alert), annotations.get("threshold")

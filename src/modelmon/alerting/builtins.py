@@ -37,7 +37,8 @@ INSTANCE = "replica-1:8080"
 #: side of every default threshold of the method table (monitoring/methods.py).
 DRIFTED_SCORE = {"high": 0.5, "low": 0.001}
 STEADY_SCORE = {"high": 0.01, "low": 0.5}
-INFERENCE_ENDPOINTS = "infer|predict"
+#: Inference over V2 REST, V2 gRPC and the records endpoint.
+INFERENCE_ENDPOINTS = "infer|grpc_infer|predict"
 #: What one alert is about: a version of a model in one deployment (job, namespace, cluster).
 FLEET = "cluster, namespace, job, model, version"
 FLEET_LABELS = ["cluster", "namespace", "job", "model", "version"]
@@ -114,13 +115,32 @@ DEFAULTS = {  # key: (severity, for)
 
 #: Which Grafana dashboard (uid) shows each built-in rule's data.
 DASHBOARDS = {
-    "modelmon-serving": {"model_down", "error_ratio", "client_errors", "latency_p99", "predictions_stopped",
-                         "prediction_log_dropping"},
+    "modelmon-serving": {"model_down", "target_down", "job_absent", "error_ratio", "client_errors", "latency_p99",
+                         "predictions_stopped", "prediction_log_dropping"},
     "modelmon-drift": {"feature_drift", "fleet_drift", "dataset_drift", "prediction_drift"},
     "modelmon-quality": {"realized_quality", "estimated_accuracy", "realized_error", "estimated_error", "label_coverage",
                          "no_labels"},
     "modelmon-training": {"training_nan_loss", "training_plateau", "training_stalled"},
 }
+
+
+#: The panel of that dashboard that shows each alert's condition (its Grafana rule's
+#: ``__panelId__``): the fixed ids of dashboards/catalog.py: PANEL_IDS, which this layer cannot
+#: import (tests/alerting/test_grafana.py checks each names a panel querying the alert's
+#: metric). No panel shows the Watchdog, notify-bridge's or the message queues' metrics.
+PANELS = {
+    "ModelmonModelDown": 110, "ModelmonTargetDown": 111, "ModelmonJobAbsent": 111,
+    "ModelmonHighErrorRatio": 101, "ModelmonHighClientErrorRatio": 103, "ModelmonHighLatencyP99": 102,
+    "ModelmonPredictionsStopped": 104, "ModelmonPredictionLogDropping": 105,
+    "ModelmonFeatureDrift": 201, "ModelmonFleetFeatureDrift": 202, "ModelmonDatasetDrift": 203, "ModelmonPredictionDrift": 204,
+    "ModelmonAccuracyBelowBaseline": 301, "ModelmonF1BelowBaseline": 302, "ModelmonEstimatedAccuracyBelowBaseline": 303,
+    "ModelmonMAEAboveBaseline": 304, "ModelmonEstimatedMAEAboveBaseline": 304,
+    "ModelmonRMSEAboveBaseline": 305, "ModelmonEstimatedRMSEAboveBaseline": 305,
+    "ModelmonLowLabelCoverage": 306, "ModelmonNoLabels": 307,
+    "ModelmonTrainingLossNaN": 401, "ModelmonTrainingValidationLossPlateau": 401, "ModelmonTrainingRunStalled": 402,
+}
+#: Rules about a scrape job, not a model: their dashboard link selects the job.
+JOB_RULES = {"target_down", "job_absent"}
 
 
 def dashboard_uid(key: str) -> str:
@@ -174,7 +194,7 @@ class Builder:
         return AlertRule(
             name=name, for_=for_, severity=settings.severity or severity, labels=dict(settings.labels),
             channels=list(settings.channels), runbook_url=f"{self.config.runbook_base_url}#{anchor(name)}",
-            dashboard_url=self.dashboard_url(key), dashboard_uid=dashboard_uid(key), **fields,
+            dashboard_url=self.dashboard_url(key), dashboard_uid=dashboard_uid(key), panel_id=PANELS.get(name), **fields,
         )
 
     def dashboard_url(self, key: str) -> str:
@@ -188,6 +208,8 @@ class Builder:
             return base + "?var-experiment=$experiment&var-run=$run"
         if uid == "modelmon-alerts":
             return base
+        if key in JOB_RULES:
+            return base + "?var-job=$job"
         return base + "?var-model=$model&var-version=$version"
 
     def eval_minutes(self, rule: AlertRule, *windows: str) -> int:
@@ -461,30 +483,47 @@ class Builder:
     # -- drift -------------------------------------------------------------------------
 
     def feature_drift(self, s: cfg.FeatureDrift) -> AlertRule:
-        by = f"{FLEET}, feature, method"
+        """A feature's per-replica verdict score crosses its threshold. One alert per model
+        version and feature whatever the method: with ``methods: auto`` the server scores a
+        window by p-value tests up to ``pvalue_max_rows`` rows and by PSI beyond, and a
+        ``method`` label would end one alert and start another (its ``for`` restarting) when
+        a window passes that size. The method that decided is an annotation instead.
 
-        def high(methods: str) -> str:
-            return f'modelmon_feature_drift{{method=~"{methods}"}} >= modelmon_feature_drift_threshold{{method=~"{methods}"}}'
-
-        def low(methods: str) -> str:
-            return f'modelmon_feature_drift{{method=~"{methods}"}} < modelmon_feature_drift_threshold{{method=~"{methods}"}}'
-
-        if s.methods == "auto":  # the server's verdict: p-value tests on small windows, PSI above
-            rows = "modelmon_drift_window_rows"
-            pvalues = "|".join(method_names(direction="low"))
-            expr = (
-                f"max by ({by}) (\n  ({high(PSI.name)})\n  and ignoring (feature, method) ({rows} > {s.pvalue_max_rows})\n)\n"
-                f"or\nmin by ({by}) (\n  ({low(pvalues)})\n  and ignoring (feature, method) ({rows} <= {s.pvalue_max_rows})\n)"
-            )
+        The expression is one part per method, in order, joined by ``or``: the first part
+        that fires for a feature gives the value. The ``method`` and ``threshold``
+        annotations run the same parts keeping ``method``, on the alert's own labels."""
+        by = f"{FLEET}, feature"
+        # The alert's labels as matchers of an annotation query (Go printf, explicit indexes).
+        where = "cluster=%[1]q, namespace=%[2]q, job=%[3]q, model=%[4]q, version=%[5]q, feature=%[6]q"
+        args = "$labels.cluster $labels.namespace $labels.job $labels.model $labels.version $labels.feature"
+        rows = "modelmon_drift_window_rows"
+        order: list[tuple[tuple[str, ...], str | None]]
+        if s.methods == "auto":  # the server's verdict: PSI past pvalue_max_rows, p-value tests up to it
+            order = [((PSI.name,), f"> {s.pvalue_max_rows}"), (method_names(direction="low"), f"<= {s.pvalue_max_rows}")]
         else:
-            highs = [m for m in s.methods if get_method(m).direction == "high"]
-            lows = [m for m in s.methods if get_method(m).direction == "low"]
-            parts = [f"max by ({by}) ({high('|'.join(highs))})"] if highs else []
-            parts += [f"min by ({by}) ({low('|'.join(lows))})"] if lows else []
-            expr = "\nor\n".join(parts)
+            order = [((m,), None) for m in s.methods]
+
+        def parts(keep: str, matchers: str = "") -> str:
+            out = []
+            for methods, gate in order:
+                regex = "|".join(methods)
+                high = get_method(methods[0]).direction == "high"
+                score = f'modelmon_feature_drift{{method=~"{regex}"{", " + matchers if matchers else ""}}}'
+                condition = f'{score} {">=" if high else "<"} modelmon_feature_drift_threshold{{method=~"{regex}"}}'
+                if gate:
+                    condition = f"({condition})\n  and ignoring (feature, method) ({rows} {gate})"
+                out.append(f"{'max' if high else 'min'} by ({keep}) (\n  {condition}\n)")
+            return f"\nor on ({by})\n".join(out)
+
+        expr = parts(by)
+        deciding = f"{{{{ with printf `{parts(by + ', method', where)}` {args} | query }}}}"
+        method = Threshold(
+            f'{deciding}{{{{ . | first | label "method" }}}}{{{{ end }}}}',
+            f"PSI past {s.pvalue_max_rows} rows, else ks or chi2_pvalue" if s.methods == "auto" else f"first of {', '.join(s.methods)}",
+        )
         threshold = Threshold(
-            _query('min(modelmon_feature_drift_threshold{model=%q, version=%q, feature=%q, method=%q})',
-                   "model", "version", "feature", "method"),
+            f"{deciding}{{{{ with printf `min(modelmon_feature_drift_threshold{{{where}, method=%[7]q}})` {args} "
+            '(. | first | label "method") | query }}{{ . | first | value | printf "%.4g" }}{{ end }}{{ end }}',
             "modelmon_feature_drift_threshold",
         )
         rule = self.rule(
@@ -493,23 +532,25 @@ class Builder:
             description="Feature $feature of model $model version $version has drifted from its training data: "
             "$method = $value against a threshold of $threshold (p-values drift below it, the other scores at "
             "or above it).",
-            value_format=NUMBER, threshold=threshold,
+            value_format=NUMBER, threshold=threshold, extra={"method": method},
         )
         n = self.eval_minutes(rule)
         # The server's default thresholds, as it exports them (modelmon_feature_drift_threshold).
         thresholds = default_thresholds()
 
-        def scores(rows: int, values: dict[tuple[str, str], float]) -> list[tuple[str, str]]:
-            out = [(f"modelmon_drift_window_rows{{{self.series_labels()}}}", f"{rows}x{n}")]
+        def scores(rows: int | str, values: dict[tuple[str, str], float], length: int = n) -> list[tuple[str, str]]:
+            """``rows``: the window's rows throughout, or their series' values."""
+            rows_values = rows if isinstance(rows, str) else f"{rows}x{length}"
+            out = [(f"modelmon_drift_window_rows{{{self.series_labels()}}}", rows_values)]
             for (feature, method), value in values.items():
                 labels = self.series_labels(feature=feature, method=method)
-                out.append((f"modelmon_feature_drift{{{labels}}}", f"{value!r}x{n}"))
-                out.append((f"modelmon_feature_drift_threshold{{{labels}}}", f"{thresholds[method]!r}x{n}"))
+                out.append((f"modelmon_feature_drift{{{labels}}}", f"{value!r}x{length}"))
+                out.append((f"modelmon_feature_drift_threshold{{{labels}}}", f"{thresholds[method]!r}x{length}"))
             return out
 
         def alert(feature: str, method: str, value: float, threshold: float) -> tuple[dict[str, str], dict[str, str]]:
-            return ({**self.fleet, "feature": feature, "method": method},
-                    {"value": NUMBER.expect(value), "threshold": NUMBER.expect(threshold)})
+            return ({**self.fleet, "feature": feature},
+                    {"value": NUMBER.expect(value), "threshold": NUMBER.expect(threshold), "method": method})
 
         small, large = min(200, s.pvalue_max_rows), s.pvalue_max_rows + 1000
         drifted = {("amount", "ks"): 0.001, ("amount", "psi"): 0.5, ("channel", "chi2_pvalue"): 0.0001,
@@ -525,12 +566,24 @@ class Builder:
                 Case("large window, low p-values but PSI fine", scores(large, {
                     ("amount", "ks"): 0.001, ("amount", "psi"): 0.05, ("channel", "chi2_pvalue"): 0.0001, ("channel", "psi"): 0.1}), n),
             ]
+            # One drift episode while the window grows past pvalue_max_rows: ks decides, then
+            # PSI. The alert has fired before the switch and is checked less than `for` after
+            # it: an alert that ended at the switch and started again would still be pending.
+            wait = minutes(rule.for_)
+            switch = wait + 3
+            at = switch + max(1, wait // 2)
+            growing = f"{small}x{switch - 1} {large}x{at + 2 - switch}"
+            rule.cases.append(Case(
+                f"the window passes {s.pvalue_max_rows} rows mid-episode: still one alert, still firing",
+                scores(growing, {("amount", "ks"): 0.001, ("amount", "psi"): 0.5}, at + 2), at,
+                [alert("amount", "psi", 0.5, thresholds["psi"])]))
         else:
             bad = {m: DRIFTED_SCORE[get_method(m).direction] for m in s.methods}
             good = {m: STEADY_SCORE[get_method(m).direction] for m in s.methods}
             rule.cases = [
+                # One alert for the feature: the first method listed gives its value.
                 Case("every method drifted", scores(small, {("amount", m): bad[m] for m in s.methods}), n,
-                     [alert("amount", m, bad[m], thresholds[m]) for m in s.methods]),
+                     [alert("amount", s.methods[0], bad[s.methods[0]], thresholds[s.methods[0]])]),
                 Case("no method drifted", scores(small, {("amount", m): good[m] for m in s.methods}), n),
             ]
         return rule

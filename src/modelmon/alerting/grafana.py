@@ -136,8 +136,10 @@ def rule_groups(config: cfg.AlertingConfig, rules: list[AlertRule]) -> dict[str,
             "noDataState": "OK",
             "execErrState": "Error",
             "for": rule.for_,
-            # __dashboardUid__ links the rule to its dashboard in Grafana's alert list.
-            "annotations": rule.annotations("grafana") | ({"__dashboardUid__": rule.dashboard_uid} if rule.dashboard_uid else {}),
+            # __dashboardUid__ and __panelId__ link the rule to the panel that shows its
+            # condition, in Grafana's alert list and on the panel itself.
+            "annotations": rule.annotations("grafana") | ({"__dashboardUid__": rule.dashboard_uid} if rule.dashboard_uid else {})
+            | ({"__panelId__": str(rule.panel_id)} if rule.dashboard_uid and rule.panel_id is not None else {}),
             "labels": rule.alert_labels(),
             "isPaused": False,
         })

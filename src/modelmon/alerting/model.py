@@ -92,7 +92,8 @@ INTEGER = _Integer('{{ printf "%.0f" $value }}', '{{ printf "%.0f" $values.A.Val
 
 @dataclass(frozen=True)
 class Threshold:
-    """The threshold as each target shows it: a literal, or (Prometheus only) a query."""
+    """An annotation's text (the threshold, or one of ``AlertRule.extra``) as each target
+    shows it: a literal, or (Prometheus only) a query."""
 
     prometheus: str
     grafana: str
@@ -138,6 +139,13 @@ class AlertRule:
     dashboard_url: str = ""
     #: The uid of that dashboard (Grafana rules link to it with ``__dashboardUid__``).
     dashboard_uid: str = ""
+    #: The id of the panel of that dashboard that shows the rule's condition
+    #: (``__panelId__``); None: no panel does.
+    panel_id: int | None = None
+    #: Annotations of their own, by name, each also usable as ``$name`` in the text: for what
+    #: an alert reports but must not be a label (a label is part of the alert's identity).
+    #: The promtool cases give their expected text among the values.
+    extra: dict[str, Threshold] = field(default_factory=dict)
 
     def _mapping(self, target: str, values: dict[str, str] | None = None) -> dict[str, str]:
         if target == "expect":
@@ -146,8 +154,10 @@ class AlertRule:
             return defaults | values
         labels = {label: f"{{{{ $labels.{label} }}}}" for label in TEXT_LABELS}
         if target == "prometheus":
-            return labels | {"value": self.value_format.prometheus, "threshold": self.threshold.prometheus}
-        return labels | {"value": self.value_format.grafana, "threshold": self.threshold.grafana}
+            return (labels | {"value": self.value_format.prometheus, "threshold": self.threshold.prometheus}
+                    | {name: text.prometheus for name, text in self.extra.items()})
+        return (labels | {"value": self.value_format.grafana, "threshold": self.threshold.grafana}
+                | {name: text.grafana for name, text in self.extra.items()})
 
     def annotations(self, target: str, values: dict[str, str] | None = None) -> dict[str, str]:
         """``target``: prometheus, grafana, or expect (with the labels and values of one alert)."""
@@ -158,7 +168,7 @@ class AlertRule:
             "value": mapping["value"],
             "threshold": mapping["threshold"],
             "runbook_url": self.runbook_url,
-        } | ({"dashboard_url": Template(self.dashboard_url).substitute(mapping)} if self.dashboard_url else {})
+        } | {name: mapping[name] for name in self.extra} | ({"dashboard_url": Template(self.dashboard_url).substitute(mapping)} if self.dashboard_url else {})
 
     def alert_labels(self) -> dict[str, str]:
         return {"severity": self.severity, **self.labels}

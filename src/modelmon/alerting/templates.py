@@ -3,7 +3,8 @@
 Each alert shows its state, name and severity, the summary and description, the labels
 that say where (model, version, feature, method; experiment and run for training), the
 value and the threshold, and the runbook link. Written to ``modelmon.tmpl`` next to
-``alertmanager.yml`` by the export.
+``alertmanager.yml`` by the export. The drift method is an annotation of ModelmonFeatureDrift
+(a label would split one drift episode into two alerts), a label of custom rules.
 """
 
 TEMPLATES = r"""
@@ -15,7 +16,7 @@ TEMPLATES = r"""
 
 {{ define "modelmon.where" -}}
 {{ with .Labels.model }}model: {{ . }}{{ end }}{{ with .Labels.version }}  version: {{ . }}{{ end }}
-{{- with .Labels.feature }}  feature: {{ . }}{{ end }}{{ with .Labels.method }}  method: {{ . }}{{ end }}
+{{- with .Labels.feature }}  feature: {{ . }}{{ end }}{{ with or .Labels.method .Annotations.method }}  method: {{ . }}{{ end }}
 {{- with .Labels.experiment }}experiment: {{ . }}{{ end }}{{ with .Labels.run }}  run: {{ . }}{{ end }}
 {{- if not .Labels.model }}{{ with .Labels.instance }}  instance: {{ . }}{{ end }}{{ end }}
 {{- end }}

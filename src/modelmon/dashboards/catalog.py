@@ -9,6 +9,8 @@ exported with (``--window``, default 1h).
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from modelmon.dashboards.spec import Dashboard, Panel, Prom, Row, Sql, Threshold, Variable
 from modelmon.monitoring.methods import JS, METHODS, PSI, method_names
 
@@ -19,11 +21,50 @@ TRAINING_UID = "modelmon-training"
 ALERTS_UID = "modelmon-alerts"
 
 #: Selects the chosen model and versions in every Prometheus query.
-SEL = 'job=~"$job", model="$model", version=~"$version"'
+SEL = 'cluster="$cluster", job=~"$job", model="$model", version=~"$version", instance=~"$instance"'
+#: The same for the recording rules, which sum the replicas (no instance label).
+RULES = 'cluster="$cluster", job=~"$job", model="$model", version=~"$version"'
 #: The chosen scrape jobs and model: a model of the same name in another job (staging,
 #: another team's Prometheus job) is left out unless its job is chosen too.
-MODEL = 'job=~"$job", model="$model"'
-PREDICTION_ENDPOINTS = 'endpoint=~"infer|predict"'
+MODEL = 'cluster="$cluster", job=~"$job", model="$model", instance=~"$instance"'
+#: Inference over V2 REST, V2 gRPC and the records endpoint.
+PREDICTION_ENDPOINTS = 'endpoint=~"infer|grpc_infer|predict"'
+
+#: Fixed ids of the panels that show an alert's condition, by dashboard uid and panel title:
+#: the Grafana alert rules link to them (``__panelId__``), by the same numbers in
+#: alerting/builtins.py: PANELS (the two packages do not import each other; a test checks
+#: that every one names a panel here that queries the alert's metric).
+PANEL_IDS: dict[str, dict[str, int]] = {
+    SERVING_UID: {"Server error ratio (5xx)": 101, "p99 request latency": 102, "Responses by status code": 103,
+                  "Model calls and rows per second": 104, "Prediction log rows": 105, "Loaded versions": 110,
+                  "Targets down": 111},
+    DRIFT_UID: {"Per-replica drift score ($method) against its threshold": 201,
+                "Fleet PSI per feature against the threshold": 202, "Features drifted": 203, "Prediction drift": 204},
+    QUALITY_UID: {"Realized accuracy against baseline": 301, "Macro F1": 302, "Estimated accuracy (CBPE) against baseline": 303,
+                  "MAE: realized, estimated and baseline": 304, "RMSE: realized, estimated and baseline": 305,
+                  "Label coverage": 306, "Labels received by outcome": 307},
+    TRAINING_UID: {"Live $metric": 401, "Time since the last report": 402},
+}
+
+
+def _with_ids(dashboard: Dashboard) -> Dashboard:
+    """The dashboard with the fixed ids of PANEL_IDS set on its panels (the stat, where a
+    title is both a stat and a time series)."""
+    ids = dict(PANEL_IDS.get(dashboard.uid, {}))
+    rows = []
+    for row in dashboard.rows:
+        panels = []
+        for panel in row.panels:
+            if panel.title in ids and (panel.kind == "stat" or not any(
+                    p.title == panel.title and p.kind == "stat" for p in dashboard.panels)):
+                panels.append(replace(panel, id=ids.pop(panel.title)))
+            else:
+                panels.append(panel)
+        rows.append(replace(row, panels=tuple(panels)))
+    if ids:
+        raise ValueError(f"dashboard {dashboard.uid} has no panel {', '.join(ids)}")
+    return replace(dashboard, rows=tuple(rows))
+
 
 #: Drift methods' default thresholds (monitoring/methods.py), as panel text and colours.
 PSI_DRIFT = PSI.default_threshold
@@ -33,19 +74,29 @@ GOOD_RED = (Threshold(None, "green"), Threshold(PSI_DRIFT, "red"))
 
 
 def _model_variables(feature: bool = False, window: bool = False) -> tuple[Variable, ...]:
+    # As kubernetes-mixin: cluster single-valued and hidden (grafana export --multi-cluster
+    # shows it); without a cluster label it is empty and cluster="" matches every series.
+    # job and instance as dashboard-linter's template rules want them: multi, All = .+.
     variables = [
+        Variable("cluster", "Cluster", "The cluster (the cluster label Prometheus adds, as in kube-prometheus); hidden with one cluster.",
+                 "query", query="label_values(modelmon_model_info, cluster)", hidden=True, may_be_empty=True),
         Variable("job", "Job", "Prometheus scrape jobs of the model servers (several deployments of modelmon: staging, production).",
-                 "query", query="label_values(modelmon_model_info, job)", multi=True, include_all=True, all_value=".*", default="All"),
+                 "query", query='label_values(modelmon_model_info{cluster="$cluster"}, job)', multi=True, include_all=True,
+                 all_value=".+", default="All"),
         Variable("model", "Model", "A served model (from modelmon_model_info).", "query",
-                 query='label_values(modelmon_model_info{job=~"$job"}, model)'),
+                 query='label_values(modelmon_model_info{cluster="$cluster", job=~"$job"}, model)'),
+        # No custom All value: the SQL panels read $version too (VERSION_SQL).
         Variable("version", "Version", "Model versions to show.", "query",
-                 query='label_values(modelmon_model_info{job=~"$job", model="$model"}, version)',
-                 multi=True, include_all=True, all_value=".*", default="All"),
+                 query='label_values(modelmon_model_info{cluster="$cluster", job=~"$job", model="$model"}, version)',
+                 multi=True, include_all=True, default="All"),
+        Variable("instance", "Instance", "Replicas (scrape targets) serving the model; panels from the recording rules sum every replica.",
+                 "query", query='label_values(modelmon_model_info{cluster="$cluster", job=~"$job", model="$model", version=~"$version"}, instance)',
+                 multi=True, include_all=True, all_value=".+", default="All"),
     ]
     if feature:
         variables.append(
             Variable("feature", "Feature", "Input features to show (from the reference profile).", "query",
-                     query='label_values(modelmon_reference_bin_ratio{job=~"$job", model="$model"}, feature)',
+                     query='label_values(modelmon_reference_bin_ratio{cluster="$cluster", job=~"$job", model="$model"}, feature)',
                      multi=True, include_all=True, all_value=".*", default="All")
         )
     if window:
@@ -129,7 +180,13 @@ def serving() -> Dashboard:
     ))
     # Process metrics have no model label: the replicas are those that serve $model.
     serves = f"on (instance, job) group_left () max by (instance, job) (modelmon_model_info{{{MODEL}}})"
+    # up has no model label: every target of the chosen jobs.
+    up = 'up{cluster="$cluster", job=~"$job"}'
     replicas = Row("Replicas: saturation and the prediction log", (
+        Panel("timeseries", "Targets down", "Share of each chosen job's scrape targets that Prometheus cannot scrape (up == 0), every model of the job: "
+              "ModelmonTargetDown fires above 10% for 10 minutes; a job with no target left shows nothing here and fires ModelmonJobAbsent.",
+              "percentunit", (Prom(f"(count by (job) ({up} == 0) or count by (job) ({up}) * 0) / count by (job) ({up})", "{{job}}"),),
+              width=24, min=0, max=1, thresholds=(Threshold(None, "green"), Threshold(0.1, "red")), show_thresholds=True),
         Panel("timeseries", "CPU per replica", "CPU seconds per second of each server process serving the model (1 = one core busy), from process_cpu_seconds_total.",
               "short", (Prom(f"rate(process_cpu_seconds_total[$__rate_interval]) * {serves}", "{{instance}}"),), width=6, min=0),
         Panel("timeseries", "Memory per replica", "Resident memory of each server process serving the model (process_resident_memory_bytes).",
@@ -145,7 +202,7 @@ def serving() -> Dashboard:
               "short", (Prom(f"modelmon_prediction_log_spool_files * {serves}", "{{instance}}"),), width=12, min=0),
     ))
     # Every model of the chosen jobs, whatever $model: the overview across models.
-    every = f'job=~"$job", model!="_unknown_", {PREDICTION_ENDPOINTS}'
+    every = f'cluster="$cluster", job=~"$job", model!="_unknown_", {PREDICTION_ENDPOINTS}'
     fleet = Row("Every model", (
         Panel("timeseries", "Inference requests per second, every model", "Inference requests per model and version, for every model of the chosen jobs (not only $model).",
               "reqps", (Prom(f"sum by (model, version) (rate(modelmon_requests_total{{{every}}}[$__rate_interval]))", "{{model}} v{{version}}"),),
@@ -155,11 +212,11 @@ def serving() -> Dashboard:
                                    f" / sum by (model, version) (rate(modelmon_requests_total{{{every}}}[$__rate_interval]))", "{{model}} v{{version}}"),),
               width=12, min=0, thresholds=(Threshold(None, "green"), Threshold(0.05, "red"))),
     ))
-    return Dashboard(
+    return _with_ids(Dashboard(
         SERVING_UID, "modelmon / Serving",
         "Throughput, errors, latency and batching of a served model, per version; the replicas' saturation and prediction log.",
         _model_variables(), (overview, traffic, latency, batching, replicas, fleet),
-    )
+    ))
 
 
 # -- 2. Drift and data quality ----------------------------------------------------------------
@@ -167,6 +224,7 @@ def serving() -> Dashboard:
 
 def drift() -> Dashboard:
     feature_sel = f'{SEL}, feature=~"$feature"'
+    rules_feature = f'{RULES}, feature=~"$feature"'
     rows_per_second = f"sum by (model, version) (rate(modelmon_predictions_total{{{SEL}}}[$__rate_interval]))"
     overview = Row("Overview", (
         Panel("stat", "Features drifted", "Share of monitored features whose verdict is drift (modelmon_dataset_drift_share); the dataset has drifted at 50%.",
@@ -176,7 +234,7 @@ def drift() -> Dashboard:
               "short", (Prom(f"sum(modelmon_drift_window_rows{{{SEL}}})"),), width=6, height=5),
         Panel("stat", "Worst fleet PSI", "The highest population stability index over features, for the whole fleet (recording rule model_version_feature:modelmon_feature_bin:psi$window); "
               f"{PSI_DRIFT:g} is drift.",
-              "none", (Prom(f"max(model_version_feature:modelmon_feature_bin:psi$window{{{SEL}}})"),), width=6, height=5, decimals=3, thresholds=GOOD_RED),
+              "none", (Prom(f"max(model_version_feature:modelmon_feature_bin:psi$window{{{RULES}}})"),), width=6, height=5, decimals=3, thresholds=GOOD_RED),
         Panel("stat", "Prediction drift (classes, PSI)", "PSI of the predicted classes against the model's predictions on the validation data.",
               "none", (Prom(f'max(modelmon_prediction_drift{{{SEL}, output="class", method="psi"}})'),), width=6, height=5, decimals=3,
               thresholds=GOOD_RED),
@@ -184,11 +242,11 @@ def drift() -> Dashboard:
     scores = Row("Drift per feature", (
         Panel("timeseries", "Fleet PSI per feature against the threshold", "Population stability index of each feature over the window, pooled over all replicas (recording rule model_version_feature:modelmon_feature_bin:psi$window). "
               f"The red line is the drift threshold, {PSI_DRIFT:g}.",
-              "none", (Prom(f"model_version_feature:modelmon_feature_bin:psi$window{{{feature_sel}}}", "{{feature}} v{{version}}"),), width=12,
+              "none", (Prom(f"model_version_feature:modelmon_feature_bin:psi$window{{{rules_feature}}}", "{{feature}} v{{version}}"),), width=12,
               thresholds=GOOD_RED, show_thresholds=True),
         Panel("timeseries", "Fleet Jensen-Shannon distance per feature", "Jensen-Shannon distance (base 2) of each feature over the window, pooled over all replicas (model_version_feature:modelmon_feature_bin:js$window). "
               f"The red line is the threshold, {JS_DRIFT:g}.",
-              "none", (Prom(f"model_version_feature:modelmon_feature_bin:js$window{{{feature_sel}}}", "{{feature}} v{{version}}"),), width=12,
+              "none", (Prom(f"model_version_feature:modelmon_feature_bin:js$window{{{rules_feature}}}", "{{feature}} v{{version}}"),), width=12,
               thresholds=(Threshold(None, "green"), Threshold(JS_DRIFT, "red")), show_thresholds=True),
         Panel("timeseries", "Per-replica drift score ($method) against its threshold", "Each replica's own score of its latest window (modelmon_feature_drift) and the threshold in force (modelmon_feature_drift_threshold). "
               f"For p-values ({', '.join(method_names(direction='low'))}) drift is below the threshold; for the others above it.",
@@ -197,13 +255,13 @@ def drift() -> Dashboard:
                   Prom(f'max by (feature) (modelmon_feature_drift_threshold{{{feature_sel}, method="$method"}})', "threshold {{feature}}"),
               ), width=12),
         Panel("bargauge", "Features drifting most now", "The ten features with the highest fleet PSI over the window, now.",
-              "none", (Prom(f"sort_desc(topk(10, max by (feature) (model_version_feature:modelmon_feature_bin:psi$window{{{SEL}}})))", "{{feature}}", instant=True),),
+              "none", (Prom(f"sort_desc(topk(10, max by (feature) (model_version_feature:modelmon_feature_bin:psi$window{{{RULES}}})))", "{{feature}}", instant=True),),
               width=12, decimals=3, min=0,
               # orange from half the threshold: a moderate shift
               thresholds=(Threshold(None, "green"), Threshold(PSI_DRIFT / 2, "orange"), Threshold(PSI_DRIFT, "red"))),
     ))
-    window_rows = f'model_version_feature_bin:modelmon_feature_bin:increase$window{{{SEL}, feature="$feature"}}'
-    feature_rows = f'model_version_feature:modelmon_feature_bin:increase$window{{{SEL}, feature="$feature"}}'
+    window_rows = f'model_version_feature_bin:modelmon_feature_bin:increase$window{{{RULES}, feature="$feature"}}'
+    feature_rows = f'model_version_feature:modelmon_feature_bin:increase$window{{{RULES}, feature="$feature"}}'
     bins = Row("Distribution per feature", (
         Panel("barchart", "Live against reference shares: $feature", "Share of each bin of the feature over the window (all replicas and selected versions pooled) beside the training data's share of the same bin, each version's weighted by its rows. Versions trained on different data have different bin edges: select one version to compare them.",
               "percentunit", (
@@ -260,11 +318,11 @@ def drift() -> Dashboard:
                  options=tuple(METHODS), default=PSI.name),
         _window_variable(),
     )
-    return Dashboard(
+    return _with_ids(Dashboard(
         DRIFT_UID, "modelmon / Data drift and quality",
         "Live inputs and predictions against the training data: drift per feature, bin shares, missing and unseen values.",
         variables, (overview, scores, bins, quality, outputs),
-    )
+    ))
 
 
 # -- 3. Model quality -------------------------------------------------------------------------
@@ -272,44 +330,60 @@ def drift() -> Dashboard:
 
 def _realized_vs_baseline(rule: str, baseline: str, estimated: str | None) -> tuple[Prom, ...]:
     queries = [
-        Prom(f"model_version:modelmon_confusion:{rule}$window{{{SEL}}}", "realized v{{version}}"),
+        Prom(f"model_version:modelmon_confusion:{rule}$window{{{RULES}}}", "realized v{{version}}"),
         Prom(f'max by (version) (modelmon_baseline_metric{{{SEL}, metric="{baseline}"}})', "validation baseline v{{version}}"),
     ]
     if estimated:
-        queries.append(Prom(f"model_version:modelmon_expected_confusion:{estimated}$window{{{SEL}}}", "estimated (CBPE) v{{version}}"))
+        queries.append(Prom(f"model_version:modelmon_expected_confusion:{estimated}$window{{{RULES}}}", "estimated (CBPE) v{{version}}"))
     return tuple(queries)
 
 
-LABELLED_PG = """SELECT $__timeGroupAlias(predicted_at, $__interval), 'v' || version AS metric, avg(correct) AS value
+#: The chosen versions in SQL: Grafana's SQL data sources write a multi-value variable as
+#: quoted values ('1','2'), All included, since $version has no custom "All" value (which
+#: Grafana would write as it is: IN (.*)).
+VERSION_SQL = "version IN ($version)"
+LABELLED_PG = f"""SELECT $__timeGroupAlias(predicted_at, $__interval), 'v' || version AS metric, avg(correct) AS value
 FROM labelled_predictions
-WHERE model = '$model' AND $__timeFilter(predicted_at)
+WHERE model = '$model' AND {VERSION_SQL} AND $__timeFilter(predicted_at)
 GROUP BY 1, 2
 ORDER BY 1"""
-LABELLED_SQLITE = """SELECT $__unixEpochGroupSeconds(ts_ms, $__interval_ms) / 1000 AS time, 'v' || version AS metric, avg(correct) AS value
+LABELLED_SQLITE = f"""SELECT $__unixEpochGroupSeconds(ts_ms, $__interval_ms) / 1000 AS time, 'v' || version AS metric, avg(correct) AS value
 FROM (SELECT CAST(strftime('%s', predicted_at) AS INTEGER) * 1000 AS ts_ms, version, correct
       FROM labelled_predictions
-      WHERE model = '$model' AND $__timeFilter(predicted_at)) AS lp
+      WHERE model = '$model' AND {VERSION_SQL} AND $__timeFilter(predicted_at)) AS lp
 GROUP BY 1, 2
 ORDER BY 1"""
-LABELLED_TABLE = """SELECT version, count(*) AS labelled, sum(correct) AS correct, avg(correct) AS accuracy,
+LABELLED_TABLE = f"""SELECT version, count(*) AS labelled, sum(correct) AS correct, avg(correct) AS accuracy,
        min(predicted_at) AS first_prediction, max(labelled_at) AS last_label
 FROM labelled_predictions
-WHERE model = '$model' AND $__timeFilter(predicted_at)
+WHERE model = '$model' AND {VERSION_SQL} AND $__timeFilter(predicted_at)
 GROUP BY version
 ORDER BY version"""
+#: ModelmonAccuracyBelowBaseline's default margin (alerting/config.py: RealizedQuality.margin):
+#: the accuracy stats are red below the baseline minus this.
+ACCURACY_MARGIN = 0.05
+#: Each version's validation accuracy, one per version (every replica exports it).
+BASELINE_ACCURACY = f'max by (cluster, namespace, job, model, version) (modelmon_baseline_metric{{{SEL}, metric="accuracy"}})'
+BELOW_BASELINE = (Threshold(None, "red"), Threshold(-ACCURACY_MARGIN, "orange"), Threshold(-ACCURACY_MARGIN / 2, "green"))
 
 
 def quality() -> Dashboard:
     overview = Row("Overview", (
-        Panel("stat", "Realized accuracy", "Accuracy on the predictions labelled in the window, all replicas (model_version:modelmon_confusion:accuracy$window).",
-              "percentunit", (Prom(f"model_version:modelmon_confusion:accuracy$window{{{SEL}}}", "v{{version}}"),), width=6, height=5, decimals=3),
+        # Against the baseline, since the alert's level is the baseline minus a margin: a
+        # stat of the accuracy itself could not be coloured by it.
+        Panel("stat", "Realized accuracy against baseline", "Accuracy on the predictions labelled in the window, all replicas (model_version:modelmon_confusion:accuracy$window), "
+              f"minus the validation baseline: red below -{ACCURACY_MARGIN:g}, where ModelmonAccuracyBelowBaseline fires (its default margin; the alert reads a 6h window with at least 1000 labels), orange from half of it.",
+              "percentunit", (Prom(f"model_version:modelmon_confusion:accuracy$window{{{RULES}}} - on (cluster, namespace, job, model, version) {BASELINE_ACCURACY}", "v{{version}}"),),
+              width=6, height=5, decimals=3, thresholds=BELOW_BASELINE),
         Panel("stat", "Validation baseline accuracy", "Accuracy on the validation data at registration (modelmon_baseline_metric).",
               "percentunit", (Prom(f'max by (version) (modelmon_baseline_metric{{{SEL}, metric="accuracy"}})', "v{{version}}"),),
               width=6, height=5, decimals=3),
-        Panel("stat", "Estimated accuracy (CBPE)", "Accuracy estimated from calibrated probabilities, before labels arrive (model_version:modelmon_expected_confusion:accuracy$window).",
-              "percentunit", (Prom(f"model_version:modelmon_expected_confusion:accuracy$window{{{SEL}}}", "v{{version}}"),), width=6, height=5, decimals=3),
+        Panel("stat", "Estimated accuracy (CBPE) against baseline", "Accuracy estimated from calibrated probabilities, before labels arrive (model_version:modelmon_expected_confusion:accuracy$window), "
+              f"minus the validation baseline: red below -{ACCURACY_MARGIN:g}, where ModelmonEstimatedAccuracyBelowBaseline fires (its default margin; the alert reads a 1h window with at least 100 rows), orange from half of it.",
+              "percentunit", (Prom(f"model_version:modelmon_expected_confusion:accuracy$window{{{RULES}}} - on (cluster, namespace, job, model, version) {BASELINE_ACCURACY}", "v{{version}}"),),
+              width=6, height=5, decimals=3, thresholds=BELOW_BASELINE),
         Panel("stat", "Label coverage", "Labels matched as a share of the predictions made in the window (model_version:modelmon_feedback_matched:ratio_predictions$window); red under ModelmonLowLabelCoverage's default 10%.",
-              "percentunit", (Prom(f"model_version:modelmon_feedback_matched:ratio_predictions$window{{{SEL}}}", "v{{version}}"),), width=6, height=5, decimals=3,
+              "percentunit", (Prom(f"model_version:modelmon_feedback_matched:ratio_predictions$window{{{RULES}}}", "v{{version}}"),), width=6, height=5, decimals=3,
               thresholds=(Threshold(None, "red"), Threshold(0.1, "green"))),
     ), task="classification")
     realized = Row("Realized quality against the validation baseline", (
@@ -319,31 +393,31 @@ def quality() -> Dashboard:
               "percentunit", _realized_vs_baseline("f1_macro", "f1_macro", "f1_macro"), width=12),
         Panel("timeseries", "Macro precision and recall", "Realized precision and recall averaged over the classes in the window, against the baseline's macro averages.",
               "percentunit", (
-                  Prom(f"avg by (version) (model_version_class:modelmon_confusion:precision$window{{{SEL}}})", "precision v{{version}}"),
-                  Prom(f"avg by (version) (model_version_class:modelmon_confusion:recall$window{{{SEL}}})", "recall v{{version}}"),
+                  Prom(f"avg by (version) (model_version_class:modelmon_confusion:precision$window{{{RULES}}})", "precision v{{version}}"),
+                  Prom(f"avg by (version) (model_version_class:modelmon_confusion:recall$window{{{RULES}}})", "recall v{{version}}"),
                   Prom(f'max by (version) (modelmon_baseline_metric{{{SEL}, metric="precision_macro"}})', "baseline precision v{{version}}"),
                   Prom(f'max by (version) (modelmon_baseline_metric{{{SEL}, metric="recall_macro"}})', "baseline recall v{{version}}"),
               ), width=12),
         Panel("timeseries", "F1 per class", "Realized F1 of each class over the window (model_version_class:modelmon_confusion:f1_$window).", "percentunit",
-              (Prom(f"model_version_class:modelmon_confusion:f1_$window{{{SEL}}}", "{{class}} v{{version}}"),), width=12),
+              (Prom(f"model_version_class:modelmon_confusion:f1_$window{{{RULES}}}", "{{class}} v{{version}}"),), width=12),
     ), task="classification")
     estimated = Row("Estimated against realized", (
         Panel("timeseries", "Estimate minus realized", "CBPE estimate minus the realized value, for accuracy and macro F1: how far the label-free estimate is off where labels exist.",
               "percentunit", (
-                  Prom(f"model_version:modelmon_expected_confusion:accuracy$window{{{SEL}}} - on (cluster, namespace, job, model, version) model_version:modelmon_confusion:accuracy$window{{{SEL}}}", "accuracy v{{version}}"),
-                  Prom(f"model_version:modelmon_expected_confusion:f1_macro$window{{{SEL}}} - on (cluster, namespace, job, model, version) model_version:modelmon_confusion:f1_macro$window{{{SEL}}}", "macro F1 v{{version}}"),
+                  Prom(f"model_version:modelmon_expected_confusion:accuracy$window{{{RULES}}} - on (cluster, namespace, job, model, version) model_version:modelmon_confusion:accuracy$window{{{RULES}}}", "accuracy v{{version}}"),
+                  Prom(f"model_version:modelmon_expected_confusion:f1_macro$window{{{RULES}}} - on (cluster, namespace, job, model, version) model_version:modelmon_confusion:f1_macro$window{{{RULES}}}", "macro F1 v{{version}}"),
               ), width=12),
         Panel("timeseries", "Estimated precision and recall per class", "Per-class precision and recall from the expected confusion cells (CBPE).", "percentunit", (
-            Prom(f"model_version_class:modelmon_expected_confusion:precision$window{{{SEL}}}", "precision {{class}} v{{version}}"),
-            Prom(f"model_version_class:modelmon_expected_confusion:recall$window{{{SEL}}}", "recall {{class}} v{{version}}"),
+            Prom(f"model_version_class:modelmon_expected_confusion:precision$window{{{RULES}}}", "precision {{class}} v{{version}}"),
+            Prom(f"model_version_class:modelmon_expected_confusion:recall$window{{{RULES}}}", "recall {{class}} v{{version}}"),
         ), width=12),
     ), task="classification")
     labels = Row("Confusion matrix and labels", (
         Panel("table", "Confusion matrix", "Labelled predictions in the window by actual class (rows) and predicted class (columns), all replicas.",
-              "short", (Prom(f"sum by (actual, predicted) (model_version_actual_predicted:modelmon_confusion:increase$window{{{SEL}}})", instant=True, format="table"),),
+              "short", (Prom(f"sum by (actual, predicted) (model_version_actual_predicted:modelmon_confusion:increase$window{{{RULES}}})", instant=True, format="table"),),
               width=8, transformations=({"id": "groupingToMatrix", "options": {"columnField": "predicted", "rowField": "actual", "valueField": "Value"}},)),
         Panel("timeseries", "Label coverage", "Labels matched as a share of the predictions made in the window.", "percentunit",
-              (Prom(f"model_version:modelmon_feedback_matched:ratio_predictions$window{{{SEL}}}", "v{{version}}"),), width=8, min=0),
+              (Prom(f"model_version:modelmon_feedback_matched:ratio_predictions$window{{{RULES}}}", "v{{version}}"),), width=8, min=0),
         Panel("timeseries", "Label delay (p50, p95)", "Time from a prediction to its ground-truth label (modelmon_label_delay_seconds).", "s", tuple(
             Prom(f"histogram_quantile({q}, sum by (le) (rate(modelmon_label_delay_seconds_bucket{{{SEL}}}[$__rate_interval])))", f"p{int(q * 100)}")
             for q in (0.5, 0.95)
@@ -355,18 +429,18 @@ def quality() -> Dashboard:
         Panel("table", "Labelled predictions per version", "From the prediction log: labelled predictions made in the time range, per version, with their accuracy.",
               "none", (Sql(LABELLED_TABLE, LABELLED_TABLE),), width=24, height=6),
     ), task="classification")
-    return Dashboard(
+    return _with_ids(Dashboard(
         QUALITY_UID, "modelmon / Model quality",
         "Live quality from ground-truth labels and CBPE estimates (a regressor's MAE, RMSE and their label-free "
         "estimate), against the validation baseline.",
         _model_variables(window=True), (overview, realized, estimated, labels, regression()),
-    )
+    ))
 
 
 def _error_vs_baseline(metric: str, realized: str, estimated: str) -> tuple[Prom, ...]:
     return (
-        Prom(f"model_version:modelmon_regression_{realized}$window{{{SEL}}}", "realized v{{version}}"),
-        Prom(f"model_version:modelmon_regression_{estimated}$window{{{SEL}}}", "estimated v{{version}}"),
+        Prom(f"model_version:modelmon_regression_{realized}$window{{{RULES}}}", "realized v{{version}}"),
+        Prom(f"model_version:modelmon_regression_{estimated}$window{{{RULES}}}", "estimated v{{version}}"),
         Prom(f'max by (version) (modelmon_baseline_metric{{{SEL}, metric="{metric}"}})', "validation baseline v{{version}}"),
     )
 
@@ -385,7 +459,7 @@ def regression() -> Row:
         Panel("timeseries", "Residual bias", "Mean error, predicted minus true, over the window (model_version:modelmon_regression_error:mean$window): "
               "positive, the model over-predicts; near the MAE, it errs in one direction (the target's level moved).",
               "short", (
-                  Prom(f"model_version:modelmon_regression_error:mean$window{{{SEL}}}", "bias v{{version}}"),
+                  Prom(f"model_version:modelmon_regression_error:mean$window{{{RULES}}}", "bias v{{version}}"),
                   Prom(f'max by (version) (modelmon_baseline_metric{{{SEL}, metric="mean_error"}})', "validation bias v{{version}}"),
               ), width=12),
         Panel("timeseries", "Prediction drift (values)", "Drift of the predicted values against the validation predictions, on their quantile bins "
@@ -489,12 +563,12 @@ def training() -> Dashboard:
         Variable("metric", "Metric", "The metric of the over-time and live panels.", "custom",
                  options=("loss", "accuracy", "f1_macro", "precision_macro", "recall_macro", "f1", "log_loss"), default="loss"),
     )
-    return Dashboard(
+    return _with_ids(Dashboard(
         TRAINING_UID, "modelmon / Training",
         "Training runs from the run store: learning curves, runs compared, parameters; and active runs live from Prometheus.",
         # A 7-day range of SQLite queries: refreshed every 5 minutes, not every 30 s.
         variables, (curves, runs, live), time_from="now-7d", refresh="5m",
-    )
+    ))
 
 
 # -- 5. Alerts --------------------------------------------------------------------------------

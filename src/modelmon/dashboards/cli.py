@@ -34,6 +34,7 @@ def export(
     scrape_interval: Annotated[str, typer.Option(help="Prometheus's scrape interval: the panels' minimum interval.")] = "15s",
     dashboards_path: Annotated[str, typer.Option(help="Where Grafana finds the dashboards' JSON.")] = "/etc/grafana/provisioning/dashboards/modelmon",
     datasource: Annotated[str | None, typer.Option(help="The Prometheus data source (uid or name) the dashboards' $datasource variable starts on \\[default: the one written here, uid prometheus].")] = None,
+    multi_cluster: Annotated[bool, typer.Option("--multi-cluster", help="Show the $cluster variable: Prometheus scrapes several clusters (a cluster label), as kubernetes-mixin's showMultiCluster.")] = False,
 ) -> None:
     """Write Grafana provisioning: the Prometheus, PostgreSQL and SQLite data sources, and the
     five modelmon dashboards with their file provider."""
@@ -45,6 +46,7 @@ def export(
         result = write_provisioning(
             out_dir, store_url=store, prometheus_url=prometheus_url, dialect=sql, sqlite_path=sqlite_path,  # type: ignore[arg-type]
             window=window, scrape_interval=scrape_interval, dashboards_path=dashboards_path, datasource=datasource,
+            multi_cluster=multi_cluster,
         )
     except ModelmonError as exc:
         _fail(exc.message)

@@ -162,6 +162,7 @@ def write_provisioning(
     scrape_interval: str = "15s",
     dashboards_path: str = DEFAULT_DASHBOARDS_PATH,
     datasource: str | None = None,
+    multi_cluster: bool = False,
 ) -> Provisioning:
     """Write the provisioning tree into ``out_dir``.
 
@@ -176,7 +177,8 @@ def write_provisioning(
     provider's path): ``OUT_DIR/dashboards/modelmon`` once OUT_DIR is mounted as
     ``/etc/grafana/provisioning``. ``datasource`` (a uid or name) is the default of the
     dashboards' ``$datasource`` variable, for a Grafana whose Prometheus is already there
-    [default: the ``prometheus`` uid of the data source written here]."""
+    [default: the ``prometheus`` uid of the data source written here]. ``multi_cluster``
+    shows the dashboards' ``$cluster`` variable (hidden by default: one cluster)."""
     from modelmon.rules.drift import check_window
 
     try:
@@ -198,6 +200,7 @@ def write_provisioning(
     write(out / "datasources" / "modelmon.yaml",
           header + yaml.safe_dump(datasources(prometheus_url, store, scrape_interval), sort_keys=False))
     write(out / "dashboards" / "modelmon.yaml", header + yaml.safe_dump(dashboard_provider(dashboards_path), sort_keys=False))
-    for uid, model in grafana.dashboards_json(store.dialect, window=window, datasource=datasource or grafana.PROMETHEUS_UID).items():
+    for uid, model in grafana.dashboards_json(store.dialect, window=window, datasource=datasource or grafana.PROMETHEUS_UID,
+                                             multi_cluster=multi_cluster).items():
         write(out / "dashboards" / "modelmon" / f"{uid}.json", json.dumps(model, indent=2) + "\n")
     return result

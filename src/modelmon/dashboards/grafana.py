@@ -211,6 +211,8 @@ def build_variable(variable: spec.Variable, dialect: Dialect) -> Any:
         q = db.QueryVariable(variable.name).query(query).datasource(datasource_ref(variable.source, dialect))
         b = q.refresh(dm.VariableRefresh.ON_TIME_RANGE_CHANGED).sort(dm.VariableSort.ALPHABETICAL_ASC).definition(query)
     b = b.label(variable.label).description(variable.description).multi(variable.multi).include_all(variable.include_all)
+    if variable.hidden:
+        b = b.hide(dm.VariableHide.HIDE_VARIABLE)
     if variable.all_value is not None:
         b = b.all_value(variable.all_value)
     if variable.default is not None:
@@ -247,12 +249,31 @@ def build_dashboard(dashboard: spec.Dashboard, dialect: Dialect = "postgresql",
         model = b.build()
     data = json.loads(json.dumps(model, cls=JSONEncoder))
     data.setdefault("templating", {}).setdefault("list", [])
-    for i, panel in enumerate(data.get("panels", []), start=1):
-        panel["id"] = i
+    _number_panels(data, dashboard)
     _datasource_variable(data, datasource)
     if any(v.name == "model" and v.source == "prometheus" for v in dashboard.variables):
         data["annotations"]["list"].append(VERSION_LOADED)
     return data
+
+
+def _number_panels(data: dict[str, Any], dashboard: spec.Dashboard) -> None:
+    """Panels with a fixed id (alerts link to them) keep it; rows and the other panels are
+    numbered in order from 1 (under 100, so never one of the fixed ids)."""
+    # The JSON lists each row, then its panels, in the spec's order.
+    order: list[int | None] = []
+    for row in dashboard.rows:
+        order += [None] + [p.id for p in row.panels]
+    built = data.get("panels", [])
+    assert len(built) == len(order), f"dashboard {dashboard.uid}: {len(built)} panels built for {len(order)}"
+    n = 0
+    for panel, fixed in zip(built, order, strict=True):
+        if fixed is not None:
+            panel["id"] = fixed
+        else:
+            n += 1
+            panel["id"] = n
+    if n >= 100:
+        raise ValueError(f"dashboard {dashboard.uid}: {n} panels numbered in order reach the fixed ids (100 and up)")
 
 
 #: Deployments on the time axis: a version of $model that is loaded now and was not 5 minutes
@@ -260,8 +281,8 @@ def build_dashboard(dashboard: spec.Dashboard, dialect: Dialect = "postgresql",
 VERSION_LOADED = {
     "name": "Version loaded", "enable": True, "hide": False, "iconColor": "blue",
     "datasource": {"type": "prometheus", "uid": "${datasource}"},
-    "expr": 'max by (version) (modelmon_model_info{job=~"$job", model="$model"})'
-            ' unless max by (version) (modelmon_model_info{job=~"$job", model="$model"} offset 5m)',
+    "expr": 'max by (version) (modelmon_model_info{cluster="$cluster", job=~"$job", model="$model", instance=~"$instance"})'
+            ' unless max by (version) (modelmon_model_info{cluster="$cluster", job=~"$job", model="$model", instance=~"$instance"} offset 5m)',
     "step": "1m", "titleFormat": "version {{version}} loaded", "textFormat": "", "useValueForTime": False,
 }
 
@@ -298,10 +319,11 @@ def _datasource_variable(data: dict[str, Any], default: str) -> None:
 
 
 def dashboards_json(dialect: Dialect = "postgresql", window: str | None = None,
-                    datasource: str = PROMETHEUS_UID) -> dict[str, dict[str, Any]]:
+                    datasource: str = PROMETHEUS_UID, multi_cluster: bool = False) -> dict[str, dict[str, Any]]:
     """Every dashboard, by uid. ``window``: the exported recording-rule windows, comma
     separated (the first is the default); ``datasource``: the Prometheus data source's uid
-    or name, the default of the ``$datasource`` variable."""
+    or name, the default of the ``$datasource`` variable; ``multi_cluster``: show the
+    ``$cluster`` variable (hidden by default, as kubernetes-mixin's showMultiCluster)."""
     from modelmon.dashboards.catalog import all_dashboards
 
     out = {}
@@ -309,6 +331,10 @@ def dashboards_json(dialect: Dialect = "postgresql", window: str | None = None,
         data = build_dashboard(dashboard, dialect, datasource)
         if window is not None:
             _set_windows(data, [w.strip() for w in window.split(",") if w.strip()])
+        if multi_cluster:
+            for variable in data["templating"]["list"]:
+                if variable["name"] == "cluster":
+                    variable["hide"] = 0
         out[dashboard.uid] = data
     return out
 

@@ -484,14 +484,15 @@ def write_report(
             summary.notes.append(f"{dashboard.title}: {exc}")
             sections.append(f"{heading}<p class='nodata'>{html.escape(str(exc))}</p>")
             continue
-        if any(not s.values for s in context.variables.values()):
-            empty = [name for name, s in context.variables.items() if not s.values]
+        empty = [name for name, s in context.variables.items() if not s.values and not dashboard.variable(name).may_be_empty]
+        if empty:
             note = f"no value for {', '.join('$' + n for n in empty)}: nothing to show yet"
             summary.notes.append(f"{dashboard.title}: {note}")
             sections.append(f"{heading}<p class='nodata'>{html.escape(note)}.</p>")
             continue
         variables = ", ".join(
             f"{name} = {'All' if s.all and len(s.values) > 1 else ', '.join(s.values)}" for name, s in context.variables.items()
+            if s.values  # an empty cluster: no such label
         )
         parts = [heading, f"<p class='desc'>{html.escape(dashboard.description)}<br>{html.escape(variables)}; "
                           f"{html.escape(_range_text(context.time_range))}</p>"]

@@ -81,6 +81,9 @@ class Panel:
     repeat: str | None = None
     #: Value mappings for state timelines: value -> (text, color).
     states: tuple[tuple[int, str, str], ...] = ()
+    #: A fixed Grafana panel id, for panels an alert links to (``__panelId__`` of the Grafana
+    #: rules, alerting/builtins.py: PANELS); the others are numbered in order around them.
+    id: int | None = None
 
     @property
     def source(self) -> Source:
@@ -93,6 +96,8 @@ class Panel:
             raise ValueError(f"panel {self.title!r} mixes Prometheus and SQL queries")
         if not self.description or not self.unit:
             raise ValueError(f"panel {self.title!r} needs a description and a unit")
+        if self.id is not None and self.id < 100:
+            raise ValueError(f"panel {self.title!r}: fixed ids start at 100 (below are numbered in order)")
 
 
 @dataclass(frozen=True)
@@ -113,6 +118,11 @@ class Variable:
     include_all: bool = False
     #: What "All" stands for in queries (Prometheus: ``.*``); None lists every value.
     all_value: str | None = None
+    #: Hidden from the dashboard's variable bar (Grafana's ``hide: 2``).
+    hidden: bool = False
+    #: No value is a valid choice: a label the setup does not have (cluster), whose empty
+    #: value matches every series.
+    may_be_empty: bool = False
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,9 @@ panel returns data. The rules follow Grafana's:
   Prometheus range query. ``$__rate_interval`` is ``max($__interval + scrape interval,
   4 x scrape interval)``. ``$__range`` is the whole range.
 - A variable that is multi-valued or has "All" is formatted for Prometheus as an escaped
-  regular expression (``(a|b)``, or its ``allValue`` such as ``.*``), for SQL as quoted
-  values (``'a','b'``); a single-valued variable as its raw value. ``${var:singlequote}``,
+  regular expression (``(a|b)``), for SQL as quoted values (``'a','b'``); a single-valued
+  variable as its raw value. "All" with a custom ``allValue`` (``.*``) is that value as it
+  is, in every data source and format. ``${var:singlequote}``,
   ``${var:csv}``, ``${var:pipe}``, ``${var:regex}`` and ``${var:raw}`` format explicitly.
 - Macros after variables, per data source: PostgreSQL as Grafana's
   ``grafana-postgresql-datasource`` expands them (``$__timeFilter(col)`` becomes
@@ -131,8 +132,10 @@ def parse_duration(text: str) -> float:
 
 
 def _regex_escape(value: str) -> str:
-    # What Grafana's Prometheus data source escapes in multi-value variables.
-    return re.sub(r"([\\^$*+?.()|{}\[\]])", r"\\\1", value)
+    """Grafana's Prometheus data source (prometheusSpecialRegexEscape) for multi-value
+    variables: two backslashes before each regex metacharacter, four for a backslash, since
+    the value lands in a PromQL string, which takes one level of escapes away."""
+    return re.sub(r"[$^*{}\[\]+?.()|]", lambda m: "\\\\" + m.group(0), value.replace("\\", "\\" * 4))
 
 
 def _quote(value: str) -> str:
@@ -140,7 +143,9 @@ def _quote(value: str) -> str:
 
 
 def format_value(selection: Selection, fmt: str | None, target: str) -> str:
-    if selection.all and selection.all_value is not None and fmt in (None, "regex", "raw") and target == "prometheus":
+    # Grafana (templateSrv) writes a custom "All" value as it is, whatever the data source
+    # and the format (but text and percentencode): ``${version:csv}`` is ``.*`` in SQL too.
+    if selection.all and selection.all_value is not None and fmt not in ("text", "percentencode"):
         return selection.all_value
     values = list(selection.values)
     if fmt == "singlequote":

@@ -42,6 +42,7 @@ from modelmon.errors import ModelmonError
 from modelmon.monitoring.drift import DriftSettings
 from modelmon.monitoring.methods import PSI
 from modelmon.rules.drift import drift_rules, dump_yaml
+from modelmon.rules.drift import name as drift_rule_name
 from modelmon.rules.quality import quality_rule_group
 from modelmon.serving.app import ModelServer
 from modelmon.serving.prediction_log import PredictionLogSettings
@@ -731,7 +732,7 @@ def print_drift(console: Console, url: str, prometheus: Prometheus | None) -> No
         return
     fleet: dict[str, float] = {}
     if prometheus is not None:
-        record = f'modelmon:feature_drift_psi:{RULES_WINDOW}{{model="{MODEL}"}}'
+        record = f'{drift_rule_name("psi", RULES_WINDOW)}{{model="{MODEL}"}}'
         deadline = time.monotonic() + SCRAPE_TIMEOUT
         while not fleet and time.monotonic() < deadline:
             fleet = {s["metric"]["feature"]: float(s["value"][1]) for s in prometheus.query(record)}

@@ -65,7 +65,7 @@ class BatchAccounting:
             self._pending_rows += batch.n_rows
             rows = self._pending_rows
         if rows >= self.max_pending_rows or time.monotonic() - self._flushed_at >= self.flush_seconds:
-            self.flush()
+            self.flush(settle=False)
 
     def flush_if_idle(self, idle_seconds: float) -> None:
         """Count what is queued if the event loop has not for ``idle_seconds`` (the drift
@@ -73,24 +73,30 @@ class BatchAccounting:
         if time.monotonic() - self._flushed_at >= idle_seconds:
             self.flush()
 
-    def flush(self) -> None:
-        """Count everything queued (from any thread)."""
+    def flush(self, settle: bool = True) -> None:
+        """Count everything queued (from any thread). ``settle``: also finish the task's slow
+        work (``TaskCounts.settle``), as everything but the request path does."""
         with self._flush_lock:
-            self._flushed_at = time.monotonic()
-            with self._queue_lock:
-                pending, self._pending, self._pending_rows = self._pending, [], 0
-            if not pending:
-                return
-            batches, seconds, outputs, waits = zip(*pending, strict=True)
-            self.metrics.batch_size.observe(np.array([b.n_rows for b in batches], dtype=np.float64))
-            self.metrics.inference_duration.observe(np.array(seconds))
-            self.metrics.queue_duration.observe(np.fromiter(itertools.chain.from_iterable(waits), np.float64))
-            output = ModelOutput.concat(list(outputs))
-            batch = FeatureBatch.concat(list(batches))  # the task may read them (a regressor's estimate)
-            if self.drift is None:
-                self.task.count(output, batch)
-                return
-            with self.drift.lock:  # a drift score sees a group's counts all or not at all
-                self.drift.record(batch.n_rows)
-                self.task.count(output, batch)
-                self.drift.accountant.count(batch)
+            self._count()
+        if settle:
+            self.task.settle()
+
+    def _count(self) -> None:
+        self._flushed_at = time.monotonic()
+        with self._queue_lock:
+            pending, self._pending, self._pending_rows = self._pending, [], 0
+        if not pending:
+            return
+        batches, seconds, outputs, waits = zip(*pending, strict=True)
+        self.metrics.batch_size.observe(np.array([b.n_rows for b in batches], dtype=np.float64))
+        self.metrics.inference_duration.observe(np.array(seconds))
+        self.metrics.queue_duration.observe(np.fromiter(itertools.chain.from_iterable(waits), np.float64))
+        output = ModelOutput.concat(list(outputs))
+        batch = FeatureBatch.concat(list(batches))  # the task may read them (a regressor's estimate)
+        if self.drift is None:
+            self.task.count(output, batch)
+            return
+        with self.drift.lock:  # a drift score sees a group's counts all or not at all
+            self.drift.record(batch.n_rows)
+            self.task.count(output, batch)
+            self.drift.accountant.count(batch)

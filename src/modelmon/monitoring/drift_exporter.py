@@ -36,7 +36,9 @@ class Scored(Protocol):
     @property
     def drift(self) -> DriftMonitor | None: ...
 
-    def flush(self) -> None: ...
+    def flush(self, settle: bool = True) -> None: ...
+
+    def settle(self) -> None: ...
 
     def flush_if_idle(self, idle_seconds: float) -> None: ...
 
@@ -95,6 +97,7 @@ class DriftExporter:
                         monitor.score()  # counts the queued work first
                     else:
                         monitor.flush_if_idle(IDLE_FLUSH_SECONDS)
+                        monitor.settle()  # the slow counting the event loop left (a regressor's estimate)
                 except Exception:  # a scoring bug must not stop scoring for the others
                     logger.exception("drift scoring failed")
 

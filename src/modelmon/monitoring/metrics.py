@@ -66,10 +66,15 @@ UNKNOWN_MODEL = "_unknown_"
 
 #: Endpoint label values.
 ENDPOINTS = ("infer", "predict", "metadata", "ready", "feedback")
+#: The V2 gRPC ModelInfer RPC, counted only by a server that serves gRPC (``--grpc-port``):
+#: its series exist only there. gRPC's metadata and readiness RPCs count as ``metadata`` and
+#: ``ready``; its status codes are counted as the HTTP status REST answers for the same error.
+GRPC_INFER = "grpc_infer"
 #: The status codes each endpoint of a served model can answer, created at zero at load so
 #: that `increase()` sees the first error too. (404s are counted under UNKNOWN_MODEL.)
 MODEL_STATUS_CODES = {
     "infer": (200, 400, 401, 413, 500),
+    GRPC_INFER: (200, 400, 401, 413, 500),
     "predict": (200, 400, 401, 413, 500),
     "metadata": (200,),
     "ready": (200, 503),
@@ -104,7 +109,7 @@ class ServerMetrics:
     The per-version monitors (``monitor.VersionMonitor``) add their series and drift reports
     when they are registered and take them away when they are removed, each as one unit."""
 
-    def __init__(self, max_series: int = 0, process_metrics: bool = True) -> None:
+    def __init__(self, max_series: int = 0, process_metrics: bool = True, grpc: bool = False) -> None:
         #: Process-level prometheus_client collectors (the prediction log's).
         self.registry = CollectorRegistry(auto_describe=False)
         #: The standard process metrics (CPU, memory, file descriptors, start time), in a
@@ -113,6 +118,11 @@ class ServerMetrics:
         self.process = CollectorRegistry(auto_describe=False)
         if process_metrics:
             ProcessCollector(registry=self.process)
+        #: The endpoints whose series each version has: gRPC's too when it is served.
+        self.endpoints = (*ENDPOINTS, GRPC_INFER) if grpc else ENDPOINTS
+        #: What a request naming no served model can fail with: over gRPC, where the model's
+        #: name is inside the message, also a message that does not decode or names none.
+        self.unknown_model_reasons = ("model_not_found", "malformed_request") if grpc else ("model_not_found",)
         self.arrays = ArrayMetrics()
         for family in families.REQUEST_FAMILIES:
             self.arrays.family(family, sort_labels=True)
@@ -158,13 +168,14 @@ class ServerMetrics:
             pieces.append(self._eof)
         return Body(pieces, openmetrics)
 
-    def flush(self, pause: Callable[[], None] = lambda: None) -> None:
+    def flush(self, pause: Callable[[], None] = lambda: None, settle: bool = True) -> None:
         """Count every monitor's queued work (``batch_accounting``). The /metrics route calls
         this on the event loop before the scrape's thread runs, as the loop counts its queues
         every 0.1 s anyway: counting (numpy calls that release the GIL) in another thread would
-        hand the GIL back and forth with the loop at every call."""
+        hand the GIL back and forth with the loop at every call. The route passes
+        ``settle=False``: the scrape's thread settles (``TaskCounts.settle``) before it writes."""
         for i, monitor in enumerate(list(self.monitors.values())):
-            monitor.flush()
+            monitor.flush(settle)
             if i % 16 == 15:
                 pause()
 
@@ -264,19 +275,19 @@ class ServerMetrics:
             baseline_series.values[:] = [float(v) for v in baseline.values()]
         requests = a.add(families.REQUESTS, ListCounter(base, []))
         errors = a.add(families.REQUEST_ERRORS, ListCounter(base, [[r] for r in ERROR_REASONS]))
-        durations = a.add(families.REQUEST_DURATION, ListHistogram(base, [[e] for e in ENDPOINTS], LATENCY_BUCKETS))
+        durations = a.add(families.REQUEST_DURATION, ListHistogram(base, [[e] for e in self.endpoints], LATENCY_BUCKETS))
         bound = ModelMetrics(
             model=model,
             version=version,
             requests=requests,
             errors={reason: errors.child(i) for i, reason in enumerate(ERROR_REASONS)},
-            durations={e: durations.child(i) for i, e in enumerate(ENDPOINTS)},
+            durations={e: durations.child(i) for i, e in enumerate(self.endpoints)},
             inflight=self._inflight_for(model),
             queue_duration=a.add(families.QUEUE_DURATION, ArrayHistogram(base, LATENCY_BUCKETS)),
             inference_duration=a.add(families.INFERENCE_DURATION, ArrayHistogram(base, LATENCY_BUCKETS)),
             batch_size=a.add(families.BATCH_SIZE, ArrayHistogram(base, BATCH_SIZE_BUCKETS)),
         )
-        bound.create_request_series(MODEL_STATUS_CODES)
+        bound.create_request_series({e: MODEL_STATUS_CODES[e] for e in self.endpoints})
         self._bound[(model, version)] = bound
         bound.quality = self.bind_quality(model, version, classes)
         return bound
@@ -322,15 +333,20 @@ class ServerMetrics:
         latency and the one error they can meet."""
         a = self.arrays
         base = [UNKNOWN_MODEL, ""]
-        durations = a.add(families.REQUEST_DURATION, ListHistogram(base, [[e] for e in ENDPOINTS], LATENCY_BUCKETS))
+        durations = a.add(families.REQUEST_DURATION, ListHistogram(base, [[e] for e in self.endpoints], LATENCY_BUCKETS))
+        reasons = self.unknown_model_reasons
+        errors = a.add(families.REQUEST_ERRORS, ListCounter(base, [[r] for r in reasons]))
         bound = RequestMetrics(
             model=UNKNOWN_MODEL,
             version="",
             requests=a.add(families.REQUESTS, ListCounter(base, [])),
-            errors={"model_not_found": a.add(families.REQUEST_ERRORS, ListCounter(base, [["model_not_found"]])).child(0)},
-            durations={e: durations.child(i) for i, e in enumerate(ENDPOINTS)},
+            errors={reason: errors.child(i) for i, reason in enumerate(reasons)},
+            durations={e: durations.child(i) for i, e in enumerate(self.endpoints)},
         )
-        bound.create_request_series({e: (404,) for e in ENDPOINTS})
+        codes: dict[str, tuple[int, ...]] = {e: (404,) for e in self.endpoints}
+        if GRPC_INFER in codes:  # a message that does not decode or names no model: a 400
+            codes[GRPC_INFER] = (400, 404)
+        bound.create_request_series(codes)
         return bound
 
 

@@ -110,10 +110,15 @@ class VersionMonitor:
         if self.accounting is not None:
             self.accounting.add(batch, seconds, output, waits)
 
-    def flush(self) -> None:
-        """Count what is queued (before anything reads the counts)."""
+    def flush(self, settle: bool = True) -> None:
+        """Count what is queued (before anything reads the counts); ``settle=False`` leaves
+        the task's slow work (a regressor's estimate) to a thread (``settle``)."""
         if self.accounting is not None:
-            self.accounting.flush()
+            self.accounting.flush(settle)
+
+    def settle(self) -> None:
+        """Finish the task's slow work left by the event loop's counting (off the loop)."""
+        self.task.settle()
 
     def flush_if_idle(self, idle_seconds: float) -> None:
         if self.accounting is not None:

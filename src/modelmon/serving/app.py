@@ -84,7 +84,7 @@ class ModelServer:
         self.registry = registry
         self.model_refs = model_refs
         self.settings = settings or ServingSettings()
-        self.metrics = ServerMetrics(max_series=self.settings.max_series)
+        self.metrics = ServerMetrics(max_series=self.settings.max_series, grpc=self.settings.grpc_port is not None)
         self.executor = ThreadPoolExecutor(
             self.settings.inference_threads, thread_name_prefix="inference"
         )
@@ -96,6 +96,15 @@ class ModelServer:
         self.feedback: FeedbackJoiner | None = None
         self._quality: dict[tuple[str, int], tuple[QualityMetrics, list[str]]] = {}
         self._repository_lock = asyncio.Lock()
+        #: Other protocols' servers on this event loop (the V2 gRPC server, ``grpc_v2``):
+        #: started once the models are loaded, and stopped before the batchers, so that their in-flight
+        #: requests finish while the batchers still run.
+        self.listeners: list[Companion] = []
+        if self.settings.grpc_port is not None:
+            # Imported here: grpcio is an optional dependency (the `grpc` extra).
+            from modelmon.serving.grpc_v2.service import GrpcServer
+
+            self.listeners.append(GrpcServer(self, self.settings.grpc_port, self.settings.grpc_host))
         #: Started once the models are loaded, stopped after the prediction log: the broker
         #: label consumer and event publisher (modelmon.streams, wired by the CLI).
         self.companions: list[Companion] = []
@@ -217,6 +226,8 @@ class ModelServer:
         # 100+ ms (the serving benchmark's p99). Frozen, they are skipped.
         gc.collect()
         gc.freeze()
+        for listener in self.listeners:
+            await listener.start()
         for companion in self.companions:
             await companion.start()
         self.ready = True
@@ -226,6 +237,8 @@ class ModelServer:
         if self.rollouts is not None:
             await self.rollouts.stop()
         self.metrics.drift.stop()
+        for listener in self.listeners:
+            await listener.stop()
         for versions in self.runtimes.values():
             for runtime in versions.values():
                 await runtime.batcher.stop()
@@ -484,7 +497,7 @@ def create_app(server: ModelServer) -> InferenceFastPath:
         # GIL back every 0.5 ms and writes only what changed since the last scrape.
         openmetrics = wants_openmetrics(request.headers.get("accept"))
         gzip = wants_gzip(request.headers.get("accept-encoding"))
-        server.metrics.flush()
+        server.metrics.flush(settle=False)
         body, content_type = await run_in_threadpool(server.metrics.scrape, openmetrics, gzip)
         headers = {"Vary": "Accept, Accept-Encoding"}
         if gzip:

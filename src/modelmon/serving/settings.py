@@ -49,3 +49,8 @@ class ServingSettings(BaseModel):
         2.0, ge=0, description="On SIGTERM, how long to report not-ready while still serving, "
         "so load balancers stop sending before the server closes."
     )
+    grpc_port: int | None = Field(
+        None, ge=0, le=65535, description="Also serve the V2 gRPC protocol on this port (needs the `grpc` extra; "
+        "0: any free port; None: no gRPC)."
+    )
+    grpc_host: str = Field("127.0.0.1", description="Address the gRPC server listens on (the CLI: --host, as HTTP).")
