@@ -28,7 +28,7 @@ from typer.testing import CliRunner
 
 from modelmon.cli import app
 from modelmon.registry import register_model
-from modelmon.stack.processes import stop_process
+from modelmon.stack.processes import free_port, stop_process
 from tests.conftest import ServerProcess, start_server
 from tests.rollout.models import FaultyClassifier
 from tests.slow_model import SlowClassifier
@@ -65,10 +65,29 @@ def home(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def rollout_server(rollout_registry: Path, home: Path, tmp_path_factory) -> Iterator[ServerProcess]:
-    handle = start_server(rollout_registry, tmp_path_factory.mktemp("rollout-logs"), *SERVER_ARGS, home=home)
+def grpc_port() -> int:
+    return free_port()
+
+
+@pytest.fixture(scope="module")
+def rollout_server(rollout_registry: Path, home: Path, grpc_port: int, tmp_path_factory) -> Iterator[ServerProcess]:
+    handle = start_server(rollout_registry, tmp_path_factory.mktemp("rollout-logs"), *SERVER_ARGS,
+                          "--grpc-port", str(grpc_port), home=home)
     yield handle
     stop_process(handle.process)
+
+
+def grpc_versions(port: int, model: str, frame: pd.DataFrame, calls: int) -> set[str]:
+    """The versions answering ``calls`` unversioned gRPC ModelInfer calls of one row."""
+    import tritonclient.grpc as triton
+
+    versions = set()
+    with triton.InferenceServerClient(url=f"127.0.0.1:{port}") as client:
+        for i in range(calls):
+            tensor = triton.InferInput("input-0", [1, frame.shape[1]], "FP64")
+            tensor.set_data_from_numpy(frame.iloc[[i % len(frame)]].to_numpy(dtype=np.float64))
+            versions.add(client.infer(model, [tensor]).get_response().model_version)
+    return versions
 
 
 @pytest.fixture(scope="module")
@@ -112,11 +131,13 @@ def metric(url: str, name: str, labels: dict[str, str]) -> float | None:
     return None
 
 
-def test_an_identical_candidate_is_promoted_through_every_step(rollout_server, instances):
+def test_an_identical_candidate_is_promoted_through_every_step(rollout_server, grpc_port, instances, cancer_frame):
     url = rollout_server.url
     response = start(url, "same", candidate=2, mode="canary", steps=[10, 50, 100], margins=MARGINS, min_requests=30)
     assert response.status_code == 200, response.text
     assert (response.json()["primary"], response.json()["share"]) == (1, 0.1)
+    # gRPC's unversioned calls follow the plan as REST's do (10%: some of 80 go to version 2).
+    assert grpc_versions(grpc_port, "same", cancer_frame.drop(columns="target"), 80) == {"1", "2"}
     found, answers = drive(url, "same", instances, rows=20, until={"promoted", "rolled_back"}, most=4000)
     assert found["state"] == "promoted", found
     advances = [d for d in found["decisions"] if d["action"] == "advance"]
@@ -132,6 +153,7 @@ def test_an_identical_candidate_is_promoted_through_every_step(rollout_server, i
     # Promoted: every unversioned request is the candidate's now, and the metrics say so.
     _, after = drive(url, "same", instances, rows=1, until=set(), most=20)
     assert {a["model_version"] for a in after} == {"2"}
+    assert grpc_versions(grpc_port, "same", cancer_frame.drop(columns="target"), 10) == {"2"}
     assert metric(url, "modelmon_rollout_share", {"model": "same"}) == 1.0
     assert metric(url, "modelmon_rollout_state", {"model": "same", "state": "promoted"}) == 1.0
     assert metric(url, "modelmon_rollout_decisions_total", {"model": "same", "action": "advance"}) == 2.0

@@ -12,7 +12,7 @@ import gc
 import logging
 import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import Any, Protocol
@@ -52,6 +52,8 @@ from modelmon.store import open_store
 from modelmon.types import FeatureBatch, ModelOutput
 
 JSON = "application/json"
+#: Endpoints whose unversioned requests a rollout routes (metadata and feedback are not).
+ROUTED_ENDPOINTS = frozenset({"infer", "predict"})
 #: Endpoints that need the API token, without and with --token-for-inference.
 PROTECTED_ENDPOINTS = {
     False: frozenset({"feedback", "repository"}),
@@ -274,11 +276,8 @@ class ModelServer:
         metrics: RequestMetrics = self.metrics.unknown_model
         try:
             name, version = params["name"], params.get("version")
-            if (version is None or version == "latest") and self.rollouts is not None:
-                routed = self.rollouts.route(name, request.headers)
-                if routed is not None:
-                    version = routed
-                    request.scope["modelmon.shadow"] = self.rollouts.shadow_target(name, routed)
+            if endpoint in ROUTED_ENDPOINTS:
+                version, request.scope["modelmon.shadow"] = self.route(name, version, request.headers)
             runtime = self.runtime(name, version)
             metrics = runtime.metrics
             self.authorize(request, endpoint)
@@ -357,6 +356,17 @@ class ModelServer:
             if exc.status_code == 401:
                 response.headers["WWW-Authenticate"] = "Bearer"
             return response
+
+    def route(self, name: str, version: str | None, headers: Mapping[str, str]) -> tuple[str | None, ModelRuntime | None]:
+        """The version that answers an inference request (the model's rollout decides for
+        an unversioned one, docs/rollout.md), and the shadow candidate to copy it to, if any.
+        The one routing of REST and gRPC."""
+        if (version is not None and version != "latest") or self.rollouts is None:
+            return version, None
+        routed = self.rollouts.route(name, headers)
+        if routed is None:
+            return version, None
+        return routed, self.rollouts.shadow_target(name, routed)
 
     def mirror(self, request: Request, batch: FeatureBatch, answered: ModelOutput) -> None:
         """A copy of an answered request's rows to a shadow candidate, if one is chosen,

@@ -25,14 +25,15 @@ from typing import Any, Literal
 
 import numpy as np
 
-from modelmon.monitoring.metrics import LATENCY_BUCKETS
+from modelmon.monitoring.metrics import GRPC_INFER, LATENCY_BUCKETS
 from modelmon.monitoring.sequential import difference_interval
 from modelmon.monitoring.tasks import ClassificationCounts
 from modelmon.serving.runtime import ModelRuntime
 
 Verdict = Literal["fail", "pass", "wait"]
-#: The endpoints whose requests a model answers (the others are metadata).
-ANSWERING = ("infer", "predict")
+#: The endpoints whose requests a model answers (the others are metadata); gRPC's exists
+#: only on a server serving gRPC.
+ANSWERING = ("infer", "predict", GRPC_INFER)
 #: The latency gate's tail: the share of the primary's requests above its threshold.
 LATENCY_TAIL = 0.01
 
@@ -70,7 +71,9 @@ def _latency(runtime: ModelRuntime) -> np.ndarray:
     # Per-bucket (not cumulative) counts of the answering endpoints, the last +Inf.
     total = np.zeros(len(LATENCY_BUCKETS) + 1)
     for endpoint in ANSWERING:
-        child = runtime.metrics.durations[endpoint]
+        child = runtime.metrics.durations.get(endpoint)
+        if child is None:
+            continue
         total += child.values[child.offset : child.offset + len(LATENCY_BUCKETS) + 1]
     return total
 

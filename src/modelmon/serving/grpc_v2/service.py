@@ -131,6 +131,13 @@ class InferenceService:
         else:
             failure = None
 
+        name, version = (message.model_name, message.model_version) if message is not None else ("", "")
+        shadow = None
+        if message is not None:  # a rollout decides an unversioned request's version, as over REST
+            metadata = {key: value for key, value in context.invocation_metadata() or () if isinstance(value, str)}
+            routed, shadow = self.server.route(name, version or None, metadata)
+            version = routed or ""
+
         async def infer(runtime: ModelRuntime) -> pb.ModelInferResponse:
             assert message is not None
             limit = self.server.settings.max_body_bytes
@@ -142,10 +149,11 @@ class InferenceService:
             if request.id is None:
                 request.id = codecs.new_request_id()
             prediction = await runtime.predict(batch)
+            if shadow is not None and self.server.rollouts is not None:
+                self.server.rollouts.mirror(shadow, batch, prediction.output)
             outputs = runtime.outputs.tensors(prediction.output, prediction.ids)
             return encode_infer_response(runtime.name, runtime.version, request, outputs)
 
-        name, version = (message.model_name, message.model_version) if message is not None else ("", "")
         return await self._counted(context, GRPC_INFER, name, version, infer, failure=failure, protected=True)
 
     async def _counted(
