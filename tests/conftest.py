@@ -20,6 +20,8 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from modelmon.registry import Registry, register_model
 from modelmon.stack.processes import free_port, stop_process, wait_for_http
+from modelmon.store import close_store
+from tests.tracking.conftest import postgres_schema
 
 
 @pytest.fixture(scope="session")
@@ -124,3 +126,16 @@ def server(registry_dir: Path, tmp_path_factory) -> Iterator[ServerProcess]:
     handle = start_server(registry_dir, tmp_path_factory.mktemp("server"), "--drain-seconds", "0")
     yield handle
     stop_process(handle.process)
+
+
+#: Every test that takes ``store_url`` runs on both run stores: a SQLite file, and a PostgreSQL
+#: schema of its own (tests/tracking/conftest.py: postgres_schema).
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        url = str(tmp_path / "store.db")
+        yield url
+        close_store(url)
+    else:
+        with postgres_schema() as url:
+            yield url

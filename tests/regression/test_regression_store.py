@@ -4,28 +4,12 @@ keeps them (their probabilities become the JSON null) and forward again restores
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import orjson
-import pytest
 from sqlalchemy import inspect, select
 
-from modelmon.store import close_store, open_store
+from modelmon.store import open_store
 from modelmon.store.migrate import HEAD_REVISION, current_revision, downgrade, upgrade
 from modelmon.store.predictions import PredictionTimestamps, insert_journal_lines, predictions
-from tests.tracking.conftest import postgres_schema
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        url = str(tmp_path / "store.db")
-        yield url
-        close_store(url)
-    else:
-        with postgres_schema() as url:
-            yield url
 
 
 def test_a_regressors_predictions_are_stored_with_null_probabilities(store_url: str) -> None:

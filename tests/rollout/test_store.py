@@ -4,27 +4,12 @@ nothing; one running rollout per model; the migration goes down and up again."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 from sqlalchemy import inspect
 
-from modelmon.store import close_store, open_store, rollouts
+from modelmon.store import open_store, rollouts
 from modelmon.store.migrate import HEAD_REVISION, current_revision, downgrade, upgrade
 from modelmon.store.rollouts import RolloutConflict
-from tests.tracking.conftest import postgres_schema
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        url = str(tmp_path / "store.db")
-        yield url
-        close_store(url)
-    else:
-        with postgres_schema() as url:
-            yield url
 
 
 def new_rollout(store, model="m", mode="canary", steps=(10.0, 50.0, 100.0)) -> rollouts.Rollout:

@@ -40,17 +40,6 @@ def postgres_schema() -> Iterator[str]:
             connection.execute(f"DROP SCHEMA {schema} CASCADE")
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        url = str(tmp_path / "store.db")
-        yield url
-        close_store(url)
-    else:
-        with postgres_schema() as url:
-            yield url
-
-
 @pytest.fixture
 def sqlite_url(tmp_path: Path) -> Iterator[str]:
     url = str(tmp_path / "store.db")
