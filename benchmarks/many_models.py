@@ -515,11 +515,17 @@ def targets(result: dict) -> dict:
     load = result["load"][largest] if largest is not None else None
     if load and "incremental" in load["summary"]:
         ratio = load["summary"]["incremental"]["ratio"]
-        out["p99_with_scrapes_within_1.2x"] = {"target": "<= 1.2 at the largest size", "measured": ratio["p99"],
-                                               "per_round": ratio["per_round_p99"], "met": ratio["p99"] <= 1.2}
+        # Met only when the median and at least three rounds in four agree: on a shared machine
+        # single rounds swing both ways by more than the scrape's effect (0.25-4.7 at load 20).
+        p99_rounds, rps_rounds = ratio["per_round_p99"], ratio["per_round_requests_per_second"]
+        out["p99_with_scrapes_within_1.2x"] = {
+            "target": "<= 1.2 at the largest size (median, and in at least 3 rounds of 4)", "measured": ratio["p99"],
+            "per_round": p99_rounds,
+            "met": ratio["p99"] <= 1.2 and 4 * sum(r <= 1.2 for r in p99_rounds) >= 3 * len(p99_rounds)}
         out["requests_per_second_within_5pct"] = {
-            "target": ">= 0.95 at the largest size", "measured": ratio["requests_per_second"],
-            "per_round": ratio["per_round_requests_per_second"], "met": ratio["requests_per_second"] >= 0.95}
+            "target": ">= 0.95 at the largest size (median, and in at least 3 rounds of 4)",
+            "measured": ratio["requests_per_second"], "per_round": rps_rounds,
+            "met": ratio["requests_per_second"] >= 0.95 and 4 * sum(r >= 0.95 for r in rps_rounds) >= 3 * len(rps_rounds)}
     side = [r for r in result["cost_table"] if "speedup_per_1000_series" in r]
     if side:
         idle = min(r["speedup_per_1000_series"]["idle"] for r in side)
