@@ -90,7 +90,8 @@ def test_files_follow_the_file_provisioning_format_and_schema(exported, validato
         assert rule["for"] == prometheus_rules[rule["title"]]["for"]
         assert rule["labels"] == prometheus_rules[rule["title"]]["labels"]
         annotations = rule["annotations"]
-        extra = {"method"} if rule["title"] == "ModelmonFeatureDrift" else set()  # not a label: see builtins.feature_drift
+        # Not labels: see builtins.feature_drift and builtins.rollout_rolled_back.
+        extra = {"ModelmonFeatureDrift": {"method"}, "ModelmonRolloutRolledBack": {"candidate"}}.get(rule["title"], set())
         assert set(annotations) - {"__dashboardUid__", "__panelId__"} == {"summary", "description", "value", "threshold", "runbook_url"} | extra
         if rule["title"].startswith("Modelmon"):
             assert "$values.A.Value" in annotations["description"]
@@ -165,4 +166,4 @@ def test_grafana_rules_link_to_the_panel_that_shows_their_condition():
         fired = _metrics(rule["data"][0]["model"]["expr"])
         assert any(a.startswith(b) or b.startswith(a) for a in fired for b in shown), (rule["title"], panels[0]["title"], fired, shown)
     assert unlinked == {n for key in ("watchdog", "bridge_dropped", "bridge_failed", "stream_consumer_stalled", "stream_spool_growing",
-                                      "stream_events_dropped") for n in NAMES[key]}
+                                      "stream_events_dropped", "rollout_rolled_back") for n in NAMES[key]}

@@ -680,6 +680,15 @@ class PredictionLogDropping(_RuleCommon):
     window: Duration = Field("10m", description="How long the alert fires after the prediction log dropped rows.")
 
 
+class RolloutRolledBack(_RuleCommon):
+    window: Duration = Field("15m", description="How long the alert fires after a rollout was rolled back.")
+
+    @field_validator("window")
+    @classmethod
+    def _window(cls, value: str) -> str:
+        return check_duration(value)
+
+
 class StreamConsumerStalled(_RuleCommon):
     window: Duration = Field("10m", description="How long a label consumer consumed nothing while messages waited.")
 
@@ -720,6 +729,7 @@ class Builtins(_Strict):
     bridge_dropped: BridgeDropped = Field(default_factory=BridgeDropped)
     bridge_failed: BridgeFailed = Field(default_factory=BridgeFailed)
     prediction_log_dropping: PredictionLogDropping = Field(default_factory=PredictionLogDropping)
+    rollout_rolled_back: RolloutRolledBack = Field(default_factory=RolloutRolledBack)
     stream_consumer_stalled: StreamConsumerStalled = Field(default_factory=StreamConsumerStalled)
     stream_spool_growing: StreamSpoolGrowing = Field(default_factory=StreamSpoolGrowing)
     stream_events_dropped: StreamEventsDropped = Field(default_factory=StreamEventsDropped)
