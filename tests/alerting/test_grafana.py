@@ -166,4 +166,4 @@ def test_grafana_rules_link_to_the_panel_that_shows_their_condition():
         fired = _metrics(rule["data"][0]["model"]["expr"])
         assert any(a.startswith(b) or b.startswith(a) for a in fired for b in shown), (rule["title"], panels[0]["title"], fired, shown)
     assert unlinked == {n for key in ("watchdog", "bridge_dropped", "bridge_failed", "stream_consumer_stalled", "stream_spool_growing",
-                                      "stream_events_dropped", "rollout_rolled_back") for n in NAMES[key]}
+                                      "stream_events_dropped") for n in NAMES[key]}

@@ -118,7 +118,7 @@ DEFAULTS = {  # key: (severity, for)
 #: Which Grafana dashboard (uid) shows each built-in rule's data.
 DASHBOARDS = {
     "modelmon-serving": {"model_down", "target_down", "job_absent", "error_ratio", "client_errors", "latency_p99",
-                         "predictions_stopped", "prediction_log_dropping"},
+                         "predictions_stopped", "prediction_log_dropping", "rollout_rolled_back"},
     "modelmon-drift": {"feature_drift", "fleet_drift", "dataset_drift", "prediction_drift"},
     "modelmon-quality": {"realized_quality", "estimated_accuracy", "realized_error", "estimated_error", "label_coverage",
                          "no_labels"},
@@ -133,7 +133,7 @@ DASHBOARDS = {
 PANELS = {
     "ModelmonModelDown": 110, "ModelmonTargetDown": 111, "ModelmonJobAbsent": 111,
     "ModelmonHighErrorRatio": 101, "ModelmonHighClientErrorRatio": 103, "ModelmonHighLatencyP99": 102,
-    "ModelmonPredictionsStopped": 104, "ModelmonPredictionLogDropping": 105,
+    "ModelmonPredictionsStopped": 104, "ModelmonPredictionLogDropping": 105, "ModelmonRolloutRolledBack": 120,
     "ModelmonFeatureDrift": 201, "ModelmonFleetFeatureDrift": 202, "ModelmonDatasetDrift": 203, "ModelmonPredictionDrift": 204,
     "ModelmonAccuracyBelowBaseline": 301, "ModelmonF1BelowBaseline": 302, "ModelmonEstimatedAccuracyBelowBaseline": 303,
     "ModelmonMAEAboveBaseline": 304, "ModelmonEstimatedMAEAboveBaseline": 304,
@@ -143,6 +143,8 @@ PANELS = {
 }
 #: Rules about a scrape job, not a model: their dashboard link selects the job.
 JOB_RULES = {"target_down", "job_absent"}
+#: Rules about a model, not one version (a rollout has two): their link selects the model.
+MODEL_RULES = {"rollout_rolled_back"}
 
 
 def dashboard_uid(key: str) -> str:
@@ -212,6 +214,8 @@ class Builder:
             return base
         if key in JOB_RULES:
             return base + "?var-job=$job"
+        if key in MODEL_RULES:
+            return base + "?var-model=$model"
         return base + "?var-model=$model&var-version=$version"
 
     def eval_minutes(self, rule: AlertRule, *windows: str) -> int:
