@@ -20,7 +20,15 @@ from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from modelmon.errors import ModelmonError
 from modelmon.monitoring.methods import PSI, MethodName
@@ -50,7 +58,9 @@ def check_duration(value: str) -> str:
     return value
 
 
-Duration = Annotated[str, Field(json_schema_extra={"format": "prometheus-duration"})]
+#: Checked wherever it is used: a window that is not a duration would only fail later, in
+#: Prometheus, as a rule it cannot parse.
+Duration = Annotated[str, AfterValidator(check_duration), Field(json_schema_extra={"format": "prometheus-duration"})]
 
 
 def duration_seconds(value: str) -> float:
@@ -682,11 +692,6 @@ class PredictionLogDropping(_RuleCommon):
 
 class RolloutRolledBack(_RuleCommon):
     window: Duration = Field("15m", description="How long the alert fires after a rollout was rolled back.")
-
-    @field_validator("window")
-    @classmethod
-    def _window(cls, value: str) -> str:
-        return check_duration(value)
 
 
 class StreamConsumerStalled(_RuleCommon):
