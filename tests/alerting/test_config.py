@@ -129,3 +129,21 @@ def test_docs_describe_every_key():
         for name in names:
             assert f"## {name}\n" in runbooks, name
     assert "## Custom rules\n" in runbooks
+
+
+def test_every_duration_of_every_builtin_is_checked():
+    """A window or lookback that is not a Prometheus duration is refused at load, naming the
+    field (it was accepted, and only Prometheus failed on the exported rule)."""
+    checked = 0
+    for key, field in Builtins.model_fields.items():
+        if key == "override_for":
+            continue
+        for name, sub in field.annotation.model_fields.items():
+            if (sub.json_schema_extra or {}).get("format") != "prometheus-duration" and name != "for_":
+                continue
+            alias = sub.alias or name
+            assert error_of({"builtins": {key: {alias: "soon"}}}).endswith(
+                f"builtins.{key}.{alias}: 'soon' is not a duration; write it as Prometheus does, e.g. 30s, 5m, 1h or 1d"), (key, alias)
+            checked += 1
+    # Every rule's `for`, and the rules' 23 windows and lookbacks (22 were accepted unchecked before).
+    assert checked >= len(builtins.NAMES) + 23

@@ -90,7 +90,8 @@ def test_files_follow_the_file_provisioning_format_and_schema(exported, validato
         assert rule["for"] == prometheus_rules[rule["title"]]["for"]
         assert rule["labels"] == prometheus_rules[rule["title"]]["labels"]
         annotations = rule["annotations"]
-        extra = {"method"} if rule["title"] == "ModelmonFeatureDrift" else set()  # not a label: see builtins.feature_drift
+        # Not labels: see builtins.feature_drift and builtins.rollout_rolled_back.
+        extra = {"ModelmonFeatureDrift": {"method"}, "ModelmonRolloutRolledBack": {"candidate"}}.get(rule["title"], set())
         assert set(annotations) - {"__dashboardUid__", "__panelId__"} == {"summary", "description", "value", "threshold", "runbook_url"} | extra
         if rule["title"].startswith("Modelmon"):
             assert "$values.A.Value" in annotations["description"]

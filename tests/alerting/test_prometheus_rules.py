@@ -73,8 +73,9 @@ def test_default_rules_pass_promtool_and_every_builtin_is_proven_both_ways(tmp_p
     alerts = yaml.safe_load((tmp_path / "prometheus" / "modelmon-alerts.rules.yml").read_text())["groups"][0]["rules"]
     assert [a["alert"] for a in alerts] == result.alert_names
     for alert in alerts:
-        # ModelmonFeatureDrift reports its deciding method as an annotation, not a label.
-        extra = {"method"} if alert["alert"] == "ModelmonFeatureDrift" else set()
+        # ModelmonFeatureDrift reports its deciding method as an annotation, not a label;
+        # ModelmonRolloutRolledBack its rolled-back candidate.
+        extra = {"ModelmonFeatureDrift": {"method"}, "ModelmonRolloutRolledBack": {"candidate"}}.get(alert["alert"], set())
         assert set(alert["annotations"]) == {"summary", "description", "value", "threshold", "runbook_url"} | extra
         assert "$value" in alert["annotations"]["description"], alert["alert"]
         assert alert["annotations"]["runbook_url"].endswith("#" + alert["alert"].lower())

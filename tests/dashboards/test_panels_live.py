@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import mean_absolute_error, mean_squared_error
 
+from modelmon.dashboards import catalog
 from modelmon.dashboards.catalog import QUALITY_UID, SERVING_UID, all_dashboards
 from modelmon.dashboards.queries import (
     Source,
@@ -28,11 +29,20 @@ pytestmark = pytest.mark.slow
 DASHBOARDS = {d.uid: d for d in all_dashboards()}
 
 
+#: Panels this stack cannot give data: the rollout row needs a rollout, which needs a second
+#: version of shop in the session's registry, which other tests read (versions, "Loaded
+#: versions"). tests/rollout/test_rollout_panels.py runs them against a real Prometheus
+#: scraping a server with a running shadow rollout and a rolled-back canary.
+ROLLOUT_PANELS = {p.title for p in catalog.rollout().panels}
+
+
 def _cases() -> list:
     cases = []
     for dashboard in DASHBOARDS.values():
         sql_dashboard = any(v.source == "sql" for v in dashboard.variables if v.kind == "query")
         for panel in dashboard.panels:
+            if dashboard.uid == SERVING_UID and panel.title in ROLLOUT_PANELS:
+                continue
             dialects = ("sqlite", "postgresql") if panel.source == "sql" or sql_dashboard else ("sqlite",)
             for dialect in dialects:
                 label = dialect if panel.source == "sql" or sql_dashboard else "prometheus"

@@ -44,8 +44,9 @@ def _check_report(html: str, title: str = "modelmon report") -> list[bytes]:
 
 
 def _classifier_panels() -> list:
-    """Every panel a classifier's report draws: all but the regression rows'."""
-    return [p for d in all_dashboards() for row in d.rows if row.task != "regression" for p in row.panels]
+    """Every panel a classifier's report draws: all but the regression rows', and the rollout
+    row's (no rollout here: the report leaves that row out)."""
+    return [p for d in all_dashboards() for row in d.rows if row.task != "regression" and row.only_if is None for p in row.panels]
 
 
 def _regression_panels() -> list:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -44,7 +45,13 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     assert "What the clients saw" in out
     assert "300 in" in out
     assert "Done in" in out
-    assert Registry(home / "registry").versions("churn") == [1]
+    # The rollout phase: version 2, worse on the drifted customers, rolled back before any label.
+    assert Registry(home / "registry").versions("churn") == [1, 2]
+    assert "7. Rollout" in out and "on estimated_quality: its interval" in out and "with no label sent" in out
+    # ...and truly worse: its accuracy on the true labels of the rows each version answered.
+    found = re.search(r"version 1 (0\.\d+) on \d+ rows, version 2 (0\.\d+) on \d+ rows", out)
+    assert found is not None, out
+    assert float(found[1]) > float(found[2])
     if prometheus_binary() is not None:
         assert "Read back from Prometheus" in out
         assert "partial" not in out

@@ -69,6 +69,7 @@ NAMES = {
     "bridge_dropped": ["ModelmonNotifyBridgeDropping"],
     "bridge_failed": ["ModelmonNotifyBridgeFailing"],
     "prediction_log_dropping": ["ModelmonPredictionLogDropping"],
+    "rollout_rolled_back": ["ModelmonRolloutRolledBack"],
     "stream_consumer_stalled": ["ModelmonStreamConsumerStalled"],
     "stream_spool_growing": ["ModelmonStreamSpoolGrowing"],
     "stream_events_dropped": ["ModelmonStreamEventsDropped"],
@@ -107,6 +108,7 @@ DEFAULTS = {  # key: (severity, for)
     "bridge_dropped": ("warning", "0s"),
     "bridge_failed": ("warning", "0s"),
     "prediction_log_dropping": ("warning", "0s"),
+    "rollout_rolled_back": ("warning", "0s"),
     "stream_consumer_stalled": ("warning", "5m"),
     "stream_spool_growing": ("warning", "5m"),
     "stream_events_dropped": ("warning", "0s"),
@@ -116,7 +118,7 @@ DEFAULTS = {  # key: (severity, for)
 #: Which Grafana dashboard (uid) shows each built-in rule's data.
 DASHBOARDS = {
     "modelmon-serving": {"model_down", "target_down", "job_absent", "error_ratio", "client_errors", "latency_p99",
-                         "predictions_stopped", "prediction_log_dropping"},
+                         "predictions_stopped", "prediction_log_dropping", "rollout_rolled_back"},
     "modelmon-drift": {"feature_drift", "fleet_drift", "dataset_drift", "prediction_drift"},
     "modelmon-quality": {"realized_quality", "estimated_accuracy", "realized_error", "estimated_error", "label_coverage",
                          "no_labels"},
@@ -131,7 +133,7 @@ DASHBOARDS = {
 PANELS = {
     "ModelmonModelDown": 110, "ModelmonTargetDown": 111, "ModelmonJobAbsent": 111,
     "ModelmonHighErrorRatio": 101, "ModelmonHighClientErrorRatio": 103, "ModelmonHighLatencyP99": 102,
-    "ModelmonPredictionsStopped": 104, "ModelmonPredictionLogDropping": 105,
+    "ModelmonPredictionsStopped": 104, "ModelmonPredictionLogDropping": 105, "ModelmonRolloutRolledBack": 120,
     "ModelmonFeatureDrift": 201, "ModelmonFleetFeatureDrift": 202, "ModelmonDatasetDrift": 203, "ModelmonPredictionDrift": 204,
     "ModelmonAccuracyBelowBaseline": 301, "ModelmonF1BelowBaseline": 302, "ModelmonEstimatedAccuracyBelowBaseline": 303,
     "ModelmonMAEAboveBaseline": 304, "ModelmonEstimatedMAEAboveBaseline": 304,
@@ -141,6 +143,8 @@ PANELS = {
 }
 #: Rules about a scrape job, not a model: their dashboard link selects the job.
 JOB_RULES = {"target_down", "job_absent"}
+#: Rules about a model, not one version (a rollout has two): their link selects the model.
+MODEL_RULES = {"rollout_rolled_back"}
 
 
 def dashboard_uid(key: str) -> str:
@@ -210,6 +214,8 @@ class Builder:
             return base
         if key in JOB_RULES:
             return base + "?var-job=$job"
+        if key in MODEL_RULES:
+            return base + "?var-model=$model"
         return base + "?var-model=$model&var-version=$version"
 
     def eval_minutes(self, rule: AlertRule, *windows: str) -> int:
@@ -1080,6 +1086,65 @@ class Builder:
             "was unreachable and the spool full, so those predictions cannot be labelled or audited.",
         )
 
+
+    # -- rollouts (docs/rollout.md) -----------------------------------------------------
+
+    def rollout_rolled_back(self, s: cfg.RolloutRolledBack) -> AlertRule:
+        """A rollout's gates rolled its candidate back (docs/rollout.md): the system worked, so
+        a warning that resolves ``window`` after the decision, not a page.
+
+        Only the replica that decided counts the decision. Its counter is exported from the
+        moment the replica sees the rollout, at 0; a candidate that fails within its first
+        requests can be rolled back before Prometheus has scraped that 0, so the series is
+        born at 1, which ``increase`` cannot see (no earlier sample). The second part catches
+        that: a roll_back series above 0 that did not exist ``window`` ago."""
+        by = "cluster, namespace, job, model"
+        counter = 'modelmon_rollout_decisions_total{action="roll_back"}'
+        expr = (f"sum by ({by}) (increase({counter}[{s.window}])) > 0\nor\n"
+                f"sum by ({by}) ({counter} unless {counter} offset {s.window}) > 0")
+        where = 'cluster=%[1]q, namespace=%[2]q, job=%[3]q, model=%[4]q, state="rolled_back"'
+        args = "$labels.cluster $labels.namespace $labels.job $labels.model"
+        candidate = Threshold(
+            f"{{{{ with printf `max by (candidate) (modelmon_rollout_state{{{where}}} == 1)` {args} | query }}}}"
+            '{{ . | first | label "candidate" | printf "version %s" }}{{ end }}',
+            # Grafana's alert templates cannot query: name where to read it.
+            "see `modelmon rollout status {{ $labels.model }}`",
+        )
+        rule = self.rule(
+            "rollout_rolled_back", "ModelmonRolloutRolledBack", s, expr=expr,
+            summary="The rollout of model $model rolled back its candidate ($candidate)",
+            description=f"A gate of the rollout of model $model (job $job) failed and the candidate ("
+            f"$candidate) was rolled back: $value rollback decision(s) in the last {s.window}. The primary serves "
+            "all traffic again. `modelmon rollout status $model` shows the decision's evidence: the failed gate "
+            "and its interval against its margin.",
+            value_format=INTEGER, threshold=Threshold.literal("any rollback"), extra={"candidate": candidate},
+        )
+        rule.range_seconds = seconds(s.window)
+        n = self.eval_minutes(rule, s.window)
+        expected = {"job": self.job, "model": "shop"}
+
+        def replica(instance: str, roll_back: str, advance: str = "") -> list[tuple[str, str]]:
+            common = _labels(model="shop", instance=instance, job=self.job)
+            out = [(f'modelmon_rollout_decisions_total{{{common}, action="roll_back"}}', roll_back),
+                   (f'modelmon_rollout_decisions_total{{{common}, action="advance"}}', advance or f"0x{n}")]
+            for state, value in (("running", "0"), ("rolled_back", "1")):
+                labels = _labels(model="shop", primary="1", candidate="2", mode="canary", state=state,
+                                 instance=instance, job=self.job)
+                out.append((f"modelmon_rollout_state{{{labels}}}", f"{value}x{n}"))
+            return out
+
+        recent = f"0x{n - 5} 1x5"  # the decision 4 minutes before the evaluation
+        rule.cases = [
+            Case("one of two replicas rolled back within the window",
+                 replica("r1:8080", recent) + replica("r2:8080", f"0x{n}"), n,
+                 [(expected, {"value": INTEGER.expect(1), "candidate": "version 2"})]),
+            Case("rolled back before the replica's first scrape (the series is born at 1)",
+                 replica("r1:8080", f"_x{n - 5} 1x5"), n, [(expected, {"value": INTEGER.expect(1), "candidate": "version 2"})]),
+            Case("steps advanced, nothing rolled back", replica("r1:8080", f"0x{n}", f"0 0 1 1 2x{n - 4}"), n),
+            Case("rolled back longer ago than the window", replica("r1:8080", f"0 1x{n}"), n),
+            Case("a replica born at 1 longer ago than the window", replica("r1:8080", f"_ 1x{n}"), n),
+        ]
+        return rule
 
     # -- message queues (modelmon.streams) ----------------------------------------------
 

@@ -20,7 +20,15 @@ from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from modelmon.errors import ModelmonError
 from modelmon.monitoring.methods import PSI, MethodName
@@ -50,7 +58,9 @@ def check_duration(value: str) -> str:
     return value
 
 
-Duration = Annotated[str, Field(json_schema_extra={"format": "prometheus-duration"})]
+#: Checked wherever it is used: a window that is not a duration would only fail later, in
+#: Prometheus, as a rule it cannot parse.
+Duration = Annotated[str, AfterValidator(check_duration), Field(json_schema_extra={"format": "prometheus-duration"})]
 
 
 def duration_seconds(value: str) -> float:
@@ -680,6 +690,10 @@ class PredictionLogDropping(_RuleCommon):
     window: Duration = Field("10m", description="How long the alert fires after the prediction log dropped rows.")
 
 
+class RolloutRolledBack(_RuleCommon):
+    window: Duration = Field("15m", description="How long the alert fires after a rollout was rolled back.")
+
+
 class StreamConsumerStalled(_RuleCommon):
     window: Duration = Field("10m", description="How long a label consumer consumed nothing while messages waited.")
 
@@ -720,6 +734,7 @@ class Builtins(_Strict):
     bridge_dropped: BridgeDropped = Field(default_factory=BridgeDropped)
     bridge_failed: BridgeFailed = Field(default_factory=BridgeFailed)
     prediction_log_dropping: PredictionLogDropping = Field(default_factory=PredictionLogDropping)
+    rollout_rolled_back: RolloutRolledBack = Field(default_factory=RolloutRolledBack)
     stream_consumer_stalled: StreamConsumerStalled = Field(default_factory=StreamConsumerStalled)
     stream_spool_growing: StreamSpoolGrowing = Field(default_factory=StreamSpoolGrowing)
     stream_events_dropped: StreamEventsDropped = Field(default_factory=StreamEventsDropped)

@@ -37,7 +37,7 @@ PREDICTION_ENDPOINTS = 'endpoint=~"infer|grpc_infer|predict"'
 PANEL_IDS: dict[str, dict[str, int]] = {
     SERVING_UID: {"Server error ratio (5xx)": 101, "p99 request latency": 102, "Responses by status code": 103,
                   "Model calls and rows per second": 104, "Prediction log rows": 105, "Loaded versions": 110,
-                  "Targets down": 111},
+                  "Targets down": 111, "Rollout decisions": 120},
     DRIFT_UID: {"Per-replica drift score ($method) against its threshold": 201,
                 "Fleet PSI per feature against the threshold": 202, "Features drifted": 203, "Prediction drift": 204},
     QUALITY_UID: {"Realized accuracy against baseline": 301, "Macro F1": 302, "Estimated accuracy (CBPE) against baseline": 303,
@@ -214,9 +214,55 @@ def serving() -> Dashboard:
     ))
     return _with_ids(Dashboard(
         SERVING_UID, "modelmon / Serving",
-        "Throughput, errors, latency and batching of a served model, per version; the replicas' saturation and prediction log.",
-        _model_variables(), (overview, traffic, latency, batching, replicas, fleet),
+        "Throughput, errors, latency and batching of a served model, per version; the replicas' saturation and prediction log; "
+        "its rollouts.",
+        _model_variables(), (overview, traffic, latency, batching, replicas, fleet, rollout()),
     ))
+
+
+#: A model that has had a rollout: its servers export modelmon_rollout_state (docs/metrics.md,
+#: Rollouts); a server that never saw one exports no rollout series at all.
+HAD_ROLLOUT = Prom(f"count(modelmon_rollout_state{{{MODEL}}})", instant=True)
+
+
+def rollout() -> Row:
+    """The model's rollout (docs/rollout.md): its state, the candidate's share, each gate's
+    interval against its margin, the decisions, and a shadow's agreement with the primary.
+    The gate statistics are each replica's own (each evaluates the traffic it served), so
+    they are drawn per instance, never pooled."""
+    state = f"modelmon_rollout_state{{{MODEL}}}"
+    shadow_rows = f"modelmon_rollout_shadow_rows_total{{{MODEL}"
+    return Row("Rollout", (
+        Panel("table", "Rollout state", "The model's newest rollout as each replica sees it (modelmon_rollout_state == 1): primary and "
+              "candidate versions, mode (canary or shadow) and state (running, promoted, rolled_back, aborted). "
+              "`modelmon rollout status MODEL` shows its decisions and their evidence.",
+              "none", (Prom(f"max by (instance, primary, candidate, mode, state) ({state} == 1)", instant=True, format="table"),),
+              width=12, height=6,
+              transformations=({"id": "organize", "options": {"excludeByName": {"Time": True, "Value": True}}},)),
+        Panel("timeseries", "Candidate share", "The candidate's share of the model's unversioned traffic (canary), or of it copied to the "
+              "candidate (shadow), per replica (modelmon_rollout_share): each step raises it; 1 once promoted, 0 once rolled back.",
+              "percentunit", (Prom(f"max by (instance) (modelmon_rollout_share{{{MODEL}}})", "{{instance}}"),),
+              width=12, height=6, min=0, max=1),
+        Panel("timeseries", "Gate intervals against their margins", "Each gate's always-valid interval of the candidate's bad share "
+              "minus the primary's, per replica (modelmon_rollout_gate_bound): a low bound above 0 rolls the candidate back, a high "
+              "bound at or below the gate's margin (its own line) passes the step; the dashed line is 0. Drawn while a rollout runs.",
+              "percentunit", (
+                  Prom(f"max by (instance, gate, bound) (modelmon_rollout_gate_bound{{{MODEL}}})", "{{gate}} {{bound}} {{instance}}"),
+                  Prom(f"max by (gate) (modelmon_rollout_gate_margin{{{MODEL}}})", "{{gate}} margin"),
+              ), width=12, thresholds=(Threshold(None, "green"), Threshold(0, "red")), show_thresholds=True),
+        Panel("timeseries", "Rollout decisions", "Decisions each replica applied since it started, by action "
+              "(modelmon_rollout_decisions_total): advance (the last one promotes) and roll_back, which fires ModelmonRolloutRolledBack.",
+              "short", (Prom(f"sum by (action) (modelmon_rollout_decisions_total{{{MODEL}}})", "{{action}}"),), width=12, min=0),
+        Panel("timeseries", "Shadow agreement", "A shadow candidate's answers against the primary's on the same rows: the share of a "
+              "classifier's rows where they predict the same label (modelmon_rollout_shadow_rows_total, agree over agree and disagree).",
+              "percentunit", (Prom(f'sum(rate({shadow_rows}, outcome="agree"}}[$__rate_interval])) / '
+                                   f'sum(rate({shadow_rows}, outcome=~"agree|disagree"}}[$__rate_interval]))', "agreement"),),
+              width=12, min=0, max=1),
+        Panel("timeseries", "Shadow copies by outcome", "Copies of requests sent to a shadow candidate per second, by outcome "
+              "(modelmon_rollout_shadow_total): answered, failed, timed_out, and dropped when its queue was full.",
+              "ops", (Prom(f"sum by (outcome) (rate(modelmon_rollout_shadow_total{{{MODEL}}}[$__rate_interval]))", "{{outcome}}"),),
+              width=12, min=0),
+    ), only_if=HAD_ROLLOUT)
 
 
 # -- 2. Drift and data quality ----------------------------------------------------------------

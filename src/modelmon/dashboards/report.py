@@ -500,6 +500,8 @@ def write_report(
         for row in dashboard.rows:
             if row.task and task and row.task != task:
                 continue  # a classifier's report has no regression panels, and the reverse
+            if row.only_if is not None and not _row_has_data(row.only_if, source, context):
+                continue  # e.g. no rollout of this model: a row of empty panels says nothing
             parts.append(f"<h3>{html.escape(_interpolate_text(row.title, context))}</h3>")
             for panel in row.panels:
                 if panel.source not in have:
@@ -531,6 +533,17 @@ def write_report(
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(document, encoding="utf-8")
     return summary
+
+
+def _row_has_data(query: spec.Prom, source: Source, context: Expansion) -> bool:
+    """Whether a row's ``only_if`` query returns data (no Prometheus, or an error: drawn, so
+    the panels say what is wrong)."""
+    if source.prometheus_url is None:
+        return True
+    try:
+        return run_query(query, source, context).has_data
+    except (QueryError, TemplateError):
+        return True
 
 
 def _model_task(source: Source, context: Expansion) -> str | None:

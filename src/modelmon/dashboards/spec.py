@@ -133,6 +133,10 @@ class Row:
     #: Grafana shows every row (the other task's are empty); the report draws a row only
     #: for a model of its task.
     task: str | None = None
+    #: Drawn in the report only when this query has data (the rollout row: only for a model
+    #: that has had a rollout, which would otherwise be a row of empty panels). Grafana
+    #: shows every row.
+    only_if: Prom | None = None
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,7 @@ from modelmon import ModelCard, Registry, register_model
 from modelmon.alerting.local import LocalAlerting
 from modelmon.config import modelmon_home
 from modelmon.demo.data import CATEGORICAL_FEATURES, NUMERIC_FEATURES, TARGET, generate_customers
+from modelmon.demo.rollout import rollout_phase
 from modelmon.errors import ModelmonError
 from modelmon.monitoring.drift import DriftSettings
 from modelmon.monitoring.methods import PSI
@@ -149,6 +150,8 @@ def run_demo(port: int = 8080, requests: int = 3000, home: Path | None = None, m
         print_drift(console, url, prometheus)
         print_alert(console, alerting)
         print_quality(console, card, quality)
+        if model == "sklearn":  # after the quality table, which reads version 1's counters alone
+            rollout_phase(url, home / "registry", MODEL, console)
         write_dashboards(console, home, prometheus, time.perf_counter() - started)
     print_epilogue(console, home, card, port, time.perf_counter() - started)
 
