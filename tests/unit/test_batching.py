@@ -315,6 +315,29 @@ def test_requests_arriving_together_still_batch():
     assert numbering.waits == [1, 1, len(sizes) - 1]
 
 
+def test_after_a_batched_call_requests_queue_until_a_call_serves_one():
+    """Load (the latest call served several requests) keeps requests on the batcher's path;
+    a call that served one request ends it."""
+    recorder, numbering = Recorder(), Numbering()
+
+    async def steps(batcher):
+        await next_request()
+        await asyncio.gather(*(batcher.submit(rows(i, 1)) for i in range(3)))  # 0 direct, 1 and 2 batched
+        answers = []
+        for caller in (3, 4, 5):
+            await next_request()
+            answers.append(await batcher.submit(rows(caller, 2)))
+        return answers
+
+    answers = direct_run(recorder, numbering, steps)
+    assert recorder.paths == ["thread", "direct", "batcher", "batcher", "direct", "direct"]
+    assert [callers for _, callers in recorder.calls[1:]] == [[0], [1, 2], [3], [4], [5]]
+    for caller, (output, first_row) in zip((3, 4, 5), answers, strict=True):
+        np.testing.assert_array_equal(output.probabilities, rows(caller, 2).numeric)
+        numbered = np.array([numbering.row(first_row + k) for k in range(2)])
+        np.testing.assert_array_equal(numbered, rows(caller, 2).numeric)
+
+
 def test_a_busy_model_queues_new_requests_behind_the_batch():
     """While the batcher holds a batch open (gathering up to ``max_batch_delay_ms``), a new
     request does not overtake it: it joins the batch."""
@@ -365,11 +388,14 @@ def test_a_model_failure_on_the_direct_path_reaches_its_caller_only():
         # A burst whose batched call fails: its callers hear of it, the direct one does not.
         burst = await asyncio.gather(*(batcher.submit(rows(i, 1)) for i in (2, 1, 3)), return_exceptions=True)
         await next_request()
-        after = await batcher.submit(rows(4, 3))  # the batcher survives, still on the direct path
+        after = await batcher.submit(rows(4, 3))  # the batcher survives
+        await next_request()
+        await batcher.submit(rows(5, 1))
         return first, burst, after
 
     first, burst, after = direct_run(recorder, numbering, steps)
-    assert recorder.paths == ["thread", "direct", "direct", "direct", "batcher", "direct"]
+    # After the batched call (two requests), one request queues; the next is direct again.
+    assert recorder.paths == ["thread", "direct", "direct", "direct", "batcher", "batcher", "direct"]
     np.testing.assert_array_equal(first.output.probabilities, rows(0, 2).numeric)
     np.testing.assert_array_equal(burst[0].output.probabilities, rows(2, 1).numeric)
     assert all(isinstance(b, RuntimeError) for b in burst[1:])
