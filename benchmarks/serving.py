@@ -6,7 +6,9 @@ peer from its own venv under ``benchmarks/.peers/`` (built on first use, see
 ``peers/venvs.py``). Load comes from ``wrk`` (Debian package) with a Lua script holding the
 POST body: after a warm-up, concurrency 1, 8 and 32 for ``--duration`` seconds each, for
 ``--rounds`` rounds, each round starting every server afresh (order rotated per round).
-Reported: medians over rounds of requests/s and latency percentiles, ratios against MLServer
+Reported: medians over rounds of requests/s, latency percentiles and the server's CPU per
+request (its process tree's, from /proc), ratios against MLServer and against the ceiling
+(``ceiling.py``: a bare ASGI app on the same HTTP stack, answering a fixed response; issue 21)
 taken within each round, start-up time to ready, and resident memory of the server's process
 tree. Then the batching study: modelmon with 64-row requests, adaptive batching on and off.
 Then the tree study (issue 17): one XGBoost and one LightGBM classifier file (100 trees of depth 4 on the same
