@@ -6,7 +6,9 @@ peer from its own venv under ``benchmarks/.peers/`` (built on first use, see
 ``peers/venvs.py``). Load comes from ``wrk`` (Debian package) with a Lua script holding the
 POST body: after a warm-up, concurrency 1, 8 and 32 for ``--duration`` seconds each, for
 ``--rounds`` rounds, each round starting every server afresh (order rotated per round).
-Reported: medians over rounds of requests/s and latency percentiles, ratios against MLServer
+Reported: medians over rounds of requests/s, latency percentiles and the server's CPU per
+request (its process tree's, from /proc), ratios against MLServer and against the ceiling
+(``ceiling.py``: a bare ASGI app on the same HTTP stack, answering a fixed response; issue 21)
 taken within each round, start-up time to ready, and resident memory of the server's process
 tree. Then the batching study: modelmon with 64-row requests, adaptive batching on and off.
 Then the tree study (issue 17): one XGBoost and one LightGBM classifier file (100 trees of depth 4 on the same
@@ -288,6 +290,14 @@ def modelmon_server(key: str, label: str, registry: Path, flags: list[str], sour
                   v2_body, check_modelmon, env=env, cwd=home, port=port)
 
 
+def ceiling_server() -> Server:
+    """The bare ASGI app of ``ceiling.py``: modelmon's HTTP stack with nothing behind it (issue 21)."""
+    port = free_port()
+    command = [str(MAIN_VENV_BIN / "python"), str(HERE / "ceiling.py"), str(port)]
+    return Server("ceiling", "ceiling: bare ASGI app, fixed answer", command, "/", f"/v2/models/{MODEL_NAME}/infer",
+                  v2_body, lambda answer, rows: rows == 1 and check_modelmon(answer, rows), port=port)
+
+
 def baseline_source(revision: str, workdir: Path) -> Path:
     """A checkout of ``revision`` (``--baseline``), whose ``src`` a server can run from."""
     tree = workdir / f"baseline-{revision}"
@@ -393,8 +403,13 @@ def measure_group(group: dict[str, tuple[Server, int]], workdir: Path, levels: t
                 order.reverse()
             for key in order:
                 server = group[key][0]
+                cpu = tree_cpu_seconds(server.process.pid)
                 with MemorySampler(server.process.pid) as sampler:
-                    results[key]["levels"][str(c)] = wrk(server.port, server.infer_path, scripts[key], c, seconds)
+                    measured = wrk(server.port, server.infer_path, scripts[key], c, seconds)
+                # The server's own CPU per request: unlike requests/s, hardly moved by what else runs.
+                cpu = tree_cpu_seconds(server.process.pid) - cpu
+                measured["server_cpu_us_per_request"] = round(1e6 * cpu / max(1, measured["requests"]), 1)
+                results[key]["levels"][str(c)] = measured
                 results[key]["levels"][str(c)]["settle_seconds"] = settle(server.process.pid)
                 entry = results[key]
                 if sampler.peak["rss_mib"] > entry["loaded_memory"]["rss_mib"]:
@@ -794,7 +809,8 @@ def summarise(rounds: list[dict], keys: list[str], levels: tuple[int, ...]) -> d
             level = [r["levels"][str(c)] for r in runs]
             entry["levels"][str(c)] = {
                 metric: median([x[metric] for x in level])
-                for metric in ("requests_per_second", "p50_ms", "p90_ms", "p99_ms", "mean_ms")
+                for metric in ("requests_per_second", "p50_ms", "p90_ms", "p99_ms", "mean_ms", "server_cpu_us_per_request")
+                if all(metric in x for x in level)
             } | {"errors": sum(x["errors"] for x in level)}
         out[key] = entry
     return out
@@ -810,6 +826,10 @@ def ratios(rounds: list[dict], numerator: str, denominator: str, levels: tuple[i
         rps = [r[numerator]["levels"][c]["requests_per_second"] / r[denominator]["levels"][c]["requests_per_second"] for r in both]
         p99 = [r[numerator]["levels"][c]["p99_ms"] / r[denominator]["levels"][c]["p99_ms"] for r in both]
         out[c] = {"throughput_ratio": median(rps), "p99_ratio": median(p99), "per_round_throughput_ratio": [round(x, 3) for x in rps]}
+        cpu = [r[numerator]["levels"][c].get("server_cpu_us_per_request", 0) / r[denominator]["levels"][c]["server_cpu_us_per_request"]
+               for r in both if r[denominator]["levels"][c].get("server_cpu_us_per_request")]
+        if cpu:
+            out[c]["cpu_per_request_ratio"] = median(cpu)
     return out
 
 
@@ -837,6 +857,11 @@ def targets(result: dict) -> dict:
         per = {c: result["ratios"][f"{on}/{off}"][c]["throughput_ratio"] for c in levels}
         out["monitoring_keeps_90pct"] = {"target": ">= 0.9 at every level", "measured": per,
                                          "met": all(v >= 0.9 for v in per.values())}
+    if on in s and "ceiling" in s:
+        per = {c: result["ratios"][f"{on}/ceiling"][c]["throughput_ratio"] for c in levels}
+        ends = [levels[0], levels[-1]]
+        out["half_the_ceiling"] = {"target": f">= 0.5 at c={ends[0]} and c={ends[-1]}", "measured": per,
+                                   "met": all(per[c] >= 0.5 for c in ends)}
     if on in s:
         out["ready_under_2s"] = {"target": "< 2.0 s", "measured": s[on]["ready_seconds"], "met": s[on]["ready_seconds"] < 2.0}
     return out
@@ -862,16 +887,17 @@ def markdown(result: dict) -> str:
         f"{result['load_average_1min'][1]:.1f} during the run (each run's is in the JSON). Run on {result['date']} "
         f"with `{st['command']}` ({result['seconds'] / 60:.0f} minutes).",
         "",
-        "| server | c | requests/s | p50 ms | p90 ms | p99 ms | errors |",
-        "|---|---|---|---|---|---|---|",
+        "| server | c | requests/s | p50 ms | p90 ms | p99 ms | server CPU µs / request | errors |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for key, entry in s.items():
         if key in EXTRA_KEYS:
             continue
         for c in levels:
             x = entry["levels"][c]
+            cpu = f"{x['server_cpu_us_per_request']:.0f}" if "server_cpu_us_per_request" in x else "-"
             lines.append(f"| {result['labels'][key]} | {c} | {x['requests_per_second']:,.0f} | {x['p50_ms']:.2f} | "
-                         f"{x['p90_ms']:.2f} | {x['p99_ms']:.2f} | {x['errors']} |")
+                         f"{x['p90_ms']:.2f} | {x['p99_ms']:.2f} | {cpu} | {x['errors']} |")
     lines += ["", "| server | ready s (median; round 1) | first answer s | RSS idle MiB | RSS loaded MiB | PSS loaded MiB | processes |",
               "|---|---|---|---|---|---|---|"]
     for key, entry in s.items():
@@ -879,7 +905,8 @@ def markdown(result: dict) -> str:
                      f"{entry['idle_rss_mib']:.0f} | {entry['loaded_rss_mib']:.0f} | {entry['loaded_pss_mib']:.0f} | "
                      f"{entry['processes']} |")
     lines += ["", "Ratios (median over rounds of the within-round ratio; throughput: higher is better for the "
-              "numerator, p99: lower is better):", "",
+              "numerator, p99: lower is better; the ceiling is the bare ASGI app of `ceiling.py`, same HTTP stack, "
+              "fixed answer):", "",
               "| ratio | " + " | ".join(f"c={c} requests/s | c={c} p99" for c in levels) + " |",
               "|---|" + "---|---|" * len(levels)]
     for name, per in result["ratios"].items():
@@ -888,11 +915,12 @@ def markdown(result: dict) -> str:
         a, b = name.split("/")
         cells = " | ".join(f"{per[c]['throughput_ratio']:.2f}x | {per[c]['p99_ratio']:.2f}x" for c in levels)
         lines.append(f"| {result['labels'][a]} / {result['labels'][b]} | {cells} |")
-    lines += ["", "Targets (issue 8):", ""]
+    lines += ["", "Targets (issues 8 and 21):", ""]
     names = {"throughput_3x_mlserver_at_32": "everything on >= 3x MLServer's requests/s at c=32 (both MLServer setups)",
              "p99_below_mlserver_every_level": "p99 below MLServer's at every concurrency (both setups)",
              "monitoring_keeps_90pct": "everything on >= 90% of everything off (`--no-monitoring --no-prediction-log`), every concurrency",
              "ready_under_2s": "ready in under 2 s with one model",
+             "half_the_ceiling": "everything on >= 0.5x the ceiling's requests/s at c=1 and c=32 (issue 21)",
              "memory_below_mlserver": "resident memory (RSS of the process tree, under load) below MLServer's"}
     for key, t in result["targets"].items():
         measured = t.get("measured", t.get("measured_rss_mib"))
@@ -963,6 +991,7 @@ def main() -> None:
                         help=f"only a regressor, everything on vs monitoring off; writes {REGRESSION_RESULTS.relative_to(ROOT)}")
     parser.add_argument("--baseline", default=None, metavar="REV",
                         help="also serve with the code of git revision REV (a worktree), everything on, side by side")
+    parser.add_argument("--no-ceiling", action="store_true", help="without the bare ASGI app's reference row")
     parser.add_argument("--out", type=Path, default=None, help=f"[default: {RESULTS.relative_to(ROOT)}]")
     parser.add_argument("--readme", action=argparse.BooleanOptionalAction, default=None,
                         help="write the README section [default: on for full runs to the default --out]")
@@ -1022,6 +1051,8 @@ def main() -> None:
             }
             if quick:
                 f.pop("modelmon_nolog")
+            if not args.no_ceiling:
+                f["ceiling"] = ceiling_server
             if baseline is not None:
                 f["modelmon_baseline"] = lambda: modelmon_server(
                     "modelmon_baseline", f"modelmon at {args.baseline}, everything on", registry, [], baseline)
@@ -1100,7 +1131,8 @@ def main() -> None:
     summary = summarise(all_rounds, [k for k in keys if k not in extra], LEVELS)
     summary |= summarise(all_rounds, extra, batch_levels)
     ratio_pairs = [("modelmon", "modelmon_nomon"), ("modelmon", "modelmon_nolog"), ("modelmon_nolog", "modelmon_nomon"),
-                   ("modelmon", "modelmon_baseline")]
+                   ("modelmon", "modelmon_baseline"), ("modelmon", "ceiling"), ("modelmon_nomon", "ceiling"),
+                   ("modelmon_baseline", "ceiling")]
     ratio_pairs += [(a, b) for a in ("modelmon", "modelmon_nomon") for b in ("mlserver_default", "mlserver_pw0", "bentoml")]
     ratio_pairs = [(a, b) for a, b in ratio_pairs if a in summary and b in summary]
     result = {

@@ -22,7 +22,7 @@ from peers import venvs  # noqa: E402
 @pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed (apt-get install wrk)")
 def test_serving_quick(tmp_path):
     # Which peers take part is decided when the run starts (a venv may finish building meanwhile).
-    expected = {"modelmon", "modelmon_nomon", "batch64_on", "batch64_off"}
+    expected = {"modelmon", "modelmon_nomon", "ceiling", "batch64_on", "batch64_off"}
     if venvs.installed("mlserver"):
         expected |= {"mlserver_pw0", "mlserver_default"}
     if venvs.installed("bentoml"):
@@ -41,9 +41,12 @@ def test_serving_quick(tmp_path):
             assert x["requests_per_second"] > 0, (key, level)
             assert 0 < x["p50_ms"] <= x["p99_ms"], (key, level)
             assert x["errors"] == 0, (key, level)  # every answer was a 200
+            assert x["server_cpu_us_per_request"] > 0, (key, level)
     # Ratios and target verdicts are computed (whatever they say on a noisy machine).
     assert data["ratios"]["modelmon/modelmon_nomon"]["32"]["throughput_ratio"] > 0
-    assert {"monitoring_keeps_90pct", "ready_under_2s"} <= set(data["targets"])
+    assert data["ratios"]["modelmon/ceiling"]["1"]["throughput_ratio"] > 0
+    assert data["ratios"]["modelmon/ceiling"]["1"]["cpu_per_request_ratio"] > 0
+    assert {"monitoring_keeps_90pct", "ready_under_2s", "half_the_ceiling"} <= set(data["targets"])
     assert all(isinstance(t["met"], bool) for t in data["targets"].values())
     assert "| modelmon, everything on | 32 |" in result.stdout
     # A quick run writes only where --out says: its table never lands in the committed README.

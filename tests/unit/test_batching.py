@@ -215,3 +215,190 @@ def test_a_slow_handoff_to_the_thread_pool_does_not_count_as_a_slow_model():
     loop_thread = asyncio.run(main())
     assert threads[0] != loop_thread
     assert all(t == loop_thread for t in threads[1:]), threads
+
+
+# -- the direct path: an idle, fast model is called from the caller's own task ----------
+
+
+class Recorder:
+    """echo_predict that remembers, per call, its rows and which task made the call: the
+    caller's own (the direct path) or the batcher's (named "batcher")."""
+
+    def __init__(self, fail_on_caller: int | None = None) -> None:
+        self.fail_on_caller = fail_on_caller
+        self.calls: list[tuple[str, list[int]]] = []  # (task name, the callers whose rows it had)
+
+    def __call__(self, batch: FeatureBatch) -> ModelOutput:
+        try:
+            name = asyncio.current_task().get_name()  # type: ignore[union-attr]
+        except RuntimeError:  # no event loop in this thread: the thread pool
+            name = "thread"
+        callers = sorted({int(c) for c in batch.numeric[:, 0]})
+        self.calls.append((name, callers))
+        if self.fail_on_caller in callers:
+            raise RuntimeError(f"bad row of caller {self.fail_on_caller}")
+        return echo_predict(batch)
+
+    @property
+    def paths(self) -> list[str]:
+        return ["batcher" if name == "batcher" else "thread" if name == "thread" else "direct" for name, _ in self.calls]
+
+
+# 200 ms: far above an echo call on any machine, so the model always counts as fast.
+FAST = {"inline_below_ms": 200.0}
+
+
+async def next_request() -> None:
+    """Let the event loop run one pass, as between two requests read from sockets: requests
+    submitted within one pass count as arriving together."""
+    await asyncio.sleep(0)
+
+
+def direct_run(recorder: Recorder, numbering: Numbering, steps, warmup_rows: int = 1, **settings) -> list:
+    """Run ``steps(batcher)`` after one warm-up call (the first call of a model is always
+    measured in a thread); its result. The warm-up is caller 99."""
+    batcher = AdaptiveBatcher(recorder, ThreadPoolExecutor(1), numbering, **(FAST | settings))
+
+    async def main():
+        batcher.start()
+        try:
+            await batcher.submit(rows(99, warmup_rows))
+            return await steps(batcher)
+        finally:
+            await batcher.stop()
+            batcher.executor.shutdown()
+
+    return asyncio.run(main())
+
+
+@pytest.mark.parametrize("n", [1, 64])
+def test_an_idle_fast_model_is_called_from_the_callers_task(n):
+    recorder, numbering = Recorder(), Numbering()
+
+    async def steps(batcher):
+        answers = []
+        for caller in range(3):  # one at a time: the model is idle for each
+            await next_request()
+            answers.append(await batcher.submit(rows(caller, n)))
+        return answers
+
+    answers = direct_run(recorder, numbering, steps)
+    assert recorder.paths == ["thread", "direct", "direct", "direct"]
+    assert [callers for _, callers in recorder.calls[1:]] == [[0], [1], [2]]
+    for caller, (output, first_row) in enumerate(answers):
+        np.testing.assert_array_equal(output.probabilities, rows(caller, n).numeric)
+        # Numbered by the observer as on the batcher's path: after the warm-up's row, in order.
+        assert first_row == 1001 + caller * n
+        numbered = np.array([numbering.row(first_row + k) for k in range(n)])
+        np.testing.assert_array_equal(numbered, rows(caller, n).numeric)
+    assert numbering.waits == [1, 1, 1, 1]  # every call reported its one request's wait
+
+
+def test_requests_arriving_together_still_batch():
+    """A burst (requests reaching the batcher in one event-loop pass): the first is called
+    directly, the others queue and go to the model in one batched call."""
+    recorder, numbering = Recorder(), Numbering()
+    sizes = [1, 3, 1, 64, 2]
+
+    async def steps(batcher):
+        await next_request()
+        return await asyncio.gather(*(batcher.submit(rows(i, n)) for i, n in enumerate(sizes)))
+
+    answers = direct_run(recorder, numbering, steps)
+    assert recorder.paths == ["thread", "direct", "batcher"]
+    assert [callers for _, callers in recorder.calls[1:]] == [[0], [1, 2, 3, 4]]
+    for caller, (n, (output, first_row)) in enumerate(zip(sizes, answers, strict=True)):
+        np.testing.assert_array_equal(output.probabilities, rows(caller, n).numeric)
+        numbered = np.array([numbering.row(first_row + k) for k in range(n)])
+        np.testing.assert_array_equal(numbered, rows(caller, n).numeric)
+    assert numbering.sizes == [1, 1, sum(sizes) - 1]
+    assert numbering.waits == [1, 1, len(sizes) - 1]
+
+
+def test_after_a_batched_call_requests_queue_until_a_call_serves_one():
+    """Load (the latest call served several requests) keeps requests on the batcher's path;
+    a call that served one request ends it."""
+    recorder, numbering = Recorder(), Numbering()
+
+    async def steps(batcher):
+        await next_request()
+        await asyncio.gather(*(batcher.submit(rows(i, 1)) for i in range(3)))  # 0 direct, 1 and 2 batched
+        answers = []
+        for caller in (3, 4, 5):
+            await next_request()
+            answers.append(await batcher.submit(rows(caller, 2)))
+        return answers
+
+    answers = direct_run(recorder, numbering, steps)
+    assert recorder.paths == ["thread", "direct", "batcher", "batcher", "direct", "direct"]
+    assert [callers for _, callers in recorder.calls[1:]] == [[0], [1, 2], [3], [4], [5]]
+    for caller, (output, first_row) in zip((3, 4, 5), answers, strict=True):
+        np.testing.assert_array_equal(output.probabilities, rows(caller, 2).numeric)
+        numbered = np.array([numbering.row(first_row + k) for k in range(2)])
+        np.testing.assert_array_equal(numbered, rows(caller, 2).numeric)
+
+
+def test_a_busy_model_queues_new_requests_behind_the_batch():
+    """While the batcher holds a batch open (gathering up to ``max_batch_delay_ms``), a new
+    request does not overtake it: it joins the batch."""
+    recorder, numbering = Recorder(), Numbering()
+
+    async def steps(batcher):
+        await next_request()
+        burst = asyncio.gather(batcher.submit(rows(0, 1)), batcher.submit(rows(1, 1)))  # 0 direct, 1 queued
+        for _ in range(3):  # later passes: the batcher has taken caller 1 and waits for more rows
+            await asyncio.sleep(0)
+        assert batcher._gathering
+        late = await batcher.submit(rows(2, 1))  # fills the batch (2 rows): it goes at once
+        return [*(await burst), late]
+
+    # A long delay, only ever cut short by the full batch: the test does not depend on timing.
+    # The warm-up fills its batch too, so that it does not wait out the delay.
+    answers = direct_run(recorder, numbering, steps, warmup_rows=2, max_batch_size=2, max_batch_delay_ms=60_000)
+    assert recorder.paths == ["thread", "direct", "batcher"]
+    assert [callers for _, callers in recorder.calls[1:]] == [[0], [1, 2]]
+    for caller, (output, _) in enumerate(answers):
+        np.testing.assert_array_equal(output.probabilities, rows(caller, 1).numeric)
+
+
+def test_a_slow_model_never_takes_the_direct_path():
+    recorder, numbering = Recorder(), Numbering()
+
+    async def steps(batcher):
+        answers = []
+        for i in range(3):
+            await next_request()
+            answers.append(await batcher.submit(rows(i, 2)))
+        return answers
+
+    direct_run(recorder, numbering, steps, inline_below_ms=0.0)
+    assert recorder.paths == ["thread"] * 4
+
+
+def test_a_model_failure_on_the_direct_path_reaches_its_caller_only():
+    recorder, numbering = Recorder(fail_on_caller=1), Numbering()
+
+    async def steps(batcher):
+        await next_request()
+        first = await batcher.submit(rows(0, 2))
+        await next_request()
+        with pytest.raises(RuntimeError, match="bad row of caller 1"):
+            await batcher.submit(rows(1, 2))
+        await next_request()
+        # A burst whose batched call fails: its callers hear of it, the direct one does not.
+        burst = await asyncio.gather(*(batcher.submit(rows(i, 1)) for i in (2, 1, 3)), return_exceptions=True)
+        await next_request()
+        after = await batcher.submit(rows(4, 3))  # the batcher survives
+        await next_request()
+        await batcher.submit(rows(5, 1))
+        return first, burst, after
+
+    first, burst, after = direct_run(recorder, numbering, steps)
+    # After the batched call (two requests), one request queues; the next is direct again.
+    assert recorder.paths == ["thread", "direct", "direct", "direct", "batcher", "batcher", "direct"]
+    np.testing.assert_array_equal(first.output.probabilities, rows(0, 2).numeric)
+    np.testing.assert_array_equal(burst[0].output.probabilities, rows(2, 1).numeric)
+    assert all(isinstance(b, RuntimeError) for b in burst[1:])
+    np.testing.assert_array_equal(after.output.probabilities, rows(4, 3).numeric)
+    # Failed calls numbered no rows: warm-up 1000, caller 0 at 1001-1002, caller 2 at 1003.
+    assert (first.first_row, burst[0].first_row, after.first_row) == (1001, 1003, 1004)

@@ -169,3 +169,43 @@ def test_deeply_nested_categorical_data_is_flattened_without_recursion():
 def test_huge_integer_in_a_record_is_an_invalid_value():
     error = rejected(RequestValidator(SIGNATURE, 100).from_records, [{"amount": 10**400, "items": 1, "channel": "web"}])
     assert error.reason == "invalid_value" and "'amount'" in error.message
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        [1.5, -2.0, 3.25, 0.0, 1e300, -1e-300],  # floats
+        [1, 2, 3, -4, 2**53 + 1, 0],  # ints, one beyond float64's exact range
+        [True, False, 1.5, 2, 0.0, -7],  # bools and numbers mixed
+        [],
+    ],
+)
+def test_a_flat_list_of_numbers_converts_as_numpy_does(data):
+    """The fast conversion of a flat list of plain numbers (array('d')) against numpy's own."""
+    from modelmon.serving.validation import _numeric_array
+
+    got = _numeric_array(data, "x")
+    expected = np.asarray(data, dtype=np.float64).reshape(-1)
+    assert got.dtype == np.float64 and got.flags.writeable
+    np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.parametrize(
+    ("data", "text"),
+    [
+        ([1.0, None, 2.0], None),  # null: NaN (the slow path), refused later for a non-nullable feature
+        ([1.0, None, "2.0"], "non-numeric value '2.0' at row 2"),
+        ([1.0, 2.0, 10**400], "value at row 2 is out of range"),
+        ([[1.0, 2.0], [3.0, 4.0]], None),  # nested: flattened by numpy
+    ],
+)
+def test_lists_the_fast_conversion_cannot_take_fall_back_to_the_named_checks(data, text):
+    from modelmon.serving.validation import _numeric_array
+
+    if text is None:
+        got = _numeric_array(data, "x")
+        expected = np.array([np.nan if v is None else v for v in np.asarray(data, dtype=object).reshape(-1)], dtype=np.float64)
+        np.testing.assert_array_equal(got, expected)
+    else:
+        error = rejected(_numeric_array, data, "x")
+        assert error.reason == "invalid_value" and "'x'" in error.message and text in error.message

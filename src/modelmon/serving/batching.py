@@ -16,6 +16,20 @@ pool, so the event loop keeps reading requests meanwhile. "Typically" is the fas
 last ``TIMING_WINDOW`` calls, timed around the model call alone: a call that had to wait
 for the GIL (another thread held it) looks slow without being so, and a running average of
 such times once kept a cheap model in the thread pool for good under load.
+
+**The direct path.** A request for an idle, fast model (nothing queued, no batch being
+gathered or called, a typical call under ``inline_below_ms``) calls the model from its own
+task, there and then, instead of queueing for the batcher's task: the queue hop (a future,
+a wake-up of the batcher's task and one of the caller's) cost more than the model call
+itself at one request at a time. Load keeps batching, for two reasons. Once one request in an
+event-loop pass has taken the direct path, the others of that pass (requests that arrived
+together) queue, and the batcher merges them as before. And after a model call that served
+more than one request, requests queue until a call serves only one again: under steady load
+(many connections) one batched call per loop pass costs less than a direct call for the
+first request of each pass and a batched one for the rest (measured: about 20 us more CPU
+per request at 32 connections). The model is the same, the observer is
+called the same way (once per call, before the caller hears), so prediction ids, the
+prediction log and monitoring counts do not depend on the path.
 """
 
 from __future__ import annotations
@@ -81,6 +95,9 @@ class AdaptiveBatcher:
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
         self._carry: _Pending | None = None
         self._worker: asyncio.Task[None] | None = None
+        self._gathering = False  # the batcher's task holds requests (gathering or calling)
+        self._direct_this_pass = False  # a request took the direct path in this loop pass
+        self._last_call_requests = 1  # how many requests the latest model call served
 
     def start(self) -> None:
         if self.enabled and self._worker is None:
@@ -107,6 +124,8 @@ class AdaptiveBatcher:
             return Answer(output, first_row)
         if self._worker is None:
             self.start()
+        if self._can_call_directly():
+            return self._call_directly(batch)
         future = asyncio.get_running_loop().create_future()
         self._queue.put_nowait(_Pending(batch, future, enqueued))
         return await future
@@ -116,17 +135,51 @@ class AdaptiveBatcher:
         """The fastest recent model call (None before the first)."""
         return min(self._call_seconds) if self._call_seconds else None
 
+    def _runs_inline(self) -> bool:
+        typical = self.typical_seconds
+        return typical is not None and typical < self.inline_below
+
+    def _can_call_directly(self) -> bool:
+        """Whether this request may call the model from its own task (the direct path in the
+        module's docstring): the model is fast and idle, not under load (its latest call
+        served one request), and no other request of this loop pass took the direct path
+        (then requests are arriving together: let them batch)."""
+        if self._direct_this_pass or self._last_call_requests > 1 or self._gathering:
+            return False
+        if self._carry is not None or not self._queue.empty():
+            return False
+        return self._runs_inline()
+
+    def _call_directly(self, batch: FeatureBatch) -> Answer:
+        self._direct_this_pass = True
+        self._last_call_requests = 1
+        # Cleared at the next loop pass: callbacks scheduled now run after every callback
+        # already ready, that is after the other requests that arrived with this one.
+        asyncio.get_running_loop().call_soon(self._new_pass)
+        output, first_row = self._call_inline(batch, [0.0])
+        return Answer(output, first_row)
+
+    def _new_pass(self) -> None:
+        self._direct_this_pass = False
+
+    def _call_inline(self, merged: FeatureBatch, waits: list[float]) -> tuple[ModelOutput, int]:
+        """Call the model on the event loop's thread; a model error propagates to the caller."""
+        started = time.perf_counter()
+        output = self.predict(merged)
+        seconds = time.perf_counter() - started
+        self._call_seconds.append(seconds)
+        first_row = self.observe(merged, seconds, output, waits) if self.observe is not None else 0
+        return output, first_row
+
     async def _call(self, batches: list[FeatureBatch], waits: list[float]) -> tuple[ModelOutput, int]:
         """The merged batches' outputs, and the observer's number for its first row."""
         merged = FeatureBatch.concat(batches)
+        if self._runs_inline():
+            return self._call_inline(merged, waits)
+        # slow, or not measured yet
         started = time.perf_counter()
-        typical = self.typical_seconds
-        if typical is not None and typical < self.inline_below:
-            output = self.predict(merged)
-            self._call_seconds.append(time.perf_counter() - started)
-        else:  # slow, or not measured yet
-            output, call_seconds = await asyncio.get_running_loop().run_in_executor(self.executor, self._timed_predict, merged)
-            self._call_seconds.append(call_seconds)
+        output, call_seconds = await asyncio.get_running_loop().run_in_executor(self.executor, self._timed_predict, merged)
+        self._call_seconds.append(call_seconds)
         first_row = self.observe(merged, time.perf_counter() - started, output, waits) if self.observe is not None else 0
         return output, first_row
 
@@ -138,6 +191,7 @@ class AdaptiveBatcher:
     async def _gather(self) -> list[_Pending]:
         first = self._carry or await self._queue.get()
         self._carry = None
+        self._gathering = True  # until _run has answered this batch
         items, rows = [first], first.batch.n_rows
         deadline = time.perf_counter() + self.max_batch_delay
         while rows < self.max_batch_size:
@@ -160,18 +214,26 @@ class AdaptiveBatcher:
 
     async def _run(self) -> None:
         while True:
-            items = await self._gather()
-            started = time.perf_counter()
             try:
-                output, first_row = await self._call([i.batch for i in items], [started - i.enqueued for i in items])
-            except Exception as exc:  # the model failed: every caller in the batch hears of it
-                for item in items:
-                    if not item.future.done():
-                        item.future.set_exception(exc)
-                continue
-            offset = 0
+                items = await self._gather()
+                await self._answer_call(items)
+            finally:
+                self._gathering = False
+
+    async def _answer_call(self, items: list[_Pending]) -> None:
+        """Call the model on the gathered requests and answer each of them."""
+        started = time.perf_counter()
+        self._last_call_requests = len(items)
+        try:
+            output, first_row = await self._call([i.batch for i in items], [started - i.enqueued for i in items])
+        except Exception as exc:  # the model failed: every caller in the batch hears of it
             for item in items:
-                rows = item.batch.n_rows
-                if not item.future.done():  # a caller that disconnected has cancelled it
-                    item.future.set_result(Answer(output.rows(offset, offset + rows), first_row + offset))
-                offset += rows
+                if not item.future.done():
+                    item.future.set_exception(exc)
+            return
+        offset = 0
+        for item in items:
+            rows = item.batch.n_rows
+            if not item.future.done():  # a caller that disconnected has cancelled it
+                item.future.set_result(Answer(output.rows(offset, offset + rows), first_row + offset))
+            offset += rows
