@@ -7,9 +7,10 @@ one ``modelmon serve``. One request is one row, sent by ``--clients`` threads ov
 connections, ``--requests`` per phase. Phases alternate, ``--rounds`` times each: *off* (no
 running rollout) and *shadow* (a shadow rollout of version 2 copying all traffic, which
 never promotes during the phase). Reported: the medians over rounds of client-side p50 and
-p99 latency and throughput, and their ratios shadow / off. The shadow's model calls share
-the machine's cores with the primary's, so on a busy machine the ratio includes that
-contention: it is the cost of running two models, not of the copying.
+p99 latency and throughput, their ratios shadow / off, and the last round's shadow copies by
+outcome. A copy is shed while the model serves more than one request (docs/rollout.md), so at
+saturation most copies are shed and the ratios should stay within noise of 1; the copies
+answered are the ones made in the primary's idle moments.
 
     python benchmarks/rollout_shadow.py                # about a minute
     python benchmarks/rollout_shadow.py --quick        # seconds

@@ -3,7 +3,8 @@
 One server (module-scoped) serves four models, each with a primary (version 1) and a
 candidate (version 2): ``same`` (the same model again), ``inverted`` (trained on inverted
 labels), ``faulty`` (fails on inputs whose first feature is high) and ``slow`` (0.3 s a
-call, past the shadow timeout of 0.1 s). The tests run in
+call, past the shadow timeout of 0.1 s); and one regressor, ``price``, whose version 2
+learnt a shuffled target. The tests run in
 order: ``same`` is promoted to 2, then a rollout back to 1 (the same model) is aborted and
 another restarted. The
 store is the server's SQLite file; the CLI reaches the same file. Gates are evaluated
@@ -23,7 +24,9 @@ import numpy as np
 import pandas as pd
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from sklearn.linear_model import LogisticRegression
+from sklearn.datasets import make_regression
+from sklearn.linear_model import LogisticRegression, Ridge
+from sklearn.metrics import mean_absolute_error
 from typer.testing import CliRunner
 
 from modelmon.cli import app
@@ -56,7 +59,20 @@ def rollout_registry(tmp_path_factory, cancer_frame: pd.DataFrame, cancer_model:
                        registry=root, convert_to_onnx=False)
         register_model(candidate, name=name, reference=cancer_frame, target="target", validation=validation,
                        registry=root, convert_to_onnx=False)
+    # A regressor and a worse one: version 2 learnt a shuffled target, so its errors (and its
+    # label-free estimate of them, fitted on the same validation rows) are far larger.
+    price = price_frame()
+    X, y = price.drop(columns="target"), price["target"]
+    shuffled = np.random.default_rng(1).permutation(y.to_numpy())
+    for model in (Ridge().fit(X, y), Ridge().fit(X, shuffled)):
+        register_model(model, name="price", reference=price, target="target", validation=price, registry=root,
+                       convert_to_onnx=False)
     return root
+
+
+def price_frame() -> pd.DataFrame:
+    X, y = make_regression(n_samples=300, n_features=4, noise=5.0, random_state=0)
+    return pd.DataFrame(X, columns=["a", "b", "c", "d"]).assign(target=y)
 
 
 @pytest.fixture(scope="module")
@@ -214,9 +230,34 @@ def test_a_hanging_shadow_never_reaches_callers(rollout_server, instances):
     assert answered == 0.0
 
 
+def test_a_worse_regressor_is_rolled_back_on_its_estimated_error_before_any_label(rollout_server):
+    url = rollout_server.url
+    rows = price_frame().drop(columns="target").to_dict("records")
+    margins = {"errors": 0.15, "latency": 0.25, "estimated_error": 0.15}
+    assert start(url, "price", candidate=2, steps=[10, 50, 100], margins=margins, min_requests=30).status_code == 200
+    found, answers = drive(url, "price", rows, rows=20, until={"promoted", "rolled_back"}, most=3000)
+    assert found["state"] == "rolled_back", found
+    decision = found["decisions"][-1]
+    assert decision["evidence"]["failed"] == ["estimated_error"]  # errors and latency did not fail
+    estimated = decision["evidence"]["gates"]["estimated_error"]
+    assert estimated["low"] > 0
+    assert {a["model_version"] for a in answers} == {"1", "2"}  # a canary: both answered
+    # The candidate is truly worse on these rows (scikit-learn's MAE, labels the server never saw).
+    price = price_frame()
+    X, y = price.drop(columns="target"), price["target"]
+    shuffled = np.random.default_rng(1).permutation(y.to_numpy())
+    primary_mae = mean_absolute_error(y, Ridge().fit(X, y).predict(X))
+    assert mean_absolute_error(y, Ridge().fit(X, shuffled).predict(X)) > 5 * primary_mae
+    assert metric(url, "modelmon_feedback_total", {"model": "price", "outcome": "matched"}) in (None, 0.0)  # no labels
+    print(f"\nworse regressor rolled back after {int(estimated['candidate']['count'])} of its rows "
+          f"(share above the primary's MAE: {estimated['candidate']['bad'] / estimated['candidate']['count']:.2f} "
+          f"against {estimated['primary']['bad'] / max(estimated['primary']['count'], 1):.2f})")
+
+
 BAD_STARTS = [
     ({}, 400, "candidate: the version to roll out is required"),
     ({"candidate": 9}, 400, "candidate: model 'same' has no version 9"),
+    ({"candidate": 1, "gates": ["estimated_error"]}, 400, "gates: 'estimated_error' needs a regressor; same is a"),
     ({"candidate": "two"}, 400, "candidate must be a version number"),
     ({"candidate": 2}, 400, "version 2 is the primary already"),  # promoted above: 2 serves now
     ({"candidate": 1, "primary": 7}, 400, "primary: model 'same' has no version 7"),

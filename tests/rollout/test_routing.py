@@ -1,8 +1,10 @@
 """Routing of a model's unversioned requests by its rollout plan (serving/rollout.py),
-without a server: weights, sticky headers, shadow copies and ended rollouts."""
+without a server: weights, sticky headers, shadow copies (and their shedding), ended
+rollouts, and the rollout metrics a replica exports."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import random
 from datetime import UTC, datetime
@@ -14,7 +16,10 @@ import pytest
 from prometheus_client import CollectorRegistry
 from scipy import stats
 
-from modelmon.serving.rollout import RolloutController, sticky_share
+from modelmon.monitoring.array_metrics import GaugeChild
+from modelmon.monitoring.tasks import RegressionCounts
+from modelmon.serving.rollout import Evidence, RolloutCollector, RolloutController, sticky_share
+from modelmon.serving.rollout_gates import GATES, GateResult, watch_exceedances
 from modelmon.store.rollouts import Rollout
 from modelmon.types import ModelOutput, Task
 
@@ -95,3 +100,95 @@ def test_a_shadows_answers_are_compared_with_the_primarys_row_by_row():
     made.compare(regressor, ModelOutput(predicted=np.array([1.0, 2.0, np.nan])), ModelOutput(predicted=np.array([1.5, 0.0, 3.0])))
     # |1.5 - 1| + |0 - 2|; the NaN row is left out of both the count and the sum.
     assert (made.shadow_rows[("r", "compared")], made.shadow_difference["r"]) == (2.0, 2.5)
+
+
+def _runtime(name: str, task: Task, inflight: list[float]) -> Any:
+    """A served version as the shadow sees it: its name, task, and the model's in-flight gauge."""
+    calls: list[Any] = []
+
+    async def predict(batch: Any) -> Any:
+        calls.append(batch)
+        return SimpleNamespace(output=ModelOutput(predicted=np.array([0])))
+
+    return SimpleNamespace(name=name, calls=calls, predict=predict, batcher=SimpleNamespace(inline_below=1.0),
+                           metrics=SimpleNamespace(inflight=GaugeChild(inflight, 0), observe_request=lambda *a: None),
+                           card=SimpleNamespace(signature=SimpleNamespace(task=task)))
+
+
+def test_a_shadow_copy_is_shed_while_the_model_serves_more_than_one_request():
+    made = controller(plan(mode="shadow"))
+    inflight = [1.0]  # the request being answered: the model is otherwise idle
+    candidate = _runtime("m", Task.BINARY, inflight)
+    answered = ModelOutput(predicted=np.array([0]))
+    made.mirror(candidate, "rows", answered)
+    assert made.queue.qsize() == 1 and made.shadow == {}
+    inflight[0] = 2.0  # another request of the model in flight: shed, not queued
+    made.mirror(candidate, "rows", answered)
+    assert made.queue.qsize() == 1 and made.shadow == {("m", "shed"): 1.0}
+
+    async def send_while_busy() -> None:
+        # The model became busy while the queued copy waited: the worker sheds it too.
+        worker = asyncio.create_task(made._send_copies())
+        while not made.queue.empty():
+            await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        worker.cancel()
+
+    asyncio.run(send_while_busy())
+    assert made.shadow == {("m", "shed"): 2.0} and candidate.calls == []
+
+    async def send_when_idle() -> None:
+        inflight[0] = 0.0
+        made.mirror(candidate, "rows", answered)
+        worker = asyncio.create_task(made._send_copies())
+        while ("m", "answered") not in made.shadow:
+            await asyncio.sleep(0)
+        worker.cancel()
+
+    asyncio.run(send_when_idle())
+    assert candidate.calls == ["rows"] and made.shadow == {("m", "shed"): 2.0, ("m", "answered"): 1.0}
+    assert made.shadow_rows == {("m", "agree"): 1.0, ("m", "disagree"): 0.0}
+
+
+def test_a_shadows_comparison_counters_start_at_zero_and_gate_bounds_outlive_the_rollout():
+    made = controller(plan(mode="shadow"))
+    registry = CollectorRegistry()
+    registry.register(RolloutCollector(made))
+    made.served.runtimes["m"]["2"] = _runtime("m", Task.BINARY, [0.0])
+    made.start_shadow_counters(made.plans["m"])
+    for outcome in ("agree", "disagree"):
+        assert registry.get_sample_value("modelmon_rollout_shadow_rows_total", {"model": "m", "outcome": outcome}) == 0.0
+    assert registry.get_sample_value("modelmon_rollout_shadow_absolute_difference_total", {"model": "m"}) is None
+    regressor = controller(plan(mode="shadow"))
+    regressor.served.runtimes["m"]["2"] = _runtime("m", Task.REGRESSION, [0.0])
+    regressor.start_shadow_counters(regressor.plans["m"])
+    assert (regressor.shadow_rows, regressor.shadow_difference) == ({("m", "compared"): 0.0}, {"m": 0.0})
+    # A rolled-back rollout still shows the bounds its decision was made on.
+    made.plans["m"] = plan(mode="shadow", state="rolled_back")
+    result = GateResult("errors", "fail", 0.2, 0.6, 0.01, (9.0, 20.0), (0.0, 20.0), {})
+    made.evidence[1] = Evidence({}, 0, 0.0, results={"errors": result})
+    bound = {"model": "m", "gate": "errors"}
+    assert registry.get_sample_value("modelmon_rollout_gate_bound", {**bound, "bound": "low"}) == 0.2
+    assert registry.get_sample_value("modelmon_rollout_gate_bound", {**bound, "bound": "high"}) == 0.6
+
+
+def test_the_estimated_error_gate_counts_rows_above_the_primarys_validation_mae():
+    class Estimate:
+        reference = (2.0, 5.0)  # the primary's validation MAE and mean squared error
+
+        def expected_errors(self, features: Any, predicted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            return predicted.copy(), predicted**2  # each row's expected |error|: its prediction here
+
+    def version(task: Any) -> Any:
+        return SimpleNamespace(monitor=SimpleNamespace(task=task))
+
+    primary = version(RegressionCounts.__new__(RegressionCounts))
+    candidate = version(RegressionCounts.__new__(RegressionCounts))
+    primary.monitor.task.estimator, candidate.monitor.task.estimator = Estimate(), Estimate()
+    watch_exceedances(primary, candidate)
+    watch_exceedances(primary, candidate)  # seen again: the same counters go on
+    # 3.0 and 2.5 exceed 2.0; 2.0 itself does not; the NaN row is not estimated (the monitor skips it too).
+    candidate.monitor.task.estimator.expected_errors(None, np.array([3.0, 2.0, 2.5, np.nan]))
+    primary.monitor.task.estimator.expected_errors(None, np.array([1.0, 2.0]))
+    assert GATES["estimated_error"].read(candidate).tolist() == [2.0, 3.0]
+    assert GATES["estimated_error"].read(primary).tolist() == [0.0, 2.0]

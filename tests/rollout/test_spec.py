@@ -27,10 +27,11 @@ def registry(tmp_path_factory) -> Registry:
     return Registry(root)
 
 
-def test_a_regressor_is_gated_on_errors_and_latency(registry):
+def test_a_regressor_is_gated_on_errors_latency_and_its_estimated_error(registry):
     spec = parse_start("price", {"candidate": 2, "primary": 1}, registry, None)
-    assert (spec.primary_version, spec.candidate_version, spec.gates) == (1, 2, ["errors", "latency"])
-    assert spec.margins == {"errors": 0.01, "latency": 0.05}
+    assert (spec.primary_version, spec.candidate_version) == (1, 2)
+    assert spec.gates == ["errors", "latency", "estimated_error"]
+    assert spec.margins == {"errors": 0.01, "latency": 0.05, "estimated_error": 0.05}
     with pytest.raises(RolloutInputError, match="gates: 'estimated_quality' needs a classifier; price is a regression model"):
         parse_start("price", {"candidate": 2, "primary": 1, "gates": ["errors", "estimated_quality"]}, registry, None)
 

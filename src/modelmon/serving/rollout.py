@@ -13,7 +13,10 @@ one decision is applied, the other finds the plan moved and evaluates it afresh.
   version, on every replica: the hash is stable).
 - **shadow**: the primary answers every request; a copy of the step's share of them goes
   to a bounded queue, and one worker sends what is queued to the candidate at once (its
-  batcher merges them into one model call). A full queue drops the copy (counted); the
+  batcher merges them into one model call). A copy is best effort: it is shed (counted)
+  whenever the model is busy, i.e. more than ``SHADOW_SPARE_INFLIGHT`` of its requests are
+  in flight (queued or running), when the copy is made and again when it would be sent, so
+  the candidate only uses capacity the primary leaves idle. A full queue drops the copy (counted); the
   candidate's failures and timeouts count as its errors and never reach callers; while a
   timed-out call still runs no other copy is sent, so a hung candidate holds at most one
   inference thread, and it never runs on the event loop.
@@ -36,14 +39,19 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from modelmon.errors import ModelmonError
 from modelmon.monitoring import families
-from modelmon.serving.rollout_gates import GATES, GateResult, answered_requests
+from modelmon.serving.rollout_gates import GATES, GateResult, answered_requests, watch_exceedances
 from modelmon.serving.runtime import ModelRuntime
 from modelmon.store import Store, rollouts
 from modelmon.store.rollouts import RUNNING, Rollout, RolloutConflict
 from modelmon.types import FeatureBatch, ModelOutput
 
 logger = logging.getLogger("modelmon.serving.rollout")
-SHADOW_OUTCOMES = ("answered", "failed", "timed_out", "dropped")
+SHADOW_OUTCOMES = ("answered", "failed", "timed_out", "dropped", "shed")
+#: A model with more requests than this in flight (the one being answered included) is busy:
+#: its shadow copies are shed. 1 = a copy is made only while the primary serves one request at
+#: a time, so at saturation (always several in flight) the candidate gets no model calls and
+#: costs the callers nothing; in the gaps it gets the copies of lone requests.
+SHADOW_SPARE_INFLIGHT = 1
 #: Most shadow copies sent to the candidates at once.
 SHADOW_BATCH = 64
 
@@ -144,7 +152,17 @@ class RolloutController:
             return None
         return self.served.runtimes.get(name, {}).get(str(plan.candidate_version))
 
+    @staticmethod
+    def busy(runtime: ModelRuntime) -> bool:
+        """Whether the model is serving more than ``SHADOW_SPARE_INFLIGHT`` requests now (the
+        in-flight gauge is the model's, counting every version's requests, not the shadow's
+        own calls, which do not pass through the endpoints)."""
+        return runtime.metrics.inflight.get() > SHADOW_SPARE_INFLIGHT
+
     def mirror(self, candidate: ModelRuntime, batch: FeatureBatch, answered: ModelOutput) -> None:
+        if self.busy(candidate):
+            self.count(self.shadow, candidate.name, "shed")
+            return
         try:
             self.queue.put_nowait((candidate, batch, answered))
         except asyncio.QueueFull:
@@ -162,9 +180,18 @@ class RolloutController:
 
     async def _send_copies(self) -> None:
         while True:
-            jobs = [await self.queue.get()]
-            while len(jobs) < SHADOW_BATCH and not self.queue.empty():
-                jobs.append(self.queue.get_nowait())
+            queued = [await self.queue.get()]
+            while len(queued) < SHADOW_BATCH and not self.queue.empty():
+                queued.append(self.queue.get_nowait())
+            # The model may have become busy while the copies waited: shed them then too.
+            jobs = []
+            for job in queued:
+                if self.busy(job[0]):
+                    self.count(self.shadow, job[0].name, "shed")
+                else:
+                    jobs.append(job)
+            if not jobs:
+                continue
             for runtime, _, _ in jobs:
                 runtime.batcher.inline_below = 0.0  # a shadow never runs on the event loop
             started = time.perf_counter()
@@ -240,8 +267,36 @@ class RolloutController:
                         await self.served.load_version(plan.model, str(version))
                     except ModelmonError as exc:
                         logger.error("rollout of %s: cannot load version %s: %s", plan.model, version, exc.message)
+            if plan.state == RUNNING and plan.mode == "shadow":
+                self.start_shadow_counters(plan)
             if plan.state == RUNNING:
+                self.watch(plan)
                 await self.evaluate(plan)
+
+    def watch(self, plan: Rollout) -> None:
+        """Count what the plan's gates need beyond the monitors' own counters."""
+        loaded = self.served.runtimes.get(plan.model, {})
+        candidate, primary = loaded.get(str(plan.candidate_version)), loaded.get(str(plan.primary_version))
+        if "estimated_error" in plan.gates and candidate is not None and primary is not None:
+            watch_exceedances(primary, candidate)
+
+    def start_shadow_counters(self, plan: Rollout) -> None:
+        """Export the shadow comparison's counters at 0 from the moment this replica sees
+        a shadow rollout (as the decision counters are), so a rate over them has a start
+        even when the first copies are compared before the first scrape: agree and
+        disagree rows for a classifier, compared rows and their absolute difference for a
+        regressor."""
+        candidate = self.served.runtimes.get(plan.model, {}).get(str(plan.candidate_version))
+        if candidate is None:
+            return
+        outcomes: tuple[str, ...]
+        if candidate.card.signature.task.is_classification:
+            outcomes = ("agree", "disagree")
+        else:
+            outcomes = ("compared",)
+            self.shadow_difference.setdefault(plan.model, 0.0)
+        for outcome in outcomes:
+            self.shadow_rows.setdefault((plan.model, outcome), 0.0)
 
     async def evaluate(self, plan: Rollout) -> None:
         loaded = self.served.runtimes.get(plan.model, {})
@@ -336,7 +391,9 @@ class RolloutCollector:
             counters[f.ROLLOUT_SHADOW_DIFFERENCE.name].add_metric([model], total)
         for model, plan in sorted(controller.plans.items()):
             evidence = controller.evidence.get(plan.id)
-            if evidence is None or plan.state != RUNNING:
+            # Kept after the rollout ended: the bounds this replica last computed, the ones
+            # its decision (or the one it followed) was made on.
+            if evidence is None:
                 continue
             for gate, result in evidence.results.items():
                 gauges[f.ROLLOUT_GATE_BOUND.name].add_metric([model, gate, "low"], result.low)

@@ -4,7 +4,8 @@ version's monitor, its default margin, and the sequential test that decides it.
 Every gate compares one *bad share* of the candidate with the primary's, each a mean of
 values in [0, 1]: requests answered with a server error, requests slower than the
 primary's p99, rows' expected error from CBPE (one minus a row's calibrated probability
-of being right), labelled rows predicted wrong. The statistic is the always-valid interval
+of being right), labelled rows predicted wrong, a regressor's rows whose expected |error|
+exceeds the primary's validation MAE. The statistic is the always-valid interval
 of the difference, candidate minus primary (``monitoring.sequential``), at the gate's
 share of the rollout's false-alarm rate:
 
@@ -27,8 +28,9 @@ import numpy as np
 
 from modelmon.monitoring.metrics import GRPC_INFER, LATENCY_BUCKETS
 from modelmon.monitoring.sequential import difference_interval
-from modelmon.monitoring.tasks import ClassificationCounts
+from modelmon.monitoring.tasks import ClassificationCounts, ErrorEstimator, RegressionCounts
 from modelmon.serving.runtime import ModelRuntime
+from modelmon.types import FeatureBatch
 
 Verdict = Literal["fail", "pass", "wait"]
 #: The endpoints whose requests a model answers (the others are metadata); gRPC's exists
@@ -98,6 +100,52 @@ def _labelled_errors(runtime: ModelRuntime) -> np.ndarray:
     return np.array([rows - float(np.trace(cells.reshape(classes, classes))), rows])
 
 
+class Exceedances:
+    """A regressor version's label-free error estimate (``registry.loss_estimator``), wrapped
+    to also count the rows whose expected |error| exceeds ``threshold``: (rows above, rows
+    estimated). The monitor keeps only sums of the estimate, which are unbounded; this share
+    is a mean of 0/1 values, so the gates' interval applies to it. Called by the monitor's
+    settle, one call at a time (its lock)."""
+
+    def __init__(self, inner: ErrorEstimator, threshold: float) -> None:
+        self.inner = inner
+        self.threshold = threshold
+        self.counts = np.zeros(2)
+
+    def expected_errors(self, features: FeatureBatch, predicted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        absolute, squared = self.inner.expected_errors(features, predicted)
+        finite = np.isfinite(absolute) & np.isfinite(squared)  # the rows the monitor counts
+        self.counts += (np.count_nonzero(absolute[finite] > self.threshold), np.count_nonzero(finite))
+        return absolute, squared
+
+
+def watch_exceedances(primary: ModelRuntime, candidate: ModelRuntime) -> None:
+    """Count, in both versions, the rows whose expected |error| exceeds the primary's mean
+    absolute error on its validation rows (its estimator's reference error): what the
+    ``estimated_error`` gate compares. A version without an estimator counts nothing."""
+    reference = getattr(_estimator(primary), "reference", None)
+    if reference is None:
+        return
+    for runtime in (primary, candidate):
+        task, inner = runtime.monitor.task, _estimator(runtime)
+        if not isinstance(task, RegressionCounts) or inner is None:
+            continue
+        if isinstance(task.estimator, Exceedances) and task.estimator.threshold == reference[0]:
+            continue
+        task.estimator = Exceedances(inner, float(reference[0]))  # a new threshold counts afresh
+
+
+def _estimator(runtime: ModelRuntime) -> Any:
+    """A regressor version's own estimator (unwrapped), or None."""
+    estimator = getattr(runtime.monitor.task, "estimator", None)
+    return estimator.inner if isinstance(estimator, Exceedances) else estimator
+
+
+def _exceedances(runtime: ModelRuntime) -> np.ndarray:
+    estimator = getattr(runtime.monitor.task, "estimator", None)
+    return estimator.counts.copy() if isinstance(estimator, Exceedances) else np.zeros(2)
+
+
 def _compare_shares(candidate: np.ndarray, primary: np.ndarray, alpha: float, margin: float, gate: str) -> GateResult:
     c, p = (float(candidate[0]), float(candidate[1])), (float(primary[0]), float(primary[1]))
     low, high = difference_interval(c, p, alpha)
@@ -140,6 +188,8 @@ class Gate:
     classifier_only: bool
     read: Callable[[ModelRuntime], np.ndarray]
     compare: Callable[[np.ndarray, np.ndarray, float, float, str], GateResult]
+    #: Only for regressors (their label-free error estimate).
+    regressor_only: bool = False
 
     def evaluate(self, candidate: np.ndarray, primary: np.ndarray, alpha: float, margin: float) -> GateResult:
         return self.compare(candidate, primary, alpha, margin, self.name)
@@ -156,7 +206,10 @@ GATES: dict[str, Gate] = {
              "predicted rows", 0.02, True, _estimated_errors, _compare_shares),
         Gate("quality", "Labelled rows predicted wrong (realized quality, as labels arrive).",
              "labelled rows", 0.02, True, _labelled_errors, _compare_shares),
+        Gate("estimated_error", "A regressor's rows whose expected |error| (its label-free estimate) exceeds the "
+             "primary's validation MAE, before labels.",
+             "estimated rows", 0.05, False, _exceedances, _compare_shares, regressor_only=True),
     )
 }
 #: The gates a rollout uses unless told otherwise.
-DEFAULT_GATES = ("errors", "latency", "estimated_quality")
+DEFAULT_GATES = ("errors", "latency", "estimated_quality", "estimated_error")

@@ -80,7 +80,9 @@ def _steps(value: Any, mode: str) -> list[float]:
 
 def _gates(value: Any, card: ModelCard) -> list[str]:
     if value is None:
-        names = [g for g in DEFAULT_GATES if card.signature.task.is_classification or not GATES[g].classifier_only]
+        classifier = card.signature.task.is_classification
+        names = [g for g in DEFAULT_GATES if not (GATES[g].classifier_only and not classifier)
+                 and not (GATES[g].regressor_only and classifier)]
     elif not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
         raise RolloutInputError(f"gates must be a non-empty list of gate names ({', '.join(GATES)}), got {value!r}")
     else:
@@ -90,6 +92,8 @@ def _gates(value: Any, card: ModelCard) -> list[str]:
             raise RolloutInputError(f"gates: unknown gate {name!r}; known gates: {', '.join(GATES)}")
         if GATES[name].classifier_only and not card.signature.task.is_classification:
             raise RolloutInputError(f"gates: {name!r} needs a classifier; {card.name} is a {card.signature.task} model")
+        if GATES[name].regressor_only and card.signature.task.is_classification:
+            raise RolloutInputError(f"gates: {name!r} needs a regressor; {card.name} is a {card.signature.task} model")
     return names
 
 
