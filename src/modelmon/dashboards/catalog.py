@@ -259,7 +259,8 @@ def rollout() -> Row:
                                    f'sum(rate({shadow_rows}, outcome=~"agree|disagree"}}[$__rate_interval]))', "agreement"),),
               width=12, min=0, max=1),
         Panel("timeseries", "Shadow copies by outcome", "Copies of requests sent to a shadow candidate per second, by outcome "
-              "(modelmon_rollout_shadow_total): answered, failed, timed_out, and dropped when its queue was full.",
+              "(modelmon_rollout_shadow_total): answered, failed, timed_out, dropped when its queue was full, and shed while the "
+              "primary was busy.",
               "ops", (Prom(f"sum by (outcome) (rate(modelmon_rollout_shadow_total{{{MODEL}}}[$__rate_interval]))", "{{outcome}}"),),
               width=12, min=0),
     ), only_if=HAD_ROLLOUT)

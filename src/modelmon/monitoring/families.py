@@ -178,7 +178,7 @@ ROLLOUT_DECISIONS = Family(
 )
 ROLLOUT_SHADOW = Family(
     "modelmon_rollout_shadow", "counter", ("model", "outcome"),
-    "Shadow copies of requests, by outcome: answered, failed, timed_out, dropped (queue full).",
+    "Shadow copies of requests, by outcome: answered, failed, timed_out, dropped (queue full), shed (the primary was busy).",
 )
 ROLLOUT_SHADOW_ROWS = Family(
     "modelmon_rollout_shadow_rows", "counter", ("model", "outcome"),
