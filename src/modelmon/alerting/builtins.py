@@ -172,11 +172,12 @@ def _quote(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def _query(promql_format: str, *labels: str, fmt: str = 'printf "%.4g"') -> str:
+def _query(promql_format: str, *labels: str, fmt: str = 'printf "%.4g"', show: str = "value") -> str:
     """A Prometheus template that runs ``promql_format`` (printf-formatted with the alert's
-    labels) and prints its first value; empty when the query returns nothing."""
+    labels) and prints ``show`` of its first sample (its value, or ``label "name"``) through
+    ``fmt``; empty when the query returns nothing."""
     args = " ".join(f"$labels.{label}" for label in labels)
-    return f"{{{{ with printf `{promql_format}` {args} | query }}}}{{{{ . | first | value | {fmt} }}}}{{{{ end }}}}"
+    return f"{{{{ with printf `{promql_format}` {args} | query }}}}{{{{ . | first | {show} | {fmt} }}}}{{{{ end }}}}"
 
 
 class Builder:
@@ -1103,10 +1104,9 @@ class Builder:
         expr = (f"sum by ({by}) (increase({counter}[{s.window}])) > 0\nor\n"
                 f"sum by ({by}) ({counter} unless {counter} offset {s.window}) > 0")
         where = 'cluster=%[1]q, namespace=%[2]q, job=%[3]q, model=%[4]q, state="rolled_back"'
-        args = "$labels.cluster $labels.namespace $labels.job $labels.model"
         candidate = Threshold(
-            f"{{{{ with printf `max by (candidate) (modelmon_rollout_state{{{where}}} == 1)` {args} | query }}}}"
-            '{{ . | first | label "candidate" | printf "version %s" }}{{ end }}',
+            _query(f"max by (candidate) (modelmon_rollout_state{{{where}}} == 1)", "cluster", "namespace", "job", "model",
+                   show='label "candidate"', fmt='printf "version %s"'),
             # Grafana's alert templates cannot query: name where to read it.
             "see `modelmon rollout status {{ $labels.model }}`",
         )
