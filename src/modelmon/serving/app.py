@@ -45,8 +45,8 @@ from modelmon.serving.feedback import FeedbackJoiner, FeedbackResult, count_matc
 from modelmon.serving.openapi import openapi_document
 from modelmon.serving.prediction_log import PredictionLog
 from modelmon.serving.recent import RecentPredictions
-from modelmon.serving.rollout import RolloutController
-from modelmon.serving.runtime import PREDICTION_IDS, ModelRuntime
+from modelmon.serving.rollout import ROW_VERSIONS, RolloutController
+from modelmon.serving.runtime import PREDICTION_IDS, ModelRuntime, Prediction
 from modelmon.serving.settings import ServingSettings
 from modelmon.store import open_store
 from modelmon.types import FeatureBatch, ModelOutput
@@ -54,6 +54,9 @@ from modelmon.types import FeatureBatch, ModelOutput
 JSON = "application/json"
 #: Endpoints whose unversioned requests a rollout routes (metadata and feedback are not).
 ROUTED_ENDPOINTS = frozenset({"infer", "predict"})
+#: The request scope's list of the versions' metrics a request is counted on when a sticky
+#: canary's rows decided it (``ModelServer.answer``); absent or empty: the resolved version's.
+COUNTED = "modelmon.counted"
 #: Endpoints that need the API token, without and with --token-for-inference.
 PROTECTED_ENDPOINTS = {
     False: frozenset({"feedback", "repository"}),
@@ -287,15 +290,19 @@ class ModelServer:
             finally:
                 metrics.inflight.dec()
         except ModelmonError as exc:
-            metrics.count_error(exc.reason)
+            for counted in request.scope.get(COUNTED) or (metrics,):
+                counted.count_error(exc.reason)
             response = json_response({"error": exc.message}, exc.status_code)
             if exc.status_code == 401:
                 response.headers["WWW-Authenticate"] = "Bearer"
         except Exception as exc:  # a bug of ours: say so, count it, keep serving
             logger.exception("unexpected error on %s %s", request.method, request.url.path)
-            metrics.count_error("internal_error")
+            for counted in request.scope.get(COUNTED) or (metrics,):
+                counted.count_error("internal_error")
             response = json_response({"error": f"internal error: {type(exc).__name__}"}, 500)
-        metrics.observe_request(endpoint, response.status_code, time.perf_counter() - started)
+        seconds = time.perf_counter() - started
+        for counted in request.scope.get(COUNTED) or (metrics,):
+            counted.observe_request(endpoint, response.status_code, seconds)
         return response
 
     # -- endpoint bodies --------------------------------------------------------------
@@ -307,11 +314,14 @@ class ModelServer:
         batch = runtime.validator.from_tensors(infer_request.inputs)
         if infer_request.id is None:
             infer_request.id = codecs.new_request_id()
-        prediction = await runtime.predict(batch)
+        runtime, prediction, versions = await self.answer(
+            runtime, batch, request.path_params.get("version"), request.scope.setdefault(COUNTED, [])
+        )
         self.mirror(request, batch, prediction.output)
         outputs = runtime.outputs.tensors(prediction.output, prediction.ids)
         content, header_length = codecs.encode_infer_response(
-            runtime.name, runtime.version, infer_request, outputs
+            runtime.name, runtime.version, infer_request, outputs,
+            None if versions is None else {ROW_VERSIONS: ",".join(versions)},
         )
         if header_length is None:
             return Response(content, media_type=JSON)
@@ -326,9 +336,14 @@ class ModelServer:
         if not isinstance(payload, dict) or "instances" not in payload:
             raise MalformedRequestError('expected {"instances": [{"feature": value, ...}, ...]}')
         batch = runtime.validator.from_records(payload["instances"])
-        prediction = await runtime.predict(batch)
+        runtime, prediction, versions = await self.answer(
+            runtime, batch, request.path_params.get("version"), request.scope.setdefault(COUNTED, [])
+        )
         self.mirror(request, batch, prediction.output)
         predictions = runtime.outputs.records(prediction.output, prediction.ids)
+        if versions is not None:  # a split sticky canary: each row says its version
+            for record, version in zip(predictions, versions, strict=True):
+                record["model_version"] = version
         return json_response({"model_name": runtime.name, "model_version": runtime.version, "predictions": predictions})
 
     async def repository(self, request: Request) -> Response:
@@ -367,6 +382,19 @@ class ModelServer:
         if routed is None:
             return version, None
         return routed, self.rollouts.shadow_target(name, routed)
+
+    async def answer(
+        self, runtime: ModelRuntime, batch: FeatureBatch, requested: str | None, counted: list[RequestMetrics]
+    ) -> tuple[ModelRuntime, Prediction, list[str] | None]:
+        """The routed version's prediction of a validated request. A canary sticky by a
+        feature (docs/rollout.md) decides here, row by row, what ``route`` could not before
+        the body was decoded: it returns the version that answered (the primary when the
+        rows were split) and, for a split, each row's version; ``counted`` gets the metrics
+        the request is counted on when not ``runtime``'s. The one path of REST and gRPC."""
+        sticky = self.rollouts.sticky(runtime, requested) if self.rollouts is not None else None
+        if sticky is None:
+            return runtime, await runtime.predict(batch), None
+        return await sticky.predict(batch, counted)
 
     def mirror(self, request: Request, batch: FeatureBatch, answered: ModelOutput) -> None:
         """A copy of an answered request's rows to a shadow candidate, if one is chosen,

@@ -276,8 +276,10 @@ def encode_infer_response(
     model_version: str,
     request: InferRequest,
     outputs: list[TensorOutput],
+    parameters: dict[str, Any] | None = None,
 ) -> tuple[bytes, int | None]:
-    """The response body, and the JSON header's length when any output is binary."""
+    """The response body, and the JSON header's length when any output is binary;
+    ``parameters``: the response's V2 parameters, if any."""
     if request.requested_outputs is not None:
         check_requested_outputs(request, tuple(o.name for o in outputs))
         by_name = {o.name: o for o in outputs}
@@ -301,14 +303,15 @@ def encode_infer_response(
             # orjson serialises numeric numpy arrays natively, but not strings.
             entry["data"] = data.tolist() if data.dtype.kind in "OUS" else data
         response_outputs.append(entry)
-    header = dumps(
-        {
-            "model_name": model_name,
-            "model_version": model_version,
-            "id": request.id,
-            "outputs": response_outputs,
-        }
-    )
+    response: dict[str, Any] = {
+        "model_name": model_name,
+        "model_version": model_version,
+        "id": request.id,
+        "outputs": response_outputs,
+    }
+    if parameters:
+        response["parameters"] = parameters
+    header = dumps(response)
     if not binary_parts:
         return header, None
     return header + b"".join(binary_parts), len(header)

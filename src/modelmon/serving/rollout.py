@@ -39,8 +39,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from modelmon.errors import ModelmonError
 from modelmon.monitoring import families
+from modelmon.monitoring.metrics import RequestMetrics
 from modelmon.serving.rollout_gates import GATES, GateResult, answered_requests, watch_exceedances
-from modelmon.serving.runtime import ModelRuntime
+from modelmon.serving.runtime import ModelRuntime, Prediction
 from modelmon.store import Store, rollouts
 from modelmon.store.rollouts import RUNNING, Rollout, RolloutConflict
 from modelmon.types import FeatureBatch, ModelOutput
@@ -54,6 +55,9 @@ SHADOW_OUTCOMES = ("answered", "failed", "timed_out", "dropped", "shed")
 SHADOW_SPARE_INFLIGHT = 1
 #: Most shadow copies sent to the candidates at once.
 SHADOW_BATCH = 64
+#: The V2 response parameter of a request whose rows a sticky canary split between the two
+#: versions: each row's version, comma-separated, in row order ("1,2,1").
+ROW_VERSIONS = "model_versions"
 
 
 class Served(Protocol):
@@ -78,8 +82,95 @@ class Evidence:
 
 
 def sticky_share(key: str) -> float:
-    """A header value's place in [0, 1): the same on every replica and after restarts."""
+    """A header or feature value's place in [0, 1): the same on every replica and after restarts."""
     return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big") / 2**64
+
+
+def feature_key(value: Any) -> str | None:
+    """The canonical text of a validated feature value that ``sticky_share`` hashes: a
+    category as it is; a number without a fractional part as an integer (1, 1.0 and True
+    give "1", so a client's JSON spelling does not change a customer's version, and a header
+    "1" lands where the feature value 1 does); any other number as Python's shortest
+    round-tripping repr ("0.5"). None for a missing value (null or NaN)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value
+    number = float(value)
+    if number != number:
+        return None
+    if number.is_integer():
+        return str(int(number))
+    return repr(number)
+
+
+@dataclass(slots=True)
+class StickyCanary:
+    """A canary step that sends each row to the version its sticky feature's value hashes to
+    (``RolloutController.sticky``): one customer, one version, whatever the request holds."""
+
+    primary: ModelRuntime
+    candidate: ModelRuntime
+    feature: str
+    share: float
+
+    def places(self, batch: FeatureBatch) -> np.ndarray:
+        """Each row's place in [0, 1): its feature value's hash; a random draw for a missing
+        value (as a request without the sticky header gets)."""
+        signature = self.primary.card.signature
+        spec = next(f for f in signature.features if f.name == self.feature)
+        if spec.is_categorical:
+            column = batch.categorical[:, signature.categorical_features.index(spec)]
+        else:
+            column = batch.numeric[:, signature.numeric_features.index(spec)]
+        keys = [feature_key(v) for v in column.tolist()]
+        return np.array([random.random() if k is None else sticky_share(k) for k in keys])
+
+    async def predict(self, batch: FeatureBatch, counted: list[RequestMetrics]) -> tuple[ModelRuntime, Prediction, list[str] | None]:
+        """The request answered row by row by each row's version. When every row falls on one
+        side, that version answers it whole, exactly as if the request had been routed to it
+        (and the request is counted on it); otherwise each version answers its rows in one
+        model call each, both at once, and the answers are merged back in row order, with
+        the version of each row. A split request is counted on both versions (each answered
+        it in part), a failed one on the version(s) that failed. ``counted``: filled with the
+        metrics the request is to be counted on, when not the primary's alone."""
+        to_candidate = self.places(batch) < self.share
+        if to_candidate.all():
+            counted[:] = [self.candidate.metrics]
+            return self.candidate, await self.candidate.predict(batch), None
+        if not to_candidate.any():
+            return self.primary, await self.primary.predict(batch), None
+        sides = [(self.primary, np.flatnonzero(~to_candidate)), (self.candidate, np.flatnonzero(to_candidate))]
+        calls = [asyncio.ensure_future(r.predict(FeatureBatch(batch.numeric[rows], batch.categorical[rows])))
+                 for r, rows in sides]
+        await asyncio.wait(calls)
+        failed = [(r, call.exception()) for (r, _), call in zip(sides, calls, strict=True)]
+        failed = [(r, error) for r, error in failed if error is not None]
+        if failed:
+            counted[:] = [r.metrics for r, _ in failed]
+            error = failed[0][1]
+            assert error is not None
+            raise error
+        answers = [call.result() for call in calls]
+        return self.primary, merge(batch.n_rows, [rows for _, rows in sides], answers), [
+            self.candidate.version if c else self.primary.version for c in to_candidate.tolist()
+        ]
+
+
+def merge(n_rows: int, rows: list[np.ndarray], parts: list[Prediction]) -> Prediction:
+    """Predictions of disjoint row sets put back in the request's row order."""
+    ids: list[str] = [""] * n_rows
+    predicted = np.empty(n_rows, dtype=np.result_type(*(p.output.predicted for p in parts)))
+    probabilities = None
+    if parts[0].output.probabilities is not None:
+        probabilities = np.empty((n_rows, parts[0].output.probabilities.shape[1]))
+    for where, part in zip(rows, parts, strict=True):
+        for i, pid in zip(where.tolist(), part.ids, strict=True):
+            ids[i] = pid
+        predicted[where] = part.output.predicted
+        if probabilities is not None:
+            probabilities[where] = part.output.probabilities
+    return Prediction(ids=ids, output=ModelOutput(predicted, probabilities))
 
 
 class RolloutController:
@@ -138,9 +229,27 @@ class RolloutController:
             return None
         if plan.mode == "shadow" or candidate not in loaded:
             return primary
+        if plan.sticky_feature:
+            # Decided row by row once the body is decoded (``sticky``); the primary validates it.
+            return primary
         key = headers.get(plan.sticky_header) if plan.sticky_header else None
         place = sticky_share(key) if key is not None else random.random()
         return candidate if place < plan.share else primary
+
+    def sticky(self, runtime: ModelRuntime, requested: str | None) -> StickyCanary | None:
+        """The canary that decides each row of this request by a feature's value: an
+        unversioned request (``requested``: the version asked for, None or "latest") that
+        ``route`` gave to the primary of a running canary with a sticky feature, while the
+        candidate is loaded. None otherwise: ``runtime`` answers the request as it is."""
+        plan = self.plans.get(runtime.name)
+        if plan is None or plan.sticky_feature is None or (requested is not None and requested != "latest"):
+            return None
+        if plan.state != RUNNING or plan.mode != "canary" or runtime.version != str(plan.primary_version):
+            return None
+        candidate = self.served.runtimes.get(runtime.name, {}).get(str(plan.candidate_version))
+        if candidate is None:
+            return None
+        return StickyCanary(runtime, candidate, plan.sticky_feature, plan.share)
 
     def shadow_target(self, name: str, version: str) -> ModelRuntime | None:
         """The candidate a copy of this request should go to, if any (shadow mode, the

@@ -72,6 +72,7 @@ def start(
     alpha: Annotated[float, typer.Option("--alpha", help="False-alarm rate of the whole rollout, split among its gates.")] = 0.05,
     min_requests: Annotated[int, typer.Option("--min-requests", help="Requests the candidate answers in a step before it may pass.")] = 100,
     sticky_header: Annotated[str | None, typer.Option("--sticky-header", help="Canary: the request header whose value decides the version, so one caller sees one version.")] = None,
+    sticky_feature: Annotated[str | None, typer.Option("--sticky-feature", help="Canary: the feature whose value decides each row's version, so one customer sees one version (not with --sticky-header).")] = None,
     registry: RegistryOption = None,
     store: StoreOption = None,
 ) -> None:
@@ -87,6 +88,7 @@ def start(
         optional = {
             "steps": _list(steps, "--steps", float), "gates": _list(gates, "--gates"), "margins": _margins(margin),
             "primary": primary, "sticky_header": sticky_header,
+            "sticky_feature": sticky_feature,
         }
         payload.update({k: v for k, v in optional.items() if v is not None})
         started = rollout_commands.start(open_store(store), Registry(registry), model, payload, "cli")

@@ -24,6 +24,7 @@ def start(store: Store, registry: Registry, model: str, payload: Any, by: str) -
             store, model=spec.model, primary_version=spec.primary_version, candidate_version=spec.candidate_version,
             mode=spec.mode, steps=spec.steps, gates=spec.gates, margins=spec.margins, alpha=spec.alpha,
             min_requests=spec.min_requests, sticky_header=spec.sticky_header, decided_by=by,
+            sticky_feature=spec.sticky_feature,
         )
     except RolloutConflict as exc:
         raise RolloutConflictError(str(exc)) from None

@@ -24,7 +24,8 @@ DEFAULT_CANARY_STEPS = (1.0, 10.0, 50.0, 100.0)
 DEFAULT_SHADOW_STEPS = (100.0,)
 DEFAULT_ALPHA = 0.05
 DEFAULT_MIN_REQUESTS = 100
-FIELDS = frozenset({"candidate", "primary", "mode", "steps", "gates", "margins", "alpha", "min_requests", "sticky_header"})
+FIELDS = frozenset({"candidate", "primary", "mode", "steps", "gates", "margins", "alpha", "min_requests", "sticky_header",
+                    "sticky_feature"})
 #: An HTTP header name (RFC 9110 token characters).
 _HEADER = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}$")
 
@@ -41,6 +42,7 @@ class StartSpec:
     alpha: float
     min_requests: int
     sticky_header: str | None
+    sticky_feature: str | None = None
 
 
 def _version(value: Any, field: str, model: str, registry: Registry) -> int:
@@ -182,4 +184,20 @@ def parse_start(model: str, payload: Any, registry: Registry, latest: Rollout | 
         if mode != "canary":
             raise RolloutInputError("sticky_header: only a canary splits traffic by a key; a shadow copies it")
         sticky = sticky.lower()
-    return StartSpec(model, primary, candidate, mode, steps, gates, margins, alpha, min_requests, sticky)
+    feature = _sticky_feature(payload.get("sticky_feature"), primary_card, mode, sticky)
+    return StartSpec(model, primary, candidate, mode, steps, gates, margins, alpha, min_requests, sticky, feature)
+
+
+def _sticky_feature(value: Any, card: ModelCard, mode: str, header: str | None) -> str | None:
+    """A feature of the model's signature (the candidate takes the same ones: ``_compatible``)
+    whose value decides each row's version."""
+    if value is None:
+        return None
+    if header is not None:
+        raise RolloutInputError("sticky_feature: give sticky_header or sticky_feature, not both: one key decides the version")
+    names = card.signature.feature_names
+    if not isinstance(value, str) or value not in names:
+        raise RolloutInputError(f"sticky_feature: {value!r} is not a feature of {card.name} version {card.version}; its features: {names}")
+    if mode != "canary":
+        raise RolloutInputError("sticky_feature: only a canary splits traffic by a key; a shadow copies it")
+    return value

@@ -29,6 +29,7 @@ from sqlalchemy import (
     Integer,
     String,
     Table,
+    Text,
     select,
     text,
     update,
@@ -60,6 +61,7 @@ rollouts = Table(
     Column("alpha", Float, nullable=False),
     Column("min_requests", Integer, nullable=False),
     Column("sticky_header", String(64)),
+    Column("sticky_feature", Text),  # revision 0005
     Column("revision", Integer, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
@@ -105,6 +107,8 @@ class Rollout:
     revision: int
     created_at: datetime
     updated_at: datetime
+    #: A canary's feature whose value decides each row's version (docs/rollout.md).
+    sticky_feature: str | None = None
 
     @property
     def share(self) -> float:
@@ -125,7 +129,7 @@ class Rollout:
             "candidate": self.candidate_version, "mode": self.mode, "steps": self.steps,
             "step": self.step, "share": self.share, "state": self.state, "gates": self.gates,
             "margins": self.margins, "alpha": self.alpha, "min_requests": self.min_requests,
-            "sticky_header": self.sticky_header, "revision": self.revision,
+            "sticky_header": self.sticky_header, "sticky_feature": self.sticky_feature, "revision": self.revision,
             "created_at": self.created_at.isoformat(), "updated_at": self.updated_at.isoformat(),
         }
 
@@ -141,7 +145,8 @@ def _rollout(row: Any) -> Rollout:
         candidate_version=m["candidate_version"], mode=m["mode"], steps=[float(s) for s in m["steps"]],
         step=m["step"], state=m["state"], gates=list(m["gates"]["names"]),
         margins={k: float(v) for k, v in m["gates"]["margins"].items()}, alpha=m["alpha"],
-        min_requests=m["min_requests"], sticky_header=m["sticky_header"], revision=m["revision"],
+        min_requests=m["min_requests"], sticky_header=m["sticky_header"], sticky_feature=m["sticky_feature"],
+        revision=m["revision"],
         created_at=_aware(m["created_at"]), updated_at=_aware(m["updated_at"]),
     )
 
@@ -165,6 +170,7 @@ def create(
     min_requests: int,
     sticky_header: str | None,
     decided_by: str,
+    sticky_feature: str | None = None,
 ) -> Rollout:
     """A new running rollout at its first step (the caller checked every value). Raises
     RolloutConflict when a rollout of ``model`` is running already."""
@@ -176,7 +182,7 @@ def create(
             result = connection.execute(rollouts.insert().values(
                 model=model, primary_version=primary_version, candidate_version=candidate_version,
                 mode=mode, steps=steps, step=0, state=RUNNING, gates={"names": gates, "margins": margins},
-                alpha=alpha, min_requests=min_requests, sticky_header=sticky_header, revision=1,
+                alpha=alpha, min_requests=min_requests, sticky_header=sticky_header, sticky_feature=sticky_feature, revision=1,
                 created_at=now, updated_at=now,
             ))
             rollout_id = int(result.inserted_primary_key[0])  # type: ignore[index]

@@ -42,6 +42,7 @@ from modelmon.serving.grpc_v2.tensors import (
     encode_infer_response,
     metadata_message,
 )
+from modelmon.serving.rollout import ROW_VERSIONS
 from modelmon.serving.runtime import ModelRuntime
 
 SERVICE = "inference.GRPCInferenceService"
@@ -133,6 +134,7 @@ class InferenceService:
 
         name, version = (message.model_name, message.model_version) if message is not None else ("", "")
         shadow = None
+        counted: list[RequestMetrics] = []  # a sticky canary's versions this RPC is counted on (app.COUNTED)
         if message is not None:  # a rollout decides an unversioned request's version, as over REST
             metadata = {key: value for key, value in context.invocation_metadata() or () if isinstance(value, str)}
             routed, shadow = self.server.route(name, version or None, metadata)
@@ -148,13 +150,16 @@ class InferenceService:
             batch = runtime.validator.from_tensors(request.inputs)
             if request.id is None:
                 request.id = codecs.new_request_id()
-            prediction = await runtime.predict(batch)
+            runtime, prediction, versions = await self.server.answer(runtime, batch, message.model_version or None, counted)
             if shadow is not None and self.server.rollouts is not None:
                 self.server.rollouts.mirror(shadow, batch, prediction.output)
             outputs = runtime.outputs.tensors(prediction.output, prediction.ids)
-            return encode_infer_response(runtime.name, runtime.version, request, outputs)
+            response = encode_infer_response(runtime.name, runtime.version, request, outputs)
+            if versions is not None:  # rows a sticky canary split: each row's version, as over REST
+                response.parameters[ROW_VERSIONS].string_param = ",".join(versions)
+            return response
 
-        return await self._counted(context, GRPC_INFER, name, version, infer, failure=failure, protected=True)
+        return await self._counted(context, GRPC_INFER, name, version, infer, failure=failure, protected=True, counted=counted)
 
     async def _counted(
         self,
@@ -167,6 +172,7 @@ class InferenceService:
         name_field: str = "model_name",
         failure: ModelmonError | None = None,
         protected: bool = False,
+        counted: list[RequestMetrics] | None = None,
     ) -> Response:
         """Resolve the model, check the token, run ``body``, and count the RPC whatever
         happens, as ``ModelServer.model_endpoint`` does for HTTP. ``failure``: an error found
@@ -193,15 +199,19 @@ class InferenceService:
         except Answered as answered:
             response, status = answered.response, answered.status
         except ModelmonError as exc:
-            metrics.count_error(exc.reason)
+            for each in counted or (metrics,):
+                each.count_error(exc.reason)
             status = exc.status_code
             error = Failed(STATUS_FOR_HTTP.get(status, grpc.StatusCode.INTERNAL), exc.message)
         except Exception as exc:  # a bug of ours: say so, count it, keep serving
             logger.exception("unexpected error in gRPC %s", endpoint)
-            metrics.count_error("internal_error")
+            for each in counted or (metrics,):
+                each.count_error("internal_error")
             status = 500
             error = Failed(grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}")
-        metrics.observe_request(endpoint, status, time.perf_counter() - started)
+        seconds = time.perf_counter() - started
+        for each in counted or (metrics,):
+            each.observe_request(endpoint, status, seconds)
         if error is not None:
             await context.abort(error.code, error.details)
         assert response is not None
