@@ -192,3 +192,18 @@ def test_the_estimated_error_gate_counts_rows_above_the_primarys_validation_mae(
     primary.monitor.task.estimator.expected_errors(None, np.array([1.0, 2.0]))
     assert GATES["estimated_error"].read(candidate).tolist() == [2.0, 3.0]
     assert GATES["estimated_error"].read(primary).tolist() == [0.0, 2.0]
+
+
+def test_a_sticky_features_value_is_hashed_in_one_canonical_spelling():
+    from modelmon.serving.rollout import feature_key
+
+    assert feature_key(1) == feature_key(1.0) == feature_key(True) == feature_key(np.float64(1.0)) == "1"
+    assert feature_key(-0.0) == "0" and feature_key(0.5) == "0.5" and feature_key(1e20) == "100000000000000000000"
+    assert feature_key("gold") == "gold"
+    assert feature_key(None) is None and feature_key(float("nan")) is None  # missing: a random draw, as no header
+    # An unversioned request of a canary sticky by a feature goes to the primary, which
+    # validates it; its rows are routed once decoded (RolloutController.sticky).
+    sticky = controller(plan(step=1))
+    sticky.plans["m"] = Rollout(**{**{f: getattr(plan(step=1), f) for f in Rollout.__dataclass_fields__},
+                                   "sticky_feature": "customer"})
+    assert {sticky.route("m", {}) for _ in range(50)} == {"1"}

@@ -90,6 +90,9 @@ SCHEMAS: dict[str, Any] = {
             "model_version": {"type": "string"},
             "id": {"type": "string"},
             "outputs": {"type": "array", "items": _ref("TensorOutput")},
+            "parameters": {"type": "object", "properties": {"model_versions": {
+                "type": "string", "description": "Only when a canary sticky by a feature split the rows "
+                "between two versions: each row's version, comma-separated, in row order (docs/rollout.md)."}}},
         },
     },
     "RecordsRequest": {
@@ -166,6 +169,7 @@ SCHEMAS: dict[str, Any] = {
             "alpha": {"type": "number", "description": "The rollout's false-alarm rate, split among its gates."},
             "min_requests": {"type": "integer", "description": "Requests the candidate answers in a step before it may pass."},
             "sticky_header": {"type": "string", "description": "Canary: the header whose value decides the version."},
+            "sticky_feature": {"type": "string", "description": "Canary: the feature whose value decides each row's version (not with sticky_header)."},
         },
     },
     "ModelMetadata": {

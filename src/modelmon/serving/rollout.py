@@ -140,6 +140,7 @@ class StickyCanary:
             return self.candidate, await self.candidate.predict(batch), None
         if not to_candidate.any():
             return self.primary, await self.primary.predict(batch), None
+        counted[:] = [self.primary.metrics, self.candidate.metrics]
         sides = [(self.primary, np.flatnonzero(~to_candidate)), (self.candidate, np.flatnonzero(to_candidate))]
         calls = [asyncio.ensure_future(r.predict(FeatureBatch(batch.numeric[rows], batch.categorical[rows])))
                  for r, rows in sides]
