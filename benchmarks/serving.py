@@ -22,6 +22,15 @@ request, side by side in the same rounds; and each runtime's in-process per-call
     python benchmarks/serving.py --trees none    # without the tree study
     python benchmarks/serving.py --trees-only    # the tree study alone (about 20 minutes): serving_trees.json
     python benchmarks/serving.py --regression-only  # a regressor, everything on vs off (about 4 minutes)
+    python benchmarks/serving.py --shadow-only   # with and without a shadow rollout (about 4 minutes)
+
+``--shadow-only`` (issue 19): what a shadow rollout costs the callers. The classifier registered twice (version 2 is
+the same model), served as version 1 by two modelmon servers, everything on, side by side: one following a running
+shadow rollout of version 2 that copies all traffic (created in its store before it starts, with gates that never
+end it), one without; one row per request. Reported: p50, p99 and requests/s of each, and their ratios shadow /
+none at each concurrency (medians of per-round ratios), and the shadow copies by outcome in the last round (a copy
+is shed while the model serves more than one request: docs/rollout.md); writes benchmarks/results/rollout_shadow.json
+and its README section (serving-shadow). ``benchmarks/rollout_shadow.py`` runs the same.
 
 ``--regression-only`` (issue 18): a scikit-learn ``Ridge`` on ``make_regression`` (30 features), registered with
 reference and validation data (so the prediction bins, the baseline and the label-free loss estimator exist),
@@ -62,6 +71,7 @@ RESULTS = HERE / "results" / "serving.json"
 TREE_RESULTS = HERE / "results" / "serving_trees.json"
 REGRESSION_RESULTS = HERE / "results" / "serving_regression.json"
 REGRESSION_MODEL = "reg"
+SHADOW_RESULTS = HERE / "results" / "rollout_shadow.json"
 README = HERE / "README.md"
 MODEL_NAME = "bc"
 LEVELS = (1, 8, 32)
@@ -433,9 +443,10 @@ def cancer_frame():
     return frame
 
 
-def prepare_modelmon(workdir: Path) -> Path:
+def prepare_modelmon(workdir: Path, versions: int = 1) -> Path:
     """Register the model with its reference and validation data, so the reference profile
-    exists and drift accounting runs on every batch (as ``modelmon register --reference``)."""
+    exists and drift accounting runs on every batch (as ``modelmon register --reference``);
+    ``versions`` times (the shadow case's candidate is the same model again)."""
     from sklearn.linear_model import LogisticRegression
 
     from modelmon.registry import register_model
@@ -444,8 +455,10 @@ def prepare_modelmon(workdir: Path) -> Path:
     X = frame.drop(columns="target")
     model = LogisticRegression(max_iter=10000).fit(X, frame["target"])
     registry = workdir / "registry"
-    card = register_model(model, name=MODEL_NAME, reference=frame, target="target", validation=frame, registry=registry)
-    assert card.reference_profile is not None, "the benchmark needs the reference profile"
+    for _ in range(versions):
+        card = register_model(model, name=MODEL_NAME, reference=frame, target="target", validation=frame,
+                              registry=registry)
+        assert card.reference_profile is not None, "the benchmark needs the reference profile"
     return registry
 
 
@@ -542,6 +555,114 @@ def regression_markdown(result: dict) -> str:
 
 
 EXTRA_KEYS = ("batch64_on", "batch64_off", "batch1_off")
+
+
+# -- the shadow case (issue 19) ---------------------------------------------------------
+
+SHADOW_KEYS = {"modelmon_shadow": "modelmon, everything on, shadow rollout copying all traffic",
+               "modelmon": "modelmon, everything on, no rollout"}
+
+
+@dataclass
+class ShadowServer(Server):
+    """A modelmon server that reads its shadow counters (modelmon_rollout_shadow_total by
+    outcome) before it stops: the copies answered and shed under the load just measured."""
+
+    copies: dict[str, float] = field(default_factory=dict)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            try:
+                _, content = http_request(self.port, "GET", "/metrics")
+                self.copies = {m.group(1): float(m.group(2)) for m in re.finditer(
+                    r'^modelmon_rollout_shadow_total\{model="[^"]*",outcome="(\w+)"\} (\S+)$', content.decode(), re.M)}
+            except OSError:
+                pass
+        super().stop()
+
+
+def prepare_shadow(registry: Path) -> None:
+    """A running shadow rollout of version 2 (the same model) against version 1, copying all
+    traffic, in the store of the shadow server's MODELMON_HOME (``modelmon_server``'s), so the
+    server follows it from its start. Its only gate, ``errors``, on a candidate that never
+    fails, with a billion requests a step: it runs through every round."""
+    from modelmon.registry.store import Registry
+    from modelmon.serving import rollout_commands
+    from modelmon.store import open_store
+
+    home = registry.parent / "home-modelmon_shadow"
+    home.mkdir(exist_ok=True)
+    rollout_commands.start(open_store(home / "modelmon.db"), Registry(registry), MODEL_NAME, {
+        "candidate": 2, "primary": 1, "mode": "shadow", "gates": ["errors"], "min_requests": 10**9}, "benchmark")
+
+
+def shadow_server(key: str, registry: Path) -> Server:
+    """modelmon serving version 1 only (``--model bc:1``): the rollout loads the candidate."""
+    server = modelmon_server(key, SHADOW_KEYS[key], registry, [])
+    server.command[server.command.index("--model") + 1] = f"{MODEL_NAME}:1"
+    return ShadowServer(**{f: getattr(server, f) for f in Server.__dataclass_fields__})
+
+
+def shadow_ratios(rounds: list[dict], levels: tuple[int, ...]) -> dict:
+    """Per level, medians over rounds of shadow / none: ``ratios``' requests/s and p99, and p50."""
+    out = ratios(rounds, "modelmon_shadow", "modelmon", levels)
+    both = [r for r in rounds if "modelmon_shadow" in r and "modelmon" in r]
+    for c in out:
+        per = [r["modelmon_shadow"]["levels"][c]["p50_ms"] / r["modelmon"]["levels"][c]["p50_ms"] for r in both]
+        out[c] |= {"p50_ratio": median(per), "per_round_p50_ratio": [round(x, 3) for x in per],
+                   "per_round_p99_ratio": [round(r["modelmon_shadow"]["levels"][c]["p99_ms"]
+                                                 / r["modelmon"]["levels"][c]["p99_ms"], 3) for r in both]}
+    return out
+
+
+def shadow_markdown(result: dict) -> str:
+    """The README section of a ``--shadow-only`` run."""
+    s, st = result["summary"], result["settings"]
+    levels = [str(c) for c in st["levels"]]
+    lines = ["## What a shadow rollout costs the callers (`serving.py --shadow-only`)", "",
+             "The classifier of the main table registered twice (version 2 is the same model), served as version 1 "
+             "by two modelmon servers with everything on, side by side: one following a running shadow rollout of "
+             "version 2 that copies all traffic (docs/rollout.md: a copy is shed while the model serves more than "
+             "one request, so the candidate only uses capacity the primary leaves idle), one with no rollout. One "
+             f"row per request, V2 JSON, `wrk` {result['versions']['wrk']}, one thread, concurrency "
+             f"{', '.join(levels)}, {st['duration_seconds']:g} s each after a {st['warmup_seconds']:g} s warm-up, "
+             f"{st['rounds']} rounds, each starting both servers afresh and loading them one after another at each "
+             "concurrency (order rotated); medians over rounds, ratios taken within a round. "
+             f"{result['machine']['cpus']} cores, shared with the load generator and with whatever else ran on the "
+             f"machine: the 1-minute load average went from {result['load_average_1min'][0]:.1f} to "
+             f"{result['load_average_1min'][1]:.1f} during the run. Run on {result['date']} with `{st['command']}` "
+             f"({result['seconds'] / 60:.0f} minutes).", "",
+             "| server | c | requests/s | p50 ms | p90 ms | p99 ms | CPU µs/request | errors |",
+             "|---|---|---|---|---|---|---|---|"]
+    for key, entry in s.items():
+        for c in levels:
+            x = entry["levels"][c]
+            lines.append(f"| {result['labels'][key]} | {c} | {x['requests_per_second']:,.0f} | {x['p50_ms']:.2f} | "
+                         f"{x['p90_ms']:.2f} | {x['p99_ms']:.2f} | {x.get('server_cpu_us_per_request', 0):.0f} | "
+                         f"{x['errors']} |")
+    per = result["ratios"].get("modelmon_shadow/modelmon", {})
+    if per:
+        lines += ["", "| shadow / none | " + " | ".join(f"c={c}" for c in levels) + " |",
+                  "|---|" + "---|" * len(levels),
+                  "| p50 | " + " | ".join(f"{per[c]['p50_ratio']:.2f}x" for c in levels) + " |",
+                  "| p99 | " + " | ".join(f"{per[c]['p99_ratio']:.2f}x" for c in levels) + " |",
+                  "| requests/s | " + " | ".join(f"{per[c]['throughput_ratio']:.2f}x" for c in levels) + " |",
+                  "| server CPU per request | " + " | ".join(
+                      f"{per[c]['cpu_per_request_ratio']:.2f}x" if "cpu_per_request_ratio" in per[c] else "-"
+                      for c in levels) + " |",
+                  "", "Per-round ratios, p99: " + "; ".join(f"c={c}: {per[c]['per_round_p99_ratio']}" for c in levels)
+                  + "; requests/s: " + "; ".join(f"c={c}: {per[c]['per_round_throughput_ratio']}" for c in levels) + "."]
+    copies = result.get("shadow_copies_last_round")
+    if copies:
+        lines += ["", "Shadow copies of the last round, over its warm-up and every concurrency, by outcome "
+                  "(`modelmon_rollout_shadow_total`): " + ", ".join(f"{k} {v:,.0f}" for k, v in copies.items()) + "."]
+    lines += ["", "Versions: " + ", ".join(f"{k} {val}" for k, val in result["versions"].items() if val) + ".", "",
+              "Servers as started (ports chosen free at run time):", ""]
+    lines += [f"- {result['labels'][key]}: `{command}`" for key, command in result["commands"].items()]
+    if result.get("failures"):
+        lines += ["", "Rounds (or parts) that failed and are left out of the medians:", ""]
+        lines += [f"- {f.splitlines()[0]}" for f in result["failures"]]
+    return "\n".join(lines).rstrip() + "\n"
 
 
 # -- the tree study (issue 17) ----------------------------------------------------------
@@ -989,6 +1110,8 @@ def main() -> None:
                         help=f"only the tree study; writes {TREE_RESULTS.relative_to(ROOT)} and its README section")
     parser.add_argument("--regression-only", action="store_true",
                         help=f"only a regressor, everything on vs monitoring off; writes {REGRESSION_RESULTS.relative_to(ROOT)}")
+    parser.add_argument("--shadow-only", action="store_true",
+                        help=f"only modelmon with and without a shadow rollout; writes {SHADOW_RESULTS.relative_to(ROOT)}")
     parser.add_argument("--baseline", default=None, metavar="REV",
                         help="also serve with the code of git revision REV (a worktree), everything on, side by side")
     parser.add_argument("--no-ceiling", action="store_true", help="without the bare ASGI app's reference row")
@@ -1005,10 +1128,12 @@ def main() -> None:
     peers_mode = args.peers or ("installed" if quick else "all")
     trees_only = args.trees_only
     regression_only = args.regression_only
-    if regression_only:  # a short run: issue 18's on/off ratio only
+    shadow_only = args.shadow_only
+    if regression_only or shadow_only:  # a short run: issue 18's on/off ratio, or issue 19's shadow/none
         duration = args.duration or (2.0 if quick else 10.0)
-        peers_mode, args.trees, args.no_batching_study = "none", "none", True
-    default_out = REGRESSION_RESULTS if regression_only else TREE_RESULTS if trees_only else RESULTS
+        peers_mode, args.trees, args.no_batching_study, args.no_ceiling = "none", "none", True, True
+    default_out = (REGRESSION_RESULTS if regression_only else SHADOW_RESULTS if shadow_only
+                   else TREE_RESULTS if trees_only else RESULTS)
     out_path = args.out or default_out
     write_readme = args.readme if args.readme is not None else (not quick and out_path == default_out)
     if shutil.which("wrk") is None:
@@ -1030,13 +1155,17 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="modelmon-bench-serving-"))
     try:
         registry = (workdir / "registry" if trees_only else prepare_regression(workdir) if regression_only
-                    else prepare_modelmon(workdir))
+                    else prepare_modelmon(workdir, versions=2 if shadow_only else 1))
+        if shadow_only:
+            prepare_shadow(registry)
         trees = prepare_trees(workdir, registry, frameworks)
         baseline = baseline_source(args.baseline, workdir) if args.baseline else None
 
         def factories() -> dict[str, object]:
             if trees_only:
                 return {}
+            if shadow_only:
+                return {key: lambda key=key: shadow_server(key, registry) for key in SHADOW_KEYS}
             if regression_only:
                 return {
                     "modelmon": lambda: regression_server("modelmon", "modelmon, everything on", registry, []),
@@ -1072,6 +1201,7 @@ def main() -> None:
         if quick:
             batch.pop("batch1_off", None)
         labels, commands, all_rounds, failures = {}, {}, [], []
+        copies: dict[str, float] = {}  # the shadow case's counters, of the last round that ran
         tree_keys: dict[str, None] = {}  # in order of first appearance
         for r in range(rounds):
             this_round = {}
@@ -1089,6 +1219,9 @@ def main() -> None:
                     failures.append(f"round {r + 1}: {exc}")
                     print(f"  failed: {exc}", file=sys.stderr, flush=True)
                     continue
+            if "modelmon_shadow" in main_group:
+                copies = main_group["modelmon_shadow"][0].copies
+                print(f"  shadow copies: {copies}", file=sys.stderr, flush=True)
             for key in main_group:
                 line = ", ".join(f"c={c}: {x['requests_per_second']:.0f}/s p99 {x['p99_ms']:.1f} ms"
                                  for c, x in this_round[key]["levels"].items())
@@ -1132,7 +1265,7 @@ def main() -> None:
     summary |= summarise(all_rounds, extra, batch_levels)
     ratio_pairs = [("modelmon", "modelmon_nomon"), ("modelmon", "modelmon_nolog"), ("modelmon_nolog", "modelmon_nomon"),
                    ("modelmon", "modelmon_baseline"), ("modelmon", "ceiling"), ("modelmon_nomon", "ceiling"),
-                   ("modelmon_baseline", "ceiling")]
+                   ("modelmon_baseline", "ceiling"), ("modelmon_shadow", "modelmon")]
     ratio_pairs += [(a, b) for a in ("modelmon", "modelmon_nomon") for b in ("mlserver_default", "mlserver_pw0", "bentoml")]
     ratio_pairs = [(a, b) for a, b in ratio_pairs if a in summary and b in summary]
     result = {
@@ -1141,6 +1274,7 @@ def main() -> None:
         "settings": {"rounds": rounds, "duration_seconds": duration, "warmup_seconds": warmup, "levels": list(LEVELS),
                      "quick": quick, "command": "python benchmarks/serving.py" + (" --quick" if quick else "")
                      + (" --trees-only" if trees_only else "") + (" --regression-only" if regression_only else "")
+                     + (" --shadow-only" if shadow_only else "")
                      + (f" --rounds {args.rounds}" if args.rounds else "") + (f" --duration {args.duration:g}" if args.duration else "")},
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
         "load_average_1min": [min(min(x["load_average_1min"]) for r in all_rounds for x in r.values() if x),
@@ -1180,7 +1314,10 @@ def main() -> None:
         result["ratios"]["batch64_on/batch64_off"] = ratios(all_rounds, "batch64_on", "batch64_off", batch_levels)
         result["ratios"]["modelmon/batch1_off"] = ratios(all_rounds, "modelmon", "batch1_off", batch_levels)
 
-    result["targets"] = targets(result)
+    result["targets"] = {} if shadow_only else targets(result)
+    if shadow_only:
+        result["ratios"]["modelmon_shadow/modelmon"] = shadow_ratios(all_rounds, LEVELS)
+        result["shadow_copies_last_round"] = copies
     if frameworks:
         tree_summary = summarise(all_rounds, list(tree_keys), LEVELS)
         tree_pairs = [(f"{f}_{a}", f"{f}_{b}") for f in frameworks for a in ("modelmon", "modelmon_native")
@@ -1190,7 +1327,7 @@ def main() -> None:
                        if a in tree_summary and b in tree_summary}
         result["trees"] = {"models": trees, "summary": tree_summary, "ratios": tree_ratios,
                            "targets": tree_targets(tree_summary, tree_ratios, frameworks, LEVELS)}
-    if trees_only or regression_only:  # the main study's notes are about its servers
+    if trees_only or regression_only or shadow_only:  # the main study's notes are about its servers
         result["notes"] = []
     out_path.parent.mkdir(parents=True, exist_ok=True)
     out_path.write_text(json.dumps(result, indent=2) + "\n")
@@ -1198,13 +1335,15 @@ def main() -> None:
         text = trees_only_markdown(result)
     elif regression_only:
         text = regression_markdown(result)
+    elif shadow_only:
+        text = shadow_markdown(result)
     else:
         text = markdown(result)
         if "trees" in result:
             text = text.rstrip("\n") + "\n" + "\n".join(tree_markdown(result)) + "\n"
     if write_readme:
-        write_readme_section("serving-trees" if trees_only else "serving-regression" if regression_only else "serving",
-                             text)
+        write_readme_section("serving-trees" if trees_only else "serving-regression" if regression_only
+                             else "serving-shadow" if shadow_only else "serving", text)
     print(text)
 
 
