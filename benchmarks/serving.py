@@ -600,6 +600,9 @@ def shadow_server(key: str, registry: Path) -> Server:
     """modelmon serving version 1 only (``--model bc:1``): the rollout loads the candidate."""
     server = modelmon_server(key, SHADOW_KEYS[key], registry, [])
     server.command[server.command.index("--model") + 1] = f"{MODEL_NAME}:1"
+    # This checkout's code, which migrated the store in ``prepare_shadow`` (a worktree's
+    # newer schema is unknown to the code the virtualenv was installed from).
+    server.env["PYTHONPATH"] = str(ROOT / "src")
     return ShadowServer(**{f: getattr(server, f) for f in Server.__dataclass_fields__})
 
 
