@@ -42,3 +42,13 @@ def test_a_candidate_with_other_features_is_refused(registry):
     # Without a primary named, it is the newest other version: 3 here, which takes other inputs.
     with pytest.raises(RolloutInputError, match="candidate: version 2 takes other inputs than version 3"):
         parse_start("price", {"candidate": 2}, registry, None)
+
+
+def test_a_sticky_feature_is_one_of_the_models_features(registry):
+    spec = parse_start("price", {"candidate": 2, "primary": 1, "sticky_feature": "b"}, registry, None)
+    assert (spec.sticky_feature, spec.sticky_header) == ("b", None)
+    assert parse_start("price", {"candidate": 2, "primary": 1}, registry, None).sticky_feature is None
+    with pytest.raises(RolloutInputError, match=r"sticky_feature: 'e' is not a feature of price version 1; its features: \['a', 'b', 'c', 'd'\]"):
+        parse_start("price", {"candidate": 2, "primary": 1, "sticky_feature": "e"}, registry, None)
+    with pytest.raises(RolloutInputError, match="sticky_feature: give sticky_header or sticky_feature, not both"):
+        parse_start("price", {"candidate": 2, "primary": 1, "sticky_feature": "b", "sticky_header": "x-id"}, registry, None)

@@ -162,6 +162,11 @@ def requests_counted(url: str, version: str) -> float:
     )
 
 
+def grpc_requests(url: str, version: str) -> float:
+    labels = {"model": MODEL, "version": version, "endpoint": "grpc_infer", "code": "200"}
+    return metric(url, "modelmon_requests_total", labels) or 0.0
+
+
 def test_bad_sticky_starts_get_a_400_naming_the_field_and_write_nothing(replicas, sticky_registry):
     (server, _), store_url = replicas
     for payload, message in [
@@ -334,6 +339,7 @@ def test_a_request_of_customers_on_both_versions_answers_each_row_with_its_custo
         want_proba,
     )
 
+    grpc_counted = {v: grpc_requests(url, v) for v in ("1", "2")}
     with triton.InferenceServerClient(url=f"127.0.0.1:{grpc_port}") as client:
         inputs = []
         for name, datatype in (("customer", "INT64"), ("x1", "FP64"), ("x2", "FP64")):
@@ -348,6 +354,10 @@ def test_a_request_of_customers_on_both_versions_answers_each_row_with_its_custo
     assert result.get_response().parameters["model_versions"].string_param == ",".join(versions)
     assert [int(v) for v in result.as_numpy("label")] == want_labels
     np.testing.assert_allclose(result.as_numpy("probabilities"), want_proba)
+    assert {v: grpc_requests(url, v) - grpc_counted[v] for v in grpc_counted} == {
+        "1": 1.0,
+        "2": 1.0,
+    }
 
     # A request whose customers are all on one side is answered as without the sticky key.
     one_side = [r for r, v in zip(rows, versions, strict=True) if v == "2"]

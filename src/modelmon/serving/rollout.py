@@ -135,11 +135,11 @@ class StickyCanary:
         it in part), a failed one on the version(s) that failed. ``counted``: filled with the
         metrics the request is to be counted on, when not the primary's alone."""
         to_candidate = self.places(batch) < self.share
+        if not to_candidate.any():
+            return self.primary, await self.primary.predict(batch), None
         if to_candidate.all():
             counted[:] = [self.candidate.metrics]
             return self.candidate, await self.candidate.predict(batch), None
-        if not to_candidate.any():
-            return self.primary, await self.primary.predict(batch), None
         counted[:] = [self.primary.metrics, self.candidate.metrics]
         sides = [(self.primary, np.flatnonzero(~to_candidate)), (self.candidate, np.flatnonzero(to_candidate))]
         calls = [asyncio.ensure_future(r.predict(FeatureBatch(batch.numeric[rows], batch.categorical[rows])))
