@@ -112,7 +112,9 @@ SCHEMAS: dict[str, Any] = {
                 "items": {
                     "type": "object",
                     "required": ["id", "label", "probabilities"],
-                    "properties": {"id": {"type": "string"}, "label": {}, "probabilities": {"type": "object"}},
+                    "properties": {"id": {"type": "string"}, "label": {}, "probabilities": {"type": "object"},
+                                   "model_version": {"type": "string", "description": "Only when a canary sticky by a "
+                                                     "feature split the rows between two versions: this row's."}},
                 },
             },
         },
