@@ -215,3 +215,21 @@ def test_a_long_queue_is_estimated_in_parts_each_row_once(fitted: LossEstimator,
     np.testing.assert_allclose(task.expected_squared.counts[0], squared.sum(), rtol=1e-12)
     monitor.settle()  # nothing left: nothing counted twice
     assert task.estimated.counts[0] == 293
+
+
+def test_numeric_only_rows_are_augmented_once_for_both_models():
+    """Without categorical features both models read the same augmented rows (built once):
+    the estimate equals each model's own ``predict``, and its numpy walk."""
+    signature = Signature(features=[FeatureSpec(name="x1", dtype="float64"), FeatureSpec(name="x2", dtype="float64", nullable=True)],
+                          task=Task.REGRESSION, input_layout="columns")
+    features, predicted, target, _ = make_rows(np.random.default_rng(3), 1500)
+    numeric = FeatureBatch(numeric=features.numeric, categorical=np.empty((1500, 0), dtype=object))
+    estimator = LossEstimator.fit(numeric, predicted, target, signature)
+    assert estimator.kind == "trees" and estimator.absolute is not None and estimator.squared is not None
+    assert not estimator.absolute.cat_feature.size and not estimator.squared.cat_feature.size
+    absolute, squared = estimator.expected_errors(numeric, predicted)
+    codes, plain = _split(_encode(numeric, predicted, estimator.levels), 0)
+    np.testing.assert_array_equal(absolute, estimator.absolute.predict(codes, plain))
+    np.testing.assert_array_equal(squared, estimator.squared.predict(codes, plain))
+    np.testing.assert_allclose(squared, estimator.squared.walk(codes, plain), rtol=1e-5)
+    assert not np.array_equal(absolute, squared)
