@@ -104,9 +104,9 @@ _POSTGRESQL_INSERT = (
 
 #: SQLite, one execution per journal line (``executemany``): its parameters are the line's
 #: parts, taken apart by ``sqlite_line`` (orjson), and the database makes one row per label.
-#: Measured on one-row regression requests (lines of about 7 rows, as at concurrency 8),
-#: CPU time of the writer process per row: 2.4 µs for ``_SQLITE_INSERT`` over a batch's JSON
-#: (SQLite 3.40 parses a line's text again for each part it takes out of it), 1.9 µs this way.
+#: Writer CPU per row on one-row regression requests, lines of 7 rows as at concurrency 8
+#: (benchmarks/request_phases.py --regression): 3.2 µs with ``_SQLITE_INSERT`` over a batch's
+#: JSON (SQLite 3.40 parses a line's text again for each part it takes out), 2.8 µs this way.
 _SQLITE_INSERT_LINE = (
     "INSERT INTO predictions (id, model, version, predicted_at, predicted_label, probabilities, features) "
     "SELECT coalesce(?9 ->> r.key, ?1 || '-' || (?2 + r.key)), ?3, ?4, ?5, r.value, ?7 -> r.key, "
