@@ -11,12 +11,22 @@ parsing, the body, writing the answer) is what ``ceiling.py`` costs: see serving
 request for the ceiling row.
 
     python benchmarks/request_phases.py [--rows 1] [--n 5000]
+
+``--regression`` (issue 18): what "everything on" costs beyond "monitoring off" for the
+regression model of ``serving.py --regression-only``, in CPU time (``time.process_time``) per
+row, part by part, one-row requests merged into model calls of ``--call-rows`` rows (about 7
+at concurrency 8 in serving.py): queueing a call's monitoring and counting it (the event loop),
+the label-free estimate (the drift scorer's thread, in parts of ``SETTLE_ROWS``), the
+prediction log's line (the event loop) and its insert by the writer (the writer process).
+
+    python benchmarks/request_phases.py --regression [--varied] [--call-rows 7] [--calls 10000] [--rounds 5]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import os
 import statistics
 import sys
@@ -24,6 +34,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import orjson
 import uvloop
 
 HERE = Path(__file__).resolve().parent
@@ -125,11 +136,117 @@ async def measure(registry: Path, rows: int, n: int) -> dict[str, dict[str, floa
     return {name: {"median_us": statistics.median(v) / 1000, "mean_us": statistics.fmean(v) / 1000} for name, v in times.items()}
 
 
+def cpu_us(work, times: int) -> float:
+    """CPU µs (this process, all its threads) per call of ``work``, over ``times`` calls."""
+    started = time.process_time()
+    for _ in range(times):
+        work()
+    return 1e6 * (time.process_time() - started) / times
+
+
+async def regression_parts(registry: Path, call_rows: int, calls: int, varied: bool, rounds: int) -> dict[str, float]:
+    """CPU µs per row of each part of the regression model's monitoring and prediction log.
+    ``varied``: model calls cycle through the 1,000 validation rows; else every call holds the
+    same row, as serving.py's load sends (the estimate's trees then cost far less per row:
+    the same branches every time). Each part's median over ``rounds``."""
+    from modelmon.registry import Registry
+    from modelmon.serving import codecs
+    from modelmon.serving.app import ModelServer
+    from modelmon.serving.prediction_log import Chunk
+    from modelmon.serving.segment_writer import SegmentWriter
+    from modelmon.serving.settings import ServingSettings
+
+    server = ModelServer(Registry(registry), [(serving.REGRESSION_MODEL, "latest")], ServingSettings())
+    await server.start()
+    try:
+        runtime = server.runtime(serving.REGRESSION_MODEL, None)
+        starts = range(0, len(serving.ROWS) - call_rows + 1, call_rows) if varied else [0]
+        calls_made = [runtime.validator.from_tensors(codecs.decode_infer_request(
+            serving.v2_body(serving.ROWS[s : s + call_rows] if varied else serving.ROWS[:1] * call_rows), None).inputs)
+            for s in starts]
+        outputs = [runtime.predictor.predict(b) for b in calls_made]
+        cycle = itertools.cycle(list(zip(calls_made, outputs, strict=True)))
+        output = outputs[0]
+
+        def observe() -> None:
+            b, o = next(cycle)
+            monitor.observe(b, 1e-5, o, waits)
+        monitor, log = runtime.monitor, runtime.prediction_log
+        assert monitor.accounting is not None and log is not None
+        monitor.accounting.flush_seconds = 1e9  # counted below, a flush's worth at a time
+        monitor.accounting.max_pending_rows = 1 << 62
+        waits = [0.0] * call_rows
+        labels = [repr(v) for v in output.predicted.tolist()]
+        chunk = Chunk(runtime.name, int(runtime.version), time.time(), "bench", 1, labels, None, None)
+        spool = Path(os.environ["MODELMON_HOME"]) / "writer-bench"
+        spool.mkdir()
+        writer = SegmentWriter(log.store, spool, "w", 2000, 2.0, lambda event, n: None)
+        # The event loop counts every 0.1 s and the scorer's thread estimates every second:
+        # about 1,000 and 10,000 rows at c=8.
+        per_flush = max(1, 1000 // call_rows)
+        flushes = max(10, calls // per_flush)
+        rows = flushes * per_flush * call_rows
+        parts: dict[str, list[float]] = {}
+        for round_ in range(rounds):
+            measured = {"queue a model call's monitoring (event loop)": cpu_us(observe, calls) / call_rows}
+            monitor.flush(settle=False)
+            monitor.settle()
+            flushed = settled = 0.0
+            for i in range(flushes):
+                for _ in range(per_flush):
+                    observe()
+                started = time.process_time()
+                monitor.flush(settle=False)
+                flushed += time.process_time() - started
+                if i % 10 == 9 or i == flushes - 1:
+                    started = time.process_time()
+                    monitor.settle()
+                    settled += time.process_time() - started
+            measured["count a flush's model calls (event loop)"] = 1e6 * flushed / rows
+            measured["label-free estimate (drift scorer's thread)"] = 1e6 * settled / rows
+            measured["predicted values as text (event loop)"] = (
+                cpu_us(lambda: [repr(v) for v in output.predicted.tolist()], calls) / call_rows)
+            measured["journal line: orjson and write (event loop)"] = cpu_us(lambda: log.submit(chunk), calls) / call_rows
+            # The writer's work on such lines, here in this process, on a segment of its own.
+            first = round_ * calls * call_rows
+            (spool / "w-000000001.jsonl").write_bytes(b"".join(
+                orjson.dumps([runtime.name, 1, 1.7e9 + i * 1e-3, "w", first + i * call_rows, labels, None, None],
+                             option=orjson.OPT_APPEND_NEWLINE)
+                for i in range(calls)))
+            started = time.process_time()
+            writer.write_sealed(final=True)
+            measured["insert into the store (writer process)"] = 1e6 * (time.process_time() - started) / (calls * call_rows)
+            assert not writer.sealed_segments()
+            for name, us in measured.items():
+                parts.setdefault(name, []).append(us)
+    finally:
+        await server.stop()
+    return {name: statistics.median(values) for name, values in parts.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, nargs="+", default=[1, 64])
     parser.add_argument("--n", type=int, default=5000)
+    parser.add_argument("--regression", action="store_true", help="the regression model's monitoring cost, part by part")
+    parser.add_argument("--call-rows", type=int, default=7, help="--regression: rows per model call")
+    parser.add_argument("--calls", type=int, default=10000, help="--regression: model calls per round")
+    parser.add_argument("--rounds", type=int, default=5, help="--regression: rounds (the median is shown)")
+    parser.add_argument("--varied", action="store_true", help="--regression: calls of different rows (not one row repeated)")
     args = parser.parse_args()
+    if args.regression:
+        serving.ROWS[:] = serving.regression_frames()[1].drop(columns="target").to_numpy().tolist()
+        with tempfile.TemporaryDirectory(prefix="modelmon-phases-") as tmp:
+            os.environ["MODELMON_HOME"] = tmp
+            result = uvloop.run(regression_parts(serving.prepare_regression(Path(tmp)), args.call_rows, args.calls,
+                                                    args.varied, args.rounds))
+        rows = "different rows" if args.varied else "one row repeated, as serving.py sends"
+        print(f"\nregression model, {args.call_rows} row(s) per model call ({rows}), {args.calls} calls, median of {args.rounds} rounds: CPU µs per row\n")
+        print("| part | CPU µs per row |\n|---|---|")
+        for name, us in result.items():
+            print(f"| {name} | {us:.2f} |")
+        print(f"| total beyond monitoring off | {sum(result.values()):.2f} |")
+        return
     frame = serving.cancer_frame()
     serving.ROWS[:] = frame.drop(columns="target").to_numpy().tolist()[:64]
     with tempfile.TemporaryDirectory(prefix="modelmon-phases-") as tmp:

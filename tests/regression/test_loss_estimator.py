@@ -183,3 +183,53 @@ def test_the_event_loop_leaves_the_estimate_to_the_scrape_and_the_scorer(fitted:
     assert f'modelmon_regression_estimated_total{{model="r",version="1"}} {finite.sum() + 5:.1f}' in text
     np.testing.assert_allclose(task.expected_absolute.counts[0], absolute[finite].sum() + fitted.expected_errors(*more)[0].sum(),
                                rtol=1e-12)
+
+
+def test_a_long_queue_is_estimated_in_parts_each_row_once(fitted: LossEstimator, monkeypatch: pytest.MonkeyPatch):
+    """What the scorer settles after a backlog is estimated in parts of about SETTLE_ROWS rows
+    (a large estimate costs more per row); every row is still counted once, and the sums
+    equal the estimator's per-row values over all the rows."""
+    from modelmon.monitoring import tasks
+    from modelmon.monitoring.metrics import ServerMetrics
+    from modelmon.monitoring.monitor import VersionMonitor
+
+    monkeypatch.setattr(tasks, "SETTLE_ROWS", 50)
+    server = ServerMetrics()
+    monitor = VersionMonitor(server, model="r", version="1", flavor="sklearn", signature=SIGNATURE,
+                             loss_estimator=fitted)
+    assert monitor.accounting is not None
+    monitor.accounting.flush_seconds = 0.0  # each call its own group
+    rng = np.random.default_rng(11)
+    calls = [make_rows(rng, n)[:2] for n in (7, 30, 1, 120, 13, 64, 2, 2, 49, 5)]
+    for features, predicted in calls:
+        monitor.observe(features, 0.001, ModelOutput.from_values(predicted), [0.0])
+    parts: list[int] = []
+    estimate = fitted.expected_errors
+    monkeypatch.setattr(fitted, "expected_errors", lambda f, p: (parts.append(len(p)), estimate(f, p))[1])
+    monitor.settle()
+    assert sum(parts) == 293 and len(parts) > 1 and max(parts) < 50 + 120
+    absolute, squared = (np.concatenate([estimate(f, p)[i] for f, p in calls]) for i in (0, 1))
+    task = monitor.task
+    assert task.estimated.counts[0] == 293
+    np.testing.assert_allclose(task.expected_absolute.counts[0], absolute.sum(), rtol=1e-12)
+    np.testing.assert_allclose(task.expected_squared.counts[0], squared.sum(), rtol=1e-12)
+    monitor.settle()  # nothing left: nothing counted twice
+    assert task.estimated.counts[0] == 293
+
+
+def test_numeric_only_rows_are_augmented_once_for_both_models():
+    """Without categorical features both models read the same augmented rows (built once):
+    the estimate equals each model's own ``predict``, and its numpy walk."""
+    signature = Signature(features=[FeatureSpec(name="x1", dtype="float64"), FeatureSpec(name="x2", dtype="float64", nullable=True)],
+                          task=Task.REGRESSION, input_layout="columns")
+    features, predicted, target, _ = make_rows(np.random.default_rng(3), 1500)
+    numeric = FeatureBatch(numeric=features.numeric, categorical=np.empty((1500, 0), dtype=object))
+    estimator = LossEstimator.fit(numeric, predicted, target, signature)
+    assert estimator.kind == "trees" and estimator.absolute is not None and estimator.squared is not None
+    assert not estimator.absolute.cat_feature.size and not estimator.squared.cat_feature.size
+    absolute, squared = estimator.expected_errors(numeric, predicted)
+    codes, plain = _split(_encode(numeric, predicted, estimator.levels), 0)
+    np.testing.assert_array_equal(absolute, estimator.absolute.predict(codes, plain))
+    np.testing.assert_array_equal(squared, estimator.squared.predict(codes, plain))
+    np.testing.assert_allclose(squared, estimator.squared.walk(codes, plain), rtol=1e-5)
+    assert not np.array_equal(absolute, squared)

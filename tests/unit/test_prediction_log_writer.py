@@ -94,7 +94,7 @@ def old_rows(chunks: list[Chunk]) -> list[dict]:
         for i, prediction_id in enumerate(line["ids"]):
             rows.append({
                 "id": prediction_id, "model": line["m"], "version": line["v"], "predicted_at": at,
-                "predicted_label": str(line["y"][i]), "probabilities": line["p"][i],
+                "predicted_label": str(line["y"][i]), "probabilities": line["p"][i] if line["p"] is not None else None,
                 "features": line["f"][i] if line["f"] is not None else None,
             })
     return rows
@@ -145,7 +145,7 @@ def raw_rows(store: Store) -> list[tuple]:
         rows = [list(row) for row in connection.exec_driver_sql(sql)]
     for row in rows:
         for column in json_columns:
-            row[column] = json.loads(row[column])  # text, and valid JSON (None if SQL NULL)
+            row[column] = None if row[column] is None else json.loads(row[column])  # text, and valid JSON (None if SQL NULL)
     return [tuple(row) for row in rows]
 
 
@@ -304,3 +304,62 @@ def test_the_writer_process_exits_when_its_parent_is_gone(tmp_path):
     finally:
         log.stop()
         close_store(url)
+
+
+def regression_chunks() -> list[Chunk]:
+    """A regressor's lines (no probabilities), of one to seven rows as batching makes them,
+    values in several float notations as text (``repr``), features on some lines."""
+    rng = np.random.default_rng(5)
+    chunks = [Chunk("price", 2, 1_700_000_000.25, "r", 1, [repr(v) for v in (21.5, -0.0, 1e-300, 1e16, float("nan"))], None, None),
+              Chunk("price", 2, 1_700_000_000.9999996, "r", 6, ["3.0"], None, [{"city": "Zürich", "m2": 71.5}])]
+    t = 1_700_000_001.0
+    for i in range(60):
+        n = int(rng.integers(1, 8))
+        t += float(rng.uniform(0, 0.01))
+        features = [{"x": float(v)} for v in rng.normal(size=n)] if i % 9 == 0 else None
+        chunks.append(Chunk("price", 3, t, "s", 10 * i, [repr(v) for v in rng.normal(size=n).tolist()], None, features))
+    return chunks
+
+
+def test_a_regressors_lines_store_what_sqlalchemy_core_stored(two_stores, tmp_path):
+    """SQLite inserts a line at a time (``sqlite_line``), PostgreSQL a batch's JSON: either
+    way a regressor's rows read back as SQLAlchemy Core's, and a replay adds nothing."""
+    new, old = two_stores
+    chunks = regression_chunks()
+    write_new(new, chunks, tmp_path / "spool", batch_rows=11)
+    write_old(old, chunks)
+    with new.read() as a, old.read() as b:
+        query = select(predictions).order_by(predictions.c.id)
+        stored, expected = a.execute(query).all(), b.execute(query).all()
+    assert stored == expected and len(stored) == sum(len(c.labels) for c in chunks)
+    by_id = {row.id: row for row in stored}
+    assert [by_id[f"r-{i}"].predicted_label for i in range(1, 6)] == ["21.5", "-0.0", "1e-300", "1e+16", "nan"]
+    assert by_id["r-6"].features == {"city": "Zürich", "m2": 71.5} and by_id["r-1"].features is None
+    assert all(row.probabilities is None for row in stored)
+
+
+def test_sqlite_lines_store_what_the_batch_statement_stored(tmp_path):
+    """The writer's SQLite path (one execution per line) against the statement it replaced
+    (one per batch, the database taking each line apart), column by column as SQLite holds
+    them, on a regressor's and a classifier's lines, with a replay."""
+    from modelmon.store.predictions import _SQLITE_INSERT
+
+    chunks = [*regression_chunks(), *sample_chunks()]
+    new, old = open_store(str(tmp_path / "new.db")), open_store(str(tmp_path / "old.db"))
+    try:
+        write_new(new, chunks, tmp_path / "spool", batch_rows=50)
+        timestamps = PredictionTimestamps()
+        for group in (chunks, replayed(chunks)):
+            entries = [
+                b'["' + timestamps(c.predicted_at).encode() + b'",' + orjson.dumps(
+                    [c.model, c.version, c.predicted_at, c.id_prefix, c.first_id, c.labels, c.probabilities, c.features],
+                    option=orjson.OPT_SERIALIZE_NUMPY) + b"]"
+                for c in group
+            ]
+            with old.write() as connection:
+                connection.exec_driver_sql(_SQLITE_INSERT, ((b"[" + b",".join(entries) + b"]").decode(),))
+        assert raw_rows(new) == raw_rows(old)
+        assert len(raw_rows(new)) == sum(len(c.labels) for c in chunks)
+    finally:
+        close_store(str(tmp_path / "new.db"))
+        close_store(str(tmp_path / "old.db"))

@@ -156,11 +156,15 @@ class _Trees:
         Measured on 1,000-row batches, 100 trees of depth 5 (2 cores shared by six busy
         processes, CPU time): 0.9 µs per row against 10 µs for the numpy walk (``walk``,
         kept to check the graph at fit)."""
+        return self.predict_augmented(self._augment(codes, plain))
+
+    def predict_augmented(self, augmented: np.ndarray) -> np.ndarray:
+        """``predict`` from rows already augmented (``_augment``)."""
         if self._session is None:
             from modelmon.runtimes.onnx import onnx_session
 
             self._session = onnx_session(self.onnx.tobytes())
-        (summed,) = self._session.run(None, {"X": self._augment(codes, plain)})
+        (summed,) = self._session.run(None, {"X": augmented})
         # Leaf values are summed in float32 by onnxruntime: the baseline is added here in float64.
         return np.exp(self.baseline + self.log_scale + summed[:, 0].astype(np.float64))
 
@@ -329,7 +333,12 @@ class LossEstimator:
             return np.full(n, self.reference[0]), np.full(n, self.reference[1])
         x = _encode(features, np.asarray(predicted, dtype=np.float64).ravel(), self.levels)
         codes, plain = _split(x, len(self.levels))
-        return self.absolute.predict(codes, plain), self.squared.predict(codes, plain)
+        if self.absolute.cat_feature.size or self.squared.cat_feature.size:
+            return self.absolute.predict(codes, plain), self.squared.predict(codes, plain)
+        # Without categorical splits both models read the same augmented rows: built once
+        # (0.45 µs per row of the 4.6, on 30 numeric features, CPU time).
+        augmented = self.absolute._augment(codes, plain)
+        return self.absolute.predict_augmented(augmented), self.squared.predict_augmented(augmented)
 
     # -- storage -----------------------------------------------------------------------------
 

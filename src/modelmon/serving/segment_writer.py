@@ -38,11 +38,17 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import orjson
 
 from modelmon.store.engine import Store, create_store_engine, resolve_store_url
-from modelmon.store.predictions import PredictionTimestamps, insert_journal_lines
+from modelmon.store.predictions import (
+    PredictionTimestamps,
+    insert_journal_lines,
+    insert_sqlite_lines,
+    sqlite_line,
+)
 
 logger = logging.getLogger("modelmon.serving")
 
@@ -122,8 +128,7 @@ class SegmentWriter:
                 continue
             try:
                 for batch in batches:
-                    with self.store.write() as connection:
-                        insert_journal_lines(connection, batch)
+                    self.insert(batch)
             except Exception as exc:  # any store failure: the segment waits on disk
                 if path not in self._failed_once:
                     self._failed_once.add(path)
@@ -160,11 +165,13 @@ class SegmentWriter:
             partial.rename(target)
         self._linked.add(path.name)
 
-    def read(self, path: Path) -> tuple[list[list[bytes]], int]:
-        """The segment's entries for ``insert_journal_lines``, in batches of about
-        ``batch_rows`` rows, and its number of rows. Python touches each line once (to check
-        it and date it), never each row."""
-        batches: list[list[bytes]] = [[]]
+    def read(self, path: Path) -> tuple[list[list[Any]], int]:
+        """The segment's entries, in batches of about ``batch_rows`` rows, and its number of
+        rows: for SQLite each line's parameters (``sqlite_line``), for PostgreSQL each line's
+        text for ``insert_journal_lines``. Python touches each line once (to check it and
+        date it), never each row."""
+        sqlite = self.store.dialect != "postgresql"
+        batches: list[list[Any]] = [[]]
         batch_rows = rows = 0
         for line in path.read_bytes().splitlines():
             try:
@@ -173,15 +180,17 @@ class SegmentWriter:
                 continue
             if type(chunk) is dict:  # journaled by an earlier version, one request per line
                 chunk = [chunk["m"], chunk["v"], chunk["t"], chunk["ids"], chunk["y"], chunk["p"], chunk.get("f")]
-            at = self._timestamp(chunk[2]).encode()
+            at = self._timestamp(chunk[2])
+            entry: Any
             if len(chunk) == 8:
-                entry = b'["' + at + b'",' + line + b"]"
                 n = len(chunk[5])
+                entry = sqlite_line(at, chunk) if sqlite else b'["' + at.encode() + b'",' + line + b"]"
             else:  # an earlier version's line, listing its ids
                 model, version, t, ids, labels, probabilities, features = chunk
-                upgraded = orjson.dumps([model, version, t, None, None, [str(y) for y in labels], probabilities, features])
-                entry = b'["' + at + b'",' + upgraded + b"," + orjson.dumps(ids) + b"]"
+                upgraded = [model, version, t, None, None, [str(y) for y in labels], probabilities, features]
                 n = len(ids)
+                entry = (sqlite_line(at, upgraded, ids) if sqlite else
+                         b'["' + at.encode() + b'",' + orjson.dumps(upgraded) + b"," + orjson.dumps(ids) + b"]")
             if batch_rows and batch_rows + n > self.batch_rows:
                 batches.append([])
                 batch_rows = 0
@@ -189,6 +198,14 @@ class SegmentWriter:
             batch_rows += n
             rows += n
         return batches, rows
+
+    def insert(self, batch: list[Any]) -> None:
+        """One batch of ``read``'s entries, in one transaction."""
+        with self.store.write() as connection:
+            if self.store.dialect == "postgresql":
+                insert_journal_lines(connection, batch)
+            else:
+                insert_sqlite_lines(connection, batch)
 
 
 def parent_says(timeout: float) -> bytes | None:
