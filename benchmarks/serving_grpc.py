@@ -34,6 +34,7 @@ decoded and checked with a gRPC client before the loads.
     python benchmarks/serving_grpc.py --quick    # 1 round, 1 s each: shows that it works
 
     python benchmarks/serving_grpc.py --peers none   # without MLServer
+    python benchmarks/serving_grpc.py --phases 5000  # the handler's CPU per phase, in-process
 
 Writes benchmarks/results/serving_grpc.json and (full runs) its section of benchmarks/README.md.
 """
@@ -273,6 +274,14 @@ def h2load_mlserver(
     return measured | {"errors": int(failed)}
 
 
+def loop_thread_cpu_seconds(pid: int) -> float:
+    """User + system CPU time of ``pid``'s main thread alone, the one that runs the event loop
+    (modelmon's, the echo's; MLServer's front process): a server that spends a whole core
+    there is bound by it, whatever its other threads and processes do."""
+    fields = Path(f"/proc/{pid}/task/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def parse_h2load(out: subprocess.CompletedProcess, log: Path) -> dict:
     finished = re.search(r"^finished in ([\d.]+)s, ([\d.]+) req/s", out.stdout, re.M)
     counts = re.search(
@@ -331,7 +340,7 @@ def one_round(
             pid = {"echo": echo.pid, "mlserver": mlserver.process.pid if mlserver else 0}.get(
                 protocol, server.process.pid
             )
-            cpu = serving.tree_cpu_seconds(pid)
+            cpu, loop_cpu = serving.tree_cpu_seconds(pid), loop_thread_cpu_seconds(pid)
             if protocol == "rest":
                 measured = serving.wrk(server.port, server.infer_path, script, c, duration)
             elif protocol == "grpc":
@@ -343,8 +352,11 @@ def one_round(
             else:
                 measured = h2load_echo(echo_port, body, c, duration, log)
             cpu = serving.tree_cpu_seconds(pid) - cpu
+            loop_cpu = loop_thread_cpu_seconds(pid) - loop_cpu
+            requests = max(1, measured["requests"])
             return measured | {
-                "server_cpu_us_per_request": round(1e6 * cpu / max(1, measured["requests"]), 1)
+                "server_cpu_us_per_request": round(1e6 * cpu / requests, 1),
+                "loop_thread_cpu_us_per_request": round(1e6 * loop_cpu / requests, 1),
             }
 
         def settle() -> float:
@@ -383,6 +395,7 @@ def summarise(rounds: list[dict]) -> dict:
                     "p99_ms",
                     "mean_ms",
                     "server_cpu_us_per_request",
+                    "loop_thread_cpu_us_per_request",
                 )
             }
             | {"errors": sum(r[protocol][str(c)]["errors"] for r in rounds)}
@@ -419,6 +432,78 @@ def summarise(rounds: list[dict]) -> dict:
     return {"summary": summary, "ratios": ratios}
 
 
+class _StubContext:
+    """What ModelInfer asks of a grpc.aio context, without a network."""
+
+    def invocation_metadata(self) -> tuple:
+        return ()
+
+    async def abort(self, code: object, details: str) -> None:
+        raise RuntimeError(details)
+
+
+def phases(registry: Path, n: int) -> dict[str, float]:
+    """CPU µs (``time.thread_time``) per one-row ModelInfer, phase by phase, in one process with
+    no network: the calls ``InferenceService.model_infer`` makes, in its order, on uvloop, after
+    a warm-up; then the whole ``model_infer`` timed as one, to check the phases against. The
+    handler's own cost, without grpcio's (the echo row is that) and without the inflation that
+    other threads' work brings under load (benchmarks/README.md, the gRPC section)."""
+    import asyncio
+
+    import uvloop
+
+    from modelmon.registry import Registry
+    from modelmon.serving import codecs
+    from modelmon.serving.app import ModelServer
+    from modelmon.serving.grpc_v2 import grpc_predict_v2_pb2 as pb
+    from modelmon.serving.grpc_v2.service import InferenceService
+    from modelmon.serving.grpc_v2.tensors import decode_infer_request, encode_infer_response
+    from modelmon.serving.settings import ServingSettings
+
+    async def measure() -> dict[str, float]:
+        server = ModelServer(
+            Registry(registry), [(serving.MODEL_NAME, "latest")], ServingSettings(grpc_port=0)
+        )
+        await server.start()
+        try:
+            service, context = InferenceService(server), _StubContext()
+            raw = infer_request(serving.ROWS[0]).SerializeToString()
+            runtime = server.runtime(serving.MODEL_NAME, None)
+            for _ in range(2000):
+                await service.model_infer(raw, context)  # type: ignore[arg-type]
+            totals = dict.fromkeys(("decode", "validate", "predict", "encode"), 0.0)
+            for _ in range(n):
+                t0 = time.thread_time()
+                request = decode_infer_request(pb.ModelInferRequest.FromString(raw))
+                codecs.check_requested_outputs(request, runtime.outputs.names)
+                t1 = time.thread_time()
+                batch = runtime.validator.from_tensors(request.inputs)
+                request.id = codecs.new_request_id()
+                t2 = time.thread_time()
+                prediction = await runtime.predict(batch)
+                t3 = time.thread_time()
+                outputs = runtime.outputs.tensors(prediction.output, prediction.ids)
+                encode_infer_response(
+                    runtime.name, runtime.version, request, outputs
+                ).SerializeToString()
+                t4 = time.thread_time()
+                for name, seconds in zip(totals, (t1 - t0, t2 - t1, t3 - t2, t4 - t3), strict=True):
+                    totals[name] += seconds
+                await asyncio.sleep(0)  # a new loop pass, as between RPCs
+            started = time.thread_time()
+            for _ in range(n):
+                await service.model_infer(raw, context)  # type: ignore[arg-type]
+                await asyncio.sleep(0)
+            whole = time.thread_time() - started
+        finally:
+            await server.stop()
+        return {name: round(1e6 * t / n, 1) for name, t in totals.items()} | {
+            "model_infer": round(1e6 * whole / n, 1)
+        }
+
+    return uvloop.run(measure())
+
+
 def markdown(result: dict) -> str:
     s, ratios, st, v = result["summary"], result["ratios"], result["settings"], result["versions"]
     lines = [
@@ -439,8 +524,9 @@ def markdown(result: dict) -> str:
         )
         + f"{result['machine']['cpus']} cores shared with the load generator.",
         "",
-        "| protocol | concurrency | requests/s | p50 ms | p99 ms | server CPU µs / request | errors |",
-        "|---|---|---|---|---|---|---|",
+        "| protocol | concurrency | requests/s | p50 ms | p99 ms | server CPU µs / request "
+        "| of which its event loop's thread | errors |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     labels = {
         "rest": "REST (JSON)",
@@ -453,7 +539,7 @@ def markdown(result: dict) -> str:
             x = s[protocol][c]
             lines.append(
                 f"| {label} | {c} | {x['requests_per_second']:,.0f} | {x['p50_ms']:.2f} | {x['p99_ms']:.2f} "
-                f"| {x['server_cpu_us_per_request']:.0f} | {x['errors']} |"
+                f"| {x['server_cpu_us_per_request']:.0f} | {x['loop_thread_cpu_us_per_request']:.0f} | {x['errors']} |"
             )
     peer = "mlserver" in s
     lines += [
@@ -517,11 +603,28 @@ def main() -> None:
         "[default: all; --quick: installed]",
     )
     parser.add_argument(
+        "--phases",
+        type=int,
+        default=None,
+        metavar="N",
+        help="only the handler's CPU µs per phase, in-process over N one-row requests (no load)",
+    )
+    parser.add_argument(
         "--echo-server", type=int, default=None, metavar="PORT", help=argparse.SUPPRESS
     )
     args = parser.parse_args()
     if args.echo_server is not None:
         echo_server(args.echo_server)
+        return
+    if args.phases is not None:
+        serving.ROWS[:] = serving.cancer_frame().drop(columns="target").to_numpy().tolist()[:1]
+        workdir = Path(tempfile.mkdtemp(prefix="modelmon-bench-grpc-phases-"))
+        # The prediction log's store: a throwaway one, never the user's.
+        os.environ["MODELMON_HOME"] = str(workdir / "home")
+        try:
+            print(json.dumps(phases(serving.prepare_modelmon(workdir), args.phases), indent=2))
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
         return
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the server on the way out
     for tool, package in (("wrk", "wrk"), ("h2load", "nghttp2-client")):
