@@ -149,26 +149,32 @@ def h2load(
 
 
 def echo_server(port: int) -> None:
-    """The ceiling of a Python gRPC server: grpc.aio on uvloop, as modelmon serves it, with a
-    ModelInfer that reads nothing and answers a fixed empty response."""
+    """The ceiling of a Python gRPC server: grpc.aio on uvloop, as modelmon serves it (its
+    ``ACCEPT_LOOPS`` servers on one port), with a ModelInfer that reads nothing and answers a
+    fixed empty response."""
 
     import grpc
     import uvloop
     from grpc import aio
 
+    from modelmon.serving.grpc_v2.service import ACCEPT_LOOPS
+
     async def model_infer(request: bytes, context: object) -> bytes:
         return b""
 
     async def serve() -> None:
-        server = aio.server(options=[("grpc.so_reuseport", 0)])
         handler = grpc.method_handlers_generic_handler(
             "inference.GRPCInferenceService",
             {"ModelInfer": grpc.unary_unary_rpc_method_handler(model_infer)},
         )
-        server.add_generic_rpc_handlers((handler,))
-        server.add_insecure_port(f"127.0.0.1:{port}")
-        await server.start()
-        await server.wait_for_termination()
+        servers = []
+        for _ in range(ACCEPT_LOOPS):
+            server = aio.server(options=[("grpc.so_reuseport", 1)])
+            server.add_generic_rpc_handlers((handler,))
+            server.add_insecure_port(f"127.0.0.1:{port}")
+            await server.start()
+            servers.append(server)
+        await servers[0].wait_for_termination()
 
     uvloop.run(serve())
 
