@@ -31,7 +31,7 @@ serving.py's REST body for MLServer). Its answers are checked as modelmon's, on 
 (``model_infer_request_success`` / ``_failure`` on its metrics port), and one answer is
 decoded and checked with a gRPC client before the loads.
 
-    python benchmarks/serving_grpc.py            # 3 rounds, 10 s per level and protocol (about 3 minutes)
+    python benchmarks/serving_grpc.py            # 3 rounds, 10 s per level and protocol (12-15 minutes with both MLServer setups)
     python benchmarks/serving_grpc.py --quick    # 1 round, 1 s each: shows that it works
 
     python benchmarks/serving_grpc.py --peers none   # without MLServer
