@@ -9,6 +9,7 @@ but the ones testing it) and a small size limit."""
 from __future__ import annotations
 
 from collections import Counter
+from itertools import pairwise
 
 import grpc
 import httpx
@@ -296,3 +297,79 @@ def test_same_rows_same_answers_and_counts_as_rest(served, client, shop_model, s
     labels = [{"id": pid, "label": label} for pid, label in zip(grpc_ids[:5], rows.segment[:5], strict=True)]
     answer = httpx.post(f"{server.url}/v2/models/shop/feedback", json={"labels": labels}, headers=AUTH).raise_for_status().json()
     assert answer["matched"] == 5, answer
+
+
+def test_many_connections_at_once_each_get_their_own_rows(served, cancer_model, cancer_frame):
+    """Concurrent RPCs on separate connections (spread over the server's accept loops, and
+    batched together when they meet): every answer holds its own rows' predictions, every
+    prediction id is new, and the rows predicted grow by exactly the rows sent."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from modelmon.serving.codecs import decode_binary
+
+    server, grpc_port = served
+    frame = cancer_frame.drop(columns="target").iloc[:96]
+    starts = np.cumsum([0] + [1, 2, 3] * 16)  # 48 requests of 1, 2 or 3 rows
+    chunks = [frame.iloc[a:b] for a, b in pairwise(starts)]
+    before = metric_value(server.url, "modelmon_batch_size_sum", model="cancer")
+
+    def ask(rows):
+        # Its own channel: a connection of its own (options unlike the others' keep gRPC
+        # from sharing one subchannel between them).
+        options = [("grpc.primary_user_agent", f"test-{id(rows)}")]
+        with grpc.insecure_channel(f"127.0.0.1:{grpc_port}", options=options) as channel:
+            call = channel.unary_unary(
+                "/inference.GRPCInferenceService/ModelInfer",
+                request_serializer=pb.ModelInferRequest.SerializeToString,
+                response_deserializer=pb.ModelInferResponse.FromString,
+            )
+            request = pb.ModelInferRequest(model_name="cancer")
+            request.inputs.add(name="input-0", datatype="FP64", shape=list(rows.shape))
+            request.raw_input_contents.append(rows.to_numpy(dtype="<f8").tobytes())
+            return call(request, metadata=tuple(AUTH.items()), timeout=30)
+
+    with ThreadPoolExecutor(len(chunks)) as pool:
+        answers = list(pool.map(ask, chunks))
+    ids = []
+    for rows, answer in zip(chunks, answers, strict=True):
+        raw = dict(zip([o.name for o in answer.outputs], answer.raw_output_contents, strict=True))
+        label = np.frombuffer(raw["label"], dtype="<i8")
+        proba = np.frombuffer(raw["probabilities"], dtype="<f8").reshape(-1, 2)
+        np.testing.assert_array_equal(label, cancer_model.predict(rows))
+        np.testing.assert_allclose(proba, cancer_model.predict_proba(rows), atol=1e-5)
+        ids += list(decode_binary(raw["prediction_id"], "BYTES", "prediction_id"))
+    assert len(ids) == len(set(ids)) == len(frame)
+    after = metric_value(server.url, "modelmon_batch_size_sum", model="cancer")
+    assert after - before == len(frame)
+
+
+def test_a_port_in_use_is_an_error(served):
+    """The accept loops share their port (SO_REUSEPORT) with each other only: a port another
+    server listens on, or any socket is bound to, is refused, not shared."""
+    import asyncio
+    import socket
+    from types import SimpleNamespace
+
+    from modelmon.errors import ModelmonError
+    from modelmon.serving.grpc_v2.service import ACCEPT_LOOPS, GrpcServer
+
+    stand_in = SimpleNamespace(settings=SimpleNamespace(max_body_bytes=MAX_BYTES))
+
+    async def start_and_stop(port: int) -> tuple[int | None, int]:
+        grpc_server = GrpcServer(stand_in, port)  # type: ignore[arg-type]
+        await grpc_server.start()
+        try:
+            return grpc_server.port, len(grpc_server.servers)
+        finally:
+            await grpc_server.stop()
+
+    with pytest.raises(ModelmonError, match="in use"):
+        asyncio.run(start_and_stop(served[1]))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        with pytest.raises(ModelmonError, match="in use"):
+            asyncio.run(start_and_stop(taken.getsockname()[1]))
+    # A free port works: all the accept loops on that one port.
+    port, loops = asyncio.run(start_and_stop(0))
+    assert port and loops == ACCEPT_LOOPS > 1
