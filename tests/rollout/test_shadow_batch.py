@@ -19,7 +19,9 @@ import pandas as pd
 import pytest
 from prometheus_client import CollectorRegistry
 from sklearn.linear_model import LogisticRegression
+from typer.testing import CliRunner
 
+from modelmon.cli import app
 from modelmon.registry import Registry, register_model
 from modelmon.serving.app import ModelServer
 from modelmon.serving.prediction_log import PredictionLogSettings
@@ -196,3 +198,12 @@ def test_a_candidate_failing_every_copy_counts_every_copy_failed(build, cancer_f
     assert answered_requests(candidate) == COPIES
     assert model_calls(candidate) == (0.0, 0.0)
     assert made.shadow_rows == {}
+
+
+@pytest.mark.parametrize("value", ["-1", "20000"])
+def test_a_bad_linger_is_refused_naming_the_option(served, value):
+    result = CliRunner().invoke(
+        app, ["serve", "--registry", str(served.registry.root), "--shadow-linger-ms", value]
+    )
+    assert result.exit_code == 2
+    assert "--shadow-linger-ms: Input should be" in " ".join(result.output.split()), result.output
