@@ -158,6 +158,7 @@ def serve(
     rollout_check_seconds: Annotated[float, typer.Option(help="How often the rollout plans are read and their gates evaluated.")] = 1.0,
     shadow_queue: Annotated[int, typer.Option(help="Shadow copies waiting for a candidate; past it they are dropped (counted).")] = 256,
     shadow_timeout_seconds: Annotated[float, typer.Option(help="A shadow call taking longer counts as the candidate's error.")] = 10.0,
+    shadow_linger_ms: Annotated[float, typer.Option(help="How long the shadow waits after a copy arrives, to send the copies queued by then as one batch.")] = 20.0,
 ) -> None:
     """Serve registered models over the Open Inference Protocol, with /metrics."""
     from pydantic import ValidationError
@@ -206,7 +207,7 @@ def serve(
             token_for_inference=token_for_inference,
             rollouts=RolloutSettings(
                 enabled=rollouts, check_seconds=rollout_check_seconds, shadow_queue=shadow_queue,
-                shadow_timeout_seconds=shadow_timeout_seconds,
+                shadow_timeout_seconds=shadow_timeout_seconds, shadow_linger_ms=shadow_linger_ms,
             ),
         )
         if token_for_inference and settings.api_token is None:

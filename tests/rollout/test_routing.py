@@ -21,7 +21,7 @@ from modelmon.monitoring.tasks import RegressionCounts
 from modelmon.serving.rollout import Evidence, RolloutCollector, RolloutController, sticky_share
 from modelmon.serving.rollout_gates import GATES, GateResult, watch_exceedances
 from modelmon.store.rollouts import Rollout
-from modelmon.types import ModelOutput, Task
+from modelmon.types import FeatureBatch, ModelOutput, Task
 
 
 class Served:
@@ -110,7 +110,8 @@ def _runtime(name: str, task: Task, inflight: list[float]) -> Any:
         calls.append(batch)
         return SimpleNamespace(output=ModelOutput(predicted=np.array([0])))
 
-    return SimpleNamespace(name=name, calls=calls, predict=predict, batcher=SimpleNamespace(inline_below=1.0),
+    return SimpleNamespace(name=name, calls=calls, predict=predict,
+                           batcher=SimpleNamespace(inline_below=1.0, max_batch_size=256),
                            metrics=SimpleNamespace(inflight=GaugeChild(inflight, 0), observe_request=lambda *a: None),
                            card=SimpleNamespace(signature=SimpleNamespace(task=task)))
 
@@ -120,18 +121,19 @@ def test_a_shadow_copy_is_shed_while_the_model_serves_more_than_one_request():
     inflight = [1.0]  # the request being answered: the model is otherwise idle
     candidate = _runtime("m", Task.BINARY, inflight)
     answered = ModelOutput(predicted=np.array([0]))
-    made.mirror(candidate, "rows", answered)
+    rows = FeatureBatch(np.zeros((1, 1)), np.empty((1, 0), dtype=object))
+    made.mirror(candidate, rows, answered)
     assert made.queue.qsize() == 1 and made.shadow == {}
     inflight[0] = 2.0  # another request of the model in flight: shed, not queued
-    made.mirror(candidate, "rows", answered)
+    made.mirror(candidate, rows, answered)
     assert made.queue.qsize() == 1 and made.shadow == {("m", "shed"): 1.0}
 
     async def send_while_busy() -> None:
         # The model became busy while the queued copy waited: the worker sheds it too.
         worker = asyncio.create_task(made._send_copies())
-        while not made.queue.empty():
-            await asyncio.sleep(0)
-        await asyncio.sleep(0)
+        async with asyncio.timeout(10):  # the worker lingers, then sheds
+            while made.shadow.get(("m", "shed")) != 2.0:
+                await asyncio.sleep(0.001)
         worker.cancel()
 
     asyncio.run(send_while_busy())
@@ -139,14 +141,15 @@ def test_a_shadow_copy_is_shed_while_the_model_serves_more_than_one_request():
 
     async def send_when_idle() -> None:
         inflight[0] = 0.0
-        made.mirror(candidate, "rows", answered)
+        made.mirror(candidate, rows, answered)
         worker = asyncio.create_task(made._send_copies())
-        while ("m", "answered") not in made.shadow:
-            await asyncio.sleep(0)
+        async with asyncio.timeout(10):
+            while ("m", "answered") not in made.shadow:
+                await asyncio.sleep(0.001)
         worker.cancel()
 
     asyncio.run(send_when_idle())
-    assert candidate.calls == ["rows"] and made.shadow == {("m", "shed"): 2.0, ("m", "answered"): 1.0}
+    assert candidate.calls == [rows] and made.shadow == {("m", "shed"): 2.0, ("m", "answered"): 1.0}
     assert made.shadow_rows == {("m", "agree"): 1.0, ("m", "disagree"): 0.0}
 
 

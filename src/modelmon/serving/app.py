@@ -124,6 +124,7 @@ class ModelServer:
             self, open_store(self.settings.store_url), self.metrics.registry,
             replica=f"{socket.gethostname()}-{PREDICTION_IDS.prefix[:8]}", check_seconds=settings.check_seconds,
             shadow_queue=settings.shadow_queue, shadow_timeout_seconds=settings.shadow_timeout_seconds,
+            shadow_linger_seconds=settings.shadow_linger_ms / 1000,
         )
 
     def open_prediction_log(self) -> None:

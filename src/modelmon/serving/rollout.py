@@ -12,14 +12,18 @@ one decision is applied, the other finds the plan moved and evaluates it afresh.
   sticky header, when the header value's hash falls in the step's share (one caller, one
   version, on every replica: the hash is stable).
 - **shadow**: the primary answers every request; a copy of the step's share of them goes
-  to a bounded queue, and one worker sends what is queued to the candidate at once (its
-  batcher merges them into one model call). A copy is best effort: it is shed (counted)
-  whenever the model is busy, i.e. more than ``SHADOW_SPARE_INFLIGHT`` of its requests are
-  in flight (queued or running), when the copy is made and again when it would be sent, so
-  the candidate only uses capacity the primary leaves idle. A full queue drops the copy (counted); the
-  candidate's failures and timeouts count as its errors and never reach callers; while a
-  timed-out call still runs no other copy is sent, so a hung candidate holds at most one
-  inference thread, and it never runs on the event loop.
+  to a bounded queue, and one worker, after the first copy arrives, lingers
+  ``shadow_linger_seconds`` and then sends everything queued for a candidate as one batch:
+  one model call, one observer pass (ids, journal, monitoring) and one comparison for all
+  the copies, so a copy costs a small fraction of a request even when nothing is shed. A
+  copy is best effort: it is shed (counted) whenever the model is busy, i.e. more than
+  ``SHADOW_SPARE_INFLIGHT`` of its requests are in flight (queued or running), when the copy
+  is made and again when it would be sent, so the candidate only uses capacity the primary
+  leaves idle. A full queue drops the copy (counted); the candidate's failures and timeouts
+  count as its errors, one per copy, and never reach callers (a batch that fails is sent
+  again a copy at a time, so one bad copy does not fail the others); while a timed-out call
+  still runs no other copy is sent, so a hung candidate holds at most one inference thread,
+  and it never runs on the event loop.
 """
 
 from __future__ import annotations
@@ -53,11 +57,11 @@ SHADOW_OUTCOMES = ("answered", "failed", "timed_out", "dropped", "shed")
 #: a time, so at saturation (always several in flight) the candidate gets no model calls and
 #: costs the callers nothing; in the gaps it gets the copies of lone requests.
 SHADOW_SPARE_INFLIGHT = 1
-#: Most shadow copies sent to the candidates at once.
-SHADOW_BATCH = 64
 #: The V2 response parameter of a request whose rows a sticky canary split between the two
 #: versions: each row's version, comma-separated, in row order ("1,2,1").
 ROW_VERSIONS = "model_versions"
+#: A shadow copy: the candidate, the request's rows, and the primary's answer to them.
+Copy = tuple[ModelRuntime, FeatureBatch, ModelOutput]
 
 
 class Served(Protocol):
@@ -185,16 +189,18 @@ class RolloutController:
         check_seconds: float = 1.0,
         shadow_queue: int = 256,
         shadow_timeout_seconds: float = 10.0,
+        shadow_linger_seconds: float = 0.02,
     ) -> None:
         self.served = served
         self.store = store
         self.replica = replica
         self.check_seconds = check_seconds
         self.shadow_timeout = shadow_timeout_seconds
+        self.shadow_linger = shadow_linger_seconds
         #: Each served model's newest rollout: what its unversioned requests follow.
         self.plans: dict[str, Rollout] = {}
         self.evidence: dict[int, Evidence] = {}
-        self.queue: asyncio.Queue[tuple[ModelRuntime, FeatureBatch, ModelOutput]] = asyncio.Queue(shadow_queue)
+        self.queue: asyncio.Queue[Copy] = asyncio.Queue(shadow_queue)
         self._tasks: list[asyncio.Task[None]] = []
         #: Counters, by (model, action) and (model, outcome), and commands by (action, code):
         #: written out by ``RolloutCollector``, so a server that never saw a rollout exports
@@ -279,9 +285,7 @@ class RolloutController:
             self.count(self.shadow, candidate.name, "dropped")
 
     async def _shadow_worker(self) -> None:
-        """Send the queued copies to their candidates, all that are waiting at once (up to
-        ``SHADOW_BATCH``): submitted together, the candidate's batcher merges them into one
-        model call, which costs far less per copy than a call each."""
+        """Send the queued copies to their candidates (``_send_copies``)."""
         while True:
             try:
                 await self._send_copies()
@@ -289,40 +293,69 @@ class RolloutController:
                 logger.exception("sending shadow copies failed")
 
     async def _send_copies(self) -> None:
+        """Once a copy is queued, linger, then send each candidate everything queued for it
+        as one batch (of at most its batcher's ``max_batch_size`` rows, whole copies; a
+        larger copy goes alone). Measured in-process (docs/rollout.md, "What a shadow
+        costs"): a call costs about 235 µs of CPU (thread handoff, observer, model) and a
+        copy 3-4 µs more, so a copy sent alone, as every copy was at one request at a time
+        before the linger, cost more than the request it copied (130-200 µs), and one of 60
+        copies sent together about 6 µs. The linger bounds the calls to 1 / linger a second."""
         while True:
             queued = [await self.queue.get()]
-            while len(queued) < SHADOW_BATCH and not self.queue.empty():
+            if self.shadow_linger > 0:
+                await asyncio.sleep(self.shadow_linger)
+            while not self.queue.empty():
                 queued.append(self.queue.get_nowait())
             # The model may have become busy while the copies waited: shed them then too.
-            jobs = []
-            for job in queued:
-                if self.busy(job[0]):
-                    self.count(self.shadow, job[0].name, "shed")
+            by_candidate: dict[int, list[Copy]] = {}
+            for copy in queued:
+                if self.busy(copy[0]):
+                    self.count(self.shadow, copy[0].name, "shed")
                 else:
-                    jobs.append(job)
-            if not jobs:
-                continue
-            for runtime, _, _ in jobs:
-                runtime.batcher.inline_below = 0.0  # a shadow never runs on the event loop
-            started = time.perf_counter()
-            calls = [asyncio.ensure_future(runtime.predict(batch)) for runtime, batch, _ in jobs]
-            _, pending = await asyncio.wait(calls, timeout=self.shadow_timeout)
-            if pending:
-                await asyncio.wait(pending)  # no other copy while they run
-            seconds = time.perf_counter() - started
-            for (runtime, _, answered), call in zip(jobs, calls, strict=True):
-                code, outcome = 200, "answered"
-                error = call.exception()
-                if call in pending:
-                    code, outcome = 500, "timed_out"
-                    runtime.metrics.count_error("inference_error")
-                elif error is not None:
-                    code, outcome = getattr(error, "status_code", 500), "failed"
-                    runtime.metrics.count_error(getattr(error, "reason", "internal_error"))
-                runtime.metrics.observe_request("infer", code, seconds)
-                self.count(self.shadow, runtime.name, outcome)
-                if outcome == "answered":
-                    self.compare(runtime, answered, call.result().output)
+                    by_candidate.setdefault(id(copy[0]), []).append(copy)
+            for copies in by_candidate.values():
+                limit, chunk, rows = copies[0][0].batcher.max_batch_size, [copies[0]], copies[0][1].n_rows
+                for copy in copies[1:]:
+                    if rows + copy[1].n_rows > limit:
+                        await self._send(chunk)
+                        chunk, rows = [], 0
+                    chunk.append(copy)
+                    rows += copy[1].n_rows
+                await self._send(chunk)
+
+    async def _send(self, copies: list[Copy]) -> None:
+        """One model call on the copies' rows (all of one candidate), each copy counted as a
+        request of the candidate with the call's outcome and duration, and the answers
+        compared with the primary's row by row. A failed call of several copies is sent
+        again a copy at a time: a copy is counted failed only when it fails alone."""
+        candidate = copies[0][0]
+        candidate.batcher.inline_below = 0.0  # a shadow never runs on the event loop
+        started = time.perf_counter()
+        calls = [asyncio.ensure_future(candidate.predict(FeatureBatch.concat([batch for _, batch, _ in copies])))]
+        done, _ = await asyncio.wait(calls, timeout=self.shadow_timeout)
+        if not done:
+            await asyncio.wait(calls)  # no other copy while it runs
+        call = calls[0]
+        seconds = time.perf_counter() - started
+        error = call.exception()
+        if done and error is not None and len(copies) > 1:
+            for copy in copies:
+                await self._send([copy])
+            return
+        code, outcome = 200, "answered"
+        if not done:
+            code, outcome = 500, "timed_out"
+        elif error is not None:
+            code, outcome = getattr(error, "status_code", 500), "failed"
+        for _ in copies:
+            if outcome == "timed_out":
+                candidate.metrics.count_error("inference_error")
+            elif outcome == "failed":
+                candidate.metrics.count_error(getattr(error, "reason", "internal_error"))
+            candidate.metrics.observe_request("infer", code, seconds)
+        self.shadow[candidate.name, outcome] = self.shadow.get((candidate.name, outcome), 0.0) + len(copies)
+        if outcome == "answered":
+            self.compare(candidate, ModelOutput.concat([answered for _, _, answered in copies]), call.result().output)
 
     def compare(self, candidate: ModelRuntime, primary: ModelOutput, shadow: ModelOutput) -> None:
         """Count the shadow's answers against the primary's on the same rows: agreement of

@@ -16,6 +16,10 @@ class RolloutSettings(BaseModel):
     check_seconds: float = Field(1.0, gt=0, description="How often the plans are read and the gates evaluated.")
     shadow_queue: int = Field(256, ge=1, description="Shadow copies waiting for the candidate; past it they are dropped (counted).")
     shadow_timeout_seconds: float = Field(10.0, gt=0, description="A shadow call taking longer counts as the candidate's error.")
+    shadow_linger_ms: float = Field(
+        20.0, ge=0, le=10_000, description="How long the shadow waits after a copy arrives, to send the copies queued by then "
+        "to the candidate as one batch (docs/rollout.md, \"What a shadow costs\")."
+    )
 
 
 class ServingSettings(BaseModel):
