@@ -300,12 +300,14 @@ def modelmon_server(key: str, label: str, registry: Path, flags: list[str], sour
                   v2_body, check_modelmon, env=env, cwd=home, port=port)
 
 
-def ceiling_server() -> Server:
-    """The bare ASGI app of ``ceiling.py``: modelmon's HTTP stack with nothing behind it (issue 21)."""
+def ceiling_server(key: str = "ceiling", label: str = "ceiling: bare ASGI app, fixed answer") -> Server:
+    """The bare ASGI app of ``ceiling.py``: modelmon's HTTP stack with nothing behind it (issue 21).
+    Its answer is a fixed one-row one whatever the request's rows (it reads them, computes
+    nothing): the check accepts that answer for any request."""
     port = free_port()
     command = [str(MAIN_VENV_BIN / "python"), str(HERE / "ceiling.py"), str(port)]
-    return Server("ceiling", "ceiling: bare ASGI app, fixed answer", command, "/", f"/v2/models/{MODEL_NAME}/infer",
-                  v2_body, lambda answer, rows: rows == 1 and check_modelmon(answer, rows), port=port)
+    return Server(key, label, command, "/", f"/v2/models/{MODEL_NAME}/infer",
+                  v2_body, lambda answer, rows: check_modelmon(answer, 1), port=port)
 
 
 def baseline_source(revision: str, workdir: Path) -> Path:
@@ -554,7 +556,7 @@ def regression_markdown(result: dict) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
-EXTRA_KEYS = ("batch64_on", "batch64_off", "batch1_off")
+EXTRA_KEYS = ("batch64_on", "batch64_off", "batch1_off", "ceiling64")
 
 
 # -- the shadow case (issue 19) ---------------------------------------------------------
@@ -1062,7 +1064,7 @@ def markdown(result: dict) -> str:
         for key in EXTRA_KEYS:
             if key not in s:
                 continue
-            rows = 64 if key.startswith("batch64") else 1
+            rows = 64 if key.startswith("batch64") or key == "ceiling64" else 1
             for c in (str(x) for x in b["levels"]):
                 x = s[key]["levels"][c]
                 lines.append(f"| {result['labels'][key]} | {c} | {x['requests_per_second']:,.0f} | "
@@ -1202,6 +1204,8 @@ def main() -> None:
             "batch64_off": (lambda: modelmon_server("batch64_off", "modelmon 64 rows, --no-batching", registry, ["--no-batching"]), 64),
             "batch1_off": (lambda: modelmon_server("batch1_off", "modelmon 1 row, --no-batching", registry, ["--no-batching"]), 1),
         }
+        if batch and not args.no_ceiling:
+            batch["ceiling64"] = (lambda: ceiling_server("ceiling64", "ceiling, 64-row requests"), 64)
         batch_levels = (32,) if quick else (1, 32)
         if quick:
             batch.pop("batch1_off", None)
@@ -1318,6 +1322,8 @@ def main() -> None:
         result["batching"] = {"rows": 64, "levels": list(batch_levels), "duration_seconds": batch_duration}
         result["ratios"]["batch64_on/batch64_off"] = ratios(all_rounds, "batch64_on", "batch64_off", batch_levels)
         result["ratios"]["modelmon/batch1_off"] = ratios(all_rounds, "modelmon", "batch1_off", batch_levels)
+        if "ceiling64" in batch:  # issue 21: "also report the same for 64-row requests"
+            result["ratios"]["batch64_on/ceiling64"] = ratios(all_rounds, "batch64_on", "ceiling64", batch_levels)
 
     result["targets"] = {} if shadow_only else targets(result)
     if shadow_only:

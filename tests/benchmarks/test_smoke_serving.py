@@ -22,7 +22,7 @@ from peers import venvs  # noqa: E402
 @pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed (apt-get install wrk)")
 def test_serving_quick(tmp_path):
     # Which peers take part is decided when the run starts (a venv may finish building meanwhile).
-    expected = {"modelmon", "modelmon_nomon", "ceiling", "batch64_on", "batch64_off"}
+    expected = {"modelmon", "modelmon_nomon", "ceiling", "batch64_on", "batch64_off", "ceiling64"}
     if venvs.installed("mlserver"):
         expected |= {"mlserver_pw0", "mlserver_default"}
     if venvs.installed("bentoml"):
@@ -46,6 +46,7 @@ def test_serving_quick(tmp_path):
     assert data["ratios"]["modelmon/modelmon_nomon"]["32"]["throughput_ratio"] > 0
     assert data["ratios"]["modelmon/ceiling"]["1"]["throughput_ratio"] > 0
     assert data["ratios"]["modelmon/ceiling"]["1"]["cpu_per_request_ratio"] > 0
+    assert data["ratios"]["batch64_on/ceiling64"]["32"]["throughput_ratio"] > 0  # 64-row requests too
     assert {"monitoring_keeps_90pct", "ready_under_2s", "half_the_ceiling"} <= set(data["targets"])
     assert all(isinstance(t["met"], bool) for t in data["targets"].values())
     assert "| modelmon, everything on | 32 |" in result.stdout
