@@ -20,6 +20,14 @@ the label-free estimate (the drift scorer's thread, in parts of ``SETTLE_ROWS``)
 prediction log's line (the event loop) and its insert by the writer (the writer process).
 
     python benchmarks/request_phases.py --regression [--varied] [--call-rows 7] [--calls 10000] [--rounds 5]
+
+``--threads`` (issue 18): the same regression model on real servers, everything on and
+monitoring off (serving.py's pair; ``--before SRC``: a third, everything on from another
+checkout's ``src``), loaded in turn by ``wrk`` at ``--concurrency`` for ``--seconds``, in
+``--rounds`` alternating rounds: each thread's and the writer process's CPU µs per request
+(``/proc``; thread names from ``py-spy dump`` when it is installed), medians over the rounds.
+
+    python benchmarks/request_phases.py --threads [--rounds 12] [--seconds 2] [--before ../main/src]
 """
 
 from __future__ import annotations
@@ -28,7 +36,9 @@ import argparse
 import asyncio
 import itertools
 import os
+import re
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -224,6 +234,71 @@ async def regression_parts(registry: Path, call_rows: int, calls: int, varied: b
     return {name: statistics.median(values) for name, values in parts.items()}
 
 
+def thread_cpu(pid: int) -> dict[tuple[int, int], float]:
+    """CPU seconds of each thread of ``pid``'s process tree, by (process, thread) id."""
+    tick = os.sysconf("SC_CLK_TCK")
+    times = {}
+    for process in serving.process_tree(pid):
+        for task in Path(f"/proc/{process}/task").glob("*"):
+            try:
+                fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            times[(process, int(task.name))] = (int(fields[11]) + int(fields[12])) / tick
+    return times
+
+
+def thread_names(pid: int) -> dict[int, str]:
+    """Python's names of ``pid``'s threads, from ``py-spy dump`` (empty without py-spy)."""
+    spy = Path(sys.executable).parent / "py-spy"
+    if not spy.exists():
+        return {}
+    out = subprocess.run([str(spy), "dump", "--pid", str(pid)], capture_output=True, text=True).stdout
+    return {int(m[1]): m[2] for m in re.finditer(r'^Thread (\d+) \(\w+\): "([^"]+)"', out, re.M)}
+
+
+def server_threads(concurrency: int, seconds: float, rounds: int, before: Path | None) -> dict[str, dict[str, float]]:
+    """Per server, the median CPU µs per request of each of its threads and of its writer
+    process, its median requests/s and its median total (see the module's docstring)."""
+    with tempfile.TemporaryDirectory(prefix="modelmon-threads-") as tmp:
+        registry = serving.prepare_regression(Path(tmp))
+        servers = {"everything on": serving.regression_server("on", "on", registry, []),
+                   "monitoring off": serving.regression_server("off", "off", registry, serving.NOTHING_ON)}
+        if before is not None:
+            servers["everything on, before"] = serving.regression_server("before", "before", registry, [])
+        for key, server in servers.items():  # servers start in their own directory: absolute paths
+            server.env["PYTHONPATH"] = str((before if key.endswith("before") else serving.ROOT / "src").resolve())
+        samples: dict[str, list[dict[str, float]]] = {key: [] for key in servers}
+        try:
+            scripts, names = {}, {}
+            for key, server in servers.items():
+                server.start(Path(tmp))
+                scripts[key] = serving.lua_script(Path(tmp) / f"{server.key}.lua", server.body_for(serving.ROWS[:1]))
+                serving.wrk(server.port, server.infer_path, scripts[key], concurrency, 2)  # warm up
+                serving.settle(server.process.pid)
+                names[key] = thread_names(server.process.pid)
+            for round_ in range(rounds):
+                for key in list(servers) if round_ % 2 == 0 else list(servers)[::-1]:
+                    server = servers[key]
+                    pid = server.process.pid
+                    started = thread_cpu(pid)
+                    measured = serving.wrk(server.port, server.infer_path, scripts[key], concurrency, seconds)
+                    ended = thread_cpu(pid)
+                    sample = {"requests/s": measured["requests_per_second"]}
+                    for (process, thread), cpu in ended.items():
+                        name = names[key].get(thread, "other threads") if process == pid else "writer process"
+                        us = 1e6 * (cpu - started.get((process, thread), 0.0)) / max(1, measured["requests"])
+                        sample[name] = sample.get(name, 0.0) + us
+                    sample["total"] = sum(v for k, v in sample.items() if k != "requests/s")
+                    samples[key].append(sample)
+                    serving.settle(pid)
+        finally:
+            for server in servers.values():
+                server.stop()
+    return {key: {name: statistics.median(s.get(name, 0.0) for s in runs) for name in {n for s in runs for n in s}}
+            for key, runs in samples.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, nargs="+", default=[1, 64])
@@ -233,7 +308,22 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=10000, help="--regression: model calls per round")
     parser.add_argument("--rounds", type=int, default=5, help="--regression: rounds (the median is shown)")
     parser.add_argument("--varied", action="store_true", help="--regression: calls of different rows (not one row repeated)")
+    parser.add_argument("--threads", action="store_true", help="CPU per request of each thread of real servers")
+    parser.add_argument("--concurrency", type=int, default=8, help="--threads: wrk connections")
+    parser.add_argument("--seconds", type=float, default=2.0, help="--threads: seconds per load")
+    parser.add_argument("--before", type=Path, help="--threads: also serve from this checkout's src")
     args = parser.parse_args()
+    if args.threads:
+        serving.ROWS[:] = serving.regression_frames()[1].drop(columns="target").to_numpy().tolist()[:64]
+        result = server_threads(args.concurrency, args.seconds, args.rounds, args.before)
+        columns = sorted({n for r in result.values() for n in r} - {"requests/s", "total"})
+        print(f"\nregression model, c={args.concurrency}, median of {args.rounds} rounds of {args.seconds} s: CPU µs per request\n")
+        print("| server | requests/s | " + " | ".join(columns) + " | total |")
+        print("|---|---|" + "---|" * (len(columns) + 1))
+        for key, r in result.items():
+            cells = " | ".join(f"{r.get(c, 0.0):.1f}" for c in columns)
+            print(f"| {key} | {r['requests/s']:,.0f} | {cells} | {r['total']:.1f} |")
+        return
     if args.regression:
         serving.ROWS[:] = serving.regression_frames()[1].drop(columns="target").to_numpy().tolist()
         with tempfile.TemporaryDirectory(prefix="modelmon-phases-") as tmp:

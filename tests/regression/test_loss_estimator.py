@@ -185,6 +185,35 @@ def test_the_event_loop_leaves_the_estimate_to_the_scrape_and_the_scorer(fitted:
                                rtol=1e-12)
 
 
+def test_a_saturated_event_loop_settles_the_estimate_when_it_counts(fitted: LossEstimator):
+    """Once a counted group holds a model call that served several requests (they queued
+    behind the model: the loop is saturated), the loop's own count settles the estimate,
+    the rows left by earlier one-request calls included; the scorer then finds nothing
+    left, and the sums equal the estimator's per-row values, each row once."""
+    from modelmon.monitoring.metrics import ServerMetrics
+    from modelmon.monitoring.monitor import VersionMonitor
+
+    server = ServerMetrics()
+    monitor = VersionMonitor(server, model="r", version="1", flavor="sklearn", signature=SIGNATURE,
+                             loss_estimator=fitted)
+    assert monitor.accounting is not None
+    monitor.accounting.flush_seconds = 0.0  # every call is counted at once, as under traffic
+    rng = np.random.default_rng(9)
+    calls = [make_rows(rng, n)[:2] for n in (1, 2, 3)]
+    task = monitor.task
+    for features, predicted in calls[:2]:  # one request per call: left to the scorer
+        monitor.observe(features, 0.001, ModelOutput.from_values(predicted), [0.0])
+    assert task.bins.counts.sum() == 3 and task.estimated.counts[0] == 0
+    features, predicted = calls[2]  # one call, three one-row requests
+    monitor.observe(features, 0.001, ModelOutput.from_values(predicted), [0.0, 0.0001, 0.0002])
+    absolute, squared = (np.concatenate([fitted.expected_errors(f, p)[i] for f, p in calls]) for i in (0, 1))
+    assert task.estimated.counts[0] == 6
+    np.testing.assert_allclose(task.expected_absolute.counts[0], absolute.sum(), rtol=1e-12)
+    np.testing.assert_allclose(task.expected_squared.counts[0], squared.sum(), rtol=1e-12)
+    monitor.settle()  # the scorer's tick: nothing left, nothing counted twice
+    assert task.estimated.counts[0] == 6
+
+
 def test_a_long_queue_is_estimated_in_parts_each_row_once(fitted: LossEstimator, monkeypatch: pytest.MonkeyPatch):
     """What the scorer settles after a backlog is estimated in parts of about SETTLE_ROWS rows
     (a large estimate costs more per row); every row is still counted once, and the sums

@@ -15,6 +15,17 @@ Anything that reads the counts counts the queue first: a scrape (``ServerMetrics
 and a drift score (``VersionMonitor.score``), so counts are exact whenever they are seen. An
 idle server's last calls are counted by the drift scorer's thread (``drift_exporter``) within
 ``IDLE_FLUSH_SECONDS``; a counted group's rows are dated, for drift windows, when counted.
+
+A task's slow work (a regressor's label-free estimate, ``TaskCounts.settle``) is left to the
+drift scorer's thread while the event loop has time to spare, and done by the loop's own
+count once it has none: when a counted group holds a model call that served more than one
+request (requests queued behind the model: the loop is what limits throughput). At one
+request at a time the thread runs beside an idle loop. Under load it ran beside a saturated
+one, on 2 cores of which wrk takes one, and cost more than the estimate itself (issue 18,
+serving.py's regression model at concurrency 8, medians over alternating pairs of runs on a
+shared machine: the loop's thread spent no more CPU per request once it did the estimate
+itself, and the scorer's 1.7-2.3 µs per request went; process-tree CPU per request 1.9 µs
+lower, requests/s 4% higher, over 16 pairs of 2 s; 101 -> 92 µs over 10 pairs of 3 s).
 """
 
 from __future__ import annotations
@@ -75,28 +86,32 @@ class BatchAccounting:
 
     def flush(self, settle: bool = True) -> None:
         """Count everything queued (from any thread). ``settle``: also finish the task's slow
-        work (``TaskCounts.settle``), as everything but the request path does."""
+        work (``TaskCounts.settle``), as everything but the request path does; the request
+        path finishes it too when the group shows a saturated loop (the module's docstring)."""
         with self._flush_lock:
-            self._count()
-        if settle:
+            merged = self._count()
+        if settle or merged:
             self.task.settle()
 
-    def _count(self) -> None:
+    def _count(self) -> bool:
+        """Count the queue; whether one of its model calls served more than one request."""
         self._flushed_at = time.monotonic()
         with self._queue_lock:
             pending, self._pending, self._pending_rows = self._pending, [], 0
         if not pending:
-            return
+            return False
         batches, seconds, outputs, waits = zip(*pending, strict=True)
         self.metrics.batch_size.observe(np.array([b.n_rows for b in batches], dtype=np.float64))
         self.metrics.inference_duration.observe(np.array(seconds))
-        self.metrics.queue_duration.observe(np.fromiter(itertools.chain.from_iterable(waits), np.float64))
+        queued = np.fromiter(itertools.chain.from_iterable(waits), np.float64)  # one per request
+        self.metrics.queue_duration.observe(queued)
         output = ModelOutput.concat(list(outputs))
         batch = FeatureBatch.concat(list(batches))  # the task may read them (a regressor's estimate)
         if self.drift is None:
             self.task.count(output, batch)
-            return
-        with self.drift.lock:  # a drift score sees a group's counts all or not at all
-            self.drift.record(batch.n_rows)
-            self.task.count(output, batch)
-            self.drift.accountant.count(batch)
+        else:
+            with self.drift.lock:  # a drift score sees a group's counts all or not at all
+                self.drift.record(batch.n_rows)
+                self.task.count(output, batch)
+                self.drift.accountant.count(batch)
+        return len(queued) > len(pending)

@@ -195,7 +195,8 @@ class RegressionCounts(TaskCounts):
         # Rows counted but not yet estimated: the estimate (about 5 µs of CPU per row, mostly
         # onnxruntime with the GIL released) is left to the scrape's and the drift scorer's
         # threads (``settle``), off the event loop, which counts every 0.1 s on the request
-        # path (issue 18: the serving cost at c=1).
+        # path (issue 18: the serving cost at c=1), unless that loop is saturated
+        # (``batch_accounting``: then the loop settles it when it counts).
         self._unestimated: list[tuple[FeatureBatch, np.ndarray]] = []
         self._unestimated_lock = threading.Lock()  # the list: held for an append or a swap
         self._estimate_lock = threading.Lock()  # one settle at a time, so no sum is lost
