@@ -509,6 +509,20 @@ def regression_server(key: str, label: str, registry: Path, flags: list[str]) ->
     return server
 
 
+def side_by_side_text(result: dict) -> str:
+    """How a two-server run (``--regression-only``, ``--shadow-only``) was measured, for its
+    README section."""
+    st = result["settings"]
+    return (f"`wrk` {result['versions']['wrk']}, one thread, concurrency {', '.join(map(str, st['levels']))}, "
+            f"{st['duration_seconds']:g} s each after a {st['warmup_seconds']:g} s warm-up, {st['rounds']} rounds, "
+            "each starting both servers afresh and loading them one after another at each concurrency (order "
+            "rotated); medians over rounds, ratios taken within a round. "
+            f"{result['machine']['cpus']} cores, shared with the load generator and with whatever else ran on the "
+            f"machine: the 1-minute load average went from {result['load_average_1min'][0]:.1f} to "
+            f"{result['load_average_1min'][1]:.1f} during the run. Run on {result['date']} with `{st['command']}` "
+            f"({result['seconds'] / 60:.0f} minutes).")
+
+
 def regression_markdown(result: dict) -> str:
     """The README section of a ``--regression-only`` run."""
     s, st = result["summary"], result["settings"]
@@ -520,14 +534,7 @@ def regression_markdown(result: dict) -> str:
              "[docs/regression.md](../docs/regression.md)); one row per request, V2 JSON. modelmon with everything on "
              "(`modelmon serve`'s defaults: metrics, prediction bins, drift accounting, the loss estimate per row, "
              "the prediction log) against the same model with `--no-monitoring --no-prediction-log`. "
-             f"`wrk` {result['versions']['wrk']}, one thread, concurrency {', '.join(levels)}, "
-             f"{st['duration_seconds']:g} s each after a {st['warmup_seconds']:g} s warm-up, {st['rounds']} rounds, "
-             "each starting both servers afresh and loading them one after another at each concurrency (order "
-             "rotated); medians over rounds, ratios taken within a round. "
-             f"{result['machine']['cpus']} cores, shared with the load generator and with whatever else ran on the "
-             f"machine: the 1-minute load average went from {result['load_average_1min'][0]:.1f} to "
-             f"{result['load_average_1min'][1]:.1f} during the run. Run on {result['date']} with `{st['command']}` "
-             f"({result['seconds'] / 60:.0f} minutes).", "",
+             + side_by_side_text(result), "",
              "| server | c | requests/s | p50 ms | p90 ms | p99 ms | errors | RSS loaded MiB |",
              "|---|---|---|---|---|---|---|---|"]
     for key, entry in s.items():
@@ -630,15 +637,7 @@ def shadow_markdown(result: dict) -> str:
              "version 2 that copies all traffic (docs/rollout.md: a copy is shed while the model serves more than "
              "one request, so the candidate only uses capacity the primary leaves idle, and the copies queued within "
              "a linger, `--shadow-linger-ms` 20 by default, go to the candidate as one model call), one with no "
-             "rollout. One "
-             f"row per request, V2 JSON, `wrk` {result['versions']['wrk']}, one thread, concurrency "
-             f"{', '.join(levels)}, {st['duration_seconds']:g} s each after a {st['warmup_seconds']:g} s warm-up, "
-             f"{st['rounds']} rounds, each starting both servers afresh and loading them one after another at each "
-             "concurrency (order rotated); medians over rounds, ratios taken within a round. "
-             f"{result['machine']['cpus']} cores, shared with the load generator and with whatever else ran on the "
-             f"machine: the 1-minute load average went from {result['load_average_1min'][0]:.1f} to "
-             f"{result['load_average_1min'][1]:.1f} during the run. Run on {result['date']} with `{st['command']}` "
-             f"({result['seconds'] / 60:.0f} minutes).", "",
+             "rollout. One row per request, V2 JSON, " + side_by_side_text(result), "",
              "| server | c | requests/s | p50 ms | p90 ms | p99 ms | CPU µs/request | errors |",
              "|---|---|---|---|---|---|---|---|"]
     for key, entry in s.items():

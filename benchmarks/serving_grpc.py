@@ -114,13 +114,10 @@ def grpc_answered(port: int) -> tuple[float, float]:
     return ok, failed
 
 
-def h2load(
-    http_port: int, grpc_port: int, body: Path, connections: int, seconds: float, log: Path
-) -> dict:
-    """One h2load run against ModelInfer, checked against the server's own count."""
-    before = grpc_answered(http_port)
-    log.unlink(missing_ok=True)
-    command = [
+def h2load_command(port: int, body: Path, connections: int, seconds: float, log: Path) -> list[str]:
+    """h2load sending ``body`` to ModelInfer on ``port``: one thread, one stream per
+    connection, for ``seconds``, each request's time in ``log``."""
+    return [
         "h2load",
         "-t1",
         f"-c{connections}",
@@ -134,8 +131,17 @@ def h2load(
         str(body),
         "--log-file",
         str(log),
-        f"http://127.0.0.1:{grpc_port}{INFER_RPC}",
+        f"http://127.0.0.1:{port}{INFER_RPC}",
     ]
+
+
+def h2load(
+    http_port: int, grpc_port: int, body: Path, connections: int, seconds: float, log: Path
+) -> dict:
+    """One h2load run against ModelInfer, checked against the server's own count."""
+    before = grpc_answered(http_port)
+    log.unlink(missing_ok=True)
+    command = h2load_command(grpc_port, body, connections, seconds, log)
     out = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60)
     measured = parse_h2load(out, log)
     done = measured["requests"]
@@ -198,22 +204,7 @@ def start_echo(workdir: Path) -> tuple[subprocess.Popen, int]:
 def h2load_echo(port: int, body: Path, connections: int, seconds: float, log: Path) -> dict:
     """h2load against the echo server (nothing to check it against but h2load's own count)."""
     log.unlink(missing_ok=True)
-    command = [
-        "h2load",
-        "-t1",
-        f"-c{connections}",
-        "-m1",
-        f"-D{max(1, round(seconds))}",
-        "-H",
-        "content-type: application/grpc",
-        "-H",
-        "te: trailers",
-        "-d",
-        str(body),
-        "--log-file",
-        str(log),
-        f"http://127.0.0.1:{port}{INFER_RPC}",
-    ]
+    command = h2load_command(port, body, connections, seconds, log)
     out = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60)
     return parse_h2load(out, log) | {"errors": 0}
 
