@@ -163,3 +163,20 @@ def test_optional_fields_may_be_null_or_absent():
                       "outputs": [{"name": "label", "parameters": {"binary_data": True}}, {"name": "probabilities"}]})
     assert request.inputs[0].data == [1.5]
     assert request.requested_outputs == ["label", "probabilities"] and request.binary_outputs == {"label"}
+
+
+@pytest.mark.parametrize("body", [b"", b" ", b"\r\n\t "])
+def test_an_empty_admin_body_means_no_parameters(body):
+    assert codecs.loads_or_empty(body) == {}
+
+
+@pytest.mark.parametrize("body", [b"\x0c", b"\x0b", b" \x0c\n"])
+def test_a_body_of_whitespace_json_does_not_allow_is_rejected(body):
+    # bytes.strip() takes form feeds and vertical tabs too: such a body passed for an empty
+    # one and the repository loaded a model on it (schemathesis found it).
+    with pytest.raises(MalformedRequestError, match="not valid JSON"):
+        codecs.loads_or_empty(body)
+
+
+def test_an_admin_body_with_parameters_is_parsed():
+    assert codecs.loads_or_empty(b' {"parameters": {"version": "2"}} ') == {"parameters": {"version": "2"}}

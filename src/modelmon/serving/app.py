@@ -354,7 +354,7 @@ class ModelServer:
         try:
             self.authorize(request, "repository")
             body = await self.read_body(request)
-            payload = codecs.loads(body) if body.strip() else {}
+            payload = codecs.loads_or_empty(body)
             parameters = payload.get("parameters", {}) if isinstance(payload, dict) else None
             if not isinstance(parameters, dict):
                 raise MalformedRequestError('expected {"parameters": {"version": "<n>"}} or an empty body')
@@ -424,7 +424,7 @@ class ModelServer:
                 response = json_response({**found, "evidence": self.rollouts.local_evidence(name)})
             else:
                 body = await self.read_body(request)
-                payload = codecs.loads(body) if body.strip() else {}
+                payload = codecs.loads_or_empty(body)
                 if action == "start":
                     started = await run_in_threadpool(rollout_commands.start, store, self.registry, name, payload, "http")
                     response = json_response(started.as_dict())
