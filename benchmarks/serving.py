@@ -509,6 +509,20 @@ def regression_server(key: str, label: str, registry: Path, flags: list[str]) ->
     return server
 
 
+def finish_markdown(lines: list[str], result: dict, notes: bool) -> str:
+    """A README section's end, the same for every run: versions, the servers as started,
+    the run's notes (``notes``) and the rounds that failed."""
+    lines = [*lines, "", "Versions: " + ", ".join(f"{k} {val}" for k, val in result["versions"].items() if val) + ".",
+             "", "Servers as started (ports chosen free at run time):", ""]
+    lines += [f"- {result['labels'][key]}: `{command}`" for key, command in result["commands"].items()]
+    if notes:
+        lines += ["", *result.get("notes", [])]
+    if result.get("failures"):
+        lines += ["", "Rounds (or parts) that failed and are left out of the medians:", ""]
+        lines += [f"- {f.splitlines()[0]}" for f in result["failures"]]
+    return "\n".join(lines).rstrip() + "\n"
+
+
 def side_by_side_text(result: dict) -> str:
     """How a two-server run (``--regression-only``, ``--shadow-only``) was measured, for its
     README section."""
@@ -554,13 +568,7 @@ def regression_markdown(result: dict) -> str:
     if target:
         lines += ["", f"Target (issue 18): everything on >= 0.90 of monitoring off at every concurrency: "
                   f"**{'met' if target['met'] else 'NOT met'}** (measured: `{json.dumps(target['measured'])}`)."]
-    lines += ["", "Versions: " + ", ".join(f"{k} {val}" for k, val in result["versions"].items() if val) + ".", "",
-              "Servers as started (ports chosen free at run time):", ""]
-    lines += [f"- {result['labels'][key]}: `{command}`" for key, command in result["commands"].items()]
-    if result.get("failures"):
-        lines += ["", "Rounds (or parts) that failed and are left out of the medians:", ""]
-        lines += [f"- {f.splitlines()[0]}" for f in result["failures"]]
-    return "\n".join(lines).rstrip() + "\n"
+    return finish_markdown(lines, result, notes=False)
 
 
 EXTRA_KEYS = ("batch64_on", "batch64_off", "batch1_off", "ceiling64")
@@ -662,13 +670,7 @@ def shadow_markdown(result: dict) -> str:
     if copies:
         lines += ["", "Shadow copies of the last round, over its warm-up and every concurrency, by outcome "
                   "(`modelmon_rollout_shadow_total`): " + ", ".join(f"{k} {v:,.0f}" for k, v in copies.items()) + "."]
-    lines += ["", "Versions: " + ", ".join(f"{k} {val}" for k, val in result["versions"].items() if val) + ".", "",
-              "Servers as started (ports chosen free at run time):", ""]
-    lines += [f"- {result['labels'][key]}: `{command}`" for key, command in result["commands"].items()]
-    if result.get("failures"):
-        lines += ["", "Rounds (or parts) that failed and are left out of the medians:", ""]
-        lines += [f"- {f.splitlines()[0]}" for f in result["failures"]]
-    return "\n".join(lines).rstrip() + "\n"
+    return finish_markdown(lines, result, notes=False)
 
 
 # -- the tree study (issue 17) ----------------------------------------------------------
@@ -896,14 +898,7 @@ def trees_only_markdown(result: dict) -> str:
              f"{result['load_average_1min'][0]:.1f} to {result['load_average_1min'][1]:.1f} during the run. Run on "
              f"{result['date']} with `{st['command']}` ({result['seconds'] / 60:.0f} minutes).",
              *tree_markdown(result)[2:]]
-    lines += ["", "Versions: " + ", ".join(f"{k} {val}" for k, val in result["versions"].items() if val) + ".", "",
-              "Servers as started (ports chosen free at run time):", ""]
-    lines += [f"- {result['labels'][key]}: `{command}`" for key, command in result["commands"].items()]
-    lines += ["", *result.get("notes", [])]
-    if result.get("failures"):
-        lines += ["", "Rounds (or parts) that failed and are left out of the medians:", ""]
-        lines += [f"- {f.splitlines()[0]}" for f in result["failures"]]
-    return "\n".join(lines).rstrip() + "\n"
+    return finish_markdown(lines, result, notes=True)
 
 
 # -- summary --------------------------------------------------------------------------
@@ -1076,15 +1071,7 @@ def markdown(result: dict) -> str:
             a, bb = name.split("/")
             cells = " | ".join(f"{per[str(c)]['throughput_ratio']:.2f}x | {per[str(c)]['p99_ratio']:.2f}x" for c in b["levels"])
             lines.append(f"| {result['labels'][a]} / {result['labels'][bb]} | {cells} |")
-    lines += ["", "Versions: " + ", ".join(f"{k} {val}" for k, val in v.items() if val) + ".", "",
-              "Servers as started (ports chosen free at run time):", ""]
-    for key, command in result["commands"].items():
-        lines.append(f"- {result['labels'][key]}: `{command}`")
-    lines += ["", *result.get("notes", [])]
-    if result.get("failures"):
-        lines += ["", "Rounds (or parts) that failed and are left out of the medians:", ""]
-        lines += [f"- {f.splitlines()[0]}" for f in result["failures"]]
-    return "\n".join(lines).rstrip() + "\n"
+    return finish_markdown(lines, result, notes=True)
 
 
 def write_readme_section(marker: str, text: str) -> None:
