@@ -3,8 +3,9 @@
 One server (module-scoped) serves four models, each with a primary (version 1) and a
 candidate (version 2): ``same`` (the same model again), ``inverted`` (trained on inverted
 labels), ``faulty`` (fails on inputs whose first feature is high) and ``slow`` (0.3 s a
-call, past the shadow timeout of 0.1 s); and one regressor, ``price``, whose version 2
-learnt a shuffled target. The tests run in
+call, past the shadow timeout of 0.1 s); ``drifting``, whose primary leans on feature a
+and candidate on feature b; and one regressor, ``price``, whose version 2 learnt a
+shuffled target. The tests run in
 order: ``same`` is promoted to 2, then a rollout back to 1 (the same model) is aborted and
 another restarted. The
 store is the server's SQLite file; the CLI reaches the same file. Gates are evaluated
@@ -39,7 +40,7 @@ from tests.tracking.conftest import postgres_schema
 
 pytestmark = pytest.mark.slow
 #: Margins for tests: a step passes on a few hundred requests (docs/rollout.md explains them).
-MARGINS = {"errors": 0.15, "latency": 0.25, "estimated_quality": 0.08}
+MARGINS = {"errors": 0.15, "latency": 0.25, "estimated_quality": 0.08, "drift": 0.3}
 SERVER_ARGS = ("--drain-seconds", "0", "--rollout-check-seconds", "0.1", "--shadow-timeout-seconds", "0.1")
 
 
@@ -59,6 +60,11 @@ def rollout_registry(tmp_path_factory, cancer_frame: pd.DataFrame, cancer_model:
                        registry=root, convert_to_onnx=False)
         register_model(candidate, name=name, reference=cancer_frame, target="target", validation=validation,
                        registry=root, convert_to_onnx=False)
+    # Two classifiers of the same rows, one leaning on a, the other on b (drifting_models).
+    frame = drifting_frame(shift=0.0)
+    for model in drifting_models():
+        register_model(model, name="drifting", reference=frame, target="target", validation=frame, registry=root,
+                       convert_to_onnx=False)
     # A regressor and a worse one: version 2 learnt a shuffled target, so its errors (and its
     # label-free estimate of them, fitted on the same validation rows) are far larger.
     price = price_frame()
@@ -73,6 +79,22 @@ def rollout_registry(tmp_path_factory, cancer_frame: pd.DataFrame, cancer_model:
 def price_frame() -> pd.DataFrame:
     X, y = make_regression(n_samples=300, n_features=4, noise=5.0, random_state=0)
     return pd.DataFrame(X, columns=["a", "b", "c", "d"]).assign(target=y)
+
+
+def drifting_frame(shift: float, rows: int = 600, seed: int = 3) -> pd.DataFrame:
+    """Features a and b, standard normal but for b moved by ``shift``; target a + b > 0."""
+    rng = np.random.default_rng(seed)
+    a, b = rng.normal(size=rows), rng.normal(shift, 1.0, size=rows)
+    return pd.DataFrame({"a": a, "b": b, "target": (a + b > 0).astype(int)})
+
+
+def drifting_models() -> tuple[LogisticRegression, LogisticRegression]:
+    """The primary learnt a + noise > 0, the candidate b + noise > 0: alike on the validation
+    rows, where both features have one distribution, apart once b moves."""
+    frame = drifting_frame(shift=0.0, rows=2000, seed=4)
+    X, noise = frame[["a", "b"]], np.random.default_rng(5).normal(size=(2, len(frame)))
+    return (LogisticRegression().fit(X, (frame["a"] + noise[0] > 0).astype(int)),
+            LogisticRegression().fit(X, (frame["b"] + noise[1] > 0).astype(int)))
 
 
 @pytest.fixture(scope="module")
@@ -160,7 +182,7 @@ def test_an_identical_candidate_is_promoted_through_every_step(rollout_server, g
     assert [(d["from_step"], d["to_step"]) for d in advances] == [(0, 1), (1, 2)]
     for decision in advances:  # each step passed on every gate, with its evidence recorded
         gates = decision["evidence"]["gates"]
-        assert set(gates) == {"errors", "latency", "estimated_quality"}
+        assert set(gates) == {"errors", "latency", "estimated_quality", "drift"}
         assert all(g["verdict"] == "pass" and g["high"] <= g["margin"] for g in gates.values()), gates
         assert decision["evidence"]["step_requests"] >= 30
     versions = [a["model_version"] for a in answers]
@@ -254,6 +276,33 @@ def test_a_worse_regressor_is_rolled_back_on_its_estimated_error_before_any_labe
           f"against {estimated['primary']['bad'] / max(estimated['primary']['count'], 1):.2f})")
 
 
+def test_a_candidate_whose_predictions_drift_more_is_rolled_back_on_drift_before_any_label(rollout_server):
+    """Feature b moved by 2.5 in the traffic: the candidate, which leans on b, predicts class 1
+    for nearly every row where its validation rows were half and half; the primary, leaning
+    on a, predicts as it did. Rolled back on drift alone (the candidate is sure of its answers,
+    so CBPE does not expect it to err more), with no label sent."""
+    url = rollout_server.url
+    traffic = drifting_frame(shift=2.5, rows=2000, seed=6).drop(columns="target")
+    assert start(url, "drifting", candidate=2, steps=[50, 100], margins=MARGINS, min_requests=30).status_code == 200
+    found, answers = drive(url, "drifting", traffic.to_dict("records"), rows=50, until={"promoted", "rolled_back"}, most=1000)
+    assert found["state"] == "rolled_back", found
+    decision = found["decisions"][-1]
+    assert decision["evidence"]["failed"] == ["drift"]
+    drift = decision["evidence"]["gates"]["drift"]
+    assert drift["low"] > MARGINS["drift"]
+    assert drift["candidate_drift"][0] > drift["primary_drift"][1]
+    # The models' own predictions (scikit-learn) on these rows and on the validation rows:
+    # the candidate's class shares moved by far more than the margin, the primary's barely.
+    validation = drifting_frame(shift=0.0).drop(columns="target")
+    primary, candidate = drifting_models()
+    moved = [abs(m.predict(traffic).mean() - m.predict(validation).mean()) for m in (primary, candidate)]
+    assert moved[1] > 0.4 > 0.1 > moved[0]
+    assert drift["candidate"]["bad"] / drift["candidate"]["count"] >= drift["candidate_drift"][0]
+    assert metric(url, "modelmon_feedback_total", {"model": "drifting", "outcome": "matched"}) in (None, 0.0)  # no labels
+    print(f"\ndrifting candidate rolled back after {int(drift['candidate']['count'])} of its rows in {len(answers)} "
+          f"requests (drift {drift['candidate_drift']} against the primary's {drift['primary_drift']})")
+
+
 BAD_STARTS = [
     ({}, 400, "candidate: the version to roll out is required"),
     ({"candidate": 9}, 400, "candidate: model 'same' has no version 9"),
@@ -332,7 +381,7 @@ def test_a_restart_mid_rollout_resumes_it(rollout_server, rollout_registry, home
     runner = CliRunner()
     result = runner.invoke(app, [  # version 2 serves `same` now; version 1 is the same model
         "rollout", "start", "same", "--candidate", "1", "--steps", "10,50,100", "--min-requests", "30",
-        "--margin", "errors=0.15", "--margin", "latency=0.25", "--margin", "estimated_quality=0.08",
+        "--margin", "errors=0.15", "--margin", "latency=0.25", "--margin", "estimated_quality=0.08", "--margin", "drift=0.3",
         "--registry", str(rollout_registry), "--store", str(home / "modelmon.db"),
     ])
     assert result.exit_code == 0, result.output

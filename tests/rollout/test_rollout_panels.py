@@ -126,7 +126,7 @@ def test_every_rollout_panel_shows_the_servers_own_figures(surface):
     bounds = _last(run_query(PANELS["Gate intervals against their margins"].queries[0], source, context))
     margins = _last(run_query(PANELS["Gate intervals against their margins"].queries[1], source, context))
     gates = found["evidence"]["gates"]
-    assert set(gates) == {"errors", "latency", "estimated_quality"}
+    assert set(gates) == {"errors", "latency", "estimated_quality", "drift"}
     instance = f"127.0.0.1:{surface.server.port}"
     for gate, result in gates.items():
         for bound in ("low", "high"):

@@ -1,16 +1,25 @@
 """The always-valid intervals of the rollout gates (monitoring/sequential.py), against
 scipy's numerical integral and root finder, a hand-worked case, and by simulation: the
-share of paths whose interval ever misses the true mean stays under alpha."""
+share of paths whose interval ever misses the true mean stays under alpha. The drift
+gate's interval of a total variation distance, against scipy's linear programming (the
+smallest distance any distribution within the bins' intervals can have) and by simulation."""
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
 import pytest
 from scipy import integrate, optimize, special, stats
+from scipy.spatial import distance
 
-from modelmon.monitoring.sequential import difference_interval, log_mixture, share_interval
+from modelmon.monitoring.sequential import (
+    difference_interval,
+    distance_interval,
+    log_mixture,
+    share_interval,
+)
 
 
 @pytest.mark.parametrize(("successes", "n", "p"), [(0, 10, 0.2), (3, 10, 0.3), (2.5, 7, 0.6), (40, 1000, 0.02), (999.5, 1000, 0.9)])
@@ -92,3 +101,88 @@ def test_a_worse_candidate_is_told_apart_and_an_equal_one_is_not():
     narrow = difference_interval((50, 1000), (450, 9000), 0.05)
     wide = difference_interval((5, 100), (45, 900), 0.05)
     assert narrow[0] < 0 < narrow[1] and wide[0] < narrow[0] and narrow[1] < wide[1]
+
+
+def total_variation(p: np.ndarray, r: np.ndarray) -> float:
+    return float(distance.cityblock(p, r)) / 2
+
+
+def extreme_distances(ends: list[tuple[float, float]], reference: np.ndarray) -> tuple[float, float]:
+    """The smallest and largest total variation from ``reference`` of any distribution p with
+    every p_b in its interval, computed without the module's reasoning: the smallest by a
+    linear program (minimise sum t_b subject to t_b >= |p_b - r_b|, sum p = 1), the largest
+    at a vertex of that box cut by sum p = 1 (a convex function's maximum over a polytope),
+    found by trying every vertex: all bins at an end but one, which takes up the rest."""
+    k = len(reference)
+    # Variables: p_1..p_k, t_1..t_k.
+    cost = np.r_[np.zeros(k), np.ones(k) / 2]
+    upper = np.block([[np.eye(k), -np.eye(k)], [-np.eye(k), -np.eye(k)]])
+    bounds = [*ends, *[(0, 1)] * k]
+    solved = optimize.linprog(cost, A_ub=upper, b_ub=np.r_[reference, -reference], A_eq=[np.r_[np.ones(k), np.zeros(k)]],
+                              b_eq=[1.0], bounds=bounds)
+    assert solved.status == 0
+    largest = 0.0
+    for free in range(k):
+        others = [b for b in range(k) if b != free]
+        for choice in itertools.product(*[(ends[b][0], ends[b][1]) for b in others]):
+            rest = 1 - sum(choice)
+            if ends[free][0] - 1e-12 <= rest <= ends[free][1] + 1e-12:
+                p = np.empty(k)
+                p[others], p[free] = choice, rest
+                largest = max(largest, total_variation(p, reference))
+    return float(solved.fun), largest
+
+
+@pytest.mark.parametrize(("counts", "reference"), [
+    ([30, 50, 20], [0.3, 0.5, 0.2]),  # as expected
+    ([5, 0, 95, 0], [0.25, 0.25, 0.25, 0.25]),  # far from it
+    ([400, 350, 250], [0.2, 0.3, 0.5]),
+    ([0, 0, 1], [0.5, 0.5, 0.0]),  # a share the reference never had
+    ([3000, 1000, 2000, 4000, 0], [0.1, 0.2, 0.3, 0.3, 0.1]),
+])
+def test_the_distance_interval_holds_every_distance_the_bins_intervals_allow(counts, reference):
+    """With every bin's share in its interval (at alpha / bins), the distance interval
+    contains the distance of every distribution they allow (scipy's linear program for the
+    smallest, every vertex for the largest), and the observed shares' distance."""
+    alpha = 0.05
+    low, high = distance_interval(counts, reference, alpha)
+    n = sum(counts)
+    ends = [share_interval(c, n, alpha / len(counts)) for c in counts]
+    smallest, largest = extreme_distances(ends, np.array(reference))
+    assert low <= smallest + 1e-9
+    assert high >= largest - 1e-9
+    observed = total_variation(np.array(counts) / n, np.array(reference))
+    assert low <= observed <= high
+    assert 0.0 <= low <= high <= 1.0
+
+
+def test_the_distance_interval_narrows_to_the_true_distance():
+    """A million rows: the interval is within 0.01 of the distance between the shares and the
+    reference (hand-worked: all rows in one of four equal bins is 0.75 from them)."""
+    low, high = distance_interval([1_000_000, 0, 0, 0], [0.25] * 4, 0.05)
+    assert 0.74 < low <= 0.75 <= high < 0.76
+    low, high = distance_interval([250_000] * 4, [0.25] * 4, 0.05)
+    assert low == 0.0 and high < 0.01
+    assert distance_interval([0, 0], [0.5, 0.5], 0.05) == (0.0, 1.0)  # before any row
+    with pytest.raises(ValueError, match="same non-zero length"):
+        distance_interval([1, 2], [1.0], 0.05)
+
+
+def test_the_distance_intervals_false_alarm_rate_holds_under_repeated_looks():
+    """300 paths of 2,000 rows from shares (0.5, 0.3, 0.15, 0.05) against a reference 0.1
+    away, each looked at 20 times (every 100 rows): the share of paths whose interval ever
+    excludes the true distance (scipy's cityblock / 2) is at most alpha."""
+    rng = np.random.default_rng(23)
+    alpha, paths, looks, every = 0.05, 300, 20, 100
+    shares, reference = np.array([0.5, 0.3, 0.15, 0.05]), np.array([0.4, 0.3, 0.15, 0.15])
+    true = total_variation(shares, reference)
+    assert true == pytest.approx(0.1)
+    missed = 0
+    for _ in range(paths):
+        counts = np.cumsum(rng.multinomial(every, shares, size=looks), axis=0)
+        for seen in counts:
+            low, high = distance_interval(seen.tolist(), reference.tolist(), alpha)
+            if not low <= true <= high:
+                missed += 1
+                break
+    assert missed / paths <= stats.binom.ppf(0.999, paths, alpha) / paths

@@ -10,6 +10,7 @@ from sklearn.linear_model import Ridge
 
 from modelmon.errors import RolloutInputError
 from modelmon.registry import Registry, register_model
+from modelmon.serving.rollout_gates import GATES
 from modelmon.serving.rollout_spec import parse_start
 
 
@@ -27,11 +28,11 @@ def registry(tmp_path_factory) -> Registry:
     return Registry(root)
 
 
-def test_a_regressor_is_gated_on_errors_latency_and_its_estimated_error(registry):
+def test_a_regressor_is_gated_on_errors_latency_its_estimated_error_and_drift(registry):
     spec = parse_start("price", {"candidate": 2, "primary": 1}, registry, None)
     assert (spec.primary_version, spec.candidate_version) == (1, 2)
-    assert spec.gates == ["errors", "latency", "estimated_error"]
-    assert spec.margins == {"errors": 0.01, "latency": 0.05, "estimated_error": 0.05}
+    assert spec.gates == ["errors", "latency", "estimated_error", "drift"]
+    assert spec.margins == {"errors": 0.01, "latency": 0.05, "estimated_error": 0.05, "drift": 0.15}
     with pytest.raises(RolloutInputError, match="gates: 'estimated_quality' needs a classifier; price is a regression model"):
         parse_start("price", {"candidate": 2, "primary": 1, "gates": ["errors", "estimated_quality"]}, registry, None)
 
@@ -52,3 +53,32 @@ def test_a_sticky_feature_is_one_of_the_models_features(registry):
         parse_start("price", {"candidate": 2, "primary": 1, "sticky_feature": "e"}, registry, None)
     with pytest.raises(RolloutInputError, match="sticky_feature: give sticky_header or sticky_feature, not both"):
         parse_start("price", {"candidate": 2, "primary": 1, "sticky_feature": "b", "sticky_header": "x-id"}, registry, None)
+
+
+def test_the_drift_gate_needs_both_versions_validation_predictions(registry):
+    """A version registered without a reference profile has no validation predictions to
+    drift from: the default gates leave drift out, and asking for it is a 400 naming both."""
+    primary, candidate = registry.card("price", 1), registry.card("price", 2)
+    assert GATES["drift"].applies_to(primary, candidate) is None
+    bare = candidate.model_copy(update={"reference_profile": None})
+    assert GATES["drift"].applies_to(primary, bare) == (
+        "'drift' compares each version's predictions with its validation rows'; version(s) [2] of price were "
+        "registered without them (register with validation data)")
+    assert GATES["estimated_quality"].applies_to(primary, candidate) == "'estimated_quality' needs a classifier; price is a regression model"
+
+
+def test_the_cli_help_and_the_openapi_schema_name_every_gate():
+    """The CLI's help is static text (it loads without the serving stack) and the OpenAPI
+    schema an enum: both must list every registered gate, and the CLI the defaults."""
+    from typer.testing import CliRunner
+
+    from modelmon.cli import app
+    from modelmon.serving.openapi import openapi_document
+    from modelmon.serving.rollout_gates import DEFAULT_GATES
+
+    text = " ".join(CliRunner().invoke(app, ["rollout", "start", "--help"], env={"COLUMNS": "400"}).output.split())
+    for name in GATES:
+        assert name in text, name
+    assert "default: " + ",".join(g for g in DEFAULT_GATES if g != "estimated_error") in text
+    schema = str(openapi_document(False, False, {"m": ["1"]}))
+    assert str(list(GATES)) in schema

@@ -245,7 +245,8 @@ def rollout() -> Row:
               width=12, height=6, min=0, max=1),
         Panel("timeseries", "Gate intervals against their margins", "Each gate's always-valid interval of the candidate's bad share "
               "minus the primary's, per replica (modelmon_rollout_gate_bound): a low bound above 0 rolls the candidate back, a high "
-              "bound at or below the gate's margin (its own line) passes the step; the dashed line is 0. Drawn while a rollout runs.",
+              "bound at or below the gate's margin (its own line) passes the step; the dashed line is 0. The drift gate's is of its "
+              "prediction drift, and rolls back only when its low bound is above the margin. Drawn while a rollout runs.",
               "percentunit", (
                   Prom(f"max by (instance, gate, bound) (modelmon_rollout_gate_bound{{{MODEL}}})", "{{gate}} {{bound}} {{instance}}"),
                   Prom(f"max by (gate) (modelmon_rollout_gate_margin{{{MODEL}}})", "{{gate}} margin"),

@@ -165,7 +165,8 @@ ROLLOUT_SHARE = Family(
 ROLLOUT_GATE_BOUND = Family(
     "modelmon_rollout_gate_bound", "gauge", ("model", "gate", "bound"),
     "Always-valid interval (bound: low, high) of the gate's bad share, candidate minus primary, on this replica's "
-    "traffic since it saw the rollout: low > 0 rolls back, high <= margin passes the step.",
+    "traffic since it saw the rollout: low > 0 rolls back, high <= margin passes the step (the drift gate: of its "
+    "prediction drift, and low > margin rolls back).",
 )
 ROLLOUT_GATE_MARGIN = Family("modelmon_rollout_gate_margin", "gauge", ("model", "gate"), "The gate's margin.")
 ROLLOUT_GATE_COUNT = Family(

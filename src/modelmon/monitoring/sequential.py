@@ -71,3 +71,40 @@ def difference_interval(
     c_low, c_high = share_interval(*candidate, alpha / 2)
     p_low, p_high = share_interval(*primary, alpha / 2)
     return c_low - p_high, c_high - p_low
+
+
+def distance_interval(counts: list[float], reference: list[float], alpha: float) -> tuple[float, float]:
+    """An always-valid interval of the total variation distance between the distribution
+    behind ``counts`` (rows per bin, so far) and a fixed ``reference`` (shares per bin,
+    summing to 1): half the L1 distance, the largest difference in the share of any set of
+    bins, in [0, 1].
+
+    Each bin's share is a mean of 0/1 values (a row in the bin or not), so it has its
+    confidence sequence at alpha / bins; all of them hold at all times at once with
+    probability at least 1 - alpha (a union bound), and then the distance lies between the
+    smallest and the largest it can be with every share in its interval:
+
+    - at least half the sum of each reference share's distance from its bin's interval,
+      and at least the reference's total excess over the intervals' tops (or the intervals'
+      bottoms' total excess over the reference), since TV = sum of max(0, r - p) = sum of
+      max(0, p - r);
+    - at most half the sum of each bin's farthest end from its reference share, and at most
+      the total excess either way taken at the far ends.
+
+    The distance has a finite-sample bound of this kind where the PSI (a log ratio of
+    shares, unbounded as a live share nears 0) has none."""
+    if len(counts) != len(reference) or not counts:
+        raise ValueError(f"counts and reference must be the same non-zero length, got {len(counts)} and {len(reference)}")
+    n = float(sum(counts))
+    if n <= 0:
+        return 0.0, 1.0
+    ends = [share_interval(c, n, alpha / len(counts)) for c in counts]
+    outside = sum(max(r - high, low - r, 0.0) for (low, high), r in zip(ends, reference, strict=True))
+    above = sum(max(low - r, 0.0) for (low, _), r in zip(ends, reference, strict=True))
+    below = sum(max(r - high, 0.0) for (_, high), r in zip(ends, reference, strict=True))
+    farthest = sum(max(abs(low - r), abs(high - r)) for (low, high), r in zip(ends, reference, strict=True))
+    most_above = sum(max(high - r, 0.0) for (_, high), r in zip(ends, reference, strict=True))
+    most_below = sum(max(r - low, 0.0) for (low, _), r in zip(ends, reference, strict=True))
+    low_bound = max(outside / 2, above, below)
+    high_bound = min(farthest / 2, most_above, most_below, 1.0)
+    return min(low_bound, high_bound), high_bound

@@ -12,6 +12,7 @@ from typing import Any
 import modelmon
 from modelmon.serving.codecs import V2_NUMPY_TYPES
 from modelmon.serving.feedback import MAX_LABELS_PER_REQUEST
+from modelmon.serving.rollout_gates import GATES
 
 JSON = "application/json"
 
@@ -166,7 +167,7 @@ SCHEMAS: dict[str, Any] = {
             "primary": {"anyOf": [{"type": "string"}, {"type": "integer"}], "description": "The version compared with [default: the one serving the model]."},
             "mode": {"type": "string", "enum": ["canary", "shadow"]},
             "steps": {"type": "array", "items": {"type": "number"}, "description": "The candidate's shares in percent, increasing, ending at 100."},
-            "gates": {"type": "array", "items": {"type": "string", "enum": ["errors", "latency", "estimated_quality", "quality"]}},
+            "gates": {"type": "array", "items": {"type": "string", "enum": list(GATES)}},
             "margins": {"type": "object", "additionalProperties": {"type": "number"}},
             "alpha": {"type": "number", "description": "The rollout's false-alarm rate, split among its gates."},
             "min_requests": {"type": "integer", "description": "Requests the candidate answers in a step before it may pass."},

@@ -463,8 +463,7 @@ class RolloutController:
             evidence.step, evidence.step_started_at = plan.step, answered_requests(candidate)
         alpha = plan.alpha / len(plan.gates)  # the rollout's false-alarm rate, split among its gates
         evidence.results = {
-            g: GATES[g].evaluate(GATES[g].read(candidate) - base_c, GATES[g].read(primary) - base_p, alpha, plan.margins[g])
-            for g, (base_c, base_p) in evidence.baseline.items()
+            g: GATES[g].evaluate(candidate, primary, since, alpha, plan.margins[g]) for g, since in evidence.baseline.items()
         }
         evidence.step_requests = answered_requests(candidate) - evidence.step_started_at
         verdicts = [r.verdict for r in evidence.results.values()]

@@ -66,7 +66,7 @@ def start(
     candidate: Annotated[str, typer.Option("--candidate", help="The version to roll out.")],
     mode: Annotated[str, typer.Option("--mode", help="shadow (a copy of the traffic; callers get the primary's answers) or canary (a share of the traffic).")] = "canary",
     steps: Annotated[str | None, typer.Option("--steps", help="The candidate's shares in percent, increasing, ending at 100 \\[default: canary 1,10,50,100; shadow 100].")] = None,
-    gates: Annotated[str | None, typer.Option("--gates", help="Comma-separated gates: errors, latency, estimated_quality, quality, estimated_error \\[default: errors,latency,estimated_quality; a regressor: errors,latency,estimated_error].")] = None,
+    gates: Annotated[str | None, typer.Option("--gates", help="Comma-separated gates: errors, latency, estimated_quality, quality, estimated_error, drift \\[default: errors,latency,estimated_quality,drift; a regressor: errors,latency,estimated_error,drift; drift only with both versions' validation predictions].")] = None,
     margin: Annotated[list[str] | None, typer.Option("--margin", help="GATE=SHARE: how much worse the candidate may be for a step to pass (repeatable).")] = None,
     primary: Annotated[str | None, typer.Option("--primary", help="The version compared with \\[default: the one serving the model now].")] = None,
     alpha: Annotated[float, typer.Option("--alpha", help="False-alarm rate of the whole rollout, split among its gates.")] = 0.05,

@@ -1,15 +1,19 @@
 """The gates of a rollout, written once: what each compares, how it reads a served
 version's monitor, its default margin, and the sequential test that decides it.
 
-Every gate compares one *bad share* of the candidate with the primary's, each a mean of
-values in [0, 1]: requests answered with a server error, requests slower than the
+Every gate but one compares one *bad share* of the candidate with the primary's, each a
+mean of values in [0, 1]: requests answered with a server error, requests slower than the
 primary's p99, rows' expected error from CBPE (one minus a row's calibrated probability
 of being right), labelled rows predicted wrong, a regressor's rows whose expected |error|
-exceeds the primary's validation MAE. The statistic is the always-valid interval
-of the difference, candidate minus primary (``monitoring.sequential``), at the gate's
-share of the rollout's false-alarm rate:
+exceeds the primary's validation MAE. The drift gate compares each version's *prediction
+drift*: the total variation distance between its predictions on the traffic and on its
+own validation rows. The statistic is the always-valid interval of the difference,
+candidate minus primary (``monitoring.sequential``), at the gate's share of the rollout's
+false-alarm rate:
 
-- **fail** (roll back) when the interval is above 0: the candidate is worse;
+- **fail** (roll back) when the interval is above 0: the candidate is worse (for drift,
+  above the margin: a version's predictions moving from its validation's is not a defect
+  by itself, only a candidate that moves surely more than the primary by the margin is);
 - **pass** (the step's evidence holds) when the interval's top is at most the margin:
   the candidate is worse by less than the margin, if at all;
 - otherwise **wait** for more evidence.
@@ -27,8 +31,9 @@ from typing import Any, Literal
 import numpy as np
 
 from modelmon.monitoring.metrics import GRPC_INFER, LATENCY_BUCKETS
-from modelmon.monitoring.sequential import difference_interval
+from modelmon.monitoring.sequential import difference_interval, distance_interval
 from modelmon.monitoring.tasks import ClassificationCounts, ErrorEstimator, RegressionCounts
+from modelmon.registry.card import ModelCard
 from modelmon.serving.runtime import ModelRuntime
 from modelmon.types import FeatureBatch
 
@@ -146,6 +151,75 @@ def _exceedances(runtime: ModelRuntime) -> np.ndarray:
     return estimator.counts.copy() if isinstance(estimator, Exceedances) else np.zeros(2)
 
 
+def _predictions(runtime: ModelRuntime) -> np.ndarray:
+    """A version's predictions so far, counted into the bins of its prediction distributions
+    that have a reference (a classifier's classes and confidence buckets, a regressor's
+    prediction bins), one after the other."""
+    found = [d.counts for d in runtime.monitor.task.distributions() if d.reference_shares is not None]
+    return np.concatenate(found).astype(np.float64) if found else np.zeros(0)
+
+
+def _prediction_references(runtime: ModelRuntime) -> list[np.ndarray]:
+    """The validation rows' shares of the bins ``_predictions`` counts, per distribution."""
+    return [d.reference_shares for d in runtime.monitor.task.distributions() if d.reference_shares is not None]
+
+
+def has_prediction_reference(card: ModelCard) -> bool:
+    """Whether a registered version has its validation rows' prediction distribution (what
+    the drift gate compares its traffic's with): registered with a reference profile that
+    has its predictions."""
+    profile = card.reference_profile
+    return profile is not None and (profile.prediction is not None or profile.predicted_values is not None)
+
+
+def drift_interval(counts: np.ndarray, references: list[np.ndarray], alpha: float) -> tuple[float, float]:
+    """The always-valid interval of a version's prediction drift: the largest, over its
+    prediction distributions, of the total variation distance between the distribution
+    behind ``counts`` (``_predictions``: the distributions' bins one after the other) and
+    its reference. Every bin of every distribution gets an equal share of ``alpha``; with
+    each distance in its interval, the largest lies between the largest low and the
+    largest high."""
+    bins = sum(len(r) for r in references)
+    if not references or len(counts) != bins:
+        return 0.0, 1.0  # no reference (the start refuses the gate then): never any evidence
+    ends = [distance_interval(part.tolist(), reference.tolist(), alpha * len(reference) / bins)
+            for part, reference in zip(_split(counts, references), references, strict=True)]
+    return max(low for low, _ in ends), max(high for _, high in ends)
+
+
+def _split(counts: np.ndarray, references: list[np.ndarray]) -> list[np.ndarray]:
+    return np.split(counts, np.cumsum([len(r) for r in references])[:-1])
+
+
+def _compare_drift(candidate: np.ndarray, primary: np.ndarray, alpha: float, margin: float, gate: str,
+                   references: tuple[list[np.ndarray], list[np.ndarray]]) -> GateResult:
+    """Candidate's prediction drift minus the primary's, each version's interval at alpha / 2,
+    so both hold at all times at once with probability at least 1 - alpha. The two versions
+    see the same traffic (a weight canary or a shadow), so the primary's drift is what the
+    traffic's own change does to a model's predictions, and the excess is the candidate's."""
+    c_low, c_high = drift_interval(candidate, references[0], alpha / 2)
+    p_low, p_high = drift_interval(primary, references[1], alpha / 2)
+    low, high = c_low - p_high, c_high - p_low
+    verdict: Verdict = "fail" if low > margin else "pass" if high <= margin else "wait"
+    # (observed drift x rows, rows): bad / count is the observed drift, as a share's is the share.
+    c, p = (_observed(candidate, references[0]), _observed(primary, references[1]))
+    return GateResult(gate, verdict, low, high, margin, c, p, {
+        "candidate_drift": [c_low, c_high], "primary_drift": [p_low, p_high]})
+
+
+def _observed(counts: np.ndarray, references: list[np.ndarray]) -> tuple[float, float]:
+    """(observed drift x predicted rows, predicted rows) of a version: the largest, over its
+    distributions, total variation between its shares so far and the reference."""
+    if not references or len(counts) != sum(len(r) for r in references):
+        return 0.0, 0.0
+    parts = _split(counts, references)
+    rows = float(parts[0].sum())  # every distribution counts every predicted row
+    if rows == 0:
+        return 0.0, 0.0
+    drift = max(0.5 * float(np.abs(part / max(part.sum(), 1.0) - r).sum()) for part, r in zip(parts, references, strict=True))
+    return drift * rows, rows
+
+
 def _compare_shares(candidate: np.ndarray, primary: np.ndarray, alpha: float, margin: float, gate: str) -> GateResult:
     c, p = (float(candidate[0]), float(candidate[1])), (float(primary[0]), float(primary[1]))
     low, high = difference_interval(c, p, alpha)
@@ -187,12 +261,35 @@ class Gate:
     #: Only for classifiers (CBPE and the confusion matrix).
     classifier_only: bool
     read: Callable[[ModelRuntime], np.ndarray]
-    compare: Callable[[np.ndarray, np.ndarray, float, float, str], GateResult]
+    compare: Callable[..., GateResult]
     #: Only for regressors (their label-free error estimate).
     regressor_only: bool = False
+    #: For a gate comparing each version with its own reference (drift): that reference,
+    #: passed to ``compare`` after the gate's name; both versions must be registered with it.
+    reference: Callable[[ModelRuntime], list[np.ndarray]] | None = None
 
-    def evaluate(self, candidate: np.ndarray, primary: np.ndarray, alpha: float, margin: float) -> GateResult:
-        return self.compare(candidate, primary, alpha, margin, self.name)
+    def evaluate(self, candidate: ModelRuntime, primary: ModelRuntime, since: tuple[np.ndarray, np.ndarray],
+                 alpha: float, margin: float) -> GateResult:
+        """The gate on the two versions' evidence since ``since`` (their reads when the
+        rollout began here)."""
+        counts = (self.read(candidate) - since[0], self.read(primary) - since[1])
+        if self.reference is None:
+            return self.compare(*counts, alpha, margin, self.name)
+        return self.compare(*counts, alpha, margin, self.name, (self.reference(candidate), self.reference(primary)))
+
+    def applies_to(self, primary: ModelCard, candidate: ModelCard) -> str | None:
+        """Why the gate cannot judge these two versions, or None when it can."""
+        task = candidate.signature.task
+        if self.classifier_only and not task.is_classification:
+            return f"{self.name!r} needs a classifier; {candidate.name} is a {task} model"
+        if self.regressor_only and task.is_classification:
+            return f"{self.name!r} needs a regressor; {candidate.name} is a {task} model"
+        if self.reference is not None:
+            missing = [card.version for card in (primary, candidate) if not has_prediction_reference(card)]
+            if missing:
+                return (f"{self.name!r} compares each version's predictions with its validation rows'; version(s) "
+                        f"{missing} of {candidate.name} were registered without them (register with validation data)")
+        return None
 
 
 GATES: dict[str, Gate] = {
@@ -209,7 +306,11 @@ GATES: dict[str, Gate] = {
         Gate("estimated_error", "A regressor's rows whose expected |error| (its label-free estimate) exceeds the "
              "primary's validation MAE, before labels.",
              "estimated rows", 0.05, False, _exceedances, _compare_shares, regressor_only=True),
+        Gate("drift", "Prediction drift: the total variation distance between a version's predictions on the traffic "
+             "and on its own validation rows (the larger of a classifier's class shares' and confidence buckets'; a "
+             "regressor's prediction bins). Fails only when the candidate's surely exceeds the primary's by the margin.",
+             "predicted rows", 0.15, False, _predictions, _compare_drift, reference=_prediction_references),
     )
 }
-#: The gates a rollout uses unless told otherwise.
-DEFAULT_GATES = ("errors", "latency", "estimated_quality", "estimated_error")
+#: The gates a rollout uses unless told otherwise (those that apply to its versions).
+DEFAULT_GATES = ("errors", "latency", "estimated_quality", "estimated_error", "drift")

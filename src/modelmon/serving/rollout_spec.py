@@ -80,22 +80,18 @@ def _steps(value: Any, mode: str) -> list[float]:
     return steps
 
 
-def _gates(value: Any, card: ModelCard) -> list[str]:
+def _gates(value: Any, primary: ModelCard, candidate: ModelCard) -> list[str]:
     if value is None:
-        classifier = card.signature.task.is_classification
-        names = [g for g in DEFAULT_GATES if not (GATES[g].classifier_only and not classifier)
-                 and not (GATES[g].regressor_only and classifier)]
-    elif not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+        return [g for g in DEFAULT_GATES if GATES[g].applies_to(primary, candidate) is None]
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
         raise RolloutInputError(f"gates must be a non-empty list of gate names ({', '.join(GATES)}), got {value!r}")
-    else:
-        names = list(dict.fromkeys(value))
+    names = list(dict.fromkeys(value))
     for name in names:
         if name not in GATES:
             raise RolloutInputError(f"gates: unknown gate {name!r}; known gates: {', '.join(GATES)}")
-        if GATES[name].classifier_only and not card.signature.task.is_classification:
-            raise RolloutInputError(f"gates: {name!r} needs a classifier; {card.name} is a {card.signature.task} model")
-        if GATES[name].regressor_only and card.signature.task.is_classification:
-            raise RolloutInputError(f"gates: {name!r} needs a regressor; {card.name} is a {card.signature.task} model")
+        reason = GATES[name].applies_to(primary, candidate)
+        if reason is not None:
+            raise RolloutInputError(f"gates: {reason}")
     return names
 
 
@@ -169,7 +165,7 @@ def parse_start(model: str, payload: Any, registry: Registry, latest: Rollout | 
     primary_card, candidate_card = registry.card(model, primary), registry.card(model, candidate)
     _compatible(primary_card, candidate_card)
     steps = _steps(payload.get("steps"), mode)
-    gates = _gates(payload.get("gates"), candidate_card)
+    gates = _gates(payload.get("gates"), primary_card, candidate_card)
     margins = _margins(payload.get("margins"), gates)
     alpha = _number(payload.get("alpha", DEFAULT_ALPHA), "alpha")
     if not 0 < alpha <= 0.5:
