@@ -15,7 +15,7 @@ from modelmon.stack.processes import free_port
 from modelmon.stack.prometheus import prometheus_binary
 from modelmon.store import open_store
 from modelmon.tracking import records
-from tests.integration.test_demo import processes_mentioning
+from tests.integration.test_demo import printed_scores, processes_mentioning, rolled_back_on
 
 EPOCHS = 8
 
@@ -39,8 +39,8 @@ def test_keras_demo_trains_registers_serves_and_monitors(tmp_path: Path) -> None
 
     # The Keras model is what was registered and served (through its exported graph).
     registry = Registry(home / "registry")
-    assert registry.versions("churn") == [1]
-    card = registry.card("churn")
+    assert registry.versions("churn") == [1, 2]
+    card = registry.card("churn", 1)
     assert card.flavor == "keras"
     assert card.signature.classes == ["no", "yes"]
     assert card.signature.categorical_features  # the text columns are served as text
@@ -54,6 +54,16 @@ def test_keras_demo_trains_registers_serves_and_monitors(tmp_path: Path) -> None
         for metric in ("loss", "accuracy", "precision", "recall", "f1"):
             steps = sorted(logged[logged["metric"] == metric]["step"].tolist())
             assert steps == list(range(1, EPOCHS + 1)), (split, metric, steps)
+
+    # The rollout phase: a scikit-learn candidate beside the Keras version (a rollout compares
+    # versions whatever serves them), worse on the drifted customers and rolled back by CBPE
+    # before any label arrived: the store's plan and decision.
+    assert registry.card("churn", 2).flavor == "sklearn"
+    _, evidence = rolled_back_on(home, "churn")
+    assert evidence["failed"] == ["estimated_quality"] and evidence["gates"]["estimated_quality"]["low"] > 0
+    assert "beside the Keras version" in out and "on estimated_quality: its interval" in out
+    printed = printed_scores(out)
+    assert printed[1][0] > printed[2][0]
 
     if prometheus_binary() is not None:
         # The run's gauges were live in Prometheus while it trained.

@@ -14,9 +14,12 @@ import numpy as np
 import pytest
 from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
 
+from modelmon.demo.regression import TARGET, spend_customers
+from modelmon.demo.rollout import MAX_REQUESTS, ROWS_PER_REQUEST
 from modelmon.registry import Registry
 from modelmon.stack.processes import free_port
 from modelmon.stack.prometheus import prometheus_binary
+from tests.integration.test_demo import phase_answers, printed_scores, rolled_back_on
 
 NUMBER = r"([-+]?[0-9][0-9,]*\.?[0-9]*)"
 
@@ -45,7 +48,7 @@ def test_regression_demo_prints_the_error_scikit_learn_computes_on_its_labelled_
     )
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
-    assert Registry(home / "registry").versions("spend") == [1]
+    assert Registry(home / "registry").versions("spend") == [1, 2]
     card = Registry(home / "registry").card("spend", 1)
     assert card.baseline is not None
 
@@ -90,3 +93,19 @@ def test_regression_demo_prints_the_error_scikit_learn_computes_on_its_labelled_
         assert figure(out, "estimated RMSE") == pytest.approx(est_rmse, abs=1e-3)
         assert figure(out, "R²") == pytest.approx(r2_score(truth, predicted), abs=6e-4)
         assert "live        Prometheus scraped the run at epoch 8" in out
+
+    # The rollout phase: version 2, worse, rolled back by its label-free error estimate
+    # (estimated_error) before any label of its traffic arrived: the store's plan and decision.
+    rollout, evidence = rolled_back_on(home, "spend")
+    assert rollout.gates == ["errors", "latency", "estimated_error"]
+    assert evidence["failed"] == ["estimated_error"] and evidence["gates"]["estimated_error"]["low"] > 0
+    assert "on estimated_error: its interval" in out and "with no label sent" in out
+    # ...and truly worse: each version's MAE on the true spend of the rows it answered, from
+    # the prediction log and scikit-learn, is the printed one, and version 2's is higher.
+    answers = phase_answers(home, rollout)
+    spend = spend_customers(ROWS_PER_REQUEST * MAX_REQUESTS, seed=14, shift=True)[TARGET].to_numpy()
+    printed = printed_scores(out)
+    for version in (1, 2):
+        rows = [(spend[i], float(answer)) for i, (v, answer) in enumerate(answers) if v == version]
+        assert printed[version] == (pytest.approx(mean_absolute_error(*zip(*rows, strict=True)), abs=6e-4), len(rows))
+    assert printed[2][0] > printed[1][0]

@@ -21,7 +21,10 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from modelmon.dashboards import catalog, spec
+from modelmon.dashboards import decisions as rollout_table
 from modelmon.dashboards.queries import (
     QueryError,
     Result,
@@ -416,6 +419,7 @@ th { background: #f6f6f6; } td:first-child, th:first-child { text-align: left; }
 .scroll { overflow-x: auto; } details { font-size: 0.8em; color: #555; margin-top: 0.5em; }
 pre { white-space: pre-wrap; background: #f8f8f8; padding: 0.5em; } .note { color: #777; font-size: 0.85em; }
 .meta td { text-align: left; border: none; padding: 0.1em 1em 0.1em 0; }
+table.decisions td { text-align: left; }
 """
 
 
@@ -500,7 +504,8 @@ def write_report(
         for row in dashboard.rows:
             if row.task and task and row.task != task:
                 continue  # a classifier's report has no regression panels, and the reverse
-            if row.only_if is not None and not _row_has_data(row.only_if, source, context):
+            decisions = _decisions(source, context) if row.only_if == catalog.HAD_ROLLOUT else None
+            if row.only_if is not None and (decisions is None or decisions[0] is None) and not _row_has_data(row.only_if, source, context):
                 continue  # e.g. no rollout of this model: a row of empty panels says nothing
             parts.append(f"<h3>{html.escape(_interpolate_text(row.title, context))}</h3>")
             for panel in row.panels:
@@ -517,6 +522,9 @@ def write_report(
                         results, body, error = [], None, str(exc)
                     summary.panels.append(PanelOutcome(dashboard.title, panel_title, body is not None, error))
                     parts.append(_panel_html(panel_title, panel, body, results, error, _interpolate_text(panel.description, ctx)))
+            if decisions is not None:
+                summary.panels.append(PanelOutcome(dashboard.title, rollout_table.TITLE, decisions[0] is not None, decisions[1]))
+                parts.append(_decisions_html(*decisions))
         sections.append("".join(parts))
     toc = " · ".join(f"<a href='#{d.uid}'>{html.escape(d.title.removeprefix('modelmon / '))}</a>" for d in catalog.all_dashboards())
     meta = "".join(f"<tr><td>{k}</td><td>{html.escape(v)}</td></tr>" for k, v in (
@@ -533,6 +541,27 @@ def write_report(
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(document, encoding="utf-8")
     return summary
+
+
+def _decisions(source: Source, context: Expansion) -> tuple[str | None, str | None] | None:
+    """The chosen model's rollout decisions in the time range as an HTML table, from the
+    store: (table or None, error or None); None without a store or a model. Without a
+    decision in the store the row is drawn only if Prometheus saw a rollout."""
+    selection = context.variables.get("model")
+    if source.store_url is None or selection is None or not selection.values:
+        return None
+    tr = context.time_range
+    try:
+        found = [d for model in selection.values for d in rollout_table.model_decisions(source.store, model, tr.start, tr.end)]
+    except (QueryError, ModelmonError, SQLAlchemyError) as exc:
+        return None, f"the store could not be read: {exc}"
+    return rollout_table.decisions_html(found), None
+
+
+def _decisions_html(body: str | None, error: str | None) -> str:
+    shown = body or f"<p class='nodata'>{html.escape(f'Error: {error}' if error else 'No data')}</p>"
+    return (f"<div class='panel'><h4>{html.escape(rollout_table.TITLE)}</h4>"
+            f"<p class='desc'>{html.escape(rollout_table.DESCRIPTION)}</p>{shown}</div>")
 
 
 def _row_has_data(query: spec.Prom, source: Source, context: Expansion) -> bool:

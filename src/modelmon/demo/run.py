@@ -38,7 +38,7 @@ from modelmon import ModelCard, Registry, register_model
 from modelmon.alerting.local import LocalAlerting
 from modelmon.config import modelmon_home
 from modelmon.demo.data import CATEGORICAL_FEATURES, NUMERIC_FEATURES, TARGET, generate_customers
-from modelmon.demo.rollout import rollout_phase
+from modelmon.demo.rollout import classifier_candidate, rollout_phase
 from modelmon.errors import ModelmonError
 from modelmon.monitoring.drift import DriftSettings
 from modelmon.monitoring.methods import PSI
@@ -150,8 +150,9 @@ def run_demo(port: int = 8080, requests: int = 3000, home: Path | None = None, m
         print_drift(console, url, prometheus)
         print_alert(console, alerting)
         print_quality(console, card, quality)
-        if model == "sklearn":  # after the quality table, which reads version 1's counters alone
-            rollout_phase(url, home / "registry", MODEL, console)
+        # After the quality table, which reads version 1's counters alone.
+        candidate = classifier_candidate(home / "registry", MODEL, "Keras" if model == "keras" else "")
+        rollout_phase(url, MODEL, candidate, console)
         write_dashboards(console, home, prometheus, time.perf_counter() - started)
     print_epilogue(console, home, card, port, time.perf_counter() - started)
 
@@ -801,6 +802,7 @@ def write_dashboards(console: Console, home: Path, prometheus: Prometheus | None
 def print_epilogue(console: Console, home: Path, card: ModelCard, port: int, seconds: float) -> None:
     registry = home / "registry"
     console.print(f"\nDone in {seconds:.1f} s; everything the demo started has stopped.")
-    console.print(f"The registry is in {registry} ({card.name} version {card.version}). Next:")
+    versions = ", ".join(str(v) for v in Registry(registry).versions(card.name))
+    console.print(f"The registry is in {registry} ({card.name} versions {versions}). Next:")
     console.print(f"  modelmon models --registry {registry}")
     console.print(f"  modelmon serve --registry {registry} --port {port}")
