@@ -29,7 +29,7 @@ def new_rollout(store, model: str = "churn", steps=(10.0, 50.0, 100.0)) -> rollo
 def replica_evidence(counts: dict[str, tuple[np.ndarray, np.ndarray]]) -> tuple[dict, dict]:
     """A replica's evidence record as serving.rollout writes it, from the gates' own results."""
     alpha = ALPHA / len(counts)
-    results = {g: GATES[g].evaluate(c, p, alpha, MARGINS[g]) for g, (c, p) in counts.items()}
+    results = {g: GATES[g].compare(c, p, alpha, MARGINS[g], g) for g, (c, p) in counts.items()}
     record = {"replica": "host-1:8080", "alpha_per_gate": alpha, "step_requests": 120,
               "failed": [g for g, r in results.items() if r.verdict == "fail"],
               "gates": {g: r.as_dict() for g, r in results.items()}}
