@@ -6,7 +6,8 @@ the store holds, computed here by the gates themselves (serving.rollout_gates)."
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime, timedelta
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta, timezone
 
 import numpy as np
 import pytest
@@ -97,3 +98,22 @@ def test_the_time_range_picks_the_rollouts(store_url: str) -> None:
     assert model_decisions(store, "churn", after - timedelta(hours=1), plan.created_at - timedelta(seconds=1)) == []
     assert [d.action for d in model_decisions(store, "churn", after - timedelta(hours=1), after)] == ["start", "abort"]
     assert decisions_html([]) is None
+
+
+def test_a_range_in_another_time_zone_and_a_running_rollout(store_url: str) -> None:
+    """A range given in UTC+05:30 picks what the same instants in UTC pick (SQLite keeps wall
+    clocks without zones); times come back in UTC; a rollout still running shows in a later
+    range although it last changed before it; the drift gate's evidence reads as drift."""
+    store = open_store(store_url)
+    india = timezone(timedelta(hours=5, minutes=30))
+    plan = new_rollout(store)
+    now = datetime.now(UTC)
+    found = model_decisions(store, "churn", (now - timedelta(minutes=5)).astimezone(india), (now + timedelta(seconds=5)).astimezone(india))
+    assert [d.action for d in found] == ["start"]
+    assert found[0].decided_at.utcoffset() == timedelta(0)
+    assert model_decisions(store, "churn", (now + timedelta(seconds=5)).astimezone(india), (now + timedelta(hours=1)).astimezone(india))[0].rollout.id == plan.id
+    shares = (np.array([0.5, 0.5]), 5000.0)
+    drift = GATES["drift"].compare(np.array([4500.0, 500.0]), np.array([2500.0, 2500.0]), ALPHA, 0.2, "drift", (shares, shares))
+    assert drift.verdict == "fail"
+    text = evidence_text(replace(found[0], action="roll_back", evidence={"replica": "r", "failed": ["drift"], "gates": {"drift": drift.as_dict()}}))
+    assert "drift: candidate 0.400 over 5000 rows, primary 0.000 over 5000" in text

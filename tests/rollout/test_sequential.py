@@ -107,32 +107,41 @@ def total_variation(p: np.ndarray, r: np.ndarray) -> float:
     return float(distance.cityblock(p, r)) / 2
 
 
-def extreme_distances(ends: list[tuple[float, float]], reference: np.ndarray) -> tuple[float, float]:
-    """The smallest and largest total variation from ``reference`` of any distribution p with
-    every p_b in its interval, computed without the module's reasoning: the smallest by a
-    linear program (minimise sum t_b subject to t_b >= |p_b - r_b|, sum p = 1), the largest
-    at a vertex of that box cut by sum p = 1 (a convex function's maximum over a polytope),
-    found by trying every vertex: all bins at an end but one, which takes up the rest."""
-    k = len(reference)
-    # Variables: p_1..p_k, t_1..t_k.
-    cost = np.r_[np.zeros(k), np.ones(k) / 2]
-    upper = np.block([[np.eye(k), -np.eye(k)], [-np.eye(k), -np.eye(k)]])
-    bounds = [*ends, *[(0, 1)] * k]
-    solved = optimize.linprog(cost, A_ub=upper, b_ub=np.r_[reference, -reference], A_eq=[np.r_[np.ones(k), np.zeros(k)]],
-                              b_eq=[1.0], bounds=bounds)
-    assert solved.status == 0
-    largest = 0.0
+def vertices(ends: list[tuple[float, float]]) -> list[np.ndarray]:
+    """The vertices of the distributions with every share in its interval: every bin at an
+    end but one, which takes up the rest."""
+    k, found = len(ends), []
     for free in range(k):
         others = [b for b in range(k) if b != free]
-        for choice in itertools.product(*[(ends[b][0], ends[b][1]) for b in others]):
+        for choice in itertools.product(*[ends[b] for b in others]):
             rest = 1 - sum(choice)
             if ends[free][0] - 1e-12 <= rest <= ends[free][1] + 1e-12:
                 p = np.empty(k)
                 p[others], p[free] = choice, rest
-                largest = max(largest, total_variation(p, reference))
+                found.append(p)
+    return found
+
+
+def extreme_distances(ends: list[tuple[float, float]], reference_ends: list[tuple[float, float]]) -> tuple[float, float]:
+    """The smallest and largest total variation between any two distributions p and r with
+    every p_b and r_b in their intervals, computed without the module's reasoning: the
+    smallest by a linear program (minimise sum t_b / 2 subject to t_b >= |p_b - r_b|, both
+    summing to 1), the largest at a pair of vertices (a convex function's maximum over a
+    polytope)."""
+    k = len(ends)
+    # Variables: p_1..p_k, r_1..r_k, t_1..t_k.
+    cost = np.r_[np.zeros(2 * k), np.ones(k) / 2]
+    eye = np.eye(k)
+    upper = np.block([[eye, -eye, -eye], [-eye, eye, -eye]])
+    sums = np.block([[np.ones(k), np.zeros(k), np.zeros(k)], [np.zeros(k), np.ones(k), np.zeros(k)]])
+    solved = optimize.linprog(cost, A_ub=upper, b_ub=np.zeros(2 * k), A_eq=sums, b_eq=[1.0, 1.0],
+                              bounds=[*ends, *reference_ends, *[(0, 1)] * k])
+    assert solved.status == 0
+    largest = max(total_variation(p, r) for p in vertices(ends) for r in vertices(reference_ends))
     return float(solved.fun), largest
 
 
+@pytest.mark.parametrize("reference_rows", [None, 200])
 @pytest.mark.parametrize(("counts", "reference"), [
     ([30, 50, 20], [0.3, 0.5, 0.2]),  # as expected
     ([5, 0, 95, 0], [0.25, 0.25, 0.25, 0.25]),  # far from it
@@ -140,20 +149,29 @@ def extreme_distances(ends: list[tuple[float, float]], reference: np.ndarray) ->
     ([0, 0, 1], [0.5, 0.5, 0.0]),  # a share the reference never had
     ([3000, 1000, 2000, 4000, 0], [0.1, 0.2, 0.3, 0.3, 0.1]),
 ])
-def test_the_distance_interval_holds_every_distance_the_bins_intervals_allow(counts, reference):
-    """With every bin's share in its interval (at alpha / bins), the distance interval
-    contains the distance of every distribution they allow (scipy's linear program for the
-    smallest, every vertex for the largest), and the observed shares' distance."""
-    alpha = 0.05
-    low, high = distance_interval(counts, reference, alpha)
-    n = sum(counts)
-    ends = [share_interval(c, n, alpha / len(counts)) for c in counts]
-    smallest, largest = extreme_distances(ends, np.array(reference))
+def test_the_distance_interval_holds_every_distance_the_bins_intervals_allow(counts, reference, reference_rows):
+    """With every bin's share in its interval (at alpha / bins; alpha / 2 / bins each side
+    when the reference was counted on rows too), the distance interval contains the
+    distance of every pair of distributions they allow (scipy's linear program for the
+    smallest, every pair of vertices for the largest), its top is that largest, and it
+    contains the observed shares' distance."""
+    alpha, n = 0.05, sum(counts)
+    if reference_rows is None:
+        ends = [share_interval(c, n, alpha / len(counts)) for c in counts]
+        reference_ends = [(r, r) for r in reference]
+    else:
+        ends = [share_interval(c, n, alpha / 2 / len(counts)) for c in counts]
+        reference_ends = [share_interval(r * reference_rows, reference_rows, alpha / 2 / len(counts)) for r in reference]
+    low, high = distance_interval(counts, reference, alpha, reference_rows)
+    smallest, largest = extreme_distances(ends, reference_ends)
     assert low <= smallest + 1e-9
-    assert high >= largest - 1e-9
+    assert high == pytest.approx(largest, abs=1e-9)
     observed = total_variation(np.array(counts) / n, np.array(reference))
     assert low <= observed <= high
     assert 0.0 <= low <= high <= 1.0
+    if reference_rows is not None:  # the reference's own uncertainty widens the interval
+        plain = distance_interval(counts, reference, alpha)
+        assert high > plain[1] or plain[1] == 1.0
 
 
 def test_the_distance_interval_narrows_to_the_true_distance():
@@ -166,6 +184,10 @@ def test_the_distance_interval_narrows_to_the_true_distance():
     assert distance_interval([0, 0], [0.5, 0.5], 0.05) == (0.0, 1.0)  # before any row
     with pytest.raises(ValueError, match="same non-zero length"):
         distance_interval([1, 2], [1.0], 0.05)
+    with pytest.raises(ValueError, match="positive sum"):
+        distance_interval([1, 2], [0.0, 0.0], 0.05)
+    # Shares rounded in a JSON profile are scaled to sum to 1: (0.45, 0.45, 0) is (0.5, 0.5, 0).
+    assert distance_interval([500_000, 500_000, 0], [0.45, 0.45, 0.0], 0.05)[1] < 0.01
 
 
 def test_the_distance_intervals_false_alarm_rate_holds_under_repeated_looks():

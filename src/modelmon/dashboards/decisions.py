@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import html
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 
 from modelmon.store import Store, rollouts
 from modelmon.store.rollouts import Rollout
@@ -25,8 +25,8 @@ TITLE = "Rollout decisions and their evidence"
 DESCRIPTION = ("Every decision on the model's rollouts in the time range, from the store (rollout_decisions): when, the "
                "action, the candidate's share before and after, who decided (a replica on its gates' evidence, or an "
                "operator), and the evidence: a roll_back's failed gates, each with its interval of the candidate's bad "
-               "share minus the primary's (above 0: worse) and its margin; an advance's gates, each interval's top at "
-               "or below its margin.")
+               "share minus the primary's (above 0: worse; for the drift gate, of the versions' prediction drift, above the "
+               "margin: worse) and its margin; an advance's gates, each interval's top at or below its margin.")
 COLUMNS = ("time (UTC)", "rollout", "action", "share before → after", "decided by", "evidence")
 
 
@@ -62,11 +62,19 @@ def model_rollouts(store: Store, model: str, start: datetime, end: datetime) -> 
     with store.read() as connection:
         ids = connection.execute(
             select(table.c.id)
-            .where(table.c.model == model, table.c.created_at <= end, table.c.updated_at >= start)
+            # A running rollout ran until now, whenever it last changed.
+            .where(table.c.model == model, table.c.created_at <= _utc(end),
+                   or_(table.c.updated_at >= _utc(start), table.c.state == "running"))
             .order_by(table.c.id.desc()).limit(MAX_ROLLOUTS)
         ).scalars().all()
     found = [rollouts.get(store, int(i)) for i in ids]
     return [r for r in found if r is not None]
+
+
+def _utc(moment: datetime) -> datetime:
+    """``moment`` in UTC, as the store writes times (SQLite keeps a time's wall clock and
+    drops its zone, so another zone's would compare wrong); a naive one is taken as UTC."""
+    return moment.astimezone(UTC) if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def model_decisions(store: Store, model: str, start: datetime, end: datetime) -> list[Decision]:
@@ -82,7 +90,12 @@ def model_decisions(store: Store, model: str, start: datetime, end: datetime) ->
 def _gate_text(name: str, gate: dict[str, Any]) -> str:
     low, high, margin = gate.get("low"), gate.get("high"), gate.get("margin")
     counts = ""
-    if isinstance(gate.get("candidate"), dict) and isinstance(gate.get("primary"), dict):
+    if "candidate_drift" in gate and isinstance(gate.get("candidate"), dict) and isinstance(gate.get("primary"), dict):
+        # The drift gate's (bad, count) is (observed drift x rows, rows): show the drift.
+        c, p = gate["candidate"], gate["primary"]
+        counts = (f" (drift: candidate {c.get('bad', 0) / max(c.get('count', 0), 1):.3f} over {c.get('count', 0):.0f} rows, "
+                  f"primary {p.get('bad', 0) / max(p.get('count', 0), 1):.3f} over {p.get('count', 0):.0f})")
+    elif isinstance(gate.get("candidate"), dict) and isinstance(gate.get("primary"), dict):
         counts = (f" (candidate {gate['candidate'].get('bad', 0):.4g} of {gate['candidate'].get('count', 0):.0f}, "
                   f"primary {gate['primary'].get('bad', 0):.4g} of {gate['primary'].get('count', 0):.0f})")
     if not isinstance(low, (int, float)) or not isinstance(high, (int, float)) or not isinstance(margin, (int, float)):

@@ -22,7 +22,10 @@ it is far narrower than a Hoeffding bound.
 
 from __future__ import annotations
 
+import functools
 import math
+
+import numpy as np
 
 #: Bisection steps: the interval's ends to 2^-60 (far below any margin).
 _STEPS = 60
@@ -73,38 +76,66 @@ def difference_interval(
     return c_low - p_high, c_high - p_low
 
 
-def distance_interval(counts: list[float], reference: list[float], alpha: float) -> tuple[float, float]:
+def distance_interval(
+    counts: list[float], reference: list[float], alpha: float, reference_rows: float | None = None
+) -> tuple[float, float]:
     """An always-valid interval of the total variation distance between the distribution
-    behind ``counts`` (rows per bin, so far) and a fixed ``reference`` (shares per bin,
-    summing to 1): half the L1 distance, the largest difference in the share of any set of
-    bins, in [0, 1].
+    behind ``counts`` (rows per bin, so far) and the ``reference``'s (shares per bin): half
+    the L1 distance, the largest difference in the share of any set of bins, in [0, 1].
 
     Each bin's share is a mean of 0/1 values (a row in the bin or not), so it has its
-    confidence sequence at alpha / bins; all of them hold at all times at once with
-    probability at least 1 - alpha (a union bound), and then the distance lies between the
-    smallest and the largest it can be with every share in its interval:
+    confidence sequence at alpha / bins. When the reference shares were themselves counted
+    on ``reference_rows`` rows (a model's validation predictions), each has its interval
+    too, and alpha is split evenly between the two sides; else they are taken as exact.
+    All the intervals hold at all times at once with probability at least 1 - alpha (a
+    union bound), and then the distance lies between the smallest and the largest that
+    distributions within them can have:
 
-    - at least half the sum of each reference share's distance from its bin's interval,
-      and at least the reference's total excess over the intervals' tops (or the intervals'
-      bottoms' total excess over the reference), since TV = sum of max(0, r - p) = sum of
-      max(0, p - r);
-    - at most half the sum of each bin's farthest end from its reference share, and at most
-      the total excess either way taken at the far ends.
+    - the largest is max over sets A of bins of (largest p(A)) - (smallest r(A)), where the
+      largest p(A) within the bins' intervals is min(sum of A's tops, 1 - sum of the other
+      bins' bottoms), and the smallest r(A) likewise: exact, by trying every set (up to
+      ``_EXACT_BINS`` bins; beyond, a closed-form bound above it);
+    - at least half the sum of the gaps between each bin's two intervals, and at least
+      either side's total excess over the other's tops (TV = sum of max(0, p - r) = sum of
+      max(0, r - p)): a bound below the smallest.
 
     The distance has a finite-sample bound of this kind where the PSI (a log ratio of
     shares, unbounded as a live share nears 0) has none."""
     if len(counts) != len(reference) or not counts:
         raise ValueError(f"counts and reference must be the same non-zero length, got {len(counts)} and {len(reference)}")
-    n = float(sum(counts))
+    total = float(sum(reference))
+    if not total > 0:
+        raise ValueError(f"the reference shares must have a positive sum, got {total}")
+    bins, n = len(counts), float(sum(counts))
     if n <= 0:
         return 0.0, 1.0
-    ends = [share_interval(c, n, alpha / len(counts)) for c in counts]
-    outside = sum(max(r - high, low - r, 0.0) for (low, high), r in zip(ends, reference, strict=True))
-    above = sum(max(low - r, 0.0) for (low, _), r in zip(ends, reference, strict=True))
-    below = sum(max(r - high, 0.0) for (_, high), r in zip(ends, reference, strict=True))
-    farthest = sum(max(abs(low - r), abs(high - r)) for (low, high), r in zip(ends, reference, strict=True))
-    most_above = sum(max(high - r, 0.0) for (_, high), r in zip(ends, reference, strict=True))
-    most_below = sum(max(r - low, 0.0) for (low, _), r in zip(ends, reference, strict=True))
-    low_bound = max(outside / 2, above, below)
-    high_bound = min(farthest / 2, most_above, most_below, 1.0)
-    return min(low_bound, high_bound), high_bound
+    shares = np.asarray(reference, dtype=np.float64) / total  # rounded shares (JSON) may not sum to 1
+    live_alpha = alpha / 2 if reference_rows else alpha
+    live = np.array([share_interval(c, n, live_alpha / bins) for c in counts])
+    if reference_rows:
+        ref = np.array([share_interval(r * reference_rows, reference_rows, alpha / 2 / bins) for r in shares])
+    else:
+        ref = np.column_stack([shares, shares])
+    (low, high), (ref_low, ref_high) = live.T, ref.T
+    gaps = np.maximum(0.0, np.maximum(low - ref_high, ref_low - high))
+    smallest = max(gaps.sum() / 2, np.maximum(low - ref_high, 0.0).sum(), np.maximum(ref_low - high, 0.0).sum())
+    if bins <= _EXACT_BINS:
+        sets = _sets(bins)
+        most_p = np.minimum(sets @ high, 1 - ~sets @ low)
+        least_r = np.maximum(sets @ ref_low, 1 - ~sets @ ref_high)
+        largest = float(np.max(most_p - least_r))
+    else:
+        farthest = np.maximum(np.abs(high - ref_low), np.abs(ref_high - low))
+        largest = min(farthest.sum() / 2, np.maximum(high - ref_low, 0.0).sum(), np.maximum(ref_high - low, 0.0).sum())
+    largest = min(max(largest, 0.0), 1.0)
+    return min(float(smallest), largest), largest
+
+
+#: Up to this many bins the distance interval's top is exact (2^bins sets: 65,536 at 16).
+_EXACT_BINS = 16
+
+
+@functools.cache
+def _sets(bins: int) -> np.ndarray:
+    """Every set of ``bins`` bins, one boolean row each."""
+    return ((np.arange(2**bins)[:, None] >> np.arange(bins)) & 1).astype(bool)

@@ -78,6 +78,12 @@ class ReferenceProfile(BaseModel):
         description="A regressor's predictions on the validation data (else the reference data), "
         "binned as a numeric feature: the baseline of prediction drift.",
     )
+    predictions_from_validation: bool = Field(
+        default=False,
+        description="Whether ``prediction`` / ``predicted_values`` are the model's outputs on held-out validation "
+        "rows (else on its training rows, where a model that overfits looks more confident than on any traffic): "
+        "the rollout drift gate compares a version's traffic with them only then.",
+    )
     target: NumericProfile | None = Field(
         default=None, description="A regressor's target on the validation data, binned the same way."
     )
@@ -147,6 +153,7 @@ def build_profile(
     prediction: PredictionProfile | None,
     predicted_values: np.ndarray | None = None,
     target: np.ndarray | None = None,
+    predictions_from_validation: bool = False,
 ) -> tuple[ReferenceProfile, dict[str, np.ndarray]]:
     """The profile, and the seeded sample of each numeric feature's values."""
     rng = np.random.default_rng(settings.seed)
@@ -167,6 +174,7 @@ def build_profile(
         prediction=prediction, sample_file=SAMPLE_FILE,
         predicted_values=None if predicted_values is None else numeric_profile("prediction", predicted_values, settings.numeric_bins),
         target=None if target is None else numeric_profile("target", target, settings.numeric_bins),
+        predictions_from_validation=predictions_from_validation,
     )
     return profile, sample
 

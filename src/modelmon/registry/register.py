@@ -411,7 +411,7 @@ def reference_profile(
     batch = FeatureBatch.from_frame(reference, signature)
     proba = outputs.proba if outputs is not None else _probabilities(predictor, batch)
     prediction = prediction_profile(proba, CONFIDENCE_BUCKETS)
-    profile, sample = build_profile(signature, batch, settings, prediction)
+    profile, sample = build_profile(signature, batch, settings, prediction, predictions_from_validation=outputs is not None)
     save_sample(directory, sample)
     return profile
 
@@ -481,7 +481,8 @@ def regression_profile(
     batch = FeatureBatch.from_frame(reference, signature)
     predicted = outputs.predicted if outputs is not None else predictor.predict(batch).predicted
     target = outputs.target if outputs is not None else None
-    profile, sample = build_profile(signature, batch, settings, None, predicted_values=predicted, target=target)
+    profile, sample = build_profile(signature, batch, settings, None, predicted_values=predicted, target=target,
+                                    predictions_from_validation=outputs is not None)
     save_sample(directory, sample)
     return profile
 

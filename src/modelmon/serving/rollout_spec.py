@@ -15,7 +15,7 @@ from typing import Any
 from modelmon.errors import ModelNotFoundError, RolloutInputError
 from modelmon.registry.card import ModelCard
 from modelmon.registry.store import Registry
-from modelmon.serving.rollout_gates import DEFAULT_GATES, GATES
+from modelmon.serving.rollout_gates import DEFAULT_GATES, GATES, drift_floor, validation_rows
 from modelmon.store.rollouts import MODES, Rollout
 
 #: Canary steps unless given: 1% of traffic, then 10%, 50% and all.
@@ -111,6 +111,28 @@ def _margins(value: Any, gates: list[str]) -> dict[str, float]:
     return margins
 
 
+def _drift_can_decide(gates: list[str], margins: dict[str, float], alpha: float, primary: ModelCard,
+                      candidate: ModelCard, asked: bool) -> tuple[list[str], dict[str, float]]:
+    """The drift gate passes a step only when its interval's top is at most the margin, and
+    the versions' validation shares, counted on finitely many rows, leave a floor under that
+    top however much traffic comes (``drift_floor``). Above half the margin the gate would
+    wait for ever or nearly: left out of the default gates then, and a 400 when asked for."""
+    if "drift" not in gates:
+        return gates, margins
+    alpha_each = alpha / len(gates) / 2
+    floor = max(drift_floor(primary, alpha_each), drift_floor(candidate, alpha_each))
+    if floor <= margins["drift"] / 2:
+        return gates, margins
+    if asked:
+        rows = ", ".join(f"{card.version}: {validation_rows(card):.0f}" for card in (primary, candidate))
+        raise RolloutInputError(
+            f"gates: 'drift' cannot decide at margin {margins['drift']:g}: the versions' validation predictions "
+            f"(rows by version: {rows}) alone leave each version's drift uncertain by up to {floor:.3f}; give "
+            f"margins.drift of at least {2 * floor:.2f}, register with more validation rows, or leave the gate out"
+        )
+    return [g for g in gates if g != "drift"], {g: m for g, m in margins.items() if g != "drift"}
+
+
 def _compatible(primary: ModelCard, candidate: ModelCard) -> None:
     """The candidate must take the primary's requests as they are validated, and answer in
     the same classes, for its answers and monitors to be compared row for row."""
@@ -170,6 +192,8 @@ def parse_start(model: str, payload: Any, registry: Registry, latest: Rollout | 
     alpha = _number(payload.get("alpha", DEFAULT_ALPHA), "alpha")
     if not 0 < alpha <= 0.5:
         raise RolloutInputError(f"alpha (the false-alarm rate) must be in (0, 0.5], got {alpha:g}")
+    asked = payload.get("gates") is not None or "drift" in (payload.get("margins") or {})
+    gates, margins = _drift_can_decide(gates, margins, alpha, primary_card, candidate_card, asked)
     min_requests = payload.get("min_requests", DEFAULT_MIN_REQUESTS)
     if isinstance(min_requests, bool) or not isinstance(min_requests, int) or min_requests < 1:
         raise RolloutInputError(f"min_requests must be a whole number of at least 1, got {min_requests!r}")

@@ -152,8 +152,9 @@ def _rollout(row: Any) -> Rollout:
 
 
 def _aware(value: datetime) -> datetime:
-    # SQLite hands back naive datetimes; every time written here is UTC.
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+    # SQLite hands back naive datetimes (every time written here is UTC); PostgreSQL aware
+    # ones in the session's time zone, which need not be UTC.
+    return value.astimezone(UTC) if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 def create(
