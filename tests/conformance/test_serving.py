@@ -309,10 +309,12 @@ def test_prediction_log_holds_what_was_answered(case, conformance, live):
     entry = conformance[case]
     outputs = infer(live, case.id, entry.built.validation.iloc[:20], entry.built.features)
     if case.task is Task.REGRESSION:
-        # The predicted value as text that reads back as the same float; no probabilities.
+        # The predicted value as text that reads back as the same float (its repr, made by
+        # the log's writer from the journaled number); no probabilities.
         ids, values = outputs["prediction_id"]["data"], outputs["prediction"]["data"]
         logged = logged_predictions(live, case.id, ids)
         assert [float(logged[i][0]) for i in ids] == values
+        assert [logged[i][0] for i in ids] == [repr(float(v)) for v in values]
         assert all(logged[i][1] is None for i in ids)
         return
     ids, labels = outputs["prediction_id"]["data"], outputs["label"]["data"]

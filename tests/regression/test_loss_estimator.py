@@ -262,3 +262,24 @@ def test_numeric_only_rows_are_augmented_once_for_both_models():
     np.testing.assert_array_equal(squared, estimator.squared.predict(codes, plain))
     np.testing.assert_allclose(squared, estimator.squared.walk(codes, plain), rtol=1e-5)
     assert not np.array_equal(absolute, squared)
+
+
+@pytest.mark.parametrize("missing", [True, False])
+def test_augmented_rows_are_the_documented_layout(fitted: LossEstimator, missing: bool):
+    """``_augment`` (written in place since issue 18) against the class's definition, built
+    independently: each numeric column and the prediction with missing as +inf, again with
+    missing as -inf, then each categorical split's 0/1 from its lookup table."""
+    features, predicted, _, _ = make_rows(np.random.default_rng(11), 400)
+    if not missing:
+        features = FeatureBatch(numeric=np.nan_to_num(features.numeric, nan=0.5), categorical=features.categorical)
+    assert fitted.absolute is not None and fitted.absolute.cat_feature.size  # the text feature is split on
+    trees = fitted.absolute
+    codes, plain = _split(_encode(features, predicted, fitted.levels), len(fitted.levels))
+    assert np.isnan(plain).any() == missing
+    expected = np.column_stack(
+        [np.where(np.isnan(plain), np.inf, plain), np.where(np.isnan(plain), -np.inf, plain)]
+        + [trees.cat_lut[s, codes[:, f]] for s, f in enumerate(trees.cat_feature.tolist())]
+    )
+    augmented = trees._augment(codes, plain)
+    np.testing.assert_array_equal(augmented, expected)
+    assert augmented.flags.c_contiguous

@@ -85,6 +85,18 @@ def test_every_journal_format_gives_the_same_rows():
         assert list(journal_rows(line)) == expected
 
 
+def test_a_regressors_values_journaled_as_numbers_are_published_as_their_text():
+    """Since issue 18 a regressor's finite values are journaled as JSON numbers (not as
+    ``repr`` text, made on the event loop): events still carry the text the store holds."""
+    values = [21.5, -0.0, 1e16, 1e-05, 0.1 + 0.2]
+    numbers = orjson.dumps(["price", 1, 5.0, "p", 1, values, None, None])
+    texts = orjson.dumps(["price", 1, 5.0, "p", 1, [repr(v) for v in values], None, None])
+    labels = [row["output"]["label"] for row in journal_rows(numbers)]
+    assert labels == [row["output"]["label"] for row in journal_rows(texts)]
+    assert labels == ["21.5", "-0.0", "1e+16", "1e-05", "0.30000000000000004"]
+    assert [float(label) for label in labels] == values
+
+
 def test_an_adopted_segment_is_linked_once(tmp_path):
     """A server that died after linking a segment for the publisher, before inserting it: the
     next server's writer adopts the segment and inserts it, but does not link it again (its

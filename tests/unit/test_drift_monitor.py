@@ -246,7 +246,7 @@ def test_prediction_drift_compares_window_outputs_with_the_validation_outputs(re
 
 @pytest.mark.parametrize("rows", [1, 7, 64, 5000])
 def test_counts_equal_a_row_by_row_count(reference, rows):
-    """FeatureAccountant.count (broadcast binning for small batches, binary search for large
+    """FeatureAccountant.count (edge-rank counting for small batches, binary search for large
     ones, distinct-value counting for categories) against a plain loop over the rows."""
     profile, accountant, _ = monitor_for(reference)
     rng = np.random.default_rng(rows)
@@ -255,7 +255,9 @@ def test_counts_equal_a_row_by_row_count(reference, rows):
     if rows > 2:
         x[:3] = [np.inf, -np.inf, profile.numeric[0].edges[4]]  # an exact edge goes to the bin above
     color = rng.choice(np.array(["red", "green", "blue", "teal", "violet", None], dtype=object), rows)
-    batch = make_batch(x, np.full(rows, 3.0), np.full(rows, np.nan), color)
+    # `empty` had no values in training (no range): each live value is unseen, once.
+    empty = np.where(rng.random(rows) < 0.5, np.nan, rng.normal(size=rows))
+    batch = make_batch(x, np.full(rows, 3.0), empty, color)
     accountant.count(batch)
     expected = np.zeros(len(accountant.bins.counts))
     missing = np.zeros(4)

@@ -306,18 +306,26 @@ def test_the_writer_process_exits_when_its_parent_is_gone(tmp_path):
         close_store(url)
 
 
+#: Floats whose text differs between notations: ``repr`` writes ``1e-05`` and ``1.5e-07``
+#: where orjson writes ``0.00001`` and ``1.5e-7``, and SQLite 3.40 would keep 15 digits.
+AWKWARD_FLOATS = [21.5, -0.0, 1e-300, 1e16, 1e-05, 5e-324, 1.7976931348623157e308, 0.1 + 0.2, 3.0, -123456789.12345679,
+                  1.5e-07]
+
+
 def regression_chunks() -> list[Chunk]:
     """A regressor's lines (no probabilities), of one to seven rows as batching makes them,
-    values in several float notations as text (``repr``), features on some lines."""
+    as ``ModelRuntime`` journals them: values as numbers (several float notations), or all
+    as text (``repr``) when one is not finite; features on some lines."""
     rng = np.random.default_rng(5)
-    chunks = [Chunk("price", 2, 1_700_000_000.25, "r", 1, [repr(v) for v in (21.5, -0.0, 1e-300, 1e16, float("nan"))], None, None),
-              Chunk("price", 2, 1_700_000_000.9999996, "r", 6, ["3.0"], None, [{"city": "Zürich", "m2": 71.5}])]
+    chunks = [Chunk("price", 2, 1_700_000_000.25, "r", 1, [repr(v) for v in (21.5, -0.0, 1e16, float("nan"), float("-inf"))], None, None),
+              Chunk("price", 2, 1_700_000_000.9999996, "r", 6, [3.0], None, [{"city": "Zürich", "m2": 71.5}]),
+              Chunk("price", 2, 1_700_000_000.9999997, "r", 7, AWKWARD_FLOATS, None, None)]
     t = 1_700_000_001.0
     for i in range(60):
         n = int(rng.integers(1, 8))
         t += float(rng.uniform(0, 0.01))
         features = [{"x": float(v)} for v in rng.normal(size=n)] if i % 9 == 0 else None
-        chunks.append(Chunk("price", 3, t, "s", 10 * i, [repr(v) for v in rng.normal(size=n).tolist()], None, features))
+        chunks.append(Chunk("price", 3, t, "s", 10 * i, (rng.normal(size=n) * 10.0 ** rng.integers(-8, 20)).tolist(), None, features))
     return chunks
 
 
@@ -333,15 +341,24 @@ def test_a_regressors_lines_store_what_sqlalchemy_core_stored(two_stores, tmp_pa
         stored, expected = a.execute(query).all(), b.execute(query).all()
     assert stored == expected and len(stored) == sum(len(c.labels) for c in chunks)
     by_id = {row.id: row for row in stored}
-    assert [by_id[f"r-{i}"].predicted_label for i in range(1, 6)] == ["21.5", "-0.0", "1e-300", "1e+16", "nan"]
+    assert [by_id[f"r-{i}"].predicted_label for i in range(1, 6)] == ["21.5", "-0.0", "1e+16", "nan", "-inf"]
+    # Values journaled as numbers are stored as the text repr gave before (issue 18): each
+    # reads back as the same float, which the feedback join subtracts the label from.
+    assert by_id["r-6"].predicted_label == "3.0"
+    texts = [by_id[f"r-{7 + i}"].predicted_label for i in range(len(AWKWARD_FLOATS))]
+    assert texts == [repr(v) for v in AWKWARD_FLOATS] and [float(t) for t in texts] == AWKWARD_FLOATS
+    assert texts[3:5] == ["1e+16", "1e-05"] and texts[7] == "0.30000000000000004"
+    for chunk in chunks[3:]:
+        assert [by_id[i].predicted_label for i in ids(chunk)] == [repr(v) for v in chunk.labels]
     assert by_id["r-6"].features == {"city": "Zürich", "m2": 71.5} and by_id["r-1"].features is None
     assert all(row.probabilities is None for row in stored)
 
 
 def test_sqlite_lines_store_what_the_batch_statement_stored(tmp_path):
     """The writer's SQLite path (one execution per line) against the statement it replaced
-    (one per batch, the database taking each line apart), column by column as SQLite holds
-    them, on a regressor's and a classifier's lines, with a replay."""
+    (one per batch, the database taking each line apart, given the labels as text, as the
+    journal held them before issue 18), column by column as SQLite holds them, on a
+    regressor's and a classifier's lines, with a replay."""
     from modelmon.store.predictions import _SQLITE_INSERT
 
     chunks = [*regression_chunks(), *sample_chunks()]
@@ -352,7 +369,8 @@ def test_sqlite_lines_store_what_the_batch_statement_stored(tmp_path):
         for group in (chunks, replayed(chunks)):
             entries = [
                 b'["' + timestamps(c.predicted_at).encode() + b'",' + orjson.dumps(
-                    [c.model, c.version, c.predicted_at, c.id_prefix, c.first_id, c.labels, c.probabilities, c.features],
+                    [c.model, c.version, c.predicted_at, c.id_prefix, c.first_id, [str(v) for v in c.labels],
+                     c.probabilities, c.features],
                     option=orjson.OPT_SERIALIZE_NUMPY) + b"]"
                 for c in group
             ]

@@ -67,7 +67,9 @@ class Chunk:
     predicted_at: float
     id_prefix: str
     first_id: int
-    labels: list[str]  # predicted class labels, as text
+    # Predicted class labels, as text; a regressor's values as numbers, or all as text
+    # (repr) when one is not finite (JSON has no NaN): the writer stores them as text.
+    labels: list[str] | list[float]
     probabilities: np.ndarray | None  # a classifier's [N, C]; None for a model without them
     features: list[dict[str, Any]] | None
 
@@ -110,7 +112,9 @@ class PredictionLog:
 
         A line is the array ``[model, version, time, id prefix, first id counter, labels,
         probabilities, features]``: one line and one ``write`` per model call, however many
-        requests it served. The writer still reads the lines of earlier versions: per
+        requests it served. Labels are text, or a regressor's values as JSON numbers (stored
+        as their ``repr``, as the text an earlier version journaled). The writer still reads
+        the lines of earlier versions: per
         request, ``[model, version, time, ids, labels, probabilities, features]``, and before
         that the objects ``{"m", "v", "t", "ids", "y", "p", "f"}``."""
         line = orjson.dumps(

@@ -47,6 +47,7 @@ from modelmon.store.predictions import (
     PredictionTimestamps,
     insert_journal_lines,
     insert_sqlite_lines,
+    label_texts,
     sqlite_line,
 )
 
@@ -169,7 +170,8 @@ class SegmentWriter:
         """The segment's entries, in batches of about ``batch_rows`` rows, and its number of
         rows: for SQLite each line's parameters (``sqlite_line``), for PostgreSQL each line's
         text for ``insert_journal_lines``. Python touches each line once (to check it and
-        date it), never each row."""
+        date it), and each row only to check that its label is text, or make a regressor's
+        value its text (``label_texts``)."""
         sqlite = self.store.dialect != "postgresql"
         batches: list[list[Any]] = [[]]
         batch_rows = rows = 0
@@ -184,7 +186,13 @@ class SegmentWriter:
             entry: Any
             if len(chunk) == 8:
                 n = len(chunk[5])
-                entry = sqlite_line(at, chunk) if sqlite else b'["' + at.encode() + b'",' + line + b"]"
+                if sqlite:
+                    entry = sqlite_line(at, chunk)
+                else:
+                    labels = chunk[5]
+                    texts = label_texts(labels)
+                    text = line if texts is labels else orjson.dumps([*chunk[:5], texts, *chunk[6:]])  # a regressor's numbers
+                    entry = b'["' + at.encode() + b'",' + text + b"]"
             else:  # an earlier version's line, listing its ids
                 model, version, t, ids, labels, probabilities, features = chunk
                 upgraded = [model, version, t, None, None, [str(y) for y in labels], probabilities, features]
