@@ -4,12 +4,18 @@ when that excess is surely above the margin."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 from scipy.spatial import distance
 
+from modelmon.monitoring import families
+from modelmon.monitoring.array_metrics import ArrayMetrics
 from modelmon.monitoring.sequential import distance_interval
+from modelmon.monitoring.tasks import RegressionCounts
 from modelmon.serving.rollout_gates import GATES, drift_interval
+from modelmon.types import ModelOutput
 
 #: A classifier's class shares on its validation rows, and how many rows they were counted on.
 SHARES = np.array([0.3, 0.5, 0.2])
@@ -66,3 +72,31 @@ def test_no_rows_or_no_reference_is_no_evidence():
     assert drift_interval(np.zeros(0), None, ALPHA) == (0.0, 1.0)
     assert drift_interval(np.ones(2), REFERENCE, ALPHA) == (0.0, 1.0)  # counts of other bins
     assert decide(np.zeros(3), np.zeros(3)).verdict == "wait"
+
+
+def test_a_regressor_answering_nan_drifts():
+    """A regressor's NaN predictions are a cell of their own after its bins (none of its
+    validation predictions were NaN): a candidate answering NaN for 30% of rows has drifted
+    0.3, which the gate sees, where the bins alone would show it as undrifted."""
+    shares = np.append(np.full(4, 0.25), 0.0)
+    reference = (shares, 5000.0)
+    healthy = np.append(np.full(4, 2500.0), 0.0)
+    nan_answering = np.append(np.full(4, 0.7 * 2500.0), 0.3 * 10_000)
+    low, high = drift_interval(nan_answering, reference, ALPHA)
+    assert low <= 0.3 <= high and low > 0.2
+    assert drift_interval(nan_answering[:4], (shares[:4], 5000.0), ALPHA)[0] == 0.0
+    result = GATES["drift"].compare(nan_answering, healthy, ALPHA, 0.1, "drift", (reference, reference))
+    assert result.verdict == "fail"
+
+
+def test_a_regressors_nan_predictions_are_counted_beside_its_bins():
+    """RegressionCounts puts a NaN prediction in no bin and counts it as missing, so bins plus
+    missing are the rows predicted; infinities fall in the end bins."""
+    arrays = ArrayMetrics()
+    for family in families.ARRAY_FAMILIES:
+        arrays.family(family)
+    profile = SimpleNamespace(predicted_values=SimpleNamespace(edges=[0.0, 10.0], bin_labels=["a", "b", "c"], shares=[0.2, 0.5, 0.3]))
+    task = RegressionCounts(arrays, ["m", "1"], None, profile, None)  # type: ignore[arg-type]
+    task.count(ModelOutput(predicted=np.array([-1.0, 5.0, np.nan, 20.0, np.inf, -np.inf, np.nan])))
+    assert task.bins.counts.tolist() == [2.0, 1.0, 2.0]
+    assert task.missing.counts.tolist() == [2.0]

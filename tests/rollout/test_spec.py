@@ -81,7 +81,10 @@ def test_the_drift_gate_is_refused_where_the_validation_rows_leave_it_no_room(re
     twice the floor is accepted."""
     card = registry.card("price", 1)
     assert card.reference_profile is not None and card.reference_profile.predicted_values is not None
-    shares = card.reference_profile.predicted_values.shares
+    values = card.reference_profile.predicted_values
+    # Its 10 bins' shares, then NaN predictions' (none among the validation predictions).
+    shares = [x * (1 - values.missing_share) for x in values.shares] + [values.missing_share]
+    assert values.missing_share == 0.0
     floor = distance_interval([x * 1e12 for x in shares], shares, 0.05 / 4 / 2, 300)[1]
     assert drift_floor(card, 0.05 / 4 / 2) == pytest.approx(floor)
     assert 0.3 < floor < 0.45

@@ -89,6 +89,10 @@ REFERENCE_PREDICTION_RATIO = Family(
     "modelmon_reference_prediction_ratio", "gauge", (*MODEL_VERSION, "bin"),
     "A regressor's validation predictions' share of each prediction bin.",
 )
+PREDICTION_MISSING = Family(
+    "modelmon_prediction_missing", "counter", MODEL_VERSION,
+    "A regressor's predictions that were not a number (NaN): in no prediction bin and not estimated.",
+)
 REGRESSION_LABELLED = Family("modelmon_regression_labelled", "counter", MODEL_VERSION, "A regressor's predictions that received their true value.")
 REGRESSION_ERROR = Family(
     "modelmon_regression_error", "counter", MODEL_VERSION, "Sum of errors (predicted minus true) of labelled predictions.",
@@ -124,7 +128,7 @@ REGRESSION_LABEL_FAMILIES = (
 ARRAY_FAMILIES = (
     CONFUSION, EXPECTED_CONFUSION, PREDICTIONS, QUEUE_DURATION, INFERENCE_DURATION, BATCH_SIZE,
     PREDICTION_CONFIDENCE, FEATURE_BIN, REFERENCE_BIN_RATIO, FEATURE_MISSING, FEATURE_UNSEEN,
-    REFERENCE_CLASS_RATIO, PREDICTION_BIN, REFERENCE_PREDICTION_RATIO, *REGRESSION_LABEL_FAMILIES,
+    REFERENCE_CLASS_RATIO, PREDICTION_BIN, REFERENCE_PREDICTION_RATIO, PREDICTION_MISSING, *REGRESSION_LABEL_FAMILIES,
     REGRESSION_ESTIMATED, REGRESSION_EXPECTED_ABSOLUTE_ERROR, REGRESSION_EXPECTED_SQUARED_ERROR,
 )
 

@@ -187,6 +187,8 @@ class RegressionCounts(TaskCounts):
         self.edges = np.asarray(reference.edges if reference is not None else [], dtype=np.float64)
         labels = reference.bin_labels if reference is not None else interval_labels(self.edges)
         self.bins: ArrayCounter = add(families.PREDICTION_BIN, ArrayCounter(base_labels, [[b] for b in labels]))
+        # A NaN prediction has no bin: counted here, so that bins + missing = rows predicted.
+        self.missing: ArrayCounter = add(families.PREDICTION_MISSING, ArrayCounter(base_labels, [[]]))
         self.reference_shares = None if reference is None else np.asarray(reference.shares, dtype=np.float64)
         if self.reference_shares is not None:
             ratio = add(families.REFERENCE_PREDICTION_RATIO, ArrayCounter(base_labels, [[b] for b in labels]))
@@ -207,6 +209,8 @@ class RegressionCounts(TaskCounts):
     def count(self, output: ModelOutput, batch: FeatureBatch | None = None) -> None:
         predicted = output.predicted
         present = predicted[~np.isnan(predicted)]
+        if len(present) < len(predicted):
+            self.missing.counts[0] += len(predicted) - len(present)
         self.bins.add(np.bincount(np.searchsorted(self.edges, present, side="right"), minlength=len(self.bins.counts)))
         if self.estimator is not None and batch is not None and len(predicted):
             with self._unestimated_lock:

@@ -160,17 +160,35 @@ DRIFT_OUTPUT = 0
 
 
 def _predictions(runtime: ModelRuntime) -> np.ndarray:
-    """A version's predictions so far, counted into the bins of its drift distribution (none
-    without a reference)."""
-    found = runtime.monitor.task.distributions()[DRIFT_OUTPUT]
-    return found.counts.astype(np.float64) if found.reference_shares is not None else np.zeros(0)
+    """A version's predictions so far, counted into the bins of its drift distribution, and
+    for a regressor its NaN predictions last (none without a reference)."""
+    task = runtime.monitor.task
+    found = task.distributions()[DRIFT_OUTPUT]
+    if found.reference_shares is None:
+        return np.zeros(0)
+    counts = found.counts.astype(np.float64)
+    return np.append(counts, task.missing.counts[0]) if isinstance(task, RegressionCounts) else counts
 
 
 def _prediction_reference(runtime: ModelRuntime) -> tuple[np.ndarray, float] | None:
-    """The validation rows' shares of the bins ``_predictions`` counts, and how many
+    """The validation rows' shares of the cells ``_predictions`` counts, and how many
     validation rows they were counted on."""
-    found = runtime.monitor.task.distributions()[DRIFT_OUTPUT]
-    return None if found.reference_shares is None else (found.reference_shares, validation_rows(runtime.card))
+    shares = _validation_shares(runtime.card)
+    return None if shares is None else (shares, validation_rows(runtime.card))
+
+
+def _validation_shares(card: ModelCard) -> np.ndarray | None:
+    """A classifier's validation class shares; a regressor's share of each prediction bin,
+    then of NaN predictions (so that a candidate answering NaN shows as drift)."""
+    profile = card.reference_profile
+    if profile is None:
+        return None
+    if profile.prediction is not None:
+        return np.asarray(profile.prediction.class_shares, dtype=np.float64)
+    values = profile.predicted_values
+    if values is None:
+        return None
+    return np.append(np.asarray(values.shares, dtype=np.float64) * (1 - values.missing_share), values.missing_share)
 
 
 def has_prediction_reference(card: ModelCard) -> bool:
@@ -207,15 +225,10 @@ def drift_floor(card: ModelCard, alpha: float) -> float:
     """The top of a version's drift interval on unlimited traffic exactly like its validation
     rows: the uncertainty its validation shares alone leave. The gate can pass only a
     candidate whose floor is below the margin."""
-    profile = card.reference_profile
-    if profile is None:
-        return 1.0
-    shares = profile.prediction.class_shares if profile.prediction is not None else (
-        profile.predicted_values.shares if profile.predicted_values is not None else None)
+    shares = _validation_shares(card)
     if shares is None:
         return 1.0
-    unlimited = (np.asarray(shares) * 1e12).tolist()
-    return distance_interval(unlimited, list(shares), alpha, validation_rows(card) or None)[1]
+    return distance_interval((shares * 1e12).tolist(), shares.tolist(), alpha, validation_rows(card) or None)[1]
 
 
 def _compare_drift(candidate: np.ndarray, primary: np.ndarray, alpha: float, margin: float, gate: str,
