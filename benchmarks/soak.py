@@ -5,7 +5,7 @@ after warm-up at most 5%), and whether the writer kept up (its backlog at the en
 long it took to store every prediction served).
 
     python benchmarks/soak.py                 # 10 minutes
-    python benchmarks/soak.py --quick         # 20 seconds: the smoke test
+    python benchmarks/soak.py --quick         # 20 seconds (the smoke test: --seconds 8 --probe-seconds 2)
 
 Load comes from wrk (Debian package) with a Lua script that paces each connection, so the
 rate holds near the target instead of saturating the server.
