@@ -1270,7 +1270,8 @@ def main() -> None:
                      "quick": quick, "command": "python benchmarks/serving.py" + (" --quick" if quick else "")
                      + (" --trees-only" if trees_only else "") + (" --regression-only" if regression_only else "")
                      + (" --shadow-only" if shadow_only else "")
-                     + (f" --rounds {args.rounds}" if args.rounds else "") + (f" --duration {args.duration:g}" if args.duration else "")},
+                     + (f" --rounds {args.rounds}" if args.rounds else "") + (f" --duration {args.duration:g}" if args.duration else "")
+                     + (f" --batch-duration {args.batch_duration:g}" if args.batch_duration else "")},
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
         "load_average_1min": [min(min(x["load_average_1min"]) for r in all_rounds for x in r.values() if x),
                               max(max(x["load_average_1min"]) for r in all_rounds for x in r.values() if x)],

@@ -5,7 +5,7 @@ after warm-up at most 5%), and whether the writer kept up (its backlog at the en
 long it took to store every prediction served).
 
     python benchmarks/soak.py                 # 10 minutes
-    python benchmarks/soak.py --quick         # 20 seconds: the smoke test
+    python benchmarks/soak.py --quick         # 20 seconds (the smoke test: --seconds 8 --probe-seconds 2)
 
 Load comes from wrk (Debian package) with a Lua script that paces each connection, so the
 rate holds near the target instead of saturating the server.
@@ -112,12 +112,17 @@ def server_errors(url: str) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--seconds", type=int, default=600)
+    parser.add_argument("--seconds", type=int, default=None, help="the soak's length [default: 600; --quick: 20]")
+    parser.add_argument("--probe-seconds", type=int, default=None,
+                        help="each of the two probes before it (the maximum, then the paced rate) [default: 15; --quick: 5]")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed: apt-get install --no-install-recommends wrk")
-    seconds, warmup, probe = (20, 5, 5) if args.quick else (args.seconds, 60, 15)
+    seconds, warmup, probe = (20, 5, 5) if args.quick else (600, 60, 15)
+    seconds, probe = args.seconds or seconds, args.probe_seconds or probe
+    if args.quick:  # a shorter quick soak (the smoke test's) still has samples after its warm-up
+        warmup = min(warmup, seconds // 2)
     work = Path(tempfile.mkdtemp(prefix="modelmon-soak-"))
     row = register(work / "registry")
     port = free_port()

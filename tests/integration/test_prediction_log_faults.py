@@ -11,6 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from modelmon.stack.processes import stop_process
 from tests.conftest import start_server
+from tests.streams.brokers import wait_until
 from tests.support.postgres import ThrowawayPostgres
 
 pytestmark = pytest.mark.slow
@@ -49,12 +50,15 @@ def test_store_outage_during_traffic_loses_nothing(registry_dir, shop_frame, tmp
     sender = threading.Thread(target=traffic)
     try:
         sender.start()
-        time.sleep(1.5)
+        # Each phase lasts until what it is for has happened (these were fixed sleeps of 1.5,
+        # 3 and 1.5 s): rows in the store, then rows spooled while it is down, then the spool
+        # replayed into it while the traffic goes on.
+        wait_until(lambda: log_counters(server.url).get("written", 0) > 0, 30, "rows written to the store")
         postgres.stop()  # the store goes away mid-traffic
-        time.sleep(3.0)
+        wait_until(lambda: log_counters(server.url).get("spooled", 0) > 0, 30, "rows spooled during the outage")
         during_outage = log_counters(server.url)
         postgres.start()
-        time.sleep(1.5)
+        wait_until(lambda: log_counters(server.url).get("replayed", 0) > 0, 60, "the spool replayed")
         stop_sending.set()
         sender.join(30)
         assert failures == [] and served[0] > 0
@@ -117,7 +121,8 @@ def test_sigkill_under_load_then_restart_loses_and_doubles_nothing(registry_dir,
     rows = shop_frame.drop(columns="segment").iloc[:3].to_dict("records")
     server = start_server(registry_dir, tmp_path, *args, home=home)
     with Traffic(server.url, rows) as traffic:
-        time.sleep(2.0)
+        # Under load (was a fixed 2 s): well past the 30 acknowledged predictions asserted below.
+        wait_until(lambda: len(traffic.ids) >= 150, 30, "150 predictions answered")
         server.process.kill()  # SIGKILL: no shutdown code runs
         server.process.wait(10)
     acknowledged = set(traffic.ids)
@@ -141,7 +146,7 @@ def test_sigterm_under_load_writes_every_prediction(registry_dir, shop_frame, tm
     rows = shop_frame.drop(columns="segment").iloc[:3].to_dict("records")
     server = start_server(registry_dir, tmp_path, "--store", str(store), "--drain-seconds", "0.5")
     with Traffic(server.url, rows) as traffic:
-        time.sleep(1.5)
+        wait_until(lambda: len(traffic.ids) >= 150, 30, "150 predictions answered")  # was a fixed 1.5 s
         server.process.terminate()
         assert server.process.wait(30) == 0
     assert traffic.ids and set(traffic.statuses) <= {200}
@@ -159,10 +164,10 @@ def test_serving_is_unaffected_when_prometheus_goes_away(registry_dir, shop_fram
     try:
         assert prometheus.wait_for('up{job="modelmon"}', 1) == 1
         with Traffic(server.url, rows) as traffic:
-            time.sleep(1.0)
+            wait_until(lambda: len(traffic.statuses) >= 50, 30, "50 requests answered")  # was a fixed 1 s
             prometheus.stop()  # the monitoring stack disappears mid-traffic
             before = len(traffic.statuses)
-            time.sleep(1.5)
+            wait_until(lambda: len(traffic.statuses) >= before + 50, 30, "50 more after it went")  # was 1.5 s
         assert len(traffic.statuses) > before  # still serving after it went
         assert set(traffic.statuses) == {200}
         assert httpx.get(f"{server.url}/metrics").status_code == 200
