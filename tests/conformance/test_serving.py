@@ -264,7 +264,7 @@ def test_monitoring_counts_every_row(case, conformance, live):
         expected = np.bincount(np.searchsorted(reference.edges, labels, side="right"), minlength=len(reference.bin_labels))
         assert counted == Counter({b: float(n) for b, n in zip(reference.bin_labels, expected, strict=True) if n})
         # No NaN prediction here: the missing count is present from zero and did not grow.
-        assert "modelmon_prediction_missing_total" in {x.name for x in after.samples if x.labels.get("model") == case.id}
+        assert "modelmon_prediction_missing_total" in {x.name for x in after.samples(case.id) if x.labels.get("model") == case.id}
         assert after.total("modelmon_prediction_missing_total", case.id) == before.total("modelmon_prediction_missing_total", case.id) == 0.0
         ratio = after.values("modelmon_reference_prediction_ratio", case.id, by=("bin",))
         assert ratio == Counter(dict(zip(reference.bin_labels, reference.shares, strict=True))) - Counter()
