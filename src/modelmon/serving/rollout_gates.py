@@ -197,8 +197,7 @@ def has_prediction_reference(card: ModelCard) -> bool:
     model that overfits is more confident there than on any traffic, so it would look
     drifted on the day it is deployed."""
     profile = card.reference_profile
-    return (profile is not None and profile.predictions_from_validation
-            and (profile.prediction is not None or profile.predicted_values is not None))
+    return profile is not None and profile.predictions_from_validation and _validation_shares(card) is not None
 
 
 def validation_rows(card: ModelCard) -> float:
