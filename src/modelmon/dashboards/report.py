@@ -505,7 +505,14 @@ def write_report(
             if row.task and task and row.task != task:
                 continue  # a classifier's report has no regression panels, and the reverse
             decisions = _decisions(source, context) if row.only_if == catalog.HAD_ROLLOUT else None
+            if decisions is not None and decisions[1] is not None:
+                summary.notes.append(f"{dashboard.title}: {decisions[1]}")
             if row.only_if is not None and (decisions is None or decisions[0] is None) and not _row_has_data(row.only_if, source, context):
+                if decisions is not None and decisions[1] is not None:
+                    # Prometheus saw no rollout, but the store, which would know, could not be
+                    # read: say so rather than leave the row out as if there were none.
+                    summary.panels.append(PanelOutcome(dashboard.title, rollout_table.TITLE, False, decisions[1]))
+                    parts.append(f"<h3>{html.escape(_interpolate_text(row.title, context))}</h3>{_decisions_html(*decisions)}")
                 continue  # e.g. no rollout of this model: a row of empty panels says nothing
             parts.append(f"<h3>{html.escape(_interpolate_text(row.title, context))}</h3>")
             for panel in row.panels:
@@ -554,7 +561,7 @@ def _decisions(source: Source, context: Expansion) -> tuple[str | None, str | No
     try:
         found = [d for model in selection.values for d in rollout_table.model_decisions(source.store, model, tr.start, tr.end)]
     except (QueryError, ModelmonError, SQLAlchemyError) as exc:
-        return None, f"the store could not be read: {exc}"
+        return None, f"the rollout store {_safe_url(source.store_url)} could not be read: {exc}"
     return rollout_table.decisions_html(found), None
 
 
