@@ -11,7 +11,16 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from modelmon.dashboards.spec import Dashboard, Panel, Prom, Row, Sql, Threshold, Variable
+from modelmon.dashboards.spec import (
+    Dashboard,
+    Panel,
+    Prom,
+    Row,
+    SeriesStyle,
+    Sql,
+    Threshold,
+    Variable,
+)
 from modelmon.monitoring.methods import JS, METHODS, PSI, method_names
 
 SERVING_UID = "modelmon-serving"
@@ -225,6 +234,12 @@ def serving() -> Dashboard:
 HAD_ROLLOUT = Prom(f"count(modelmon_rollout_state{{{MODEL}}})", instant=True)
 
 
+#: Each gate's fail line, the level its interval's low bound must exceed to roll the candidate
+#: back (serving/rollout_gates.py): 0 for the bad-share gates, the margin for drift.
+GATE_FAILS_ABOVE = (f'max by (gate) (modelmon_rollout_gate_margin{{{MODEL}, gate="drift"}})'
+                    f' or 0 * max by (gate) (modelmon_rollout_gate_margin{{{MODEL}, gate!="drift"}})')
+
+
 def rollout() -> Row:
     """The model's rollout (docs/rollout.md): its state, the candidate's share, each gate's
     interval against its margin, the decisions, and a shadow's agreement with the primary.
@@ -243,14 +258,19 @@ def rollout() -> Row:
               "candidate (shadow), per replica (modelmon_rollout_share): each step raises it; 1 once promoted, 0 once rolled back.",
               "percentunit", (Prom(f"max by (instance) (modelmon_rollout_share{{{MODEL}}})", "{{instance}}"),),
               width=12, height=6, min=0, max=1),
+        # No panel-wide threshold: a red line at 0 said "fails above" for the drift gate too,
+        # which fails only above its margin (docs/rollout.md). Each gate's own lines instead.
         Panel("timeseries", "Gate intervals against their margins", "Each gate's always-valid interval of the candidate's bad share "
-              "minus the primary's, per replica (modelmon_rollout_gate_bound): a low bound above 0 rolls the candidate back, a high "
-              "bound at or below the gate's margin (its own line) passes the step; the dashed line is 0. The drift gate's is of its "
-              "prediction drift, and rolls back only when its low bound is above the margin. Drawn while a rollout runs.",
+              "minus the primary's, per replica (modelmon_rollout_gate_bound), against its own two lines: a low bound above the "
+              "gate's red line ('fails above') rolls the candidate back, a high bound at or below its green line (its margin) "
+              "passes the step. The red line is 0 for every gate but drift; the drift gate's interval is of its prediction drift, "
+              "candidate minus primary, and its red line is its margin: a small excess of drift is not a defect. Drawn while a "
+              "rollout runs.",
               "percentunit", (
                   Prom(f"max by (instance, gate, bound) (modelmon_rollout_gate_bound{{{MODEL}}})", "{{gate}} {{bound}} {{instance}}"),
                   Prom(f"max by (gate) (modelmon_rollout_gate_margin{{{MODEL}}})", "{{gate}} margin"),
-              ), width=12, thresholds=(Threshold(None, "green"), Threshold(0, "red")), show_thresholds=True),
+                  Prom(GATE_FAILS_ABOVE, "{{gate}} fails above"),
+              ), width=12, styles=(SeriesStyle(".* fails above", "red"), SeriesStyle(".* margin", "green"))),
         Panel("timeseries", "Rollout decisions", "Decisions each replica applied since it started, by action "
               "(modelmon_rollout_decisions_total): advance (the last one promotes) and roll_back, which fires ModelmonRolloutRolledBack.",
               "short", (Prom(f"sum by (action) (modelmon_rollout_decisions_total{{{MODEL}}})", "{{action}}"),), width=12, min=0),
