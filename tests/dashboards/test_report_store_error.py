@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from modelmon.dashboards import decisions
+from modelmon.dashboards import catalog, decisions
 from modelmon.dashboards.catalog import SERVING_UID, all_dashboards
 from modelmon.dashboards.report import write_report
 from modelmon.stack.processes import free_port
@@ -44,10 +44,11 @@ def test_a_store_that_cannot_be_read_is_reported_not_hidden(prometheus: Promethe
     assert not outcome.has_data and outcome.error is not None
     assert outcome.error.startswith(f"the rollout store {store} could not be read: ")
     assert f"{SERVING.title}: {outcome.error}" in summary.notes
-    # In the page: the Rollout row's heading and the decisions panel with the error, and none
-    # of the row's Prometheus panels (they have nothing to show without a rollout).
+    # In the page: the decisions row's heading and its panel with the error; not the Rollout
+    # row of Prometheus panels (they have nothing to show without a rollout).
     serving = page.split("<h2 id='modelmon-serving'>")[1].split("<h2 ")[0]
-    rollout = serving.split("<h3>Rollout</h3>")[1]
+    assert "<h3>Rollout</h3>" not in serving
+    rollout = serving.split(f"<h3>{catalog.rollout_decisions().title}</h3>")[1]
     assert re.findall(r"<h4>(.*?)</h4>", rollout) == [decisions.TITLE]
     assert f"Error: the rollout store {store} could not be read: " in rollout
     assert "Connection refused" in rollout

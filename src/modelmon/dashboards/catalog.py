@@ -225,7 +225,7 @@ def serving() -> Dashboard:
         SERVING_UID, "modelmon / Serving",
         "Throughput, errors, latency and batching of a served model, per version; the replicas' saturation and prediction log; "
         "its rollouts.",
-        _model_variables(), (overview, traffic, latency, batching, replicas, fleet, rollout()),
+        _model_variables(), (overview, traffic, latency, batching, replicas, fleet, rollout(), rollout_decisions()),
     ))
 
 
@@ -284,6 +284,41 @@ def rollout() -> Row:
               "primary was busy.",
               "ops", (Prom(f"sum by (outcome) (rate(modelmon_rollout_shadow_total{{{MODEL}}}[$__rate_interval]))", "{{outcome}}"),),
               width=12, min=0),
+    ), only_if=HAD_ROLLOUT)
+
+
+#: The store's rollout decisions (tables rollouts and rollout_decisions, docs/rollout.md): a
+#: decision's shares are the plan's steps (a JSON list, in percent) at its step before and
+#: after, 100 once promoted and 0 once rolled back or aborted; a replica writes its id into
+#: the evidence, an operator's command does not.
+DECISIONS_TITLE = "Rollout decisions and their evidence"
+_DECISIONS = """SELECT d.decided_at, r.id AS rollout, r.candidate_version AS candidate, d.action,
+       CASE WHEN d.action = 'start' THEN 0 ELSE {before} END AS share_before_percent,
+       CASE d.state WHEN 'promoted' THEN 100 WHEN 'rolled_back' THEN 0 WHEN 'aborted' THEN 0 ELSE {after} END AS share_after_percent,
+       CASE WHEN {replica} IS NULL THEN 'operator (' || d.decided_by || ')' ELSE 'replica ' || d.decided_by END AS decided_by,
+       {failed} AS failed_gates, {evidence} AS evidence
+FROM rollout_decisions d
+JOIN rollouts r ON r.id = d.rollout_id
+WHERE r.model = '$model' AND $__timeFilter(d.decided_at)
+ORDER BY d.decided_at DESC, d.id DESC
+LIMIT 100"""
+DECISIONS_PG = _DECISIONS.format(
+    before="CAST(r.steps ->> d.from_step AS double precision)", after="CAST(r.steps ->> d.to_step AS double precision)",
+    replica="d.evidence ->> 'replica'", failed="d.evidence ->> 'failed'", evidence="CAST(d.evidence AS text)")
+DECISIONS_SQLITE = _DECISIONS.format(
+    before="json_extract(r.steps, '$[' || d.from_step || ']')", after="json_extract(r.steps, '$[' || d.to_step || ']')",
+    replica="json_extract(d.evidence, '$.replica')", failed="json_extract(d.evidence, '$.failed')", evidence="d.evidence")
+
+
+def rollout_decisions() -> Row:
+    """The decisions of the model's rollouts from the store, in Grafana; the report draws the
+    same decisions with their evidence in words (dashboards/decisions.py) in its place."""
+    return Row("Rollout decisions (store)", (
+        Panel("table", DECISIONS_TITLE, "Every decision on the model's rollouts in the time range, newest first, from the store "
+              "(rollout_decisions): the action, the candidate's share before and after (percent), who decided (a replica on its "
+              "gates' evidence, or an operator through the CLI or HTTP), the gates that failed (a roll_back's), and the evidence "
+              "as stored: each gate's interval (low, high) and margin. `modelmon rollout status MODEL` shows the same.",
+              "none", (Sql(DECISIONS_PG, DECISIONS_SQLITE),), width=24, height=8),
     ), only_if=HAD_ROLLOUT)
 
 

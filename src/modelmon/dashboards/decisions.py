@@ -16,12 +16,15 @@ from typing import Any
 
 from sqlalchemy import or_, select
 
+from modelmon.dashboards.catalog import DECISIONS_TITLE
 from modelmon.store import Store, rollouts
 from modelmon.store.rollouts import Rollout
 
 #: The newest rollouts of a model shown (a model has a few; the table stays readable).
 MAX_ROLLOUTS = 5
-TITLE = "Rollout decisions and their evidence"
+#: The title of Grafana's table of the same decisions (catalog.rollout_decisions), whose
+#: place this table takes in the report.
+TITLE = DECISIONS_TITLE
 DESCRIPTION = ("Every decision on the model's rollouts in the time range, from the store (rollout_decisions): when, the "
                "action, the candidate's share before and after, who decided (a replica on its gates' evidence, or an "
                "operator), and the evidence: a roll_back's failed gates, each with its interval of the candidate's bad "

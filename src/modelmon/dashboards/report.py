@@ -513,14 +513,16 @@ def write_report(
         parts = [heading, f"<p class='desc'>{html.escape(dashboard.description)}<br>{html.escape(variables)}; "
                           f"{html.escape(_range_text(context.time_range))}</p>"]
         task = _model_task(source, context) if any(row.task for row in dashboard.rows) else None
+        rollout_rows = any(row.only_if == catalog.HAD_ROLLOUT for row in dashboard.rows)
+        decisions = _decisions(source, context) if rollout_rows else None
+        if decisions is not None and decisions[1] is not None:
+            summary.notes.append(f"{dashboard.title}: {decisions[1]}")
         for row in dashboard.rows:
             if row.task and task and row.task != task:
                 continue  # a classifier's report has no regression panels, and the reverse
-            decisions = _decisions(source, context) if row.only_if == catalog.HAD_ROLLOUT else None
-            if decisions is not None and decisions[1] is not None:
-                summary.notes.append(f"{dashboard.title}: {decisions[1]}")
+            has_table = any(p.title == rollout_table.TITLE for p in row.panels)
             if row.only_if is not None and (decisions is None or decisions[0] is None) and not _row_has_data(row.only_if, source, context):
-                if decisions is not None and decisions[1] is not None:
+                if has_table and decisions is not None and decisions[1] is not None:
                     # Prometheus saw no rollout, but the store, which would know, could not be
                     # read: say so rather than leave the row out as if there were none.
                     summary.panels.append(PanelOutcome(dashboard.title, rollout_table.TITLE, False, decisions[1]))
@@ -528,6 +530,11 @@ def write_report(
                 continue  # e.g. no rollout of this model: a row of empty panels says nothing
             parts.append(f"<h3>{html.escape(_interpolate_text(row.title, context))}</h3>")
             for panel in row.panels:
+                if panel.title == rollout_table.TITLE and decisions is not None:
+                    # Grafana's table shows the stored evidence as JSON; the report, in words.
+                    summary.panels.append(PanelOutcome(dashboard.title, rollout_table.TITLE, decisions[0] is not None, decisions[1]))
+                    parts.append(_decisions_html(*decisions))
+                    continue
                 if panel.source not in have:
                     parts.append(_panel_html(_interpolate_text(panel.title, context), panel, None, [], "no source"))
                     continue
@@ -541,9 +548,6 @@ def write_report(
                         results, body, error = [], None, str(exc)
                     summary.panels.append(PanelOutcome(dashboard.title, panel_title, body is not None, error))
                     parts.append(_panel_html(panel_title, panel, body, results, error, _interpolate_text(panel.description, ctx)))
-            if decisions is not None:
-                summary.panels.append(PanelOutcome(dashboard.title, rollout_table.TITLE, decisions[0] is not None, decisions[1]))
-                parts.append(_decisions_html(*decisions))
         sections.append("".join(parts))
     toc = " · ".join(f"<a href='#{d.uid}'>{html.escape(d.title.removeprefix('modelmon / '))}</a>" for d in catalog.all_dashboards())
     meta = "".join(f"<tr><td>{k}</td><td>{html.escape(v)}</td></tr>" for k, v in (
