@@ -29,11 +29,12 @@ pytestmark = pytest.mark.slow
 DASHBOARDS = {d.uid: d for d in all_dashboards()}
 
 
-#: Panels this stack cannot give data: the rollout row needs a rollout, which needs a second
+#: Panels this stack cannot give data: the rollout rows need a rollout, which needs a second
 #: version of shop in the session's registry, which other tests read (versions, "Loaded
-#: versions"). tests/rollout/test_rollout_panels.py runs them against a real Prometheus
-#: scraping a server with a running shadow rollout and a rolled-back canary.
-ROLLOUT_PANELS = {p.title for p in catalog.rollout().panels}
+#: versions"). tests/rollout/test_rollout_panels.py runs the Prometheus ones against a real
+#: Prometheus scraping a server with a running shadow rollout and a rolled-back canary;
+#: tests/dashboards/test_decisions_panel.py the store's table on SQLite and PostgreSQL.
+ROLLOUT_PANELS = {p.title for row in (catalog.rollout(), catalog.rollout_decisions()) for p in row.panels}
 
 
 def _cases() -> list:

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
 
+from modelmon.dashboards import catalog
 from modelmon.demo.regression import TARGET, spend_customers
 from modelmon.demo.rollout import MAX_REQUESTS, ROWS_PER_REQUEST
 from modelmon.registry import Registry
@@ -109,3 +110,16 @@ def test_regression_demo_prints_the_error_scikit_learn_computes_on_its_labelled_
         rows = [(spend[i], float(answer)) for i, (v, answer) in enumerate(answers) if v == version]
         assert printed[version] == (pytest.approx(mean_absolute_error(*zip(*rows, strict=True)), abs=6e-4), len(rows))
     assert printed[2][0] > printed[1][0]
+    # The HTML report, as the classifier demo writes it: the regression panels with data, not
+    # the classifier's, and the rollback with the evidence the store holds.
+    if prometheus_binary() is not None:
+        report = (home / "report.html").read_text()
+        assert "report for readers without Grafana" in out
+        for panel in catalog.regression().panels:
+            body = re.search(rf"<h4>{re.escape(panel.title)}</h4><p class='desc'>[^<]*</p>(.*?)<details>", report, re.DOTALL)
+            assert body is not None, panel.title
+            assert "No data" not in body.group(1) and "Error:" not in body.group(1), panel.title
+        assert "<h4>Confusion matrix</h4>" not in report and "<h4>Realized accuracy against baseline</h4>" not in report
+        gate = evidence["gates"]["estimated_error"]
+        assert f"estimated_error fail: interval [{gate['low']:.4f}, {gate['high']:.4f}]" in report
+        assert "<td>roll_back</td><td>50% → 0%</td>" in report

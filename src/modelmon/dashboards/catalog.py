@@ -11,7 +11,16 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from modelmon.dashboards.spec import Dashboard, Panel, Prom, Row, Sql, Threshold, Variable
+from modelmon.dashboards.spec import (
+    Dashboard,
+    Panel,
+    Prom,
+    Row,
+    SeriesStyle,
+    Sql,
+    Threshold,
+    Variable,
+)
 from modelmon.monitoring.methods import JS, METHODS, PSI, method_names
 
 SERVING_UID = "modelmon-serving"
@@ -216,13 +225,19 @@ def serving() -> Dashboard:
         SERVING_UID, "modelmon / Serving",
         "Throughput, errors, latency and batching of a served model, per version; the replicas' saturation and prediction log; "
         "its rollouts.",
-        _model_variables(), (overview, traffic, latency, batching, replicas, fleet, rollout()),
+        _model_variables(), (overview, traffic, latency, batching, replicas, fleet, rollout(), rollout_decisions()),
     ))
 
 
 #: A model that has had a rollout: its servers export modelmon_rollout_state (docs/metrics.md,
 #: Rollouts); a server that never saw one exports no rollout series at all.
 HAD_ROLLOUT = Prom(f"count(modelmon_rollout_state{{{MODEL}}})", instant=True)
+
+
+#: Each gate's fail line, the level its interval's low bound must exceed to roll the candidate
+#: back (serving/rollout_gates.py): 0 for the bad-share gates, the margin for drift.
+GATE_FAILS_ABOVE = (f'max by (gate) (modelmon_rollout_gate_margin{{{MODEL}, gate="drift"}})'
+                    f' or 0 * max by (gate) (modelmon_rollout_gate_margin{{{MODEL}, gate!="drift"}})')
 
 
 def rollout() -> Row:
@@ -243,14 +258,19 @@ def rollout() -> Row:
               "candidate (shadow), per replica (modelmon_rollout_share): each step raises it; 1 once promoted, 0 once rolled back.",
               "percentunit", (Prom(f"max by (instance) (modelmon_rollout_share{{{MODEL}}})", "{{instance}}"),),
               width=12, height=6, min=0, max=1),
+        # No panel-wide threshold: a red line at 0 said "fails above" for the drift gate too,
+        # which fails only above its margin (docs/rollout.md). Each gate's own lines instead.
         Panel("timeseries", "Gate intervals against their margins", "Each gate's always-valid interval of the candidate's bad share "
-              "minus the primary's, per replica (modelmon_rollout_gate_bound): a low bound above 0 rolls the candidate back, a high "
-              "bound at or below the gate's margin (its own line) passes the step; the dashed line is 0. The drift gate's is of its "
-              "prediction drift, and rolls back only when its low bound is above the margin. Drawn while a rollout runs.",
+              "minus the primary's, per replica (modelmon_rollout_gate_bound), against its own two lines: a low bound above the "
+              "gate's red line ('fails above') rolls the candidate back, a high bound at or below its green line (its margin) "
+              "passes the step. The red line is 0 for every gate but drift; the drift gate's interval is of its prediction drift, "
+              "candidate minus primary, and its red line is its margin: a small excess of drift is not a defect. Drawn while a "
+              "rollout runs.",
               "percentunit", (
                   Prom(f"max by (instance, gate, bound) (modelmon_rollout_gate_bound{{{MODEL}}})", "{{gate}} {{bound}} {{instance}}"),
                   Prom(f"max by (gate) (modelmon_rollout_gate_margin{{{MODEL}}})", "{{gate}} margin"),
-              ), width=12, thresholds=(Threshold(None, "green"), Threshold(0, "red")), show_thresholds=True),
+                  Prom(GATE_FAILS_ABOVE, "{{gate}} fails above"),
+              ), width=12, styles=(SeriesStyle(".* fails above", "red"), SeriesStyle(".* margin", "green"))),
         Panel("timeseries", "Rollout decisions", "Decisions each replica applied since it started, by action "
               "(modelmon_rollout_decisions_total): advance (the last one promotes) and roll_back, which fires ModelmonRolloutRolledBack.",
               "short", (Prom(f"sum by (action) (modelmon_rollout_decisions_total{{{MODEL}}})", "{{action}}"),), width=12, min=0),
@@ -264,6 +284,41 @@ def rollout() -> Row:
               "primary was busy.",
               "ops", (Prom(f"sum by (outcome) (rate(modelmon_rollout_shadow_total{{{MODEL}}}[$__rate_interval]))", "{{outcome}}"),),
               width=12, min=0),
+    ), only_if=HAD_ROLLOUT)
+
+
+#: The store's rollout decisions (tables rollouts and rollout_decisions, docs/rollout.md): a
+#: decision's shares are the plan's steps (a JSON list, in percent) at its step before and
+#: after, 100 once promoted and 0 once rolled back or aborted; a replica writes its id into
+#: the evidence, an operator's command does not.
+DECISIONS_TITLE = "Rollout decisions and their evidence"
+_DECISIONS = """SELECT d.decided_at, r.id AS rollout, r.candidate_version AS candidate, d.action,
+       CASE WHEN d.action = 'start' THEN 0 ELSE {before} END AS share_before_percent,
+       CASE d.state WHEN 'promoted' THEN 100 WHEN 'rolled_back' THEN 0 WHEN 'aborted' THEN 0 ELSE {after} END AS share_after_percent,
+       CASE WHEN {replica} IS NULL THEN 'operator (' || d.decided_by || ')' ELSE 'replica ' || d.decided_by END AS decided_by,
+       {failed} AS failed_gates, {evidence} AS evidence
+FROM rollout_decisions d
+JOIN rollouts r ON r.id = d.rollout_id
+WHERE r.model = '$model' AND $__timeFilter(d.decided_at)
+ORDER BY d.decided_at DESC, d.id DESC
+LIMIT 100"""
+DECISIONS_PG = _DECISIONS.format(
+    before="CAST(r.steps ->> d.from_step AS double precision)", after="CAST(r.steps ->> d.to_step AS double precision)",
+    replica="d.evidence ->> 'replica'", failed="d.evidence ->> 'failed'", evidence="CAST(d.evidence AS text)")
+DECISIONS_SQLITE = _DECISIONS.format(
+    before="json_extract(r.steps, '$[' || d.from_step || ']')", after="json_extract(r.steps, '$[' || d.to_step || ']')",
+    replica="json_extract(d.evidence, '$.replica')", failed="json_extract(d.evidence, '$.failed')", evidence="d.evidence")
+
+
+def rollout_decisions() -> Row:
+    """The decisions of the model's rollouts from the store, in Grafana; the report draws the
+    same decisions with their evidence in words (dashboards/decisions.py) in its place."""
+    return Row("Rollout decisions (store)", (
+        Panel("table", DECISIONS_TITLE, "Every decision on the model's rollouts in the time range, newest first, from the store "
+              "(rollout_decisions): the action, the candidate's share before and after (percent), who decided (a replica on its "
+              "gates' evidence, or an operator through the CLI or HTTP), the gates that failed (a roll_back's), and the evidence "
+              "as stored: each gate's interval (low, high) and margin. `modelmon rollout status MODEL` shows the same.",
+              "none", (Sql(DECISIONS_PG, DECISIONS_SQLITE),), width=24, height=8),
     ), only_if=HAD_ROLLOUT)
 
 

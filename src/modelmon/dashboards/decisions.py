@@ -16,18 +16,23 @@ from typing import Any
 
 from sqlalchemy import or_, select
 
+from modelmon.dashboards.catalog import DECISIONS_TITLE
 from modelmon.store import Store, rollouts
 from modelmon.store.rollouts import Rollout
 
 #: The newest rollouts of a model shown (a model has a few; the table stays readable).
 MAX_ROLLOUTS = 5
-TITLE = "Rollout decisions and their evidence"
+#: The title of Grafana's table of the same decisions (catalog.rollout_decisions), whose
+#: place this table takes in the report.
+TITLE = DECISIONS_TITLE
 DESCRIPTION = ("Every decision on the model's rollouts in the time range, from the store (rollout_decisions): when, the "
                "action, the candidate's share before and after, who decided (a replica on its gates' evidence, or an "
                "operator), and the evidence: a roll_back's failed gates, each with its interval of the candidate's bad "
                "share minus the primary's (above 0: worse; for the drift gate, of the versions' prediction drift, above the "
                "margin: worse) and its margin; an advance's gates, each interval's top at or below its margin.")
 COLUMNS = ("time (UTC)", "rollout", "action", "share before → after", "decided by", "evidence")
+#: Inserted after the time when the table holds decisions of more than one model.
+MODEL_COLUMN = "model"
 
 
 @dataclass(frozen=True)
@@ -123,14 +128,20 @@ def evidence_text(decision: Decision) -> str:
 
 
 def decisions_html(decisions: list[Decision]) -> str | None:
-    """The decisions as an HTML table (None without any)."""
+    """The decisions as an HTML table (None without any). Decisions of several models get a
+    ``model`` column (after the time), since rollout ids and versions alone do not say
+    whose they are."""
     if not decisions:
         return None
+    several = len({d.rollout.model for d in decisions}) > 1
     rows = []
     for d in decisions:
         who = f"operator ({d.decided_by})" if d.by_operator else f"replica {d.decided_by}"
-        cells = (d.decided_at.strftime("%Y-%m-%d %H:%M:%S"), f"{d.rollout.id}: version {d.rollout.candidate_version}",
-                 d.action, d.shares(), who, evidence_text(d))
+        cells = [d.decided_at.strftime("%Y-%m-%d %H:%M:%S"), f"{d.rollout.id}: version {d.rollout.candidate_version}",
+                 d.action, d.shares(), who, evidence_text(d)]
+        if several:
+            cells.insert(1, d.rollout.model)
         rows.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in COLUMNS)
+    columns = (COLUMNS[0], MODEL_COLUMN, *COLUMNS[1:]) if several else COLUMNS
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
     return f"<div class='scroll'><table class='decisions'><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table></div>"

@@ -191,6 +191,15 @@ def build_panel(panel: spec.Panel, dialect: Dialect) -> Any:
         b = b.decimals(panel.decimals)
     if panel.repeat:
         b = b.repeat(panel.repeat).repeat_direction("h").max_per_row(2)
+    for style in panel.styles:
+        # byRegexpOrNames, not byRegexp: the same regex match, with its options an object as
+        # the dashboard schema wants (byRegexp's are a bare string). Grafana reads a pattern
+        # without slashes as anchored at both ends, as the report's re.fullmatch does.
+        matcher = dm.MatcherConfig(id_val="byRegexpOrNames", options={"pattern": style.pattern, "names": []})
+        properties = [dm.DynamicConfigValue(id_val="color", value={"mode": "fixed", "fixedColor": style.color})]
+        if style.dashed:
+            properties.append(dm.DynamicConfigValue(id_val="custom.lineStyle", value={"fill": "dash", "dash": [10, 10]}))
+        b = b.with_override(matcher, properties)
     for t in panel.transformations:
         b = b.with_transformation(dm.DataTransformerConfig(id_val=t["id"], options=t["options"]))
     for i, query in enumerate(panel.queries):

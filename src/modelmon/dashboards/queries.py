@@ -85,6 +85,9 @@ class Source:
     scrape_interval: float = 15.0
     timeout: float = 30.0
     _store: Store | None = field(default=None, init=False, repr=False)
+    #: Why the store could not be opened, once it failed: each panel then says so, as with an
+    #: unreachable Prometheus, without waiting for the connection again.
+    _store_error: str | None = field(default=None, init=False, repr=False)
 
     @property
     def dialect(self) -> Dialect:
@@ -96,9 +99,15 @@ class Source:
         if self._store is None:
             if not self.store_url:
                 raise QueryError("no store given (--store): SQL panels cannot run")
+            if self._store_error is not None:
+                raise QueryError(self._store_error)
             from modelmon.store import open_store
 
-            self._store = open_store(self.store_url)
+            try:
+                self._store = open_store(self.store_url)
+            except ModelmonError as exc:  # StoreError: unreachable, refused, not a store
+                self._store_error = exc.message
+                raise QueryError(exc.message) from None
         return self._store
 
     # -- Prometheus ------------------------------------------------------------------------

@@ -37,6 +37,8 @@ from modelmon.dashboards.queries import (
 from modelmon.dashboards.templating import Expansion, TemplateError, TimeRange, parse_duration
 from modelmon.errors import ModelmonError
 
+#: Grafana's colour names the panels use, as matplotlib colours.
+NAMED_COLORS = {"green": "#2ca02c", "red": "#d62728", "orange": "#ff7f0e"}
 COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
 MAX_TABLE_ROWS = 50
 MAX_SERIES = 12
@@ -156,15 +158,20 @@ def _timeseries(panel: spec.Panel, results: list[Result]) -> str | None:
     if not series:
         return None
     fig, ax = _figure()
-    for i, s in enumerate(series[:MAX_SERIES]):
+    # Styled series are reference lines (a gate's margin): always drawn, never cut by MAX_SERIES.
+    styled = [s for s in series if _style(panel, s.name) is not None]
+    plain = [s for s in series if _style(panel, s.name) is None]
+    for i, s in enumerate(plain[:MAX_SERIES] + styled):
         times = [datetime.fromtimestamp(t, UTC) for t in s.times]
-        style = "--" if s.name.startswith(("threshold", "validation baseline", "baseline")) else "-"
-        ax.plot(times, s.values, style, label=s.name, color=COLORS[i % len(COLORS)], linewidth=1.4,
+        fixed = _style(panel, s.name)
+        dashed = fixed.dashed if fixed else s.name.startswith(("threshold", "validation baseline", "baseline"))
+        color = NAMED_COLORS.get(fixed.color, fixed.color) if fixed else COLORS[i % len(COLORS)]
+        ax.plot(times, s.values, "--" if dashed else "-", label=s.name, color=color, linewidth=1.4,
                 marker="o" if len(s.values) < 3 else None, markersize=3)
     if panel.show_thresholds:
         for t in panel.thresholds:
             if t.value is not None:
-                ax.axhline(t.value, color=t.color if t.color != "green" else "#2ca02c", linestyle=":", linewidth=1.2,
+                ax.axhline(t.value, color=NAMED_COLORS.get(t.color, t.color), linestyle=":", linewidth=1.2,
                            label=f"threshold {t.value:g}")
     if panel.min is not None:
         ax.set_ylim(bottom=panel.min)
@@ -174,9 +181,14 @@ def _timeseries(panel: spec.Panel, results: list[Result]) -> str | None:
     ax.xaxis.set_major_locator(mdates.AutoDateLocator(minticks=3, maxticks=7))
     ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M:%S" if _span(series) < 3 * 3600 else "%m-%d %H:%M"))
     _legend(ax, len(series))
-    if len(series) > MAX_SERIES:
-        ax.set_title(f"first {MAX_SERIES} of {len(series)} series", fontsize=8, loc="right")
+    if len(plain) > MAX_SERIES:
+        ax.set_title(f"first {MAX_SERIES} of {len(plain)} series", fontsize=8, loc="right")
     return _png(fig)
+
+
+def _style(panel: spec.Panel, name: str) -> spec.SeriesStyle | None:
+    """The panel's fixed style of a series, matched as Grafana matches its override."""
+    return next((style for style in panel.styles if re.fullmatch(style.pattern, name)), None)
 
 
 def _span(series: list[Any]) -> float:
@@ -268,10 +280,10 @@ def _bargauge(panel: spec.Panel, results: list[Result]) -> str | None:
     limits = sorted((t.value, t.color) for t in panel.thresholds if t.value is not None)
 
     def color(value: float) -> str:
-        chosen = "#2ca02c"
+        chosen = NAMED_COLORS["green"]
         for limit, name in limits:
             if value >= limit:
-                chosen = {"orange": "#ff7f0e", "red": "#d62728"}.get(name, name)
+                chosen = NAMED_COLORS.get(name, name)
         return chosen
 
     names = [v[0] for v in values][::-1]
@@ -313,7 +325,7 @@ def _state_timeline(panel: spec.Panel, results: list[Result]) -> str | None:
     series = [s for r in results for s in r.series if s.finite]
     if not series:
         return None
-    colors = {value: {"orange": "#ff7f0e", "red": "#d62728"}.get(color, color) for value, _, color in panel.states}
+    colors = {value: NAMED_COLORS.get(color, color) for value, _, color in panel.states}
     fig, ax = _figure(0.4 * len(series) + 1.0)
     step = min((b - a for s in series for a, b in pairwise(s.times)), default=1.0)
     for y, s in enumerate(series):
@@ -501,14 +513,28 @@ def write_report(
         parts = [heading, f"<p class='desc'>{html.escape(dashboard.description)}<br>{html.escape(variables)}; "
                           f"{html.escape(_range_text(context.time_range))}</p>"]
         task = _model_task(source, context) if any(row.task for row in dashboard.rows) else None
+        rollout_rows = any(row.only_if == catalog.HAD_ROLLOUT for row in dashboard.rows)
+        decisions = _decisions(source, context) if rollout_rows else None
+        if decisions is not None and decisions[1] is not None:
+            summary.notes.append(f"{dashboard.title}: {decisions[1]}")
         for row in dashboard.rows:
             if row.task and task and row.task != task:
                 continue  # a classifier's report has no regression panels, and the reverse
-            decisions = _decisions(source, context) if row.only_if == catalog.HAD_ROLLOUT else None
+            has_table = any(p.title == rollout_table.TITLE for p in row.panels)
             if row.only_if is not None and (decisions is None or decisions[0] is None) and not _row_has_data(row.only_if, source, context):
+                if has_table and decisions is not None and decisions[1] is not None:
+                    # Prometheus saw no rollout, but the store, which would know, could not be
+                    # read: say so rather than leave the row out as if there were none.
+                    summary.panels.append(PanelOutcome(dashboard.title, rollout_table.TITLE, False, decisions[1]))
+                    parts.append(f"<h3>{html.escape(_interpolate_text(row.title, context))}</h3>{_decisions_html(*decisions)}")
                 continue  # e.g. no rollout of this model: a row of empty panels says nothing
             parts.append(f"<h3>{html.escape(_interpolate_text(row.title, context))}</h3>")
             for panel in row.panels:
+                if panel.title == rollout_table.TITLE and decisions is not None:
+                    # Grafana's table shows the stored evidence as JSON; the report, in words.
+                    summary.panels.append(PanelOutcome(dashboard.title, rollout_table.TITLE, decisions[0] is not None, decisions[1]))
+                    parts.append(_decisions_html(*decisions))
+                    continue
                 if panel.source not in have:
                     parts.append(_panel_html(_interpolate_text(panel.title, context), panel, None, [], "no source"))
                     continue
@@ -522,9 +548,6 @@ def write_report(
                         results, body, error = [], None, str(exc)
                     summary.panels.append(PanelOutcome(dashboard.title, panel_title, body is not None, error))
                     parts.append(_panel_html(panel_title, panel, body, results, error, _interpolate_text(panel.description, ctx)))
-            if decisions is not None:
-                summary.panels.append(PanelOutcome(dashboard.title, rollout_table.TITLE, decisions[0] is not None, decisions[1]))
-                parts.append(_decisions_html(*decisions))
         sections.append("".join(parts))
     toc = " · ".join(f"<a href='#{d.uid}'>{html.escape(d.title.removeprefix('modelmon / '))}</a>" for d in catalog.all_dashboards())
     meta = "".join(f"<tr><td>{k}</td><td>{html.escape(v)}</td></tr>" for k, v in (
@@ -554,7 +577,7 @@ def _decisions(source: Source, context: Expansion) -> tuple[str | None, str | No
     try:
         found = [d for model in selection.values for d in rollout_table.model_decisions(source.store, model, tr.start, tr.end)]
     except (QueryError, ModelmonError, SQLAlchemyError) as exc:
-        return None, f"the store could not be read: {exc}"
+        return None, f"the rollout store {_safe_url(source.store_url)} could not be read: {exc}"
     return rollout_table.decisions_html(found), None
 
 

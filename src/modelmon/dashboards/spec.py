@@ -59,6 +59,17 @@ class Threshold:
 
 
 @dataclass(frozen=True)
+class SeriesStyle:
+    """A fixed look for the series whose name (its legend) matches ``pattern`` whole, as
+    Grafana's "fields with name matching regex" override matches it: reference lines such
+    as a gate's margin, in ``color`` and dashed."""
+
+    pattern: str
+    color: str
+    dashed: bool = True
+
+
+@dataclass(frozen=True)
 class Panel:
     kind: PanelKind
     title: str
@@ -81,6 +92,8 @@ class Panel:
     repeat: str | None = None
     #: Value mappings for state timelines: value -> (text, color).
     states: tuple[tuple[int, str, str], ...] = ()
+    #: Series drawn in a fixed colour (time series): Grafana overrides, the report's lines.
+    styles: tuple[SeriesStyle, ...] = ()
     #: A fixed Grafana panel id, for panels an alert links to (``__panelId__`` of the Grafana
     #: rules, alerting/builtins.py: PANELS); the others are numbered in order around them.
     id: int | None = None
@@ -96,6 +109,8 @@ class Panel:
             raise ValueError(f"panel {self.title!r} mixes Prometheus and SQL queries")
         if not self.description or not self.unit:
             raise ValueError(f"panel {self.title!r} needs a description and a unit")
+        if self.styles and self.kind != "timeseries":
+            raise ValueError(f"panel {self.title!r}: series styles are for time series")
         if self.id is not None and self.id < 100:
             raise ValueError(f"panel {self.title!r}: fixed ids start at 100 (below are numbered in order)")
 

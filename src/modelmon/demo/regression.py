@@ -118,6 +118,7 @@ def run_regression_demo(port: int = 8080, requests: int = 3000, home: Path | Non
             print_prometheus(console, prometheus, traffic)
         # Last: the candidate's rows are estimated, never labelled, and would enter the figures above.
         rollout.rollout_phase(url, MODEL, spend_candidate(home / "registry"), console)
+        demo.write_dashboards(console, home, prometheus, time.perf_counter() - started, model=MODEL, experiment=EXPERIMENT)
     console.print(f"\nDone in {time.perf_counter() - started:.1f} s; everything the demo started has stopped.")
     versions = ", ".join(str(v) for v in Registry(home / "registry").versions(MODEL))
     console.print(f"The registry is in {home / 'registry'} ({card.name} versions {versions}); the run "

@@ -60,6 +60,8 @@ from modelmon.tracking.records import metric_frame
 from modelmon.tracking.sklearn import EpochReport, fit_epochs
 
 MODEL = "churn"
+#: The training experiment of the scikit-learn churn run (the Keras demo logs its own).
+EXPERIMENT = "churn-demo"
 #: What ``--model`` chooses between: the model the demo trains.
 DEMO_MODELS = ("sklearn", "keras")
 #: What ``--task`` chooses between: churn (classification) or next month's spend (regression).
@@ -153,7 +155,8 @@ def run_demo(port: int = 8080, requests: int = 3000, home: Path | None = None, m
         # After the quality table, which reads version 1's counters alone.
         candidate = classifier_candidate(home / "registry", MODEL, "Keras" if model == "keras" else "")
         rollout_phase(url, MODEL, candidate, console)
-        write_dashboards(console, home, prometheus, time.perf_counter() - started)
+        experiment = keras_churn.EXPERIMENT if model == "keras" else EXPERIMENT  # the run train_and_register* logged
+        write_dashboards(console, home, prometheus, time.perf_counter() - started, experiment=experiment)
     print_epilogue(console, home, card, port, time.perf_counter() - started)
 
 
@@ -181,7 +184,7 @@ def train_and_register(registry_dir: Path, console: Console) -> ModelCard:
     )
     store = registry_dir.parent / "modelmon.db"
     params = {"model": "LogisticRegression", "epochs": TRAINING_EPOCHS, "train_rows": len(train)}
-    with start_run("churn-demo", params=params, tags={"source": "modelmon demo"}, store=store) as run:
+    with start_run(EXPERIMENT, params=params, tags={"source": "modelmon demo"}, store=store) as run:
         with Progress(TextColumn("    training"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
                       console=console) as progress:
             task = progress.add_task("", total=TRAINING_EPOCHS)
@@ -777,9 +780,10 @@ def format_counts(counts: Counter[str], skip: str | None = None) -> str:
     return ", ".join(f"{k}: {v:,}" for k, v in sorted(counts.items()) if k != skip) or "none"
 
 
-def write_dashboards(console: Console, home: Path, prometheus: Prometheus | None, seconds: float) -> None:
+def write_dashboards(console: Console, home: Path, prometheus: Prometheus | None, seconds: float,
+                     model: str = MODEL, experiment: str = EXPERIMENT) -> None:
     """The Grafana provisioning for this run's store and Prometheus, and the same panels as
-    one HTML report for a reader without Grafana."""
+    one HTML report (on ``model`` and the training ``experiment``) for a reader without Grafana."""
     from modelmon.dashboards import write_provisioning, write_report
 
     store = str(home / "modelmon.db")
@@ -790,8 +794,8 @@ def write_dashboards(console: Console, home: Path, prometheus: Prometheus | None
         console.print("            the HTML report needs Prometheus; skipped")
         return
     try:
-        report = write_report(home / "report.html", prometheus.url, store, range_seconds=seconds + 60, model=MODEL,
-                              experiment="churn-demo", window=RULES_WINDOW, scrape_interval=1.0)
+        report = write_report(home / "report.html", prometheus.url, store, range_seconds=seconds + 60, model=model,
+                              experiment=experiment, window=RULES_WINDOW, scrape_interval=1.0)
     except ModelmonError as exc:
         console.print(f"            no HTML report: {exc.message}")
         return
