@@ -5,6 +5,7 @@ the default thresholds and for others."""
 from __future__ import annotations
 
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -35,13 +36,31 @@ def promtool(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess
     return subprocess.run(["promtool", *args], capture_output=True, text=True, cwd=cwd, timeout=300)
 
 
+def halves(directory: Path) -> list[str]:
+    """Each test file's cases split in two files beside it (every other case; named so that
+    ``*.test.yml`` still finds the originals only), so that two promtool processes share
+    them: one runs its files' cases one after another, and this suite has two cores (the
+    two tests below that check all cases: 26.8 -> 20.1 s on a busy 2-core machine)."""
+    parts = []
+    for path in sorted(directory.glob("*.test.yml")):
+        content = yaml.safe_load(path.read_text())
+        for half in (0, 1):
+            name = f"{path.stem}.half{half}.yml"
+            (directory / name).write_text(dump_yaml({**content, "tests": content["tests"][half::2]}))
+            parts.append(name)
+    return parts
+
+
 def check_and_test(out: Path) -> None:
     rules = sorted(str(p) for p in (out / "prometheus").glob("*.rules.yml"))
     checked = promtool("check", "rules", *rules)
     assert checked.returncode == 0, checked.stdout + checked.stderr
-    tests = sorted(p.name for p in (out / "prometheus").glob("*.test.yml"))
-    tested = promtool("test", "rules", *tests, cwd=out / "prometheus")
-    assert tested.returncode == 0, tested.stdout + tested.stderr
+    parts = halves(out / "prometheus")
+    with ThreadPoolExecutor(2) as pool:
+        runs = list(pool.map(lambda files: promtool("test", "rules", *files, cwd=out / "prometheus"),
+                             [parts[0::2], parts[1::2]]))
+    for tested in runs:
+        assert tested.returncode == 0, tested.stdout + tested.stderr
 
 
 def cases_by_alert(out: Path) -> dict[str, list[int]]:

@@ -302,7 +302,9 @@ def logged_predictions(live, model: str, ids: list[str]) -> dict[str, tuple[str,
             found = {i: (label, None if p is None else json.loads(p)) for i, label, p in rows if i in wanted}
             if len(found) == len(ids):
                 return found
-        time.sleep(0.25)
+        # Rows land about 0.6 s after the answer (a journal segment is sealed after 0.5 s): a
+        # finer poll than 0.25 s took check 8's 21 cases from 16.5 to 13.5 s.
+        time.sleep(0.05)
     raise AssertionError(f"{len(ids) - len(found)} of {len(ids)} predictions not in the store after {LOG_TIMEOUT}s")
 
 

@@ -72,10 +72,14 @@ def surface(tmp_path_factory, cancer_frame: pd.DataFrame, cancer_model: Logistic
         assert start(server.url, "shadowed", candidate=2, mode="shadow", steps=[50, 100], margins=MARGINS,
                      min_requests=1_000_000).status_code == 200
         # Traffic over a few scrapes: the agreement is a ratio of rates, which needs a counter
-        # to grow between two scrapes (its series is born with the first rows it counts).
+        # to grow between two scrapes (its series is born with the first rows it counts). Each
+        # burst waits for a scrape that holds it: 0.65-0.93 s, where a fixed 1.5 s sleep was.
+        agreed = {"model": "shadowed", "outcome": "agree"}
         for burst in range(4):
             drive(server.url, "shadowed", instances, rows=5, until=set(), most=30, seed=burst)
-            time.sleep(1.5)
+            rows = metric(server.url, "modelmon_rollout_shadow_rows_total", agreed)
+            assert rows is not None and rows > 0
+            assert prometheus.wait_for('sum(modelmon_rollout_shadow_rows_total{model="shadowed", outcome="agree"})', rows) == rows
         assert start(server.url, "inverted", candidate=2, steps=[10, 50, 100], margins=MARGINS, min_requests=30).status_code == 200
         found, _ = drive(server.url, "inverted", instances, rows=20, until={"promoted", "rolled_back"}, most=3000)
         assert found["state"] == "rolled_back", found

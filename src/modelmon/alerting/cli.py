@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Annotated, NoReturn
 from urllib.parse import urlsplit
@@ -88,13 +89,19 @@ def check_export(result) -> bool:
     if promtool is None:
         say("promtool not found: rules not checked (sudo apt-get install prometheus)")
     else:
-        for args, cwd in [([promtool, "check", "rules", *map(str, result.rule_files)], None),
-                          ([promtool, "test", "rules", *(p.name for p in result.test_files)], result.test_files[0].parent)]:
-            passed, output = _run(args, cwd)
+        # One promtool per test file, at once: promtool runs a file's cases one after another,
+        # and the two files the example configuration exports took 16.2-16.5 s in one run on
+        # 2 cores, 12.1-12.5 s side by side (the same CPU time).
+        runs = [([promtool, "check", "rules", *map(str, result.rule_files)], None),
+                *(([promtool, "test", "rules", p.name], p.parent) for p in result.test_files)]
+        with ThreadPoolExecutor(len(runs)) as pool:
+            outcomes = list(pool.map(lambda run: _run(*run), runs))
+        for what, done in [("check rules", outcomes[:1]), ("test rules", outcomes[1:])]:
+            passed = all(p for p, _ in done)
             ok &= passed
-            say(_verdict(passed), f": {' '.join(args[1:3])}")
+            say(_verdict(passed), f": {what}")
             if not passed:
-                say(output)
+                say("\n".join(output for p, output in done if not p))
     if result.alertmanager_config is not None:
         amtool = shutil.which("amtool")
         if amtool is None:
