@@ -77,8 +77,8 @@ def surface(tmp_path_factory, cancer_frame: pd.DataFrame, cancer_model: Logistic
         agreed = {"model": "shadowed", "outcome": "agree"}
         for burst in range(4):
             drive(server.url, "shadowed", instances, rows=5, until=set(), most=30, seed=burst)
-            rows = metric(server.url, "modelmon_rollout_shadow_rows_total", agreed)
-            assert rows is not None and rows > 0
+            rows = settled_shadow_count(server.url, agreed)
+            assert rows > 0
             assert prometheus.wait_for('sum(modelmon_rollout_shadow_rows_total{model="shadowed", outcome="agree"})', rows) == rows
         assert start(server.url, "inverted", candidate=2, steps=[10, 50, 100], margins=MARGINS, min_requests=30).status_code == 200
         found, _ = drive(server.url, "inverted", instances, rows=20, until={"promoted", "rolled_back"}, most=3000)
@@ -94,6 +94,20 @@ def surface(tmp_path_factory, cancer_frame: pd.DataFrame, cancer_model: Logistic
         if prometheus is not None:
             prometheus.stop()
         stop_process(server.process)
+
+
+def settled_shadow_count(url: str, labels: dict[str, str], pause: float = 0.1, timeout: float = 10.0) -> float:
+    """The server's shadow row count once two reads ``pause`` apart agree: copies are counted
+    after the shadow worker's linger (20 ms) and its model call, after the callers' answers."""
+    last = metric(url, "modelmon_rollout_shadow_rows_total", labels)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        time.sleep(pause)
+        now = metric(url, "modelmon_rollout_shadow_rows_total", labels)
+        if now is not None and now == last:
+            return now
+        last = now
+    raise AssertionError(f"the shadow count of {labels} kept changing for {timeout} s (last {last})")
 
 
 def _context(surface: Surface, model: str) -> tuple[Source, Expansion]:

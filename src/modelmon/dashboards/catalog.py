@@ -317,7 +317,7 @@ def rollout_decisions() -> Row:
         Panel("table", DECISIONS_TITLE, "Every decision on the model's rollouts in the time range, newest first, from the store "
               "(rollout_decisions): the action, the candidate's share before and after (percent), who decided (a replica on its "
               "gates' evidence, or an operator through the CLI or HTTP), the gates that failed (a roll_back's), and the evidence "
-              "as stored: each gate's interval (low, high) and margin. `modelmon rollout status MODEL` shows the same.",
+              "as stored: each gate's interval (low, high) and margin. `modelmon rollout status MODEL` shows the newest rollout's.",
               "none", (Sql(DECISIONS_PG, DECISIONS_SQLITE),), width=24, height=8),
     ), only_if=HAD_ROLLOUT)
 

@@ -3,8 +3,10 @@
 Prometheus keeps how many decisions each replica applied (``modelmon_rollout_decisions_total``);
 the store keeps the decisions themselves: when, which action, the step before and after,
 who decided (a replica, or an operator through the CLI or HTTP) and the gate evidence it
-decided on. Grafana's rollout row draws the counters; the report adds this table under
-them, one row per decision of the model's rollouts in the report's time range.
+decided on. Grafana's Rollout row draws the counters, and its "Rollout decisions (store)" row
+a SQL table of the decisions (``catalog.rollout_decisions``); the report draws this table in
+that panel's place, with the evidence in words: one row per decision of the model's rollouts
+in the report's time range.
 """
 
 from __future__ import annotations

@@ -576,7 +576,9 @@ def _decisions(source: Source, context: Expansion) -> tuple[str | None, str | No
     tr = context.time_range
     try:
         found = [d for model in selection.values for d in rollout_table.model_decisions(source.store, model, tr.start, tr.end)]
-    except (QueryError, ModelmonError, SQLAlchemyError) as exc:
+    except QueryError as exc:  # the store could not be opened: its message names it
+        return None, f"the rollout store could not be read: {exc}"
+    except (ModelmonError, SQLAlchemyError) as exc:
         return None, f"the rollout store {_safe_url(source.store_url)} could not be read: {exc}"
     return rollout_table.decisions_html(found), None
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import shutil
 import sys
+import threading
 import warnings
 from pathlib import Path
 from types import ModuleType
@@ -51,6 +52,7 @@ PROBABILITY_TOLERANCE = 1e-4
 VALUE_TOLERANCE = 1e-5
 #: scikit-learn's vendored array-api adapter for torch: a package that imports torch.
 _ARRAY_API_TORCH = "sklearn.externals.array_api_compat.torch"
+_SKOPS_IMPORT = threading.Lock()
 
 
 def skops_io() -> ModuleType:
@@ -59,24 +61,27 @@ def skops_io() -> ModuleType:
     skops lists the scikit-learn types it trusts with ``all_estimators()``, whose
     ``pkgutil.walk_packages`` imports every sub-package of scikit-learn to look inside it,
     ``sklearn.externals.array_api_compat.torch`` too, and that imports torch when it is
-    installed (the PyTorch runtime's extra). ``import skops.io`` took 3.0-3.3 s wall, 2.7-3.1 s
+    installed (the PyTorch runtime's extra). ``import skops.io`` took 2.9-3.3 s wall, 2.7-3.1 s
     CPU, against 1.7-2.1 s without torch; ``modelmon serve`` of a model kept in skops was ready
     after 4.2-6.6 s instead of 2.6-2.8 s (4.0 s CPU against 2.5 s). The walk skips a package
     that raises ImportError and never reads classes from ``externals``, so that package is
     hidden for the import: the trusted types are the same (tests/unit/test_runtime_sklearn.py).
     Only while torch is not loaded: without it there is no torch array for scikit-learn's
-    array API to need the adapter for.
+    array API to need the adapter for. One thread at a time: registering from several threads
+    must not see another's placeholder come and go.
     """
-    if "skops.io" in sys.modules or "torch" in sys.modules or _ARRAY_API_TORCH in sys.modules:
-        import skops.io
+    with _SKOPS_IMPORT:
+        if "skops.io" in sys.modules or "torch" in sys.modules or _ARRAY_API_TORCH in sys.modules:
+            import skops.io
 
+            return skops.io
+        sys.modules[_ARRAY_API_TORCH] = None  # type: ignore[assignment]  # import raises ImportError
+        try:
+            import skops.io
+        finally:
+            if sys.modules.get(_ARRAY_API_TORCH, ...) is None:
+                del sys.modules[_ARRAY_API_TORCH]
         return skops.io
-    sys.modules[_ARRAY_API_TORCH] = None  # type: ignore[assignment]  # import raises ImportError
-    try:
-        import skops.io
-    finally:
-        del sys.modules[_ARRAY_API_TORCH]
-    return skops.io
 
 
 def untrusted_skops_types(path: Path) -> list[str]:

@@ -13,7 +13,7 @@ import threading
 from pathlib import Path
 
 from sqlalchemy.engine import URL
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError
 
 from modelmon.store.engine import (
     STORE_URL_ENV,
@@ -49,7 +49,10 @@ def open_store(url: str | URL | Path | Store | None = None) -> Store:
             store = Store(resolved, create_store_engine(resolved))
             try:
                 upgrade(store.engine)
-            except OperationalError as exc:
+            # Unreachable or refused (OperationalError), not a database ("file is not a
+            # database": DatabaseError), no right to migrate (ProgrammingError): one clear
+            # error naming the store, for the CLI and the report, not a traceback.
+            except DBAPIError as exc:
                 store.engine.dispose()
                 raise StoreError(
                     f"cannot open the store {store.display_url}: {exc.orig or exc}"
