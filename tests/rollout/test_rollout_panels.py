@@ -68,9 +68,12 @@ def surface(tmp_path_factory, cancer_frame: pd.DataFrame, cancer_model: Logistic
                                       rule_files=[tmp / "alerts" / "prometheus" / "modelmon-alerts.rules.yml"])
         assert prometheus.wait_for('count(up{job="modelmon"} == 1)', 1, timeout=30) == 1
         instances = X.to_dict("records")
-        # A shadow that cannot leave its first step: a million candidate requests needed.
-        assert start(server.url, "shadowed", candidate=2, mode="shadow", steps=[50, 100], margins=MARGINS,
-                     min_requests=1_000_000).status_code == 200
+        # A shadow that cannot leave its first step: a million candidate requests needed. Not
+        # judged on latency: a shadow copy's latency is its batch's call (docs/rollout.md), and
+        # a burst's batched copies rolled this shadow back on it in 2 of 13 runs (26 of 61
+        # copies above 5 ms against 1 of 120 requests).
+        assert start(server.url, "shadowed", candidate=2, mode="shadow", steps=[50, 100], gates=SHADOW_GATES,
+                     margins={gate: MARGINS[gate] for gate in SHADOW_GATES}, min_requests=1_000_000).status_code == 200
         # Traffic over a few scrapes: the agreement is a ratio of rates, which needs a counter
         # to grow between two scrapes (its series is born with the first rows it counts). Each
         # burst waits for a scrape that holds it: 0.65-0.93 s, where a fixed 1.5 s sleep was.
@@ -94,6 +97,9 @@ def surface(tmp_path_factory, cancer_frame: pd.DataFrame, cancer_model: Logistic
         if prometheus is not None:
             prometheus.stop()
         stop_process(server.process)
+
+
+SHADOW_GATES = ["errors", "estimated_quality", "drift"]
 
 
 def settled_shadow_count(url: str, labels: dict[str, str], pause: float = 0.1, timeout: float = 10.0) -> float:
@@ -144,7 +150,7 @@ def test_every_rollout_panel_shows_the_servers_own_figures(surface):
     bounds = _last(run_query(PANELS["Gate intervals against their margins"].queries[0], source, context))
     margins = _last(run_query(PANELS["Gate intervals against their margins"].queries[1], source, context))
     gates = found["evidence"]["gates"]
-    assert set(gates) == {"errors", "latency", "estimated_quality", "drift"}
+    assert set(gates) == set(SHADOW_GATES)
     instance = f"127.0.0.1:{surface.server.port}"
     for gate, result in gates.items():
         for bound in ("low", "high"):
