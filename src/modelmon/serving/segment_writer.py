@@ -66,6 +66,16 @@ def sealed_segments(directory: Path, prefix: str) -> list[Path]:
     return sorted(directory.glob(f"{prefix}-*{SEGMENT_SUFFIX}"))
 
 
+def trim_unused(path: Path) -> int:
+    """Cut a dead process's open segment after its last line; its length. A segment is
+    allocated whole when it opens (``PredictionLog``): past the lines it is zeros. A line
+    the crash cut short stays, and is skipped when read."""
+    with path.open("r+b") as segment:
+        used = len(segment.read().rstrip(b"\0"))
+        segment.truncate(used)
+    return used
+
+
 class SegmentWriter:
     """Writes the sealed segments of one journal ``prefix`` in ``directory``, and adopts the
     segments of journals whose process died (their lock is free)."""
@@ -104,6 +114,9 @@ class SegmentWriter:
                 except BlockingIOError:
                     continue  # alive: its own writer handles its segments
                 for path in self.directory.glob(f"{prefix}-*{SEGMENT_SUFFIX}*"):
+                    if path.name.endswith(".open") and not trim_unused(path):
+                        path.unlink()
+                        continue
                     sealed = path.with_name(path.name.removesuffix(".open"))
                     adopted = self.directory / f"{self.prefix}-orphan-{sealed.name}"
                     path.rename(adopted)
