@@ -62,7 +62,7 @@ def test_one_running_rollout_per_model_and_a_shadow_promotes_from_its_last_step(
 def test_the_migration_goes_down_and_up(store_url: str) -> None:
     store = open_store(store_url)
     new_rollout(store)
-    assert current_revision(store.engine) == HEAD_REVISION == "0005"
+    assert current_revision(store.engine) == HEAD_REVISION == "0006"
     downgrade(store.engine, "0004")  # the sticky feature's column goes, the rollouts stay
     assert "sticky_feature" not in {c["name"] for c in inspect(store.engine).get_columns("rollouts")}
     upgrade(store.engine)

@@ -3,7 +3,7 @@
 A prediction is written once, by the replica that made it; a label is written once, by
 whichever replica received it. Both are keyed by the prediction id, so replaying a spooled
 batch or receiving a label twice changes nothing (the insert is ``ON CONFLICT DO NOTHING``).
-The ``labelled_predictions`` view (migration ``0002``) joins them for SQL readers such as
+The ``labelled_predictions`` view (migrations ``0002``, ``0006``) joins them for SQL readers such as
 Grafana, one row per labelled prediction, dated by when the prediction was made.
 
 The prediction log's writer process writes many rows a second on the server's machine, where
