@@ -108,7 +108,7 @@ def test_batching_off_calls_the_model_per_request(executor):
     np.testing.assert_array_equal(results[1], rows(1, 5).numeric)
 
 
-def test_a_model_failure_reaches_every_caller_and_the_batcher_survives(executor):
+def test_a_failed_call_of_one_request_is_not_retried_and_the_batcher_survives(executor):
     calls = {"n": 0}
 
     def flaky(batch: FeatureBatch) -> ModelOutput:
@@ -129,6 +129,7 @@ def test_a_model_failure_reaches_every_caller_and_the_batcher_survives(executor)
 
     first, (output, first_row) = asyncio.run(main())
     assert isinstance(first[0], RuntimeError)
+    assert calls["n"] == 2  # the failed call once (not again alone), then the second request's
     np.testing.assert_array_equal(output.probabilities, rows(1, 2).numeric)
     assert first_row == 1000  # the failed call numbered no rows
 
@@ -394,11 +395,153 @@ def test_a_model_failure_on_the_direct_path_reaches_its_caller_only():
         return first, burst, after
 
     first, burst, after = direct_run(recorder, numbering, steps)
-    # After the batched call (two requests), one request queues; the next is direct again.
-    assert recorder.paths == ["thread", "direct", "direct", "direct", "batcher", "batcher", "direct"]
+    # The burst's batched call [1, 3] fails and is retried a request at a time: 1 fails
+    # alone, 3 is answered. After a batched call (two requests), one request queues; the
+    # next is direct again.
+    assert recorder.paths == ["thread", "direct", "direct", "direct", "batcher", "batcher", "batcher", "batcher", "direct"]
+    assert [callers for _, callers in recorder.calls[4:7]] == [[1, 3], [1], [3]]
     np.testing.assert_array_equal(first.output.probabilities, rows(0, 2).numeric)
     np.testing.assert_array_equal(burst[0].output.probabilities, rows(2, 1).numeric)
-    assert all(isinstance(b, RuntimeError) for b in burst[1:])
+    assert isinstance(burst[1], RuntimeError) and str(burst[1]) == "bad row of caller 1"
+    np.testing.assert_array_equal(burst[2].output.probabilities, rows(3, 1).numeric)
     np.testing.assert_array_equal(after.output.probabilities, rows(4, 3).numeric)
-    # Failed calls numbered no rows: warm-up 1000, caller 0 at 1001-1002, caller 2 at 1003.
-    assert (first.first_row, burst[0].first_row, after.first_row) == (1001, 1003, 1004)
+    # Failed calls numbered no rows: warm-up 1000, caller 0 at 1001-1002, caller 2 at 1003,
+    # caller 3 (its retry) at 1004, caller 4 at 1005-1007.
+    assert (first.first_row, burst[0].first_row, burst[2].first_row, after.first_row) == (1001, 1003, 1004, 1005)
+
+
+# -- a merged call that fails: each request is sent again alone --------------------------
+
+
+class Picky:
+    """echo_predict, in a thread, that takes ``seconds`` and raises (naming the first one)
+    on a call holding a row of a caller in ``bad``, or on the call numbers in ``fail_calls``
+    (1-based: a model failing now and then). Remembers each call's callers."""
+
+    def __init__(self, bad: set[int] = frozenset(), seconds: float = 0.0, fail_calls: set[int] = frozenset()) -> None:
+        self.bad, self.seconds, self.fail_calls = bad, seconds, fail_calls
+        self.calls: list[list[int]] = []
+
+    def __call__(self, batch: FeatureBatch) -> ModelOutput:
+        import time
+
+        callers = list(dict.fromkeys(int(c) for c in batch.numeric[:, 0]))  # in row order
+        self.calls.append(callers)
+        time.sleep(self.seconds)
+        if len(self.calls) in self.fail_calls:
+            raise RuntimeError(f"call {len(self.calls)} failed")
+        for caller in callers:
+            if caller in self.bad:
+                raise RuntimeError(f"bad rows of caller {caller}")
+        return echo_predict(batch)
+
+
+def slow_batcher(model: Picky, numbering: Numbering, **settings) -> AdaptiveBatcher:
+    """Every call in the thread pool (inline_below_ms=0), so requests queue behind it."""
+    return AdaptiveBatcher(model, ThreadPoolExecutor(1), numbering, **({"inline_below_ms": 0.0} | settings))
+
+
+async def until_called(model: Picky, n: int) -> None:
+    while len(model.calls) < n:
+        await asyncio.sleep(0.001)
+
+
+def test_a_failed_batch_answers_each_request_with_its_own_result_or_its_own_error():
+    sizes = [int(n) for n in np.random.default_rng(5).integers(1, 6, 60)]
+    bad = set(range(3, 60, 7))
+    model, numbering = Picky(bad, seconds=0.003), Numbering()
+    batcher = slow_batcher(model, numbering, max_batch_size=40)
+
+    async def main():
+        try:
+            return await asyncio.gather(*(batcher.submit(rows(i, n)) for i, n in enumerate(sizes)), return_exceptions=True)
+        finally:
+            await batcher.stop()
+            batcher.executor.shutdown()
+
+    answers = asyncio.run(main())
+    # Batches merged, and merged calls with a bad caller failed: otherwise this proves nothing.
+    failed_merged = [c for c in model.calls if len(c) > 1 and bad & set(c)]
+    assert len(failed_merged) >= 2, model.calls
+    for caller, (n, answer) in enumerate(zip(sizes, answers, strict=True)):
+        if caller in bad:
+            assert isinstance(answer, RuntimeError) and str(answer) == f"bad rows of caller {caller}"
+            continue
+        np.testing.assert_array_equal(answer.output.probabilities, rows(caller, n).numeric)
+        numbered = np.array([numbering.row(answer.first_row + k) for k in range(n)])
+        np.testing.assert_array_equal(numbered, rows(caller, n).numeric)
+    # Every answered request's rows numbered (counted) once, no failed request's rows at all,
+    # and each answered request's wait reported once.
+    valid = [c for c in range(len(sizes)) if c not in bad]
+    assert sum(numbering.sizes) == sum(sizes[c] for c in valid)
+    assert sorted(int(r[0]) for call in numbering.calls.values() for r in call) == sorted(
+        c for c in valid for _ in range(sizes[c])
+    )
+    assert sum(numbering.waits) == len(valid)
+    # Each request of a failed batch sent again once, alone, in the batch's order.
+    for merged in failed_merged:
+        start = model.calls.index(merged)
+        assert model.calls[start + 1 : start + 1 + len(merged)] == [[c] for c in merged]
+
+
+def test_a_model_failing_now_and_then_fails_only_the_retry_that_fails():
+    """Call 1 (the merged one) and call 3 (the second retry) fail whatever their rows."""
+    model, numbering = Picky(fail_calls={1, 3}), Numbering()
+    batcher = slow_batcher(model, numbering)
+
+    async def main():
+        try:
+            return await asyncio.gather(*(batcher.submit(rows(i, 2)) for i in range(3)), return_exceptions=True)
+        finally:
+            await batcher.stop()
+            batcher.executor.shutdown()
+
+    answers = asyncio.run(main())
+    assert model.calls == [[0, 1, 2], [0], [1], [2]]
+    np.testing.assert_array_equal(answers[0].output.probabilities, rows(0, 2).numeric)
+    assert isinstance(answers[1], RuntimeError) and str(answers[1]) == "call 3 failed"
+    np.testing.assert_array_equal(answers[2].output.probabilities, rows(2, 2).numeric)
+    assert (answers[0].first_row, answers[2].first_row) == (1000, 1002)
+    assert numbering.sizes == [2, 2] and numbering.waits == [1, 1]
+
+
+def test_a_caller_gone_during_a_failed_batch_is_not_sent_again():
+    model, numbering = Picky({1}, seconds=0.05), Numbering()
+    batcher = slow_batcher(model, numbering)
+
+    async def main():
+        try:
+            tasks = [asyncio.ensure_future(batcher.submit(rows(i, 1))) for i in range(3)]
+            await until_called(model, 1)  # the merged call is running
+            tasks[2].cancel()  # its client disconnected
+            return await asyncio.gather(*tasks, return_exceptions=True)
+        finally:
+            await batcher.stop()
+            batcher.executor.shutdown()
+
+    answers = asyncio.run(main())
+    assert model.calls == [[0, 1, 2], [0], [1]]
+    np.testing.assert_array_equal(answers[0].output.probabilities, rows(0, 1).numeric)
+    assert isinstance(answers[1], RuntimeError) and str(answers[1]) == "bad rows of caller 1"
+    assert isinstance(answers[2], asyncio.CancelledError)
+    assert numbering.sizes == [1]
+
+
+def test_stopping_while_a_failed_batch_is_retried_answers_its_callers_first():
+    model, numbering = Picky({0}, seconds=0.03), Numbering()
+    batcher = slow_batcher(model, numbering)
+
+    async def main():
+        try:
+            callers = asyncio.gather(*(batcher.submit(rows(i, 1)) for i in range(3)), return_exceptions=True)
+            await until_called(model, 1)
+            await batcher.stop()  # the queue is empty, but the batch is in hand
+            assert len(model.calls) == 4  # stop waited for the batch and its three retries
+            return await asyncio.wait_for(callers, 5)
+        finally:
+            batcher.executor.shutdown()
+
+    answers = asyncio.run(main())
+    assert isinstance(answers[0], RuntimeError)
+    for caller in (1, 2):
+        np.testing.assert_array_equal(answers[caller].output.probabilities, rows(caller, 1).numeric)

@@ -30,6 +30,21 @@ first request of each pass and a batched one for the rest (measured: about 20 us
 per request at 32 connections). The model is the same, the observer is
 called the same way (once per call, before the caller hears), so prediction ids, the
 prediction log and monitoring counts do not depend on the path.
+
+**A model that fails.** When a call that merged several requests raises, one request's rows
+may be to blame (a scikit-learn model raises on a NaN its preprocessing made of one bad
+value), so each request's rows are then sent again alone, in order, through the same path,
+and each caller gets its own outputs or its own error: a valid request never fails because
+of another. The failed call is not observed (no counts, no prediction ids, no journal line),
+so each answered request's rows are observed exactly once, by its own call. A request is
+retried once and never merged again, so a failed batch costs at most one more call per
+request (at most ``max_batch_size`` calls; what batching off costs all the time) before the
+batcher takes the next batch from its queue; requests arriving meanwhile queue, as behind
+any slow call. The bound matters when every call fails (a model that is down): each batch
+then costs a call per request, which is still a bounded, one-pass cost, and each caller
+hears its own call's error. A model that fails now and then may fail a retry too: that
+request gets the error of its own call. A caller that has gone (cancelled) is not retried.
+A single request's failed call is not retried: its caller gets its error at once.
 """
 
 from __future__ import annotations
@@ -107,7 +122,9 @@ class AdaptiveBatcher:
         """Finish everything queued, then stop the worker."""
         if self._worker is None:
             return
-        while not self._queue.empty() or self._carry is not None:
+        # Also while a batch is in hand (being called, or its requests retried one by one):
+        # cancelling the task then would leave its callers waiting.
+        while not self._queue.empty() or self._carry is not None or self._gathering:
             await asyncio.sleep(0.005)
         self._worker.cancel()
         try:
@@ -226,10 +243,12 @@ class AdaptiveBatcher:
         self._last_call_requests = len(items)
         try:
             output, first_row = await self._call([i.batch for i in items], [started - i.enqueued for i in items])
-        except Exception as exc:  # the model failed: every caller in the batch hears of it
-            for item in items:
-                if not item.future.done():
-                    item.future.set_exception(exc)
+        except Exception as exc:
+            if len(items) == 1:  # its own error: nothing to isolate
+                if not items[0].future.done():
+                    items[0].future.set_exception(exc)
+            else:
+                await self._answer_one_by_one(items)
             return
         offset = 0
         for item in items:
@@ -237,3 +256,27 @@ class AdaptiveBatcher:
             if not item.future.done():  # a caller that disconnected has cancelled it
                 item.future.set_result(Answer(output.rows(offset, offset + rows), first_row + offset))
             offset += rows
+
+    async def _answer_one_by_one(self, items: list[_Pending]) -> None:
+        """After a merged call failed: call the model on each request's rows alone, in
+        order, and answer each request with its own outputs or its own error (see "A model
+        that fails" in the module's docstring). The failed call was never observed, so each
+        answered request's rows are observed (counted, numbered, journaled) once, by its own
+        call."""
+        try:
+            for item in items:
+                if item.future.done():  # its caller has gone: its rows need no answer
+                    continue
+                try:
+                    output, first_row = await self._call([item.batch], [time.perf_counter() - item.enqueued])
+                except Exception as exc:
+                    if not item.future.done():
+                        item.future.set_exception(exc)
+                    continue
+                if not item.future.done():
+                    item.future.set_result(Answer(output, first_row))
+        except BaseException:  # the batcher's task cancelled mid-way: no caller waits forever
+            for item in items:
+                if not item.future.done():
+                    item.future.cancel()
+            raise
