@@ -10,6 +10,9 @@ its training loss ends as NaN, so the exported ``ModelmonTrainingLossNaN`` alert
 Prometheus loads the recording rules of ``modelmon rules export`` and the alert rules of
 ``modelmon alerts export``; drifted features make ``ModelmonFeatureDrift`` pending.
 
+Both stores also get two finished runs of a regressor (``log_regression`` per epoch, with its
+own loss) in the experiment ``REGRESSION_EXPERIMENT``: the regression learning curves' data.
+
 A third server serves ``price``, a regressor (a ridge regression with a validation baseline
 and a loss estimator), to shifted rows, and gets their true values back: the regression
 panels' data.
@@ -21,7 +24,7 @@ import math
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -40,6 +43,11 @@ EXPERIMENT = "shop-segments"
 CLASSES = ["bronze", "gold", "silver"]
 
 
+#: The experiment of the regressor's training runs (after EXPERIMENT in order, so the
+#: dashboards' default experiment stays the classifier's), and its epochs.
+REGRESSION_EXPERIMENT = "spend-epochs"
+REGRESSION_EPOCHS = 5
+
 #: The regressor's name, and how many rows it serves (all labelled).
 REGRESSOR = "price"
 REGRESSOR_ROWS = 400
@@ -54,6 +62,8 @@ class Stack:
     live_runs: list
     #: The regressor's true and predicted values, in the order served.
     regression: tuple[np.ndarray, np.ndarray] = (np.zeros(0), np.zeros(0))
+    #: Per dialect, the regressor runs' (true, predicted) values: (run name, split, epoch) -> arrays.
+    regression_runs: dict[str, dict[tuple[str, str, int], tuple[np.ndarray, np.ndarray]]] = field(default_factory=dict)
 
 
 def _price_data(n: int, seed: int, shift: float = 0.0) -> pd.DataFrame:
@@ -178,6 +188,28 @@ def _training_runs(store_url: str, frame: pd.DataFrame, live_port: int | None) -
     return live
 
 
+def _regression_runs(store_url: str) -> dict[tuple[str, str, int], tuple[np.ndarray, np.ndarray]]:
+    """Two finished runs of SGD regression epochs, logged with log_regression and the squared
+    error loss (half the mean squared error, SGDRegressor's); returns what each epoch predicted."""
+    from sklearn.linear_model import SGDRegressor
+
+    import modelmon
+
+    train, validation = _price_data(300, 4), _price_data(150, 5)
+    splits = {"train": train, "validation": validation}
+    predicted: dict[tuple[str, str, int], tuple[np.ndarray, np.ndarray]] = {}
+    for name, eta0 in (("eta-0.001", 0.001), ("eta-0.01", 0.01)):
+        model = SGDRegressor(eta0=eta0, learning_rate="constant", random_state=0)
+        with modelmon.start_run(REGRESSION_EXPERIMENT, name=name, params={"eta0": eta0}, store=store_url) as run:
+            for epoch in range(1, REGRESSION_EPOCHS + 1):
+                model.partial_fit(train[["x0", "x1", "x2"]].to_numpy(), train.price.to_numpy())
+                for split, frame in splits.items():
+                    y, p = frame.price.to_numpy(), model.predict(frame[["x0", "x1", "x2"]].to_numpy())
+                    run.log_regression(split, y, p, loss=float(np.mean((y - p) ** 2) / 2), step=epoch)
+                    predicted[(name, split, epoch)] = (y, p)
+    return predicted
+
+
 @pytest.fixture(scope="session")
 def stack(registry_dir: Path, shop_frame: pd.DataFrame, tmp_path_factory) -> Iterator[Stack]:
     tmp = tmp_path_factory.mktemp("dashboards")
@@ -186,6 +218,7 @@ def stack(registry_dir: Path, shop_frame: pd.DataFrame, tmp_path_factory) -> Ite
         store_urls = {"sqlite": str(tmp / "store.db"), "postgresql": pg_url}
         servers: list[ServerProcess] = []
         live_runs = []
+        regression_runs: dict[str, dict[tuple[str, str, int], tuple[np.ndarray, np.ndarray]]] = {}
         prometheus = None
         try:
             regressors = _regressor_registry(tmp / "regressors")
@@ -208,6 +241,7 @@ def stack(registry_dir: Path, shop_frame: pd.DataFrame, tmp_path_factory) -> Ite
                 run = _training_runs(url, shop_frame, live_port if dialect == "sqlite" else None)
                 if run is not None:
                     live_runs.append(run)
+                regression_runs[dialect] = _regression_runs(url)
             assert prometheus.wait_for('count(up{job="modelmon"} == 1)', 4, timeout=30) == 4
 
             regression = _regression_traffic(servers[2])
@@ -232,7 +266,7 @@ def stack(registry_dir: Path, shop_frame: pd.DataFrame, tmp_path_factory) -> Ite
                     break
                 time.sleep(0.5)
             time.sleep(2)  # a few more scrapes, so rate windows after the traffic hold samples
-            yield Stack(prometheus, servers, store_urls, started, live_runs, regression)
+            yield Stack(prometheus, servers, store_urls, started, live_runs, regression, regression_runs)
         finally:
             for run in live_runs:
                 run.end()

@@ -10,10 +10,10 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
-from sklearn.metrics import mean_absolute_error, mean_squared_error
+from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
 
 from modelmon.dashboards import catalog
-from modelmon.dashboards.catalog import QUALITY_UID, SERVING_UID, all_dashboards
+from modelmon.dashboards.catalog import QUALITY_UID, SERVING_UID, TRAINING_UID, all_dashboards
 from modelmon.dashboards.queries import (
     Source,
     panel_contexts,
@@ -23,7 +23,7 @@ from modelmon.dashboards.queries import (
 )
 from modelmon.dashboards.spec import Dashboard, Panel
 from modelmon.dashboards.templating import Expansion, TimeRange
-from tests.dashboards.conftest import REGRESSOR
+from tests.dashboards.conftest import REGRESSION_EPOCHS, REGRESSION_EXPERIMENT, REGRESSOR
 
 pytestmark = pytest.mark.slow
 DASHBOARDS = {d.uid: d for d in all_dashboards()}
@@ -51,11 +51,14 @@ def _cases() -> list:
     return cases
 
 
-def _context(stack, dashboard: Dashboard, dialect: str, model: str = "shop") -> tuple[Source, Expansion]:
+def _context(stack, dashboard: Dashboard, dialect: str, model: str = "shop",
+             experiment: str | None = None) -> tuple[Source, Expansion]:
     source = Source(prometheus_url=stack.prometheus.url, store_url=stack.store_urls[dialect], scrape_interval=1.0)
     tr = TimeRange(stack.started - timedelta(seconds=10), datetime.now(UTC))
     context = Expansion(tr, min_interval=1.0)
     chosen = {"model": model} if any(v.name == "model" for v in dashboard.variables) else {}
+    if experiment is not None:
+        chosen["experiment"] = experiment
     resolve_variables(dashboard, source, context, chosen)
     return source, context
 
@@ -70,11 +73,18 @@ def _model_of(uid: str, title: str) -> str:
     return REGRESSOR if row.task == "regression" else "shop"
 
 
+def _experiment_of(uid: str, title: str) -> str | None:
+    """The experiment a training panel is drawn for: the regressor's runs for a regression row,
+    else the default (the classifier's)."""
+    row = next(r for r in DASHBOARDS[uid].rows if any(p.title == title for p in r.panels))
+    return REGRESSION_EXPERIMENT if uid == TRAINING_UID and row.task == "regression" else None
+
+
 @pytest.mark.parametrize("uid, title, dialect", _cases())
 def test_every_panel_query_returns_data(stack, uid, title, dialect):
     dashboard = DASHBOARDS[uid]
     panel = _panel(uid, title)
-    source, context = _context(stack, dashboard, dialect, _model_of(uid, title))
+    source, context = _context(stack, dashboard, dialect, _model_of(uid, title), _experiment_of(uid, title))
     runs = panel_contexts(panel, context)
     assert runs, f"{title}: the repeat variable {panel.repeat} has no value"
     for repeat_value, ctx in runs:
@@ -118,6 +128,52 @@ def test_regression_panels_show_scikit_learn_values(stack):
         realized = run_query(_panel(QUALITY_UID, title).queries[0], source, context)  # the first query: realized
         last = [v for s in realized.series for v in s.values if math.isfinite(v)][-1]
         assert last == pytest.approx(float(value), rel=1e-9), title
+
+
+REGRESSION_CURVES = {
+    "MAE": mean_absolute_error,
+    "RMSE": lambda y, p: np.sqrt(mean_squared_error(y, p)),
+    "R²": r2_score,
+    "Mean error (bias)": lambda y, p: np.mean(p - y),
+    "Regressor loss": lambda y, p: mean_squared_error(y, p) / 2,
+}
+
+
+@pytest.mark.parametrize("dialect", ["sqlite", "postgresql"])
+def test_regression_learning_curves_show_scikit_learn_values(stack, dialect):
+    """Each regression learning curve, as its panel queries it, holds one point per run, split
+    and epoch, equal to scikit-learn's metric on what the model predicted at that epoch (the
+    loss: half the mean squared error, what the runs passed)."""
+    predicted = stack.regression_runs[dialect]
+    source, context = _context(stack, DASHBOARDS[TRAINING_UID], dialect, experiment=REGRESSION_EXPERIMENT)
+    for title, metric in REGRESSION_CURVES.items():
+        table = run_query(_panel(TRAINING_UID, title).queries[0], source, context).table
+        assert table is not None and table.columns == ["step", "value", "series"], title
+        got = {(series.rsplit(" ", 1)[0], series.rsplit(" ", 1)[1], int(step)): float(value) for step, value, series in table.rows}
+        assert len(got) == len(table.rows) == len(predicted), title  # no point twice, none missing
+        for key, (y, p) in predicted.items():
+            assert got[key] == pytest.approx(float(metric(y, p)), rel=1e-9, abs=1e-12), (title, key)
+
+
+@pytest.mark.parametrize("dialect", ["sqlite", "postgresql"])
+def test_regressor_runs_compared_shows_final_and_best_validation_values(stack, dialect):
+    """The runs-compared table of regressors: each run's last epoch's validation MAE, RMSE, R²
+    and loss, its lowest MAE and RMSE and highest R² over the epochs, as scikit-learn gives them."""
+    predicted = stack.regression_runs[dialect]
+    source, context = _context(stack, DASHBOARDS[TRAINING_UID], dialect, experiment=REGRESSION_EXPERIMENT)
+    table = run_query(_panel(TRAINING_UID, "Regressor runs compared").queries[0], source, context).table
+    assert table is not None
+    rows = {row[table.columns.index("run_name")]: dict(zip(table.columns, row, strict=True)) for row in table.rows}
+    assert sorted(rows) == sorted({name for name, _, _ in predicted})
+    for name, row in rows.items():
+        per_epoch = {m: [float(f(*predicted[(name, "validation", e)])) for e in range(1, REGRESSION_EPOCHS + 1)]
+                     for m, f in (("mae", REGRESSION_CURVES["MAE"]), ("rmse", REGRESSION_CURVES["RMSE"]),
+                                  ("r2", REGRESSION_CURVES["R²"]), ("loss", REGRESSION_CURVES["Regressor loss"]))}
+        expected = {**{m: values[-1] for m, values in per_epoch.items()},
+                    "best_mae": min(per_epoch["mae"]), "best_rmse": min(per_epoch["rmse"]), "best_r2": max(per_epoch["r2"]),
+                    "epochs": REGRESSION_EPOCHS}
+        for column, value in expected.items():
+            assert float(row[column]) == pytest.approx(value, rel=1e-9), (name, column)
 
 
 def test_regression_alerts_compute_scikit_learn_values_on_the_live_counters(stack):

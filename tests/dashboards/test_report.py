@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from modelmon.dashboards.catalog import all_dashboards
+from modelmon.dashboards.catalog import QUALITY_UID, TRAINING_UID, all_dashboards
 from modelmon.dashboards.report import write_report
-from tests.dashboards.conftest import REGRESSOR
+from tests.dashboards.conftest import REGRESSION_EXPERIMENT, REGRESSOR
 
 pytestmark = pytest.mark.slow
 PNG = re.compile(r"src='data:image/png;base64,([A-Za-z0-9+/=]+)'")
@@ -49,8 +49,8 @@ def _classifier_panels() -> list:
     return [p for d in all_dashboards() for row in d.rows if row.task != "regression" and row.only_if is None for p in row.panels]
 
 
-def _regression_panels() -> list:
-    return [p for d in all_dashboards() for row in d.rows if row.task == "regression" for p in row.panels]
+def _regression_panels(uid: str = QUALITY_UID) -> list:
+    return [p for d in all_dashboards() if d.uid == uid for row in d.rows if row.task == "regression" for p in row.panels]
 
 
 def test_report_draws_every_panel_from_postgresql(stack, tmp_path):
@@ -101,10 +101,29 @@ def test_report_with_only_a_store_draws_the_training_runs(stack, tmp_path):
     skipped = [note.split(":")[0] for note in summary.notes]
     assert skipped == ["modelmon / Serving", "modelmon / Data drift and quality", "modelmon / Model quality", "modelmon / Alerts"]
     assert all("--prometheus" in note for note in summary.notes)
-    training = next(d for d in all_dashboards() if d.uid == "modelmon-training")
-    assert len(summary.panels) == sum(p.source == "sql" for p in training.panels) and summary.empty == []
+    training = next(d for d in all_dashboards() if d.uid == TRAINING_UID)
+    # The default experiment's runs are a classifier's: the regressors' learning curves are left out.
+    drawn = [p for row in training.rows if row.task != "regression" for p in row.panels]
+    assert len(summary.panels) == sum(p.source == "sql" for p in drawn) and summary.empty == []
     html = (tmp_path / "r.html").read_text()
     assert html.count("Not drawn: its data source was not given.") == 3  # the live training panels
+
+
+def test_report_of_regressor_runs_draws_their_learning_curves(stack, tmp_path):
+    """Runs of a regressor: the report draws the MAE, RMSE, R², bias and loss curves and the
+    regressors' runs table, all with data, and leaves out the classifier's curves (which
+    would be "No data")."""
+    summary = write_report(tmp_path / "r.html", None, stack.store_urls["postgresql"], range_seconds=3600,
+                           experiment=REGRESSION_EXPERIMENT)
+    training = next(d for d in all_dashboards() if d.uid == TRAINING_UID)
+    drawn = {p.title for p in summary.panels if p.dashboard == training.title}
+    regressor = {p.title for p in _regression_panels(TRAINING_UID)}
+    classifier = {p.title for row in training.rows if row.task == "classification" for p in row.panels}
+    assert regressor <= drawn and not drawn & classifier, drawn
+    assert summary.empty == [], [p.title for p in summary.empty]
+    html = (tmp_path / "r.html").read_text()
+    assert f"experiment = {REGRESSION_EXPERIMENT}" in html
+    assert "<h4>Accuracy</h4>" not in html and "<h4>R²</h4>" in html
 
 
 def test_report_needs_a_source(tmp_path):
@@ -112,3 +131,26 @@ def test_report_needs_a_source(tmp_path):
 
     with pytest.raises(ModelmonError, match="--prometheus URL, --store URL"):
         write_report(tmp_path / "r.html")
+
+
+def test_report_leaves_out_a_regressor_loss_its_runs_did_not_log(tmp_path):
+    """Runs of fit_epochs on a scikit-learn regressor log MAE, RMSE, R² and the bias but no loss:
+    the report leaves the regressor's loss panel out instead of showing it empty, and draws
+    the other curves from the run's values."""
+    from sklearn.linear_model import SGDRegressor
+
+    import modelmon
+    from modelmon.tracking.sklearn import fit_epochs
+    from tests.dashboards.conftest import _price_data
+
+    store = str(tmp_path / "store.db")
+    train, validation = _price_data(200, 7), _price_data(100, 8)
+    features = ["x0", "x1", "x2"]
+    with modelmon.start_run("sk-regressor", params={"alpha": 1e-4}, store=store) as run:
+        fit_epochs(SGDRegressor(random_state=0), train[features], train.price, run=run, epochs=3,
+                   validation=(validation[features], validation.price))
+    summary = write_report(tmp_path / "r.html", None, store, range_seconds=3600)
+    drawn = {p.title for p in summary.panels}
+    assert {"MAE", "RMSE", "R²", "Mean error (bias)", "Regressor runs compared"} <= drawn
+    assert "Regressor loss" not in drawn and "Loss" not in drawn
+    assert summary.empty == [], [p.title for p in summary.empty]

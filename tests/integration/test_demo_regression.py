@@ -115,11 +115,50 @@ def test_regression_demo_prints_the_error_scikit_learn_computes_on_its_labelled_
     if prometheus_binary() is not None:
         report = (home / "report.html").read_text()
         assert "report for readers without Grafana" in out
-        for panel in catalog.regression().panels:
-            body = re.search(rf"<h4>{re.escape(panel.title)}</h4><p class='desc'>[^<]*</p>(.*?)<details>", report, re.DOTALL)
-            assert body is not None, panel.title
-            assert "No data" not in body.group(1) and "Error:" not in body.group(1), panel.title
+        # The quality row, the training run's regressor curves (defect 9 of the user's report),
+        # and the rollout's Prometheus panels, written after their series were scraped (defect 8).
+        training = next(row for row in catalog.training().rows if row.task == "regression")
+        regressor_loss = "Regressor loss"  # the demo's scikit-learn run logs no loss: left out
+        rollout_panels = ("Candidate share", "Gate intervals against their margins", "Rollout decisions")
+        titles = [p.title for p in (*catalog.regression().panels, *training.panels) if p.title != regressor_loss]
+        for title in (*titles, *rollout_panels):
+            body = re.search(rf"<h4>{re.escape(title)}</h4><p class='desc'>[^<]*</p>(.*?)<details>", report, re.DOTALL)
+            assert body is not None, title
+            assert "No data" not in body.group(1) and "Error:" not in body.group(1), title
+        assert f"<h4>{regressor_loss}</h4>" not in report and "<h4>Accuracy</h4>" not in report
         assert "<h4>Confusion matrix</h4>" not in report and "<h4>Realized accuracy against baseline</h4>" not in report
         gate = evidence["gates"]["estimated_error"]
         assert f"estimated_error fail: interval [{gate['low']:.4f}, {gate['high']:.4f}]" in report
         assert "<td>roll_back</td><td>50% → 0%</td>" in report
+
+
+class _Scrapes:
+    """Prometheus's answer to the demo's count_over_time query: the scrapes each series has."""
+
+    def __init__(self, counts: dict[str, list[float | None]]) -> None:
+        self.counts = counts
+
+    def scalar(self, promql: str) -> float | None:
+        name = re.search(r"count_over_time\((\w+)\{", promql).group(1)  # type: ignore[union-attr]
+        values = self.counts[name]
+        return values.pop(0) if len(values) > 1 else values[0]
+
+
+def test_the_report_waits_for_three_scrapes_of_each_rollout_series(monkeypatch) -> None:
+    from io import StringIO
+
+    from rich.console import Console
+
+    from modelmon.demo import regression
+
+    monkeypatch.setattr(regression.demo, "SCRAPE_TIMEOUT", 1.0)
+    console = Console(file=StringIO(), width=200)
+    share, bound, decisions = regression.ROLLOUT_SERIES
+    arriving = _Scrapes({share: [None, 1.0, 2.0, 3.0], bound: [2.0, 3.0], decisions: [3.0]})
+    assert regression.wait_for_rollout_series(arriving, console)  # type: ignore[arg-type]
+    assert arriving.counts == {share: [3.0], bound: [3.0], decisions: [3.0]}  # every answer read
+    assert console.file.getvalue() == ""
+    # A series Prometheus never scrapes: the wait ends at the timeout and names it.
+    missing = _Scrapes({share: [5.0], bound: [None], decisions: [5.0]})
+    assert not regression.wait_for_rollout_series(missing, console)  # type: ignore[arg-type]
+    assert "0 of 3 scrapes of modelmon_rollout_gate_bound after 1 s" in console.file.getvalue()

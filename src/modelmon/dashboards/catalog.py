@@ -622,21 +622,65 @@ WHERE experiment = '$experiment' AND run_id IN (${run:singlequote}) AND metric =
 ORDER BY 1"""
 
 
+#: The final validation values of a regressor's runs, and the best each reached (lowest MAE and
+#: RMSE, highest R²): a classifier's runs have none of these metrics, so it has its own table.
+REGRESSION_RUNS_COMPARED = """SELECT run_id, run_name, run_status AS status,
+       MAX(CASE WHEN metric = 'mae' THEN final_value END) AS mae,
+       MAX(CASE WHEN metric = 'rmse' THEN final_value END) AS rmse,
+       MAX(CASE WHEN metric = 'r2' THEN final_value END) AS r2,
+       MAX(CASE WHEN metric = 'loss' THEN final_value END) AS loss,
+       MAX(CASE WHEN metric = 'mae' THEN min_value END) AS best_mae,
+       MAX(CASE WHEN metric = 'rmse' THEN min_value END) AS best_rmse,
+       MAX(CASE WHEN metric = 'r2' THEN max_value END) AS best_r2,
+       MAX(steps) AS epochs
+FROM training_final_metrics
+WHERE experiment = '$experiment' AND split = 'validation' AND run_id IN (${run:singlequote})
+GROUP BY run_id, run_name, run_status
+ORDER BY run_id"""
+
+#: The tasks of the chosen runs, from the metrics they logged: every classifier's run logs
+#: ``accuracy`` (log_classification), every regressor's ``mae`` (log_regression). The report
+#: draws a task's learning-curve row only for runs of that task (both for a mixed choice).
+TRAINING_TASKS = """SELECT DISTINCT CASE WHEN metric = 'accuracy' THEN 'classification' ELSE 'regression' END AS task
+FROM training_metrics
+WHERE experiment = '$experiment' AND run_id IN (${run:singlequote}) AND metric IN ('accuracy', 'mae')"""
+
+
+RUN_METRICS = """SELECT DISTINCT metric FROM training_metrics
+WHERE experiment = '$experiment' AND run_id IN (${run:singlequote})
+ORDER BY metric"""
+
+
+def _curves(title: str, task: str, panels: tuple[tuple[str, str, str, str, int], ...], compared: Panel) -> Row:
+    return Row(title, (*(
+        Panel("xychart", panel_title, f"{what} per epoch of the chosen runs, for the training and the validation split (SQL view training_metrics).",
+              unit, (_curve(metric_sql),), width=width, x_field="step", transformations=CURVE_TRANSFORMS,
+              optional=metric_sql == "'loss'" and task == "regression")
+        for panel_title, what, unit, metric_sql, width in panels
+    ), compared), task=task)
+
+
 def training() -> Dashboard:
-    curves = Row("Learning curves (per epoch, training against validation)", tuple(
-        Panel("xychart", title, f"{what} per epoch of the chosen runs, for the training and the validation split (SQL view training_metrics).",
-              unit, (_curve(metric_sql),), width=width, x_field="step", transformations=CURVE_TRANSFORMS)
-        for title, what, unit, metric_sql, width in (
-            ("Loss", "The model's loss", "none", "'loss'", 12),
-            ("Accuracy", "Accuracy", "percentunit", "'accuracy'", 12),
-            ("Precision ($average)", "Precision", "percentunit", _metric_name("precision"), 8),
-            ("Recall ($average)", "Recall", "percentunit", _metric_name("recall"), 8),
-            ("F1 ($average)", "F1", "percentunit", _metric_name("f1"), 8),
-        )
-    ))
+    classifier = _curves("Learning curves of classifiers (per epoch, training against validation)", "classification", (
+        ("Loss", "The model's loss", "none", "'loss'", 12),
+        ("Accuracy", "Accuracy", "percentunit", "'accuracy'", 12),
+        ("Precision ($average)", "Precision", "percentunit", _metric_name("precision"), 8),
+        ("Recall ($average)", "Recall", "percentunit", _metric_name("recall"), 8),
+        ("F1 ($average)", "F1", "percentunit", _metric_name("f1"), 8),
+    ), Panel("table", "Runs compared", "Final validation metrics of the chosen runs, and the best value each reached (SQL view training_final_metrics).",
+             "none", (Sql(RUNS_COMPARED, RUNS_COMPARED),), width=24, height=7, decimals=4))
+    regressor = _curves("Learning curves of regressors (per epoch, training against validation)", "regression", (
+        ("MAE", "Mean absolute error", "none", "'mae'", 8),
+        ("RMSE", "Root mean squared error", "none", "'rmse'", 8),
+        ("R²", "R² (coefficient of determination)", "none", "'r2'", 8),
+        ("Mean error (bias)", "Mean error, predicted minus true (the bias)", "none", "'mean_error'", 12),
+        # Only a run that passes its own training loss has it (log_regression(loss=...); the
+        # Keras callback); fit_epochs' scikit-learn runs do not.
+        ("Regressor loss", "The model's own training loss", "none", "'loss'", 12),
+    ), Panel("table", "Regressor runs compared", "Final validation MAE, RMSE, R² and loss of the chosen runs, and the best value each "
+             "reached: lowest MAE and RMSE, highest R² (SQL view training_final_metrics).",
+             "none", (Sql(REGRESSION_RUNS_COMPARED, REGRESSION_RUNS_COMPARED),), width=24, height=7, decimals=4))
     runs = Row("Runs", (
-        Panel("table", "Runs compared", "Final validation metrics of the chosen runs, and the best value each reached (SQL view training_final_metrics).",
-              "none", (Sql(RUNS_COMPARED, RUNS_COMPARED),), width=24, height=7, decimals=4),
         Panel("table", "Parameters", "Hyperparameters of the chosen runs, one column per parameter (table run_params).", "none",
               (Sql(PARAMS, PARAMS),), width=12, height=7,
               transformations=({"id": "groupingToMatrix", "options": {"columnField": "param", "rowField": "run", "valueField": "value"}},)),
@@ -663,14 +707,16 @@ def training() -> Dashboard:
                  multi=True, include_all=True, default="All"),
         Variable("average", "Averaging", "Precision, recall and F1: macro or weighted average over classes, or the positive class of a binary problem.",
                  "custom", options=("macro", "weighted", "binary"), default="macro"),
-        Variable("metric", "Metric", "The metric of the over-time and live panels.", "custom",
-                 options=("loss", "accuracy", "f1_macro", "precision_macro", "recall_macro", "f1", "log_loss"), default="loss"),
+        # The metrics the chosen runs logged, so a regressor's runs offer mae, rmse, r2 (and
+        # loss only if they logged one); loss by default when they have it, else the first.
+        Variable("metric", "Metric", "The metric of the over-time and live panels, among those the chosen runs logged.", "query",
+                 source="sql", query=Sql(RUN_METRICS, RUN_METRICS), default="loss"),
     )
     return _with_ids(Dashboard(
         TRAINING_UID, "modelmon / Training",
         "Training runs from the run store: learning curves, runs compared, parameters; and active runs live from Prometheus.",
         # A 7-day range of SQLite queries: refreshed every 5 minutes, not every 30 s.
-        variables, (curves, runs, live), time_from="now-7d", refresh="5m",
+        variables, (classifier, regressor, runs, live), time_from="now-7d", refresh="5m",
     ))
 
 

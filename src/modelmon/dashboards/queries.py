@@ -283,6 +283,8 @@ def resolve_variables(
     for variable in dashboard.variables:
         values = variable_values(variable, source, context)
         want = chosen.get(variable.name, variable.default)
+        if variable.name not in chosen and variable.kind == "query" and want not in (None, "All") and values and want not in values:
+            want = None  # Grafana keeps a default only if the query offers it, else takes the first value
         if want == "All" and variable.include_all:
             selection = Selection(tuple(values), all=True, all_value=variable.all_value, multi=variable.multi)
         elif want is None:

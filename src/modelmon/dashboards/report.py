@@ -512,7 +512,7 @@ def write_report(
         )
         parts = [heading, f"<p class='desc'>{html.escape(dashboard.description)}<br>{html.escape(variables)}; "
                           f"{html.escape(_range_text(context.time_range))}</p>"]
-        task = _model_task(source, context) if any(row.task for row in dashboard.rows) else None
+        task = _task(dashboard, source, context)
         rollout_rows = any(row.only_if == catalog.HAD_ROLLOUT for row in dashboard.rows)
         decisions = _decisions(source, context) if rollout_rows else None
         if decisions is not None and decisions[1] is not None:
@@ -546,6 +546,8 @@ def write_report(
                         error = None
                     except (QueryError, TemplateError) as exc:
                         results, body, error = [], None, str(exc)
+                    if panel.optional and body is None and error is None:
+                        continue  # a metric these runs did not log (a scikit-learn regressor's loss)
                     summary.panels.append(PanelOutcome(dashboard.title, panel_title, body is not None, error))
                     parts.append(_panel_html(panel_title, panel, body, results, error, _interpolate_text(panel.description, ctx)))
         sections.append("".join(parts))
@@ -598,6 +600,27 @@ def _row_has_data(query: spec.Prom, source: Source, context: Expansion) -> bool:
         return run_query(query, source, context).has_data
     except (QueryError, TemplateError):
         return True
+
+
+def _task(dashboard: spec.Dashboard, source: Source, context: Expansion) -> str | None:
+    """The task whose rows the report draws: the chosen model's, or the chosen training runs';
+    None (every row) when the dashboard has no task rows or the task is not known."""
+    if not any(row.task for row in dashboard.rows):
+        return None
+    if "experiment" in context.variables:
+        return _runs_task(source, context)
+    return _model_task(source, context)
+
+
+def _runs_task(source: Source, context: Expansion) -> str | None:
+    """The chosen runs' task, from the metrics they logged; None for runs of both tasks (both
+    rows drawn), of neither, or when the store cannot be read (the panels say why)."""
+    try:
+        table = run_query(spec.Sql(catalog.TRAINING_TASKS, catalog.TRAINING_TASKS), source, context).table
+    except (QueryError, TemplateError):
+        return None
+    tasks = {row[0] for row in table.rows} if table else set()
+    return tasks.pop() if len(tasks) == 1 else None
 
 
 def _model_task(source: Source, context: Expansion) -> str | None:

@@ -94,6 +94,9 @@ class Panel:
     states: tuple[tuple[int, str, str], ...] = ()
     #: Series drawn in a fixed colour (time series): Grafana overrides, the report's lines.
     styles: tuple[SeriesStyle, ...] = ()
+    #: Left out of the report when it has no data: a metric some runs of its task log and
+    #: others do not (a regressor's own loss). Grafana draws it, empty for those runs.
+    optional: bool = False
     #: A fixed Grafana panel id, for panels an alert links to (``__panelId__`` of the Grafana
     #: rules, alerting/builtins.py: PANELS); the others are numbered in order around them.
     id: int | None = None
