@@ -245,6 +245,7 @@ def feedback(
     id_column: Annotated[str, typer.Option(help="Column holding the prediction ids.")] = "id",
     label_column: Annotated[str, typer.Option(help="Column holding the true labels.")] = "label",
     chunk: Annotated[int, typer.Option(min=1, max=10_000, help="Labels per request.")] = 1000,
+    api_token_file: Annotated[Path | None, typer.Option(help="File holding the server's API token \\[default: $MODELMON_API_TOKEN, if set].")] = None,
 ) -> None:
     """Send ground-truth labels to a running server, which joins them to its predictions.
 
@@ -257,7 +258,12 @@ def feedback(
     from modelmon.registry.data import read_table
     from modelmon.serving.feedback_file import ModelTask, feedback_items
 
-    with httpx.Client(base_url=url, timeout=60) as client:
+    try:
+        token = _api_token(api_token_file)
+    except ModelmonError as exc:
+        _fail(exc)
+    headers = {"Authorization": f"Bearer {token}"} if token else {}  # a server with a token refuses feedback without it
+    with httpx.Client(base_url=url, timeout=60, headers=headers) as client:
         try:
             # CSV cells as written: an id "007" stays "007", a class "1" does not become 1.0.
             frame = read_table(file, "labels", text_columns=(id_column, label_column))

@@ -164,3 +164,20 @@ def test_feedback_command_checks_every_row_first(price_registry, tmp_path):
     finally:
         stop_process(server.process)
     assert stored(store_url) == {ids[0]: "12.0", ids[1]: "3.5", ids[2]: "30.0"}
+
+
+def test_feedback_command_sends_the_api_token(price_registry, tmp_path, monkeypatch):
+    monkeypatch.setenv("MODELMON_API_TOKEN", "s3cret-token")  # the server's (start_server passes the environment on)
+    server = start_server(price_registry, tmp_path, "--drain-seconds", "0")
+    try:
+        (prediction_id,) = predict(server.url, [1.0])
+        labels_file = tmp_path / "labels.csv"
+        labels_file.write_text(f"id,label\n{prediction_id},12\n")
+        monkeypatch.delenv("MODELMON_API_TOKEN")
+        refused = run_feedback(server.url, labels_file)
+        assert refused.returncode == 2 and "401" in refused.stderr and "nothing was recorded" in refused.stderr, refused.stderr
+        (tmp_path / "token").write_text("s3cret-token\n")
+        result = run_feedback(server.url, labels_file, "--api-token-file", str(tmp_path / "token"))
+        assert result.returncode == 0 and "matched 1, duplicate 0, unknown id 0" in result.stdout, result.stderr
+    finally:
+        stop_process(server.process)
