@@ -57,7 +57,7 @@ def _task(classes: list[str]) -> str:
     return "classifier" if classes else "regressor"
 
 
-def _shown(value: Any) -> str:
+def shown(value: Any) -> str:
     """``value`` for an error message, cut to 80 characters (a label may be a megabyte of text)."""
     text = repr(value)
     return text if len(text) <= 80 else f"{text[:60]}... ({len(text)} characters)"
@@ -84,11 +84,11 @@ def parse_feedback(payload: Any, classes: list[str]) -> list[tuple[str, str]]:
             pairs.append((prediction_id, numeric_label(i, prediction_id, label)))
             continue
         if isinstance(label, bool) or not isinstance(label, (str, int, float)):
-            raise InvalidInputError(f"labels[{i}] (id {_shown(prediction_id)}): label {_shown(label)} is not a class", reason="invalid_label")
+            raise InvalidInputError(f"labels[{i}] (id {shown(prediction_id)}): label {shown(label)} is not a class", reason="invalid_label")
         text = str(int(label)) if isinstance(label, float) and label.is_integer() else str(label)
         if text not in known:
             raise InvalidInputError(
-                f"labels[{i}] (id {_shown(prediction_id)}): label {_shown(label)} is not one of the model's classes {classes}",
+                f"labels[{i}] (id {shown(prediction_id)}): label {shown(label)} is not one of the model's classes {classes}",
                 reason="invalid_label",
             )
         pairs.append((prediction_id, text))
@@ -99,18 +99,18 @@ def _bad_item(index: int, item: Any, classes: list[str]) -> NoReturn:
     """Why ``items[index]`` is not a feedback item, naming the key."""
     expected = f"expected {label_shape(classes)}, the model is a {_task(classes)}"
     if not isinstance(item, dict):
-        raise MalformedRequestError(f"labels[{index}] is {_shown(item)}, not an object ({expected})")
+        raise MalformedRequestError(f"labels[{index}] is {shown(item)}, not an object ({expected})")
     for key in ("id", "label"):
         if key not in item:
             raise MalformedRequestError(f'labels[{index}]: missing "{key}" ({expected})')
     prediction_id = item["id"]
     if not isinstance(prediction_id, str):
-        raise MalformedRequestError(f"labels[{index}].id must be a string (the prediction's id), not {_shown(prediction_id)}")
+        raise MalformedRequestError(f"labels[{index}].id must be a string (the prediction's id), not {shown(prediction_id)}")
     # None of these can be a prediction's id. PostgreSQL refuses NUL in text and a lone
     # surrogate (JSON "\\ud800") cannot be encoded: the lookup would fail as a store error
     # (503) or the response as a 500, instead of naming the item.
     problem = "is empty" if not prediction_id else "holds a NUL character" if "\x00" in prediction_id else "is not valid Unicode (a lone surrogate)"
-    raise MalformedRequestError(f"labels[{index}].id {_shown(prediction_id)} {problem}: not a prediction id")
+    raise MalformedRequestError(f"labels[{index}].id {shown(prediction_id)} {problem}: not a prediction id")
 
 
 def _utf8(text: str) -> bool:
@@ -125,7 +125,7 @@ def numeric_label(index: int, prediction_id: str, label: Any) -> str:
     """A regressor's true value as text (``repr``: it reads back as the same float)."""
     if isinstance(label, bool) or not isinstance(label, (int, float)):
         raise InvalidInputError(
-            f"labels[{index}] (id {_shown(prediction_id)}): label {_shown(label)} is not a number (the model is a regressor)",
+            f"labels[{index}] (id {shown(prediction_id)}): label {shown(label)} is not a number (the model is a regressor)",
             reason="invalid_label",
         )
     try:
@@ -134,7 +134,7 @@ def numeric_label(index: int, prediction_id: str, label: Any) -> str:
         value = math.inf
     if not math.isfinite(value):
         raise InvalidInputError(
-            f"labels[{index}] (id {_shown(prediction_id)}): label {_shown(label)} is not a finite number", reason="invalid_label"
+            f"labels[{index}] (id {shown(prediction_id)}): label {shown(label)} is not a finite number", reason="invalid_label"
         )
     return repr(value)
 

@@ -15,6 +15,7 @@ from typing import Any
 import pandas as pd
 
 from modelmon.errors import ModelmonError
+from modelmon.serving.feedback import shown
 
 #: Bad rows listed in one error; the rest are counted.
 SHOWN_ERRORS = 20
@@ -56,11 +57,11 @@ def feedback_items(ids: pd.Series, labels: pd.Series, task: ModelTask, source: s
         else:
             items.append({"id": id_text, "label": value})
     if errors:
-        shown = "\n  ".join(errors[:SHOWN_ERRORS])
+        listed = "\n  ".join(errors[:SHOWN_ERRORS])
         more = f"\n  ... and {len(errors) - SHOWN_ERRORS} more" if len(errors) > SHOWN_ERRORS else ""
         raise ModelmonError(
             f"{source}: {len(errors)} of {len(items) + len(errors)} rows are bad (rows are 1-based, the header not "
-            f"counted: in a CSV, row N is line N+1); nothing was sent:\n  {shown}{more}"
+            f"counted: in a CSV, row N is line N+1); nothing was sent:\n  {listed}{more}"
         )
     return items
 
@@ -74,15 +75,15 @@ def _number(label: Any, classes: list[str]) -> tuple[float | None, str | None]:
     if _empty(label) or (isinstance(label, str) and not label.strip()):
         return None, "empty label"
     if isinstance(label, bool) or not isinstance(label, (str, int, float)):
-        return None, f"label {label!r} is not a number (the model is a regressor)"
+        return None, f"label {shown(label)} is not a number (the model is a regressor)"
     try:
         value = float(label)
     except ValueError:
-        return None, f"label {label!r} is not a number (the model is a regressor)"
+        return None, f"label {shown(label)} is not a number (the model is a regressor)"
     except OverflowError:  # an integer beyond the largest float
         value = math.inf
     if not math.isfinite(value):
-        return None, f"label {label!r} is not a finite number"
+        return None, f"label {shown(label)} is not a finite number"
     return value, None
 
 
@@ -95,5 +96,16 @@ def _class(label: Any, classes: list[str]) -> tuple[str | None, str | None]:
         label = int(label)
     text = str(label)
     if classes and text not in classes:
-        return None, f"label {text!r} is not one of the model's classes {classes}"
+        whole = _whole_number(text)  # "1.0" in a CSV written from a float column: class "1"
+        if whole is None or whole not in classes:
+            return None, f"label {shown(text)} is not one of the model's classes {classes}"
+        text = whole
     return text, None
+
+
+def _whole_number(text: str) -> str | None:
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return str(int(value)) if value.is_integer() else None
