@@ -282,14 +282,17 @@ def feedback(
                 part = items[start : start + chunk]
                 rows = f"rows {start + 1}-{start + len(part)}"
                 sent = (f"rows 1-{start} were sent and recorded (matched {totals['matched']}, duplicate {totals['duplicate']}, "
-                        f"unknown id {totals['unknown']})" if start else "nothing was recorded")
+                        f"unknown id {totals['unknown']})" if start else "")
                 try:
                     response = client.post(f"/v2/models/{model}/feedback", json={"labels": part})
                 except httpx.HTTPError as exc:
-                    _fail(ModelmonError(f"{rows}: cannot reach {url}: {exc}; {sent}"))
+                    # The server may have recorded this chunk; sending again is safe (the first label wins).
+                    _fail(ModelmonError(f"{rows}: no answer from {url} ({exc}), so whether they were recorded is unknown; "
+                                        f"{sent + '; ' if sent else ''}sending the file again is safe (labels already "
+                                        "recorded come back as duplicates)"))
                 if response.status_code != 200:
                     _fail(ModelmonError(f"{rows} refused (labels[i] is row {start + 1}+i): {response.status_code} "
-                                        f"{_error_text(response)}; {sent}, nothing from row {start + 1} on"))
+                                        f"{_error_text(response)}; {sent + ', ' if sent else ''}nothing from row {start + 1} on was recorded"))
                 body = response.json()
                 for key in totals:
                     totals[key] += body[key]

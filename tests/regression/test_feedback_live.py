@@ -160,7 +160,7 @@ def test_feedback_command_checks_every_row_first(price_registry, tmp_path):
         assert result.returncode == 2
         err = " ".join(result.stderr.split())
         assert "rows 3-4 refused (labels[i] is row 3+i): 400 labels[0].id" in err, err
-        assert "rows 1-2 were sent and recorded (matched 1, duplicate 0, unknown id 1), nothing from row 3 on" in err
+        assert "rows 1-2 were sent and recorded (matched 1, duplicate 0, unknown id 1), nothing from row 3 on was recorded" in err
     finally:
         stop_process(server.process)
     assert stored(store_url) == {ids[0]: "12.0", ids[1]: "3.5", ids[2]: "30.0"}
@@ -175,7 +175,7 @@ def test_feedback_command_sends_the_api_token(price_registry, tmp_path, monkeypa
         labels_file.write_text(f"id,label\n{prediction_id},12\n")
         monkeypatch.delenv("MODELMON_API_TOKEN")
         refused = run_feedback(server.url, labels_file)
-        assert refused.returncode == 2 and "401" in refused.stderr and "nothing was recorded" in refused.stderr, refused.stderr
+        assert refused.returncode == 2 and "401" in refused.stderr and "nothing from row 1 on was recorded" in refused.stderr, refused.stderr
         (tmp_path / "token").write_text("s3cret-token\n")
         result = run_feedback(server.url, labels_file, "--api-token-file", str(tmp_path / "token"))
         assert result.returncode == 0 and "matched 1, duplicate 0, unknown id 0" in result.stdout, result.stderr
