@@ -102,17 +102,20 @@ def register(
     typer.echo(f"{card.name}:{card.version}")
 
 
-MODEL_COLUMNS = tuple(map(Column, ("model", "version", "flavor", "runtime", "features", "classes", "created")))
+MODEL_COLUMNS = tuple(map(Column, ("model", "version", "task", "flavor", "runtime", "features", "classes", "created")))
 
 
 @app.command()
 def models(registry: RegistryOption = None, output_format: FormatOption = OutputFormat.table) -> None:
-    """List registered models and their versions (features and classes: how many)."""
+    """List registered models and their versions (features and a classifier's classes: how many)."""
     from modelmon.registry import Registry
 
     reg = Registry(registry)
-    rows = [{"model": card.name, "version": card.version, "flavor": card.flavor, "runtime": card.runtime,
-             "features": len(card.signature.features), "classes": len(card.signature.class_labels),
+    # A regressor has no classes: its cell is empty (None in JSON), not 0.
+    rows = [{"model": card.name, "version": card.version,
+             "task": "classification" if card.signature.task.is_classification else "regression",
+             "flavor": card.flavor, "runtime": card.runtime, "features": len(card.signature.features),
+             "classes": len(card.signature.class_labels) if card.signature.class_labels else None,
              "created": card.created_at} for card in reg.cards()]
     print_listing(MODEL_COLUMNS, rows, output_format, empty=f"no models in {reg.root}")
 
@@ -242,38 +245,81 @@ def feedback(
     id_column: Annotated[str, typer.Option(help="Column holding the prediction ids.")] = "id",
     label_column: Annotated[str, typer.Option(help="Column holding the true labels.")] = "label",
     chunk: Annotated[int, typer.Option(min=1, max=10_000, help="Labels per request.")] = 1000,
+    api_token_file: Annotated[Path | None, typer.Option(help="File holding the server's API token \\[default: $MODELMON_API_TOKEN, if set].")] = None,
 ) -> None:
-    """Send ground-truth labels to a running server, which joins them to its predictions."""
+    """Send ground-truth labels to a running server, which joins them to its predictions.
+
+    Every row is checked first (a classifier's label is one of its classes, a regressor's a
+    finite number; no empty id); a file with a bad row is refused, naming its rows, and
+    nothing of it is sent."""
     import httpx
     from rich.progress import Progress
 
     from modelmon.registry.data import read_table
+    from modelmon.serving.feedback_file import ModelTask, feedback_items
 
     try:
-        frame = read_table(file, "labels")
-        assert frame is not None  # read_table returns None only for no data, and a file was given
-        missing = [c for c in (id_column, label_column) if c not in frame.columns]
-        if missing:
-            raise ModelmonError(f"{file} has no column {missing}; its columns are {list(frame.columns)}")
+        token = _api_token(api_token_file)
     except ModelmonError as exc:
         _fail(exc)
-    items = [{"id": str(i), "label": v.item() if hasattr(v, "item") else v}
-             for i, v in zip(frame[id_column], frame[label_column], strict=True)]
-    totals = {"matched": 0, "duplicate": 0, "unknown": 0}
-    with httpx.Client(base_url=url, timeout=60) as client, Progress(console=console) as progress:
-        task = progress.add_task("sending labels", total=len(items))
-        for start in range(0, len(items), chunk):
-            try:
-                response = client.post(f"/v2/models/{model}/feedback", json={"labels": items[start : start + chunk]})
-            except httpx.HTTPError as exc:
-                _fail(ModelmonError(f"cannot reach {url}: {exc}"))
-            if response.status_code != 200:
-                _fail(ModelmonError(f"rows {start}-{start + chunk - 1}: {response.status_code} {response.json().get('error', response.text)}"))
-            body = response.json()
-            for key in totals:
-                totals[key] += body[key]
-            progress.advance(task, len(items[start : start + chunk]))
+    headers = {"Authorization": f"Bearer {token}"} if token else {}  # a server with a token refuses feedback without it
+    with httpx.Client(base_url=url, timeout=60, headers=headers) as client:
+        try:
+            # CSV cells as written: an id "007" stays "007", a class "1" does not become 1.0.
+            frame = read_table(file, "labels", text_columns=(id_column, label_column))
+            assert frame is not None  # read_table returns None only for no data, and a file was given
+            missing = [c for c in (id_column, label_column) if c not in frame.columns]
+            if missing:
+                raise ModelmonError(f"{file} has no column {missing}; its columns are {list(frame.columns)}")
+            task = ModelTask.from_metadata(model, _model_metadata(client, url, model))
+            items = feedback_items(frame[id_column], frame[label_column], task, str(file))
+        except ModelmonError as exc:
+            _fail(exc)
+        totals = {"matched": 0, "duplicate": 0, "unknown": 0}
+        with Progress(console=console) as progress:
+            bar = progress.add_task("sending labels", total=len(items))
+            for start in range(0, len(items), chunk):
+                part = items[start : start + chunk]
+                rows = f"rows {start + 1}-{start + len(part)}"
+                sent = (f"rows 1-{start} were sent and recorded (matched {totals['matched']}, duplicate {totals['duplicate']}, "
+                        f"unknown id {totals['unknown']})" if start else "")
+                try:
+                    response = client.post(f"/v2/models/{model}/feedback", json={"labels": part})
+                except httpx.HTTPError as exc:
+                    # The server may have recorded this chunk; sending again is safe (the first label wins).
+                    _fail(ModelmonError(f"{rows}: no answer from {url} ({exc}), so whether they were recorded is unknown; "
+                                        f"{sent + '; ' if sent else ''}sending the file again is safe (labels already "
+                                        "recorded come back as duplicates)"))
+                if response.status_code != 200:
+                    _fail(ModelmonError(f"{rows} refused (labels[i] is row {start + 1}+i): {response.status_code} "
+                                        f"{_error_text(response)}; {sent + ', ' if sent else ''}nothing from row {start + 1} on was recorded"))
+                body = response.json()
+                for key in totals:
+                    totals[key] += body[key]
+                progress.advance(bar, len(part))
     typer.echo(f"matched {totals['matched']}, duplicate {totals['duplicate']}, unknown id {totals['unknown']}")
+
+
+def _model_metadata(client: Any, url: str, model: str) -> dict[str, Any]:
+    """The served model's V2 metadata (its outputs tell a classifier from a regressor)."""
+    import httpx
+
+    try:
+        response = client.get(f"/v2/models/{model}")
+    except httpx.HTTPError as exc:
+        raise ModelmonError(f"cannot reach {url}: {exc}") from None
+    if response.status_code != 200:
+        raise ModelmonError(f"model {model!r} at {url}: {response.status_code} {_error_text(response)}")
+    metadata: dict[str, Any] = response.json()
+    return metadata
+
+
+def _error_text(response: Any) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return str(response.text)
+    return str(body.get("error", response.text)) if isinstance(body, dict) else str(response.text)
 
 
 consume_app = typer.Typer(help="Consume from message brokers (docs/streams.md).", no_args_is_help=True)

@@ -158,6 +158,13 @@ def test_feedback_command_sends_a_file(registry_dir, shop_frame, tmp_path):
         assert "matched 30, duplicate 0, unknown id 1" in result.stdout
         result = subprocess.run([*command[:-6], "--id-column", "missing"], capture_output=True, text=True)
         assert result.returncode == 2 and "no column" in result.stderr
+        # Classes are checked against the model's (its metadata) before anything is sent.
+        (tmp_path / "bad.csv").write_text(f"id,label\n{ids[30]},gold\n{ids[31]},platinum\n,gold\n")
+        result = subprocess.run([*command[:4], str(tmp_path / "bad.csv"), *command[5:-6]], capture_output=True, text=True)
+        err = " ".join(result.stderr.split())
+        assert result.returncode == 2 and "2 of 3 rows are bad" in err and "nothing was sent" in err, err
+        assert f"row 2: label 'platinum' is not one of the model's classes {CLASSES}" in err and "row 3: empty id" in err
+        assert samples(server.url, "modelmon_feedback_total")[("matched",)] == 30
     finally:
         stop_process(server.process)
 

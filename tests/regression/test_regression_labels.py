@@ -46,3 +46,36 @@ def test_label_sums_give_sklearns_figures_and_skip_a_nan_prediction():
     assert 1 - squared / (target_squared - target**2 / n) == pytest.approx(r2_score(truth, predicted), rel=1e-12)
     matched_counter = quality.feedback["matched"]
     assert matched_counter.values[matched_counter.index] == 51  # matched all the same
+
+
+def test_an_integer_beyond_the_largest_float_is_an_invalid_label_not_a_crash():
+    # float(10**400) raises OverflowError (it was a 500, reason internal_error).
+    with pytest.raises(InvalidInputError, match=r"labels\[0\] \(id 'a'\): label 1000.*\(401 characters\) is not a finite number") as raised:
+        parse_feedback([{"id": "a", "label": 10**400}], [])
+    assert raised.value.reason == "invalid_label"
+    assert parse_feedback([{"id": "a", "label": -(2**1023)}], []) == [("a", repr(-float(2**1023)))]
+
+
+@pytest.mark.parametrize(("item", "message"), [
+    ({"id": "a"}, 'labels[1]: missing "label" (expected {"id": "<prediction id>", "label": <TASK>}, the model is a KIND)'),
+    ({"label": 1}, 'labels[1]: missing "id" (expected {"id": "<prediction id>", "label": <TASK>}, the model is a KIND)'),
+    ({"id": 5, "label": 1}, "labels[1].id must be a string (the prediction's id), not 5"),
+    ({"id": ["a"], "label": 1}, "labels[1].id must be a string (the prediction's id), not ['a']"),
+    ({"id": "", "label": 1}, "labels[1].id '' is empty: not a prediction id"),
+    ("a", "labels[1] is 'a', not an object (expected {\"id\": \"<prediction id>\", \"label\": <TASK>}, the model is a KIND)"),
+])
+@pytest.mark.parametrize(("classes", "task", "kind"), [([], "number", "regressor"), (["0", "1"], "class", "classifier")])
+def test_a_malformed_item_names_its_key_and_the_models_task(item, message, classes, task, kind):
+    from modelmon.errors import MalformedRequestError
+
+    with pytest.raises(MalformedRequestError) as raised:
+        parse_feedback([{"id": "ok", "label": 1}, item], classes)
+    assert raised.value.message == message.replace("TASK", task).replace("KIND", kind)
+
+
+def test_a_classifiers_long_label_is_shown_cut():
+    with pytest.raises(InvalidInputError) as raised:
+        parse_feedback([{"id": "a", "label": "y" * 10_000}], ["yes", "no"])
+    assert raised.value.message == (
+        f"labels[0] (id 'a'): label '{'y' * 59}... (10002 characters) is not one of the model's classes ['yes', 'no']"
+    )

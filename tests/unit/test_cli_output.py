@@ -102,6 +102,10 @@ def test_messages_are_literal_and_unwrapped(capsys, monkeypatch) -> None:
 def long_registry(tmp_path_factory, cancer_model) -> Path:
     root = tmp_path_factory.mktemp("registry")
     register_model(cancer_model, name=LONG_MODEL, registry=root, convert_to_onnx=False)
+    from sklearn.linear_model import LinearRegression
+
+    x = pd.DataFrame({"a": [0.0, 1.0, 2.0, 3.0], "b": [1.0, 0.0, 1.0, 0.0]})
+    register_model(LinearRegression().fit(x, [1.0, 2.0, 4.0, 5.0]), name="price", registry=root, convert_to_onnx=False)
     return root
 
 
@@ -111,16 +115,24 @@ def test_models_at_80_columns_cuts_nothing(long_registry: Path) -> None:
     row = next(line for line in result.stdout.splitlines() if LONG_MODEL in line)
     assert "…" not in result.stdout
     cells = [c.strip() for c in row.split("│")[1:-1]]
-    assert cells[0] == LONG_MODEL and cells[1] == "1" and cells[4] == "30" and cells[5] == "2"
-    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d", cells[6])
+    assert cells[0] == LONG_MODEL and cells[1] == "1" and cells[2] == "classification"
+    assert cells[5] == "30" and cells[6] == "2"
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d", cells[7])
+    # A regressor: its task, and no class count (it has no classes; "0" read as a defect).
+    row = next(line for line in result.stdout.splitlines() if "price" in line)
+    cells = [c.strip() for c in row.split("│")[1:-1]]
+    assert cells[0] == "price" and cells[2] == "regression" and cells[5] == "2" and cells[6] == ""
 
 
 def test_models_as_csv_and_json(long_registry: Path) -> None:
     as_csv = invoke("models", "--registry", str(long_registry), "--format", "csv")
     as_json = invoke("models", "--registry", str(long_registry), "--format", "json")
     assert as_csv.exit_code == 0 and as_json.exit_code == 0
-    (text_row,) = csv.DictReader(io.StringIO(as_csv.stdout))
-    (row,) = json.loads(as_json.stdout)
+    text_row, text_regressor = sorted(csv.DictReader(io.StringIO(as_csv.stdout)), key=lambda r: r["model"] == "price")
+    row, regressor = sorted(json.loads(as_json.stdout), key=lambda r: r["model"] == "price")
+    assert (row["task"], text_row["task"]) == ("classification", "classification")
+    assert (regressor["task"], regressor["classes"], regressor["features"]) == ("regression", None, 2)
+    assert (text_regressor["task"], text_regressor["classes"]) == ("regression", "")
     assert row["model"] == text_row["model"] == LONG_MODEL
     assert row["version"] == int(text_row["version"]) == 1
     assert row["features"] == int(text_row["features"]) == 30 and row["classes"] == 2
