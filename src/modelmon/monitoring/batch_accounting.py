@@ -62,20 +62,23 @@ class BatchAccounting:
         self.drift = drift
         self.max_pending_rows = max_pending_rows
         self.flush_seconds = flush_seconds
+        # Appended to without a lock: ``list.append`` is atomic under the GIL, and ``_count``
+        # takes the calls it saw with a slice and deletes them with another, so a call
+        # appended in between stays for the next count. (With a lock, ``add`` took 0.52 µs
+        # in a tight loop against 0.19 µs, and about three times as much in place; issue 18.)
         self._pending: list[tuple[FeatureBatch, float, ModelOutput, Sequence[float]]] = []
+        # Rows appended since the last count: may miss a call's rows when an append and a
+        # count race, which only delays the count that the bound forces.
         self._pending_rows = 0
-        self._queue_lock = threading.Lock()  # the pending list: held for an append or a swap
         self._flush_lock = threading.Lock()  # one flush at a time, so groups count in order
         self._flushed_at = time.monotonic()
 
     def add(self, batch: FeatureBatch, seconds: float, output: ModelOutput, waits: Sequence[float] = ()) -> None:
         """One model call's rows, duration and outputs, and how long each of its requests
         waited for it (on the event loop)."""
-        with self._queue_lock:
-            self._pending.append((batch, seconds, output, waits))
-            self._pending_rows += batch.n_rows
-            rows = self._pending_rows
-        if rows >= self.max_pending_rows or time.monotonic() - self._flushed_at >= self.flush_seconds:
+        self._pending.append((batch, seconds, output, waits))
+        self._pending_rows += len(batch.numeric)
+        if self._pending_rows >= self.max_pending_rows or time.monotonic() - self._flushed_at >= self.flush_seconds:
             self.flush(settle=False)
 
     def flush_if_idle(self, idle_seconds: float) -> None:
@@ -96,8 +99,10 @@ class BatchAccounting:
     def _count(self) -> bool:
         """Count the queue; whether one of its model calls served more than one request."""
         self._flushed_at = time.monotonic()
-        with self._queue_lock:
-            pending, self._pending, self._pending_rows = self._pending, [], 0
+        queue = self._pending
+        pending = queue[: len(queue)]
+        del queue[: len(pending)]
+        self._pending_rows = 0
         if not pending:
             return False
         batches, seconds, outputs, waits = zip(*pending, strict=True)
