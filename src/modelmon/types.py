@@ -128,10 +128,10 @@ class FeatureBatch:
     def concat(batches: list[FeatureBatch]) -> FeatureBatch:
         if len(batches) == 1:
             return batches[0]
-        return FeatureBatch(
-            numeric=np.concatenate([b.numeric for b in batches]),
-            categorical=np.concatenate([b.categorical for b in batches]),
-        )
+        numeric = np.concatenate([b.numeric for b in batches])
+        if not batches[0].categorical.shape[1]:  # no categorical features: nothing to join
+            return FeatureBatch(numeric=numeric, categorical=np.empty((len(numeric), 0), dtype=object))
+        return FeatureBatch(numeric=numeric, categorical=np.concatenate([b.categorical for b in batches]))
 
     def to_frame(self, signature: Signature) -> pd.DataFrame:
         """A DataFrame in signature order, with each numeric column in its trained dtype

@@ -106,7 +106,7 @@ class BatchAccounting:
         if not pending:
             return False
         batches, seconds, outputs, waits = zip(*pending, strict=True)
-        self.metrics.batch_size.observe(np.array([b.n_rows for b in batches], dtype=np.float64))
+        self.metrics.batch_size.observe(np.array([len(b.numeric) for b in batches], dtype=np.float64))
         self.metrics.inference_duration.observe(np.array(seconds))
         queued = np.fromiter(itertools.chain.from_iterable(waits), np.float64)  # one per request
         self.metrics.queue_duration.observe(queued)
