@@ -26,10 +26,9 @@ INT_RANGES: dict[str, tuple[int, int]] = {
 #: An integer feature's values travel as float64 and are cast to the model's type: each must be
 #: whole and ``low <= value < high`` (2**63 - 1 itself rounds up to 2**63 in float64, which the
 #: cast to int64 would wrap to -2**63).
+#: The datatypes whose JSON values are checked against the type (FP takes any number).
+_TYPED_JSON = frozenset(INT_RANGES) | {"BOOL"}
 FEATURE_INT_BOUNDS: dict[str, tuple[float, float]] = {"int64": (-(2.0**63), 2.0**63), "int32": (-(2.0**31), 2.0**31)}
-#: ``bits & _ZERO_OR_ONE_MASK == 0`` for 0.0 and 1.0 (what JSON true and false become), and
-#: for the positive powers of two below 1: the fast check for booleans among JSON numbers.
-_ZERO_OR_ONE_MASK = np.full(1, 0xC00F_FFFF_FFFF_FFFF, dtype=np.uint64)  # an array: ~0.5 us faster than a scalar
 
 
 class RequestValidator:
@@ -98,9 +97,11 @@ class RequestValidator:
                 reason="wrong_shape",
             )
         if type(tensor.data) is list:
-            _check_json_numbers(tensor.datatype, tensor.data, values, tensor.name, names)
+            if tensor.datatype in _TYPED_JSON:
+                _check_json_numbers(tensor.datatype, tensor.data, values, tensor.name, names)
             if self.all_strict:
-                _refuse_booleans(tensor.data, values, tensor.name, names)
+                if _has_zero_or_one(values):
+                    _find_booleans(tensor.data, values, tensor.name, names, None)
             elif self.strict_columns:
                 strict = values.reshape(rows, width)[:, self.strict_columns]
                 if _has_zero_or_one(strict):
@@ -175,7 +176,7 @@ class RequestValidator:
         numeric, categorical = self._fill(columns, rows)
         if json_columns:
             for name, tensor in by_name.items():
-                if type(tensor.data) is list and tensor.datatype != "BYTES" and tensor.datatype[0] != "F":
+                if type(tensor.data) is list and tensor.datatype in _TYPED_JSON:
                     column = numeric[:, self.numeric_index[name]]
                     _check_json_numbers(tensor.datatype, tensor.data, column, name, None)
             strict = numeric if self.all_strict else numeric[:, self.strict_columns]
@@ -320,15 +321,16 @@ def _boolean_error(value: bool, where: str, row: int) -> InvalidInputError:
 
 
 def _has_zero_or_one(values: np.ndarray) -> bool:
-    """Whether a float array holds 0.0 or 1.0, what JSON false and true become (or 0.5,
-    0.25...): one bitwise and over the values' bits, ~1 us on a 30-value row."""
-    bits = np.bitwise_and(values.view(np.uint64), _ZERO_OR_ONE_MASK)
-    return np.count_nonzero(bits) != bits.size
+    """Whether a float array holds 0.0 or 1.0, what JSON false and true become: the fast
+    check for booleans. Measured against a bitwise and over the values' bits, ``v - 1.0``
+    and ``.any()``: this is the cheapest, ~0.9 us for 30 values and ~2.4 us for 1920 (a
+    64 x 30 request, whose array('d') conversion alone takes ~27 us)."""
+    return np.count_nonzero(values) != values.size or bool(np.count_nonzero(values == 1.0))
 
 
 def _refuse_booleans(data: list[Any], values: np.ndarray, name: str, names: list[str] | None) -> None:
-    """Refuse JSON true/false among a numeric tensor's values. Fast: one mask over the float
-    values (~1 us); only values equal to 0.0 or 1.0 (or 0.5, 0.25...) are looked at in the list."""
+    """Refuse JSON true/false among a numeric tensor's values. Only values equal to 0.0 or
+    1.0 are looked at in the list, and only when there are some."""
     if _has_zero_or_one(values):
         _find_booleans(data, values, name, names, None)
 
@@ -337,7 +339,7 @@ def _find_booleans(data: list[Any], values: np.ndarray, name: str, names: list[s
                    columns: set[int] | None) -> None:
     flat = _flat(data)
     width = len(names) if names else 1
-    for k in np.flatnonzero((values.view(np.uint64) & _ZERO_OR_ONE_MASK) == 0).tolist():
+    for k in np.flatnonzero((values == 0.0) | (values == 1.0)).tolist():
         value = flat[k]
         if type(value) is bool and (columns is None or k % width in columns):
             where, row = _where(k, name, names)
