@@ -356,3 +356,21 @@ def test_a_bool_feature_takes_booleans_and_only_there():
         "invalid_value", "feature 'x' (input 'm', column 1): boolean true at row 0 is not a number; only a bool feature takes true/false")
     assert message(validator.from_tensors, [TensorInput("flag", [2], "BOOL", [True, 2]), TensorInput("x", [2], "FP64", [1.0, 2.0])]) == (
         "invalid_value", "feature 'flag': value 2 at row 1 is not true or false (the input is BOOL)")
+
+
+@pytest.mark.parametrize("rows", [3, 40])  # a few rows are checked as Python floats, more with numpy
+def test_the_integer_check_finds_the_row_with_few_or_many_rows(rows):
+    validator = RequestValidator(SIGNATURE, 100)
+
+    def request(items):
+        return columns(amount=[1.0] * rows, items=TensorInput("items", [rows], "FP64", items), channel=["web"] * rows)
+
+    items = [float(k) for k in range(rows)]
+    items[1] = None  # nullable: kept missing
+    assert np.isnan(validator.from_tensors(request(items)).numeric[1, 1])
+    items[rows - 1] = 12.5
+    assert message(validator.from_tensors, request(items)) == (
+        "invalid_value", f"feature 'items': value 12.5 at row {rows - 1} is not an integer (int64)")
+    items[rows - 1], items[0] = 2.0, -(2.0**64)
+    assert message(validator.from_tensors, request(items)) == (
+        "invalid_value", "feature 'items': value -1.8446744073709552e+19 at row 0 is out of range for int64")

@@ -274,10 +274,16 @@ class RequestValidator:
                     reason="missing_value",
                 )
         for col, name, dtype, low, high in self.int_columns:
-            # Fast: min, max and fmod over the column (a NaN fails the comparisons and is
-            # excused below); the row is looked for only when this fails.
+            # Fast: whole and in range (a NaN is not whole: it is excused below, where the row
+            # is looked for). A few rows as Python floats (~0.5 us for one row), more with
+            # numpy's min, max and fmod (~2.5 us whatever the rows: reductions' set-up).
             x = numeric[:, col]
-            if not (low <= x.min() and x.max() < high and not np.count_nonzero(np.fmod(x, 1.0))):
+            if len(x) <= 16:
+                listed = x.tolist()
+                whole = low <= min(listed) and max(listed) < high and all(map(float.is_integer, listed))
+            else:
+                whole = low <= x.min() and x.max() < high and not np.count_nonzero(np.fmod(x, 1.0))
+            if not whole:
                 _check_integer_feature(x, name, dtype, low, high)
 
 
