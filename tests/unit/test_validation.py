@@ -374,3 +374,8 @@ def test_the_integer_check_finds_the_row_with_few_or_many_rows(rows):
     items[rows - 1], items[0] = 2.0, -(2.0**64)
     assert message(validator.from_tensors, request(items)) == (
         "invalid_value", "feature 'items': value -1.8446744073709552e+19 at row 0 is out of range for int64")
+
+
+def test_a_boolean_for_a_categorical_feature_is_named_as_not_a_string():
+    error = rejected(RequestValidator(SIGNATURE, 100).from_records, [{"amount": 1.0, "items": 1, "channel": True}])
+    assert (error.reason, error.message) == ("invalid_value", "feature 'channel' is categorical: expected a string at row 0, got True")

@@ -47,6 +47,7 @@ class RequestValidator:
         # JSON true/false is a value of a bool feature only (V2's BOOL is its own datatype,
         # and labels refuse booleans too): the numeric columns where a boolean is refused.
         self.strict_columns = [i for i, f in enumerate(numeric) if f.dtype != "bool"]
+        self.strict_names = {self.numeric_names[i] for i in self.strict_columns}
         self.all_strict = len(self.strict_columns) == len(numeric)
         self.all_bool = bool(numeric) and not self.strict_columns
         self.int_columns = [(i, f.name, f.dtype, *FEATURE_INT_BOUNDS[f.dtype])
@@ -225,7 +226,7 @@ class RequestValidator:
                             "not a list",
                             reason="wrong_shape",
                         )
-                    if type(value) is bool and self.specs[name].dtype != "bool":
+                    if type(value) is bool and name in self.strict_names:  # a categorical one says so later
                         raise _boolean_error(value, f"feature {name!r}", row_number)
                 columns[name].append(value)
         numeric, categorical = self._fill(columns, len(instances))
