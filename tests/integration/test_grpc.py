@@ -165,7 +165,7 @@ def bad(message: pb.ModelInferRequest | None = None, **fields) -> pb.ModelInferR
         if spec is None:
             continue
         datatype, shape, values = spec
-        field = {"FP64": "fp64_contents", "INT64": "int64_contents", "BYTES": "bytes_contents"}[datatype]
+        field = {"FP64": "fp64_contents", "INT64": "int64_contents", "BYTES": "bytes_contents", "BOOL": "bool_contents"}[datatype]
         getattr(request.inputs.add(name=name, datatype=datatype, shape=shape).contents, field).extend(values)
     return request
 
@@ -190,6 +190,11 @@ BAD_INPUTS = [
      "INVALID_ARGUMENT", "shop", "wrong_datatype", "inputs[0].contents.fp32_contents: input 'amount' is FP64, whose values go in contents.fp64_contents"),
     (bad(amount=("FP64", [1], [float("inf")])), "INVALID_ARGUMENT", "shop", "invalid_value", "feature 'amount': infinite value at row 0"),
     (bad(channel=("BYTES", [1], [b"\xff"])), "INVALID_ARGUMENT", "shop", "invalid_value", "BYTES element 0 is not UTF-8"),
+    # User report 5 and 7: the REST path's validator, so the same refusals.
+    (bad(items=("FP64", [1], [1e30])), "INVALID_ARGUMENT", "shop", "invalid_value", "feature 'items': value 1e+30 at row 0 is out of range for int64"),
+    (bad(items=("FP64", [1], [12.5])), "INVALID_ARGUMENT", "shop", "invalid_value", "feature 'items': value 12.5 at row 0 is not an integer (int64)"),
+    (bad(amount=("BOOL", [1], [True])), "INVALID_ARGUMENT", "shop", "wrong_datatype",
+     "feature 'amount' is numeric (float64): send it as FP32, FP64 or an integer type, not BOOL"),
     (pb.ModelInferRequest(model_name="shop", inputs=[pb.ModelInferRequest.InferInputTensor(name="amount", datatype="FP65", shape=[1])]),
      "INVALID_ARGUMENT", "shop", "wrong_datatype", "unknown datatype 'FP65'"),
     (b"\x0a\xff\xff", "INVALID_ARGUMENT", "_unknown_", "malformed_request", "not a ModelInferRequest message"),

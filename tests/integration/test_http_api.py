@@ -262,6 +262,28 @@ BAD_VALUES = [
     # Ragged: two values by the outer list, three inside it.
     ("/v2/models/shop/infer", json.dumps({"inputs": with_input(2, data=["web", ["app", "store"]])}).encode(),
      "wrong_shape", "feature 'channel': shape [2] needs 2 values, got 3"),
+    # User report 4, 5, 7: the real value and row; integers whole and in range; no booleans.
+    ("/v2/models/shop/infer", json.dumps({"inputs": with_input(0, data=[0.5, "abc"])}).encode(),
+     "invalid_value", "feature 'amount': non-numeric value 'abc' at row 1"),
+    ("/v1/models/shop:predict", json.dumps({"instances": [{"amount": 0.1, "items": 1, "channel": "web", "region": "north"},
+                                                          {"amount": "x", "items": 1, "channel": "web", "region": "north"}]}).encode(),
+     "invalid_value", "feature 'amount': non-numeric value 'x' at row 1"),
+    ("/v2/models/shop/infer", json.dumps({"inputs": with_input(1, datatype="FP64", data=[1e30, 1.0])}).encode(),
+     "invalid_value", "feature 'items': value 1e+30 at row 0 is out of range for int64"),
+    ("/v2/models/shop/infer", json.dumps({"inputs": with_input(1, data=[1, 10**19])}).encode(),
+     "invalid_value", "feature 'items': value 10000000000000000000 at row 1 is out of range for INT64"),
+    ("/v1/models/shop:predict", json.dumps({"instances": [{"amount": 0.1, "items": 12.5, "channel": "web", "region": "north"}]}).encode(),
+     "invalid_value", "feature 'items': value 12.5 at row 0 is not an integer (int64)"),
+    ("/v2/models/shop/infer", json.dumps({"inputs": with_input(0, data=[True, 1.0])}).encode(),
+     "invalid_value", "feature 'amount': boolean true at row 0 is not a number"),
+    ("/v1/models/shop:predict", json.dumps({"instances": [{"amount": False, "items": 1, "channel": "web", "region": "north"}]}).encode(),
+     "invalid_value", "feature 'amount': boolean false at row 0 is not a number"),
+    ("/v2/models/shop/infer", json.dumps({"inputs": with_input(0, datatype="BOOL", data=[True, False])}).encode(),
+     "wrong_datatype", "feature 'amount' is numeric (float64): send it as FP32, FP64 or an integer type, not BOOL"),
+    ("/v2/models/shop/infer", json.dumps({"inputs": with_input(0, datatype="UINT8", data=[-1, 2])}).encode(),
+     "invalid_value", "feature 'amount': value -1 at row 0 is out of range for UINT8 (0 to 255)"),
+    ("/v2/models/shop/infer", json.dumps({"inputs": with_input(0, datatype="INT8", data=[1, 300])}).encode(),
+     "invalid_value", "feature 'amount': value 300 at row 1 is out of range for INT8 (-128 to 127)"),
 ]
 
 
@@ -273,6 +295,22 @@ def test_bad_values_inside_data_are_a_named_400(server, path, body, reason, text
     assert text in response.json()["error"]
     after = error_counts(server.url, "shop")
     assert after[reason] == before[reason] + 1 and after["internal_error"] == before["internal_error"]
+
+
+@pytest.mark.parametrize("bad", ["q", {}, "HUGE"])
+def test_a_matrix_input_names_the_feature_of_the_bad_column(server, cancer_frame, bad):
+    """[2, 30] with the bad value at [1][3]: feature 3 of row 1, not the input's name and a flat index."""
+    rows = cancer_frame.drop(columns="target").iloc[:2].to_numpy().tolist()
+    rows[1][3] = bad
+    body = json.dumps({"inputs": [{"name": "input-0", "shape": [2, 30], "datatype": "FP64", "data": rows}]}).encode()
+    body = body.replace(b'"HUGE"', b"1" + b"0" * 400)
+    before = error_counts(server.url, "cancer")
+    response = httpx.post(f"{server.url}/v2/models/cancer/infer", content=body)
+    assert response.status_code == 400, response.text
+    feature = cancer_frame.columns[3]
+    problem = "value at row 1 is out of range for a number" if bad == "HUGE" else f"non-numeric value {bad!r} at row 1"
+    assert response.json()["error"] == f"feature {feature!r} (input 'input-0', column 3): {problem}"
+    assert error_counts(server.url, "cancer").get("invalid_value", 0) == before.get("invalid_value", 0) + 1
 
 
 def test_data_nested_deeper_than_the_recursion_limit_is_not_a_crash(server):

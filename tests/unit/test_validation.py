@@ -209,3 +209,173 @@ def test_lists_the_fast_conversion_cannot_take_fall_back_to_the_named_checks(dat
     else:
         error = rejected(_numeric_array, data, "x")
         assert error.reason == "invalid_value" and "'x'" in error.message and text in error.message
+
+
+# -- the real feature, row and value (user report defects 4, 5, 7) ----------------------
+
+def message(call, *args) -> tuple[str, str]:
+    error = rejected(call, *args)
+    return error.reason, error.message
+
+
+@pytest.mark.parametrize(("tensors", "text"), [
+    # Mixed numbers and text: numpy made them all text, and the first value was named.
+    (columns(amount=(0.5, "abc")), "feature 'amount': non-numeric value 'abc' at row 1"),
+    (columns(amount=(0.5, {"v": 1})), "feature 'amount': non-numeric value {'v': 1} at row 1"),
+    (columns(amount=(0.5, 10**400)), "feature 'amount': value at row 1 is out of range for a number"),
+])
+def test_a_mixed_column_names_the_bad_value_and_its_row(tensors, text):
+    assert message(RequestValidator(SIGNATURE, 100).from_tensors, tensors) == ("invalid_value", text)
+
+
+def test_a_mixed_record_names_the_bad_value_and_its_row():
+    instances = [{"amount": 0.1, "items": 1, "channel": "web"}, {"amount": "x", "items": 2, "channel": "app"}]
+    assert message(RequestValidator(SIGNATURE, 100).from_records, instances) == (
+        "invalid_value", "feature 'amount': non-numeric value 'x' at row 1")
+
+
+@pytest.mark.parametrize(("bad", "text"), [
+    ("q", "non-numeric value 'q' at row 1"),
+    ({}, "non-numeric value {} at row 1"),
+    (10**400, "value at row 1 is out of range for a number"),
+])
+@pytest.mark.parametrize("nested_data", [True, False])
+def test_a_matrix_names_the_feature_of_the_column(bad, text, nested_data):
+    # [2, 3]: the bad value at [1][2] is feature x2 of row 1 (flat index 5).
+    rows = [[0.1, 0.2, 0.3], [0.4, 0.5, bad]]
+    data = rows if nested_data else rows[0] + rows[1]
+    tensor = TensorInput("input-0", [2, 3], "FP64", data)
+    assert message(RequestValidator(NUMERIC, 100).from_tensors, [tensor]) == (
+        "invalid_value", f"feature 'x2' (input 'input-0', column 2): {text}")
+
+
+@pytest.mark.parametrize(("items", "text"), [
+    # INT64 tensor: JSON numbers checked against the datatype, exactly.
+    (TensorInput("items", [2], "INT64", [1, 10**19]),
+     "feature 'items': value 10000000000000000000 at row 1 is out of range for INT64 "
+     "(-9223372036854775808 to 9223372036854775807)"),
+    (TensorInput("items", [2], "INT64", [12.5, 1]), "feature 'items': value 12.5 at row 0 is not an integer (the input is INT64)"),
+    # FP64 tensor (JSON or binary): the int64 feature's own check.
+    (TensorInput("items", [2], "FP64", [1.0, 1e30]), "feature 'items': value 1e+30 at row 1 is out of range for int64"),
+    (TensorInput("items", [2], "FP64", np.array([12.5, 1.0])), "feature 'items': value 12.5 at row 0 is not an integer (int64)"),
+    (TensorInput("items", [2], "FP64", [3.0, -1e19]), "feature 'items': value -1e+19 at row 1 is out of range for int64"),
+    # 2**63 - 1 is an int64, but float64 carries it as 2**63, which the cast would wrap.
+    (TensorInput("items", [2, 1], "INT64", [[2**63 - 1], [1]]),
+     "feature 'items': value 9.223372036854776e+18 at row 0 is out of range for int64"),
+])
+def test_an_integer_feature_takes_only_whole_numbers_in_its_range(items, text):
+    assert message(RequestValidator(SIGNATURE, 100).from_tensors, columns(items=items)) == ("invalid_value", text)
+
+
+def test_an_integer_feature_keeps_whole_values_at_its_limits_and_nulls():
+    validator = RequestValidator(SIGNATURE, 100)
+    batch = validator.from_tensors(columns(items=TensorInput("items", [2], "INT64", [-(2**63), None])))
+    assert batch.numeric[0, 1] == -(2.0**63) and np.isnan(batch.numeric[1, 1])
+    batch = validator.from_tensors(columns(items=TensorInput("items", [2], "FP64", [12.0, 2.0**62])))
+    assert batch.numeric[:, 1].tolist() == [12.0, 2.0**62]
+    error = rejected(validator.from_records, [{"amount": 1.0, "items": 1e30, "channel": "web"}])
+    assert error.message == "feature 'items': value 1e+30 at row 0 is out of range for int64"
+
+
+INT32 = Signature(features=[FeatureSpec(name="n", dtype="int32")], task="regression", input_layout="columns")
+
+
+@pytest.mark.parametrize(("value", "ok"), [(2**31 - 1, True), (2**31, False), (-(2**31), True), (-(2**31) - 1, False)])
+def test_an_int32_feature_has_int32_bounds(value, ok):
+    validator = RequestValidator(INT32, 10)
+    if ok:
+        assert validator.from_records([{"n": value}]).numeric[0, 0] == value
+    else:
+        assert message(validator.from_records, [{"n": value}]) == (
+            "invalid_value", f"feature 'n': value {value} at row 0 is out of range for int32")
+
+
+#: Each integer datatype's range, from its bit width (V2 protocol: INTn signed, UINTn unsigned).
+WIDTHS = [(f"{'U' if unsigned else ''}INT{bits}", unsigned, bits) for unsigned in (False, True) for bits in (8, 16, 32, 64)]
+
+
+@pytest.mark.parametrize(("datatype", "unsigned", "bits"), WIDTHS)
+def test_each_integer_datatype_refuses_json_numbers_outside_its_range(datatype, unsigned, bits):
+    low, high = (0, 2**bits - 1) if unsigned else (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1)
+    validator = RequestValidator(SIGNATURE, 100)
+    batch = validator.from_tensors(columns(amount=TensorInput("amount", [2], datatype, [low, high])))
+    assert batch.numeric[:, 0].tolist() == [float(low), float(high)]
+    for k, value in ((0, low - 1), (1, high + 1)):
+        data = [low, high]
+        data[k] = value
+        assert message(validator.from_tensors, columns(amount=TensorInput("amount", [2], datatype, data))) == (
+            "invalid_value", f"feature 'amount': value {value} at row {k} is out of range for {datatype} ({low} to {high})")
+
+
+@pytest.mark.parametrize(("tensors", "reason", "text"), [
+    (columns(amount=(True, 2.0)), "invalid_value",
+     "feature 'amount': boolean true at row 0 is not a number; only a bool feature takes true/false"),
+    (columns(items=TensorInput("items", [2], "INT64", [3, False])), "invalid_value",
+     "feature 'items': boolean false at row 1 is not a number; only a bool feature takes true/false"),
+    (columns(amount=TensorInput("amount", [2], "BOOL", [True, False])), "wrong_datatype",
+     "feature 'amount' is numeric (float64): send it as FP32, FP64 or an integer type, not BOOL"),
+    (columns(amount=TensorInput("amount", [2], "UINT8", [-1, 2])), "invalid_value",
+     "feature 'amount': value -1 at row 0 is out of range for UINT8 (0 to 255)"),
+    (columns(amount=TensorInput("amount", [2], "INT8", [1, 300])), "invalid_value",
+     "feature 'amount': value 300 at row 1 is out of range for INT8 (-128 to 127)"),
+])
+def test_booleans_and_out_of_range_typed_values_are_refused(tensors, reason, text):
+    assert message(RequestValidator(SIGNATURE, 100).from_tensors, tensors) == (reason, text)
+
+
+def test_booleans_are_refused_in_records_and_matrices():
+    error = rejected(RequestValidator(SIGNATURE, 100).from_records,
+                     [{"amount": 1.0, "items": 1, "channel": "web"}, {"amount": False, "items": 1, "channel": "web"}])
+    assert error.message == "feature 'amount': boolean false at row 1 is not a number; only a bool feature takes true/false"
+    tensor = TensorInput("input-0", [2, 3], "FP64", [[0.0, 1.0, 0.5], [True, 0.0, 1.0]])
+    assert message(RequestValidator(NUMERIC, 100).from_tensors, [tensor]) == (
+        "invalid_value", "feature 'x0' (input 'input-0', column 0): boolean true at row 1 is not a number; "
+        "only a bool feature takes true/false")
+    assert message(RequestValidator(NUMERIC, 100).from_tensors, [TensorInput("input-0", [1, 3], "BOOL", [True] * 3)])[0] == "wrong_datatype"
+
+
+def test_numbers_equal_to_zero_or_one_are_not_booleans():
+    # 0, 1, 0.0, 1.0 and 0.5 pass the fast check for booleans too: each is looked at and kept.
+    batch = RequestValidator(SIGNATURE, 100).from_tensors(columns(amount=(0.0, 1.0), items=(1, 0)))
+    assert batch.numeric.tolist() == [[0.0, 1.0], [1.0, 0.0]]
+    matrix = RequestValidator(NUMERIC, 100).from_tensors([TensorInput("input-0", [1, 3], "FP64", [0, 1.0, 0.5])])
+    assert matrix.numeric.tolist() == [[0.0, 1.0, 0.5]]
+
+
+FLAGS = Signature(features=[FeatureSpec(name="flag", dtype="bool"), FeatureSpec(name="x", dtype="float64")],
+                  task="regression", input_layout="matrix")
+
+
+def test_a_bool_feature_takes_booleans_and_only_there():
+    validator = RequestValidator(FLAGS, 10)
+    assert validator.from_records([{"flag": True, "x": 0.5}, {"flag": False, "x": 1.0}]).numeric.tolist() == [[1.0, 0.5], [0.0, 1.0]]
+    batch = validator.from_tensors([TensorInput("flag", [2], "BOOL", [True, False]), TensorInput("x", [2], "FP64", [1.0, 2.0])])
+    assert batch.numeric.tolist() == [[1.0, 1.0], [0.0, 2.0]]
+    assert validator.from_tensors([TensorInput("m", [1, 2], "FP64", [True, 1.0])]).numeric.tolist() == [[1.0, 1.0]]
+    assert message(validator.from_tensors, [TensorInput("m", [1, 2], "FP64", [True, True])]) == (
+        "invalid_value", "feature 'x' (input 'm', column 1): boolean true at row 0 is not a number; only a bool feature takes true/false")
+    assert message(validator.from_tensors, [TensorInput("flag", [2], "BOOL", [True, 2]), TensorInput("x", [2], "FP64", [1.0, 2.0])]) == (
+        "invalid_value", "feature 'flag': value 2 at row 1 is not true or false (the input is BOOL)")
+
+
+@pytest.mark.parametrize("rows", [3, 40])  # a few rows are checked as Python floats, more with numpy
+def test_the_integer_check_finds_the_row_with_few_or_many_rows(rows):
+    validator = RequestValidator(SIGNATURE, 100)
+
+    def request(items):
+        return columns(amount=[1.0] * rows, items=TensorInput("items", [rows], "FP64", items), channel=["web"] * rows)
+
+    items = [float(k) for k in range(rows)]
+    items[1] = None  # nullable: kept missing
+    assert np.isnan(validator.from_tensors(request(items)).numeric[1, 1])
+    items[rows - 1] = 12.5
+    assert message(validator.from_tensors, request(items)) == (
+        "invalid_value", f"feature 'items': value 12.5 at row {rows - 1} is not an integer (int64)")
+    items[rows - 1], items[0] = 2.0, -(2.0**64)
+    assert message(validator.from_tensors, request(items)) == (
+        "invalid_value", "feature 'items': value -1.8446744073709552e+19 at row 0 is out of range for int64")
+
+
+def test_a_boolean_for_a_categorical_feature_is_named_as_not_a_string():
+    error = rejected(RequestValidator(SIGNATURE, 100).from_records, [{"amount": 1.0, "items": 1, "channel": True}])
+    assert (error.reason, error.message) == ("invalid_value", "feature 'channel' is categorical: expected a string at row 0, got True")

@@ -159,9 +159,16 @@ class OnnxRuntime(Runtime):
             column = source[:, index : index + 1]
             if is_categorical:
                 column = np.where(column == None, "", column)  # noqa: E711 - elementwise
-            elif dtype not in (np.float32, np.float64) and np.isnan(column).any():
+            elif dtype not in (np.float32, np.float64):
                 # An integer or boolean input has no missing value: NaN would be cast to garbage.
-                raise ValueError(f"the graph's {name!r} input cannot take a missing value")
+                if np.isnan(column).any():
+                    raise ValueError(f"the graph's {name!r} input cannot take a missing value")
+                # Nor a value beyond its type: the cast would wrap 1e30 to -2**63 with only a
+                # RuntimeWarning. The validator refuses these for an int feature (a 400); this
+                # guards a graph whose input type differs from its feature's.
+                if dtype is not np.bool_ and not _fits(column, dtype):
+                    raise ValueError(f"the graph's {name!r} input ({np.dtype(dtype).name}) cannot take "
+                                     f"the value(s) sent: outside its range or not whole numbers")
             feeds[name] = column.astype(dtype)
         return feeds
 
@@ -289,3 +296,11 @@ def _answers_one_value(model: bytes, specs: list[FeatureSpec], layout: Any) -> b
         return runtime.predict_values(_probe_batch(probe)).shape == (1,)
     except Exception:  # no such output, or the graph does not run on zeros: not decided here
         return False
+
+
+def _fits(column: np.ndarray, dtype: Any) -> bool:
+    """Whether float values cast to the integer dtype unchanged: whole and in range (the
+    float bounds are powers of two, exact)."""
+    info = np.iinfo(dtype)
+    return bool(float(info.min) <= column.min() and column.max() < float(info.max) + 1
+                and not np.count_nonzero(np.fmod(column, 1.0)))

@@ -148,7 +148,8 @@ def decode_infer_request(body: bytes, header_length: str | None) -> InferRequest
     if header_length is not None:
         header_length = header_length.strip()
         _require(header_length.isascii() and header_length.isdigit() and len(header_length) < 20,
-                 "Inference-Header-Content-Length is not an integer")
+                 "Inference-Header-Content-Length must be a non-negative integer (the JSON "
+                 f"header's length in bytes), got {header_length!r:.30}")
         json_end = int(header_length)
         _require(0 < json_end <= len(body), "Inference-Header-Content-Length exceeds the body")
     payload = loads(body[:json_end])
