@@ -157,7 +157,10 @@ class PredictionLog:
         size = max(SEGMENT_BYTES, size)
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
-            os.posix_fallocate(fd, 0, size)  # ENOSPC here; a sparse mapping would die of SIGBUS
+            if hasattr(os, "posix_fallocate"):
+                os.posix_fallocate(fd, 0, size)  # ENOSPC here; a sparse mapping would die of SIGBUS
+            else:  # macOS: a sparse file (only Linux is a supported server platform)
+                os.ftruncate(fd, size)
             self._map = segment = mmap.mmap(fd, size)
         except OSError:
             path.unlink(missing_ok=True)
