@@ -149,16 +149,15 @@ def test_the_report_waits_for_three_scrapes_of_each_rollout_series(monkeypatch) 
 
     from rich.console import Console
 
-    from modelmon.demo import regression
+    from modelmon.demo import rollout
 
-    monkeypatch.setattr(regression.demo, "SCRAPE_TIMEOUT", 1.0)
     console = Console(file=StringIO(), width=200)
-    share, bound, decisions = regression.ROLLOUT_SERIES
+    share, bound, decisions = rollout.ROLLOUT_SERIES
     arriving = _Scrapes({share: [None, 1.0, 2.0, 3.0], bound: [2.0, 3.0], decisions: [3.0]})
-    assert regression.wait_for_rollout_series(arriving, console)  # type: ignore[arg-type]
+    assert rollout.wait_for_rollout_series(arriving, console, "price", 1.0)  # type: ignore[arg-type]
     assert arriving.counts == {share: [3.0], bound: [3.0], decisions: [3.0]}  # every answer read
     assert console.file.getvalue() == ""
     # A series Prometheus never scrapes: the wait ends at the timeout and names it.
     missing = _Scrapes({share: [5.0], bound: [None], decisions: [5.0]})
-    assert not regression.wait_for_rollout_series(missing, console)  # type: ignore[arg-type]
+    assert not rollout.wait_for_rollout_series(missing, console, "price", 1.0)  # type: ignore[arg-type]
     assert "0 of 3 scrapes of modelmon_rollout_gate_bound after 1 s" in console.file.getvalue()

@@ -119,7 +119,7 @@ def run_regression_demo(port: int = 8080, requests: int = 3000, home: Path | Non
         # Last: the candidate's rows are estimated, never labelled, and would enter the figures above.
         rollout.rollout_phase(url, MODEL, spend_candidate(home / "registry"), console)
         if prometheus is not None:
-            wait_for_rollout_series(prometheus, console)
+            rollout.wait_for_rollout_series(prometheus, console, MODEL, demo.SCRAPE_TIMEOUT)
         demo.write_dashboards(console, home, prometheus, time.perf_counter() - started, model=MODEL, experiment=EXPERIMENT)
     console.print(f"\nDone in {time.perf_counter() - started:.1f} s; everything the demo started has stopped.")
     versions = ", ".join(str(v) for v in Registry(home / "registry").versions(MODEL))
@@ -415,34 +415,6 @@ def print_prometheus(console: Console, prometheus: Prometheus, traffic: Traffic)
     drift = {s["metric"].get("method", ""): float(s["value"][1]) for s in prometheus.query(promql)}
     demo.show_figure(console, "prediction drift",
                      ", ".join(f"{m.upper()} {v:.3f}" for m, v in sorted(drift.items())) or "no data", promql)
-
-
-#: The series the report's rollout panels draw (Candidate share, Gate intervals against their
-#: margins, Rollout decisions).
-ROLLOUT_SERIES = ("modelmon_rollout_share", "modelmon_rollout_gate_bound", "modelmon_rollout_decisions_total")
-
-
-def wait_for_rollout_series(prometheus: Prometheus, console: Console, samples: int = 3) -> bool:
-    """Wait until Prometheus holds ``samples`` scrapes of each rollout series the report draws.
-
-    The rollout decides within seconds, and the report was written right after it: in one
-    run the series had their first scrape less than a step (1 s) before the report's end, so
-    no point of a range query fell on them and the three panels said "No data" while the
-    instant "Rollout state" table showed rolled_back. Three scrapes (1 s apart) put at least
-    two range steps on each. Returns False, after saying which series is missing, on timeout.
-    """
-    deadline = time.monotonic() + demo.SCRAPE_TIMEOUT
-    for name in ROLLOUT_SERIES:
-        promql = f'max(count_over_time({name}{{model="{MODEL}"}}[5m]))'
-        value = prometheus.scalar(promql)
-        while (value is None or value < samples) and time.monotonic() < deadline:
-            time.sleep(0.25)
-            value = prometheus.scalar(promql)
-        if value is None or value < samples:
-            console.print(f"            [yellow]Prometheus has {0 if value is None else int(value)} of {samples} scrapes of "
-                          f"{name} after {demo.SCRAPE_TIMEOUT:.0f} s[/yellow]: the report's rollout panels may say No data")
-            return False
-    return True
 
 
 def wait_for_value(prometheus: Prometheus, promql: str) -> float | None:

@@ -33,6 +33,7 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from modelmon import ModelCard, register_model
 from modelmon.demo.data import CATEGORICAL_FEATURES, NUMERIC_FEATURES, TARGET, generate_customers
+from modelmon.stack.prometheus import Prometheus
 
 #: The classifier candidate's training rows and regularisation: few rows, probabilities near the base rate.
 CANDIDATE_ROWS = 200
@@ -143,3 +144,31 @@ def true_quality(answers: dict[str, list[tuple[Any, Any]]], classifier: bool) ->
         shown.append(f"version {version} {score:.3f} on {len(pairs)} rows")
     what = "accuracy on the true labels" if classifier else "MAE on the true values"
     return f"{what} (never sent): {', '.join(shown)}"
+
+
+#: The series the report's rollout panels draw (Candidate share, Gate intervals against their
+#: margins, Rollout decisions).
+ROLLOUT_SERIES = ("modelmon_rollout_share", "modelmon_rollout_gate_bound", "modelmon_rollout_decisions_total")
+
+
+def wait_for_rollout_series(prometheus: Prometheus, console: Console, model: str, timeout: float, samples: int = 3) -> bool:
+    """Wait until Prometheus holds ``samples`` scrapes of each rollout series the report draws.
+
+    The rollout decides within seconds, and the report is written right after it: in one
+    run of the regression demo the series had their first scrape less than a step (1 s) before the report's end, so
+    no point of a range query fell on them and the three panels said "No data" while the
+    instant "Rollout state" table showed rolled_back. Three scrapes (1 s apart) put at least
+    two range steps on each. Returns False, after saying which series is missing, on timeout.
+    """
+    deadline = time.monotonic() + timeout
+    for name in ROLLOUT_SERIES:
+        promql = f'max(count_over_time({name}{{model="{model}"}}[5m]))'
+        value = prometheus.scalar(promql)
+        while (value is None or value < samples) and time.monotonic() < deadline:
+            time.sleep(0.25)
+            value = prometheus.scalar(promql)
+        if value is None or value < samples:
+            console.print(f"            [yellow]Prometheus has {0 if value is None else int(value)} of {samples} scrapes of "
+                          f"{name} after {timeout:.0f} s[/yellow]: the report's rollout panels may say No data")
+            return False
+    return True

@@ -38,7 +38,7 @@ from modelmon import ModelCard, Registry, register_model
 from modelmon.alerting.local import LocalAlerting
 from modelmon.config import modelmon_home
 from modelmon.demo.data import CATEGORICAL_FEATURES, NUMERIC_FEATURES, TARGET, generate_customers
-from modelmon.demo.rollout import classifier_candidate, rollout_phase
+from modelmon.demo.rollout import classifier_candidate, rollout_phase, wait_for_rollout_series
 from modelmon.errors import ModelmonError
 from modelmon.monitoring.drift import DriftSettings
 from modelmon.monitoring.methods import PSI
@@ -155,6 +155,8 @@ def run_demo(port: int = 8080, requests: int = 3000, home: Path | None = None, m
         # After the quality table, which reads version 1's counters alone.
         candidate = classifier_candidate(home / "registry", MODEL, "Keras" if model == "keras" else "")
         rollout_phase(url, MODEL, candidate, console)
+        if prometheus is not None:  # the report's rollout panels need a few scrapes of the decision
+            wait_for_rollout_series(prometheus, console, MODEL, SCRAPE_TIMEOUT)
         experiment = keras_churn.EXPERIMENT if model == "keras" else EXPERIMENT  # the run train_and_register* logged
         write_dashboards(console, home, prometheus, time.perf_counter() - started, experiment=experiment)
     print_epilogue(console, home, card, port, time.perf_counter() - started)
