@@ -266,7 +266,7 @@ def feedback(
     with httpx.Client(base_url=url, timeout=60, headers=headers) as client:
         try:
             # CSV cells as written: an id "007" stays "007", a class "1" does not become 1.0.
-            frame = read_table(file, "labels", text_columns=(id_column, label_column))
+            frame = read_table(file, "labels", text_columns=(id_column, label_column), only_empty_is_missing=True)
             assert frame is not None  # read_table returns None only for no data, and a file was given
             missing = [c for c in (id_column, label_column) if c not in frame.columns]
             if missing:
@@ -290,10 +290,17 @@ def feedback(
                     _fail(ModelmonError(f"{rows}: no answer from {url} ({exc}), so whether they were recorded is unknown; "
                                         f"{sent + '; ' if sent else ''}sending the file again is safe (labels already "
                                         "recorded come back as duplicates)"))
-                if response.status_code != 200:
+                if response.status_code >= 500:  # a proxy's 502/504 may come after the server recorded them
+                    _fail(ModelmonError(f"{rows}: {response.status_code} {_error_text(response)}, so whether they were "
+                                        f"recorded is unknown; {sent + '; ' if sent else ''}sending the file again is safe "
+                                        "(labels already recorded come back as duplicates)"))
+                if response.status_code != 200:  # refused whole: the server records a request's labels or none
                     _fail(ModelmonError(f"{rows} refused (labels[i] is row {start + 1}+i): {response.status_code} "
                                         f"{_error_text(response)}; {sent + ', ' if sent else ''}nothing from row {start + 1} on was recorded"))
-                body = response.json()
+                try:
+                    body = response.json()
+                except ValueError:
+                    _fail(ModelmonError(f"{rows}: the answer of {url} is not JSON; is it a modelmon server?"))
                 for key in totals:
                     totals[key] += body[key]
                 progress.advance(bar, len(part))
@@ -310,7 +317,12 @@ def _model_metadata(client: Any, url: str, model: str) -> dict[str, Any]:
         raise ModelmonError(f"cannot reach {url}: {exc}") from None
     if response.status_code != 200:
         raise ModelmonError(f"model {model!r} at {url}: {response.status_code} {_error_text(response)}")
-    metadata: dict[str, Any] = response.json()
+    try:
+        metadata = response.json()
+    except ValueError:
+        raise ModelmonError(f"model {model!r} at {url}: the answer is not JSON; is it a modelmon server?") from None
+    if not isinstance(metadata, dict):
+        raise ModelmonError(f"model {model!r} at {url}: unexpected metadata {str(metadata)[:80]!r}")
     return metadata
 
 

@@ -71,3 +71,19 @@ def test_many_bad_rows_are_counted_past_the_first_twenty():
     lines = raised.value.message.splitlines()
     assert lines[0].startswith("f.csv: 30 of 30 rows are bad")
     assert len(lines) == 1 + 20 + 1 and lines[-1] == "  ... and 10 more"
+
+
+def test_a_labels_file_keeps_classes_named_like_missing_values(tmp_path):
+    """pandas reads ``NA``, ``None``, ``null`` and ``nan`` as missing by default: the labels
+    file keeps them as text (a class may be named so); only an empty cell is empty."""
+    from modelmon.registry.data import read_table
+
+    path = tmp_path / "labels.csv"
+    path.write_text("id,label\na,NA\nb,None\nc,null\nd,nan\ne,\n")
+    frame = read_table(path, "labels", text_columns=("id", "label"), only_empty_is_missing=True)
+    assert frame is not None
+    task = ModelTask(["NA", "None", "null", "nan", "yes"])
+    with pytest.raises(ModelmonError, match=r"1 of 5 rows are bad.*\n  row 5: empty label"):
+        feedback_items(frame["id"], frame["label"], task, "labels.csv")
+    items = feedback_items(frame["id"][:4], frame["label"][:4], task, "labels.csv")
+    assert [i["label"] for i in items] == ["NA", "None", "null", "nan"]

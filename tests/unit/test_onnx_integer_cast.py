@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper
 
+from modelmon.errors import InvalidInputError
 from modelmon.runtimes.onnx import OnnxRuntime
 from modelmon.types import FeatureBatch, FeatureSpec, Signature
 
@@ -33,7 +34,7 @@ SIGNATURE = Signature(features=[FeatureSpec(name="n", dtype="float64"), FeatureS
 def test_a_value_the_integer_input_cannot_hold_is_an_error(int_type, value):
     runtime = OnnxRuntime(graph(int_type), SIGNATURE)
     batch = FeatureBatch(numeric=np.array([[3.0, 0.5], [value, 0.5]]), categorical=np.empty((2, 0), dtype=object))
-    with pytest.raises(ValueError, match=r"the graph's 'n' input .int(64|32). cannot take the value.s. sent"):
+    with pytest.raises(InvalidInputError, match=r"the graph's 'n' input .int(64|32). cannot take the value.s. sent"):
         runtime.predict(batch)
 
 

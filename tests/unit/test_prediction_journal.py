@@ -150,3 +150,52 @@ def test_an_idle_open_segment_is_not_sealed_and_a_stop_leaves_no_empty_one(store
     finally:
         log.stop()
     assert not list((tmp_path / "spool").glob("*.jsonl*"))
+
+
+def test_where_a_segment_cannot_be_mapped_the_journal_is_written(store: Store, tmp_path: Path, monkeypatch, caplog):
+    def refuse(*args, **kwargs):
+        raise OSError(errno.ENODEV, os.strerror(errno.ENODEV))  # as some FUSE and network file systems do
+
+    monkeypatch.setattr(prediction_log.mmap, "mmap", refuse)
+    log = PredictionLog(store, PredictionLogSettings(), tmp_path / "spool", CollectorRegistry())
+    for i in range(5):
+        log.submit(chunk(i, rows=2 if i % 2 else 1))
+    assert "journaling with write() instead" in caplog.text
+    (segment,) = (tmp_path / "spool").glob("*.open")
+    assert segment.read_bytes().count(b"\n") == 5  # appended: no zeros to cut
+    log.start()
+    try:
+        assert log.flush()
+    finally:
+        log.stop()
+    assert outcomes(log) == {"written": 7, "spooled": 0, "replayed": 0, "dropped": 0}
+    # chunk(i) has ids p-i, p-(i+1) for two rows: p-0; p-1, p-2; p-2; p-3, p-4; p-4 (repeats stored once)
+    assert stored_ids(store) == ["p-0", "p-1", "p-2", "p-3", "p-4"]
+
+
+def test_outputs_the_journal_cannot_write_are_dropped_and_counted_not_raised(store: Store, tmp_path: Path):
+    log = PredictionLog(store, PredictionLogSettings(), tmp_path / "spool", CollectorRegistry())
+    transposed = np.ones((2, 3)).T  # not C-contiguous: orjson refuses it
+    log.submit(Chunk("shop", 1, 1_700_000_000.0, "p", 1, ["a", "b", "a"], transposed, None))
+    log.submit(chunk(10))
+    log.start()
+    try:
+        assert log.flush()
+    finally:
+        log.stop()
+    assert outcomes(log) == {"written": 1, "spooled": 0, "replayed": 0, "dropped": 3}
+    assert stored_ids(store) == ["p-10"]
+
+
+def test_segments_left_without_a_lock_file_are_written(store: Store, tmp_path: Path):
+    """A server that stopped while the store was down leaves its sealed segments and no
+    lock file (its lock is released at stop); one that could not seal leaves ``.open``."""
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    (spool / "gone-000000001.jsonl").write_bytes(b'["shop",1,1700000000.0,"gone",1,[1.5],null,null]\n')
+    (spool / "gone-000000002.jsonl.open").write_bytes(b'["shop",1,1700000001.0,"gone",2,[2.5],null,null]\n' + bytes(100))
+    writer = SegmentWriter(store, spool, "next", 2000, 1.0, lambda event, n: None)
+    writer.adopt_orphans()
+    writer.write_sealed(final=True)
+    assert stored_ids(store) == ["gone-1", "gone-2"]
+    assert sorted(p.name for p in spool.iterdir()) == []

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from modelmon.errors import RegistryError
+from modelmon.errors import InvalidInputError, RegistryError
 from modelmon.runtimes.base import (
     ArtifactInfo,
     ReadOptions,
@@ -162,13 +162,13 @@ class OnnxRuntime(Runtime):
             elif dtype not in (np.float32, np.float64):
                 # An integer or boolean input has no missing value: NaN would be cast to garbage.
                 if np.isnan(column).any():
-                    raise ValueError(f"the graph's {name!r} input cannot take a missing value")
+                    raise InvalidInputError(f"the graph's {name!r} input cannot take a missing value", reason="missing_value")
                 # Nor a value beyond its type: the cast would wrap 1e30 to -2**63 with only a
                 # RuntimeWarning. The validator refuses these for an int feature (a 400); this
                 # guards a graph whose input type differs from its feature's.
                 if dtype is not np.bool_ and not _fits(column, dtype):
-                    raise ValueError(f"the graph's {name!r} input ({np.dtype(dtype).name}) cannot take "
-                                     f"the value(s) sent: outside its range or not whole numbers")
+                    raise InvalidInputError(f"the graph's {name!r} input ({np.dtype(dtype).name}) cannot take "
+                                            f"the value(s) sent: outside its range or not whole numbers", reason="invalid_value")
             feeds[name] = column.astype(dtype)
         return feeds
 

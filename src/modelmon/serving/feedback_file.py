@@ -90,7 +90,7 @@ def _number(label: Any, classes: list[str]) -> tuple[float | None, str | None]:
 def _class(label: Any, classes: list[str]) -> tuple[str | None, str | None]:
     """A classifier's label, as text: one of its classes (a whole float as its integer, as
     the server reads it: 1.0 is class "1")."""
-    if _empty(label):
+    if _empty(label) or (isinstance(label, str) and not label.strip() and "" not in classes):
         return None, "empty label"
     if isinstance(label, float) and label.is_integer():
         label = int(label)

@@ -28,7 +28,9 @@ try, or left by a process that died), ``dropped`` (could not even be journaled).
 
 from __future__ import annotations
 
+import errno
 import fcntl
+import itertools
 import logging
 import mmap
 import os
@@ -85,6 +87,45 @@ class Chunk:
     features: list[dict[str, Any]] | None
 
 
+@dataclass(slots=True)
+class _Segment:
+    """The open journal segment: a file mapped into memory (``memory``), or, where it cannot
+    be mapped, a file appended to with ``write`` (``fd``); ``used``: the bytes of its lines."""
+
+    path: Path
+    memory: mmap.mmap | None
+    fd: int | None
+    opened: float
+    used: int = 0
+
+    def room(self, n: int) -> bool:
+        return self.memory is None or self.used + n <= len(self.memory)
+
+    def append(self, line: bytes) -> None:
+        if self.memory is not None:
+            end = self.used + len(line)
+            self.memory[self.used : end] = line
+            self.used = end
+        else:
+            assert self.fd is not None
+            os.write(self.fd, line)
+            self.used += len(line)
+
+    def seal(self) -> None:
+        """Unmapped (or closed), cut to its lines, renamed without ``.open`` so the writer
+        may take it; deleted if it has no line."""
+        if self.memory is not None:
+            self.memory.close()
+        if self.fd is not None:
+            os.close(self.fd)
+        if not self.used:
+            self.path.unlink(missing_ok=True)
+            return
+        if self.memory is not None:
+            os.truncate(self.path, self.used)
+        self.path.rename(self.path.with_suffix(""))
+
+
 def prediction_ids(prefix: str, first: int, n: int) -> list[str]:
     return [f"{prefix}-{i}" for i in range(first, first + n)]
 
@@ -106,11 +147,9 @@ class PredictionLog:
         self._lock_file = (self.directory / f"{self.prefix}.lock").open("w")
         fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)  # ours while we live
         self._segment_lock = threading.Lock()
-        self._segment_number = 0
-        self._map: mmap.mmap | None = None  # the open segment, mapped
-        self._used = 0  # its bytes holding lines
-        self._open_path: Path | None = None
-        self._segment_opened = 0.0
+        self._numbers = itertools.count(1)  # segments' numbers (next() is atomic: two threads open segments)
+        self._segment: _Segment | None = None  # the open one
+        self._mapping = True  # False once the file system refused to map a segment
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._writer: subprocess.Popen | None = None
@@ -129,31 +168,31 @@ class PredictionLog:
         the lines of earlier versions: per
         request, ``[model, version, time, ids, labels, probabilities, features]``, and before
         that the objects ``{"m", "v", "t", "ids", "y", "p", "f"}``."""
-        line = orjson.dumps(
-            [chunk.model, chunk.version, chunk.predicted_at, chunk.id_prefix, chunk.first_id, chunk.labels,
-             chunk.probabilities, chunk.features],
-            option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_APPEND_NEWLINE,
-        )
         try:
+            line = orjson.dumps(
+                [chunk.model, chunk.version, chunk.predicted_at, chunk.id_prefix, chunk.first_id, chunk.labels,
+                 chunk.probabilities, chunk.features],
+                option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_APPEND_NEWLINE,
+            )
             with self._segment_lock:
-                segment = self._map
-                start = self._used
-                end = start + len(line)
-                if segment is None or end > len(segment):
-                    self._seal()
-                    segment = self._open_segment(len(line))
-                    start, end = 0, len(line)
-                segment[start:end] = line
-                self._used = end
-        except OSError:
+                segment = self._segment
+                if segment is None or not segment.room(len(line)):
+                    self._segment = None
+                    if segment is not None:
+                        segment.seal()
+                    self._segment = segment = self._new_segment(len(line))
+                segment.append(line)
+        except Exception:  # a full disk, or outputs orjson cannot write: counted, never raised
             logger.exception("prediction log: cannot journal %d rows", len(chunk.labels))
             self.outcomes["dropped"].inc(len(chunk.labels))
 
-    def _open_segment(self, size: int = 0) -> mmap.mmap:
-        """Open the next segment, of ``SEGMENT_BYTES`` or ``size``, allocated and mapped
-        (``self._map``); with the segment lock held."""
-        self._segment_number += 1
-        path = self.directory / f"{self.prefix}-{self._segment_number:09d}{SEGMENT_SUFFIX}.open"
+    def _new_segment(self, size: int = 0) -> _Segment:
+        """A new open segment of ``SEGMENT_BYTES`` (or ``size``), allocated and mapped; where
+        the file system cannot map a file (some network and FUSE file systems), this and every
+        later segment is appended to with ``write`` instead, as before the mapping."""
+        path = self.directory / f"{self.prefix}-{next(self._numbers):09d}{SEGMENT_SUFFIX}.open"
+        if not self._mapping:
+            return _Segment(path, None, os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644), time.monotonic())
         size = max(SEGMENT_BYTES, size)
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
@@ -161,34 +200,24 @@ class PredictionLog:
                 os.posix_fallocate(fd, 0, size)  # ENOSPC here; a sparse mapping would die of SIGBUS
             else:  # macOS: a sparse file (only Linux is a supported server platform)
                 os.ftruncate(fd, size)
-            self._map = segment = mmap.mmap(fd, size)
-        except OSError:
+            memory = mmap.mmap(fd, size)
+        except OSError as exc:
             path.unlink(missing_ok=True)
-            raise
+            if exc.errno == errno.ENOSPC:
+                raise
+            logger.warning("prediction log: cannot map a journal segment in %s (%s); journaling with write() instead",
+                           self.directory, exc)
+            self._mapping = False
+            return self._new_segment(size)
         finally:
             os.close(fd)  # the mapping keeps the file
-        self._used = 0
-        self._segment_opened = time.monotonic()
-        self._open_path = path
-        return segment
-
-    def _seal(self) -> None:
-        """Seal the open segment, with the segment lock held: unmapped, cut to its lines, and
-        renamed without ``.open`` so the writer may take it (deleted if it has none)."""
-        segment, path = self._map, self._open_path
-        if segment is None or path is None:
-            return
-        self._map = self._open_path = None
-        segment.close()
-        if self._used == 0:
-            path.unlink(missing_ok=True)
-            return
-        os.truncate(path, self._used)
-        path.rename(path.with_suffix(""))
+        return _Segment(path, memory, None, time.monotonic())
 
     def _close_segment(self) -> None:
         with self._segment_lock:
-            self._seal()
+            segment, self._segment = self._segment, None
+            if segment is not None:
+                segment.seal()
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -225,7 +254,8 @@ class PredictionLog:
     def _run(self) -> None:
         """Seal the open segment every ``segment_seconds``; start the writer again if it died."""
         while not self._stop.wait(self._tick):
-            if self._map is not None and self._used and time.monotonic() - self._segment_opened >= self.settings.segment_seconds:
+            segment = self._segment
+            if segment is not None and segment.used and time.monotonic() - segment.opened >= self.settings.segment_seconds:
                 self._rotate()
             writer = self._writer
             if writer is not None and writer.poll() is not None and time.monotonic() >= self._restart_at:
@@ -234,13 +264,20 @@ class PredictionLog:
                 self._start_writer()
 
     def _rotate(self) -> None:
-        """Seal the open segment and open the next one here, off the request path."""
+        """Seal the open segment and put the next one in its place, made here before the
+        lock is taken: the request path waits for a swap, not for a file to be allocated."""
         try:
-            with self._segment_lock:
-                self._seal()
-                self._open_segment()
+            following = self._new_segment()
         except OSError:  # a full disk: the next model call tries again, and counts what it drops
             logger.exception("prediction log: cannot open a journal segment")
+            return
+        with self._segment_lock:
+            segment, self._segment = self._segment, following
+        if segment is not None:
+            try:
+                segment.seal()
+            except OSError:  # left open: the next server's writer cuts and writes it
+                logger.exception("prediction log: cannot seal %s", segment.path)
 
     @property
     def _tick(self) -> float:

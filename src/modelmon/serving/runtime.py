@@ -12,7 +12,7 @@ from typing import Any, cast
 
 import numpy as np
 
-from modelmon.errors import InferenceError
+from modelmon.errors import InferenceError, InvalidInputError
 from modelmon.monitoring.metrics import ModelMetrics, ServerMetrics
 from modelmon.monitoring.monitor import MonitorSettings, VersionMonitor
 from modelmon.monitoring.tasks import ErrorEstimator
@@ -107,6 +107,8 @@ class ModelRuntime:
     async def predict(self, batch: FeatureBatch) -> Prediction:
         try:
             answer = await self.batcher.submit(batch)
+        except InvalidInputError:  # a value the model's graph cannot take (runtimes/onnx.py): the caller's 400
+            raise
         except Exception as exc:
             raise InferenceError(
                 f"model {self.name} version {self.version} failed: {type(exc).__name__}: {exc}"

@@ -103,12 +103,15 @@ class SegmentWriter:
             self.report("pending", segments)
 
     def adopt_orphans(self) -> None:
-        """Segments of processes that died (their lock is free) become ours to write."""
-        for lock in self.directory.glob("*.lock"):
-            prefix = lock.stem
-            if prefix == self.prefix:
-                continue
-            with lock.open("w") as handle:
+        """Segments of processes that are gone become ours to write: those whose lock is
+        free (a process that died), and those left with no lock file at all (a server that
+        stopped while the store was down, or could not seal a segment)."""
+        prefixes = {lock.stem for lock in self.directory.glob("*.lock")}
+        prefixes |= {path.name.split("-", 1)[0] for path in self.directory.glob(f"*-*{SEGMENT_SUFFIX}*")}
+        prefixes.discard(self.prefix)
+        for prefix in sorted(prefixes):
+            lock = self.directory / f"{prefix}.lock"
+            with lock.open("a") as handle:
                 try:
                     fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except BlockingIOError:
