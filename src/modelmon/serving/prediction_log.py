@@ -256,7 +256,10 @@ class PredictionLog:
         while not self._stop.wait(self._tick):
             segment = self._segment
             if segment is not None and segment.used and time.monotonic() - segment.opened >= self.settings.segment_seconds:
-                self._rotate()
+                try:
+                    self._rotate()
+                except Exception:  # keep sealing: a dead thread would leave segments to fill up first
+                    logger.exception("prediction log: rotating the journal failed")
             writer = self._writer
             if writer is not None and writer.poll() is not None and time.monotonic() >= self._restart_at:
                 logger.error("prediction log: the writer process exited with %s; starting it again", writer.returncode)
