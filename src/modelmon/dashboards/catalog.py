@@ -596,17 +596,22 @@ RUNS_TABLE = """SELECT run_id, run_name, status, started_at, ended_at, last_step
 FROM training_runs
 WHERE experiment = '$experiment'
 ORDER BY started_at DESC"""
-RUNS_COMPARED = """SELECT run_id, run_name, run_status AS status,
-       MAX(CASE WHEN metric = 'loss' THEN final_value END) AS loss,
-       MAX(CASE WHEN metric = 'accuracy' THEN final_value END) AS accuracy,
-       MAX(CASE WHEN metric = 'f1_macro' THEN final_value END) AS f1_macro,
-       MAX(CASE WHEN metric = 'f1_macro' THEN max_value END) AS best_f1_macro,
-       MAX(CASE WHEN metric = 'loss' THEN min_value END) AS best_loss,
-       MAX(steps) AS epochs
+def runs_compared(columns: list[tuple[str, str, str]]) -> str:
+    """One row per chosen run: each ``(column, metric, value)`` is the run's final validation
+    ``final_value``, or its best ``min_value`` / ``max_value``, of ``metric``."""
+    picked = "".join(f"       MAX(CASE WHEN metric = '{metric}' THEN {value} END) AS {column},\n" for column, metric, value in columns)
+    return f"""SELECT run_id, run_name, run_status AS status,
+{picked}       MAX(steps) AS epochs
 FROM training_final_metrics
-WHERE experiment = '$experiment' AND split = 'validation' AND run_id IN (${run:singlequote})
+WHERE experiment = '$experiment' AND split = 'validation' AND run_id IN (${{run:singlequote}})
 GROUP BY run_id, run_name, run_status
 ORDER BY run_id"""
+
+
+RUNS_COMPARED = runs_compared([
+    ("loss", "loss", "final_value"), ("accuracy", "accuracy", "final_value"), ("f1_macro", "f1_macro", "final_value"),
+    ("best_f1_macro", "f1_macro", "max_value"), ("best_loss", "loss", "min_value"),
+])
 PARAMS = """SELECT COALESCE(r.run_name, 'run ' || r.run_id) AS run, p.key AS param, p.value AS value
 FROM training_runs r
 JOIN run_params p ON p.run_id = r.run_id
@@ -624,19 +629,10 @@ ORDER BY 1"""
 
 #: The final validation values of a regressor's runs, and the best each reached (lowest MAE and
 #: RMSE, highest R²): a classifier's runs have none of these metrics, so it has its own table.
-REGRESSION_RUNS_COMPARED = """SELECT run_id, run_name, run_status AS status,
-       MAX(CASE WHEN metric = 'mae' THEN final_value END) AS mae,
-       MAX(CASE WHEN metric = 'rmse' THEN final_value END) AS rmse,
-       MAX(CASE WHEN metric = 'r2' THEN final_value END) AS r2,
-       MAX(CASE WHEN metric = 'loss' THEN final_value END) AS loss,
-       MAX(CASE WHEN metric = 'mae' THEN min_value END) AS best_mae,
-       MAX(CASE WHEN metric = 'rmse' THEN min_value END) AS best_rmse,
-       MAX(CASE WHEN metric = 'r2' THEN max_value END) AS best_r2,
-       MAX(steps) AS epochs
-FROM training_final_metrics
-WHERE experiment = '$experiment' AND split = 'validation' AND run_id IN (${run:singlequote})
-GROUP BY run_id, run_name, run_status
-ORDER BY run_id"""
+REGRESSION_RUNS_COMPARED = runs_compared([
+    ("mae", "mae", "final_value"), ("rmse", "rmse", "final_value"), ("r2", "r2", "final_value"), ("loss", "loss", "final_value"),
+    ("best_mae", "mae", "min_value"), ("best_rmse", "rmse", "min_value"), ("best_r2", "r2", "max_value"),
+])
 
 #: The tasks of the chosen runs, from the metrics they logged: every classifier's run logs
 #: ``accuracy`` (log_classification), every regressor's ``mae`` (log_regression). The report
