@@ -2,12 +2,13 @@
 load, and the size limit holds."""
 
 import asyncio
+import logging
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
 
-from modelmon.serving.batching import AdaptiveBatcher
+from modelmon.serving.batching import AdaptiveBatcher, ObserverError
 from modelmon.types import FeatureBatch, ModelOutput
 
 
@@ -545,3 +546,100 @@ def test_stopping_while_a_failed_batch_is_retried_answers_its_callers_first():
     assert isinstance(answers[0], RuntimeError)
     for caller in (1, 2):
         np.testing.assert_array_equal(answers[caller].output.probabilities, rows(caller, 1).numeric)
+
+
+# -- an observer that fails: the model did not, so nothing is sent again -----------------
+
+
+class FailingNumbering(Numbering):
+    """Numbering that raises on the calls numbered in ``fail_calls`` (1-based), after having
+    numbered (counted) their rows, as an observer that fails half-way."""
+
+    def __init__(self, fail_calls: set[int]) -> None:
+        super().__init__()
+        self.fail_calls = fail_calls
+        self.n = 0
+
+    def __call__(self, batch: FeatureBatch, seconds: float, output: ModelOutput, waits: list[float]) -> int:
+        self.n += 1
+        first = super().__call__(batch, seconds, output, waits)
+        if self.n in self.fail_calls:
+            raise KeyError(f"observer bug on call {self.n}")
+        return first
+
+
+def assert_observer_failure(answer: object, call: int) -> None:
+    assert isinstance(answer, ObserverError), answer
+    assert isinstance(answer.__cause__, KeyError) and answer.__cause__.args == (f"observer bug on call {call}",)
+
+
+def observer_logs(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    """The batcher's log records of a failed observer, each with the observer's error."""
+    records = [r for r in caplog.records if r.name == "modelmon.serving" and "batch observer failed" in r.getMessage()]
+    assert all(r.levelno == logging.ERROR and r.exc_info and r.exc_info[0] is KeyError for r in records)
+    return records
+
+
+def test_an_observer_failing_on_a_merged_call_fails_its_requests_without_calling_the_model_again(caplog):
+    """In the thread pool: the merged call [0, 1, 2] succeeds, its observer raises. Each caller
+    gets the error, the model is not called again (no retry one by one) and no row is observed
+    twice; the batcher goes on."""
+    model, numbering = Picky(), FailingNumbering(fail_calls={1})
+    batcher = slow_batcher(model, numbering)
+
+    async def main():
+        try:
+            failed = await asyncio.gather(*(batcher.submit(rows(i, 2)) for i in range(3)), return_exceptions=True)
+            after = await batcher.submit(rows(3, 1))
+            return failed, after
+        finally:
+            await batcher.stop()
+            batcher.executor.shutdown()
+
+    failed, after = asyncio.run(main())
+    assert model.calls == [[0, 1, 2], [3]]
+    for answer in failed:
+        assert_observer_failure(answer, call=1)
+    assert len(observer_logs(caplog)) == 1  # once per failed call, not per request
+    # The failed call's rows observed once (by the failing observer), then the next call's.
+    assert numbering.sizes == [6, 1] and numbering.waits == [3, 1]
+    np.testing.assert_array_equal(after.output.probabilities, rows(3, 1).numeric)
+    assert after.first_row == 1006
+
+
+def test_an_observer_failing_on_an_inline_merged_call_is_not_retried_either(caplog):
+    """On the event loop: a burst's first request goes direct, the other two are merged into
+    one inline call, whose observer (its third call, after the warm-up's and the direct one's)
+    raises."""
+    recorder, numbering = Recorder(), FailingNumbering(fail_calls={3})
+
+    async def steps(batcher):
+        await next_request()
+        return await asyncio.gather(*(batcher.submit(rows(i, 1)) for i in range(3)), return_exceptions=True)
+
+    answers = direct_run(recorder, numbering, steps)
+    assert recorder.paths == ["thread", "direct", "batcher"]
+    assert [callers for _, callers in recorder.calls[1:]] == [[0], [1, 2]]
+    np.testing.assert_array_equal(answers[0].output.probabilities, rows(0, 1).numeric)
+    assert_observer_failure(answers[1], call=3)
+    assert_observer_failure(answers[2], call=3)
+    assert len(observer_logs(caplog)) == 1
+    assert numbering.sizes == [1, 1, 2]
+
+
+@pytest.mark.parametrize("path", ["direct", "batching off"])
+def test_an_observer_failing_on_a_single_request_fails_it_the_same_way(caplog, path):
+    recorder, numbering = Recorder(), FailingNumbering(fail_calls={2})
+
+    async def steps(batcher):
+        await next_request()
+        with pytest.raises(ObserverError) as raised:
+            await batcher.submit(rows(0, 2))
+        return raised.value
+
+    error = direct_run(recorder, numbering, steps, enabled=path == "direct")
+    assert_observer_failure(error, call=2)
+    assert [callers for _, callers in recorder.calls] == [[99], [0]]
+    if path == "direct":
+        assert recorder.paths[1] == "direct"
+    assert len(observer_logs(caplog)) == 1

@@ -45,11 +45,18 @@ then costs a call per request, which is still a bounded, one-pass cost, and each
 hears its own call's error. A model that fails now and then may fail a retry too: that
 request gets the error of its own call. A caller that has gone (cancelled) is not retried.
 A single request's failed call is not retried: its caller gets its error at once.
+Only a failure of the model call itself is retried, not one of the observer: the observer
+runs after the model has answered and may have counted part of the rows when it raises, so a
+retry would call a model that did not fail again and could count rows twice. An observer
+that raises is a bug of modelmon, not the callers' fault: it is logged with its traceback,
+and every request of that call gets an ``ObserverError`` (caused by the observer's error),
+on every path, with no retry; the runtime answers it as any failed call (``InferenceError``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import deque
 from collections.abc import Callable
@@ -59,6 +66,8 @@ from typing import NamedTuple
 
 from modelmon.types import FeatureBatch, ModelOutput
 
+logger = logging.getLogger("modelmon.serving")
+
 #: Model calls whose times decide whether calls run inline (see the module's docstring).
 TIMING_WINDOW = 16
 
@@ -66,8 +75,21 @@ TIMING_WINDOW = 16
 #: how long each of its requests waited for it, before any of them is answered. It returns
 #: the number it gave the call's first row (the runtime numbers rows consecutively:
 #: prediction ids), so that each caller learns the number of its own first row. Everything
-#: done once per model call belongs here.
+#: done once per model call belongs here. It should not raise: if it does, the call's
+#: requests fail with an ``ObserverError`` (see the module's docstring).
 BatchObserver = Callable[[FeatureBatch, float, ModelOutput, list[float]], int]
+
+
+class ObserverError(RuntimeError):
+    """The observer raised after the model call had succeeded (its error is the cause): what
+    each request of that call gets. Never retried, since the model did not fail."""
+
+
+def _observer_failed(exc: Exception, merged: FeatureBatch) -> ObserverError:
+    """Log the observer's error ``exc``, which is being handled (so its traceback goes to the
+    log), and make the error that each request of its call gets."""
+    logger.exception("the batch observer failed on a model call of %d rows; its requests fail", merged.n_rows)
+    return ObserverError(f"observing the model's outputs failed: {type(exc).__name__}: {exc}")
 
 
 class Answer(NamedTuple):
@@ -180,12 +202,16 @@ class AdaptiveBatcher:
         self._direct_this_pass = False
 
     def _call_inline(self, merged: FeatureBatch, waits: list[float]) -> tuple[ModelOutput, int]:
-        """Call the model on the event loop's thread; a model error propagates to the caller."""
+        """Call the model on the event loop's thread; a model error propagates to the caller,
+        an observer's as an ``ObserverError``."""
         started = time.perf_counter()
         output = self.predict(merged)
         seconds = time.perf_counter() - started
         self._call_seconds.append(seconds)
-        first_row = self.observe(merged, seconds, output, waits) if self.observe is not None else 0
+        try:  # free when nothing is raised (Python 3.11+)
+            first_row = self.observe(merged, seconds, output, waits) if self.observe is not None else 0
+        except Exception as exc:
+            raise _observer_failed(exc, merged) from exc
         return output, first_row
 
     async def _call(self, batches: list[FeatureBatch], waits: list[float]) -> tuple[ModelOutput, int]:
@@ -197,7 +223,10 @@ class AdaptiveBatcher:
         started = time.perf_counter()
         output, call_seconds = await asyncio.get_running_loop().run_in_executor(self.executor, self._timed_predict, merged)
         self._call_seconds.append(call_seconds)
-        first_row = self.observe(merged, time.perf_counter() - started, output, waits) if self.observe is not None else 0
+        try:
+            first_row = self.observe(merged, time.perf_counter() - started, output, waits) if self.observe is not None else 0
+        except Exception as exc:
+            raise _observer_failed(exc, merged) from exc
         return output, first_row
 
     def _timed_predict(self, batch: FeatureBatch) -> tuple[ModelOutput, float]:
@@ -243,6 +272,11 @@ class AdaptiveBatcher:
         self._last_call_requests = len(items)
         try:
             output, first_row = await self._call([i.batch for i in items], [started - i.enqueued for i in items])
+        except ObserverError as exc:  # the model answered: calling it again would not help
+            for item in items:
+                if not item.future.done():
+                    item.future.set_exception(exc)
+            return
         except Exception as exc:
             if len(items) == 1:  # its own error: nothing to isolate
                 if not items[0].future.done():
