@@ -18,7 +18,7 @@ from modelmon.monitoring.monitor import MonitorSettings, VersionMonitor
 from modelmon.monitoring.tasks import ErrorEstimator
 from modelmon.registry.card import ModelCard
 from modelmon.runtimes.base import Runtime
-from modelmon.serving.batching import AdaptiveBatcher
+from modelmon.serving.batching import AdaptiveBatcher, ObserverError
 from modelmon.serving.outputs import outputs_for
 from modelmon.serving.prediction_log import Chunk, PredictionLog, prediction_ids
 from modelmon.serving.recent import RecentPredictions
@@ -109,6 +109,10 @@ class ModelRuntime:
             answer = await self.batcher.submit(batch)
         except InvalidInputError:  # a value the model's graph cannot take (runtimes/onnx.py): the caller's 400
             raise
+        except ObserverError as exc:  # the model answered; recording its call failed (logged by the batcher)
+            raise InferenceError(
+                f"model {self.name} version {self.version} answered, but recording the call failed: {exc}"
+            ) from exc
         except Exception as exc:
             raise InferenceError(
                 f"model {self.name} version {self.version} failed: {type(exc).__name__}: {exc}"
