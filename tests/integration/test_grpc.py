@@ -14,6 +14,7 @@ from itertools import pairwise
 import grpc
 import httpx
 import numpy as np
+import pandas as pd
 import pytest
 import tritonclient.grpc as triton
 from prometheus_client.parser import text_string_to_metric_families
@@ -23,7 +24,7 @@ from modelmon.serving.grpc_v2 import grpc_predict_v2_pb2 as pb
 from modelmon.stack.processes import free_port, stop_process
 from tests.conftest import start_server
 from tests.integration.prom_helpers import promtool_check_metrics
-from tests.integration.test_http_api import error_counts, metric_value
+from tests.integration.test_http_api import error_counts, metric_value, typed_registry
 
 pytestmark = pytest.mark.slow
 TOKEN = "grpc-test-token"
@@ -217,6 +218,53 @@ def test_bad_inputs_are_a_named_status_and_counted(served, model_infer):
     # Each answered with the HTTP status REST gives the same error, under endpoint grpc_infer.
     assert metric_value(server.url, "modelmon_requests_total", model="shop", endpoint="grpc_infer", code="400") == sum(
         n for (m, _), n in expected.items() if m == "shop")
+
+
+@pytest.fixture(scope="module")
+def typed_served(tmp_path_factory):
+    """(server, gRPC port, model) serving ``typed``: a float32 feature ``x`` and a bool ``flag``."""
+    root = tmp_path_factory.mktemp("typed-registry")
+    model = typed_registry(root)
+    grpc_port = free_port()
+    handle = start_server(root, tmp_path_factory.mktemp("typed-grpc"), "--grpc-port", str(grpc_port), "--drain-seconds", "0")
+    yield handle, grpc_port, model
+    stop_process(handle.process)
+
+
+def typed_request(x: tuple[str, list], flag: tuple[str, list]) -> pb.ModelInferRequest:
+    request = pb.ModelInferRequest(model_name="typed")
+    for name, (datatype, values) in (("x", x), ("flag", flag)):
+        field = {"FP32": "fp32_contents", "FP64": "fp64_contents", "BOOL": "bool_contents"}[datatype]
+        getattr(request.inputs.add(name=name, datatype=datatype, shape=[len(values)]).contents, field).extend(values)
+    return request
+
+
+def test_values_a_float32_or_bool_feature_cannot_hold_are_invalid_argument(typed_served):
+    """The REST path's checks: a float32 feature beyond float32, a bool feature given 7 or 0.5."""
+    server, grpc_port, model = typed_served
+    before = error_counts(server.url, "typed")
+    with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
+        infer = channel.unary_unary("/inference.GRPCInferenceService/ModelInfer", request_serializer=pb.ModelInferRequest.SerializeToString,
+                                    response_deserializer=pb.ModelInferResponse.FromString)
+        for request, text in (
+            (typed_request(("FP64", [0.5, 1e300]), ("BOOL", [True, False])), "feature 'x': value 1e+300 at row 1 is out of range for float32"),
+            (typed_request(("FP64", [-1e39]), ("BOOL", [True])), "feature 'x': value -1e+39 at row 0 is out of range for float32"),
+            (typed_request(("FP32", [0.5, 1.0]), ("FP64", [1.0, 7.0])),
+             "feature 'flag': value 7 at row 1 is not true or false (a bool feature takes true/false, or 0 and 1)"),
+            (typed_request(("FP32", [0.5]), ("FP64", [0.5])),
+             "feature 'flag': value 0.5 at row 0 is not true or false (a bool feature takes true/false, or 0 and 1)"),
+        ):
+            with pytest.raises(grpc.RpcError) as caught:
+                infer(request)
+            assert (caught.value.code().name, caught.value.details()) == ("INVALID_ARGUMENT", text)
+        # In range, true/false or 0/1: the model's answers.
+        expected = model.predict(pd.DataFrame({"x": [0.5, -2.0], "flag": [True, False]}))
+        for flag in (("BOOL", [True, False]), ("FP64", [1.0, 0.0])):
+            answer = infer(typed_request(("FP32", [0.5, -2.0]), flag))
+            assert answer.outputs[0].name == "prediction"
+            np.testing.assert_allclose(np.frombuffer(answer.raw_output_contents[0], dtype="<f8"), expected, rtol=1e-5)
+    after = error_counts(server.url, "typed")
+    assert after["invalid_value"] == before["invalid_value"] + 4 and after["internal_error"] == before["internal_error"]
 
 
 def test_tritonclient_sees_the_status_and_message(client):

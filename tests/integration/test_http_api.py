@@ -2,11 +2,18 @@
 kind of bad input: a 4xx with a JSON message naming the problem, counted by reason."""
 
 import json
+from pathlib import Path
 
 import httpx
 import numpy as np
+import pandas as pd
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from sklearn.linear_model import LinearRegression
+
+from modelmon.registry import register_model
+from modelmon.stack.processes import stop_process
+from tests.conftest import start_server
 
 pytestmark = pytest.mark.slow
 
@@ -325,3 +332,71 @@ def test_data_nested_deeper_than_the_recursion_limit_is_not_a_crash(server):
     assert response.status_code == 200, response.text  # row-major values, however nested
     response = httpx.post(f"{server.url}/v2/models/shop/infer", content=body(0, "1.0"))
     assert response.status_code == 400 and "'amount'" in response.json()["error"], response.text
+
+
+def typed_registry(root: Path) -> LinearRegression:
+    """Register ``typed`` in ``root``: a regressor whose signature declares a float32 feature
+    ``x`` and a bool feature ``flag`` (the reference data's dtypes). Returns the model."""
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"x": rng.normal(size=200).astype(np.float32), "flag": rng.random(200) < 0.5})
+    frame["y"] = 2.0 * frame.x + frame.flag + rng.normal(scale=0.1, size=200)
+    model = LinearRegression().fit(frame[["x", "flag"]], frame.y)
+    card = register_model(model, name="typed", reference=frame, target="y", registry=root)
+    assert [(f.name, f.dtype) for f in card.signature.features] == [("x", "float32"), ("flag", "bool")]
+    return model
+
+
+@pytest.fixture(scope="module")
+def typed_server(tmp_path_factory):
+    """A server of its own for ``typed`` (the shared registry has no float32 or bool feature)."""
+    root = tmp_path_factory.mktemp("typed-registry")
+    model = typed_registry(root)
+    handle = start_server(root, tmp_path_factory.mktemp("typed-server"), "--drain-seconds", "0")
+    yield handle, model
+    stop_process(handle.process)
+
+
+def typed_inputs(x, flag, flag_datatype="BOOL") -> list[dict]:
+    return [{"name": "x", "shape": [len(x)], "datatype": "FP32", "data": list(x)},
+            {"name": "flag", "shape": [len(flag)], "datatype": flag_datatype, "data": list(flag)}]
+
+
+#: A float32 feature beyond float32 (the cast made it infinite) and a bool feature given a number
+#: other than 0 or 1 (taken as it was): (path, body, message).
+TYPED_BAD = [
+    ("/v2/models/typed/infer", {"inputs": typed_inputs([0.5, 1e300], [True, False])},
+     "feature 'x': value 1e+300 at row 1 is out of range for float32"),
+    ("/v1/models/typed:predict", {"instances": [{"x": -1e39, "flag": True}]},
+     "feature 'x': value -1e+39 at row 0 is out of range for float32"),
+    ("/v2/models/typed/infer", {"inputs": typed_inputs([0.5, 1.0], [1, 7], "FP64")},
+     "feature 'flag': value 7 at row 1 is not true or false (a bool feature takes true/false, or 0 and 1)"),
+    ("/v1/models/typed:predict", {"instances": [{"x": 0.5, "flag": True}, {"x": 0.5, "flag": 0.5}]},
+     "feature 'flag': value 0.5 at row 1 is not true or false (a bool feature takes true/false, or 0 and 1)"),
+]
+
+
+@pytest.mark.parametrize(("path", "body", "text"), TYPED_BAD)
+def test_values_a_float32_or_bool_feature_cannot_hold_are_a_named_400(typed_server, path, body, text):
+    server, _ = typed_server
+    before = error_counts(server.url, "typed")
+    response = httpx.post(f"{server.url}{path}", json=body)
+    assert response.status_code == 400, response.text
+    assert response.json()["error"] == text
+    after = error_counts(server.url, "typed")
+    assert after["invalid_value"] == before["invalid_value"] + 1 and after["internal_error"] == before["internal_error"]
+
+
+def test_a_float32_and_bool_feature_keep_their_values(typed_server):
+    """In float32's range, true/false and 0/1 (and NaN where nullable: the unit tests) answer as the model does."""
+    server, model = typed_server
+    expected = model.predict(pd.DataFrame({"x": [0.5, -2.0, 0.5, -2.0], "flag": [True, False, True, False]})).tolist()
+    for inputs in (typed_inputs([0.5, -2.0, 0.5, -2.0], [True, False, True, False]),
+                   typed_inputs([0.5, -2.0, 0.5, -2.0], [1, 0, 1.0, 0.0], "FP64")):
+        response = httpx.post(f"{server.url}/v2/models/typed/infer", json={"inputs": inputs})
+        assert response.status_code == 200, response.text
+        prediction = next(o for o in response.json()["outputs"] if o["name"] == "prediction")
+        np.testing.assert_allclose(prediction["data"], expected, rtol=1e-5)
+    records = [{"x": 0.5, "flag": True}, {"x": -2.0, "flag": 0}, {"x": 0.5, "flag": 1}, {"x": -2.0, "flag": False}]
+    response = httpx.post(f"{server.url}/v1/models/typed:predict", json={"instances": records})
+    assert response.status_code == 200, response.text
+    np.testing.assert_allclose([p["prediction"] for p in response.json()["predictions"]], expected, rtol=1e-5)

@@ -379,3 +379,70 @@ def test_the_integer_check_finds_the_row_with_few_or_many_rows(rows):
 def test_a_boolean_for_a_categorical_feature_is_named_as_not_a_string():
     error = rejected(RequestValidator(SIGNATURE, 100).from_records, [{"amount": 1.0, "items": 1, "channel": True}])
     assert (error.reason, error.message) == ("invalid_value", "feature 'channel' is categorical: expected a string at row 0, got True")
+
+
+FP32_MAX = float(np.finfo(np.float32).max)
+TYPED = Signature(features=[FeatureSpec(name="f", dtype="float32", nullable=True), FeatureSpec(name="flag", dtype="bool", nullable=True),
+                            FeatureSpec(name="x", dtype="float64")], task="regression", input_layout="columns")
+
+
+def typed_rows(rows: int, **column) -> list[TensorInput]:
+    """``rows`` valid rows of TYPED as one input per feature, a column replaced by (datatype, values)."""
+    tensors = {"f": ("FP64", [1.5] * rows), "flag": ("BOOL", [True] * rows), "x": ("FP64", [1e300] * rows), **column}
+    return [TensorInput(name, [rows], datatype, values) for name, (datatype, values) in tensors.items()]
+
+
+@pytest.mark.parametrize("rows", [1, 40])
+@pytest.mark.parametrize(("value", "shown"), [(1e300, "1e+300"), (-1e39, "-1e+39"), (FP32_MAX * (1 + 2**-30), "3.402823469554415e+38")])
+def test_a_float32_feature_refuses_values_beyond_float32(rows, value, shown):
+    # Beyond float32's largest (the first two the cast would make infinite), with a missing
+    # value before it; a float64 feature (x, 1e300 in every row) takes any finite value.
+    validator = RequestValidator(TYPED, 100)
+    f = [1.5] * rows
+    f[0] = None  # nullable: excused wherever it stands
+    f[-1] = value
+    assert message(validator.from_tensors, typed_rows(rows, f=("FP64", f))) == (
+        "invalid_value", f"feature 'f': value {shown} at row {rows - 1} is out of range for float32")
+    assert message(validator.from_tensors, typed_rows(rows, f=("FP32", f))) == (
+        "invalid_value", f"feature 'f': value {shown} at row {rows - 1} is out of range for float32")
+
+
+def test_a_float32_feature_keeps_values_up_to_float32s_limits_and_missing_ones():
+    validator = RequestValidator(TYPED, 100)
+    batch = validator.from_tensors(typed_rows(4, f=("FP64", [float("nan"), FP32_MAX, -FP32_MAX, None])))
+    assert np.isnan(batch.numeric[0, 0]) and batch.numeric[1:3, 0].tolist() == [FP32_MAX, -FP32_MAX] and np.isnan(batch.numeric[3, 0])
+    assert batch.numeric[:, 2].tolist() == [1e300] * 4
+    assert validator.from_tensors(typed_rows(1, f=("FP32", np.array([FP32_MAX], dtype=np.float32)))).numeric[0, 0] == FP32_MAX
+    assert message(validator.from_records, [{"f": 2.5, "flag": True, "x": 1.0}, {"f": -1e39, "flag": False, "x": 1.0}]) == (
+        "invalid_value", "feature 'f': value -1e+39 at row 1 is out of range for float32")
+    matrix = RequestValidator(TYPED.model_copy(update={"input_layout": "matrix"}), 100)
+    assert message(matrix.from_tensors, [TensorInput("m", [2, 3], "FP64", [[1.0, True, 2.0], [1e39, False, 2.0]])]) == (
+        "invalid_value", "feature 'f': value 1e+39 at row 1 is out of range for float32")
+
+
+@pytest.mark.parametrize("rows", [1, 40])  # bool: a few rows are checked as Python floats, more with numpy
+@pytest.mark.parametrize(("value", "shown"), [(7, "7"), (0.5, "0.5"), (-1.0, "-1"), (2, "2")])
+def test_a_bool_feature_refuses_numbers_other_than_0_and_1(rows, value, shown):
+    validator = RequestValidator(TYPED, 100)
+    flag = [1.0] * rows
+    flag[0] = None
+    flag[-1] = value
+    assert message(validator.from_tensors, typed_rows(rows, flag=("FP64", flag))) == (
+        "invalid_value", f"feature 'flag': value {shown} at row {rows - 1} is not true or false (a bool feature takes true/false, or 0 and 1)")
+    records = [{"f": 1.0, "flag": True, "x": 1.0}] * (rows - 1) + [{"f": 1.0, "flag": value, "x": 1.0}]
+    assert message(validator.from_records, records) == (
+        "invalid_value", f"feature 'flag': value {shown} at row {rows - 1} is not true or false (a bool feature takes true/false, or 0 and 1)")
+
+
+def test_a_bool_feature_keeps_true_false_0_1_and_missing():
+    validator = RequestValidator(TYPED, 100)
+    for datatype, flag in (("BOOL", [True, False, None]), ("FP64", [1.0, 0.0, None]), ("INT64", [1, 0, None]),
+                           ("BOOL", np.array([True, False, True])), ("FP64", np.array([1.0, 0.0, np.nan]))):
+        column = validator.from_tensors(typed_rows(3, flag=(datatype, flag))).numeric[:, 1]
+        assert column[:2].tolist() == [1.0, 0.0] and (np.isnan(column[2]) or column[2] == 1.0)
+    batch = validator.from_records([{"f": 1.0, "flag": True, "x": 0.5}, {"f": 1.0, "flag": 0, "x": 0.5}, {"f": 1.0, "flag": None, "x": 0.5}])
+    assert batch.numeric[:2, 1].tolist() == [1.0, 0.0] and np.isnan(batch.numeric[2, 1])
+    matrix = RequestValidator(FLAGS, 10)
+    assert matrix.from_tensors([TensorInput("m", [2, 2], "FP64", [[1, 0.5], [0, 7.0]])]).numeric.tolist() == [[1.0, 0.5], [0.0, 7.0]]
+    assert message(matrix.from_tensors, [TensorInput("m", [2, 2], "FP64", [[1, 0.5], [7.0, 0]])]) == (
+        "invalid_value", "feature 'flag': value 7 at row 1 is not true or false (a bool feature takes true/false, or 0 and 1)")

@@ -23,12 +23,19 @@ INT_RANGES: dict[str, tuple[int, int]] = {
     "INT32": (-(2**31), 2**31 - 1), "INT64": (-(2**63), 2**63 - 1),
     "UINT8": (0, 2**8 - 1), "UINT16": (0, 2**16 - 1), "UINT32": (0, 2**32 - 1), "UINT64": (0, 2**64 - 1),
 }
-#: An integer feature's values travel as float64 and are cast to the model's type: each must be
-#: whole and ``low <= value < high`` (2**63 - 1 itself rounds up to 2**63 in float64, which the
-#: cast to int64 would wrap to -2**63).
 #: The datatypes whose JSON values are checked against the type (FP takes any number).
 _TYPED_JSON = frozenset(INT_RANGES) | {"BOOL"}
-FEATURE_INT_BOUNDS: dict[str, tuple[float, float]] = {"int64": (-(2.0**63), 2.0**63), "int32": (-(2.0**31), 2.0**31)}
+#: A numeric feature's values travel as float64 and are cast to the model's type: each must be
+#: ``low <= value < high``, and whole for an integer or bool feature (2**63 - 1 itself rounds up
+#: to 2**63 in float64, which the cast to int64 would wrap to -2**63). A bool feature takes
+#: true/false, which arrive as 1.0/0.0, so 0 and 1 only. A float32 feature takes magnitudes up
+#: to float32's largest (its high bound is the next float64): the cast makes larger ones infinite
+#: (or, within half a float32 step, the largest).
+_FP32_MAX = float(np.finfo(np.float32).max)
+FEATURE_BOUNDS: dict[str, tuple[float, float]] = {
+    "int64": (-(2.0**63), 2.0**63), "int32": (-(2.0**31), 2.0**31), "bool": (0.0, 2.0),
+    "float32": (-_FP32_MAX, math.nextafter(_FP32_MAX, math.inf)),
+}
 
 
 class RequestValidator:
@@ -50,8 +57,11 @@ class RequestValidator:
         self.strict_names = {self.numeric_names[i] for i in self.strict_columns}
         self.all_strict = len(self.strict_columns) == len(numeric)
         self.all_bool = bool(numeric) and not self.strict_columns
-        self.int_columns = [(i, f.name, f.dtype, *FEATURE_INT_BOUNDS[f.dtype])
-                            for i, f in enumerate(numeric) if f.dtype in FEATURE_INT_BOUNDS]
+        # The features whose values the cast to their type could change (float64 pays nothing):
+        # integer and bool ones checked a column at a time, float32 ones all in one pass.
+        bounded = [(i, f.name, f.dtype, *FEATURE_BOUNDS[f.dtype]) for i, f in enumerate(numeric) if f.dtype in FEATURE_BOUNDS]
+        self.bounded_columns = [c for c in bounded if c[2] != "float32"]
+        self.fp32_columns = [c for c in bounded if c[2] == "float32"]
 
     # -- Open Inference Protocol ------------------------------------------------------
 
@@ -274,7 +284,7 @@ class RequestValidator:
                     "model cannot take missing values for it",
                     reason="missing_value",
                 )
-        for col, name, dtype, low, high in self.int_columns:
+        for col, name, dtype, low, high in self.bounded_columns:
             # Fast: whole and in range (a NaN is not whole: it is excused below, where the row
             # is looked for). A few rows as Python floats (~0.5 us for one row), more with
             # numpy's min, max and fmod (~2.5 us whatever the rows: reductions' set-up).
@@ -285,14 +295,28 @@ class RequestValidator:
             else:
                 whole = low <= x.min() and x.max() < high and not np.count_nonzero(np.fmod(x, 1.0))
             if not whole:
-                _check_integer_feature(x, name, dtype, low, high)
+                _check_bounded_feature(x, name, dtype, low, high)
+        # float32: one comparison over the whole batch (~1 us for a 30-value row, where a column
+        # at a time took ~13 for 30 float32 features, and picking their columns out ~2), NaN-safe
+        # (it compares false). Only if a value is beyond float32, in whichever column, are the
+        # float32 columns looked at.
+        if self.fp32_columns and np.count_nonzero(np.abs(numeric) > _FP32_MAX):
+            for col, name, dtype, low, high in self.fp32_columns:
+                _check_bounded_feature(numeric[:, col], name, dtype, low, high)
 
 
-def _check_integer_feature(x: np.ndarray, name: str, dtype: str, low: float, high: float) -> None:
+def _check_bounded_feature(x: np.ndarray, name: str, dtype: str, low: float, high: float) -> None:
     present = ~np.isnan(x)
     outside = present & ((x < low) | (x >= high))
-    fraction = present & ~outside & (np.fmod(np.where(present, x, 0.0), 1.0) != 0)
-    for mask, problem in ((outside, f"is out of range for {dtype}"), (fraction, f"is not an integer ({dtype})")):
+    if dtype == "float32":
+        problems = [(outside, "is out of range for float32")]
+    else:
+        fraction = present & ~outside & (np.fmod(np.where(present, x, 0.0), 1.0) != 0)
+        if dtype == "bool":  # 7 and 0.5 alike: neither is true nor false
+            problems = [(outside | fraction, "is not true or false (a bool feature takes true/false, or 0 and 1)")]
+        else:
+            problems = [(outside, f"is out of range for {dtype}"), (fraction, f"is not an integer ({dtype})")]
+    for mask, problem in problems:
         if mask.any():
             row = int(np.argmax(mask))
             raise InvalidInputError(
