@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from modelmon.dashboards import catalog
 from modelmon.dashboards.catalog import QUALITY_UID, TRAINING_UID, all_dashboards
 from modelmon.dashboards.report import write_report
 from tests.dashboards.conftest import REGRESSION_EXPERIMENT, REGRESSOR
@@ -74,6 +75,25 @@ def test_report_of_a_regressor_draws_its_regression_panels(stack, tmp_path):
     quality = [p for p in summary.panels if p.dashboard == "modelmon / Model quality"]
     assert sorted(p.title for p in quality) == sorted(p.title for p in _regression_panels())
     assert all(p.has_data for p in quality), [p.title for p in quality if not p.has_data]
+
+
+def test_report_of_a_regressor_draws_drift_panels_with_data_and_no_classifier_panels(stack, tmp_path):
+    """The drift dashboard of a regressor: every panel it draws has data (missing and unseen
+    values as shares of the rows it predicted, its predicted values against the validation
+    predictions), and none of the classifier's prediction panels (classes, confidence), which
+    a regressor has no series for, is drawn empty."""
+    seconds = (datetime.now(UTC) - stack.started).total_seconds() + 10
+    summary = write_report(tmp_path / "price.html", stack.prometheus.url, None, range_seconds=seconds, scrape_interval=1.0,
+                           model=REGRESSOR)
+    drift = [p for p in summary.panels if p.dashboard == "modelmon / Data drift and quality"]
+    assert [p.title for p in drift if not p.has_data] == []
+    titles = {p.title for p in drift}
+    classifier = {p.title for row in catalog.drift().rows if row.task == "classification" for p in row.panels}
+    assert classifier and not titles & classifier, titles & classifier
+    # The regressor's own prediction panel, and the task-free ones, are drawn.
+    regressor = {p.title for row in catalog.drift().rows if row.task == "regression" for p in row.panels}
+    assert regressor and regressor <= titles, regressor - titles
+    assert {"Missing values", "Unseen values", "Prediction drift", "Prediction drift (PSI)"} <= titles
 
 
 def test_report_command_on_sqlite(stack, tmp_path):

@@ -325,10 +325,23 @@ def rollout_decisions() -> Row:
 # -- 2. Drift and data quality ----------------------------------------------------------------
 
 
+def _live_against_reference(category: str) -> tuple[dict, ...]:
+    """A bar chart's live and reference shares (its queries A and B, instant tables) joined on
+    their ``category`` column, one bar of each per category."""
+    return (
+        {"id": "joinByField", "options": {"byField": category, "mode": "outer"}},
+        {"id": "organize", "options": {"excludeByName": {"Time": True, "Time 1": True, "Time 2": True},
+                                       "renameByName": {"Value #A": "live", "Value #B": "reference"}}},
+    )
+
+
 def drift() -> Dashboard:
     feature_sel = f'{SEL}, feature=~"$feature"'
     rules_feature = f'{RULES}, feature=~"$feature"'
-    rows_per_second = f"sum by (model, version) (rate(modelmon_predictions_total{{{SEL}}}[$__rate_interval]))"
+    # Rows predicted, of either task: the batch size histogram's sum counts each model call's
+    # rows in the same count as the feature and prediction series (batch_accounting.py); a
+    # regressor has no modelmon_predictions_total.
+    rows_per_second = f"sum by (model, version) (rate(modelmon_batch_size_sum{{{SEL}}}[$__rate_interval]))"
     overview = Row("Overview", (
         Panel("stat", "Features drifted", "Share of monitored features whose verdict is drift (modelmon_dataset_drift_share); the dataset has drifted at 50%.",
               "percentunit", (Prom(f"max(modelmon_dataset_drift_share{{{SEL}}})"),), width=6, height=5, min=0, max=1,
@@ -338,8 +351,11 @@ def drift() -> Dashboard:
         Panel("stat", "Worst fleet PSI", "The highest population stability index over features, for the whole fleet (recording rule model_version_feature:modelmon_feature_bin:psi$window); "
               f"{PSI_DRIFT:g} is drift.",
               "none", (Prom(f"max(model_version_feature:modelmon_feature_bin:psi$window{{{RULES}}})"),), width=6, height=5, decimals=3, thresholds=GOOD_RED),
-        Panel("stat", "Prediction drift (classes, PSI)", "PSI of the predicted classes against the model's predictions on the validation data.",
-              "none", (Prom(f'max(modelmon_prediction_drift{{{SEL}, output="class", method="psi"}})'),), width=6, height=5, decimals=3,
+        # Of either task: a classifier's predicted classes, a regressor's predicted values
+        # (a model exports one of the two outputs).
+        Panel("stat", "Prediction drift (PSI)", "PSI of the predicted classes (a classifier) or of the predicted values (a regressor) "
+              "against the model's predictions on the validation data.",
+              "none", (Prom(f'max(modelmon_prediction_drift{{{SEL}, output=~"class|value", method="psi"}})'),), width=6, height=5, decimals=3,
               thresholds=GOOD_RED),
     ))
     scores = Row("Drift per feature", (
@@ -374,12 +390,7 @@ def drift() -> Dashboard:
                   Prom(f'sum by (bin) (max by (model, version, bin) (modelmon_reference_bin_ratio{{{SEL}, feature="$feature"}})'
                        f" * on (model, version) group_left () sum by (model, version) ({feature_rows})) / scalar(sum({feature_rows}))",
                        "reference", instant=True, format="table"),
-              ), width=12, x_field="bin", repeat="feature",
-              transformations=(
-                  {"id": "joinByField", "options": {"byField": "bin", "mode": "outer"}},
-                  {"id": "organize", "options": {"excludeByName": {"Time": True, "Time 1": True, "Time 2": True},
-                                                 "renameByName": {"Value #A": "live", "Value #B": "reference"}}},
-              )),
+              ), width=12, x_field="bin", repeat="feature", transformations=_live_against_reference("bin")),
     ))
     quality = Row("Data quality", (
         Panel("timeseries", "Missing values", "Missing values of each feature as a share of the rows predicted.", "percentunit",
@@ -393,28 +404,41 @@ def drift() -> Dashboard:
     ))
     predictions = f"modelmon_predictions_total{{{SEL}}}"
     outputs = Row("Predictions", (
+        Panel("timeseries", "Prediction drift", "Drift of the model's outputs against its validation outputs (modelmon_prediction_drift), "
+              f"per replica: a classifier's predicted classes and confidence, a regressor's predicted values; ModelmonPredictionDrift fires at PSI {PSI_DRIFT:g}.",
+              "none", (Prom(f"max by (output, method) (modelmon_prediction_drift{{{SEL}}})", "{{output}} {{method}}"),), width=24,
+              thresholds=GOOD_RED),
+    ))
+    classes = Row("Predictions of classifiers: classes and confidence", (
         Panel("barchart", "Predicted class shares against the validation data", "Share of each predicted class over the dashboard's time range beside its share on the validation data (modelmon_reference_class_ratio).",
               "percentunit", (
                   Prom(f"sum by (class) (increase({predictions}[$__range])) / scalar(sum(increase({predictions}[$__range])))", "live", instant=True, format="table"),
                   Prom(f"sum by (class) (max by (model, version, class) (modelmon_reference_class_ratio{{{SEL}}})"
                        f" * on (model, version) group_left () sum by (model, version) (increase({predictions}[$__range])))"
                        f" / scalar(sum(increase({predictions}[$__range])))", "reference", instant=True, format="table"),
-              ), width=8, x_field="class",
-              transformations=(
-                  {"id": "joinByField", "options": {"byField": "class", "mode": "outer"}},
-                  {"id": "organize", "options": {"excludeByName": {"Time": True, "Time 1": True, "Time 2": True},
-                                                 "renameByName": {"Value #A": "live", "Value #B": "reference"}}},
-              )),
+              ), width=12, x_field="class", transformations=_live_against_reference("class")),
         Panel("timeseries", "Predicted class shares over time", "Share of each predicted class among the rows predicted.", "percentunit",
               (Prom(f"sum by (class) (rate({predictions}[$__rate_interval])) / scalar(sum(rate({predictions}[$__rate_interval])))", "{{class}}"),),
-              width=8, min=0, max=1),
-        Panel("timeseries", "Prediction drift", "Drift of the predicted classes and of the confidence against the validation outputs (modelmon_prediction_drift), per replica.",
-              "none", (Prom(f"max by (output, method) (modelmon_prediction_drift{{{SEL}}})", "{{output}} {{method}}"),), width=8,
-              thresholds=GOOD_RED),
+              width=12, min=0, max=1),
         Panel("heatmap", "Confidence distribution", "Rows per second per top-class probability bucket over time (modelmon_prediction_confidence): a rate, since increase() over $__rate_interval windows, which overlap, counts each row in several cells.", "short",
               (Prom(f"sum by (le) (rate(modelmon_prediction_confidence_bucket{{{SEL}}}[$__rate_interval]))", "{{le}}", format="heatmap"),),
               width=24),
-    ))
+    ), task="classification")
+    # A regressor's predictions per bin of its validation predictions (docs/metrics.md,
+    # Regression): its shares beside the validation shares, as the classes' above.
+    values = f"modelmon_prediction_bin_total{{{SEL}}}"
+    regression_values = Row("Predictions of regressors: predicted values", (
+        Panel("barchart", "Predicted value shares against the validation data", "Share of each bin of the predicted values over the dashboard's "
+              "time range (modelmon_prediction_bin_total) beside the validation predictions' share of the same bin "
+              "(modelmon_reference_prediction_ratio), each version's weighted by its rows; NaN predictions are in no bin. "
+              "Versions have different bin edges: select one version to compare them.",
+              "percentunit", (
+                  Prom(f"sum by (bin) (increase({values}[$__range])) / scalar(sum(increase({values}[$__range])))", "live", instant=True, format="table"),
+                  Prom(f"sum by (bin) (max by (model, version, bin) (modelmon_reference_prediction_ratio{{{SEL}}})"
+                       f" * on (model, version) group_left () sum by (model, version) (increase({values}[$__range])))"
+                       f" / scalar(sum(increase({values}[$__range])))", "reference", instant=True, format="table"),
+              ), width=24, x_field="bin", transformations=_live_against_reference("bin")),
+    ), task="regression")
     variables = (
         *_model_variables(feature=True),
         Variable("method", "Method", "Drift method of the per-replica panel.", "custom",
@@ -424,7 +448,7 @@ def drift() -> Dashboard:
     return _with_ids(Dashboard(
         DRIFT_UID, "modelmon / Data drift and quality",
         "Live inputs and predictions against the training data: drift per feature, bin shares, missing and unseen values.",
-        variables, (overview, scores, bins, quality, outputs),
+        variables, (overview, scores, bins, quality, outputs, classes, regression_values),
     ))
 
 
