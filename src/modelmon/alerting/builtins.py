@@ -459,8 +459,11 @@ class Builder:
 
     def predictions_stopped(self, s: cfg.PredictionsStopped) -> AlertRule:
         """A loaded model that predicted before and now predicts nothing: traffic stopped
-        reaching it (a load balancer, a client, a queue), while its server looks healthy."""
-        predictions = "modelmon_predictions_total"
+        reaching it (a load balancer, a client, a queue), while its server looks healthy.
+        Rows predicted are the batch size histogram's sum: every model call's rows, of a
+        classifier or a regressor (``modelmon_predictions_total`` is a classifier's only, so
+        a regressor's traffic could stop unseen)."""
+        predictions = "modelmon_batch_size_sum"
         expr = (
             f"sum by ({FLEET}) (increase({predictions}[{s.window}])) == 0\n"
             f"and on ({FLEET}) sum by ({FLEET}) (increase({predictions}[{s.lookback}] offset {s.window})) >= {s.min_predictions}\n"
@@ -479,7 +482,7 @@ class Builder:
         per_step = max(100, math.ceil(2 * s.min_predictions * step / minutes(s.lookback)))
         flat = math.ceil((minutes(s.window) + minutes(rule.for_)) / step) + 2
         info = (f"modelmon_model_info{{{self.series_labels(flavor='onnx')}}}", f"1x{n}")
-        series = f"modelmon_predictions_total{{{self.series_labels(**{'class': 'gold'})}}}"
+        series = f"modelmon_batch_size_sum{{{self.series_labels()}}}"
         rule.cases = [
             Case("traffic stopped", [info, (series, f"0+{per_step}x{n - flat} {per_step * (n - flat)}x{flat - 1}")], n * step,
                  [(self.fleet, {"value": "0"})], step),

@@ -179,7 +179,9 @@ def serving() -> Dashboard:
         ), width=8),
         Panel("timeseries", "Model calls and rows per second", "Model calls (batches) and predicted rows per second, per version.", "ops", (
             Prom(f"sum by (version) (rate(modelmon_inference_duration_seconds_count{{{SEL}}}[$__rate_interval]))", "calls v{{version}}"),
-            Prom(f"sum by (version) (rate(modelmon_predictions_total{{{SEL}}}[$__rate_interval]))", "rows v{{version}}"),
+            # Rows of either task (a regressor has no modelmon_predictions_total), as
+            # ModelmonPredictionsStopped, which links here, counts them.
+            Prom(f"sum by (version) (rate(modelmon_batch_size_sum{{{SEL}}}[$__rate_interval]))", "rows v{{version}}"),
         ), width=8),
         Panel("timeseries", "In-flight requests", "Requests in progress, summed over replicas.", "short",
               (Prom(f"sum(modelmon_inflight_requests{{{MODEL}}})", "in flight"),), width=8),
