@@ -327,6 +327,19 @@ def rollout_decisions() -> Row:
 # -- 2. Drift and data quality ----------------------------------------------------------------
 
 
+def _shares_against_reference(category: str, counts: str, reference_ratio: str) -> tuple[Prom, Prom]:
+    """A bar chart's two instant tables over the dashboard's range: the share of each
+    ``category`` of the counter ``counts``, and the reference's share of it (the gauge
+    ``reference_ratio``), each version's weighted by its rows, as the live shares pool them."""
+    rows = f"increase({counts}[$__range])"
+    return (
+        Prom(f"sum by ({category}) ({rows}) / scalar(sum({rows}))", "live", instant=True, format="table"),
+        Prom(f"sum by ({category}) (max by (model, version, {category}) ({reference_ratio})"
+             f" * on (model, version) group_left () sum by (model, version) ({rows}))"
+             f" / scalar(sum({rows}))", "reference", instant=True, format="table"),
+    )
+
+
 def _live_against_reference(category: str) -> tuple[dict, ...]:
     """A bar chart's live and reference shares (its queries A and B, instant tables) joined on
     their ``category`` column, one bar of each per category."""
@@ -413,12 +426,8 @@ def drift() -> Dashboard:
     ))
     classes = Row("Predictions of classifiers: classes and confidence", (
         Panel("barchart", "Predicted class shares against the validation data", "Share of each predicted class over the dashboard's time range beside its share on the validation data (modelmon_reference_class_ratio).",
-              "percentunit", (
-                  Prom(f"sum by (class) (increase({predictions}[$__range])) / scalar(sum(increase({predictions}[$__range])))", "live", instant=True, format="table"),
-                  Prom(f"sum by (class) (max by (model, version, class) (modelmon_reference_class_ratio{{{SEL}}})"
-                       f" * on (model, version) group_left () sum by (model, version) (increase({predictions}[$__range])))"
-                       f" / scalar(sum(increase({predictions}[$__range])))", "reference", instant=True, format="table"),
-              ), width=12, x_field="class", transformations=_live_against_reference("class")),
+              "percentunit", _shares_against_reference("class", predictions, f"modelmon_reference_class_ratio{{{SEL}}}"),
+              width=12, x_field="class", transformations=_live_against_reference("class")),
         Panel("timeseries", "Predicted class shares over time", "Share of each predicted class among the rows predicted.", "percentunit",
               (Prom(f"sum by (class) (rate({predictions}[$__rate_interval])) / scalar(sum(rate({predictions}[$__rate_interval])))", "{{class}}"),),
               width=12, min=0, max=1),
@@ -434,12 +443,8 @@ def drift() -> Dashboard:
               "time range (modelmon_prediction_bin_total) beside the validation predictions' share of the same bin "
               "(modelmon_reference_prediction_ratio), each version's weighted by its rows; NaN predictions are in no bin. "
               "Versions have different bin edges: select one version to compare them.",
-              "percentunit", (
-                  Prom(f"sum by (bin) (increase({values}[$__range])) / scalar(sum(increase({values}[$__range])))", "live", instant=True, format="table"),
-                  Prom(f"sum by (bin) (max by (model, version, bin) (modelmon_reference_prediction_ratio{{{SEL}}})"
-                       f" * on (model, version) group_left () sum by (model, version) (increase({values}[$__range])))"
-                       f" / scalar(sum(increase({values}[$__range])))", "reference", instant=True, format="table"),
-              ), width=24, x_field="bin", transformations=_live_against_reference("bin")),
+              "percentunit", _shares_against_reference("bin", values, f"modelmon_reference_prediction_ratio{{{SEL}}}"),
+              width=24, x_field="bin", transformations=_live_against_reference("bin")),
     ), task="regression")
     variables = (
         *_model_variables(feature=True),
