@@ -218,8 +218,9 @@ def test_accuracy_and_macro_f1_from_confusion_cells_equal_scikit_learn(tmp_path)
 
 
 FLEET = "cluster, namespace, job, model, version"
-#: The rules as exported before issue 23 (grouped by FLEET so that only their logic
-#: differs), and the generated cases each must fail.
+#: The rules as exported before issue 23 (grouped by FLEET, and counting rows predicted as
+#: the cases feed them, modelmon_batch_size_sum, so that only their logic differs), and the
+#: generated cases each must fail.
 OLD_RULES = {
     "ModelmonHighErrorRatio": (
         f'(\n  sum by ({FLEET}) (rate(modelmon_request_errors_total{{model!="_unknown_"}}[5m]))\n  /\n'
@@ -229,8 +230,8 @@ OLD_RULES = {
     ),
     "ModelmonLowLabelCoverage": (
         f'(\n  sum by ({FLEET}) (increase(modelmon_feedback_total{{outcome="matched"}}[1d]))\n  /\n'
-        f'  sum by ({FLEET}) (increase(modelmon_predictions_total[1d]))\n) < 0.1\n'
-        f'and on ({FLEET}) (sum by ({FLEET}) (increase(modelmon_predictions_total[1d])) >= 100)\n'
+        f'  sum by ({FLEET}) (increase(modelmon_batch_size_sum[1d]))\n) < 0.1\n'
+        f'and on ({FLEET}) (sum by ({FLEET}) (increase(modelmon_batch_size_sum[1d])) >= 100)\n'
         f'and on ({FLEET}) (sum by ({FLEET}) (modelmon_feedback_total{{outcome="matched"}}) > 0)',
         ["restart with the label feed dead"],
     ),

@@ -30,7 +30,12 @@ from modelmon.dashboards.queries import (
 from modelmon.dashboards.spec import Dashboard, Panel
 from modelmon.dashboards.templating import Expansion, TimeRange
 from modelmon.registry import Registry
-from tests.dashboards.conftest import REGRESSION_EPOCHS, REGRESSION_EXPERIMENT, REGRESSOR
+from tests.dashboards.conftest import (
+    REGRESSION_EPOCHS,
+    REGRESSION_EXPERIMENT,
+    REGRESSOR,
+    REGRESSOR_ROWS,
+)
 
 pytestmark = pytest.mark.slow
 DASHBOARDS = {d.uid: d for d in all_dashboards()}
@@ -161,6 +166,21 @@ def test_regression_panels_show_scikit_learn_values(stack):
         realized = run_query(_panel(QUALITY_UID, title).queries[0], source, context)  # the first query: realized
         last = [v for s in realized.series for v in s.values if math.isfinite(v)][-1]
         assert last == pytest.approx(float(value), rel=1e-9), title
+
+
+@pytest.mark.parametrize("kind", ["stat", "timeseries"])
+def test_label_coverage_of_a_regressor_is_its_labelled_share_of_the_rows_it_predicted(stack, kind):
+    """The regressor has no modelmon_predictions_total (a classifier's): its label coverage,
+    as the panel queries it, counts the rows it predicted (modelmon_batch_size_sum), and the
+    stack labelled every one of them."""
+    truth, predicted = stack.regression
+    assert len(truth) == len(predicted) == REGRESSOR_ROWS
+    panel = next(p for p in DASHBOARDS[QUALITY_UID].panels if p.title == "Label coverage" and p.kind == kind)
+    source, context = _context(stack, DASHBOARDS[QUALITY_UID], "sqlite", REGRESSOR)
+    coverage = run_query(panel.queries[0], source, context)
+    values = [v for s in coverage.series for v in s.values if math.isfinite(v)]
+    assert values, f"No data for {REGRESSOR} from\n{coverage.text}"
+    assert values[-1] == pytest.approx(1.0, rel=1e-9)
 
 
 def test_predicted_value_shares_are_the_regressors_predictions_in_its_reference_bins(stack):

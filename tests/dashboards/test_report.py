@@ -67,13 +67,16 @@ def test_report_draws_every_panel_from_postgresql(stack, tmp_path):
 
 
 def test_report_of_a_regressor_draws_its_regression_panels(stack, tmp_path):
-    """A regressor's report has the regression rows, with data, and not the classifier's
-    quality rows (which would be empty)."""
+    """A regressor's report has the regression rows and the rows for any model (its labels:
+    coverage, delay, outcomes), with data, and not the classifier's quality rows (which
+    would be empty)."""
     seconds = (datetime.now(UTC) - stack.started).total_seconds() + 10
     summary = write_report(tmp_path / "price.html", stack.prometheus.url, None, range_seconds=seconds, scrape_interval=1.0,
                            model=REGRESSOR)
     quality = [p for p in summary.panels if p.dashboard == "modelmon / Model quality"]
-    assert sorted(p.title for p in quality) == sorted(p.title for p in _regression_panels())
+    task_free = [p for row in catalog.quality().rows if row.task is None for p in row.panels]
+    assert {p.title for p in task_free} == {"Label coverage", "Label delay (p50, p95)", "Labels received by outcome"}
+    assert sorted(p.title for p in quality) == sorted(p.title for p in [*_regression_panels(), *task_free])
     assert all(p.has_data for p in quality), [p.title for p in quality if not p.has_data]
 
 

@@ -48,7 +48,8 @@ def exported_1h(tmp_path_factory):
 @pytest.mark.parametrize(
     ("kind", "record"),
     [("drift", "model_version_feature:modelmon_feature_bin:psi"), ("quality", "model_version_class:modelmon_confusion:f1_"),
-     ("quality", "model_version:modelmon_confusion:accuracy"), ("drift", "modelmon:feature_drift_psi:")],
+     ("quality", "model_version:modelmon_confusion:accuracy"), ("drift", "modelmon:feature_drift_psi:"),
+     ("quality", "model_version:modelmon_feedback_matched:ratio_predictions")],
 )
 def test_generated_test_fails_against_a_wrong_rule(tmp_path, exported_1h, kind, record):
     shutil.copytree(exported_1h, tmp_path, dirs_exist_ok=True)

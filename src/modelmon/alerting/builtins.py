@@ -886,7 +886,7 @@ class Builder:
     def _label_feed(self, n: int, per_step: int, share: float, restart: int | None = None) -> list[tuple[str, str]]:
         """Predictions at ``per_step`` a step, ``share`` of them labelled; with ``restart``,
         the replica restarts at that step (both counters back to 0) and no label comes after."""
-        predictions = f"modelmon_predictions_total{{{self.series_labels(**{'class': 'gold'})}}}"
+        predictions = f"modelmon_batch_size_sum{{{self.series_labels()}}}"
         feedback = f"modelmon_feedback_total{{{self.series_labels(outcome='matched')}}}"
         if restart is None:
             return [(predictions, f"0+{per_step}x{n}"), (feedback, f"0+{per_step * share!r}x{n}")]
@@ -894,7 +894,11 @@ class Builder:
                 (feedback, f"0+{per_step * share!r}x{restart - 1} 0x{n - restart}")]
 
     def label_coverage(self, s: cfg.LabelCoverage) -> AlertRule:
-        predictions = f"sum by ({FLEET}) (increase(modelmon_predictions_total[{s.window}]))"
+        """Labels matched as a share of the rows predicted. Rows predicted are the batch size
+        histogram's sum: every model call's rows, of a classifier or a regressor
+        (``modelmon_predictions_total`` is a classifier's only, so a regressor's coverage
+        had no data)."""
+        predictions = f"sum by ({FLEET}) (increase(modelmon_batch_size_sum[{s.window}]))"
         labelled = f'sum by ({FLEET}) (increase(modelmon_feedback_total{{outcome="matched"}}[{s.window}]))'
         expr = f"(\n  {labelled}\n  /\n  {predictions}\n) < {s.threshold!r}\nand on ({FLEET}) ({predictions} >= {s.min_predictions})"
         if s.require_some_labels:
@@ -928,9 +932,10 @@ class Builder:
 
     def no_labels(self, s: cfg.NoLabels) -> AlertRule:
         """No label at all for ``window``: detects a dead label feed in hours, where the
-        coverage ratio over a day takes most of that day to fall under its threshold."""
+        coverage ratio over a day takes most of that day to fall under its threshold. Rows
+        predicted of either task, as ``label_coverage`` counts them."""
         labelled = f'sum by ({FLEET}) (increase(modelmon_feedback_total{{outcome="matched"}}[{s.window}]))'
-        predictions = f"sum by ({FLEET}) (increase(modelmon_predictions_total[{s.window}]))"
+        predictions = f"sum by ({FLEET}) (increase(modelmon_batch_size_sum[{s.window}]))"
         rule = self.rule(
             "no_labels", "ModelmonNoLabels", s,
             expr=f"{labelled} == 0\nand on ({FLEET}) {predictions} >= {s.min_predictions}\n"

@@ -508,17 +508,14 @@ def quality() -> Dashboard:
         Panel("stat", "Realized accuracy against baseline", "Accuracy on the predictions labelled in the window, all replicas (model_version:modelmon_confusion:accuracy$window), "
               f"minus the validation baseline: red below -{ACCURACY_MARGIN:g}, where ModelmonAccuracyBelowBaseline fires (its default margin; the alert reads a 6h window with at least 1000 labels), orange from half of it.",
               "percentunit", (Prom(f"model_version:modelmon_confusion:accuracy$window{{{RULES}}} - on (cluster, namespace, job, model, version) {BASELINE_ACCURACY}", "v{{version}}"),),
-              width=6, height=5, decimals=3, thresholds=BELOW_BASELINE),
+              width=8, height=5, decimals=3, thresholds=BELOW_BASELINE),
         Panel("stat", "Validation baseline accuracy", "Accuracy on the validation data at registration (modelmon_baseline_metric).",
               "percentunit", (Prom(f'max by (version) (modelmon_baseline_metric{{{SEL}, metric="accuracy"}})', "v{{version}}"),),
-              width=6, height=5, decimals=3),
+              width=8, height=5, decimals=3),
         Panel("stat", "Estimated accuracy (CBPE) against baseline", "Accuracy estimated from calibrated probabilities, before labels arrive (model_version:modelmon_expected_confusion:accuracy$window), "
               f"minus the validation baseline: red below -{ACCURACY_MARGIN:g}, where ModelmonEstimatedAccuracyBelowBaseline fires (its default margin; the alert reads a 1h window with at least 100 rows), orange from half of it.",
               "percentunit", (Prom(f"model_version:modelmon_expected_confusion:accuracy$window{{{RULES}}} - on (cluster, namespace, job, model, version) {BASELINE_ACCURACY}", "v{{version}}"),),
-              width=6, height=5, decimals=3, thresholds=BELOW_BASELINE),
-        Panel("stat", "Label coverage", "Labels matched as a share of the predictions made in the window (model_version:modelmon_feedback_matched:ratio_predictions$window); red under ModelmonLowLabelCoverage's default 10%.",
-              "percentunit", (Prom(f"model_version:modelmon_feedback_matched:ratio_predictions$window{{{RULES}}}", "v{{version}}"),), width=6, height=5, decimals=3,
-              thresholds=(Threshold(None, "red"), Threshold(0.1, "green"))),
+              width=8, height=5, decimals=3, thresholds=BELOW_BASELINE),
     ), task="classification")
     realized = Row("Realized quality against the validation baseline", (
         Panel("timeseries", "Accuracy", "Realized accuracy from labels and the CBPE estimate, over the window, against the validation baseline.",
@@ -546,20 +543,28 @@ def quality() -> Dashboard:
             Prom(f"model_version_class:modelmon_expected_confusion:recall$window{{{RULES}}}", "recall {{class}} v{{version}}"),
         ), width=12),
     ), task="classification")
-    labels = Row("Confusion matrix and labels", (
-        Panel("table", "Confusion matrix", "Labelled predictions in the window by actual class (rows) and predicted class (columns), all replicas.",
-              "short", (Prom(f"sum by (actual, predicted) (model_version_actual_predicted:modelmon_confusion:increase$window{{{RULES}}})", instant=True, format="table"),),
-              width=8, transformations=({"id": "groupingToMatrix", "options": {"columnField": "predicted", "rowField": "actual", "valueField": "Value"}},)),
-        Panel("timeseries", "Label coverage", "Labels matched as a share of the predictions made in the window.", "percentunit",
-              (Prom(f"model_version:modelmon_feedback_matched:ratio_predictions$window{{{RULES}}}", "v{{version}}"),), width=8, min=0),
+    # The label feed of any model: coverage counts the rows predicted of either task
+    # (modelmon_batch_size_sum), as ModelmonLowLabelCoverage and ModelmonNoLabels, which link
+    # here, do; the delay and the outcomes are the feedback endpoint's, whatever the task.
+    label_feed = Row("Labels", (
+        Panel("stat", "Label coverage", "Labels matched as a share of the rows predicted in the window (model_version:modelmon_feedback_matched:ratio_predictions$window); red under ModelmonLowLabelCoverage's default 10%.",
+              "percentunit", (Prom(f"model_version:modelmon_feedback_matched:ratio_predictions$window{{{RULES}}}", "v{{version}}"),), width=4, decimals=3,
+              thresholds=(Threshold(None, "red"), Threshold(0.1, "green"))),
+        Panel("timeseries", "Label coverage", "Labels matched as a share of the rows predicted in the window.", "percentunit",
+              (Prom(f"model_version:modelmon_feedback_matched:ratio_predictions$window{{{RULES}}}", "v{{version}}"),), width=6, min=0),
         Panel("timeseries", "Label delay (p50, p95)", "Time from a prediction to its ground-truth label (modelmon_label_delay_seconds).", "s", tuple(
             Prom(f"histogram_quantile({q}, sum by (le) (rate(modelmon_label_delay_seconds_bucket{{{SEL}}}[$__rate_interval])))", f"p{int(q * 100)}")
             for q in (0.5, 0.95)
-        ), width=8),
+        ), width=7),
         Panel("timeseries", "Labels received by outcome", "Labels per second: matched to a prediction, duplicates, unknown prediction ids.", "ops",
-              (Prom(f"sum by (outcome) (rate(modelmon_feedback_total{{{SEL}}}[$__rate_interval]))", "{{outcome}}"),), width=12),
+              (Prom(f"sum by (outcome) (rate(modelmon_feedback_total{{{SEL}}}[$__rate_interval]))", "{{outcome}}"),), width=7),
+    ))
+    labels = Row("Confusion matrix and labelled predictions", (
+        Panel("table", "Confusion matrix", "Labelled predictions in the window by actual class (rows) and predicted class (columns), all replicas.",
+              "short", (Prom(f"sum by (actual, predicted) (model_version_actual_predicted:modelmon_confusion:increase$window{{{RULES}}})", instant=True, format="table"),),
+              width=8, transformations=({"id": "groupingToMatrix", "options": {"columnField": "predicted", "rowField": "actual", "valueField": "Value"}},)),
         Panel("timeseries", "Realized accuracy by prediction time", "From the prediction log (SQL view labelled_predictions): accuracy of the labelled predictions, dated by when they were made, not when the label came.",
-              "percentunit", (Sql(LABELLED_PG, LABELLED_SQLITE, format="time_series"),), width=12, min=0, max=1),
+              "percentunit", (Sql(LABELLED_PG, LABELLED_SQLITE, format="time_series"),), width=16, min=0, max=1),
         Panel("table", "Labelled predictions per version", "From the prediction log: labelled predictions made in the time range, per version, with their accuracy.",
               "none", (Sql(LABELLED_TABLE, LABELLED_TABLE),), width=24, height=6),
     ), task="classification")
@@ -567,7 +572,7 @@ def quality() -> Dashboard:
         QUALITY_UID, "modelmon / Model quality",
         "Live quality from ground-truth labels and CBPE estimates (a regressor's MAE, RMSE and their label-free "
         "estimate), against the validation baseline.",
-        _model_variables(window=True), (overview, realized, estimated, labels, regression()),
+        _model_variables(window=True), (overview, label_feed, realized, estimated, labels, regression()),
     ))
 
 

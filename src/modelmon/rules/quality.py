@@ -98,10 +98,12 @@ def confusion_rules(source: str, w: str) -> list[dict[str, str]]:
 
 def quality_rule_group(window: str = "1h") -> dict[str, Any]:
     w = check_window(window)
+    # Rows predicted are the batch size histogram's sum, every model call's rows, so a
+    # regressor has a coverage too: modelmon_predictions_total is a classifier's only.
     coverage = {
         "record": coverage_name(w),
         "expr": f'sum by ({BY_VERSION}) {windowed("modelmon_feedback_total{outcome=" + chr(34) + "matched" + chr(34) + "}", w)}'
-        f" / (sum by ({BY_VERSION}) {windowed('modelmon_predictions_total', w)} > 0)",
+        f" / (sum by ({BY_VERSION}) {windowed('modelmon_batch_size_sum', w)} > 0)",
     }
     rules = [
         *confusion_rules("modelmon_confusion_total", w),
@@ -114,7 +116,8 @@ def quality_rule_group(window: str = "1h") -> dict[str, Any]:
 
 def quality_rules_test(rule_file: str, window: str = "1h", seed: int = 0) -> dict[str, Any]:
     """A promtool test: two replicas' confusion counters from seeded labels; the rules must
-    give scikit-learn's accuracy and macro F1 (and per-class F1) on the pooled labels."""
+    give scikit-learn's accuracy and macro F1 (and per-class F1) on the pooled labels, and
+    the label coverage of the classifier and of a regressor (which has no class)."""
     from sklearn.metrics import accuracy_score, f1_score
 
     w = check_window(window)
@@ -139,17 +142,28 @@ def quality_rules_test(rule_file: str, window: str = "1h", seed: int = 0) -> dic
                     "series": f'modelmon_confusion_total{{{labels}, actual="{actual}", predicted="{predicted}", instance="r{instance}"}}',
                     "values": f"{start}+0x{minutes - 1} {start + n}",
                 })
+    # Label coverage: labels matched over rows predicted, pooled over the replicas: the
+    # classifier (1 + 2) / (4 + 4) a minute, the regressor (1 + 1) / (5 + 5).
+    regressor = 'model="p", version="1"'
+    for of, rows, matched in ((labels, (4, 4), (1, 2)), (regressor, (5, 5), (1, 1))):
+        for instance in (0, 1):
+            series.append({"series": f'modelmon_batch_size_sum{{{of}, instance="r{instance}"}}',
+                           "values": f"3+{rows[instance]}x{minutes}"})
+            series.append({"series": f'modelmon_feedback_total{{{of}, outcome="matched", instance="r{instance}"}}',
+                           "values": f"2+{matched[instance]}x{minutes}"})
     at = f"{minutes}m"
     f1_per_class = f1_score(y_true, y_pred, labels=classes, average=None, zero_division=0)
 
-    def close(expr: str, value: float, extra: str = "") -> dict[str, Any]:
+    def close(expr: str, value: float, extra: str = "", of: str = labels) -> dict[str, Any]:
         return {"expr": f"abs({expr} - {value!r}) < bool 1e-9", "eval_time": at,
-                "exp_samples": [{"labels": f"{{{labels}{extra}}}", "value": 1}]}
+                "exp_samples": [{"labels": f"{{{of}{extra}}}", "value": 1}]}
 
     tests = [
         close(name("accuracy", w), float(accuracy_score(y_true, y_pred))),
         close(name("f1_macro", w), float(f1_score(y_true, y_pred, average="macro", zero_division=0))),
         close(f"modelmon:accuracy:{w}", float(accuracy_score(y_true, y_pred))),  # the alias, one release
+        close(f'{coverage_name(w)}{{model="m"}}', 3 / 8),
+        close(f'{coverage_name(w)}{{model="p"}}', 2 / 10, of=regressor),
     ]
     tests += [close(f'{name("f1", w)}{{class="{k}"}}', float(v), f', class="{k}"') for k, v in zip(classes, f1_per_class, strict=True)]
     return {"rule_files": [rule_file], "evaluation_interval": "1m",
