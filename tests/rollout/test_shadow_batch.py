@@ -207,3 +207,64 @@ def test_a_bad_linger_is_refused_naming_the_option(served, value):
     )
     assert result.exit_code == 2
     assert "--shadow-linger-ms: Input should be" in " ".join(result.output.split()), result.output
+
+
+def test_a_batch_whose_recording_fails_is_not_sent_again_copy_by_copy(build, cancer_frame, cancer_model):
+    """The candidate answers, then modelmon's own bookkeeping (the observer) raises: the
+    model did not fail, so the copies are not sent again one at a time (which would call the
+    model again and could count rows twice); each is counted failed as modelmon's error."""
+    candidate = build("bc")
+    calls: list[int] = []
+    predict = candidate.batcher.predict
+
+    def counted_predict(batch: FeatureBatch) -> ModelOutput:
+        calls.append(batch.n_rows)
+        return predict(batch)
+
+    def failing_observe(*args: object) -> None:
+        raise KeyError("observer bug")
+
+    candidate.batcher.predict = counted_predict
+    candidate.monitor.observe = failing_observe  # type: ignore[method-assign]
+    copies = copies_of(cancer_frame, cancer_model, seed=3)
+
+    made = shadow(candidate, copies)
+    assert made.shadow == {("bc", "failed"): COPIES}
+    assert candidate.metrics.errors["internal_error"].get() == COPIES
+    assert candidate.metrics.errors["inference_error"].get() == 0
+    # Every row in one call (or two, if the first copy went alone before the linger), each
+    # row once: no call a copy at a time (that would be 40 more calls).
+    assert sum(calls) == sum(batch.n_rows for batch, _ in copies) and len(calls) <= 2, calls
+
+
+def test_a_call_whose_recording_fails_is_modelmons_internal_error(build, cancer_frame):
+    """What a caller of the runtime gets when the observer raises after the model answered:
+    the batcher's ObserverError itself (a 500 counted as internal_error by the HTTP and gRPC
+    layers, its message free of the bug's details), not the model's InferenceError."""
+    from modelmon.errors import InferenceError
+    from modelmon.serving.batching import ObserverError
+
+    runtime = build("bc")
+
+    def failing_observe(*args: object) -> None:
+        raise KeyError("secret detail")
+
+    runtime.monitor.observe = failing_observe  # type: ignore[method-assign]
+    X = cancer_frame.drop(columns="target")
+    batch = FeatureBatch(X.iloc[:2].to_numpy(dtype=np.float64), np.empty((2, 0), dtype=object))
+
+    async def call() -> BaseException:
+        runtime.batcher.start()
+        try:
+            await runtime.predict(batch)
+        except Exception as exc:  # the test inspects it
+            return exc
+        finally:
+            await runtime.batcher.stop()
+        raise AssertionError("the call did not fail")
+
+    error = asyncio.run(call())
+    assert isinstance(error, ObserverError) and not isinstance(error, InferenceError)
+    assert (error.status_code, error.reason) == (500, "internal_error")
+    assert "secret detail" not in error.message and "recording its call failed" in error.message
+    assert isinstance(error.__cause__, KeyError)

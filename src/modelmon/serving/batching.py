@@ -50,7 +50,9 @@ runs after the model has answered and may have counted part of the rows when it 
 retry would call a model that did not fail again and could count rows twice. An observer
 that raises is a bug of modelmon, not the callers' fault: it is logged with its traceback,
 and every request of that call gets an ``ObserverError`` (caused by the observer's error),
-on every path, with no retry; the runtime answers it as any failed call (``InferenceError``).
+on every path, with no retry: a 500 counted as ``internal_error``, whose message hides the
+details (they are in the log), as for any bug of modelmon's; a shadow rollout does not
+send such a call's copies again either.
 """
 
 from __future__ import annotations
@@ -64,6 +66,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from modelmon.errors import ModelmonError
 from modelmon.types import FeatureBatch, ModelOutput
 
 logger = logging.getLogger("modelmon.serving")
@@ -80,16 +83,20 @@ TIMING_WINDOW = 16
 BatchObserver = Callable[[FeatureBatch, float, ModelOutput, list[float]], int]
 
 
-class ObserverError(RuntimeError):
+class ObserverError(ModelmonError):
     """The observer raised after the model call had succeeded (its error is the cause): what
-    each request of that call gets. Never retried, since the model did not fail."""
+    each request of that call gets. Never retried, since the model did not fail. A bug of
+    modelmon's, counted as one (``internal_error``), its details in the log only."""
+
+    status_code = 500
+    reason = "internal_error"
 
 
 def _observer_failed(exc: Exception, merged: FeatureBatch) -> ObserverError:
     """Log the observer's error ``exc``, which is being handled (so its traceback goes to the
     log), and make the error that each request of its call gets."""
     logger.exception("the batch observer failed on a model call of %d rows; its requests fail", merged.n_rows)
-    return ObserverError(f"observing the model's outputs failed: {type(exc).__name__}: {exc}")
+    return ObserverError("internal error: the model answered, but recording its call failed (see the server's log)")
 
 
 class Answer(NamedTuple):

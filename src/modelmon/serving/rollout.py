@@ -44,6 +44,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from modelmon.errors import ModelmonError
 from modelmon.monitoring import families
 from modelmon.monitoring.metrics import RequestMetrics
+from modelmon.serving.batching import ObserverError
 from modelmon.serving.rollout_gates import GATES, GateResult, answered_requests, watch_exceedances
 from modelmon.serving.runtime import ModelRuntime, Prediction
 from modelmon.store import Store, rollouts
@@ -338,7 +339,9 @@ class RolloutController:
         call = calls[0]
         seconds = time.perf_counter() - started
         error = call.exception()
-        if done and error is not None and len(copies) > 1:
+        # Only the model's own failure is worth a copy at a time: after an ObserverError the
+        # model had answered, and its rows may already be counted.
+        if done and error is not None and len(copies) > 1 and not isinstance(error, ObserverError):
             for copy in copies:
                 await self._send([copy])
             return

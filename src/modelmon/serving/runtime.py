@@ -107,12 +107,10 @@ class ModelRuntime:
     async def predict(self, batch: FeatureBatch) -> Prediction:
         try:
             answer = await self.batcher.submit(batch)
-        except InvalidInputError:  # a value the model's graph cannot take (runtimes/onnx.py): the caller's 400
+        # A value the model's graph cannot take (runtimes/onnx.py): the caller's 400. The
+        # model answered but recording its call failed: modelmon's 500 (logged by the batcher).
+        except (InvalidInputError, ObserverError):
             raise
-        except ObserverError as exc:  # the model answered; recording its call failed (logged by the batcher)
-            raise InferenceError(
-                f"model {self.name} version {self.version} answered, but recording the call failed: {exc}"
-            ) from exc
         except Exception as exc:
             raise InferenceError(
                 f"model {self.name} version {self.version} failed: {type(exc).__name__}: {exc}"
