@@ -1,5 +1,7 @@
 """Request data against a signature: accepted shapes, and every rejection named."""
 
+import math
+
 import numpy as np
 import pytest
 
@@ -382,6 +384,8 @@ def test_a_boolean_for_a_categorical_feature_is_named_as_not_a_string():
 
 
 FP32_MAX = float(np.finfo(np.float32).max)
+#: The smallest magnitude the cast to float32 makes infinite (half a float32 step above its largest).
+FP32_OVERFLOW = 2.0**128 - 2.0**103
 TYPED = Signature(features=[FeatureSpec(name="f", dtype="float32", nullable=True), FeatureSpec(name="flag", dtype="bool", nullable=True),
                             FeatureSpec(name="x", dtype="float64")], task="regression", input_layout="columns")
 
@@ -393,10 +397,13 @@ def typed_rows(rows: int, **column) -> list[TensorInput]:
 
 
 @pytest.mark.parametrize("rows", [1, 40])
-@pytest.mark.parametrize(("value", "shown"), [(1e300, "1e+300"), (-1e39, "-1e+39"), (FP32_MAX * (1 + 2**-30), "3.402823469554415e+38")])
+@pytest.mark.parametrize(("value", "shown"), [(1e300, "1e+300"), (-1e39, "-1e+39"), (FP32_OVERFLOW, repr(FP32_OVERFLOW)),
+                                               (-FP32_OVERFLOW, repr(-FP32_OVERFLOW))])
 def test_a_float32_feature_refuses_values_beyond_float32(rows, value, shown):
-    # Beyond float32's largest (the first two the cast would make infinite), with a missing
-    # value before it; a float64 feature (x, 1e300 in every row) takes any finite value.
+    # Values the cast would make infinite (the smallest such magnitude included), with a
+    # missing value before it; a float64 feature (x, 1e300 in every row) takes any finite value.
+    with np.errstate(over="ignore"):
+        assert np.isinf(np.float32(value))
     validator = RequestValidator(TYPED, 100)
     f = [1.5] * rows
     f[0] = None  # nullable: excused wherever it stands
@@ -409,9 +416,14 @@ def test_a_float32_feature_refuses_values_beyond_float32(rows, value, shown):
 
 def test_a_float32_feature_keeps_values_up_to_float32s_limits_and_missing_ones():
     validator = RequestValidator(TYPED, 100)
-    batch = validator.from_tensors(typed_rows(4, f=("FP64", [float("nan"), FP32_MAX, -FP32_MAX, None])))
-    assert np.isnan(batch.numeric[0, 0]) and batch.numeric[1:3, 0].tolist() == [FP32_MAX, -FP32_MAX] and np.isnan(batch.numeric[3, 0])
-    assert batch.numeric[:, 2].tolist() == [1e300] * 4
+    # Up to the last magnitude the cast keeps finite: 3.4028235e38 (float32's largest as
+    # printed, a little above it in float64) and the float64 just below the overflow.
+    below = math.nextafter(FP32_OVERFLOW, 0.0)
+    kept = [FP32_MAX, -FP32_MAX, 3.4028235e38, below, -below]
+    assert np.isfinite(np.array(kept).astype(np.float32)).all()
+    batch = validator.from_tensors(typed_rows(7, f=("FP64", [float("nan"), *kept, None])))
+    assert np.isnan(batch.numeric[0, 0]) and batch.numeric[1:6, 0].tolist() == kept and np.isnan(batch.numeric[6, 0])
+    assert batch.numeric[:, 2].tolist() == [1e300] * 7
     assert validator.from_tensors(typed_rows(1, f=("FP32", np.array([FP32_MAX], dtype=np.float32)))).numeric[0, 0] == FP32_MAX
     assert message(validator.from_records, [{"f": 2.5, "flag": True, "x": 1.0}, {"f": -1e39, "flag": False, "x": 1.0}]) == (
         "invalid_value", "feature 'f': value -1e+39 at row 1 is out of range for float32")
@@ -436,10 +448,11 @@ def test_a_bool_feature_refuses_numbers_other_than_0_and_1(rows, value, shown):
 
 def test_a_bool_feature_keeps_true_false_0_1_and_missing():
     validator = RequestValidator(TYPED, 100)
-    for datatype, flag in (("BOOL", [True, False, None]), ("FP64", [1.0, 0.0, None]), ("INT64", [1, 0, None]),
-                           ("BOOL", np.array([True, False, True])), ("FP64", np.array([1.0, 0.0, np.nan]))):
+    for datatype, flag, third in (("BOOL", [True, False, None], None), ("FP64", [1.0, 0.0, None], None), ("INT64", [1, 0, None], None),
+                                  ("BOOL", np.array([True, False, True]), 1.0), ("FP64", np.array([1.0, 0.0, np.nan]), None)):
         column = validator.from_tensors(typed_rows(3, flag=(datatype, flag))).numeric[:, 1]
-        assert column[:2].tolist() == [1.0, 0.0] and (np.isnan(column[2]) or column[2] == 1.0)
+        assert column[:2].tolist() == [1.0, 0.0]
+        assert np.isnan(column[2]) if third is None else column[2] == third  # a null stays missing
     batch = validator.from_records([{"f": 1.0, "flag": True, "x": 0.5}, {"f": 1.0, "flag": 0, "x": 0.5}, {"f": 1.0, "flag": None, "x": 0.5}])
     assert batch.numeric[:2, 1].tolist() == [1.0, 0.0] and np.isnan(batch.numeric[2, 1])
     matrix = RequestValidator(FLAGS, 10)

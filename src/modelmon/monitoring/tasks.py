@@ -194,7 +194,7 @@ class RegressionCounts(TaskCounts):
             ratio = add(families.REFERENCE_PREDICTION_RATIO, ArrayCounter(base_labels, [[b] for b in labels]))
             ratio.counts[:] = self.reference_shares
         self.estimator = loss_estimator
-        # Rows counted but not yet estimated: the estimate (about 5 µs of CPU per row, mostly
+        # Rows counted but not yet estimated: the estimate (0.7-2.5 µs of CPU per row, mostly
         # onnxruntime with the GIL released) is left to the scrape's and the drift scorer's
         # threads (``settle``), off the event loop, which counts every 0.1 s on the request
         # path (issue 18: the serving cost at c=1), unless that loop is saturated

@@ -28,13 +28,14 @@ _TYPED_JSON = frozenset(INT_RANGES) | {"BOOL"}
 #: A numeric feature's values travel as float64 and are cast to the model's type: each must be
 #: ``low <= value < high``, and whole for an integer or bool feature (2**63 - 1 itself rounds up
 #: to 2**63 in float64, which the cast to int64 would wrap to -2**63). A bool feature takes
-#: true/false, which arrive as 1.0/0.0, so 0 and 1 only. A float32 feature takes magnitudes up
-#: to float32's largest (its high bound is the next float64): the cast makes larger ones infinite
-#: (or, within half a float32 step, the largest).
-_FP32_MAX = float(np.finfo(np.float32).max)
+#: true/false, which arrive as 1.0/0.0, so 0 and 1 only. A float32 feature takes the magnitudes
+#: the cast keeps finite: below 2**128 - 2**103, half a float32 step above float32's largest,
+#: from where round-to-nearest makes them infinite (below it, they round to the largest, so
+#: 3.4028235e38, the largest as numpy, Java and Go print it, is taken).
+_FP32_OVERFLOW = 2.0**128 - 2.0**103
 FEATURE_BOUNDS: dict[str, tuple[float, float]] = {
     "int64": (-(2.0**63), 2.0**63), "int32": (-(2.0**31), 2.0**31), "bool": (0.0, 2.0),
-    "float32": (-_FP32_MAX, math.nextafter(_FP32_MAX, math.inf)),
+    "float32": (math.nextafter(-_FP32_OVERFLOW, 0.0), _FP32_OVERFLOW),
 }
 
 
@@ -300,7 +301,7 @@ class RequestValidator:
         # at a time took ~13 for 30 float32 features, and picking their columns out ~2), NaN-safe
         # (it compares false). Only if a value is beyond float32, in whichever column, are the
         # float32 columns looked at.
-        if self.fp32_columns and np.count_nonzero(np.abs(numeric) > _FP32_MAX):
+        if self.fp32_columns and np.count_nonzero(np.abs(numeric) >= _FP32_OVERFLOW):
             for col, name, dtype, low, high in self.fp32_columns:
                 _check_bounded_feature(numeric[:, col], name, dtype, low, high)
 
