@@ -44,6 +44,15 @@ def outcomes(log: PredictionLog) -> dict[str, float]:
     return {s.labels["outcome"]: s.value for s in log.rows.collect()[0].samples if s.name.endswith("_total")}
 
 
+def write_all(log: PredictionLog) -> None:
+    """Start the log, have everything journaled so far written to the store, stop it."""
+    log.start()
+    try:
+        assert log.flush()
+    finally:
+        log.stop()
+
+
 def chunk(first: int, rows: int = 1, features: list | None = None) -> Chunk:
     return Chunk("shop", 1, 1_700_000_000.0 + first, "p", first, [float(first + i) for i in range(rows)], None, features)
 
@@ -104,11 +113,7 @@ def test_a_full_segment_is_sealed_early_and_a_long_line_has_one_of_its_own(store
     sealed = sorted((tmp_path / "spool").glob("*.jsonl"))
     assert len(sealed) >= 3  # 20 lines of about 60 bytes fill more than two 512-byte segments
     assert any(p.stat().st_size > 2000 for p in sealed)  # the long line, in a segment of its size
-    log.start()
-    try:
-        assert log.flush()
-    finally:
-        log.stop()
+    write_all(log)
     assert stored_ids(store) == sorted(f"p-{c.first_id}" for c in chunks)
     assert outcomes(log) == {"written": len(chunks), "spooled": 0, "replayed": 0, "dropped": 0}
 
@@ -124,11 +129,7 @@ def test_a_segment_that_cannot_be_allocated_drops_and_counts_its_rows(store: Sto
     assert not list((tmp_path / "spool").glob("*.jsonl*"))  # no segment left half made
     monkeypatch.undo()
     log.submit(chunk(4, rows=2))
-    log.start()
-    try:
-        assert log.flush()
-    finally:
-        log.stop()
+    write_all(log)
     assert outcomes(log) == {"written": 2, "spooled": 0, "replayed": 0, "dropped": 3}
     assert stored_ids(store) == ["p-4", "p-5"]
 
@@ -163,11 +164,7 @@ def test_where_a_segment_cannot_be_mapped_the_journal_is_written(store: Store, t
     assert "journaling with write() instead" in caplog.text
     (segment,) = (tmp_path / "spool").glob("*.open")
     assert segment.read_bytes().count(b"\n") == 5  # appended: no zeros to cut
-    log.start()
-    try:
-        assert log.flush()
-    finally:
-        log.stop()
+    write_all(log)
     assert outcomes(log) == {"written": 7, "spooled": 0, "replayed": 0, "dropped": 0}
     # chunk(i) has ids p-i, p-(i+1) for two rows: p-0; p-1, p-2; p-2; p-3, p-4; p-4 (repeats stored once)
     assert stored_ids(store) == ["p-0", "p-1", "p-2", "p-3", "p-4"]
@@ -178,11 +175,7 @@ def test_outputs_the_journal_cannot_write_are_dropped_and_counted_not_raised(sto
     transposed = np.ones((2, 3)).T  # not C-contiguous: orjson refuses it
     log.submit(Chunk("shop", 1, 1_700_000_000.0, "p", 1, ["a", "b", "a"], transposed, None))
     log.submit(chunk(10))
-    log.start()
-    try:
-        assert log.flush()
-    finally:
-        log.stop()
+    write_all(log)
     assert outcomes(log) == {"written": 1, "spooled": 0, "replayed": 0, "dropped": 3}
     assert stored_ids(store) == ["p-10"]
 
